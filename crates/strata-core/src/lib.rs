@@ -1,1 +1,36 @@
-//! Strata's assignment engine.
+//! Strata's assignment engine: a pure function from (unit, context, config
+//! snapshot) to variant assignments.
+//!
+//! The pieces, in data-flow order:
+//!
+//! 1. [`Snapshot`] — the immutable, versioned JSON config the server publishes.
+//! 2. [`CompiledSnapshot::compile`] — validates it once (overlapping layer
+//!    ranges, zero weights, unknown layers, malformed targeting …) and
+//!    precomputes everything that does not depend on the unit, including an
+//!    index of experiments by surface.
+//! 3. [`CompiledSnapshot::evaluate`] — per request: global holdout, surface
+//!    pre-filter, targeting, layer range, ramp, variant. It *returns* the
+//!    decisions, including whether each should be logged as an exposure; the
+//!    caller (SDK, server, CLI) decides what to log.
+//!
+//! Bucketing is MurmurHash3 x86 32-bit over `unit_id ++ ":" ++ salt`, modulo
+//! 1000 ([`hash`]). The exact rules are in `docs/assignment-spec.md` and are
+//! frozen by the language-neutral suite under `testdata/assignment/`.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and uses no
+//! randomness. The same inputs give the same answer on every machine, forever.
+//! Evaluation never panics: bad snapshots are rejected at compile time, and a
+//! caller without a usable snapshot evaluates [`CompiledSnapshot::empty`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod context;
+mod engine;
+mod error;
+pub mod hash;
+pub mod snapshot;
+mod targeting;
+
+pub use context::{Context, NotAnObject, OPTED_OUT_ATTR};
+pub use engine::{Assignment, CompiledSnapshot};
+pub use error::SnapshotError;
+pub use snapshot::{Experiment, Holdout, Layer, Snapshot, Status, Variant};

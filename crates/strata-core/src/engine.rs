@@ -1,0 +1,527 @@
+//! The compiled snapshot and the evaluator.
+//!
+//! [`CompiledSnapshot::compile`] validates a [`Snapshot`] once and precomputes
+//! everything that does not depend on the unit: the `":" ++ salt` bytes of
+//! every salt, variant boundaries, layer indices, compiled targeting rules and
+//! an index of experiments by surface. [`CompiledSnapshot::evaluate`] then
+//! runs per request, hashes each unit id once, and touches only the
+//! experiments of the request's surface.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::hash::{salt_suffix, UnitHasher, RAMP_SUFFIX};
+use crate::snapshot::{Experiment, Snapshot, Status};
+use crate::targeting::{self, Rule};
+use crate::{Context, SnapshotError};
+
+/// The buckets of a layer: experiments in it own ranges of `0..LAYER_BUCKETS`.
+const LAYER_BUCKETS: u16 = 1000;
+
+/// One experiment's decision for one unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Assignment<'a> {
+    /// The experiment key (internal; never shown to clients).
+    pub experiment: &'a str,
+    /// The opaque client-facing key.
+    pub flag: &'a str,
+    /// The variant to serve.
+    pub variant: &'a str,
+    /// The variant the unit was assigned; differs from `variant` only for
+    /// opted-out units, which are served the control (intent-to-treat).
+    pub assigned: &'a str,
+    /// Whether serving this should be logged as an exposure; false for the
+    /// winner of a concluded experiment, which is no longer an experiment.
+    pub log_exposure: bool,
+    /// The context attribute that identified the unit.
+    pub unit_attr: &'a str,
+}
+
+#[derive(Debug)]
+struct Holdout {
+    suffix: Vec<u8>,
+    permille: u16,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// Assigning: layer range, ramp and variant buckets apply.
+    Live {
+        layer: Option<LayerSlot>,
+        ramp_permille: u16,
+        ramp_suffix: Vec<u8>,
+        /// `boundaries[i]` = `1000 * (w_1 + … + w_{i+1}) / W`.
+        boundaries: Vec<u16>,
+    },
+    /// A concluded experiment's winner, served to every targeted unit.
+    Rollout { winner: usize },
+}
+
+#[derive(Debug)]
+struct LayerSlot {
+    layer: usize,
+    start: u16,
+    end: u16,
+}
+
+#[derive(Debug)]
+struct CompiledExperiment {
+    key: String,
+    flag: String,
+    unit: usize,
+    suffix: Vec<u8>,
+    targeting: Option<Rule>,
+    respect_holdout: bool,
+    variants: Vec<String>,
+    mode: Mode,
+}
+
+/// A validated, evaluation-ready snapshot. Immutable; share it behind an
+/// `Arc` and swap the pointer when a new version arrives.
+#[derive(Debug, Default)]
+pub struct CompiledSnapshot {
+    version: u64,
+    holdout: Option<Holdout>,
+    layer_suffixes: Vec<Vec<u8>>,
+    /// Distinct unit attributes, so each unit id is hashed once per request.
+    unit_attrs: Vec<String>,
+    experiments: Vec<CompiledExperiment>,
+    /// Per surface: the experiments that apply there (surface-specific and
+    /// everywhere-experiments), in snapshot order.
+    by_surface: HashMap<String, Vec<u32>>,
+    /// Experiments that apply everywhere: the list for an unknown surface.
+    everywhere: Vec<u32>,
+    /// All servable experiments: the list when no surface is given.
+    all: Vec<u32>,
+}
+
+/// The unit of one unit attribute, resolved lazily once per request.
+#[derive(Clone, Copy)]
+enum UnitSlot {
+    Unresolved,
+    Missing,
+    HeldOut(UnitHasher),
+    Ready(UnitHasher),
+}
+
+/// The unit id a context value stands for: strings as given, integers as
+/// decimal text. Anything else (and the empty string) identifies no unit.
+fn unit_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            Some(std::borrow::Cow::Owned(n.to_string()))
+        }
+        _ => None,
+    }
+}
+
+impl CompiledSnapshot {
+    /// Parses and compiles a snapshot from JSON text.
+    pub fn from_json(text: &str) -> Result<Self, SnapshotError> {
+        let snapshot: Snapshot = serde_json::from_str(text)?;
+        Self::compile(&snapshot)
+    }
+
+    /// Parses and compiles a snapshot from JSON bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)?;
+        Self::compile(&snapshot)
+    }
+
+    /// Validates a snapshot and compiles it for evaluation.
+    pub fn compile(snapshot: &Snapshot) -> Result<Self, SnapshotError> {
+        let holdout = match &snapshot.holdout {
+            Some(h) if h.permille > 1000 => {
+                return Err(SnapshotError::InvalidField {
+                    location: "holdout".to_owned(),
+                    field: "permille",
+                    reason: format!("{} is outside 0-1000", h.permille),
+                })
+            }
+            Some(h) => Some(Holdout {
+                suffix: salt_suffix(&h.salt),
+                permille: h.permille,
+            }),
+            None => None,
+        };
+
+        let mut layer_index = HashMap::new();
+        for (i, layer) in snapshot.layers.iter().enumerate() {
+            if layer_index.insert(layer.key.as_str(), i).is_some() {
+                return Err(SnapshotError::DuplicateLayer {
+                    key: layer.key.clone(),
+                });
+            }
+        }
+        let layer_suffixes = snapshot
+            .layers
+            .iter()
+            .map(|l| salt_suffix(&l.salt))
+            .collect();
+
+        let mut keys = HashSet::new();
+        let mut flags: HashMap<&str, &str> = HashMap::new();
+        let mut unit_attrs: Vec<String> = Vec::new();
+        let mut experiments = Vec::new();
+        let mut all = Vec::new();
+        let mut everywhere = Vec::new();
+        let mut surface_lists: Vec<(&str, u32)> = Vec::new();
+        // Live ranges per layer, for the overlap check.
+        let mut claimed: Vec<Vec<(&str, [u16; 2])>> = vec![Vec::new(); snapshot.layers.len()];
+
+        for exp in &snapshot.experiments {
+            if !keys.insert(exp.key.as_str()) {
+                return Err(SnapshotError::DuplicateExperiment {
+                    key: exp.key.clone(),
+                });
+            }
+            if let Some(first) = flags.insert(exp.flag.as_str(), exp.key.as_str()) {
+                return Err(SnapshotError::DuplicateFlag {
+                    flag: exp.flag.clone(),
+                    first: first.to_owned(),
+                    second: exp.key.clone(),
+                });
+            }
+            let compiled = compile_experiment(exp, &layer_index, &mut unit_attrs)?;
+            if let (
+                Mode::Live {
+                    layer: Some(slot), ..
+                },
+                Status::Running | Status::Paused,
+            ) = (&compiled.mode, exp.status)
+            {
+                for &(other, range) in &claimed[slot.layer] {
+                    if slot.start < range[1] && range[0] < slot.end {
+                        return Err(SnapshotError::OverlappingRanges {
+                            layer: snapshot.layers[slot.layer].key.clone(),
+                            first: other.to_owned(),
+                            first_range: range,
+                            second: exp.key.clone(),
+                            second_range: [slot.start, slot.end],
+                        });
+                    }
+                }
+                claimed[slot.layer].push((exp.key.as_str(), [slot.start, slot.end]));
+            }
+            let servable = match exp.status {
+                Status::Running => true,
+                Status::Concluded => exp.winner.is_some(),
+                Status::Paused | Status::Killed => false,
+            };
+            if servable {
+                let idx = experiments.len() as u32;
+                all.push(idx);
+                if exp.surfaces.is_empty() {
+                    everywhere.push(idx);
+                } else {
+                    let mut seen = HashSet::new();
+                    for s in &exp.surfaces {
+                        if seen.insert(s.as_str()) {
+                            surface_lists.push((s.as_str(), idx));
+                        }
+                    }
+                }
+                experiments.push(compiled);
+            }
+        }
+
+        let mut by_surface: HashMap<String, Vec<u32>> = HashMap::new();
+        for (surface, idx) in surface_lists {
+            by_surface.entry(surface.to_owned()).or_default().push(idx);
+        }
+        for list in by_surface.values_mut() {
+            list.extend_from_slice(&everywhere);
+            list.sort_unstable();
+        }
+
+        Ok(Self {
+            version: snapshot.version,
+            holdout,
+            layer_suffixes,
+            unit_attrs,
+            experiments,
+            by_surface,
+            everywhere,
+            all,
+        })
+    }
+
+    /// A snapshot that assigns nothing: what to evaluate against when no
+    /// usable snapshot exists (fail open).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Number of servable experiments (running, or concluded with a winner).
+    pub fn servable_experiments(&self) -> usize {
+        self.experiments.len()
+    }
+
+    /// The experiments that apply to a request on `surface` (all servable
+    /// experiments when `surface` is `None`).
+    fn candidates(&self, surface: Option<&str>) -> &[u32] {
+        match surface {
+            None => &self.all,
+            Some(s) => self
+                .by_surface
+                .get(s)
+                .map_or(&self.everywhere, Vec::as_slice),
+        }
+    }
+
+    /// Evaluates every experiment applicable to `surface` for the unit(s) in
+    /// `ctx`. `None` evaluates every surface. Never panics, never fails.
+    pub fn evaluate<'a>(&'a self, ctx: &Context, surface: Option<&str>) -> Vec<Assignment<'a>> {
+        let mut out = Vec::new();
+        self.evaluate_into(ctx, surface, &mut out);
+        out
+    }
+
+    /// As [`evaluate`](Self::evaluate), appending to a caller-owned buffer so
+    /// that hot loops reuse one allocation.
+    pub fn evaluate_into<'a>(
+        &'a self,
+        ctx: &Context,
+        surface: Option<&str>,
+        out: &mut Vec<Assignment<'a>>,
+    ) {
+        let candidates = self.candidates(surface);
+        if candidates.is_empty() {
+            return;
+        }
+        let opted_out = ctx.opted_out();
+        // Almost every snapshot uses one to three unit attributes.
+        let mut inline = [UnitSlot::Unresolved; 4];
+        let mut heap;
+        let units: &mut [UnitSlot] = if self.unit_attrs.len() <= inline.len() {
+            &mut inline
+        } else {
+            heap = vec![UnitSlot::Unresolved; self.unit_attrs.len()];
+            &mut heap
+        };
+        for &idx in candidates {
+            let Some(exp) = self.experiments.get(idx as usize) else {
+                continue;
+            };
+            let Some(slot) = units.get_mut(exp.unit) else {
+                continue;
+            };
+            if let UnitSlot::Unresolved = slot {
+                *slot = self.resolve_unit(ctx, exp.unit);
+            }
+            let hasher = match *slot {
+                UnitSlot::Ready(h) => h,
+                UnitSlot::HeldOut(h) if !exp.respect_holdout => h,
+                _ => continue,
+            };
+            if let Some(a) = self.decide(exp, &hasher, ctx, opted_out) {
+                out.push(a);
+            }
+        }
+    }
+
+    fn unit_hasher(&self, ctx: &Context, unit: usize) -> Option<UnitHasher> {
+        let attr = self.unit_attrs.get(unit)?;
+        let text = unit_text(ctx.get(attr)?)?;
+        Some(UnitHasher::new(&text))
+    }
+
+    fn resolve_unit(&self, ctx: &Context, unit: usize) -> UnitSlot {
+        let Some(hasher) = self.unit_hasher(ctx, unit) else {
+            return UnitSlot::Missing;
+        };
+        match &self.holdout {
+            Some(h) if hasher.bucket(&h.suffix) < h.permille => UnitSlot::HeldOut(hasher),
+            _ => UnitSlot::Ready(hasher),
+        }
+    }
+
+    fn decide<'a>(
+        &'a self,
+        exp: &'a CompiledExperiment,
+        hasher: &UnitHasher,
+        ctx: &Context,
+        opted_out: bool,
+    ) -> Option<Assignment<'a>> {
+        let assignment = |served: usize, assigned: usize, log_exposure: bool| {
+            Some(Assignment {
+                experiment: &exp.key,
+                flag: &exp.flag,
+                variant: exp.variants.get(served)?,
+                assigned: exp.variants.get(assigned)?,
+                log_exposure,
+                unit_attr: self.unit_attrs.get(exp.unit)?,
+            })
+        };
+        match &exp.mode {
+            Mode::Rollout { winner } => {
+                if exp.targeting.as_ref().is_some_and(|r| !r.matches(ctx)) {
+                    return None;
+                }
+                assignment(*winner, *winner, false)
+            }
+            Mode::Live {
+                layer,
+                ramp_permille,
+                ramp_suffix,
+                boundaries,
+            } => {
+                // The layer check excludes most units cheaply, so it runs first.
+                if let Some(slot) = layer {
+                    let b = hasher.bucket(self.layer_suffixes.get(slot.layer)?);
+                    if b < slot.start || b >= slot.end {
+                        return None;
+                    }
+                }
+                if exp.targeting.as_ref().is_some_and(|r| !r.matches(ctx)) {
+                    return None;
+                }
+                // A ramp of 1000 admits every bucket; skip the hash.
+                if *ramp_permille < LAYER_BUCKETS && hasher.bucket(ramp_suffix) >= *ramp_permille {
+                    return None;
+                }
+                let b = hasher.bucket(&exp.suffix);
+                let assigned = boundaries.iter().position(|&edge| b < edge)?;
+                assignment(if opted_out { 0 } else { assigned }, assigned, true)
+            }
+        }
+    }
+}
+
+fn compile_experiment(
+    exp: &Experiment,
+    layers: &HashMap<&str, usize>,
+    unit_attrs: &mut Vec<String>,
+) -> Result<CompiledExperiment, SnapshotError> {
+    let field_err = |field: &'static str, reason: String| SnapshotError::InvalidField {
+        location: format!("experiment {:?}", exp.key),
+        field,
+        reason,
+    };
+    if exp.key.is_empty() {
+        return Err(field_err("key", "must not be empty".to_owned()));
+    }
+    if exp.flag.is_empty() {
+        return Err(field_err("flag", "must not be empty".to_owned()));
+    }
+    if exp.unit.is_empty() {
+        return Err(field_err("unit", "must not be empty".to_owned()));
+    }
+    if exp.ramp_permille > 1000 {
+        return Err(field_err(
+            "ramp_permille",
+            format!("{} is outside 0-1000", exp.ramp_permille),
+        ));
+    }
+    let total: u64 = exp.variants.iter().map(|v| u64::from(v.weight)).sum();
+    if total == 0 {
+        return Err(SnapshotError::ZeroTotalWeight {
+            experiment: exp.key.clone(),
+        });
+    }
+    let mut seen = HashSet::new();
+    for v in &exp.variants {
+        if !seen.insert(v.key.as_str()) {
+            return Err(field_err(
+                "variants",
+                format!("duplicate variant key {:?}", v.key),
+            ));
+        }
+    }
+    let winner = match (&exp.winner, exp.status) {
+        (None, _) => None,
+        (Some(w), Status::Concluded) => match exp.variants.iter().position(|v| &v.key == w) {
+            Some(i) => Some(i),
+            None => {
+                return Err(field_err(
+                    "winner",
+                    format!("{w:?} is not one of the variants"),
+                ))
+            }
+        },
+        (Some(_), _) => {
+            return Err(field_err(
+                "winner",
+                "is only allowed on a concluded experiment".to_owned(),
+            ))
+        }
+    };
+    let range_err = |reason: &str| SnapshotError::InvalidRange {
+        experiment: exp.key.clone(),
+        reason: reason.to_owned(),
+    };
+    let layer = match (&exp.layer, exp.range) {
+        (None, None) => None,
+        (Some(_), None) => return Err(range_err("an experiment in a layer needs a range")),
+        (None, Some(_)) => return Err(range_err("a range needs a layer")),
+        (Some(name), Some([start, end])) => {
+            let Some(&layer) = layers.get(name.as_str()) else {
+                return Err(SnapshotError::UnknownLayer {
+                    experiment: exp.key.clone(),
+                    layer: name.clone(),
+                });
+            };
+            if end > LAYER_BUCKETS {
+                return Err(range_err(&format!("[{start}, {end}) is outside 0-1000")));
+            }
+            if start >= end {
+                return Err(range_err(&format!("[{start}, {end}) is empty")));
+            }
+            Some(LayerSlot { layer, start, end })
+        }
+    };
+    let targeting = match &exp.targeting {
+        None => None,
+        Some(v) => targeting::compile(v).map_err(|e| SnapshotError::InvalidTargeting {
+            experiment: exp.key.clone(),
+            path: e.path,
+            reason: e.reason,
+        })?,
+    };
+    let unit = match unit_attrs.iter().position(|u| u == &exp.unit) {
+        Some(i) => i,
+        None => {
+            unit_attrs.push(exp.unit.clone());
+            unit_attrs.len() - 1
+        }
+    };
+    let mode = match winner {
+        Some(winner) => Mode::Rollout { winner },
+        None => {
+            let mut cumulative = 0u64;
+            let boundaries = exp
+                .variants
+                .iter()
+                .map(|v| {
+                    cumulative += u64::from(v.weight);
+                    // cumulative <= total, so the quotient is at most 1000.
+                    (1000 * cumulative / total) as u16
+                })
+                .collect();
+            Mode::Live {
+                layer,
+                ramp_permille: exp.ramp_permille,
+                ramp_suffix: salt_suffix(&format!("{}{RAMP_SUFFIX}", exp.salt)),
+                boundaries,
+            }
+        }
+    };
+    Ok(CompiledExperiment {
+        key: exp.key.clone(),
+        flag: exp.flag.clone(),
+        unit,
+        suffix: salt_suffix(&exp.salt),
+        targeting,
+        respect_holdout: exp.respect_holdout,
+        variants: exp.variants.iter().map(|v| v.key.clone()).collect(),
+        mode,
+    })
+}

@@ -1,0 +1,118 @@
+//! The config snapshot as it travels: the serde model of the JSON document.
+//!
+//! A snapshot is immutable and versioned. The server publishes it, SDKs and
+//! the CLI load it, and [`crate::CompiledSnapshot::compile`] validates it and
+//! turns it into an evaluation-ready form. The types here are plain data and
+//! do no validation of their own; unknown fields are ignored so that an older
+//! SDK can read a snapshot written by a newer server.
+
+use serde::{Deserialize, Serialize};
+
+/// A published configuration snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Monotonically increasing version; consumers apply only newer versions.
+    pub version: u64,
+    /// The global holdout, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+    /// Layers: sets of mutually exclusive experiments.
+    #[serde(default)]
+    pub layers: Vec<Layer>,
+    /// Every experiment the snapshot knows about, whatever its status.
+    #[serde(default)]
+    pub experiments: Vec<Experiment>,
+}
+
+/// The global holdout: a slice of units kept out of every experiment that
+/// respects it, to measure the cumulative impact of everything shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holdout {
+    /// Salt of the holdout bucket.
+    pub salt: String,
+    /// Units with `bucket(unit, salt) < permille` are held out (0–1000).
+    pub permille: u16,
+}
+
+/// A layer: experiments in one layer own disjoint bucket ranges of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Unique layer key.
+    pub key: String,
+    /// Salt of the layer bucket.
+    pub salt: String,
+}
+
+/// Lifecycle status of an experiment as the evaluator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Assigning units.
+    Running,
+    /// Temporarily serving nothing.
+    Paused,
+    /// Stopped in an emergency; serves nothing.
+    Killed,
+    /// Finished: serves `winner` to every targeted unit, or nothing if `winner` is null.
+    Concluded,
+}
+
+/// One experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Unique experiment key (never shown to clients).
+    pub key: String,
+    /// Opaque client-facing key, unique in the snapshot.
+    pub flag: String,
+    /// Salt of the variant bucket; the ramp bucket uses `salt ++ ":ramp"`.
+    pub salt: String,
+    /// Lifecycle status.
+    pub status: Status,
+    /// The context attribute that identifies the unit.
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    /// The layer this experiment belongs to; absent means the default layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// Half-open bucket range `[start, end)` owned in the layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u16; 2]>,
+    /// Share of eligible units admitted, in permille (0–1000). Absent means 1000.
+    #[serde(default = "default_ramp")]
+    pub ramp_permille: u16,
+    /// Surfaces the experiment applies to; empty means everywhere.
+    #[serde(default)]
+    pub surfaces: Vec<String>,
+    /// Targeting rule tree; absent or null targets everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeting: Option<serde_json::Value>,
+    /// Variants with integer weights; the first is the control.
+    pub variants: Vec<Variant>,
+    /// Whether units in the global holdout are excluded (default true).
+    #[serde(default = "default_true")]
+    pub respect_holdout: bool,
+    /// On a concluded experiment, the variant rolled out to every targeted unit.
+    #[serde(default)]
+    pub winner: Option<String>,
+}
+
+/// One variant of an experiment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Variant key, unique within the experiment.
+    pub key: String,
+    /// Relative integer weight.
+    pub weight: u32,
+}
+
+fn default_unit() -> String {
+    "user_id".to_owned()
+}
+
+fn default_ramp() -> u16 {
+    1000
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,517 @@
+//! Targeting rules: a tree of `all` / `any` / `not` over attribute conditions.
+//!
+//! Rules are compiled once, when the snapshot is loaded, so that evaluation
+//! never parses JSON, never allocates and never fails: every condition is a
+//! total function of the context. The semantics (see `docs/assignment-spec.md`):
+//!
+//! - a condition on a missing (or null) attribute is false, except `exists`
+//!   (false) and anything under `not` (which negates that false);
+//! - numbers compare as numbers, strings as strings (byte order), booleans only
+//!   with `eq`/`neq`/`in`/`not_in`; a type mismatch makes the condition false;
+//! - `semver_*` parse the attribute as a version; an unparseable one is false.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use crate::Context;
+
+/// Rules deeper than this are rejected: they are surely a mistake and would
+/// otherwise risk the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// A compiled targeting rule.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Rule {
+    All(Vec<Rule>),
+    Any(Vec<Rule>),
+    Not(Box<Rule>),
+    Cond { attr: String, op: Op },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Scalar {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Cmp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl Cmp {
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            Cmp::Gt => ord == Ordering::Greater,
+            Cmp::Gte => ord != Ordering::Less,
+            Cmp::Lt => ord == Ordering::Less,
+            Cmp::Lte => ord != Ordering::Greater,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Op {
+    Eq(Scalar),
+    Neq(Scalar),
+    In(Vec<Scalar>),
+    NotIn(Vec<Scalar>),
+    Compare(Cmp, Scalar),
+    Contains(Scalar),
+    StartsWith(String),
+    Exists,
+    Semver(Cmp, Version),
+}
+
+/// A compile error: where in the tree and what is wrong.
+#[derive(Debug)]
+pub(crate) struct RuleError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn err(path: &str, reason: impl Into<String>) -> RuleError {
+    RuleError {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Compiles a targeting document; `null` means "everyone" and yields `None`.
+pub(crate) fn compile(value: &Value) -> Result<Option<Rule>, RuleError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    compile_at(value, "", 0).map(Some)
+}
+
+fn compile_at(value: &Value, path: &str, depth: usize) -> Result<Rule, RuleError> {
+    if depth >= MAX_DEPTH {
+        return Err(err(
+            path,
+            format!("rules nest deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    let Value::Object(obj) = value else {
+        return Err(err(path, "a rule must be an object"));
+    };
+    for combinator in ["all", "any", "not"] {
+        if let Some(inner) = obj.get(combinator) {
+            if obj.len() != 1 {
+                return Err(err(
+                    path,
+                    format!("a {combinator:?} rule must have no other fields"),
+                ));
+            }
+            let here = format!("{path}.{combinator}");
+            return match (combinator, inner) {
+                ("not", inner) => Ok(Rule::Not(Box::new(compile_at(inner, &here, depth + 1)?))),
+                (_, Value::Array(items)) => {
+                    let rules = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| compile_at(item, &format!("{here}[{i}]"), depth + 1))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(if combinator == "all" {
+                        Rule::All(rules)
+                    } else {
+                        Rule::Any(rules)
+                    })
+                }
+                _ => Err(err(&here, "must be an array of rules")),
+            };
+        }
+    }
+    compile_condition(obj, path)
+}
+
+fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, RuleError> {
+    for field in obj.keys() {
+        if !matches!(field.as_str(), "attr" | "op" | "value" | "values") {
+            return Err(err(
+                path,
+                format!("unknown field {field:?} (a condition has attr, op, value or values)"),
+            ));
+        }
+    }
+    let attr = match obj.get("attr") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(_) => return Err(err(path, "attr must be a non-empty string")),
+        None => return Err(err(path, "missing attr (or all/any/not)")),
+    };
+    let op_name = match obj.get("op") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(err(path, "op must be a string")),
+        None => return Err(err(path, "missing op")),
+    };
+    let value = obj.get("value");
+    let values = obj.get("values");
+    let single = |allow: &dyn Fn(&Scalar) -> bool| -> Result<Scalar, RuleError> {
+        if values.is_some() {
+            return Err(err(path, format!("op {op_name:?} takes value, not values")));
+        }
+        let Some(v) = value else {
+            return Err(err(path, format!("op {op_name:?} needs a value")));
+        };
+        match scalar(v) {
+            Some(s) if allow(&s) => Ok(s),
+            _ => Err(err(path, format!("op {op_name:?}: unsupported value {v}"))),
+        }
+    };
+    let list = || -> Result<Vec<Scalar>, RuleError> {
+        if value.is_some() {
+            return Err(err(path, format!("op {op_name:?} takes values, not value")));
+        }
+        let Some(Value::Array(items)) = values else {
+            return Err(err(
+                path,
+                format!("op {op_name:?} needs values: a non-empty array"),
+            ));
+        };
+        let out: Vec<Scalar> = items
+            .iter()
+            .map(|v| scalar(v).ok_or_else(|| err(path, format!("values: unsupported value {v}"))))
+            .collect::<Result<_, _>>()?;
+        let Some(first) = out.first() else {
+            return Err(err(path, "values must not be empty"));
+        };
+        if out
+            .iter()
+            .any(|s| std::mem::discriminant(s) != std::mem::discriminant(first))
+        {
+            return Err(err(path, "values must all have the same type"));
+        }
+        Ok(out)
+    };
+    let any = |_: &Scalar| true;
+    let ordered = |s: &Scalar| !matches!(s, Scalar::Bool(_));
+    let is_str = |s: &Scalar| matches!(s, Scalar::Str(_));
+    let string = || -> Result<String, RuleError> {
+        match single(&is_str)? {
+            Scalar::Str(s) => Ok(s),
+            _ => Err(err(path, format!("op {op_name:?} needs a string value"))),
+        }
+    };
+    let semver = |cmp: Cmp| -> Result<Op, RuleError> {
+        let text = string()?;
+        let version = Version::parse(&text)
+            .ok_or_else(|| err(path, format!("op {op_name:?}: {text:?} is not a version")))?;
+        Ok(Op::Semver(cmp, version))
+    };
+    let op = match op_name {
+        "eq" => Op::Eq(single(&any)?),
+        "neq" => Op::Neq(single(&any)?),
+        "in" => Op::In(list()?),
+        "not_in" => Op::NotIn(list()?),
+        "gt" => Op::Compare(Cmp::Gt, single(&ordered)?),
+        "gte" => Op::Compare(Cmp::Gte, single(&ordered)?),
+        "lt" => Op::Compare(Cmp::Lt, single(&ordered)?),
+        "lte" => Op::Compare(Cmp::Lte, single(&ordered)?),
+        "contains" => Op::Contains(single(&any)?),
+        "starts_with" => Op::StartsWith(string()?),
+        "exists" => {
+            if value.is_some() || values.is_some() {
+                return Err(err(path, "op \"exists\" takes no value"));
+            }
+            Op::Exists
+        }
+        "semver_gt" => semver(Cmp::Gt)?,
+        "semver_gte" => semver(Cmp::Gte)?,
+        "semver_lt" => semver(Cmp::Lt)?,
+        "semver_lte" => semver(Cmp::Lte)?,
+        other => return Err(err(path, format!("unknown op {other:?}"))),
+    };
+    Ok(Rule::Cond { attr, op })
+}
+
+fn scalar(v: &Value) -> Option<Scalar> {
+    match v {
+        Value::String(s) => Some(Scalar::Str(s.clone())),
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(Scalar::Num),
+        Value::Bool(b) => Some(Scalar::Bool(*b)),
+        _ => None,
+    }
+}
+
+/// Equality of an attribute with a scalar; a type mismatch is `None`.
+fn scalar_eq(attr: &Value, s: &Scalar) -> Option<bool> {
+    match (attr, s) {
+        (Value::String(a), Scalar::Str(b)) => Some(a == b),
+        (Value::Number(a), Scalar::Num(b)) => a.as_f64().map(|a| a == *b),
+        (Value::Bool(a), Scalar::Bool(b)) => Some(a == b),
+        _ => None,
+    }
+}
+
+fn scalar_cmp(attr: &Value, s: &Scalar) -> Option<Ordering> {
+    match (attr, s) {
+        (Value::String(a), Scalar::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+        (Value::Number(a), Scalar::Num(b)) => a.as_f64().and_then(|a| a.partial_cmp(b)),
+        _ => None,
+    }
+}
+
+impl Rule {
+    /// Whether the context satisfies the rule. Total: never fails or panics.
+    pub(crate) fn matches(&self, ctx: &Context) -> bool {
+        match self {
+            Rule::All(rules) => rules.iter().all(|r| r.matches(ctx)),
+            Rule::Any(rules) => rules.iter().any(|r| r.matches(ctx)),
+            Rule::Not(rule) => !rule.matches(ctx),
+            Rule::Cond { attr, op } => match ctx.get(attr) {
+                None | Some(Value::Null) => false,
+                Some(value) => op.holds(value),
+            },
+        }
+    }
+}
+
+impl Op {
+    fn holds(&self, v: &Value) -> bool {
+        match self {
+            Op::Eq(s) => scalar_eq(v, s) == Some(true),
+            Op::Neq(s) => scalar_eq(v, s) == Some(false),
+            Op::In(list) => list.iter().any(|s| scalar_eq(v, s) == Some(true)),
+            // Lists are homogeneous, so one type check decides a mismatch.
+            Op::NotIn(list) => list.iter().all(|s| scalar_eq(v, s) == Some(false)),
+            Op::Compare(cmp, s) => scalar_cmp(v, s).is_some_and(|ord| cmp.holds(ord)),
+            Op::Contains(s) => match (v, s) {
+                (Value::String(hay), Scalar::Str(needle)) => hay.contains(needle.as_str()),
+                (Value::Array(items), s) => {
+                    items.iter().any(|item| scalar_eq(item, s) == Some(true))
+                }
+                _ => false,
+            },
+            Op::StartsWith(prefix) => {
+                matches!(v, Value::String(s) if s.starts_with(prefix.as_str()))
+            }
+            Op::Exists => true,
+            Op::Semver(cmp, want) => match v {
+                Value::String(s) => Version::parse(s).is_some_and(|have| cmp.holds(have.cmp(want))),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// A semantic version: `[v]MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]`.
+///
+/// Missing minor/patch parts are zero, so app versions like `"2.1"` compare as
+/// expected. Precedence follows SemVer 2.0.0 §11: a pre-release sorts before
+/// its release, build metadata is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    core: [u64; 3],
+    pre: Vec<PreId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PreId {
+    Num(u64),
+    Alpha(String),
+}
+
+impl Ord for PreId {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (PreId::Num(a), PreId::Num(b)) => a.cmp(b),
+            (PreId::Num(_), PreId::Alpha(_)) => Ordering::Less,
+            (PreId::Alpha(_), PreId::Num(_)) => Ordering::Greater,
+            (PreId::Alpha(a), PreId::Alpha(b)) => a.as_bytes().cmp(b.as_bytes()),
+        }
+    }
+}
+
+impl PartialOrd for PreId {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Version {
+    pub(crate) fn parse(text: &str) -> Option<Version> {
+        let text = text.strip_prefix(['v', 'V']).unwrap_or(text);
+        let text = text.split_once('+').map_or(text, |(v, _build)| v);
+        let (core, pre) = match text.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (text, None),
+        };
+        let mut parts = [0u64; 3];
+        let mut count = 0;
+        for part in core.split('.') {
+            if count == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            parts[count] = part.parse().ok()?;
+            count += 1;
+        }
+        let pre = match pre {
+            None => Vec::new(),
+            Some(pre) => pre
+                .split('.')
+                .map(|id| {
+                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    {
+                        None
+                    } else if id.bytes().all(|b| b.is_ascii_digit()) {
+                        id.parse().ok().map(PreId::Num)
+                    } else {
+                        Some(PreId::Alpha(id.to_owned()))
+                    }
+                })
+                .collect::<Option<Vec<_>>>()?,
+        };
+        Some(Version { core: parts, pre })
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.core
+            .cmp(&other.core)
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => self.pre.cmp(&other.pre),
+            })
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rule(v: Value) -> Rule {
+        compile(&v).unwrap().unwrap()
+    }
+
+    fn ctx(v: Value) -> Context {
+        Context::try_from(v).unwrap()
+    }
+
+    #[test]
+    fn semver_precedence_follows_the_spec() {
+        let order = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.0.1",
+            "1.1",
+            "v1.10.0",
+            "2",
+        ];
+        for pair in order.windows(2) {
+            let (a, b) = (
+                Version::parse(pair[0]).unwrap(),
+                Version::parse(pair[1]).unwrap(),
+            );
+            assert!(a < b, "{} < {}", pair[0], pair[1]);
+        }
+        assert_eq!(Version::parse("1.2.3+build.5"), Version::parse("1.2.3"));
+        for bad in [
+            "",
+            "1.",
+            "a.b",
+            "1.2.3.4",
+            "1.2.3-",
+            "1..2",
+            "1.2.3-a..b",
+            "-1.0",
+        ] {
+            assert_eq!(Version::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_attributes_are_false_except_under_not() {
+        let c = ctx(json!({"user_id": "u"}));
+        for op in [
+            json!({"attr": "x", "op": "eq", "value": 1}),
+            json!({"attr": "x", "op": "neq", "value": 1}),
+            json!({"attr": "x", "op": "not_in", "values": [1]}),
+            json!({"attr": "x", "op": "exists"}),
+            json!({"attr": "x", "op": "semver_lt", "value": "9.0.0"}),
+        ] {
+            assert!(!rule(op.clone()).matches(&c), "{op}");
+            assert!(rule(json!({"not": op.clone()})).matches(&c), "not {op}");
+        }
+        assert!(!rule(json!({"attr": "x", "op": "exists"})).matches(&ctx(json!({"x": null}))));
+    }
+
+    #[test]
+    fn type_mismatch_is_false() {
+        let c = ctx(json!({"age": "30", "n": 30, "flag": true, "tags": ["a", "b"]}));
+        assert!(!rule(json!({"attr": "age", "op": "gte", "value": 18})).matches(&c));
+        assert!(!rule(json!({"attr": "age", "op": "neq", "value": 18})).matches(&c));
+        assert!(!rule(json!({"attr": "n", "op": "not_in", "values": ["x"]})).matches(&c));
+        assert!(!rule(json!({"attr": "flag", "op": "gt", "value": 0})).matches(&c));
+        assert!(!rule(json!({"attr": "n", "op": "starts_with", "value": "3"})).matches(&c));
+        assert!(!rule(json!({"attr": "n", "op": "semver_gt", "value": "1.0.0"})).matches(&c));
+        assert!(rule(json!({"attr": "n", "op": "gte", "value": 30.0})).matches(&c));
+        assert!(rule(json!({"attr": "tags", "op": "contains", "value": "b"})).matches(&c));
+        assert!(
+            rule(json!({"attr": "age", "op": "lt", "value": "4"})).matches(&c),
+            "strings compare as strings"
+        );
+    }
+
+    #[test]
+    fn combinators() {
+        let r = rule(json!({"all": [
+            {"attr": "country", "op": "in", "values": ["US", "CA"]},
+            {"any": [{"attr": "age", "op": "gte", "value": 30}, {"not": {"attr": "beta", "op": "exists"}}]}
+        ]}));
+        assert!(r.matches(&ctx(json!({"country": "US"}))));
+        assert!(!r.matches(&ctx(json!({"country": "US", "beta": true}))));
+        assert!(r.matches(&ctx(json!({"country": "CA", "beta": true, "age": 31}))));
+        assert!(!r.matches(&ctx(json!({"country": "FR"}))));
+        assert!(rule(json!({"all": []})).matches(&ctx(json!({}))));
+        assert!(!rule(json!({"any": []})).matches(&ctx(json!({}))));
+    }
+
+    #[test]
+    fn malformed_rules_are_rejected_with_a_path() {
+        let cases = [
+            (json!({"all": [{"attr": "a", "op": "eq"}]}), ".all[0]"),
+            (
+                json!({"all": [{"any": [{"attr": "a", "op": "bogus", "value": 1}]}]}),
+                ".all[0].any[0]",
+            ),
+            (json!({"any": {"attr": "a"}}), ".any"),
+            (json!({"attr": "a", "op": "in", "values": [1, "x"]}), ""),
+            (json!({"attr": "a", "op": "in", "value": 1}), ""),
+            (json!({"attr": "a", "op": "semver_gt", "value": "x"}), ""),
+            (json!({"attr": "a", "op": "gt", "value": true}), ""),
+            (json!({"attr": "a", "op": "eq", "value": 1, "extra": 2}), ""),
+            (json!({"all": [], "any": []}), ""),
+            (json!(7), ""),
+        ];
+        for (v, path) in cases {
+            let e = compile(&v).unwrap_err();
+            assert_eq!(e.path, path, "{v}: {}", e.reason);
+        }
+        let mut deep = json!({"attr": "a", "op": "exists"});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({"not": deep});
+        }
+        assert!(compile(&deep).is_err());
+    }
+}
