@@ -1,2 +1,48 @@
-//! The `strata` command line.
-fn main() {}
+//! `strata`: the command line of the Strata experimentation platform.
+//!
+//! Subcommands are thin: parsing, file handling and output formatting live
+//! here, while the work is done by the library crates.
+
+mod assign;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: feature experimentation and A/B testing.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate a config snapshot for one or many units and print their assignments as JSON.
+    Assign(assign::AssignArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Assign(args) => assign::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A reader closing our stdout early (`strata assign … | head`) is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
