@@ -342,13 +342,11 @@ impl Version {
             None => (text, None),
         };
         let mut parts = [0u64; 3];
-        let mut count = 0;
-        for part in core.split('.') {
-            if count == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        for (i, part) in core.split('.').enumerate() {
+            if i == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            parts[count] = part.parse().ok()?;
-            count += 1;
+            parts[i] = part.parse().ok()?;
         }
         let pre = match pre {
             None => Vec::new(),
