@@ -1,0 +1,6 @@
+//! Integration tests of strata-core, one binary with a module per area.
+
+mod common;
+mod distribution;
+mod properties;
+mod validation;
