@@ -12,13 +12,16 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::hash::{salt_suffix, UnitHasher, RAMP_SUFFIX};
+use crate::hash::{SaltKey, UnitHasher, RAMP_SUFFIX};
 use crate::snapshot::{Experiment, Snapshot, Status};
 use crate::targeting::{self, Rule};
 use crate::{Context, SnapshotError};
 
 /// The buckets of a layer: experiments in it own ranges of `0..LAYER_BUCKETS`.
 const LAYER_BUCKETS: u16 = 1000;
+
+/// A layer bucket not yet computed in this request: (unit index, bucket).
+const NOT_HASHED: (usize, u16) = (usize::MAX, 0);
 
 /// One experiment's decision for one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -41,17 +44,21 @@ pub struct Assignment<'a> {
 
 #[derive(Debug)]
 struct Holdout {
-    suffix: Vec<u8>,
+    suffix: SaltKey,
     permille: u16,
 }
 
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per experiment, read on the hot path: inline beats a pointer chase"
+)]
 enum Mode {
     /// Assigning: layer range, ramp and variant buckets apply.
     Live {
         layer: Option<LayerSlot>,
         ramp_permille: u16,
-        ramp_suffix: Vec<u8>,
+        ramp_suffix: SaltKey,
         /// `boundaries[i]` = `1000 * (w_1 + … + w_{i+1}) / W`.
         boundaries: Vec<u16>,
     },
@@ -71,7 +78,7 @@ struct CompiledExperiment {
     key: String,
     flag: String,
     unit: usize,
-    suffix: Vec<u8>,
+    suffix: SaltKey,
     targeting: Option<Rule>,
     respect_holdout: bool,
     variants: Vec<String>,
@@ -84,7 +91,7 @@ struct CompiledExperiment {
 pub struct CompiledSnapshot {
     version: u64,
     holdout: Option<Holdout>,
-    layer_suffixes: Vec<Vec<u8>>,
+    layer_suffixes: Vec<SaltKey>,
     /// Distinct unit attributes, so each unit id is hashed once per request.
     unit_attrs: Vec<String>,
     experiments: Vec<CompiledExperiment>,
@@ -142,7 +149,7 @@ impl CompiledSnapshot {
                 })
             }
             Some(h) => Some(Holdout {
-                suffix: salt_suffix(&h.salt),
+                suffix: SaltKey::new(&h.salt),
                 permille: h.permille,
             }),
             None => None,
@@ -159,7 +166,7 @@ impl CompiledSnapshot {
         let layer_suffixes = snapshot
             .layers
             .iter()
-            .map(|l| salt_suffix(&l.salt))
+            .map(|l| SaltKey::new(&l.salt))
             .collect();
 
         let mut keys = HashSet::new();
@@ -307,6 +314,16 @@ impl CompiledSnapshot {
             heap = vec![UnitSlot::Unresolved; self.unit_attrs.len()];
             &mut heap
         };
+        // Layer buckets are shared by every experiment of a layer.
+        let mut layer_inline = [NOT_HASHED; 64];
+        let mut layer_heap;
+        let layer_buckets: &mut [(usize, u16)] = if self.layer_suffixes.len() <= layer_inline.len()
+        {
+            &mut layer_inline
+        } else {
+            layer_heap = vec![NOT_HASHED; self.layer_suffixes.len()];
+            &mut layer_heap
+        };
         for &idx in candidates {
             let Some(exp) = self.experiments.get(idx as usize) else {
                 continue;
@@ -322,7 +339,7 @@ impl CompiledSnapshot {
                 UnitSlot::HeldOut(h) if !exp.respect_holdout => h,
                 _ => continue,
             };
-            if let Some(a) = self.decide(exp, &hasher, ctx, opted_out) {
+            if let Some(a) = self.decide(exp, &hasher, ctx, opted_out, layer_buckets) {
                 out.push(a);
             }
         }
@@ -350,6 +367,7 @@ impl CompiledSnapshot {
         hasher: &UnitHasher,
         ctx: &Context,
         opted_out: bool,
+        layer_buckets: &mut [(usize, u16)],
     ) -> Option<Assignment<'a>> {
         let assignment = |served: usize, assigned: usize, log_exposure: bool| {
             Some(Assignment {
@@ -376,7 +394,15 @@ impl CompiledSnapshot {
             } => {
                 // The layer check excludes most units cheaply, so it runs first.
                 if let Some(slot) = layer {
-                    let b = hasher.bucket(self.layer_suffixes.get(slot.layer)?);
+                    let cached = layer_buckets.get_mut(slot.layer)?;
+                    // Experiments of one layer may identify units differently.
+                    if cached.0 != exp.unit {
+                        *cached = (
+                            exp.unit,
+                            hasher.bucket(self.layer_suffixes.get(slot.layer)?),
+                        );
+                    }
+                    let b = cached.1;
                     if b < slot.start || b >= slot.end {
                         return None;
                     }
@@ -509,7 +535,7 @@ fn compile_experiment(
             Mode::Live {
                 layer,
                 ramp_permille: exp.ramp_permille,
-                ramp_suffix: salt_suffix(&format!("{}{RAMP_SUFFIX}", exp.salt)),
+                ramp_suffix: SaltKey::new(&format!("{}{RAMP_SUFFIX}", exp.salt)),
                 boundaries,
             }
         }
@@ -518,7 +544,7 @@ fn compile_experiment(
         key: exp.key.clone(),
         flag: exp.flag.clone(),
         unit,
-        suffix: salt_suffix(&exp.salt),
+        suffix: SaltKey::new(&exp.salt),
         targeting,
         respect_holdout: exp.respect_holdout,
         variants: exp.variants.iter().map(|v| v.key.clone()).collect(),

@@ -6,10 +6,10 @@
 //! therefore part of the assignment spec (`docs/assignment-spec.md`) and are
 //! frozen by known-answer tests.
 //!
-//! The hasher is streaming so that the evaluator can hash a unit id once per
-//! request ([`UnitHasher::new`]) and then finish it with each experiment's
-//! precomputed `":" ++ salt` bytes ([`UnitHasher::bucket`]) without copying
-//! or rehashing the unit id.
+//! The evaluator hashes a unit id's whole blocks once per request
+//! ([`UnitHasher::new`]) and finishes the hash with each experiment's
+//! [`SaltKey`]: the `":" ++ salt` bytes pre-split into murmur3 blocks when the
+//! snapshot is compiled ([`UnitHasher::bucket`]).
 
 /// Murmur3 seed. Zero, as in the reference implementation's default.
 pub const SEED: u32 = 0;
@@ -117,55 +117,136 @@ impl Murmur3 {
 
 /// The hash state of one unit id, ready to be finished with any salt.
 ///
-/// `UnitHasher::new(unit).bucket(&salt_suffix(salt))` equals
+/// `UnitHasher::new(unit).bucket(&SaltKey::new(salt))` equals
 /// [`bucket`]`(unit, salt)`; the point is that the unit id is consumed once per
 /// request, however many experiments are evaluated.
 #[derive(Clone, Copy, Debug)]
 pub struct UnitHasher {
-    state: Murmur3,
+    /// State after the unit id's whole 4-byte blocks.
+    h1: u32,
+    /// The unit id's last `len % 4` bytes, packed little-endian.
+    tail: u32,
+    len: usize,
 }
 
 impl UnitHasher {
     /// Hashes the whole 4-byte blocks of `unit_id` and keeps its tail.
     #[inline]
     pub fn new(unit_id: &str) -> Self {
-        let mut state = Murmur3 {
-            h1: SEED,
-            tail: [0; 4],
-            tail_len: 0,
-            len: 0,
+        let bytes = unit_id.as_bytes();
+        let mut h1 = SEED;
+        let mut blocks = bytes.chunks_exact(4);
+        for block in &mut blocks {
+            h1 = mix_h1(
+                h1,
+                u32::from_le_bytes([block[0], block[1], block[2], block[3]]),
+            );
+        }
+        Self {
+            h1,
+            tail: pack(blocks.remainder()),
+            len: bytes.len(),
+        }
+    }
+
+    /// The 32-bit hash of `unit_id ++ ":" ++ salt` for a precomputed [`SaltKey`].
+    #[inline]
+    pub fn hash(&self, key: &SaltKey) -> u32 {
+        let shift = self.len & 3;
+        let plan = &key.plans[shift];
+        let mut h1 = self.h1;
+        let last = if plan.fills_block {
+            // Complete the unit's partial block with the salt's first bytes.
+            h1 = mix_h1(h1, self.tail | (plan.lead << (8 * shift)));
+            plan.last
+        } else {
+            self.tail | (plan.lead << (8 * shift)) | plan.last
         };
-        state.write(unit_id.as_bytes());
-        Self { state }
+        for &word in &plan.words {
+            h1 = mix_h1(h1, word);
+        }
+        // mix_k1(0) == 0, so an absent tail needs no special case.
+        h1 ^= mix_k1(last);
+        // The reference algorithm mixes in the length as a 32-bit value.
+        h1 ^= self.len.wrapping_add(key.len) as u32;
+        fmix32(h1)
     }
 
-    /// The 32-bit hash of `unit_id ++ suffix`, where `suffix` is a precomputed
-    /// [`salt_suffix`].
+    /// The bucket (`0..1000`) of `unit_id ++ ":" ++ salt`.
     #[inline]
-    pub fn hash(&self, suffix: &[u8]) -> u32 {
-        let mut state = self.state;
-        state.write(suffix);
-        state.finish()
-    }
-
-    /// The bucket (`0..1000`) of `unit_id ++ suffix`.
-    #[inline]
-    pub fn bucket(&self, suffix: &[u8]) -> u16 {
-        (self.hash(suffix) % BUCKETS) as u16
+    pub fn bucket(&self, key: &SaltKey) -> u16 {
+        (self.hash(key) % BUCKETS) as u16
     }
 }
 
-/// The bytes hashed after the unit id for `salt`: `":" ++ salt`.
-pub fn salt_suffix(salt: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(salt.len() + 1);
-    out.push(SEPARATOR);
-    out.extend_from_slice(salt.as_bytes());
-    out
+/// Packs up to 4 bytes little-endian, as murmur3 reads its blocks and tail.
+fn pack(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |acc, (i, &b)| acc | u32::from(b) << (8 * i))
+}
+
+/// The bytes `":" ++ salt`, pre-split into murmur3 blocks for each of the
+/// four alignments a unit id can leave, so that finishing a unit's hash with
+/// a salt is a handful of block mixes and no byte shuffling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaltKey {
+    len: usize,
+    plans: [Plan; 4],
+}
+
+/// How to hash the suffix after a unit id that left `shift` tail bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// The suffix bytes that complete the unit's partial block, packed.
+    lead: u32,
+    /// Whether `lead` completes a block (false when `shift` is 0, or when the
+    /// suffix is too short, in which case `lead` is all of it and `words` is
+    /// empty).
+    fills_block: bool,
+    /// Whole blocks after the lead.
+    words: Vec<u32>,
+    /// The final partial block after `words`, packed (0 if none).
+    last: u32,
+}
+
+impl SaltKey {
+    /// Precomputes the hashing plan of `":" ++ salt`.
+    pub fn new(salt: &str) -> Self {
+        Self::from_suffix(&[&[SEPARATOR], salt.as_bytes()].concat())
+    }
+
+    fn from_suffix(suffix: &[u8]) -> Self {
+        let plans = [0usize, 1, 2, 3].map(|shift| {
+            let need = if shift == 0 { 0 } else { 4 - shift };
+            if suffix.len() < need {
+                return Plan {
+                    lead: pack(suffix),
+                    ..Plan::default()
+                };
+            }
+            let (lead, rest) = suffix.split_at(need);
+            let mut blocks = rest.chunks_exact(4);
+            let words = (&mut blocks).map(pack).collect();
+            Plan {
+                lead: pack(lead),
+                fills_block: need > 0,
+                words,
+                last: pack(blocks.remainder()),
+            }
+        });
+        Self {
+            len: suffix.len(),
+            plans,
+        }
+    }
 }
 
 /// The 32-bit hash of `utf8(unit_id) ++ ":" ++ utf8(salt)`.
 pub fn hash(unit_id: &str, salt: &str) -> u32 {
-    UnitHasher::new(unit_id).hash(&salt_suffix(salt))
+    let bytes = [unit_id.as_bytes(), &[SEPARATOR], salt.as_bytes()].concat();
+    murmur3_x86_32(&bytes, SEED)
 }
 
 /// `hash(unit_id, salt) % 1000`: the bucket a unit falls into for a salt.

@@ -1,6 +1,6 @@
 //! Statistical properties of bucketing over a million synthetic ids.
 
-use strata_core::hash::{bucket, salt_suffix, UnitHasher};
+use strata_core::hash::{bucket, SaltKey, UnitHasher};
 
 use crate::common::chi2_sf;
 
@@ -22,7 +22,7 @@ fn buckets_are_uniform_for_several_salts() {
         "a7f3b2c1:ramp",
         "ümlaut-sälz",
     ] {
-        let suffix = salt_suffix(salt);
+        let suffix = SaltKey::new(salt);
         let mut counts = vec![0u64; 1000];
         for id in ids() {
             counts[usize::from(UnitHasher::new(&id).bucket(&suffix))] += 1;
@@ -44,7 +44,7 @@ fn buckets_of_different_salts_are_independent() {
     // bucket/50 pairs is tested with chi-squared (df = 19 * 19), and the
     // Pearson correlation of the raw buckets must be ~0 (|r| < 4.5 / sqrt(n)).
     let salts = ["L-checkout-9f2", "a7f3b2c1:ramp", "a7f3b2c1", "holdout_v4"];
-    let suffixes: Vec<Vec<u8>> = salts.iter().map(|s| salt_suffix(s)).collect();
+    let suffixes: Vec<SaltKey> = salts.iter().map(|s| SaltKey::new(s)).collect();
     let mut buckets = vec![Vec::with_capacity(UNITS); salts.len()];
     for id in ids() {
         let h = UnitHasher::new(&id);

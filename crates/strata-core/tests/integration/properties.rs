@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use serde_json::{json, Map, Value};
-use strata_core::hash::bucket;
+use strata_core::hash::{bucket, murmur3_x86_32, SaltKey, UnitHasher};
 use strata_core::{CompiledSnapshot, Context};
 
 use crate::common::{chi2_sf, compile, single, user, variant_of};
@@ -20,6 +20,12 @@ fn unit_id() -> impl Strategy<Value = String> {
 
 proptest! {
     #![proptest_config(Config { cases: 512, ..Config::default() })]
+
+    #[test]
+    fn precomputed_salt_keys_hash_like_the_concatenation(unit in unit_id(), salt in any::<String>()) {
+        let bytes = [unit.as_bytes(), b":", salt.as_bytes()].concat();
+        prop_assert_eq!(UnitHasher::new(&unit).hash(&SaltKey::new(&salt)), murmur3_x86_32(&bytes, 0));
+    }
 
     #[test]
     fn ramp_up_only_adds_units_and_keeps_their_variant(
