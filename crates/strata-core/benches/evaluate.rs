@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{criterion_group, Criterion};
+use criterion::Criterion;
 use serde_json::{json, Value};
 use strata_core::hash::murmur3_x86_32;
 use strata_core::{CompiledSnapshot, Context};
@@ -124,10 +124,9 @@ fn percentiles() {
     );
 }
 
-criterion_group!(benches, bench);
-
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    let mut criterion = Criterion::default().configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
     percentiles();
 }
