@@ -1,0 +1,3 @@
+//! Integration tests of the `strata` binary: real processes, real files.
+
+mod assign;
