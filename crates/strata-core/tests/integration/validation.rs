@@ -161,3 +161,29 @@ fn the_example_snapshot_is_valid() {
     assert_eq!(s.version(), 7);
     assert_eq!(s.servable_experiments(), 4);
 }
+
+#[test]
+fn the_schema_lists_exactly_the_ops_the_loader_accepts() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/snapshot.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut ops = Vec::new();
+    for rule in schema["$defs"]["rule"]["oneOf"].as_array().unwrap() {
+        let op = &rule["properties"]["op"];
+        if let Some(list) = op["enum"].as_array() {
+            ops.extend(list.iter().map(|v| v.as_str().unwrap().to_owned()));
+        }
+        if let Some(one) = op["const"].as_str() {
+            ops.push(one.to_owned());
+        }
+    }
+    assert_eq!(ops.len(), 15, "{ops:?}");
+    for op in &ops {
+        let condition = match op.as_str() {
+            "in" | "not_in" => json!({"attr": "a", "op": op, "values": ["1.0.0"]}),
+            "exists" => json!({"attr": "a", "op": op}),
+            _ => json!({"attr": "a", "op": op, "value": "1.0.0"}),
+        };
+        let s = snap(vec![exp("a", json!({"targeting": condition}))]);
+        assert!(CompiledSnapshot::from_json(&s.to_string()).is_ok(), "{op}");
+    }
+}
