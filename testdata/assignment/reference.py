@@ -310,7 +310,11 @@ def parse_version(s):
     if m is None:
         return None
     major, minor, patch, pre = m.groups()
-    return int(major), int(minor or 0), int(patch or 0), pre.split(".") if pre else []
+    pre = pre.split(".") if pre else []
+    numbers = [int(major), int(minor or 0), int(patch or 0)] + [int(p) for p in pre if p.isdigit()]
+    if any(n >= 2**64 for n in numbers):  # numeric parts must fit in 64 bits
+        return None
+    return int(major), int(minor or 0), int(patch or 0), pre
 
 
 def _cmp(x, y):
@@ -1416,8 +1420,9 @@ INVALID = [
     ("targeting-empty-object", "invalid_targeting", "The rule is an empty object.", rule({})),
     ("targeting-depth-33", "invalid_targeting", "33 levels of nesting: a condition under 32 nots "
      "(32 levels, see cases/18-targeting-depth-limit.json, is accepted).", rule(nest_not(C("tier", "eq", "gold"), 32))),
-    ("targeting-depth-100", "invalid_targeting", "100 levels of alternating all/any.",
-     rule(nest_all_any(C("tier", "exists"), 99))),
+    ("targeting-depth-45", "invalid_targeting", "45 levels of alternating all/any (still well "
+     "within the 128 levels of JSON nesting that parsers accept).",
+     rule(nest_all_any(C("tier", "exists"), 44))),
     ("targeting-on-killed", "invalid_targeting", "Targeting is validated whatever the status: a "
      "killed experiment with an unknown op.",
      lambda s: s["experiments"].append(X("old", status="killed", targeting=C("country", "like", "F%")))),

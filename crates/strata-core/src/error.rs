@@ -96,6 +96,25 @@ pub enum SnapshotError {
     },
 }
 
+impl SnapshotError {
+    /// A stable, machine-readable name of the error kind (used by the
+    /// conformance suite and in API error codes).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SnapshotError::Json { .. } => "json",
+            SnapshotError::DuplicateExperiment { .. } => "duplicate_experiment",
+            SnapshotError::DuplicateFlag { .. } => "duplicate_flag",
+            SnapshotError::DuplicateLayer { .. } => "duplicate_layer",
+            SnapshotError::UnknownLayer { .. } => "unknown_layer",
+            SnapshotError::InvalidRange { .. } => "invalid_range",
+            SnapshotError::OverlappingRanges { .. } => "overlapping_ranges",
+            SnapshotError::ZeroTotalWeight { .. } => "zero_total_weight",
+            SnapshotError::InvalidField { .. } => "invalid_field",
+            SnapshotError::InvalidTargeting { .. } => "invalid_targeting",
+        }
+    }
+}
+
 impl From<serde_json::Error> for SnapshotError {
     fn from(e: serde_json::Error) -> Self {
         // serde_json appends " at line L column C" to its Display; keep only the cause.

@@ -336,7 +336,11 @@ impl PartialOrd for PreId {
 impl Version {
     pub(crate) fn parse(text: &str) -> Option<Version> {
         let text = text.strip_prefix(['v', 'V']).unwrap_or(text);
-        let text = text.split_once('+').map_or(text, |(v, _build)| v);
+        let text = match text.split_once('+') {
+            Some((version, build)) if build.split('.').all(is_identifier) => version,
+            Some(_) => return None,
+            None => text,
+        };
         let (core, pre) = match text.split_once('-') {
             Some((core, pre)) => (core, Some(pre)),
             None => (text, None),
@@ -353,8 +357,7 @@ impl Version {
             Some(pre) => pre
                 .split('.')
                 .map(|id| {
-                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    {
+                    if !is_identifier(id) {
                         None
                     } else if id.bytes().all(|b| b.is_ascii_digit()) {
                         id.parse().ok().map(PreId::Num)
@@ -366,6 +369,11 @@ impl Version {
         };
         Some(Version { core: parts, pre })
     }
+}
+
+/// A SemVer pre-release or build identifier: `[0-9A-Za-z-]+`.
+fn is_identifier(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 impl Ord for Version {
@@ -433,6 +441,11 @@ mod tests {
             "1..2",
             "1.2.3-a..b",
             "-1.0",
+            "1.0.0+",
+            "1.0.0+a+b",
+            "1.0.0+a..b",
+            "18446744073709551616.0.0",
+            "1.0.0-18446744073709551616",
         ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }

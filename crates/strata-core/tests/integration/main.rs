@@ -1,6 +1,7 @@
 //! Integration tests of strata-core, one binary with a module per area.
 
 mod common;
+mod conformance;
 mod distribution;
 mod properties;
 mod validation;

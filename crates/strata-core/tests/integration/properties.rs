@@ -338,3 +338,41 @@ fn empty_snapshot_assigns_nothing() {
     assert!(s.evaluate(&Context::for_user("u"), None).is_empty());
     assert!(s.evaluate(&Context::for_user("u"), Some("home")).is_empty());
 }
+
+#[test]
+fn only_strings_and_integer_literals_identify_a_unit() {
+    let s = compile(single(1000, &[1, 1]));
+    let from_json = |text: &str| {
+        let ctx = Context::try_from(
+            serde_json::from_str::<Value>(&format!("{{\"user_id\": {text}}}")).unwrap(),
+        )
+        .unwrap();
+        variant_of(&s, &ctx, "e")
+    };
+    for text in [
+        "\"u\"",
+        "42",
+        "-7",
+        "18446744073709551615",
+        "-9223372036854775808",
+    ] {
+        assert!(from_json(text).is_some(), "{text}");
+    }
+    assert_eq!(
+        from_json("18446744073709551615"),
+        variant_of(&s, &Context::for_user("18446744073709551615"), "e")
+    );
+    for text in [
+        "\"\"",
+        "42.0",
+        "1e3",
+        "-0",
+        "18446744073709551616",
+        "true",
+        "null",
+        "[1]",
+        "{}",
+    ] {
+        assert_eq!(from_json(text), None, "{text}");
+    }
+}

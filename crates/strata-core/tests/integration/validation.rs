@@ -164,7 +164,10 @@ fn the_example_snapshot_is_valid() {
 
 #[test]
 fn the_schema_lists_exactly_the_ops_the_loader_accepts() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/snapshot.schema.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/snapshot.schema.json"
+    );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut ops = Vec::new();
     for rule in schema["$defs"]["rule"]["oneOf"].as_array().unwrap() {
