@@ -1717,7 +1717,28 @@ def self_test():
 GENERATED_DIRS = ("cases", "invalid", "consistency")
 
 
+def assign(argv):
+    """`reference.py assign --config SNAPSHOT.json --units FILE [--surface S]`:
+    the output of `strata assign --units`, for cross-checks and as the
+    benchmark peer of bench/assign-throughput.sh."""
+    args = dict(zip(argv[0::2], argv[1::2]))
+    with open(args["--config"], encoding="utf-8") as f:
+        model = validate(json.load(f))
+    surface = args.get("--surface")
+    out = sys.stdout
+    with open(args["--units"], encoding="utf-8", newline="\n") as f:
+        for line in f:
+            unit = line[:-1] if line.endswith("\n") else line
+            unit = unit[:-1] if unit.endswith("\r") else unit
+            results = evaluate(model, {"user_id": unit}, surface)
+            out.write(json.dumps({"unit": unit, "assignments": result_json(results)},
+                                 ensure_ascii=False, separators=(",", ":")) + "\n")
+    return 0
+
+
 def main(argv):
+    if argv[1:2] == ["assign"]:
+        return assign(argv[2:])
     check = "--check" in argv[1:]
     self_test()
     files, summary = generate()

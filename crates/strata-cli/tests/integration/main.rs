@@ -1,3 +1,4 @@
 //! Integration tests of the `strata` binary: real processes, real files.
 
 mod assign;
+mod conformance;

@@ -1,0 +1,71 @@
+//! The language-neutral conformance suite (`testdata/assignment/`) through the
+//! binary: `strata assign --contexts` must give every expected assignment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn strata_assign_passes_the_conformance_suite() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/assignment/cases");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut checked = 0;
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        let config = tmp.path().join("snapshot.json");
+        std::fs::write(&config, doc["snapshot"].to_string()).unwrap();
+        // One process per surface, contexts in file order.
+        let mut by_surface: BTreeMap<Option<String>, Vec<&Value>> = BTreeMap::new();
+        for case in doc["cases"].as_array().unwrap() {
+            by_surface
+                .entry(case["surface"].as_str().map(str::to_owned))
+                .or_default()
+                .push(case);
+        }
+        for (surface, cases) in by_surface {
+            let input = tmp.path().join("contexts.ndjson");
+            let lines: Vec<String> = cases.iter().map(|c| c["context"].to_string()).collect();
+            std::fs::write(&input, lines.join("\n")).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+            cmd.args(["assign", "--config"])
+                .arg(&config)
+                .arg("--contexts")
+                .arg(&input);
+            if let Some(s) = &surface {
+                cmd.args(["--surface", s]);
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: Vec<Value> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(got.len(), cases.len(), "{name}");
+            for (line, case) in got.iter().zip(&cases) {
+                assert_eq!(
+                    line["assignments"], case["expected"],
+                    "{name}: context {} surface {surface:?}",
+                    case["context"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 200, "only {checked} cases");
+}
