@@ -86,6 +86,7 @@ pub fn experiment() -> (Vec<VariantInput>, Vec<MetricInput>) {
                 ),
             };
             MetricInput {
+                segments: vec![],
                 name: format!("metric_{m}"),
                 role,
                 data,

@@ -12,17 +12,27 @@
 //!    primary metric is pre-registered and reported unadjusted;
 //! 4. optionally a sequential analysis of the primary metric and a Bayesian
 //!    summary;
-//! 5. a display tier and warnings for every comparison.
+//! 5. when per-segment statistics are given, the Simpson's paradox check;
+//! 6. a display tier and warnings for every comparison.
+//!
+//! Quantile metrics take the same path with the quantile difference of
+//! [`crate::quantile`] in place of the Welch test.
 
 use serde::{Deserialize, Serialize};
 
 use crate::bayes::{bayes_summary, BayesSummary, NormalPrior};
 use crate::cuped::cuped;
-use crate::decision::{is_borderline, tier, Tier, Warning};
+use crate::decision::{
+    is_borderline, simpsons_paradox, tier, SegmentEffect, SimpsonCheck, Tier, Warning,
+    DEFAULT_MIN_SEGMENT_N,
+};
 use crate::effect::{Comparison, Sample, VariantSummary};
 use crate::error::{check_alpha, Error, Result};
 use crate::moments::{CupedStats, MeanStats, RatioStats};
 use crate::multiple::{adjust_p_values, Correction};
+use crate::quantile::{
+    quantile_ci, quantile_difference, QuantileDifference, QuantileEstimate, QuantileSample,
+};
 use crate::sequential::{
     always_valid, group_sequential_test, information_fraction, ConfidenceSequence,
     GroupSequentialResult, MixtureTuning, Spending,
@@ -45,6 +55,8 @@ pub struct AnalysisConfig {
     pub sequential: Option<SequentialConfig>,
     /// Bayesian summary (opt-in): `Some(None)` for the flat prior.
     pub bayesian: Option<Option<NormalPrior>>,
+    /// Minimum segment size counted by the Simpson's paradox check.
+    pub min_segment_n: u64,
 }
 
 impl Default for AnalysisConfig {
@@ -56,6 +68,7 @@ impl Default for AnalysisConfig {
             planned_n_per_variant: None,
             sequential: None,
             bayesian: None,
+            min_segment_n: DEFAULT_MIN_SEGMENT_N,
         }
     }
 }
@@ -91,9 +104,10 @@ pub enum MetricRole {
     Guardrail,
 }
 
-/// Per-variant sufficient statistics of one metric, variant 0 being control.
+/// Per-variant statistics of one metric, variant 0 being control.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "variants")]
+#[serde(rename_all = "snake_case", tag = "kind", content = "data")]
+#[non_exhaustive]
 pub enum MetricData {
     /// Mean (including binomial 0/1) metric.
     Mean(Vec<MeanStats>),
@@ -101,6 +115,13 @@ pub enum MetricData {
     Ratio(Vec<RatioStats>),
     /// Mean metric with a pre-experiment covariate, CUPED-adjusted.
     Cuped(Vec<CupedStats>),
+    /// Quantile metric (for example p95 latency) from per-unit values.
+    Quantile {
+        /// Probability level in (0, 1).
+        q: f64,
+        /// Values per variant.
+        variants: Vec<QuantileSample>,
+    },
 }
 
 impl MetricData {
@@ -109,8 +130,40 @@ impl MetricData {
             MetricData::Mean(v) => v.len(),
             MetricData::Ratio(v) => v.len(),
             MetricData::Cuped(v) => v.len(),
+            MetricData::Quantile { variants, .. } => variants.len(),
         }
     }
+
+    fn n(&self, i: usize) -> u64 {
+        match self {
+            MetricData::Mean(v) => v[i].n(),
+            MetricData::Ratio(v) => v[i].n(),
+            MetricData::Cuped(v) => v[i].n(),
+            MetricData::Quantile { variants, .. } => variants[i].n() as u64,
+        }
+    }
+
+    /// Point estimate of variant `i` (mean, ratio or quantile), if defined.
+    fn estimate(&self, i: usize) -> Option<f64> {
+        match self {
+            MetricData::Mean(v) => (v[i].n() > 0).then(|| v[i].mean()),
+            MetricData::Ratio(v) => {
+                (v[i].n() > 0 && v[i].mean_den() != 0.0).then(|| v[i].mean_num() / v[i].mean_den())
+            }
+            MetricData::Cuped(v) => (v[i].n() > 0).then(|| v[i].mean_y()),
+            MetricData::Quantile { q, variants } => variants[i].quantile(*q),
+        }
+    }
+}
+
+/// Statistics of one metric within one segment (country, platform, ...),
+/// for the Simpson's paradox check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentInput {
+    /// Segment name.
+    pub name: String,
+    /// Per-variant statistics within the segment.
+    pub data: MetricData,
 }
 
 /// One metric to analyse.
@@ -122,6 +175,9 @@ pub struct MetricInput {
     pub role: MetricRole,
     /// Statistics per variant.
     pub data: MetricData,
+    /// Optional per-segment statistics for the Simpson's paradox check.
+    #[serde(default)]
+    pub segments: Vec<SegmentInput>,
 }
 
 /// A variant's configuration and unit count.
@@ -162,8 +218,12 @@ pub enum SequentialOutcome {
 pub struct ComparisonReport {
     /// Treatment variant name.
     pub treatment: String,
-    /// Welch test and lift.
+    /// Welch test and lift (for quantile metrics only `insufficient_data` is used).
     pub comparison: Comparison,
+    /// Quantile difference, for quantile metrics.
+    pub quantile: Option<QuantileDifference>,
+    /// Simpson's paradox check, when segments were given.
+    pub simpson: Option<SimpsonCheck>,
     /// Multiplicity-adjusted p-value (non-primary metrics).
     pub adjusted_p_value: Option<f64>,
     /// True for the primary metric: pre-registered, reported unadjusted.
@@ -178,6 +238,23 @@ pub struct ComparisonReport {
     pub bayesian: Option<BayesSummary>,
 }
 
+impl ComparisonReport {
+    /// The unadjusted p-value (Welch or quantile difference), when a test was possible.
+    pub fn p_value(&self) -> Option<f64> {
+        self.comparison
+            .p_value()
+            .or(self.quantile.map(|q| q.p_value))
+    }
+
+    /// The estimated difference treatment − control, when available.
+    pub fn difference(&self) -> Option<f64> {
+        self.comparison
+            .welch
+            .map(|w| w.difference)
+            .or(self.quantile.map(|q| q.difference))
+    }
+}
+
 /// Results for one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricReport {
@@ -189,6 +266,8 @@ pub struct MetricReport {
     pub variants: Vec<Option<VariantSummary>>,
     /// CUPED details, for CUPED metrics.
     pub cuped: Option<CupedSummary>,
+    /// Per-variant quantiles with intervals, for quantile metrics.
+    pub quantiles: Option<Vec<Option<QuantileEstimate>>>,
     /// Each treatment against control.
     pub comparisons: Vec<ComparisonReport>,
 }
@@ -216,6 +295,7 @@ fn samples(data: &MetricData) -> Result<(Vec<Option<Sample>>, Option<CupedSummar
             }
             (v.iter().map(Sample::from_ratio).collect(), None)
         }
+        MetricData::Quantile { variants, .. } => (vec![None; variants.len()], None),
         MetricData::Cuped(v) => {
             let a = cuped(v)?;
             (
@@ -250,24 +330,52 @@ pub fn analyze(
     // (metric index, comparison index, p) of the family to adjust.
     let mut family: Vec<(usize, usize, f64)> = Vec::new();
     for (mi, metric) in metrics.iter().enumerate() {
-        if metric.data.len() != variants.len() {
-            return Err(Error::LengthMismatch {
-                field: "metrics.data",
-                expected: variants.len(),
-                actual: metric.data.len(),
-            });
+        for data in std::iter::once(&metric.data).chain(metric.segments.iter().map(|s| &s.data)) {
+            if data.len() != variants.len() {
+                return Err(Error::LengthMismatch {
+                    field: "metrics.data",
+                    expected: variants.len(),
+                    actual: data.len(),
+                });
+            }
         }
         let (samples, cuped_summary) = samples(&metric.data)?;
+        let quantiles = match &metric.data {
+            MetricData::Quantile { q, variants } => Some(
+                variants
+                    .iter()
+                    .map(|v| quantile_ci(v, *q, config.alpha).map(|r| r.ok()))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            _ => None,
+        };
         let primary = metric.role == MetricRole::Primary;
         let mut comparisons = Vec::with_capacity(variants.len() - 1);
         for (ti, treatment) in variants.iter().enumerate().skip(1) {
             let (c, t) = (samples[0].as_ref(), samples[ti].as_ref());
-            let comparison = Comparison::new(c, t, config.alpha)?;
-            if !primary {
-                if let Some(p) = comparison.p_value() {
-                    family.push((mi, ti - 1, p));
+            let (comparison, quantile) = match &metric.data {
+                MetricData::Quantile { q, variants: qs } => {
+                    match quantile_difference(&qs[0], &qs[ti], *q, config.alpha)? {
+                        Ok(d) => (
+                            Comparison {
+                                welch: None,
+                                lift: None,
+                                insufficient_data: None,
+                            },
+                            Some(d),
+                        ),
+                        Err(reason) => (
+                            Comparison {
+                                welch: None,
+                                lift: None,
+                                insufficient_data: Some(reason),
+                            },
+                            None,
+                        ),
+                    }
                 }
-            }
+                _ => (Comparison::new(c, t, config.alpha)?, None),
+            };
             let sequential = match (&config.sequential, primary) {
                 (Some(seq), true) => Some(sequential_outcome(seq, config, c, t, &comparison)?),
                 _ => None,
@@ -276,16 +384,38 @@ pub fn analyze(
                 (Some(prior), Some(w)) => Some(bayes_summary(w.difference, w.std_error, prior)?),
                 _ => None,
             };
-            comparisons.push(ComparisonReport {
+            let mut report = ComparisonReport {
                 treatment: treatment.name.clone(),
                 comparison,
+                quantile,
+                simpson: None,
                 adjusted_p_value: None,
                 pre_registered: primary,
                 tier: Tier::NotSignificant,
                 warnings: Vec::new(),
                 sequential,
                 bayesian,
-            });
+            };
+            if let (Some(aggregate), false) = (report.difference(), metric.segments.is_empty()) {
+                let segs: Vec<SegmentEffect> = metric
+                    .segments
+                    .iter()
+                    .filter_map(|s| {
+                        let effect = s.data.estimate(ti)? - s.data.estimate(0)?;
+                        Some(SegmentEffect {
+                            effect,
+                            n: s.data.n(0) + s.data.n(ti),
+                        })
+                    })
+                    .collect();
+                report.simpson = Some(simpsons_paradox(aggregate, &segs, config.min_segment_n)?);
+            }
+            if !primary {
+                if let Some(p) = report.p_value() {
+                    family.push((mi, ti - 1, p));
+                }
+            }
+            comparisons.push(report);
         }
         reports.push(MetricReport {
             name: metric.name.clone(),
@@ -295,6 +425,7 @@ pub fn analyze(
                 .map(|s| s.as_ref().map(VariantSummary::from))
                 .collect(),
             cuped: cuped_summary,
+            quantiles,
             comparisons,
         });
     }
@@ -306,14 +437,9 @@ pub fn analyze(
     }
 
     for (metric, report) in metrics.iter().zip(reports.iter_mut()) {
-        let n = |i: usize| match &metric.data {
-            MetricData::Mean(v) => v[i].n(),
-            MetricData::Ratio(v) => v[i].n(),
-            MetricData::Cuped(v) => v[i].n(),
-        };
         for (ci, cmp) in report.comparisons.iter_mut().enumerate() {
             let p = if cmp.pre_registered {
-                cmp.comparison.p_value()
+                cmp.p_value()
             } else {
                 cmp.adjusted_p_value
             };
@@ -322,7 +448,7 @@ pub fn analyze(
                 cmp.warnings.push(Warning::Srm);
             }
             if let Some(planned) = config.planned_n_per_variant {
-                if n(0) < planned || n(ci + 1) < planned {
+                if metric.data.n(0) < planned || metric.data.n(ci + 1) < planned {
                     cmp.warnings.push(Warning::Underpowered);
                 }
             }
@@ -331,6 +457,9 @@ pub fn analyze(
             }
             if cmp.comparison.insufficient_data.is_some() {
                 cmp.warnings.push(Warning::InsufficientData);
+            }
+            if cmp.simpson.is_some_and(|s| s.flagged) {
+                cmp.warnings.push(Warning::SimpsonsParadox);
             }
         }
     }
@@ -405,16 +534,51 @@ mod tests {
                 name: "conversion".into(),
                 role: MetricRole::Primary,
                 data: MetricData::Mean(vec![mean(10_000, 0.10, 0.09), mean(10_600, 0.11, 0.0979)]),
+                segments: vec![],
             },
             MetricInput {
                 name: "revenue".into(),
                 role: MetricRole::Secondary,
-                data: MetricData::Mean(vec![mean(10_000, 5.0, 100.0), mean(10_600, 5.3, 100.0)]),
+                // Treatment is ahead overall only because it has more web traffic.
+                data: MetricData::Mean(vec![
+                    mean(10_000, 5.0, 100.0),
+                    mean(10_600, 59_080.0 / 10_600.0, 100.0),
+                ]),
+                segments: vec![
+                    SegmentInput {
+                        name: "web".into(),
+                        data: MetricData::Mean(vec![
+                            mean(4_000, 6.0, 100.0),
+                            mean(9_000, 5.8, 100.0),
+                        ]),
+                    },
+                    SegmentInput {
+                        name: "app".into(),
+                        data: MetricData::Mean(vec![
+                            mean(6_000, 26_000.0 / 6_000.0, 100.0),
+                            mean(1_600, 4.3, 100.0),
+                        ]),
+                    },
+                ],
             },
             MetricInput {
                 name: "empty".into(),
                 role: MetricRole::Guardrail,
                 data: MetricData::Mean(vec![MeanStats::new(), mean(3, 1.0, 1.0)]),
+                segments: vec![],
+            },
+            MetricInput {
+                name: "latency_p95".into(),
+                role: MetricRole::Guardrail,
+                data: MetricData::Quantile {
+                    q: 0.95,
+                    variants: vec![
+                        QuantileSample::from_values((0..500).map(f64::from).collect()).unwrap(),
+                        QuantileSample::from_values((0..500).map(|i| f64::from(i) * 1.2).collect())
+                            .unwrap(),
+                    ],
+                },
+                segments: vec![],
             },
         ];
         let config = AnalysisConfig {
@@ -432,8 +596,29 @@ mod tests {
         );
         assert!(primary.bayesian.is_some());
         let secondary = &r.metrics[1].comparisons[0];
-        // A family of one: Holm leaves it unchanged.
-        assert_eq!(secondary.adjusted_p_value, secondary.comparison.p_value());
+        // Family of two (revenue, p95 latency): Holm multiplies the smaller p by 2.
+        let (p_rev, p_lat) = (
+            secondary.p_value().unwrap(),
+            r.metrics[3].comparisons[0].p_value().unwrap(),
+        );
+        assert!(
+            (secondary.adjusted_p_value.unwrap() - (2.0 * p_rev.min(p_lat)).max(p_rev).min(1.0))
+                .abs()
+                < 1e-15
+        );
+        // Revenue is up overall but down in both segments (mix shift): Simpson's paradox.
+        assert!(secondary.comparison.welch.unwrap().difference > 0.0);
+        assert!(secondary.simpson.unwrap().flagged);
+        assert!(secondary.warnings.contains(&Warning::SimpsonsParadox));
+        let latency = &r.metrics[3];
+        assert!(latency.quantiles.as_ref().unwrap()[0].is_some());
+        let q = latency.comparisons[0].quantile.unwrap();
+        assert!(
+            (q.difference - 0.2 * 474.05).abs() < 1e-9,
+            "{}",
+            q.difference
+        );
+        assert!(q.p_value < 1e-3);
         let empty = &r.metrics[2].comparisons[0];
         assert!(empty.warnings.contains(&Warning::InsufficientData));
         assert_eq!(empty.tier, Tier::NotSignificant);
@@ -460,6 +645,7 @@ mod tests {
             name: "m".into(),
             role: MetricRole::Primary,
             data: MetricData::Mean(vec![mean(10, 1.0, 1.0)]),
+            segments: vec![],
         }];
         assert!(matches!(
             analyze(&AnalysisConfig::default(), &variants, &bad),
@@ -469,6 +655,7 @@ mod tests {
             name: "m".into(),
             role: MetricRole::Primary,
             data: MetricData::Mean(vec![mean(10, 1.0, 1.0), mean(10, 1.2, 1.0)]),
+            segments: vec![],
         }];
         let config = AnalysisConfig {
             sequential: Some(SequentialConfig::GroupSequential {

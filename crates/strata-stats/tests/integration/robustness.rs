@@ -126,11 +126,13 @@ fn degenerate_variants_never_panic() {
     ];
     let metrics = vec![
         MetricInput {
+            segments: vec![],
             name: "m".into(),
             role: MetricRole::Primary,
             data: MetricData::Mean(vec![empty, empty]),
         },
         MetricInput {
+            segments: vec![],
             name: "r".into(),
             role: MetricRole::Secondary,
             data: MetricData::Ratio(vec![
@@ -139,6 +141,7 @@ fn degenerate_variants_never_panic() {
             ]),
         },
         MetricInput {
+            segments: vec![],
             name: "c".into(),
             role: MetricRole::Guardrail,
             data: MetricData::Cuped(vec![CupedStats::new(); 2]),
@@ -151,6 +154,16 @@ fn degenerate_variants_never_panic() {
         bayesian: Some(None),
         ..AnalysisConfig::default()
     };
+    let mut metrics = metrics;
+    metrics.push(MetricInput {
+        segments: vec![],
+        name: "p99".into(),
+        role: MetricRole::Guardrail,
+        data: MetricData::Quantile {
+            q: 0.99,
+            variants: vec![QuantileSample::default(); 2],
+        },
+    });
     let report = analyze(&config, &variants, &metrics).unwrap();
     assert!(!report.srm.mismatch);
     for m in &report.metrics {
