@@ -26,7 +26,7 @@ use crate::decision::{
     is_borderline, simpsons_paradox, tier, SegmentEffect, SimpsonCheck, Tier, Warning,
     DEFAULT_MIN_SEGMENT_N,
 };
-use crate::effect::{Comparison, Sample, VariantSummary};
+use crate::effect::{Comparison, InsufficientData, Sample, VariantSummary};
 use crate::error::{check_alpha, Error, Result};
 use crate::moments::{CupedStats, MeanStats, RatioStats};
 use crate::multiple::{adjust_p_values, Correction};
@@ -373,6 +373,23 @@ pub fn analyze(
                             None,
                         ),
                     }
+                }
+                MetricData::Ratio(v) if c.is_none() || t.is_none() => {
+                    // A ratio with no denominator is undefined, not merely small.
+                    let zero_den = |i: usize| v[i].n() >= 2 && v[i].mean_den() == 0.0;
+                    let reason = if zero_den(0) || zero_den(ti) {
+                        InsufficientData::ZeroBaseline
+                    } else {
+                        InsufficientData::TooFewUnits
+                    };
+                    (
+                        Comparison {
+                            welch: None,
+                            lift: None,
+                            insufficient_data: Some(reason),
+                        },
+                        None,
+                    )
                 }
                 _ => (Comparison::new(c, t, config.alpha)?, None),
             };
