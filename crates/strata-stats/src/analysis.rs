@@ -78,7 +78,10 @@ impl Default for AnalysisConfig {
 #[serde(rename_all = "snake_case", tag = "method")]
 #[non_exhaustive]
 pub enum SequentialConfig {
-    /// Lan–DeMets group-sequential test; needs `planned_n_per_variant`.
+    /// Lan–DeMets group-sequential test; needs `planned_n_per_variant`. The
+    /// information fraction is `(n_c + n_t) / (2·planned_n_per_variant)`. The
+    /// information fraction is `(n_c + n_t) / (2·planned_n_per_variant)` and
+    /// the statistic the normal deviate with the Welch test's p-value.
     GroupSequential {
         /// Spending function.
         spending: Spending,
@@ -508,9 +511,11 @@ fn sequential_outcome(
             let now = information_fraction(c.n + t.n, 2 * planned)?;
             let mut fractions = previous_fractions.clone();
             fractions.push(now);
+            // Boundaries are for normal statistics: use the normal deviate
+            // with the Welch test's p-value.
             SequentialOutcome::GroupSequential(group_sequential_test(
                 &fractions,
-                w.t,
+                w.z_equivalent(),
                 config.alpha,
                 *spending,
             )?)

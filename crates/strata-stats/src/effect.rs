@@ -159,6 +159,23 @@ pub struct WelchTest {
     pub ci: Interval,
 }
 
+impl WelchTest {
+    /// The standard normal deviate with the same two-sided p-value as `t`,
+    /// `sign(t)·z_{1−p/2}`.
+    ///
+    /// Sequential boundaries are derived for normal statistics; comparing the
+    /// Welch t with them directly would inflate the error rate at early looks,
+    /// where the t distribution's tails are heavier.
+    pub fn z_equivalent(&self) -> f64 {
+        let z = crate::dist::norm_isf(0.5 * self.p_value);
+        if self.t < 0.0 {
+            -z
+        } else {
+            z
+        }
+    }
+}
+
 /// Relative lift `ȳ_t/ȳ_c − 1` with a delta-method interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RelativeLift {
@@ -318,6 +335,12 @@ mod tests {
         assert!((w.std_error - (8.0_f64 / 50.0).sqrt()).abs() < 1e-15);
         assert!(w.ci.contains(w.difference));
         assert!(w.ci.lower < 0.0 && w.p_value > 0.05);
+        // Heavier tails: the normal deviate with the same p-value is smaller.
+        assert!(w.z_equivalent() < w.t && w.z_equivalent() > 0.0);
+        let big = welch(&s(100_000, 1.0, 4.0), &s(100_000, 0.97, 4.0), 0.05)
+            .unwrap()
+            .unwrap();
+        assert!((big.z_equivalent() - big.t).abs() < 1e-4);
     }
 
     #[test]
