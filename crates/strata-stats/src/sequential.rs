@@ -72,6 +72,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{norm_isf, norm_pdf, norm_sf};
+
+/// 1/√(2π).
+const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 use crate::effect::{InsufficientData, Interval, Sample};
 use crate::error::{check_alpha, finite, Error, Result};
 
@@ -157,10 +160,10 @@ const GRID_R: f64 = 4.0;
 /// For closely spaced looks the normal increment between them has standard
 /// deviation `s` ≪ 1 and the panels must resolve it: the density parameter is
 /// raised to `GRID_R_PER_S / s`, making central panels `1.5·s/GRID_R_PER_S` wide.
-const GRID_R_PER_S: f64 = 0.8;
+const GRID_R_PER_S: f64 = 1.0;
 /// Gauss–Legendre nodes per panel.
-const GAUSS_POINTS: usize = 8;
-/// Kernel terms beyond this many standard deviations are below e^−50 ≈ 2e−22
+const GAUSS_POINTS: usize = 6;
+/// Kernel terms beyond this many standard deviations are below e^−36 ≈ 2e−16
 /// of the largest one and are skipped.
 const KERNEL_CUTOFF: f64 = 8.5;
 
@@ -249,11 +252,20 @@ fn crossing(b: f64, z: &[f64], wh: &[f64], r: f64, s: f64) -> (f64, f64) {
     (p, dp)
 }
 
-/// Solves `crossing(b) = target` for b; `upper` bounds the root from above.
-fn solve_boundary(target: f64, upper: f64, z: &[f64], wh: &[f64], r: f64, s: f64) -> Result<f64> {
+/// Solves `crossing(b) = target` for b; `upper` bounds the root from above
+/// and `start` is the first guess.
+fn solve_boundary(
+    target: f64,
+    upper: f64,
+    start: f64,
+    z: &[f64],
+    wh: &[f64],
+    r: f64,
+    s: f64,
+) -> Result<f64> {
     let (mut lo, mut hi) = (0.0_f64, upper);
     let ln_target = target.ln();
-    let mut b = upper;
+    let mut b = start.clamp(0.0, upper);
     for _ in 0..200 {
         let (p, dp) = crossing(b, z, wh, r, s);
         if p > target {
@@ -347,7 +359,9 @@ pub fn group_sequential_boundaries(
             if !(target > 0.0) || !unrestricted.is_finite() {
                 f64::INFINITY
             } else {
-                solve_boundary(target, unrestricted, &z_prev, &wh_prev, r, s)?
+                // Boundaries change smoothly from look to look: start from the previous one.
+                let start = looks.last().map_or(unrestricted, |l: &Look| l.boundary);
+                solve_boundary(target, unrestricted, start, &z_prev, &wh_prev, r, s)?
             }
         };
         looks.push(Look {
@@ -369,16 +383,20 @@ pub fn group_sequential_boundaries(
             let (r, s) = (ratio.sqrt(), (1.0 - ratio).sqrt());
             let m = z.len();
             // The density and the nodes are symmetric: compute the upper half and mirror.
+            // Nodes are sorted, so the kernel's support is a contiguous range.
+            let ru: Vec<f64> = z_prev.iter().map(|u| r * u).collect();
+            let inv_s = 1.0 / s;
+            let reach = KERNEL_CUTOFF * s;
             for j in m / 2..m {
                 let zj = z[j];
+                let lo = ru.partition_point(|&x| x < zj - reach);
+                let hi = ru.partition_point(|&x| x <= zj + reach);
                 let mut acc = 0.0;
-                for (&u, &c) in z_prev.iter().zip(&wh_prev) {
-                    let a = (zj - r * u) / s;
-                    if a.abs() < KERNEL_CUTOFF {
-                        acc += c * norm_pdf(a);
-                    }
+                for (&x, &c) in ru[lo..hi].iter().zip(&wh_prev[lo..hi]) {
+                    let a = (zj - x) * inv_s;
+                    acc += c * (-0.5 * a * a).exp();
                 }
-                let h = acc / s;
+                let h = acc * FRAC_1_SQRT_2PI * inv_s;
                 wh[j] = w[j] * h;
                 wh[m - 1 - j] = w[m - 1 - j] * h;
             }
