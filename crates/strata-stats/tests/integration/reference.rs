@@ -450,6 +450,7 @@ fn group_sequential_unequal_looks_match_multivariate_normal() {
             _ => Spending::OBrienFleming,
         };
         let looks = group_sequential_boundaries(&fr, f(&d["alpha"]), spending).unwrap();
+        let mut worst = 0.0_f64;
         for (k, (l, e)) in looks.iter().zip(fs(&d["boundaries"])).enumerate() {
             assert_close(
                 &format!("{fr:?} {spending:?} look {k}"),
@@ -457,6 +458,8 @@ fn group_sequential_unequal_looks_match_multivariate_normal() {
                 e,
                 NUMERICAL,
             );
+            worst = worst.max((l.boundary - e).abs() / e);
         }
+        eprintln!("{fr:?} {spending:?}: largest relative difference {worst:.1e}");
     }
 }
