@@ -68,7 +68,10 @@ fn check_m2(field: &'static str, m2: f64) -> Result<f64> {
 
 /// Sufficient statistics of one metric in one variant: `n`, mean and
 /// `M2 = Σ(y − ȳ)²`.
+///
+/// Deserialisation validates like [`MeanStats::from_moments`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "MeanStatsRepr")]
 pub struct MeanStats {
     n: u64,
     mean: f64,
@@ -328,7 +331,10 @@ impl Bivariate {
 /// in one variant, for CUPED.
 ///
 /// Stored as `n`, `ȳ`, `x̄`, `Σ(y − ȳ)²`, `Σ(x − x̄)²` and `Σ(x − x̄)(y − ȳ)`.
+///
+/// Deserialisation validates like [`CupedStats::from_moments`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "CupedStatsRepr")]
 pub struct CupedStats {
     n: u64,
     mean_y: f64,
@@ -487,7 +493,10 @@ impl CupedStats {
 ///
 /// Stored as `n`, the per-unit means of numerator and denominator, their
 /// sums of squared deviations and their sum of cross-deviations.
+///
+/// Deserialisation validates like [`RatioStats::from_moments`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "RatioStatsRepr")]
 pub struct RatioStats {
     n: u64,
     mean_num: f64,
@@ -625,6 +634,55 @@ impl RatioStats {
     }
 }
 
+/// Unvalidated wire forms, checked on the way in.
+#[derive(Deserialize)]
+struct MeanStatsRepr {
+    n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl TryFrom<MeanStatsRepr> for MeanStats {
+    type Error = Error;
+    fn try_from(r: MeanStatsRepr) -> Result<Self> {
+        Self::from_moments(r.n, r.mean, r.m2)
+    }
+}
+
+#[derive(Deserialize)]
+struct CupedStatsRepr {
+    n: u64,
+    mean_y: f64,
+    mean_x: f64,
+    m2_y: f64,
+    m2_x: f64,
+    c_xy: f64,
+}
+
+impl TryFrom<CupedStatsRepr> for CupedStats {
+    type Error = Error;
+    fn try_from(r: CupedStatsRepr) -> Result<Self> {
+        Self::from_moments(r.n, r.mean_y, r.mean_x, r.m2_y, r.m2_x, r.c_xy)
+    }
+}
+
+#[derive(Deserialize)]
+struct RatioStatsRepr {
+    n: u64,
+    mean_num: f64,
+    mean_den: f64,
+    m2_num: f64,
+    m2_den: f64,
+    c_num_den: f64,
+}
+
+impl TryFrom<RatioStatsRepr> for RatioStats {
+    type Error = Error;
+    fn try_from(r: RatioStatsRepr) -> Result<Self> {
+        Self::from_moments(r.n, r.mean_num, r.mean_den, r.m2_num, r.m2_den, r.c_num_den)
+    }
+}
+
 /// `a + b` and `a += b` merge partitions, so per-worker statistics can be
 /// summed with `Iterator::fold` or `Iterator::sum`.
 macro_rules! impl_merge_ops {
@@ -759,6 +817,21 @@ mod tests {
             (r.sum_num_den() - y.iter().zip(&x).map(|(a, b)| a * b).sum::<f64>()).abs()
                 < 1e-12 * r.sum_num_den()
         );
+    }
+
+    #[test]
+    fn json_round_trip_validates() {
+        let s = MeanStats::from_values(&[1.0, 2.0, 4.0]).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MeanStats>(&json).unwrap(), s);
+        assert!(serde_json::from_str::<MeanStats>(r#"{"n":3,"mean":1.0,"m2":-1.0}"#).is_err());
+        let r = RatioStats::from_values(&[1.0, 3.0], &[2.0, 2.5]).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RatioStats>(&serde_json::to_string(&r).unwrap()).unwrap(),
+            r
+        );
+        let bad = r#"{"n":10,"mean_y":0,"mean_x":0,"m2_y":1,"m2_x":1,"c_xy":5}"#;
+        assert!(serde_json::from_str::<CupedStats>(bad).is_err());
     }
 
     #[test]

@@ -40,9 +40,26 @@ use crate::effect::{InsufficientData, Interval};
 use crate::error::{check_alpha, Error, Result};
 
 /// Per-unit values of one quantile metric in one variant, kept sorted.
+///
+/// Serialises as a plain array; deserialising sorts it and rejects NaN and
+/// infinities, so a sample read from JSON is as valid as one built here.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<f64>", into = "Vec<f64>")]
 pub struct QuantileSample {
     sorted: Vec<f64>,
+}
+
+impl TryFrom<Vec<f64>> for QuantileSample {
+    type Error = Error;
+    fn try_from(values: Vec<f64>) -> Result<Self> {
+        Self::from_values(values)
+    }
+}
+
+impl From<QuantileSample> for Vec<f64> {
+    fn from(s: QuantileSample) -> Vec<f64> {
+        s.sorted
+    }
 }
 
 impl QuantileSample {
@@ -299,6 +316,14 @@ mod tests {
         );
         assert!(QuantileSample::from_values(vec![1.0, f64::NAN]).is_err());
         assert!(quantile_ci(&s, 1.0, 0.05).is_err());
+    }
+
+    #[test]
+    fn json_round_trip_sorts_and_validates() {
+        let s: QuantileSample = serde_json::from_str("[3.0, 1.0, 2.0]").unwrap();
+        assert_eq!(s.values(), &[1.0, 2.0, 3.0]);
+        assert_eq!(serde_json::to_string(&s).unwrap(), "[1.0,2.0,3.0]");
+        assert!(serde_json::from_str::<QuantileSample>("[1.0, null]").is_err());
     }
 
     #[test]
