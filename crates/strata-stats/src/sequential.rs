@@ -39,7 +39,11 @@
 //! root of
 //! `∫ h_{k−1}(u)·[Φ̄((b − ru)/s) + Φ((−b − ru)/s)] du = 2·(α_side(t_k) − α_side(t_{k−1}))`
 //! found by safeguarded Newton iteration. Decision at a look: `significant` if
-//! `|Z| ≥ b_k`; otherwise `continue`, or `not_significant` once `t = 1`.
+//! `|Z| ≥ b_k`; otherwise `continue`, or `not_significant` once `t = 1`. With
+//! a Welch test, `Z` should be the normal deviate with the same p-value
+//! ([`crate::effect::WelchTest::z_equivalent`]): the boundaries assume normal
+//! statistics, and the t distribution's heavier tails at early looks would
+//! otherwise inflate the error rate.
 //!
 //! # Always valid (normal-mixture confidence sequence)
 //! A confidence sequence covers the true effect at every sample size
@@ -72,11 +76,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dist::{norm_isf, norm_pdf, norm_sf};
+use crate::effect::{InsufficientData, Interval, Sample};
+use crate::error::{check_alpha, finite, Error, Result};
 
 /// 1/√(2π).
 const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-use crate::effect::{InsufficientData, Interval, Sample};
-use crate::error::{check_alpha, finite, Error, Result};
 
 /// Lan–DeMets spending function family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
