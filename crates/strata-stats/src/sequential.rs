@@ -597,6 +597,24 @@ mod tests {
     }
 
     #[test]
+    fn always_valid_p_value_is_where_the_sequence_touches_zero() {
+        let c = Sample::new(4_000, 10.0, 4.0).unwrap();
+        let t = Sample::new(4_100, 10.2, 4.4).unwrap();
+        let tuning = MixtureTuning::PlannedUnits(20_000);
+        let rho = optimal_rho(20_000, 0.05).unwrap();
+        let cs = always_valid(&c, &t, 0.05, tuning).unwrap().unwrap();
+        assert!(cs.p_value < 0.05 && cs.decision == SequentialDecision::Significant);
+        // At level α = p (same ρ), the interval's lower end is exactly zero.
+        let at_p = always_valid(&c, &t, cs.p_value, MixtureTuning::Rho(rho))
+            .unwrap()
+            .unwrap();
+        assert!(at_p.ci.lower.abs() < 1e-12, "{}", at_p.ci.lower);
+        // Wider than the fixed-horizon interval at the same data.
+        let fixed = crate::effect::welch(&c, &t, 0.05).unwrap().unwrap();
+        assert!(cs.ci.upper - cs.ci.lower > fixed.ci.upper - fixed.ci.lower);
+    }
+
+    #[test]
     fn optimal_rho_minimises_width_at_planned_size() {
         let alpha = 0.05;
         let n = 10_000_u64;
