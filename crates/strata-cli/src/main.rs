@@ -4,6 +4,7 @@
 //! here, while the work is done by the library crates.
 
 mod assign;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -21,12 +22,19 @@ struct Cli {
 enum Command {
     /// Evaluate a config snapshot for one or many units and print their assignments as JSON.
     Assign(assign::AssignArgs),
+    /// Run the control plane: experiment API, versioned config, SDK distribution, OFREP.
+    Serve(serve::ServeArgs),
+    /// Manage bearer tokens.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assign(args) => assign::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Token(cmd) => serve::token(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,205 @@
+//! `strata serve`: the control plane (`strata-server`) as a process, and
+//! `strata token create`: a key created directly in the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use strata_server::auth::{hash_token, new_key_record, new_token, KeyKind, Role};
+use strata_server::store::Actor;
+use strata_server::{ConfigStore, Server, ServerConfig, Settings, StoreOptions};
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite store (used when no database URL is given).
+    #[arg(long, value_name = "DIR", default_value = "./strata-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user@host:5432/db`); also read from
+    /// `STRATA_DATABASE_URL`.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn options(&self) -> StoreOptions {
+        StoreOptions {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone().or_else(|| {
+                std::env::var("STRATA_DATABASE_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+            }),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Arguments of `strata serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Requests per second allowed per token (0 = unlimited); over it: 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    rate_limit: f64,
+    /// Days before the range of an ended experiment returns to its layer's pool.
+    #[arg(long, value_name = "DAYS", default_value_t = 7.0)]
+    range_cooldown_days: f64,
+    /// Largest accepted request body in bytes (larger: 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Seconds between SSE keep-alive comments.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    keep_alive_secs: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs `strata serve` until SIGINT or SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !(args.range_cooldown_days.is_finite() && args.range_cooldown_days >= 0.0) {
+        bail!("--range-cooldown-days must be a non-negative number");
+    }
+    if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
+        bail!("--rate-limit must be a non-negative number");
+    }
+    let cfg = ServerConfig {
+        listen: args.listen,
+        store: args.store.options(),
+        settings: Settings {
+            range_cooldown: Duration::from_secs_f64(args.range_cooldown_days * 86_400.0),
+            rate_limit: args.rate_limit,
+            max_body_bytes: args.max_body_bytes,
+            keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
+            ..Settings::default()
+        },
+        bootstrap_admin_token: std::env::var("STRATA_BOOTSTRAP_ADMIN_TOKEN").ok(),
+    };
+    runtime(args.threads)?.block_on(async move {
+        let server = Server::start(cfg).await?;
+        eprintln!("strata serve: listening on http://{}", server.addr);
+        server.run_until(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// `strata token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bearer token in the store and print it (shown once).
+    Create(TokenArgs),
+}
+
+/// Arguments of `strata token create`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Role of an API token: admin, experimenter, analyst or viewer.
+    #[arg(long, value_name = "ROLE", default_value = "viewer")]
+    role: String,
+    /// Kind of token: api, sdk or ingest.
+    #[arg(long, value_name = "KIND", default_value = "api")]
+    kind: String,
+    /// Team (required for experimenters).
+    #[arg(long, value_name = "TEAM", default_value = "")]
+    team: String,
+    /// Display name (default: "<kind>-<role>").
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Runs `strata token create`: prints the token on stdout, its id on stderr.
+pub fn token(cmd: &TokenCommand) -> Result<()> {
+    let TokenCommand::Create(args) = cmd;
+    let kind = KeyKind::parse(&args.kind).with_context(|| {
+        format!(
+            "unknown token kind {:?}; expected api, sdk or ingest",
+            args.kind
+        )
+    })?;
+    let role = Role::parse(&args.role).with_context(|| {
+        format!(
+            "unknown role {:?}; expected admin, experimenter, analyst or viewer",
+            args.role
+        )
+    })?;
+    if kind == KeyKind::Api && role == Role::Experimenter && args.team.is_empty() {
+        bail!("an experimenter token needs --team");
+    }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", kind.as_str(), role.as_str()));
+    let opts = args.store.options();
+    runtime(Some(1))?.block_on(async move {
+        let store = ConfigStore::open(&opts)
+            .await
+            .context("cannot open the config store")?;
+        let token = new_token().map_err(|e| anyhow::anyhow!(e.message))?;
+        let rec = new_key_record(kind, role, &args.team, &name, "cli")
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let actor = Actor {
+            name: "cli".to_owned(),
+            key_id: "cli".to_owned(),
+        };
+        store
+            .insert_key(&rec, &hash_token(&token), &actor)
+            .await
+            .context("cannot store the token")?;
+        println!("{token}");
+        eprintln!(
+            "created {} token {} (role {}, team {:?})",
+            kind.as_str(),
+            rec.id,
+            role.as_str(),
+            args.team
+        );
+        Ok(())
+    })
+}

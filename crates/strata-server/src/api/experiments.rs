@@ -1,0 +1,750 @@
+//! Experiments: create, read, list, update while draft, and the lifecycle.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::layers::{find_free, occupied, overlapping};
+use crate::auth::{random_hex, Auth, Perm};
+use crate::error::AppError;
+use crate::json::{parse, ApiJson, ApiQuery};
+use crate::model::{
+    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, DEFAULT_LAYER,
+};
+use crate::state::AppState;
+use crate::store::{parse_rfc3339, rfc3339, AuditQuery, WriteTx};
+
+/// Checks the metric and guardrail references of a request against the registry.
+async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(), AppError> {
+    if tx
+        .definition::<Value>("metric", &req.primary_metric)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::validation(
+            "primary_metric",
+            format!(
+                "primary_metric {:?} is not in the metric registry",
+                req.primary_metric
+            ),
+        ));
+    }
+    for (i, m) in req.secondary_metrics.iter().enumerate() {
+        if tx.definition::<Value>("metric", m).await?.is_none() {
+            return Err(AppError::validation(
+                format!("secondary_metrics[{i}]"),
+                format!("secondary metric {m:?} is not in the metric registry"),
+            ));
+        }
+    }
+    for (i, g) in req.guardrails.iter().enumerate() {
+        let known = tx.definition::<Value>("guardrail", g).await?.is_some()
+            || tx.definition::<Value>("metric", g).await?.is_some();
+        if !known {
+            return Err(AppError::validation(
+                format!("guardrails[{i}]"),
+                format!(
+                    "guardrail {g:?} is neither a guardrail definition nor a registered metric"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves layer and range (allocating one for `size`), checking overlaps.
+async fn resolve_range(
+    state: &AppState,
+    tx: &mut WriteTx,
+    req: &ExperimentRequest,
+) -> Result<(Option<String>, Option<[u16; 2]>), AppError> {
+    let layer = match (&req.layer, req.range.is_some() || req.size.is_some()) {
+        (Some(l), true) => l.clone(),
+        (None, true) => DEFAULT_LAYER.to_owned(),
+        (Some(_), false) => {
+            return Err(AppError::validation(
+                "range",
+                "an experiment in a layer needs a range or a size",
+            ))
+        }
+        (None, false) => return Ok((None, None)),
+    };
+    if tx
+        .definition::<LayerRecord>("layer", &layer)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::validation(
+            "layer",
+            format!("layer {layer:?} does not exist"),
+        ));
+    }
+    let taken = occupied(
+        &tx.experiments_in_layer(&layer).await?,
+        tx.now,
+        state.settings.range_cooldown,
+        Some(&req.key),
+    );
+    let range = if let Some([s, e]) = req.range {
+        // validate() checked 0 <= s < e <= 1000.
+        let r = [s as u16, e as u16];
+        let overlaps = overlapping(&taken, r);
+        if !overlaps.is_empty() {
+            let names: Vec<&str> = overlaps.iter().map(|o| o.experiment.as_str()).collect();
+            return Err(AppError::validation(
+                "range",
+                format!(
+                    "range [{s}, {e}) overlaps live experiments of layer {layer:?}: {}",
+                    names.join(", ")
+                ),
+            )
+            .with_extra(json!({"overlaps": overlaps})));
+        }
+        r
+    } else {
+        let size = req.size.unwrap_or(0) as u16;
+        find_free(&taken, size).ok_or_else(|| {
+            AppError::validation(
+                "size",
+                format!("layer {layer:?} has no free range of size {size}"),
+            )
+        })?
+    };
+    Ok((Some(layer), Some(range)))
+}
+
+fn to_value(e: &ExperimentRecord) -> Value {
+    serde_json::to_value(e).unwrap_or(Value::Null)
+}
+
+/// `POST /api/v1/experiments`
+#[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
+    request_body = ExperimentRequest,
+    responses((status = 201, body = ExperimentRecord), (status = 400), (status = 403), (status = 409)))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(req): ApiJson<ExperimentRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
+        .await?;
+    let variants = req.validate()?;
+    if req.revision.is_some() {
+        return Err(AppError::validation(
+            "revision",
+            "revision is only for updates",
+        ));
+    }
+    let mut tx = state
+        .store
+        .begin_write(&auth.actor())
+        .await
+        .map_err(|e| state.store_error(e))?;
+    if tx.experiment_key_taken(&req.key).await? {
+        return Err(AppError::already_exists("experiment", &req.key));
+    }
+    check_references(&mut tx, &req).await?;
+    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
+    let now = rfc3339(tx.now);
+    let rec = ExperimentRecord {
+        key: req.key.clone(),
+        name: req.name,
+        hypothesis: req.hypothesis,
+        description: req.description,
+        owner_team: req.owner_team,
+        unit: req.unit,
+        layer,
+        range,
+        surfaces: req.surfaces,
+        targeting: req.targeting.filter(|t| !t.is_null()),
+        variants,
+        primary_metric: req.primary_metric,
+        secondary_metrics: req.secondary_metrics,
+        guardrails: req.guardrails,
+        mde: req.mde,
+        planned_units: req.planned_units,
+        alpha: req.alpha,
+        sequential: req.sequential,
+        requires_approval: req.requires_approval,
+        respect_holdout: req.respect_holdout,
+        status: Status::Draft,
+        revision: 1,
+        ramp_percent: 0.0,
+        flag: format!("f_{}", random_hex(6)?),
+        salt: random_hex(8)?,
+        winner: None,
+        kill_reason: None,
+        created_by: auth.name.clone(),
+        created_by_key: auth.key_id.clone(),
+        approved_by: None,
+        created_at: now.clone(),
+        updated_at: now,
+        started_at: None,
+        ended_at: None,
+        version: tx.version,
+    };
+    tx.insert_experiment(&rec).await?;
+    tx.audit(
+        "experiment.create",
+        "experiment",
+        &rec.key,
+        None,
+        Some(&to_value(&rec)),
+        None,
+    )
+    .await?;
+    state
+        .commit(tx, &format!("create experiment {}", rec.key))
+        .await?;
+    Ok((StatusCode::CREATED, Json(rec)))
+}
+
+/// `GET /api/v1/experiments/{key}`
+#[utoipa::path(get, path = "/api/v1/experiments/{key}", tag = "experiments",
+    params(("key" = String, Path)), responses((status = 200, body = ExperimentRecord), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<ExperimentRecord>, AppError> {
+    auth.require(&state, Perm::Read).await?;
+    let e = state
+        .store
+        .experiment(&key)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    Ok(Json(e))
+}
+
+/// Filters of `GET /api/v1/experiments`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated statuses.
+    pub status: Option<String>,
+    /// Layer key.
+    pub layer: Option<String>,
+    /// Owning team.
+    pub owner_team: Option<String>,
+    /// Surface.
+    pub surface: Option<String>,
+    /// Case-insensitive text in key, name, hypothesis or description.
+    pub q: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub created_after: Option<String>,
+    /// Created before (RFC 3339).
+    pub created_before: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Items to skip.
+    pub offset: Option<usize>,
+}
+
+/// `GET /api/v1/experiments`
+#[utoipa::path(get, path = "/api/v1/experiments", tag = "experiments", params(ListQuery),
+    responses((status = 200, description = "{items, total, limit, offset}")))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(&state, Perm::Read).await?;
+    let statuses = match &q.status {
+        Some(s) => Some(
+            s.split(',')
+                .map(|p| {
+                    Status::parse(p.trim()).ok_or_else(|| {
+                        AppError::validation("status", format!("unknown status {p:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let bound = |field: &str, v: &Option<String>| -> Result<Option<i64>, AppError> {
+        v.as_deref()
+            .map(|s| {
+                parse_rfc3339(s).ok_or_else(|| {
+                    AppError::validation(field, format!("{field} must be an rfc 3339 timestamp"))
+                })
+            })
+            .transpose()
+    };
+    let after = bound("created_after", &q.created_after)?;
+    let before = bound("created_before", &q.created_before)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(AppError::validation(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let text = q.q.as_ref().map(|t| t.to_lowercase());
+    let all = state
+        .store
+        .experiments()
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let matching: Vec<&ExperimentRecord> = all
+        .iter()
+        .filter(|e| statuses.as_ref().is_none_or(|s| s.contains(&e.status)))
+        .filter(|e| q.layer.as_ref().is_none_or(|l| e.layer.as_ref() == Some(l)))
+        .filter(|e| q.owner_team.as_ref().is_none_or(|t| &e.owner_team == t))
+        .filter(|e| {
+            q.surface
+                .as_ref()
+                .is_none_or(|s| e.surfaces.is_empty() || e.surfaces.contains(s))
+        })
+        .filter(|e| {
+            text.as_ref().is_none_or(|t| {
+                [&e.key, &e.name, &e.hypothesis, &e.description]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(t.as_str()))
+            })
+        })
+        .filter(|e| {
+            let created = parse_rfc3339(&e.created_at).unwrap_or(0);
+            after.is_none_or(|a| created >= a) && before.is_none_or(|b| created < b)
+        })
+        .collect();
+    let total = matching.len();
+    let items: Vec<&ExperimentRecord> = matching.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(
+        json!({"items": items, "total": total, "limit": limit, "offset": offset}),
+    ))
+}
+
+/// `PUT /api/v1/experiments/{key}`: replace the definition while `draft`.
+#[utoipa::path(put, path = "/api/v1/experiments/{key}", tag = "experiments",
+    params(("key" = String, Path)), request_body = ExperimentRequest,
+    responses((status = 200, body = ExperimentRecord), (status = 409, description = "stale revision or not a draft")))]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(key): Path<String>,
+    ApiJson(req): ApiJson<ExperimentRequest>,
+) -> Result<Json<ExperimentRecord>, AppError> {
+    auth.require(&state, Perm::ExperimentsWrite).await?;
+    let variants = req.validate()?;
+    if req.key != key {
+        return Err(AppError::validation(
+            "key",
+            "the key of an experiment cannot change",
+        ));
+    }
+    let Some(revision) = req.revision else {
+        return Err(AppError::validation(
+            "revision",
+            "revision is required on update (the revision last read)",
+        ));
+    };
+    let pre = state
+        .store
+        .experiment(&key)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    auth.require_team(&state, Perm::ExperimentsWrite, &pre.owner_team)
+        .await?;
+    if req.owner_team != pre.owner_team {
+        auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
+            .await?;
+    }
+    let mut tx = state
+        .store
+        .begin_write(&auth.actor())
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let old = tx
+        .experiment(&key)
+        .await?
+        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    if old.owner_team != pre.owner_team {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("experiment {key:?} was changed concurrently; retry"),
+        ));
+    }
+    if old.revision != revision {
+        return Err(AppError::stale_revision(revision, old.revision));
+    }
+    if old.status != Status::Draft {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "frozen",
+            format!(
+                "experiment {key:?} is {}: its definition, including the pre-registered hypothesis, primary metric, mde, planned units, alpha and sequential method, is frozen once it leaves draft",
+                old.status.as_str()
+            ),
+        )
+        .with_field("status"));
+    }
+    check_references(&mut tx, &req).await?;
+    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
+    let rec = ExperimentRecord {
+        name: req.name,
+        hypothesis: req.hypothesis,
+        description: req.description,
+        owner_team: req.owner_team,
+        unit: req.unit,
+        layer,
+        range,
+        surfaces: req.surfaces,
+        targeting: req.targeting.filter(|t| !t.is_null()),
+        variants,
+        primary_metric: req.primary_metric,
+        secondary_metrics: req.secondary_metrics,
+        guardrails: req.guardrails,
+        mde: req.mde,
+        planned_units: req.planned_units,
+        alpha: req.alpha,
+        sequential: req.sequential,
+        requires_approval: req.requires_approval,
+        respect_holdout: req.respect_holdout,
+        revision: old.revision + 1,
+        updated_at: rfc3339(tx.now),
+        version: tx.version,
+        ..old.clone()
+    };
+    tx.update_experiment(&rec, false).await?;
+    tx.audit(
+        "experiment.update",
+        "experiment",
+        &key,
+        Some(&to_value(&old)),
+        Some(&to_value(&rec)),
+        None,
+    )
+    .await?;
+    state
+        .commit(tx, &format!("update experiment {key}"))
+        .await?;
+    Ok(Json(rec))
+}
+
+/// The next states reachable from `e`.
+pub fn allowed_next(e: &ExperimentRecord) -> Vec<&'static str> {
+    match e.status {
+        Status::Draft => vec!["submitted", "archived"],
+        Status::Submitted if e.requires_approval => vec!["approved", "archived"],
+        Status::Submitted => vec!["running", "archived"],
+        Status::Approved => vec!["running", "archived"],
+        Status::Running => vec!["running", "paused", "killed", "concluded"],
+        Status::Paused => vec!["running", "killed", "concluded"],
+        Status::Killed => vec!["concluded", "archived"],
+        Status::Concluded => vec!["archived"],
+        Status::Archived => vec![],
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainBody {
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RampBody {
+    #[serde(default)]
+    ramp_percent: Option<f64>,
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    reason: String,
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcludeBody {
+    winner: Value,
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
+fn body_or_empty<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse(bytes)
+    }
+}
+
+/// `POST /api/v1/experiments/{key}/{action}`: `submit`, `approve`, `start`,
+/// `ramp`, `pause`, `resume`, `kill`, `conclude`, `archive`.
+#[utoipa::path(post, path = "/api/v1/experiments/{key}/{action}", tag = "experiments",
+    params(("key" = String, Path), ("action" = String, Path, description = "submit | approve | start | ramp | pause | resume | kill | conclude | archive")),
+    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1}; kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
+    responses((status = 200, body = ExperimentRecord), (status = 409, description = "illegal transition, with the allowed next states")))]
+pub async fn action(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((key, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<ExperimentRecord>, AppError> {
+    // Parse the body before touching the store.
+    let mut ramp = None;
+    let mut reason = None;
+    let mut winner: Option<Option<String>> = None;
+    let revision = match action.as_str() {
+        "submit" | "approve" | "pause" | "resume" | "archive" => {
+            body_or_empty::<PlainBody>(&body)?.revision
+        }
+        "start" | "ramp" => {
+            let b: RampBody = if body.iter().all(u8::is_ascii_whitespace) {
+                RampBody {
+                    ramp_percent: None,
+                    revision: None,
+                }
+            } else {
+                parse(&body)?
+            };
+            let p = match (b.ramp_percent, action.as_str()) {
+                (Some(p), _) => p,
+                (None, "start") => 1.0,
+                (None, _) => {
+                    return Err(AppError::validation("ramp_percent", "ramp_percent is required"))
+                }
+            };
+            check_percent("ramp_percent", p)?;
+            ramp = Some(p);
+            b.revision
+        }
+        "kill" => {
+            let b: KillBody = parse(&body)?;
+            let r = b.reason.trim();
+            if r.is_empty() {
+                return Err(AppError::validation("reason", "reason must not be empty"));
+            }
+            if r.len() > 2000 {
+                return Err(AppError::validation("reason", "reason must be at most 2000 bytes"));
+            }
+            reason = Some(r.to_owned());
+            b.revision
+        }
+        "conclude" => {
+            let b: ConcludeBody = parse(&body)?;
+            winner = Some(match b.winner {
+                Value::Null => None,
+                Value::String(s) => Some(s),
+                _ => {
+                    return Err(AppError::validation(
+                        "winner",
+                        "winner must be a variant key or null",
+                    ))
+                }
+            });
+            b.revision
+        }
+        other => {
+            return Err(AppError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("unknown action {other:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
+            ))
+        }
+    };
+    let perm = match action.as_str() {
+        "approve" => Perm::ExperimentsApprove,
+        "kill" => Perm::ExperimentsKill,
+        _ => Perm::ExperimentsWrite,
+    };
+    auth.require(&state, perm).await?;
+    // Permission checks before the write transaction: a denial is audited,
+    // which needs the writer lock the transaction would hold.
+    let pre = state
+        .store
+        .experiment(&key)
+        .await
+        .map_err(|e| state.store_error(e))?
+        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    auth.require_team(&state, perm, &pre.owner_team).await?;
+    if action == "approve"
+        && pre.status == Status::Submitted
+        && pre.requires_approval
+        && pre.created_by_key == auth.key_id
+    {
+        return Err(auth
+            .deny(&state, perm, Some("the approver must not be the author"))
+            .await);
+    }
+
+    let mut tx = state
+        .store
+        .begin_write(&auth.actor())
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let old = tx
+        .experiment(&key)
+        .await?
+        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    if old.owner_team != pre.owner_team {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("experiment {key:?} was changed concurrently; retry"),
+        ));
+    }
+    if let Some(r) = revision {
+        if r != old.revision {
+            return Err(AppError::stale_revision(r, old.revision));
+        }
+    }
+    let mut e = old.clone();
+    let now = rfc3339(tx.now);
+    let illegal = |e: &ExperimentRecord| {
+        AppError::illegal_transition(&action, e.status.as_str(), &allowed_next(e))
+    };
+    match action.as_str() {
+        "submit" => {
+            if e.status != Status::Draft {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Submitted;
+        }
+        "approve" => {
+            if !(e.status == Status::Submitted && e.requires_approval) {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Approved;
+            e.approved_by = Some(auth.name.clone());
+        }
+        "start" => {
+            let ok = e.status == Status::Approved
+                || (e.status == Status::Submitted && !e.requires_approval);
+            if !ok {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Running;
+            e.ramp_percent = ramp.unwrap_or(1.0);
+            e.started_at = Some(now.clone());
+        }
+        "ramp" => {
+            if e.status != Status::Running {
+                return Err(illegal(&e));
+            }
+            let p = ramp.unwrap_or(e.ramp_percent);
+            if p < e.ramp_percent {
+                return Err(AppError::new(
+                    StatusCode::CONFLICT,
+                    "ramp_down",
+                    format!(
+                        "ramp_percent can only go up (from {} to {p}); ramp down by pause or kill",
+                        e.ramp_percent
+                    ),
+                )
+                .with_field("ramp_percent"));
+            }
+            e.ramp_percent = p;
+        }
+        "pause" => {
+            if e.status != Status::Running {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Paused;
+        }
+        "resume" => {
+            if e.status != Status::Paused {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Running;
+        }
+        "kill" => {
+            if !matches!(e.status, Status::Running | Status::Paused) {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Killed;
+            e.kill_reason = reason.clone();
+            e.ended_at = Some(now.clone());
+        }
+        "conclude" => {
+            if !matches!(e.status, Status::Running | Status::Paused | Status::Killed) {
+                return Err(illegal(&e));
+            }
+            let w = winner.clone().flatten();
+            if let Some(w) = &w {
+                if !e.variants.iter().any(|v| &v.key == w) {
+                    return Err(AppError::validation(
+                        "winner",
+                        format!("winner {w:?} is not a variant of {key:?}"),
+                    ));
+                }
+            }
+            e.status = Status::Concluded;
+            e.winner = w;
+            if e.ended_at.is_none() {
+                e.ended_at = Some(now.clone());
+            }
+        }
+        "archive" => {
+            if !matches!(
+                e.status,
+                Status::Draft
+                    | Status::Submitted
+                    | Status::Approved
+                    | Status::Killed
+                    | Status::Concluded
+            ) {
+                return Err(illegal(&e));
+            }
+            e.status = Status::Archived;
+            if e.ended_at.is_none() {
+                e.ended_at = Some(now.clone());
+            }
+        }
+        _ => return Err(AppError::internal("unreachable action")),
+    }
+    e.revision += 1;
+    e.updated_at = now;
+    e.version = tx.version;
+    tx.update_experiment(&e, false).await?;
+    tx.audit(
+        &format!("experiment.{action}"),
+        "experiment",
+        &key,
+        Some(&to_value(&old)),
+        Some(&to_value(&e)),
+        reason.as_deref(),
+    )
+    .await?;
+    state
+        .commit(tx, &format!("{action} experiment {key}"))
+        .await?;
+    Ok(Json(e))
+}
+
+/// `GET /api/v1/experiments/{key}/audit`
+#[utoipa::path(get, path = "/api/v1/experiments/{key}/audit", tag = "audit",
+    params(("key" = String, Path)), responses((status = 200, description = "{items: [AuditEntry]}")))]
+pub async fn audit(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(&state, Perm::Read).await?;
+    let items = state
+        .store
+        .audit(&AuditQuery {
+            entity_type: Some("experiment".into()),
+            entity_key: Some(key),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(json!({ "items": items })))
+}

@@ -1,0 +1,6 @@
+//! The management API (`/api/v1`).
+
+pub mod admin;
+pub mod experiments;
+pub mod layers;
+pub mod registry;

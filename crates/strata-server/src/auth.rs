@@ -1,0 +1,425 @@
+//! Bearer tokens, roles, permissions and per-token rate limits.
+//!
+//! A token is `strata_` + 64 hex digits (256 random bits); only its SHA-256
+//! is stored. Known tokens are cached in memory so that SDK requests never
+//! wait for (or depend on) the store once a token has been seen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use rand::TryRngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{Actor, KeyRecord};
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The management API, with a role.
+    Api,
+    /// SDKs: read the snapshot, evaluate.
+    Sdk,
+    /// Event ingestion: write events only.
+    Ingest,
+}
+
+impl KeyKind {
+    /// Parses `api`, `sdk`, `ingest`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "api" => KeyKind::Api,
+            "sdk" => KeyKind::Sdk,
+            "ingest" => KeyKind::Ingest,
+            _ => return None,
+        })
+    }
+
+    /// The kind as a string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Api => "api",
+            KeyKind::Sdk => "sdk",
+            KeyKind::Ingest => "ingest",
+        }
+    }
+}
+
+/// Role of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Read-only.
+    Viewer,
+    /// Reads everything; creates metric definitions.
+    Analyst,
+    /// Creates and runs the experiments of its team.
+    Experimenter,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "analyst" => Role::Analyst,
+            "experimenter" => Role::Experimenter,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+
+    /// The role name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Experimenter => "experimenter",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A permission, named in 403 responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    /// Read experiments, layers, metrics, guardrails, the holdout, config versions.
+    Read,
+    /// Create, edit and run experiments (own team unless admin).
+    ExperimentsWrite,
+    /// Approve experiments that require it.
+    ExperimentsApprove,
+    /// Kill experiments (own team unless admin).
+    ExperimentsKill,
+    /// Create layers.
+    LayersWrite,
+    /// Create metric definitions.
+    MetricsWrite,
+    /// Create guardrail definitions.
+    GuardrailsWrite,
+    /// Change the global holdout.
+    HoldoutWrite,
+    /// Roll the config back.
+    ConfigRollback,
+    /// Read the audit log.
+    AuditRead,
+    /// Manage keys.
+    KeysWrite,
+    /// Read the SDK snapshot and evaluate.
+    SdkRead,
+}
+
+impl Perm {
+    /// The permission's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Perm::Read => "config:read",
+            Perm::ExperimentsWrite => "experiments:write",
+            Perm::ExperimentsApprove => "experiments:approve",
+            Perm::ExperimentsKill => "experiments:kill",
+            Perm::LayersWrite => "layers:write",
+            Perm::MetricsWrite => "metrics:write",
+            Perm::GuardrailsWrite => "guardrails:write",
+            Perm::HoldoutWrite => "holdout:write",
+            Perm::ConfigRollback => "config:rollback",
+            Perm::AuditRead => "audit:read",
+            Perm::KeysWrite => "keys:write",
+            Perm::SdkRead => "sdk:read",
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Key id.
+    pub key_id: String,
+    /// Key name.
+    pub name: String,
+    /// Kind.
+    pub kind: KeyKind,
+    /// Role (API keys; `viewer` for the others).
+    pub role: Role,
+    /// Team.
+    pub team: String,
+}
+
+impl Principal {
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            name: self.name.clone(),
+            key_id: self.key_id.clone(),
+        }
+    }
+
+    /// Whether the role grants `perm` (team checks are separate).
+    pub fn has(&self, perm: Perm) -> bool {
+        match self.kind {
+            KeyKind::Sdk => perm == Perm::SdkRead,
+            KeyKind::Ingest => false,
+            KeyKind::Api => match perm {
+                Perm::SdkRead => false,
+                Perm::Read => true,
+                Perm::ExperimentsWrite | Perm::ExperimentsKill => self.role >= Role::Experimenter,
+                Perm::MetricsWrite => matches!(self.role, Role::Analyst | Role::Admin),
+                Perm::AuditRead => matches!(self.role, Role::Analyst | Role::Admin),
+                Perm::ExperimentsApprove
+                | Perm::LayersWrite
+                | Perm::GuardrailsWrite
+                | Perm::HoldoutWrite
+                | Perm::ConfigRollback
+                | Perm::KeysWrite => self.role == Role::Admin,
+            },
+        }
+    }
+
+    fn from_key(k: &KeyRecord) -> Option<Self> {
+        let kind = KeyKind::parse(&k.kind)?;
+        let role = if kind == KeyKind::Api {
+            Role::parse(&k.role)?
+        } else {
+            Role::Viewer
+        };
+        Some(Self {
+            key_id: k.id.clone(),
+            name: k.name.clone(),
+            kind,
+            role,
+            team: k.team.clone(),
+        })
+    }
+}
+
+/// SHA-256 hex of a token.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// `n` random bytes as hex, from the OS generator.
+pub fn random_hex(n: usize) -> Result<String, AppError> {
+    let mut buf = vec![0u8; n];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|e| AppError::internal(format!("no randomness available: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A new token: `strata_` + 256 random bits in hex.
+pub fn new_token() -> Result<String, AppError> {
+    Ok(format!("strata_{}", random_hex(32)?))
+}
+
+/// A new key record with a random id.
+pub fn new_key_record(
+    kind: KeyKind,
+    role: Role,
+    team: &str,
+    name: &str,
+    created_by: &str,
+) -> Result<KeyRecord, AppError> {
+    Ok(KeyRecord {
+        id: format!("key_{}", random_hex(8)?),
+        kind: kind.as_str().to_owned(),
+        role: role.as_str().to_owned(),
+        team: team.to_owned(),
+        name: name.to_owned(),
+        created_at: String::new(),
+        created_by: created_by.to_owned(),
+        revoked: false,
+    })
+}
+
+/// Token-bucket rate limiter, one bucket per key.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `per_second` = 0 disables limiting. The burst equals one second's worth.
+    pub fn new(per_second: f64) -> Self {
+        Self {
+            per_second,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Ok` if the key may make a request now, else the seconds to wait.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let rate = self.per_second;
+        let entry = buckets.entry(key.to_owned()).or_insert((rate, now));
+        let elapsed = now.duration_since(entry.1).as_secs_f64();
+        entry.0 = (entry.0 + elapsed * rate).min(rate);
+        entry.1 = now;
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - entry.0) / rate).ceil() as u64)
+        }
+    }
+}
+
+/// Cache of known tokens, by hash.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<String, Arc<Principal>>>,
+}
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<Arc<Principal>> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+            .cloned()
+    }
+
+    /// Adds a stored key to the cache (keys of unknown kind or role are skipped).
+    pub fn warm(&self, hash: String, key: &KeyRecord) {
+        if let Some(p) = Principal::from_key(key) {
+            self.put(hash, Arc::new(p));
+        }
+    }
+
+    fn put(&self, hash: String, p: Arc<Principal>) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hash, p);
+    }
+
+    /// Forgets a key (after revocation).
+    pub fn remove_key(&self, key_id: &str) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, p| p.key_id != key_id);
+    }
+}
+
+/// The authenticated caller of a request (401 without a valid bearer token,
+/// 429 over its rate limit).
+#[derive(Debug, Clone)]
+pub struct Auth(pub Arc<Principal>);
+
+impl std::ops::Deref for Auth {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            AppError::unauthorized("missing authorization header; expected Bearer <token>")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::unauthorized("malformed authorization header; expected Bearer <token>")
+            })?;
+        let hash = hash_token(token);
+        let principal = match state.keys.get(&hash) {
+            Some(p) => p,
+            None => {
+                let rec = state
+                    .store
+                    .key_by_hash(&hash)
+                    .await
+                    .map_err(AppError::from)?
+                    .ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
+                let p =
+                    Arc::new(Principal::from_key(&rec).ok_or_else(|| {
+                        AppError::internal("stored key has an unknown kind or role")
+                    })?);
+                state.keys.put(hash, p.clone());
+                p
+            }
+        };
+        state
+            .limiter
+            .check(&principal.key_id)
+            .map_err(AppError::rate_limited)?;
+        Ok(Auth(principal))
+    }
+}
+
+impl Auth {
+    /// Requires `perm`; a denial is audited and answered with 403.
+    pub async fn require(&self, state: &AppState, perm: Perm) -> Result<(), AppError> {
+        if self.has(perm) {
+            Ok(())
+        } else {
+            Err(self.deny(state, perm, None).await)
+        }
+    }
+
+    /// Requires `perm` on an experiment of `team` (admins: any team).
+    pub async fn require_team(
+        &self,
+        state: &AppState,
+        perm: Perm,
+        team: &str,
+    ) -> Result<(), AppError> {
+        self.require(state, perm).await?;
+        if self.role == Role::Admin || self.team == team {
+            Ok(())
+        } else {
+            Err(self
+                .deny(
+                    state,
+                    perm,
+                    Some(&format!("the experiment belongs to team {team:?}")),
+                )
+                .await)
+        }
+    }
+
+    /// Audits a denial and returns the 403.
+    pub async fn deny(&self, state: &AppState, perm: Perm, detail: Option<&str>) -> AppError {
+        let err = AppError::forbidden(perm.as_str(), detail);
+        if let Err(e) = state
+            .store
+            .audit_event(
+                &self.actor(),
+                "denied",
+                "request",
+                perm.as_str(),
+                Some(&err.message),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit a denied request");
+        }
+        err
+    }
+}

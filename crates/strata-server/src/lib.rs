@@ -1,0 +1,518 @@
+//! Strata's control plane: the config service behind `strata serve`.
+//!
+//! It owns experiment definitions, layers, the metric registry, guardrail
+//! definitions and the global holdout; validates them; publishes immutable,
+//! versioned config snapshots in the format of `strata-core`; and distributes
+//! them to SDKs by pull (`GET /sdk/v1/config`, ETag/304) and push
+//! (`GET /sdk/v1/stream`, Server-Sent Events), plus remote evaluation and the
+//! OpenFeature Remote Evaluation Protocol for clients without an SDK.
+//!
+//! Pieces, in data-flow order:
+//!
+//! 1. [`store::ConfigStore`] — SQLite (embedded default) or PostgreSQL, one
+//!    portable migration set. Every change is one transaction that bumps the
+//!    config version, applies the change with optimistic concurrency, appends
+//!    to the audit log and stores the new snapshot.
+//! 2. The management API ([`api`]) — lifecycle, validation, roles.
+//! 3. [`live::SharedConfig`] — the compiled snapshot in memory, swapped
+//!    atomically; other instances learn of new versions through PostgreSQL
+//!    `LISTEN/NOTIFY` (and a polling fallback).
+//! 4. The SDK endpoints ([`sdk`]).
+//!
+//! Architecture invariants:
+//!
+//! - Evaluation goes through strata-core only: the server never reimplements
+//!   assignment, and a change is committed only if
+//!   `strata_core::CompiledSnapshot::compile` accepts the resulting snapshot.
+//! - The SDK endpoints serve the in-memory compiled snapshot, swapped
+//!   atomically (arc-swap) when the version changes; it is never rebuilt per
+//!   request.
+//! - A store failure never stops the SDK endpoints: they keep serving the last
+//!   snapshot from memory, while writes answer 503.
+//! - The server has one error type, [`AppError`], rendered as
+//!   `{"error": {"code", "message", "field"}}`; no panic reaches a client.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod api;
+pub mod auth;
+mod error;
+pub mod json;
+pub mod live;
+pub mod metrics;
+pub mod model;
+mod openapi;
+pub mod sdk;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::AppError;
+pub use state::{AppState, Settings};
+pub use store::{Backend, ConfigStore, StoreError, StoreOptions};
+
+use crate::auth::{hash_token, new_key_record, KeyCache, KeyKind, RateLimiter, Role};
+use crate::live::{LiveConfig, SharedConfig};
+use crate::metrics::Metrics;
+use crate::model::{LayerRecord, DEFAULT_LAYER};
+use crate::store::{rfc3339, Actor};
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Store connection.
+    pub store: StoreOptions,
+    /// Tunables.
+    pub settings: Settings,
+    /// A token seeded as an admin key at start (`STRATA_BOOTSTRAP_ADMIN_TOKEN`).
+    pub bootstrap_admin_token: Option<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The store failed.
+    #[error("config store: {0}")]
+    Store(StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The latest stored snapshot does not compile.
+    #[error("stored snapshot {version} is invalid: {error}")]
+    Snapshot {
+        /// Its version.
+        version: u64,
+        /// The cause.
+        error: strata_core::SnapshotError,
+    },
+    /// Any other start-up failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<StoreError> for ServerError {
+    fn from(e: StoreError) -> Self {
+        ServerError::Store(e)
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Its state (tests use it to simulate store outages).
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    sync: JoinHandle<()>,
+}
+
+impl Server {
+    /// Connects the store, seeds the bootstrap token and the default layer,
+    /// loads the latest snapshot, binds and starts serving.
+    pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let store = ConfigStore::open(&cfg.store).await?;
+        let state = AppState {
+            store,
+            live: Arc::new(SharedConfig::new()),
+            keys: Arc::new(KeyCache::default()),
+            limiter: Arc::new(RateLimiter::new(cfg.settings.rate_limit)),
+            metrics: Arc::new(Metrics::default()),
+            settings: Arc::new(cfg.settings.clone()),
+        };
+        if let Some(token) = cfg
+            .bootstrap_admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+        {
+            let rec = new_key_record(KeyKind::Api, Role::Admin, "", "bootstrap-admin", "system")
+                .map_err(|e| ServerError::Other(e.message))?;
+            state.store.ensure_key(&rec, &hash_token(token)).await?;
+        }
+        for (hash, key) in state.store.active_keys().await? {
+            state.keys.warm(hash, &key);
+        }
+        ensure_default_layer(&state).await?;
+        refresh(&state).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|error| ServerError::Bind {
+                addr: cfg.listen,
+                error,
+            })?;
+        let addr = listener.local_addr().map_err(|error| ServerError::Bind {
+            addr: cfg.listen,
+            error,
+        })?;
+        let (shutdown, rx) = watch::channel(false);
+        let app = router(state.clone());
+        let mut http_rx = rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let sync = tokio::spawn(sync_loop(state.clone(), rx));
+        tracing::info!(%addr, backend = ?state.store.backend(), version = state.live.version(), "strata serve listening");
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            http,
+            sync,
+        })
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully. Open
+    /// streams do not hold the shutdown up for more than a second.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        signal.await;
+        self.stop().await
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        self.sync.abort();
+        let mut http = self.http;
+        match tokio::time::timeout(Duration::from_secs(1), &mut http).await {
+            Ok(Ok(Ok(()))) | Err(_) => {
+                http.abort();
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(ServerError::Other(format!("http server: {e}"))),
+            Ok(Err(e)) => Err(ServerError::Other(format!("http server task: {e}"))),
+        }
+    }
+}
+
+/// Creates the default layer once (serialised across instances by the version row lock).
+async fn ensure_default_layer(state: &AppState) -> Result<(), ServerError> {
+    if state
+        .store
+        .definition::<LayerRecord>("layer", DEFAULT_LAYER)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut tx = state.store.begin_write(&Actor::system()).await?;
+    if tx.definition_key_taken("layer", DEFAULT_LAYER).await? {
+        return Ok(()); // another instance won; dropping tx rolls back
+    }
+    let rec = LayerRecord {
+        key: DEFAULT_LAYER.to_owned(),
+        salt: format!(
+            "L-{}",
+            auth::random_hex(8).map_err(|e| ServerError::Other(e.message))?
+        ),
+        description: "experiments created without a layer".to_owned(),
+        revision: 1,
+        created_at: rfc3339(tx.now),
+    };
+    tx.put_definition("layer", DEFAULT_LAYER, &rec, 1, false)
+        .await?;
+    tx.audit(
+        "layer.create",
+        "layer",
+        DEFAULT_LAYER,
+        None,
+        serde_json::to_value(&rec).ok().as_ref(),
+        None,
+    )
+    .await?;
+    state
+        .commit(tx, "create the default layer")
+        .await
+        .map_err(|e| ServerError::Other(e.message))?;
+    Ok(())
+}
+
+/// Loads the latest stored version if it is newer than the one served.
+pub async fn refresh(state: &AppState) -> Result<(), ServerError> {
+    let head = state.store.head_version().await?;
+    if head <= state.live.version() {
+        return Ok(());
+    }
+    let Some(s) = state.store.snapshot(head).await? else {
+        return Ok(());
+    };
+    let live =
+        LiveConfig::from_stored(&s.body, &s.extra).map_err(|error| ServerError::Snapshot {
+            version: head,
+            error,
+        })?;
+    if state.live.install(live) {
+        state.metrics.set_config_version(head);
+        tracing::info!(version = head, "loaded config version from the store");
+    }
+    Ok(())
+}
+
+/// Follows versions published by other instances: PostgreSQL notifications
+/// when available, and a poll of the head version as a fallback.
+async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut last_attempt: Option<std::time::Instant> = None;
+    loop {
+        if state.store.backend() == Backend::Postgres
+            && listener.is_none()
+            && last_attempt.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+        {
+            last_attempt = Some(std::time::Instant::now());
+            match sqlx::postgres::PgListener::connect(state.store.url()).await {
+                Ok(mut l) => match l.listen(store::NOTIFY_CHANNEL).await {
+                    Ok(()) => listener = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "listen failed; polling"),
+                },
+                Err(e) => tracing::warn!(error = %e, "notification connection failed; polling"),
+            }
+            // Anything committed before LISTEN took effect.
+            if let Err(e) = refresh(&state).await {
+                tracing::warn!(error = %e, "refresh failed");
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = notified => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "notification connection lost; polling");
+                    listener = None;
+                }
+            }
+            () = tokio::time::sleep(state.settings.poll_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = refresh(&state).await {
+            state.metrics.store_error();
+            tracing::debug!(error = %e, "refresh failed");
+        }
+    }
+}
+
+/// The full router with its middleware.
+pub fn router(state: AppState) -> Router {
+    use api::{admin, experiments, layers, registry};
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route(
+            "/api/v1/experiments",
+            get(experiments::list).post(experiments::create),
+        )
+        .route(
+            "/api/v1/experiments/{key}",
+            get(experiments::get).put(experiments::update),
+        )
+        .route("/api/v1/experiments/{key}/audit", get(experiments::audit))
+        .route(
+            "/api/v1/experiments/{key}/{action}",
+            post(experiments::action),
+        )
+        .route("/api/v1/layers", get(layers::list).post(layers::create))
+        .route("/api/v1/layers/{key}", get(layers::get))
+        .route("/api/v1/layers/{key}/allocate", post(layers::allocate))
+        .route("/api/v1/layers/{key}/dry-run", post(layers::dry_run))
+        .route(
+            "/api/v1/metrics",
+            get(registry::list_metrics).post(registry::create_metric),
+        )
+        .route(
+            "/api/v1/metrics/{key}",
+            get(registry::get_metric).delete(registry::delete_metric),
+        )
+        .route(
+            "/api/v1/guardrails",
+            get(registry::list_guardrails).post(registry::create_guardrail),
+        )
+        .route(
+            "/api/v1/guardrails/{key}",
+            get(registry::get_guardrail).delete(registry::delete_guardrail),
+        )
+        .route(
+            "/api/v1/holdout",
+            get(registry::get_holdout).put(registry::put_holdout),
+        )
+        .route("/api/v1/holdout/rotate", post(registry::rotate_holdout))
+        .route(
+            "/api/v1/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/api/v1/keys/{id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+        .route("/api/v1/audit", get(admin::audit))
+        .route("/api/v1/config", get(admin::config_info))
+        .route(
+            "/api/v1/config/versions/{version}",
+            get(admin::config_version),
+        )
+        .route("/api/v1/config/rollback", post(admin::rollback))
+        .route("/sdk/v1/config", get(sdk::config))
+        .route("/sdk/v1/stream", get(sdk::stream))
+        .route("/sdk/v1/evaluate", post(sdk::evaluate))
+        .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    with_layers(routes, &state)
+}
+
+/// Body limit, panic catching and metrics around any router.
+pub fn with_layers(routes: Router, state: &AppState) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+}
+
+fn on_panic(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    AppError::internal("internal error").into_response()
+}
+
+async fn not_found() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    state.store.ping().await.map_err(|e| state.store_error(e))?;
+    Ok(Json(
+        serde_json::json!({"status": "ready", "version": state.live.version()}),
+    ))
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn state(dir: &std::path::Path) -> AppState {
+        AppState {
+            store: ConfigStore::open(&StoreOptions {
+                data_dir: dir.to_path_buf(),
+                database_url: None,
+                max_connections: 2,
+            })
+            .await
+            .unwrap(),
+            live: Arc::new(SharedConfig::new()),
+            keys: Arc::new(KeyCache::default()),
+            limiter: Arc::new(RateLimiter::new(0.0)),
+            metrics: Arc::new(Metrics::default()),
+            settings: Arc::new(Settings::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let routes: Router = Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("handler bug");
+                }
+                "unreachable"
+            }),
+        );
+        let app = with_layers(routes, &state);
+        let resp = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal");
+        assert!(state
+            .metrics
+            .render()
+            .contains("route=\"/boom\",status=\"500\""));
+    }
+
+    #[tokio::test]
+    async fn the_router_answers_health_without_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path()).await);
+        let resp = app
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}

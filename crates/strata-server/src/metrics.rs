@@ -1,0 +1,173 @@
+//! Prometheus metrics: request counts and latency by route, the config
+//! version, connected streaming SDKs and store errors, rendered as text at
+//! `GET /metrics`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+#[derive(Debug, Default)]
+struct RouteStats {
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+type RouteKey = (&'static str, String, u16);
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    routes: RwLock<HashMap<RouteKey, Arc<RouteStats>>>,
+    config_version: AtomicU64,
+    sse_clients: AtomicI64,
+    store_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one request.
+    pub fn observe(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        let stats = {
+            let map = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            map.get(&(method, route.to_owned(), status)).cloned()
+        };
+        let stats = match stats {
+            Some(s) => s,
+            None => self
+                .routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((method, route.to_owned(), status))
+                .or_default()
+                .clone(),
+        };
+        stats.count.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sum_ns
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            stats.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the served config version.
+    pub fn set_config_version(&self, v: u64) {
+        self.config_version.store(v, Ordering::Relaxed);
+    }
+
+    /// A streaming SDK connected (+1) or left (-1).
+    pub fn sse_delta(&self, d: i64) {
+        self.sse_clients.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Connected streaming SDKs.
+    pub fn sse_clients(&self) -> i64 {
+        self.sse_clients.load(Ordering::Relaxed)
+    }
+
+    /// Counts a store error.
+    pub fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let map = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut keys: Vec<&RouteKey> = map.keys().collect();
+        keys.sort();
+        out.push_str("# HELP strata_http_requests_total HTTP requests by method, route and status.\n# TYPE strata_http_requests_total counter\n");
+        for k in &keys {
+            if let Some(s) = map.get(*k) {
+                let _ = writeln!(
+                    out,
+                    "strata_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{}\"}} {}",
+                    k.0,
+                    k.1,
+                    k.2,
+                    s.count.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP strata_http_request_duration_seconds Request latency by method, route and status.\n# TYPE strata_http_request_duration_seconds histogram\n");
+        for k in &keys {
+            let Some(s) = map.get(*k) else { continue };
+            let labels = format!("method=\"{}\",route=\"{}\",status=\"{}\"", k.0, k.1, k.2);
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "strata_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}"
+                );
+            }
+            let count = s.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "strata_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "strata_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+            );
+            let _ = writeln!(
+                out,
+                "strata_http_request_duration_seconds_count{{{labels}}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_config_version The config version served.\n# TYPE strata_config_version gauge\nstrata_config_version {}",
+            self.config_version.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_sse_clients Connected streaming SDKs.\n# TYPE strata_sse_clients gauge\nstrata_sse_clients {}",
+            self.sse_clients.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_store_errors_total Failed store operations.\n# TYPE strata_store_errors_total counter\nstrata_store_errors_total {}",
+            self.store_errors.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Middleware recording every request.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        _ => "OTHER",
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    metrics.observe(
+        method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}

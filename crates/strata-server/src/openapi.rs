@@ -1,0 +1,64 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{admin, experiments, layers, registry};
+use crate::{model, sdk, store};
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strata control plane",
+        description = "Experiment lifecycle, versioned config snapshots, SDK distribution and OFREP. Errors: {\"error\": {\"code\", \"message\", \"field\"}}. Every endpoint except /healthz, /readyz, /metrics and this document needs `Authorization: Bearer <token>`."
+    ),
+    modifiers(&Bearer),
+    security(("bearer" = [])),
+    paths(
+        experiments::create, experiments::get, experiments::list, experiments::update,
+        experiments::action, experiments::audit,
+        layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
+        registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
+        registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
+        registry::get_holdout, registry::put_holdout, registry::rotate_holdout,
+        admin::create_key, admin::list_keys, admin::revoke_key, admin::audit,
+        admin::config_info, admin::config_version, admin::rollback,
+        sdk::config, sdk::stream, sdk::evaluate, sdk::ofrep_flag, sdk::ofrep_bulk,
+    ),
+    components(schemas(
+        model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::Status,
+        model::Sequential, model::LayerRecord, model::LayerRequest, model::MetricDef,
+        model::MetricType, model::EventFilter, model::RatioPart, model::MetricDirection,
+        model::GuardrailDef, model::GuardrailDirection, model::AutoAction, model::HoldoutRecord,
+        model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
+        admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
+        sdk::EvaluateRequest,
+    )),
+    tags(
+        (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
+        (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
+        (name = "sdk", description = "for SDK keys"),
+        (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
+    )
+)]
+struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,97 @@
+//! Shared state of the handlers and the commit path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{KeyCache, RateLimiter};
+use crate::error::AppError;
+use crate::live::SharedConfig;
+use crate::metrics::Metrics;
+use crate::store::{ConfigStore, WriteTx};
+
+/// Tunables of a running server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ranges of ended experiments return to the pool after this long.
+    pub range_cooldown: Duration,
+    /// Requests per second per token (0 = unlimited).
+    pub rate_limit: f64,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: Duration,
+    /// How often to check the store for versions published by other instances.
+    pub poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            range_cooldown: Duration::from_secs(7 * 24 * 3600),
+            rate_limit: 100.0,
+            max_body_bytes: 1 << 20,
+            keep_alive: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The config store.
+    pub store: ConfigStore,
+    /// The served config.
+    pub live: Arc<SharedConfig>,
+    /// Known tokens.
+    pub keys: Arc<KeyCache>,
+    /// Per-token limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Prometheus counters.
+    pub metrics: Arc<Metrics>,
+    /// Tunables.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Publishes the change's snapshot, commits, and swaps it in. Returns the version.
+    pub async fn commit(&self, mut tx: WriteTx, reason: &str) -> Result<u64, AppError> {
+        let live = tx
+            .publish(reason)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .map_err(invalid_snapshot)?;
+        self.finish(tx, live).await
+    }
+
+    /// Commits a change whose snapshot was already stored, and swaps it in.
+    pub async fn finish(
+        &self,
+        tx: WriteTx,
+        live: crate::live::LiveConfig,
+    ) -> Result<u64, AppError> {
+        let version = tx.version;
+        tx.commit().await.map_err(|e| self.store_error(e))?;
+        self.live.install(live);
+        self.metrics.set_config_version(self.live.version());
+        Ok(version)
+    }
+
+    /// Counts a store error and converts it.
+    pub fn store_error(&self, e: crate::store::StoreError) -> AppError {
+        if matches!(e, crate::store::StoreError::Unavailable(_)) {
+            self.metrics.store_error();
+        }
+        AppError::from(e)
+    }
+}
+
+/// 409: the change would make the snapshot invalid.
+pub fn invalid_snapshot(e: strata_core::SnapshotError) -> AppError {
+    AppError::new(
+        axum::http::StatusCode::CONFLICT,
+        "invalid_snapshot",
+        format!("the change would publish an invalid snapshot: {e}"),
+    )
+    .with_extra(serde_json::json!({"kind": e.kind()}))
+}

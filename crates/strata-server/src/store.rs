@@ -1,0 +1,1040 @@
+//! The config store: definitions, published snapshots, the audit log and API
+//! keys, in SQLite (embedded default) or PostgreSQL.
+//!
+//! Both backends run the same portable SQL and the same migration set through
+//! sqlx's `Any` driver; [`Backend`] selects the few dialect-specific pieces
+//! (WAL mode on SQLite, `pg_notify` and `LISTEN` on PostgreSQL).
+//!
+//! Every change runs in a [`WriteTx`]: it first bumps `config_head.version`
+//! (which locks the row and so serialises writers across instances), applies
+//! the change with optimistic concurrency (`revision`), appends to the audit
+//! log, builds and validates the new snapshot with strata-core, stores it and
+//! commits — all in one transaction. If any step fails nothing is written.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, Row, Transaction};
+
+use crate::live::{Disabled, LiveConfig, SnapshotExtra};
+use crate::model::{ExperimentRecord, HoldoutRecord, LayerRecord, Status};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database cannot be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A uniqueness or revision conflict.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict("the entity already exists".to_owned());
+            }
+        }
+        StoreError::Unavailable(e.to_string().to_lowercase())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(format!("migration failed: {e}"))
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server, possibly shared by several instances.
+    Postgres,
+}
+
+/// The migration set, embedded in the binary.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// The PostgreSQL channel on which commits are announced.
+pub const NOTIFY_CHANNEL: &str = "strata_config";
+
+/// Who made a change (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's name.
+    pub name: String,
+    /// The token's id.
+    pub key_id: String,
+}
+
+impl Actor {
+    /// The server itself (bootstrap, migrations).
+    pub fn system() -> Self {
+        Self {
+            name: "system".to_owned(),
+            key_id: "system".to_owned(),
+        }
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Sequence number, increasing.
+    pub seq: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// Token name.
+    pub actor: String,
+    /// Token id.
+    pub actor_key: String,
+    /// What happened, e.g. `experiment.start`, `denied`.
+    pub action: String,
+    /// `experiment`, `layer`, `metric`, `guardrail`, `holdout`, `config`, `key`, `request`.
+    pub entity_type: String,
+    /// The entity's key.
+    pub entity_key: String,
+    /// Config version published by the change.
+    pub version: Option<i64>,
+    /// The entity before.
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    /// The entity after.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+    /// Extra detail (a kill reason, a denied permission).
+    pub detail: Option<String>,
+}
+
+/// Filters of the audit query.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Entity type.
+    pub entity_type: Option<String>,
+    /// Entity key.
+    pub entity_key: Option<String>,
+    /// Action.
+    pub action: Option<String>,
+    /// Entries with `seq` below this.
+    pub before_seq: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// A stored API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct KeyRecord {
+    /// Id.
+    pub id: String,
+    /// `api`, `sdk` or `ingest`.
+    pub kind: String,
+    /// Role of an `api` key (`admin`, `experimenter`, `analyst`, `viewer`).
+    pub role: String,
+    /// Team.
+    pub team: String,
+    /// Display name.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Creator.
+    pub created_by: String,
+    /// Whether revoked.
+    pub revoked: bool,
+}
+
+/// A stored snapshot.
+#[derive(Debug, Clone)]
+pub struct StoredSnapshot {
+    /// Version.
+    pub version: u64,
+    /// The JSON body SDKs receive.
+    pub body: String,
+    /// The server-side extras (disabled flags).
+    pub extra: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Who published it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Directory of the SQLite file (when no database URL is given).
+    pub data_dir: PathBuf,
+    /// `postgres://…` (or `sqlite://…`) URL; overrides `data_dir`.
+    pub database_url: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// The config store.
+#[derive(Debug, Clone)]
+pub struct ConfigStore {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
+    /// Serialises this instance's writers (SQLite allows one writer at a time;
+    /// across instances the `config_head` row lock does the same).
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// RFC 3339 (UTC, millisecond precision) of a millisecond timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Parses an RFC 3339 timestamp to milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| corrupt("serialise", e))
+}
+
+fn from_json<T: DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+impl ConfigStore {
+    /// Connects (creating the SQLite file and directory if needed) and runs the migrations.
+    pub async fn open(opts: &StoreOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = match &opts.database_url {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                (u.clone(), Backend::Postgres)
+            }
+            Some(u) if u.starts_with("sqlite:") => (u.clone(), Backend::Sqlite),
+            Some(u) => {
+                return Err(StoreError::Unavailable(format!(
+                    "unsupported database url {:?}; expected postgres:// or sqlite:",
+                    redact(u)
+                )))
+            }
+            None => {
+                std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "cannot create data directory {}: {e}",
+                        opts.data_dir.display()
+                    ))
+                })?;
+                let file = opts.data_dir.join("strata.db");
+                (sqlite_url(&file), Backend::Sqlite)
+            }
+        };
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("invalid database url: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let migrator = Migrator {
+            migrations: Cow::Owned(
+                MIGRATIONS
+                    .iter()
+                    .map(|(v, d, sql)| {
+                        Migration::new(
+                            *v,
+                            Cow::Borrowed(*d),
+                            MigrationType::Simple,
+                            Cow::Borrowed(*sql),
+                            false,
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend,
+            url,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection URL (PostgreSQL `LISTEN` needs its own connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Closes every connection; later operations fail with [`StoreError::Unavailable`].
+    /// Used to simulate an outage in tests.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the store answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Starts a change: takes the writer lock and bumps the config version.
+    pub async fn begin_write(&self, actor: &Actor) -> Result<WriteTx> {
+        let guard = self.write_lock.clone().lock_owned().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE config_head SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let version: i64 = row.try_get(0)?;
+        Ok(WriteTx {
+            tx,
+            version: u64::try_from(version).unwrap_or(0),
+            now: now_ms(),
+            actor: actor.clone(),
+            backend: self.backend,
+            _guard: guard,
+        })
+    }
+
+    /// The latest published version (0 if none).
+    pub async fn head_version(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM snapshots")
+            .fetch_one(&self.pool)
+            .await?;
+        let v: i64 = row.try_get(0)?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+
+    /// A stored snapshot.
+    pub async fn snapshot(&self, version: u64) -> Result<Option<StoredSnapshot>> {
+        let mut c = self.conn().await?;
+        load_snapshot(&mut c, version).await
+    }
+
+    /// One experiment (soft-deleted ones are not found).
+    pub async fn experiment(&self, key: &str) -> Result<Option<ExperimentRecord>> {
+        let mut c = self.conn().await?;
+        load_experiment(&mut c, key).await
+    }
+
+    /// Every experiment that is not soft-deleted, oldest first.
+    pub async fn experiments(&self) -> Result<Vec<ExperimentRecord>> {
+        let rows =
+            sqlx::query("SELECT doc FROM experiments WHERE deleted = 0 ORDER BY created_at, key")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// The experiments of one layer.
+    pub async fn experiments_in_layer(&self, layer: &str) -> Result<Vec<ExperimentRecord>> {
+        let mut c = self.conn().await?;
+        load_layer_experiments(&mut c, layer).await
+    }
+
+    /// A definition (`layer`, `metric`, `guardrail`, `holdout`).
+    pub async fn definition<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let mut c = self.conn().await?;
+        load_definition(&mut c, kind, key).await
+    }
+
+    /// Every definition of a kind.
+    pub async fn definitions<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
+        let rows = sqlx::query(
+            "SELECT doc FROM definitions WHERE kind = $1 AND deleted = 0 ORDER BY created_at, key",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| from_json(kind, &r.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Audit log entries, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let mut sql = String::from(
+            "SELECT seq, at, actor, actor_key, action, entity_type, entity_key, version, before_doc, after_doc, detail FROM audit_log WHERE 1 = 1",
+        );
+        let mut args: Vec<String> = Vec::new();
+        for (col, v) in [
+            ("entity_type", &q.entity_type),
+            ("entity_key", &q.entity_key),
+            ("action", &q.action),
+        ] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ${}", args.len()));
+            }
+        }
+        if let Some(b) = q.before_seq {
+            sql.push_str(&format!(" AND seq < {b}"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY seq DESC LIMIT {}",
+            q.limit.clamp(1, 1000)
+        ));
+        let mut query = sqlx::query(&sql);
+        for a in &args {
+            query = query.bind(a.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let parse = |s: Option<String>| -> Result<Option<Value>> {
+                    s.map(|s| from_json("audit document", &s)).transpose()
+                };
+                Ok(AuditEntry {
+                    seq: r.try_get(0)?,
+                    at: rfc3339(r.try_get(1)?),
+                    actor: r.try_get(2)?,
+                    actor_key: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    entity_type: r.try_get(5)?,
+                    entity_key: r.try_get(6)?,
+                    version: r.try_get(7)?,
+                    before: parse(r.try_get(8)?)?,
+                    after: parse(r.try_get(9)?)?,
+                    detail: r.try_get(10)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends one audit entry outside a config change (denied requests, key creation).
+    pub async fn audit_event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        entity_type: &str,
+        entity_key: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        insert_audit(
+            &mut tx,
+            now_ms(),
+            actor,
+            action,
+            entity_type,
+            entity_key,
+            None,
+            None,
+            None,
+            detail,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new API key (by hash) and audits it.
+    pub async fn insert_key(&self, key: &KeyRecord, token_hash: &str, actor: &Actor) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO api_keys (id, token_hash, kind, role, team, name, created_at, created_by, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+        )
+        .bind(key.id.as_str())
+        .bind(token_hash)
+        .bind(key.kind.as_str())
+        .bind(key.role.as_str())
+        .bind(key.team.as_str())
+        .bind(key.name.as_str())
+        .bind(now)
+        .bind(key.created_by.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let after = serde_json::to_value(key).ok();
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            "key.create",
+            "key",
+            &key.id,
+            None,
+            None,
+            after.as_ref(),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts a key unless one with the same hash exists (bootstrap token).
+    pub async fn ensure_key(&self, key: &KeyRecord, token_hash: &str) -> Result<()> {
+        if self.key_by_hash(token_hash).await?.is_some() {
+            return Ok(());
+        }
+        match self.insert_key(key, token_hash, &Actor::system()).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key with this token hash, unless revoked.
+    pub async fn key_by_hash(&self, token_hash: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(
+            "SELECT id, kind, role, team, name, created_at, created_by, revoked FROM api_keys WHERE token_hash = $1 AND revoked = 0",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| key_from_row(&r)).transpose()
+    }
+
+    /// Every key (no hashes).
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, role, team, name, created_at, created_by, revoked FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Every active key with its token hash (to warm the in-memory cache).
+    pub async fn active_keys(&self) -> Result<Vec<(String, KeyRecord)>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, role, team, name, created_at, created_by, revoked, token_hash FROM api_keys WHERE revoked = 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(8)?, key_from_row(r)?)))
+            .collect()
+    }
+
+    /// Revokes a key; true when it existed.
+    pub async fn revoke_key(&self, id: &str, actor: &Actor) -> Result<bool> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE api_keys SET revoked = 1 WHERE id = $1 AND revoked = 0")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            insert_audit(
+                &mut tx,
+                now_ms(),
+                actor,
+                "key.revoke",
+                "key",
+                id,
+                None,
+                None,
+                None,
+                None,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+}
+
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        role: r.try_get(2)?,
+        team: r.try_get(3)?,
+        name: r.try_get(4)?,
+        created_at: rfc3339(r.try_get(5)?),
+        created_by: r.try_get(6)?,
+        revoked: r.try_get::<i64, _>(7)? != 0,
+    })
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn load_snapshot(c: &mut AnyConnection, version: u64) -> Result<Option<StoredSnapshot>> {
+    let v = i64::try_from(version).unwrap_or(i64::MAX);
+    let row = sqlx::query(
+        "SELECT version, body, extra, created_at, actor, reason FROM snapshots WHERE version = $1",
+    )
+    .bind(v)
+    .fetch_optional(&mut *c)
+    .await?;
+    row.map(|r| {
+        Ok(StoredSnapshot {
+            version: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+            body: r.try_get(1)?,
+            extra: r.try_get(2)?,
+            created_at: rfc3339(r.try_get(3)?),
+            actor: r.try_get(4)?,
+            reason: r.try_get(5)?,
+        })
+    })
+    .transpose()
+}
+
+async fn load_experiment(c: &mut AnyConnection, key: &str) -> Result<Option<ExperimentRecord>> {
+    let row = sqlx::query("SELECT doc FROM experiments WHERE key = $1 AND deleted = 0")
+        .bind(key)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
+        .transpose()
+}
+
+async fn load_layer_experiments(
+    c: &mut AnyConnection,
+    layer: &str,
+) -> Result<Vec<ExperimentRecord>> {
+    let rows = sqlx::query(
+        "SELECT doc FROM experiments WHERE layer = $1 AND deleted = 0 ORDER BY created_at, key",
+    )
+    .bind(layer)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+async fn load_definition<T: DeserializeOwned>(
+    c: &mut AnyConnection,
+    kind: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    let row =
+        sqlx::query("SELECT doc FROM definitions WHERE kind = $1 AND key = $2 AND deleted = 0")
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await?;
+    row.map(|r| from_json(kind, &r.try_get::<String, _>(0)?))
+        .transpose()
+}
+
+#[allow(clippy::too_many_arguments, reason = "one row of the audit table")]
+async fn insert_audit(
+    c: &mut AnyConnection,
+    at: i64,
+    actor: &Actor,
+    action: &str,
+    entity_type: &str,
+    entity_key: &str,
+    version: Option<u64>,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    detail: Option<&str>,
+) -> Result<()> {
+    let row =
+        sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'audit' RETURNING value")
+            .fetch_one(&mut *c)
+            .await?;
+    let seq: i64 = row.try_get(0)?;
+    let before = before.map(to_json).transpose()?;
+    let after = after.map(to_json).transpose()?;
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, actor_key, action, entity_type, entity_key, version, before_doc, after_doc, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(actor.name.as_str())
+    .bind(actor.key_id.as_str())
+    .bind(action)
+    .bind(entity_type)
+    .bind(entity_key)
+    .bind(version.and_then(|v| i64::try_from(v).ok()))
+    .bind(before)
+    .bind(after)
+    .bind(detail)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// One config change in progress. Dropping it without [`commit`](Self::commit)
+/// rolls everything back, including the version bump.
+pub struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    /// The version this change will publish.
+    pub version: u64,
+    /// The change's timestamp (ms).
+    pub now: i64,
+    actor: Actor,
+    backend: Backend,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl WriteTx {
+    /// The actor of this change.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// One experiment.
+    pub async fn experiment(&mut self, key: &str) -> Result<Option<ExperimentRecord>> {
+        load_experiment(&mut self.tx, key).await
+    }
+
+    /// Whether an experiment key was ever used (soft-deleted included).
+    pub async fn experiment_key_taken(&mut self, key: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM experiments WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    /// The experiments of a layer.
+    pub async fn experiments_in_layer(&mut self, layer: &str) -> Result<Vec<ExperimentRecord>> {
+        load_layer_experiments(&mut self.tx, layer).await
+    }
+
+    /// A definition.
+    pub async fn definition<T: DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        load_definition(&mut self.tx, kind, key).await
+    }
+
+    /// Whether a definition key was ever used (soft-deleted included).
+    pub async fn definition_key_taken(&mut self, kind: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT COUNT(*) FROM definitions WHERE kind = $1 AND key = $2")
+            .bind(kind)
+            .bind(key)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    /// A stored snapshot.
+    pub async fn snapshot(&mut self, version: u64) -> Result<Option<StoredSnapshot>> {
+        load_snapshot(&mut self.tx, version).await
+    }
+
+    /// Inserts a new experiment.
+    pub async fn insert_experiment(&mut self, e: &ExperimentRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO experiments (key, revision, status, layer, owner_team, created_at, updated_at, deleted, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
+        )
+        .bind(e.key.as_str())
+        .bind(e.revision)
+        .bind(e.status.as_str())
+        .bind(e.layer.as_deref())
+        .bind(e.owner_team.as_str())
+        .bind(self.now)
+        .bind(self.now)
+        .bind(to_json(e)?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces an experiment whose stored revision is `e.revision - 1`.
+    pub async fn update_experiment(&mut self, e: &ExperimentRecord, deleted: bool) -> Result<()> {
+        let n = sqlx::query(
+            "UPDATE experiments SET revision = $1, status = $2, layer = $3, owner_team = $4, updated_at = $5, deleted = $6, doc = $7 WHERE key = $8 AND revision = $9",
+        )
+        .bind(e.revision)
+        .bind(e.status.as_str())
+        .bind(e.layer.as_deref())
+        .bind(e.owner_team.as_str())
+        .bind(self.now)
+        .bind(i64::from(deleted))
+        .bind(to_json(e)?)
+        .bind(e.key.as_str())
+        .bind(e.revision - 1)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "experiment {:?} was changed concurrently",
+                e.key
+            )));
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces a definition. `expected_revision` = `None` inserts.
+    pub async fn put_definition<T: Serialize>(
+        &mut self,
+        kind: &str,
+        key: &str,
+        doc: &T,
+        revision: i64,
+        deleted: bool,
+    ) -> Result<()> {
+        if revision == 1 && !deleted {
+            sqlx::query(
+                "INSERT INTO definitions (kind, key, revision, created_at, updated_at, deleted, doc) VALUES ($1, $2, 1, $3, $4, 0, $5)",
+            )
+            .bind(kind)
+            .bind(key)
+            .bind(self.now)
+            .bind(self.now)
+            .bind(to_json(doc)?)
+            .execute(&mut *self.tx)
+            .await?;
+            return Ok(());
+        }
+        let n = sqlx::query(
+            "UPDATE definitions SET revision = $1, updated_at = $2, deleted = $3, doc = $4 WHERE kind = $5 AND key = $6 AND revision = $7",
+        )
+        .bind(revision)
+        .bind(self.now)
+        .bind(i64::from(deleted))
+        .bind(to_json(doc)?)
+        .bind(kind)
+        .bind(key)
+        .bind(revision - 1)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{kind} {key:?} was changed concurrently"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends an audit entry for this change.
+    pub async fn audit(
+        &mut self,
+        action: &str,
+        entity_type: &str,
+        entity_key: &str,
+        before: Option<&Value>,
+        after: Option<&Value>,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        insert_audit(
+            &mut self.tx,
+            self.now,
+            &self.actor,
+            action,
+            entity_type,
+            entity_key,
+            Some(self.version),
+            before,
+            after,
+            detail,
+        )
+        .await
+    }
+
+    /// Builds the snapshot of this version from the definitions as changed so
+    /// far, validates it with strata-core and stores it.
+    pub async fn publish(
+        &mut self,
+        reason: &str,
+    ) -> Result<Result<LiveConfig, strata_core::SnapshotError>> {
+        let rows = sqlx::query(
+            "SELECT doc FROM experiments WHERE deleted = 0 AND status IN ('running', 'paused', 'killed', 'concluded') ORDER BY created_at, key",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut experiments = Vec::new();
+        let mut disabled = Vec::new();
+        for r in &rows {
+            let e: ExperimentRecord = from_json("experiment", &r.try_get::<String, _>(0)?)?;
+            let servable = e.status == Status::Running
+                || (e.status == Status::Concluded && e.winner.is_some());
+            if servable {
+                experiments.push(e.to_core());
+            } else {
+                let control = e
+                    .variants
+                    .get(e.control_index())
+                    .map(|v| v.key.clone())
+                    .unwrap_or_default();
+                disabled.push(Disabled {
+                    flag: e.flag.clone(),
+                    control,
+                    status: e.status.as_str().to_owned(),
+                });
+            }
+        }
+        let layer_rows = sqlx::query(
+            "SELECT doc FROM definitions WHERE kind = 'layer' AND deleted = 0 ORDER BY created_at, key",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut layers = Vec::new();
+        for r in &layer_rows {
+            let l: LayerRecord = from_json("layer", &r.try_get::<String, _>(0)?)?;
+            layers.push(strata_core::Layer {
+                key: l.key,
+                salt: l.salt,
+            });
+        }
+        let holdout: Option<HoldoutRecord> =
+            load_definition(&mut self.tx, "holdout", "global").await?;
+        let holdout = holdout.and_then(|h| {
+            let permille = crate::model::percent_to_permille(h.percent)?;
+            (permille > 0).then_some(strata_core::Holdout {
+                salt: h.salt,
+                permille,
+            })
+        });
+        let snapshot = strata_core::Snapshot {
+            version: self.version,
+            holdout,
+            layers,
+            experiments,
+        };
+        let extra = SnapshotExtra { disabled };
+        self.store_snapshot(&snapshot, &extra, reason).await
+    }
+
+    /// Stores `snapshot` (already at this version) after validating it.
+    pub async fn store_snapshot(
+        &mut self,
+        snapshot: &strata_core::Snapshot,
+        extra: &SnapshotExtra,
+        reason: &str,
+    ) -> Result<Result<LiveConfig, strata_core::SnapshotError>> {
+        let body = to_json(snapshot)?;
+        let extra_json = to_json(extra)?;
+        let live = match LiveConfig::from_snapshot(snapshot, body.clone().into(), extra.clone()) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        sqlx::query(
+            "INSERT INTO snapshots (version, created_at, actor, reason, body, extra) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(i64::try_from(self.version).unwrap_or(i64::MAX))
+        .bind(self.now)
+        .bind(self.actor.name.as_str())
+        .bind(reason)
+        .bind(body)
+        .bind(extra_json)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(Ok(live))
+    }
+
+    /// Commits the change (and, on PostgreSQL, notifies the other instances).
+    pub async fn commit(mut self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(self.version.to_string())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_parses_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,292 @@
+//! Tokens, the role matrix, denied-request auditing and rate limits.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::{settings, Db, TestServer, ADMIN};
+
+crate::on_both_backends!(role_matrix, tokens_are_required);
+
+const ROLES: [&str; 7] = [
+    "admin",
+    "exp_checkout",
+    "exp_other",
+    "analyst",
+    "viewer",
+    "sdk",
+    "ingest",
+];
+
+async fn role_matrix(s: TestServer) {
+    s.setup_registry().await;
+    let tokens = [
+        ADMIN.to_owned(),
+        s.key("api", Some("experimenter"), "checkout", "alice")
+            .await,
+        s.key("api", Some("experimenter"), "search", "bob").await,
+        s.key("api", Some("analyst"), "", "ann").await,
+        s.key("api", Some("viewer"), "", "vic").await,
+        s.key("sdk", None, "", "web").await,
+        s.key("ingest", None, "", "collector").await,
+    ];
+    s.running("exp_m", json!({"range": [0, 100]}), 5.0).await;
+    // An experiment authored by the experimenter, so that the admin may approve it.
+    let (st, v) = s
+        .post_as(
+            &tokens[1],
+            "/api/v1/experiments",
+            crate::common::experiment(
+                "exp_appr",
+                json!({"range": [100, 200], "requires_approval": true}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, _) = s
+        .post_as(&tokens[1], "/api/v1/experiments/exp_appr/submit", json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    let create = |i: usize| {
+        crate::common::experiment(&format!("exp_new{i}"), json!({"range": [900 + i, 901 + i]}))
+    };
+    // (method, path, body, allowed for [admin, exp_checkout, exp_other, analyst, viewer, sdk, ingest])
+    type Row = (Method, &'static str, Option<Value>, &'static str);
+    let rows: Vec<Row> = vec![
+        (Method::GET, "/api/v1/experiments", None, "yyyyynn"),
+        (Method::GET, "/api/v1/experiments/exp_m", None, "yyyyynn"),
+        (
+            Method::GET,
+            "/api/v1/experiments/exp_m/audit",
+            None,
+            "yyyyynn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            Some(Value::Null),
+            "yynnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments/exp_m/ramp",
+            Some(json!({"ramp_percent": 10})),
+            "yynnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments/exp_m/pause",
+            Some(json!({})),
+            "yynnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments/exp_m/kill",
+            Some(json!({"reason": "r"})),
+            "yynnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments/exp_appr/approve",
+            Some(json!({})),
+            "ynnnnnn",
+        ),
+        (Method::GET, "/api/v1/layers", None, "yyyyynn"),
+        (
+            Method::POST,
+            "/api/v1/layers",
+            Some(json!({"key": "l_new"})),
+            "ynnnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/layers/checkout_layer/allocate",
+            Some(json!({"size": 1})),
+            "yyynnnn",
+        ),
+        (Method::GET, "/api/v1/metrics", None, "yyyyynn"),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            Some(json!({"key": "m_new", "type": "count", "filter": {"type": "x"}})),
+            "ynnynnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/guardrails",
+            Some(
+                json!({"key": "g_new", "metric": "conversion", "threshold": 1, "direction": "decrease_is_bad", "window_minutes": 5, "auto_action": "alert"}),
+            ),
+            "ynnnnnn",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/holdout",
+            Some(json!({"percent": 1})),
+            "ynnnnnn",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Some(json!({"kind": "sdk", "name": "k"})),
+            "ynnnnnn",
+        ),
+        (Method::GET, "/api/v1/keys", None, "ynnnnnn"),
+        (Method::GET, "/api/v1/audit", None, "ynnynnn"),
+        (
+            Method::POST,
+            "/api/v1/config/rollback",
+            Some(json!({"to_version": 1})),
+            "ynnnnnn",
+        ),
+        (Method::GET, "/api/v1/config", None, "yyyyynn"),
+        (Method::GET, "/sdk/v1/config", None, "nnnnnyn"),
+        (
+            Method::POST,
+            "/sdk/v1/evaluate",
+            Some(json!({"context": {"user_id": "u"}})),
+            "nnnnnyn",
+        ),
+        (
+            Method::POST,
+            "/ofrep/v1/evaluate/flags",
+            Some(json!({"context": {"targetingKey": "u"}})),
+            "nnnnnyn",
+        ),
+    ];
+    let mut denied = 0;
+    for (method, path, body, expect) in rows {
+        for (i, role) in ROLES.iter().enumerate() {
+            let body = match &body {
+                Some(Value::Null) => Some(create(i)),
+                other => other.clone(),
+            };
+            let (st, v, _) = s
+                .call(method.clone(), path, Some(&tokens[i]), body.as_ref())
+                .await;
+            let allowed = expect.as_bytes()[i] == b'y';
+            if allowed {
+                assert!(
+                    st != StatusCode::FORBIDDEN && st != StatusCode::UNAUTHORIZED,
+                    "{role} {method} {path}: expected allowed, got {st} {v}"
+                );
+            } else {
+                assert_eq!(
+                    st,
+                    StatusCode::FORBIDDEN,
+                    "{role} {method} {path}: expected denied, got {v}"
+                );
+                assert!(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("missing permission "),
+                    "{v}"
+                );
+                assert!(v["error"]["permission"].is_string());
+                denied += 1;
+            }
+        }
+    }
+    let (_, audit) = s.get("/api/v1/audit?action=denied&limit=1000").await;
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        denied,
+        "every denial is audited"
+    );
+    assert_eq!(audit["items"][0]["entity_type"], "request");
+    s.finish().await;
+}
+
+async fn tokens_are_required(s: TestServer) {
+    let (st, v, _) = s.call(Method::GET, "/api/v1/experiments", None, None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (st, _, _) = s
+        .call(
+            Method::GET,
+            "/api/v1/experiments",
+            Some("strata_wrong"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = s.call(Method::GET, "/sdk/v1/config", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Keys: shown once, stored hashed, revocable.
+    let (st, k) = s
+        .post(
+            "/api/v1/keys",
+            json!({"kind": "api", "role": "viewer", "team": "t", "name": "v"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let token = k["token"].as_str().unwrap();
+    assert_eq!(token.len(), "strata_".len() + 64);
+    let (_, list) = s.get("/api/v1/keys").await;
+    assert!(!list.to_string().contains(token), "tokens are never listed");
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/experiments", Some(token), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let path = format!("/api/v1/keys/{}", k["id"].as_str().unwrap());
+    let (st, _, _) = s.call(Method::DELETE, &path, Some(ADMIN), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/experiments", Some(token), None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for bad in [
+        json!({"kind": "root", "name": "x"}),
+        json!({"kind": "api", "name": "x"}),
+        json!({"kind": "api", "role": "god", "name": "x"}),
+        json!({"kind": "api", "role": "experimenter", "name": "x"}),
+        json!({"kind": "sdk", "name": ""}),
+    ] {
+        let (st, v) = s.post("/api/v1/keys", bad.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn rate_limit_per_token() {
+    let s = TestServer::start_with(
+        Db::Sqlite,
+        strata_server::Settings {
+            rate_limit: 5.0,
+            ..settings()
+        },
+    )
+    .await
+    .unwrap();
+    let mut limited = None;
+    for _ in 0..20 {
+        let (st, v, h) = s
+            .call(Method::GET, "/api/v1/config", Some(ADMIN), None)
+            .await;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((v, h));
+            break;
+        }
+    }
+    let (v, h) = limited.expect("the 6th request within a second is limited");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry));
+    // Another token has its own bucket.
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/config", Some("strata_unknown"), None)
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/config", Some(ADMIN), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "the bucket refills");
+    s.finish().await;
+}

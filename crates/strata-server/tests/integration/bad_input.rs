@@ -1,0 +1,197 @@
+//! Malformed, oversized and absurd input: a clear 4xx, the store untouched.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::{TestServer, ADMIN};
+
+crate::on_both_backends!(bad_bodies_leave_the_store_untouched);
+
+async fn bad_bodies_leave_the_store_untouched(s: TestServer) {
+    s.setup_registry().await;
+    let version = s.version().await;
+    let valid = crate::common::experiment("exp_z", json!({})).to_string();
+    let huge = {
+        let mut v = crate::common::experiment("exp_z", json!({}));
+        v["description"] = json!("x".repeat(2 << 20));
+        v.to_string().into_bytes()
+    };
+    let mut invalid_utf8 = valid.clone().into_bytes();
+    let pos = valid.find("New checkout").unwrap();
+    invalid_utf8[pos] = 0xff;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (huge, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (invalid_utf8, StatusCode::BAD_REQUEST, "invalid_json"),
+        (b"".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            b"{\"key\": ".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (b"[1, 2]".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
+        (b"null".to_vec(), StatusCode::BAD_REQUEST, "invalid_json"),
+        (deep.into_bytes(), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            valid.replace("0.02", "1e400").into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            valid
+                .replace("200000", "99999999999999999999999")
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            valid.replace("200000", "-5").into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            valid
+                .replace("\"weight\":50", "\"weight\":4294967296")
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            valid.replace("0.02", "1e300").into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "validation",
+        ),
+        (
+            valid.replace("\"mde\"", "\"mde\": 1, \"mde\"").into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let preview = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let (st, v) = s
+            .raw(Method::POST, "/api/v1/experiments", ADMIN, body)
+            .await;
+        assert_eq!(st, status, "{preview}: {v}");
+        assert_eq!(v["error"]["code"], code, "{preview}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Same for lifecycle bodies and OFREP.
+    s.create("exp_z", json!({})).await;
+    let (st, v) = s
+        .raw(
+            Method::POST,
+            "/api/v1/experiments/exp_z/submit",
+            ADMIN,
+            b"{\"x\": 1}".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("x"))
+    );
+    let (st, _) = s
+        .raw(
+            Method::POST,
+            "/api/v1/experiments/exp_z/kill",
+            ADMIN,
+            b"not json".to_vec(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let sdk = s.sdk_key().await;
+    let (st, v) = s
+        .raw(
+            Method::POST,
+            "/ofrep/v1/evaluate/flags",
+            &sdk,
+            b"{oops".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (st, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("PARSE_ERROR"))
+    );
+    let (st, v) = s
+        .raw(Method::GET, "/api/v1/experiments?limit=abc", ADMIN, vec![])
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
+    let (st, _) = s
+        .raw(
+            Method::GET,
+            "/api/v1/experiments?status=bogus",
+            ADMIN,
+            vec![],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Only the one valid create and the key changed anything.
+    let (_, list) = s.get("/api/v1/experiments").await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(s.version().await, version + 1);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn list_filters_and_paging() {
+    let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
+    s.setup_registry().await;
+    for i in 0..7u32 {
+        let team = if i % 2 == 0 { "checkout" } else { "search" };
+        let surfaces = if i < 3 {
+            json!(["checkout"])
+        } else {
+            json!(["search"])
+        };
+        s.create(&format!("exp_{i}"), json!({"range": [i * 10, i * 10 + 10], "owner_team": team, "surfaces": surfaces, "name": format!("Experiment number {i}")})).await;
+    }
+    s.act("exp_1", "submit", json!({})).await;
+    let count = |v: &serde_json::Value| v["total"].as_u64().unwrap();
+    assert_eq!(count(&s.get("/api/v1/experiments").await.1), 7);
+    assert_eq!(
+        count(&s.get("/api/v1/experiments?owner_team=checkout").await.1),
+        4
+    );
+    assert_eq!(
+        count(&s.get("/api/v1/experiments?status=submitted").await.1),
+        1
+    );
+    assert_eq!(
+        count(&s.get("/api/v1/experiments?status=draft,submitted").await.1),
+        7
+    );
+    assert_eq!(
+        count(&s.get("/api/v1/experiments?surface=search").await.1),
+        4
+    );
+    assert_eq!(
+        count(&s.get("/api/v1/experiments?layer=checkout_layer").await.1),
+        7
+    );
+    assert_eq!(count(&s.get("/api/v1/experiments?q=NUMBER%205").await.1), 1);
+    assert_eq!(
+        count(
+            &s.get("/api/v1/experiments?created_after=2000-01-01T00:00:00Z")
+                .await
+                .1
+        ),
+        7
+    );
+    assert_eq!(
+        count(
+            &s.get("/api/v1/experiments?created_before=2000-01-01T00:00:00Z")
+                .await
+                .1
+        ),
+        0
+    );
+    let (_, page) = s.get("/api/v1/experiments?limit=3&offset=5").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"][0]["key"], "exp_5");
+    let (st, _) = s.get("/api/v1/experiments?created_after=yesterday").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    s.finish().await;
+}

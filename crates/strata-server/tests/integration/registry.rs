@@ -1,0 +1,149 @@
+//! Metric registry, guardrails and the global holdout.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::TestServer;
+
+crate::on_both_backends!(metrics_and_guardrails, holdout_and_rotation);
+
+async fn metrics_and_guardrails(s: TestServer) {
+    s.setup_registry().await;
+    let (st, v) = s
+        .post(
+            "/api/v1/metrics",
+            json!({"key": "aov", "type": "ratio",
+            "numerator": {"type": "sum", "filter": {"type": "purchase"}},
+            "denominator": {"type": "count", "filter": {"type": "purchase"}}, "winsorize": 0.99,
+            "direction": "increase_is_good"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let bad = [
+        (json!({"key": "m", "type": "binomial"}), "filter"),
+        (
+            json!({"key": "m", "type": "ratio", "numerator": {"type": "count", "filter": {"type": "a"}}}),
+            "denominator",
+        ),
+        (
+            json!({"key": "m", "type": "quantile", "filter": {"type": "a"}}),
+            "quantile",
+        ),
+        (
+            json!({"key": "m", "type": "quantile", "quantile": 1.5, "filter": {"type": "a"}}),
+            "quantile",
+        ),
+        (
+            json!({"key": "m", "type": "mean", "filter": {"type": ""}}),
+            "filter.type",
+        ),
+        (
+            json!({"key": "m", "type": "mean", "filter": {"type": "a", "value": {"between": 1}}}),
+            "filter.value.between",
+        ),
+        (
+            json!({"key": "m", "type": "median", "filter": {"type": "a"}}),
+            "type",
+        ),
+        (
+            json!({"key": "m", "type": "sum", "filter": {"type": "a"}, "winsorize": 2}),
+            "winsorize",
+        ),
+    ];
+    for (body, field) in bad {
+        let (st, v) = s.post("/api/v1/metrics", body.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    let (st, _) = s
+        .post(
+            "/api/v1/metrics",
+            json!({"key": "conversion", "type": "binomial", "filter": {"type": "x"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (_, list) = s.get("/api/v1/metrics").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
+    let (st, m) = s.get("/api/v1/metrics/aov").await;
+    assert_eq!((st, m["type"].as_str()), (StatusCode::OK, Some("ratio")));
+
+    let g = json!({"key": "latency_guard", "metric": "page_load_p95", "threshold": 50, "relative": false,
+        "direction": "increase_is_bad", "window_minutes": 15, "min_samples": 10000, "min_age_minutes": 120,
+        "auto_action": "kill"});
+    let (st, v) = s.post("/api/v1/guardrails", g.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["auto_action"], "kill");
+    let mut bad = g.clone();
+    bad["key"] = json!("g2");
+    bad["metric"] = json!("nope");
+    let (st, v) = s.post("/api/v1/guardrails", bad).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("metric"))
+    );
+    let mut bad = g.clone();
+    bad["key"] = json!("g3");
+    bad["auto_action"] = json!("explode");
+    let (st, v) = s.post("/api/v1/guardrails", bad).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("auto_action"))
+    );
+    // An experiment may name the guardrail definition.
+    s.create("exp_g", json!({"guardrails": ["latency_guard"]}))
+        .await;
+    // Soft delete: gone from the API, still in the audit log, key not reusable.
+    let (st, _, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/metrics/aov",
+            Some(crate::common::ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = s.get("/api/v1/metrics/aov").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, audit) = s.get("/api/v1/audit?entity=metric:aov").await;
+    assert_eq!(audit["items"][0]["action"], "metric.delete");
+    let (st, _) = s
+        .post(
+            "/api/v1/metrics",
+            json!({"key": "aov", "type": "count", "filter": {"type": "x"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    s.finish().await;
+}
+
+async fn holdout_and_rotation(s: TestServer) {
+    let sdk = s.sdk_key().await;
+    let (st, _) = s.get("/api/v1/holdout").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, h) = s.put("/api/v1/holdout", json!({"percent": 2})).await;
+    assert_eq!(st, StatusCode::OK, "{h}");
+    let salt = h["salt"].as_str().unwrap().to_owned();
+    let snap = s.sdk_snapshot(&sdk).await;
+    assert_eq!(snap["holdout"], json!({"salt": salt, "permille": 20}));
+    let (_, h2) = s.put("/api/v1/holdout", json!({"percent": 5})).await;
+    assert_eq!(
+        h2["salt"],
+        salt.as_str(),
+        "changing the percent keeps the salt"
+    );
+    let (st, h3) = s.post("/api/v1/holdout/rotate", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_ne!(h3["salt"], salt.as_str(), "rotation creates a new salt");
+    assert_eq!(h3["percent"], 5.0);
+    let (st, v) = s.put("/api/v1/holdout", json!({"percent": 101})).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("percent"))
+    );
+    let (_, _) = s.put("/api/v1/holdout", json!({"percent": 0})).await;
+    assert!(
+        s.sdk_snapshot(&sdk).await.get("holdout").is_none(),
+        "0 % disables the holdout"
+    );
+    s.finish().await;
+}
