@@ -1,0 +1,383 @@
+//! Compiles metric definitions to SQL over the canonical `exposures`,
+//! `events`, `units` and `unit_values` tables.
+//!
+//! The plan has three stages, each one SQL statement that DataFusion (or any
+//! SQL engine with window-free aggregates) can run:
+//!
+//! 1. **units**: one row per exposed unit of the experiment: its variant at
+//!    first exposure, first exposure time, number of distinct variants seen,
+//!    opt-out flag and segment attributes.
+//! 2. **unit values**: events joined to units, deduplicated by `event_id`,
+//!    reduced to one row per unit with one column per metric *part* (a count
+//!    or a sum of matching events in a window), zero-filled by a left join.
+//! 3. **statistics**: per variant (and segment), `COUNT`, `AVG`, `VAR_POP`
+//!    and `COVAR_POP` of the per-unit values: the centred moments that
+//!    strata-stats takes.
+
+use crate::metrics::{EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar};
+use crate::source::literal;
+use crate::spec::AnalysisMode;
+
+/// Nanoseconds per second.
+pub(crate) const NS: i64 = 1_000_000_000;
+
+/// What a part aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Agg {
+    /// Number of matching events.
+    Count,
+    /// Sum of `value` of matching events.
+    Sum,
+}
+
+/// Which events of a unit a part covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// The analysis window: from first exposure (less skew, not before start) to the end.
+    Analysis,
+    /// The CUPED pre-period `[start − days, start)`.
+    Pre,
+    /// The novelty early window: analysis window, less than `novelty_days` after exposure.
+    Early,
+    /// The novelty late window: analysis window, `novelty_days` or more after exposure.
+    Late,
+}
+
+/// One per-unit column: an aggregate of matching events in a window.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Part {
+    pub agg: Agg,
+    pub filter: Filter,
+    /// Only events with a non-null value (mean metrics).
+    pub needs_value: bool,
+    pub window: Window,
+}
+
+/// Time bounds of one analysis, in ns since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub start: i64,
+    /// `min(end, as_of)`.
+    pub end: i64,
+    /// Start of the CUPED pre-period, if CUPED is on.
+    pub pre_start: Option<i64>,
+    pub skew: i64,
+    pub novelty: i64,
+}
+
+fn scalar(s: &Scalar) -> String {
+    match s {
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Number(x) => format!("{x:?}"),
+        Scalar::String(s) => literal(s),
+    }
+}
+
+fn predicate(col: &str, p: &Predicate) -> Vec<String> {
+    let ops = match p {
+        Predicate::Eq(s) => Operators {
+            eq: Some(s.clone()),
+            ..Operators::default()
+        },
+        Predicate::Ops(o) => o.clone(),
+    };
+    let mut out = Vec::new();
+    for (op, v) in [
+        ("=", &ops.eq),
+        ("<>", &ops.ne),
+        (">", &ops.gt),
+        (">=", &ops.gte),
+        ("<", &ops.lt),
+        ("<=", &ops.lte),
+    ] {
+        if let Some(v) = v {
+            out.push(format!("{col} {op} {}", scalar(v)));
+        }
+    }
+    let list = |v: &Vec<Scalar>| v.iter().map(scalar).collect::<Vec<_>>().join(", ");
+    if let Some(v) = &ops.in_ {
+        out.push(format!("{col} IN ({})", list(v)));
+    }
+    if let Some(v) = &ops.not_in {
+        out.push(format!("{col} NOT IN ({})", list(v)));
+    }
+    out
+}
+
+/// The SQL condition of a filter on the events alias `e`; `properties` is
+/// the global list of property names (column `prop_i`).
+pub(crate) fn filter_sql(filter: &Filter, properties: &[String]) -> String {
+    let mut conds = Vec::new();
+    match &filter.event_type {
+        Some(EventTypes::One(t)) => conds.push(format!("e.type = {}", literal(t))),
+        Some(EventTypes::Many(ts)) => conds.push(format!(
+            "e.type IN ({})",
+            ts.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", ")
+        )),
+        None => {}
+    }
+    if let Some(p) = &filter.value {
+        conds.extend(predicate("e.value", p));
+    }
+    for (k, p) in &filter.properties {
+        let i = properties.iter().position(|x| x == k).unwrap_or(usize::MAX);
+        conds.extend(predicate(&format!("e.prop_{i}"), p));
+    }
+    if conds.is_empty() {
+        "true".into()
+    } else {
+        conds
+            .into_iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+/// Property names referenced by filters, in first-use order.
+pub(crate) fn properties_of<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in filters {
+        for k in f.properties.keys() {
+            if !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Filters of a metric (a ratio's two parts, else its own filter).
+pub(crate) fn metric_filters(m: &Metric) -> Vec<&Filter> {
+    match (&m.numerator, &m.denominator) {
+        (Some(n), Some(d)) => vec![&n.filter, &d.filter],
+        _ => vec![&m.filter],
+    }
+}
+
+/// The parts a metric needs in a window: one for binomial/count/sum, two
+/// (sum, count) for mean, two (numerator, denominator) for ratio, none for
+/// quantile.
+pub(crate) fn parts_of(m: &Metric, window: Window) -> Vec<Part> {
+    let part = |agg, filter: &Filter, needs_value| Part {
+        agg,
+        filter: filter.clone(),
+        needs_value,
+        window,
+    };
+    let agg_of = |t: MetricType| {
+        if t == MetricType::Sum {
+            Agg::Sum
+        } else {
+            Agg::Count
+        }
+    };
+    match m.kind {
+        MetricType::Binomial | MetricType::Count => vec![part(Agg::Count, &m.filter, false)],
+        MetricType::Sum => vec![part(Agg::Sum, &m.filter, false)],
+        MetricType::Mean => vec![
+            part(Agg::Sum, &m.filter, true),
+            part(Agg::Count, &m.filter, true),
+        ],
+        MetricType::Ratio => match (&m.numerator, &m.denominator) {
+            (Some(n), Some(d)) => vec![
+                part(agg_of(n.kind), &n.filter, false),
+                part(agg_of(d.kind), &d.filter, false),
+            ],
+            _ => vec![],
+        },
+        MetricType::Quantile => vec![],
+    }
+}
+
+/// Stage 1: the units of the experiment (before the known-variant filter).
+pub(crate) fn units_sql(key: &str, mode: AnalysisMode, n_segments: usize, b: &Bounds) -> String {
+    let v = match mode {
+        AnalysisMode::Itt => "assigned_variant",
+        AnalysisMode::PerProtocol => "variant",
+    };
+    let segs: String = (0..n_segments)
+        .map(|i| format!(", first_value(seg_{i} ORDER BY ts, {v}) AS seg_{i}"))
+        .collect();
+    format!(
+        "SELECT unit_id, first_value({v} ORDER BY ts, {v}) AS variant, MIN(ts) AS first_ts, \
+         COUNT(DISTINCT {v}) AS n_variants, bool_or(opted_out) AS opted_out{segs} \
+         FROM exposures WHERE experiment = {key} AND ts < {end} GROUP BY unit_id",
+        key = literal(key),
+        end = b.end,
+    )
+}
+
+/// Stage 2: one row per unit of `units` with each part as column `p{i}`.
+pub(crate) fn unit_values_sql(
+    parts: &[Part],
+    properties: &[String],
+    n_segments: usize,
+    b: &Bounds,
+    dedup: bool,
+) -> String {
+    let lo = b.pre_start.unwrap_or(b.start).min(b.start);
+    // Restrict the scan to the event types some part needs, when all parts name types.
+    let mut types: Vec<&str> = Vec::new();
+    let mut all_typed = true;
+    for p in parts {
+        match &p.filter.event_type {
+            Some(t) => {
+                for n in t.names() {
+                    if !types.contains(&n) {
+                        types.push(n);
+                    }
+                }
+            }
+            None => all_typed = false,
+        }
+    }
+    let type_cond = if all_typed && !types.is_empty() {
+        format!(
+            " AND type IN ({})",
+            types
+                .iter()
+                .map(|t| literal(t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let window = |w: Window| match w {
+        Window::Analysis => "e.ts >= u.lo".to_string(),
+        Window::Pre => format!("e.ts < {}", b.start),
+        Window::Early => format!("e.ts >= u.lo AND e.ts < u.first_ts + {}", b.novelty),
+        Window::Late => format!("e.ts >= u.lo AND e.ts >= u.first_ts + {}", b.novelty),
+    };
+    let contribs: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut cond = format!(
+                "{} AND {}",
+                window(p.window),
+                filter_sql(&p.filter, properties)
+            );
+            if p.needs_value {
+                cond.push_str(" AND e.value IS NOT NULL");
+            }
+            let then = match p.agg {
+                Agg::Count => "CAST(1 AS BIGINT)",
+                Agg::Sum => "COALESCE(e.value, 0.0)",
+            };
+            let zero = match p.agg {
+                Agg::Count => "CAST(0 AS BIGINT)",
+                Agg::Sum => "0.0",
+            };
+            format!("CASE WHEN {cond} THEN {then} ELSE {zero} END AS p{i}")
+        })
+        .collect();
+    let cols = |f: &dyn Fn(usize) -> String| (0..parts.len()).map(f).collect::<Vec<_>>().join(", ");
+    let segs: String = (0..n_segments).map(|i| format!(", u.seg_{i}")).collect();
+    let zero_filled = cols(&|i| match parts[i].agg {
+        Agg::Count => format!("COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
+        Agg::Sum => format!("COALESCE(a.p{i}, 0.0) AS p{i}"),
+    });
+    if parts.is_empty() {
+        return format!("SELECT u.unit_id, u.variant, u.first_ts{segs} FROM units u");
+    }
+    let joined = format!(
+        "SELECT e.unit_id, e.event_id, {} FROM ev e JOIN units u ON e.unit_id = u.unit_id",
+        contribs.join(", ")
+    );
+    let per_unit = if dedup {
+        format!(
+            "d AS (SELECT unit_id, event_id, {} FROM j GROUP BY unit_id, event_id), \
+             a AS (SELECT unit_id, {} FROM d GROUP BY unit_id)",
+            cols(&|i| format!("MAX(p{i}) AS p{i}")),
+            cols(&|i| format!("SUM(p{i}) AS p{i}")),
+        )
+    } else {
+        format!(
+            "a AS (SELECT unit_id, {} FROM j GROUP BY unit_id)",
+            cols(&|i| format!("SUM(p{i}) AS p{i}"))
+        )
+    };
+    format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}), \
+         j AS ({joined}), {per_unit} \
+         SELECT u.unit_id, u.variant, u.first_ts{segs}, {zero_filled} \
+         FROM units u LEFT JOIN a ON u.unit_id = a.unit_id",
+        props = (0..properties.len())
+            .map(|i| format!(", prop_{i}"))
+            .collect::<String>(),
+        end = b.end,
+    )
+}
+
+/// Event values of a quantile metric with the unit's variant, deduplicated.
+pub(crate) fn quantile_values_sql(
+    m: &Metric,
+    properties: &[String],
+    b: &Bounds,
+    dedup: bool,
+) -> String {
+    let cond = format!(
+        "e.ts >= u.lo AND e.value IS NOT NULL AND {}",
+        filter_sql(&m.filter, properties)
+    );
+    let props: String = (0..properties.len())
+        .map(|i| format!(", prop_{i}"))
+        .collect();
+    let base = format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
+         WHERE NOT is_bot AND ts >= {start} AND ts < {end}) ",
+        start = b.start,
+        end = b.end
+    );
+    if dedup {
+        format!(
+            "{base}SELECT first_value(u.variant) AS variant, MAX(e.value) AS value FROM ev e \
+             JOIN units u ON e.unit_id = u.unit_id WHERE {cond} GROUP BY e.unit_id, e.event_id"
+        )
+    } else {
+        format!(
+            "{base}SELECT u.variant AS variant, e.value AS value FROM ev e \
+             JOIN units u ON e.unit_id = u.unit_id WHERE {cond}"
+        )
+    }
+}
+
+/// Per-unit value expressions `(y, x)` of a metric whose parts start at
+/// column `first`: `x` is the CUPED covariate or the ratio denominator.
+pub(crate) struct UnitExpr {
+    /// The metric value (or ratio numerator).
+    pub y: String,
+    /// Covariate or denominator, if any.
+    pub x: Option<String>,
+    /// Row filter (mean metrics: units with matching events).
+    pub filter: Option<String>,
+}
+
+/// Builds the per-unit expressions of a metric from its part columns.
+pub(crate) fn unit_expr(kind: MetricType, cols: &[usize], cuped_col: Option<usize>) -> UnitExpr {
+    let d = |i: usize| format!("CAST(p{i} AS DOUBLE)");
+    let value = |i: usize| match kind {
+        MetricType::Binomial => format!("CASE WHEN p{i} > 0 THEN 1.0 ELSE 0.0 END"),
+        _ => d(i),
+    };
+    match kind {
+        MetricType::Mean => UnitExpr {
+            y: format!("{} / {}", d(cols[0]), d(cols[1])),
+            x: None,
+            filter: Some(format!("p{} > 0", cols[1])),
+        },
+        MetricType::Ratio => UnitExpr {
+            y: d(cols[0]),
+            x: Some(d(cols[1])),
+            filter: None,
+        },
+        _ => UnitExpr {
+            y: value(cols[0]),
+            x: cuped_col.map(value),
+            filter: None,
+        },
+    }
+}

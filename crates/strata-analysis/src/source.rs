@@ -1,0 +1,399 @@
+//! Input data: exposures and events as NDJSON, CSV or Parquet, one file or a
+//! directory or glob of files, Hive-style partitions allowed.
+//!
+//! Each input is registered with DataFusion as a listing table
+//! (`exposures_raw`, `events_raw`) and exposed through a canonical view
+//! (`exposures`, `events`) whose columns have fixed names and types; the
+//! column rules are in `docs/data-model.md`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Error, Result};
+
+/// The file format of an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Newline-delimited JSON, one object per line.
+    Ndjson,
+    /// Comma-separated values with a header line.
+    Csv,
+}
+
+impl InputFormat {
+    /// The format of a file extension (`parquet`, `ndjson`, `jsonl`, `json`, `csv`).
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext.to_ascii_lowercase().as_str() {
+            "parquet" => Some(InputFormat::Parquet),
+            "ndjson" | "jsonl" | "json" => Some(InputFormat::Ndjson),
+            "csv" => Some(InputFormat::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// A registered input.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    /// `exposures` or `events`.
+    pub table: &'static str,
+    /// The path as given.
+    pub path: String,
+    /// Detected format.
+    pub format: InputFormat,
+    /// Local files, when known (for locating bad lines).
+    pub files: Vec<PathBuf>,
+    /// Schema, partition columns included.
+    pub schema: SchemaRef,
+}
+
+impl Source {
+    pub(crate) fn error(&self, reason: impl Into<String>) -> Error {
+        Error::Input {
+            table: self.table,
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn column(&self, name: &str) -> Option<&DataType> {
+        self.schema
+            .fields()
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| f.data_type())
+    }
+}
+
+fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+fn ext_of(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Data files under a directory (hidden and `_`-prefixed entries skipped).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(['.', '_']) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Finds the format, extension, listing URL and local files of an input path.
+fn resolve(table: &'static str, path: &str) -> Result<(InputFormat, String, String, Vec<PathBuf>)> {
+    let err = |reason: String| Error::Input {
+        table,
+        path: path.to_string(),
+        reason,
+    };
+    const KNOWN: &str = "expected .parquet, .ndjson, .jsonl, .json or .csv files";
+    if is_glob(path) {
+        let ext = ext_of(Path::new(path))
+            .filter(|e| InputFormat::from_extension(e).is_some())
+            .ok_or_else(|| err(format!("a glob must end in a file extension: {KNOWN}")))?;
+        let format = InputFormat::from_extension(&ext).ok_or_else(|| err(KNOWN.into()))?;
+        let abs = std::path::absolute(path).map_err(|e| err(e.to_string()))?;
+        return Ok((format, ext, abs.display().to_string(), Vec::new()));
+    }
+    let p = Path::new(path);
+    let meta = std::fs::metadata(p).map_err(|e| err(e.to_string().to_lowercase()))?;
+    let abs = std::path::absolute(p).map_err(|e| err(e.to_string()))?;
+    if meta.is_file() {
+        let ext = ext_of(p).unwrap_or_default();
+        let format = InputFormat::from_extension(&ext)
+            .ok_or_else(|| err(format!("unknown file extension `{ext}`: {KNOWN}")))?;
+        return Ok((format, ext, abs.display().to_string(), vec![abs]));
+    }
+    let mut files = Vec::new();
+    walk(p, &mut files).map_err(|e| err(e.to_string()))?;
+    let exts: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| ext_of(f))
+        .filter(|e| InputFormat::from_extension(e).is_some())
+        .collect();
+    let ext = match exts.len() {
+        0 => return Err(err(format!("no data files in directory: {KNOWN}"))),
+        1 => exts.into_iter().next().unwrap_or_default(),
+        _ => {
+            return Err(err(format!(
+                "directory mixes file types ({}); use one format or a glob",
+                exts.into_iter().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    let format = InputFormat::from_extension(&ext).ok_or_else(|| err(KNOWN.into()))?;
+    files.retain(|f| ext_of(f).as_deref() == Some(ext.as_str()));
+    files.sort();
+    let mut url = abs.display().to_string();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    Ok((format, ext, url, files))
+}
+
+/// Registers `path` as the table `{table}_raw` and returns its description.
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    table: &'static str,
+    path: &str,
+) -> Result<Source> {
+    let (format, ext, url, files) = resolve(table, path)?;
+    let err = |reason: String| Error::Input {
+        table,
+        path: path.to_string(),
+        reason,
+    };
+    let file_format: Arc<dyn FileFormat> = match format {
+        InputFormat::Parquet => Arc::new(ParquetFormat::default()),
+        InputFormat::Ndjson => Arc::new(JsonFormat::default()),
+        InputFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+    };
+    let options = ListingOptions::new(file_format).with_file_extension(format!(".{ext}"));
+    let table_url = ListingTableUrl::parse(&url).map_err(|e| err(e.to_string()))?;
+    let state = ctx.state();
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .infer_partitions_from_path(&state)
+        .await
+        .map_err(|e| err(format!("partitions: {e}")))?
+        .infer_schema(&state)
+        .await
+        .map_err(|e| err(format!("reading schema: {e}")))?;
+    let provider = ListingTable::try_new(config).map_err(|e| err(e.to_string()))?;
+    let schema = datafusion::catalog::TableProvider::schema(&provider);
+    if schema.fields().is_empty() {
+        return Err(err("no columns (empty input?)".into()));
+    }
+    ctx.register_table(format!("{table}_raw"), Arc::new(provider))?;
+    Ok(Source {
+        table,
+        path: path.to_string(),
+        format,
+        files,
+        schema,
+    })
+}
+
+/// SQL identifier quoting.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// SQL string literal quoting.
+pub(crate) fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn is_stringy(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_stringy(v),
+        _ => false,
+    }
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer() || matches!(t, DataType::Dictionary(_, v) if v.is_integer())
+}
+
+/// A string-valued key column.
+fn key_expr(src: &Source, name: &str) -> Result<String> {
+    match src.column(name) {
+        None => Err(src.error(format!("missing required column `{name}`"))),
+        Some(t) if is_stringy(t) || is_integer(t) => {
+            Ok(format!("CAST({} AS VARCHAR)", ident(name)))
+        }
+        Some(t) => Err(src.error(format!("column `{name}` has type {t}; expected a string"))),
+    }
+}
+
+/// A timestamp column as BIGINT nanoseconds since the Unix epoch (UTC).
+fn ts_expr(src: &Source, name: &str) -> Result<String> {
+    let q = ident(name);
+    match src.column(name) {
+        None => Err(src.error(format!("missing required column `{name}`"))),
+        Some(t) if is_stringy(t) => Ok(format!(
+            "CAST(CAST(CAST({q} AS VARCHAR) AS TIMESTAMP) AS BIGINT)"
+        )),
+        Some(DataType::Timestamp(unit, _)) => {
+            let factor = match unit {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1_000,
+                TimeUnit::Nanosecond => 1,
+            };
+            Ok(format!("(CAST({q} AS BIGINT) * {factor})"))
+        }
+        Some(t) => Err(src.error(format!(
+            "column `{name}` has type {t}; expected an RFC 3339 string or a timestamp"
+        ))),
+    }
+}
+
+fn bool_expr(src: &Source, name: &str) -> Result<String> {
+    match src.column(name) {
+        None => Ok("false".into()),
+        Some(DataType::Boolean) => Ok(format!("COALESCE({}, false)", ident(name))),
+        Some(DataType::Null) => Ok("false".into()),
+        Some(t) => Err(src.error(format!("column `{name}` has type {t}; expected a boolean"))),
+    }
+}
+
+/// How to read a nested attribute: a top-level column `name`, a column
+/// `{parent}.{name}`, or a field of a struct or map column `parent`.
+pub(crate) fn nested_expr(
+    src: &Source,
+    parent: &str,
+    name: &str,
+    top_level: bool,
+) -> Option<String> {
+    if top_level && src.column(name).is_some() {
+        return Some(ident(name));
+    }
+    let dotted = format!("{parent}.{name}");
+    if src.column(&dotted).is_some() {
+        return Some(ident(&dotted));
+    }
+    match src.column(parent) {
+        Some(DataType::Struct(fields)) if fields.iter().any(|f| f.name() == name) => {
+            Some(format!("get_field({}, {})", ident(parent), literal(name)))
+        }
+        Some(DataType::Map(..)) => Some(format!("get_field({}, {})", ident(parent), literal(name))),
+        _ => None,
+    }
+}
+
+/// The canonical exposures view: `unit_id`, `experiment`, `variant`,
+/// `assigned_variant`, `opted_out`, `ts` (ns) and `seg_0..` for segments.
+pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String> {
+    let unit = key_expr(src, "unit_id")?;
+    let experiment = key_expr(src, "experiment")?;
+    let variant = key_expr(src, "variant")?;
+    let assigned = match src.column("assigned_variant") {
+        None => variant.clone(),
+        Some(DataType::Null) => variant.clone(),
+        Some(_) => format!(
+            "COALESCE({}, {variant})",
+            key_expr(src, "assigned_variant")?
+        ),
+    };
+    let opted = bool_expr(src, "opted_out")?;
+    let ts = ts_expr(src, "ts")?;
+    let mut cols = vec![
+        format!("{unit} AS unit_id"),
+        format!("{experiment} AS experiment"),
+        format!("{variant} AS variant"),
+        format!("{assigned} AS assigned_variant"),
+        format!("{opted} AS opted_out"),
+        format!("{ts} AS ts"),
+    ];
+    for (i, s) in segments.iter().enumerate() {
+        let e = nested_expr(src, "attributes", s, true).ok_or_else(|| {
+            src.error(format!(
+                "segment attribute `{s}` not found (no column `{s}`, `attributes.{s}` or field of `attributes`)"
+            ))
+        })?;
+        cols.push(format!("CAST({e} AS VARCHAR) AS seg_{i}"));
+    }
+    Ok(format!(
+        "SELECT {} FROM exposures_raw WHERE {} IS NOT NULL",
+        cols.join(", "),
+        ident("ts")
+    ))
+}
+
+/// The canonical events view: `event_id`, `unit_id`, `type`, `ts` (ns),
+/// `value` (double), `is_bot` and the property columns `prop_0..`.
+pub(crate) fn events_view(src: &Source, properties: &[String]) -> Result<String> {
+    let event_id = key_expr(src, "event_id")?;
+    let unit = key_expr(src, "unit_id")?;
+    let kind = key_expr(src, "type")?;
+    let ts = ts_expr(src, "ts")?;
+    let value = match src.column("value") {
+        None | Some(DataType::Null) => "CAST(NULL AS DOUBLE)".to_string(),
+        Some(t) if t.is_numeric() => format!("CAST({} AS DOUBLE)", ident("value")),
+        Some(t) => return Err(src.error(format!("column `value` has type {t}; expected a number"))),
+    };
+    let bot = bool_expr(src, "is_bot")?;
+    let mut cols = vec![
+        format!("{event_id} AS event_id"),
+        format!("{unit} AS unit_id"),
+        format!("{kind} AS type"),
+        format!("{ts} AS ts"),
+        format!("{value} AS value"),
+        format!("{bot} AS is_bot"),
+    ];
+    for (i, p) in properties.iter().enumerate() {
+        let e = nested_expr(src, "properties", p, false).ok_or_else(|| {
+            src.error(format!(
+                "property `{p}` used by a metric filter not found (no column `properties.{p}` or field of `properties`)"
+            ))
+        })?;
+        cols.push(format!("{e} AS prop_{i}"));
+    }
+    Ok(format!(
+        "SELECT {} FROM events_raw WHERE {} IS NOT NULL",
+        cols.join(", "),
+        ident("ts")
+    ))
+}
+
+/// After a failed query: looks for a timestamp that does not parse and names
+/// its file and line when the input is text.
+pub(crate) async fn diagnose_timestamps(ctx: &SessionContext, src: &Source) -> Option<Error> {
+    if !src.column("ts").is_some_and(is_stringy) {
+        return None;
+    }
+    let sql = format!(
+        "SELECT CAST(ts AS VARCHAR) AS v FROM {}_raw WHERE ts IS NOT NULL AND TRY_CAST(CAST(ts AS VARCHAR) AS TIMESTAMP) IS NULL LIMIT 1",
+        src.table
+    );
+    let batches = ctx.sql(&sql).await.ok()?.collect().await.ok()?;
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let col = batch.column(0);
+    let v = datafusion::arrow::util::display::array_value_to_string(col, 0).ok()?;
+    let mut location = String::new();
+    if src.format != InputFormat::Parquet {
+        'files: for f in &src.files {
+            if let Ok(text) = std::fs::read_to_string(f) {
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains(&v) {
+                        location = format!("{} line {}: ", f.display(), i + 1);
+                        break 'files;
+                    }
+                }
+            }
+        }
+    }
+    Some(src.error(format!(
+        "{location}column `ts`: `{v}` is not an RFC 3339 timestamp"
+    )))
+}

@@ -1,0 +1,326 @@
+//! The experiment analysis spec: which experiment, variants, window, metrics
+//! and statistical settings.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use strata_stats::multiple::Correction;
+
+use crate::error::{Error, Result};
+use crate::metrics::{parse_document, read, MetricRegistry};
+
+/// One variant and its configured traffic weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    /// Variant key, as logged in exposures.
+    pub key: String,
+    /// Traffic weight (any positive scale).
+    pub weight: f64,
+}
+
+/// Sequential testing of the primary metric.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequentialMethod {
+    /// Fixed-horizon analysis.
+    #[default]
+    None,
+    /// Lan–DeMets group-sequential (O'Brien–Fleming spending); needs `planned_units`.
+    GroupSequential,
+    /// Always-valid confidence sequence.
+    AlwaysValid,
+}
+
+/// Which variant a unit is analysed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisMode {
+    /// Intent-to-treat: `assigned_variant`, opted-out units included.
+    #[default]
+    Itt,
+    /// Per-protocol: served `variant`, opted-out units dropped.
+    PerProtocol,
+}
+
+/// Multiple-testing correction over non-primary metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultipleTesting {
+    /// No adjustment.
+    None,
+    /// Bonferroni.
+    Bonferroni,
+    /// Holm step-down.
+    Holm,
+    /// Benjamini–Hochberg (false discovery rate).
+    #[default]
+    BenjaminiHochberg,
+}
+
+impl MultipleTesting {
+    /// The strata-stats correction.
+    pub fn correction(self) -> Correction {
+        match self {
+            MultipleTesting::None => Correction::None,
+            MultipleTesting::Bonferroni => Correction::Bonferroni,
+            MultipleTesting::Holm => Correction::Holm,
+            MultipleTesting::BenjaminiHochberg => Correction::BenjaminiHochberg,
+        }
+    }
+}
+
+/// CUPED settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CupedSpec {
+    /// Length of the pre-period `[start − days, start)`.
+    pub pre_period_days: u32,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_srm_alpha() -> f64 {
+    0.001
+}
+fn default_skew() -> f64 {
+    5.0
+}
+fn default_novelty_days() -> u32 {
+    7
+}
+
+/// An experiment analysis spec (JSON or YAML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// Experiment key, as logged in exposures.
+    pub key: String,
+    /// Key of the control variant.
+    pub control: String,
+    /// Variants and weights.
+    pub variants: Vec<VariantSpec>,
+    /// Start of the experiment (RFC 3339).
+    pub start: String,
+    /// End of the experiment (RFC 3339, exclusive).
+    pub end: String,
+    /// Primary metric key.
+    pub primary: String,
+    /// Secondary metric keys.
+    #[serde(default)]
+    pub secondary: Vec<String>,
+    /// Guardrail metric keys.
+    #[serde(default)]
+    pub guardrails: Vec<String>,
+    /// Two-sided significance level.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Planned power (informational).
+    #[serde(default)]
+    pub power: Option<f64>,
+    /// Planned minimum detectable effect (informational).
+    #[serde(default)]
+    pub mde: Option<f64>,
+    /// Planned total number of units across variants.
+    #[serde(default)]
+    pub planned_units: Option<u64>,
+    /// Sequential method for the primary metric.
+    #[serde(default)]
+    pub sequential: SequentialMethod,
+    /// CUPED settings; absent or null for off.
+    #[serde(default)]
+    pub cuped: Option<CupedSpec>,
+    /// Exposure attributes to break results down by.
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// Threshold of the sample ratio mismatch check.
+    #[serde(default = "default_srm_alpha")]
+    pub srm_alpha: f64,
+    /// Correction over non-primary metrics.
+    #[serde(default)]
+    pub multiple_testing: MultipleTesting,
+    /// Intent-to-treat or per-protocol.
+    #[serde(default)]
+    pub analysis: AnalysisMode,
+    /// Events up to this many seconds before a unit's first exposure still count (clock skew).
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: f64,
+    /// Length of the early window of the novelty report, in days since exposure.
+    #[serde(default = "default_novelty_days")]
+    pub novelty_days: u32,
+}
+
+/// A spec checked against itself and the metric registry, with parsed times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec {
+    /// The spec as written.
+    pub spec: AnalysisSpec,
+    /// Parsed `start`.
+    pub start: DateTime<Utc>,
+    /// Parsed `end`.
+    pub end: DateTime<Utc>,
+}
+
+impl ValidSpec {
+    /// Variant keys with the control first, then the others in spec order.
+    pub fn variant_order(&self) -> Vec<&VariantSpec> {
+        let s = &self.spec;
+        s.variants
+            .iter()
+            .filter(|v| v.key == s.control)
+            .chain(s.variants.iter().filter(|v| v.key != s.control))
+            .collect()
+    }
+
+    /// Metric keys with their roles, primary first.
+    pub fn metric_roles(&self) -> Vec<(&str, strata_stats::MetricRole)> {
+        use strata_stats::MetricRole;
+        let s = &self.spec;
+        std::iter::once((s.primary.as_str(), MetricRole::Primary))
+            .chain(
+                s.secondary
+                    .iter()
+                    .map(|k| (k.as_str(), MetricRole::Secondary)),
+            )
+            .chain(
+                s.guardrails
+                    .iter()
+                    .map(|k| (k.as_str(), MetricRole::Guardrail)),
+            )
+            .collect()
+    }
+}
+
+/// Parses an RFC 3339 timestamp.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl AnalysisSpec {
+    /// Parses a spec from JSON or YAML text; `name` is used in messages.
+    pub fn from_str_named(text: &str, name: &Path) -> Result<Self> {
+        parse_document(text, name)
+    }
+
+    /// Reads a spec file.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let text = read(path)?;
+        Self::from_str_named(&text, path)
+    }
+
+    /// Checks the spec against itself and the registry; `doc` names the spec in messages.
+    pub fn validate(self, doc: &str, metrics: &MetricRegistry) -> Result<ValidSpec> {
+        let bad = |field: &str, reason: String| Error::invalid(doc, field, reason);
+        if self.key.trim().is_empty() {
+            return Err(bad("key", "must not be empty".into()));
+        }
+        if self.variants.len() < 2 {
+            return Err(bad(
+                "variants",
+                "a control and at least one treatment are needed".into(),
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        for (i, v) in self.variants.iter().enumerate() {
+            if !keys.insert(v.key.as_str()) {
+                return Err(bad(
+                    &format!("variants[{i}].key"),
+                    format!("duplicate variant `{}`", v.key),
+                ));
+            }
+            if !(v.weight > 0.0 && v.weight.is_finite()) {
+                return Err(bad(
+                    &format!("variants[{i}].weight"),
+                    "must be positive".into(),
+                ));
+            }
+        }
+        if !keys.contains(self.control.as_str()) {
+            return Err(bad(
+                "control",
+                format!("unknown variant `{}` (not in `variants`)", self.control),
+            ));
+        }
+        let start = parse_time(&self.start).ok_or_else(|| {
+            bad(
+                "start",
+                format!("`{}` is not an RFC 3339 timestamp", self.start),
+            )
+        })?;
+        let end = parse_time(&self.end).ok_or_else(|| {
+            bad(
+                "end",
+                format!("`{}` is not an RFC 3339 timestamp", self.end),
+            )
+        })?;
+        if end <= start {
+            return Err(bad("end", "must be after `start`".into()));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(bad("alpha", "must be in (0, 1)".into()));
+        }
+        if !(self.srm_alpha > 0.0 && self.srm_alpha < 1.0) {
+            return Err(bad("srm_alpha", "must be in (0, 1)".into()));
+        }
+        if !(self.clock_skew_seconds >= 0.0 && self.clock_skew_seconds.is_finite()) {
+            return Err(bad("clock_skew_seconds", "must be non-negative".into()));
+        }
+        if self.novelty_days == 0 {
+            return Err(bad("novelty_days", "must be positive".into()));
+        }
+        if self.cuped.is_some_and(|c| c.pre_period_days == 0) {
+            return Err(bad("cuped.pre_period_days", "must be positive".into()));
+        }
+        if self.sequential == SequentialMethod::GroupSequential
+            && self
+                .planned_units
+                .is_none_or(|n| n < self.variants.len() as u64)
+        {
+            return Err(bad(
+                "planned_units",
+                "group_sequential needs the planned number of units".into(),
+            ));
+        }
+        let mut used = BTreeSet::new();
+        let refs = std::iter::once(("primary".to_string(), &self.primary))
+            .chain(
+                self.secondary
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (format!("secondary[{i}]"), k)),
+            )
+            .chain(
+                self.guardrails
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| (format!("guardrails[{i}]"), k)),
+            );
+        for (field, key) in refs {
+            if metrics.get(key).is_none() {
+                return Err(bad(&field, format!("unknown metric `{key}`")));
+            }
+            if !used.insert(key.as_str()) {
+                return Err(bad(&field, format!("metric `{key}` is listed twice")));
+            }
+        }
+        let mut segs = BTreeSet::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.is_empty() || !segs.insert(s.as_str()) {
+                return Err(bad(
+                    &format!("segments[{i}]"),
+                    "segment attributes must be non-empty and distinct".into(),
+                ));
+            }
+        }
+        Ok(ValidSpec {
+            spec: self,
+            start,
+            end,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! Shared fixtures: a hand-computed data set of a handful of units.
+
+use std::path::{Path, PathBuf};
+
+use strata_analysis::{AnalysisSpec, Analyzer, EngineOptions, Inputs, MetricRegistry, Results};
+
+pub const EXPOSURES: &str = r#"{"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-10T00:00:00Z","country":"US"}
+{"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}
+{"unit_id":"u2","experiment":"exp","variant":"control","ts":"2026-01-10T12:00:00Z","country":"DE"}
+{"unit_id":"u3","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z","country":"US"}
+{"unit_id":"u4","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z","country":"DE"}
+{"unit_id":"u4","experiment":"exp","variant":"control","ts":"2026-01-12T00:00:00Z","country":"DE"}
+{"unit_id":"u5","experiment":"exp","variant":"control","assigned_variant":"treatment","opted_out":true,"ts":"2026-01-12T00:00:00Z","country":"US"}
+{"unit_id":"u6","experiment":"exp","variant":"control","ts":"2026-01-21T00:00:00Z","country":"US"}
+{"unit_id":"u7","experiment":"other","variant":"control","ts":"2026-01-10T00:00:00Z","country":"US"}
+"#;
+
+pub const EVENTS: &str = r#"{"event_id":"e1","unit_id":"u1","type":"purchase","ts":"2026-01-10T01:00:00Z","value":10.0,"properties":{"country":"US"}}
+{"event_id":"e1","unit_id":"u1","type":"purchase","ts":"2026-01-10T01:00:00Z","value":10.0,"properties":{"country":"US"}}
+{"event_id":"e2","unit_id":"u1","type":"purchase","ts":"2026-01-12T00:00:00Z","value":5.0}
+{"event_id":"e3","unit_id":"u1","type":"page_load","ts":"2026-01-10T02:00:00Z","value":100.0}
+{"event_id":"e4","unit_id":"u1","type":"purchase","ts":"2026-01-05T00:00:00Z","value":7.0}
+{"event_id":"e5","unit_id":"u2","type":"purchase","ts":"2026-01-10T11:59:57Z","value":20.0,"properties":{"country":"DE"}}
+{"event_id":"e6","unit_id":"u2","type":"purchase","ts":"2026-01-10T11:59:50Z","value":30.0}
+{"event_id":"e7","unit_id":"u2","type":"page_load","ts":"2026-01-11T00:00:00Z","value":300.0}
+{"event_id":"e8","unit_id":"u3","type":"purchase","ts":"2026-01-20T00:00:00Z","value":8.0}
+{"event_id":"e9","unit_id":"u3","type":"purchase","ts":"2026-01-12T00:00:00Z","value":50.0,"is_bot":true}
+{"event_id":"e10","unit_id":"u3","type":"page_load","ts":"2026-01-12T00:00:00Z","value":200.0}
+{"event_id":"e11","unit_id":"u3","type":"purchase","ts":"2026-01-08T00:00:00Z","value":3.0}
+{"event_id":"e12","unit_id":"u4","type":"purchase","ts":"2026-01-13T00:00:00Z","value":12.0,"properties":{"country":"US"}}
+{"event_id":"e13","unit_id":"u4","type":"purchase","ts":"2026-01-14T00:00:00Z","value":4.0}
+{"event_id":"e14","unit_id":"u5","type":"purchase","ts":"2026-01-13T00:00:00Z","value":6.0}
+{"event_id":"e15","unit_id":"u6","type":"purchase","ts":"2026-01-21T00:00:00Z","value":100.0}
+"#;
+
+/// The same events as CSV (properties as a `properties.country` column).
+pub const EVENTS_CSV: &str = "event_id,unit_id,type,ts,value,is_bot,properties.country
+e1,u1,purchase,2026-01-10T01:00:00Z,10.0,false,US
+e1,u1,purchase,2026-01-10T01:00:00Z,10.0,false,US
+e2,u1,purchase,2026-01-12T00:00:00Z,5.0,false,
+e3,u1,page_load,2026-01-10T02:00:00Z,100.0,false,
+e4,u1,purchase,2026-01-05T00:00:00Z,7.0,false,
+e5,u2,purchase,2026-01-10T11:59:57Z,20.0,false,DE
+e6,u2,purchase,2026-01-10T11:59:50Z,30.0,false,
+e7,u2,page_load,2026-01-11T00:00:00Z,300.0,false,
+e8,u3,purchase,2026-01-20T00:00:00Z,8.0,false,
+e9,u3,purchase,2026-01-12T00:00:00Z,50.0,true,
+e10,u3,page_load,2026-01-12T00:00:00Z,200.0,false,
+e11,u3,purchase,2026-01-08T00:00:00Z,3.0,false,
+e12,u4,purchase,2026-01-13T00:00:00Z,12.0,false,US
+e13,u4,purchase,2026-01-14T00:00:00Z,4.0,false,
+e14,u5,purchase,2026-01-13T00:00:00Z,6.0,false,
+e15,u6,purchase,2026-01-21T00:00:00Z,100.0,false,
+";
+
+pub const EXPOSURES_CSV: &str = "unit_id,experiment,variant,assigned_variant,opted_out,ts,country
+u1,exp,control,,false,2026-01-10T00:00:00Z,US
+u1,exp,control,,false,2026-01-11T00:00:00Z,US
+u2,exp,control,,false,2026-01-10T12:00:00Z,DE
+u3,exp,treatment,,false,2026-01-11T00:00:00Z,US
+u4,exp,treatment,,false,2026-01-11T00:00:00Z,DE
+u4,exp,control,,false,2026-01-12T00:00:00Z,DE
+u5,exp,control,treatment,true,2026-01-12T00:00:00Z,US
+u6,exp,control,,false,2026-01-21T00:00:00Z,US
+u7,other,control,,false,2026-01-10T00:00:00Z,US
+";
+
+pub const METRICS: &str = r#"{"metrics": [
+  {"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}},
+  {"key": "purchases", "type": "count", "filter": {"type": "purchase"}},
+  {"key": "revenue", "type": "sum", "filter": {"type": "purchase"}},
+  {"key": "order_value", "type": "mean", "filter": {"type": "purchase"}},
+  {"key": "aov", "type": "ratio", "numerator": {"type": "sum", "filter": {"type": "purchase"}},
+                                  "denominator": {"type": "count", "filter": {"type": "purchase"}}},
+  {"key": "load_p50", "type": "quantile", "quantile": 0.5, "filter": {"type": "page_load"}, "direction": "increase_is_bad"},
+  {"key": "big_purchases", "type": "count", "filter": {"type": "purchase", "value": {"gt": 10}}},
+  {"key": "us_purchases", "type": "count", "filter": {"type": "purchase", "properties": {"country": {"in": ["US"]}}}},
+  {"key": "revenue_w", "type": "sum", "filter": {"type": "purchase"}, "winsorize": 0.75}
+]}"#;
+
+pub fn spec_json(extra: &str) -> String {
+    format!(
+        r#"{{"key": "exp", "control": "control",
+ "variants": [{{"key": "control", "weight": 50}}, {{"key": "treatment", "weight": 50}}],
+ "start": "2026-01-10T00:00:00Z", "end": "2026-01-20T00:00:00Z",
+ "primary": "conversion",
+ "secondary": ["purchases", "revenue", "order_value", "aov", "big_purchases", "us_purchases", "revenue_w"],
+ "guardrails": ["load_p50"]{extra}}}"#
+    )
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("exposures.ndjson"), EXPOSURES).unwrap();
+        std::fs::write(dir.path().join("events.ndjson"), EVENTS).unwrap();
+        std::fs::write(dir.path().join("exposures.csv"), EXPOSURES_CSV).unwrap();
+        std::fs::write(dir.path().join("events.csv"), EVENTS_CSV).unwrap();
+        std::fs::write(dir.path().join("metrics.json"), METRICS).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn analyze_with(
+    metrics: &str,
+    spec: &str,
+    exposures: &Path,
+    events: &Path,
+    as_of: Option<&str>,
+) -> strata_analysis::Result<Results> {
+    let registry = MetricRegistry::from_str_named(metrics, Path::new("metrics.json"))?;
+    let spec = AnalysisSpec::from_str_named(spec, Path::new("spec.json"))?
+        .validate("spec.json", &registry)?;
+    let inputs = Inputs {
+        exposures: exposures.display().to_string(),
+        events: events.display().to_string(),
+    };
+    let as_of = as_of.map(|t| strata_analysis::spec::parse_time(t).unwrap());
+    rt().block_on(async {
+        let a = Analyzer::new(spec, &registry, &inputs, EngineOptions::default()).await?;
+        a.run(as_of).await
+    })
+}
+
+pub fn analyze(spec_extra: &str) -> Results {
+    let f = Fixture::new();
+    analyze_with(
+        METRICS,
+        &spec_json(spec_extra),
+        &f.path("exposures.ndjson"),
+        &f.path("events.ndjson"),
+        None,
+    )
+    .unwrap()
+}
+
+pub fn metric<'a>(r: &'a Results, key: &str) -> &'a strata_analysis::results::MetricResult {
+    r.metrics.iter().find(|m| m.metric == key).unwrap()
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + b.abs())
+}

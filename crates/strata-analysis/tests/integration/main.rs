@@ -1,0 +1,9 @@
+//! Integration tests of strata-analysis, one module per area.
+
+mod common;
+mod errors;
+mod exact;
+mod formats;
+mod planted;
+mod schema;
+mod sequential;
