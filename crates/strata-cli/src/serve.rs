@@ -80,6 +80,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if !(args.range_cooldown_days.is_finite() && args.range_cooldown_days >= 0.0) {
         bail!("--range-cooldown-days must be a non-negative number");

@@ -197,14 +197,19 @@ impl Principal {
     }
 }
 
-/// SHA-256 hex of a token.
-pub fn hash_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut s = String::with_capacity(64);
-    for b in digest {
-        s.push_str(&format!("{b:02x}"));
+fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
     s
+}
+
+/// SHA-256 hex of a token.
+pub fn hash_token(token: &str) -> String {
+    to_hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// `n` random bytes as hex, from the OS generator.
@@ -213,7 +218,7 @@ pub fn random_hex(n: usize) -> Result<String, AppError> {
     rand::rngs::OsRng
         .try_fill_bytes(&mut buf)
         .map_err(|e| AppError::internal(format!("no randomness available: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(to_hex(&buf))
 }
 
 /// A new token: `strata_` + 256 random bits in hex.
@@ -421,5 +426,48 @@ impl Auth {
             tracing::warn!(error = %e, "could not audit a denied request");
         }
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_hash_to_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let t = new_token().unwrap();
+        assert_eq!(t.len(), 71);
+        assert_ne!(t, new_token().unwrap());
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_refuses() {
+        let l = RateLimiter::new(3.0);
+        assert!((0..3).all(|_| l.check("k").is_ok()));
+        assert_eq!(l.check("k"), Err(1));
+        assert!(l.check("other").is_ok());
+        assert!(RateLimiter::new(0.0).check("k").is_ok());
+    }
+
+    #[test]
+    fn roles_grant_what_the_matrix_says() {
+        let p = |kind, role| Principal {
+            key_id: "k".into(),
+            name: "n".into(),
+            kind,
+            role,
+            team: "t".into(),
+        };
+        assert!(p(KeyKind::Api, Role::Analyst).has(Perm::MetricsWrite));
+        assert!(!p(KeyKind::Api, Role::Experimenter).has(Perm::MetricsWrite));
+        assert!(!p(KeyKind::Api, Role::Experimenter).has(Perm::AuditRead));
+        assert!(!p(KeyKind::Api, Role::Admin).has(Perm::SdkRead));
+        assert!(p(KeyKind::Sdk, Role::Viewer).has(Perm::SdkRead));
+        assert!(!p(KeyKind::Sdk, Role::Viewer).has(Perm::Read));
+        assert!(!p(KeyKind::Ingest, Role::Viewer).has(Perm::SdkRead));
     }
 }

@@ -26,10 +26,13 @@ struct RouteStats {
 
 type RouteKey = (&'static str, String, u16);
 
+/// Stats of one route template, by (method, status).
+type PerRoute = RwLock<HashMap<(&'static str, u16), Arc<RouteStats>>>;
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    routes: RwLock<HashMap<RouteKey, Arc<RouteStats>>>,
+    routes: RwLock<HashMap<String, Arc<PerRoute>>>,
     config_version: AtomicU64,
     sse_clients: AtomicI64,
     store_errors: AtomicU64,
@@ -38,17 +41,30 @@ pub struct Metrics {
 impl Metrics {
     /// Records one request.
     pub fn observe(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
-        let stats = {
+        let per_route = {
             let map = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-            map.get(&(method, route.to_owned(), status)).cloned()
+            map.get(route).cloned()
         };
-        let stats = match stats {
-            Some(s) => s,
+        let per_route = match per_route {
+            Some(p) => p,
             None => self
                 .routes
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .entry((method, route.to_owned(), status))
+                .entry(route.to_owned())
+                .or_default()
+                .clone(),
+        };
+        let stats = {
+            let map = per_route.read().unwrap_or_else(PoisonError::into_inner);
+            map.get(&(method, status)).cloned()
+        };
+        let stats = match stats {
+            Some(s) => s,
+            None => per_route
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((method, status))
                 .or_default()
                 .clone(),
         };
@@ -84,7 +100,17 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let map = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut map: HashMap<RouteKey, Arc<RouteStats>> = HashMap::new();
+        for (route, per) in self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            for ((m, st), stats) in per.read().unwrap_or_else(PoisonError::into_inner).iter() {
+                map.insert((m, route.clone(), *st), stats.clone());
+            }
+        }
         let mut keys: Vec<&RouteKey> = map.keys().collect();
         keys.sort();
         out.push_str("# HELP strata_http_requests_total HTTP requests by method, route and status.\n# TYPE strata_http_requests_total counter\n");
@@ -158,14 +184,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         axum::http::Method::HEAD => "HEAD",
         _ => "OTHER",
     };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     metrics.observe(
         method,
-        &route,
+        route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );

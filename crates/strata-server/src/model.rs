@@ -620,18 +620,21 @@ pub enum MetricType {
     Quantile,
 }
 
-/// Which events a metric counts.
+/// Which events a metric counts (the filter format of `docs/data-model.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
-    /// The event type, e.g. `purchase`.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Predicates on the event's numeric value, e.g. `{"gt": 0}`.
+    /// An event type or a list of types; absent means every type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub event_type: Option<Value>,
+    /// A predicate on the event's numeric value: a number (equality) or an
+    /// object of operators (`eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `not_in`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub value: Option<serde_json::Map<String, Value>>,
-    /// Equality predicates on event properties, e.g. `{"currency": "USD"}`.
+    pub value: Option<Value>,
+    /// Predicates on event properties, by property name: a scalar (equality)
+    /// or an object of operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub properties: Option<serde_json::Map<String, Value>>,
@@ -654,8 +657,8 @@ pub struct RatioPart {
 pub enum MetricDirection {
     /// Higher is better.
     IncreaseIsGood,
-    /// Lower is better.
-    DecreaseIsGood,
+    /// Higher is worse.
+    IncreaseIsBad,
 }
 
 /// A metric definition of the registry.
@@ -670,7 +673,7 @@ pub struct MetricDef {
     /// Which events (not for `ratio`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<EventFilter>,
-    /// Winsorize per-unit values at this upper quantile, in (0.5, 1].
+    /// Winsorize per-unit values at this quantile, in (0.5, 1); not for binomial or quantile metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub winsorize: Option<f64>,
     /// Desired direction (default `increase_is_good`).
@@ -690,38 +693,87 @@ pub struct MetricDef {
     pub description: Option<String>,
 }
 
-fn check_filter(field: &str, f: &EventFilter) -> Result<(), AppError> {
-    if f.event_type.is_empty() {
-        return Err(AppError::validation(
-            format!("{field}.type"),
-            format!("{field}.type must not be empty"),
-        ));
+const PREDICATE_OPS: [&str; 8] = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in"];
+
+fn check_predicate(field: &str, p: &Value, numbers_only: bool) -> Result<(), AppError> {
+    let scalar_ok = |v: &Value| {
+        if numbers_only {
+            v.as_f64().is_some_and(f64::is_finite)
+        } else {
+            v.is_string() || v.is_boolean() || v.as_f64().is_some_and(f64::is_finite)
+        }
+    };
+    let what = if numbers_only {
+        "a finite number"
+    } else {
+        "a string, number or boolean"
+    };
+    match p {
+        Value::Object(ops) => {
+            if ops.is_empty() {
+                return Err(AppError::validation(
+                    field,
+                    format!("{field} has no operator"),
+                ));
+            }
+            for (op, v) in ops {
+                let f = format!("{field}.{op}");
+                match op.as_str() {
+                    "in" | "not_in" => {
+                        let ok = v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(scalar_ok));
+                        if !ok {
+                            return Err(AppError::validation(
+                                f,
+                                format!("{op} needs a non-empty list, each {what}"),
+                            ));
+                        }
+                    }
+                    o if PREDICATE_OPS.contains(&o) => {
+                        if !scalar_ok(v) {
+                            return Err(AppError::validation(f, format!("{op} needs {what}")));
+                        }
+                    }
+                    _ => {
+                        return Err(AppError::validation(
+                            f,
+                            format!("unknown operator {op:?}; expected eq, ne, gt, gte, lt, lte, in or not_in"),
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        }
+        v if scalar_ok(v) => Ok(()),
+        _ => Err(AppError::validation(
+            field,
+            format!("{field} must be {what} or an object of operators"),
+        )),
     }
-    check_text(&format!("{field}.type"), &f.event_type, 128)?;
-    if let Some(preds) = &f.value {
-        for (op, v) in preds {
-            if !matches!(op.as_str(), "gt" | "gte" | "lt" | "lte" | "eq" | "neq") {
-                return Err(AppError::validation(
-                    format!("{field}.value.{op}"),
-                    format!("unknown value predicate {op:?}; expected gt, gte, lt, lte, eq or neq"),
-                ));
-            }
-            if !v.as_f64().is_some_and(f64::is_finite) {
-                return Err(AppError::validation(
-                    format!("{field}.value.{op}"),
-                    format!("value predicate {op} needs a finite number"),
-                ));
-            }
+}
+
+fn check_filter(field: &str, f: &EventFilter) -> Result<(), AppError> {
+    let tf = format!("{field}.type");
+    match &f.event_type {
+        None => {}
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= 128 => {}
+        Some(Value::Array(ts))
+            if !ts.is_empty()
+                && ts
+                    .iter()
+                    .all(|t| t.as_str().is_some_and(|t| !t.is_empty() && t.len() <= 128)) => {}
+        Some(_) => {
+            return Err(AppError::validation(
+                tf.clone(),
+                format!("{tf} must be a non-empty event type or a non-empty list of them"),
+            ))
         }
     }
+    if let Some(p) = &f.value {
+        check_predicate(&format!("{field}.value"), p, true)?;
+    }
     if let Some(props) = &f.properties {
-        for (k, v) in props {
-            if !(v.is_string() || v.is_number() || v.is_boolean()) {
-                return Err(AppError::validation(
-                    format!("{field}.properties.{k}"),
-                    "property predicates must be strings, numbers or booleans",
-                ));
-            }
+        for (k, p) in props {
+            check_predicate(&format!("{field}.properties.{k}"), p, false)?;
         }
     }
     Ok(())
@@ -792,10 +844,16 @@ impl MetricDef {
             _ => {}
         }
         if let Some(w) = self.winsorize {
-            if !(w > 0.5 && w <= 1.0) {
+            if !(w > 0.5 && w < 1.0) {
                 return Err(AppError::validation(
                     "winsorize",
-                    format!("winsorize must be in (0.5, 1], got {w}"),
+                    format!("winsorize must be in (0.5, 1), got {w}"),
+                ));
+            }
+            if matches!(self.kind, MetricType::Binomial | MetricType::Quantile) {
+                return Err(AppError::validation(
+                    "winsorize",
+                    "winsorize does not apply to binomial and quantile metrics",
                 ));
             }
         }

@@ -1,0 +1,336 @@
+//! Control-plane benchmarks, run by hand against a `strata serve` on loopback
+//! (commands and figures: `docs/operations.md`, `docs/performance.md`).
+//!
+//! ```text
+//! cargo bench -p strata-server --bench control_plane -- apply [EXPERIMENTS]
+//! cargo bench -p strata-server --bench control_plane -- seed BASE ADMIN_TOKEN [EXPERIMENTS]
+//! cargo bench -p strata-server --bench control_plane -- fanout BASE ADMIN_TOKEN SDK_TOKEN EXPERIMENT [SUBSCRIBERS]
+//! ```
+//!
+//! `apply` times parse + compile + swap of a snapshot in process; `seed`
+//! creates metrics, 50 layers and running experiments through the API and
+//! prints an SDK token; `fanout` opens SSE subscribers, kills an experiment
+//! and reports, per subscriber, the time from the kill's response to the
+//! event's arrival.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A snapshot shaped like the seeded one: 50 layers, `n` experiments over 100 surfaces.
+fn synthetic_snapshot(n: usize) -> strata_core::Snapshot {
+    let layers = (0..50)
+        .map(|l| strata_core::Layer {
+            key: format!("layer_{l}"),
+            salt: format!("L-{l:016x}"),
+        })
+        .collect();
+    let experiments = (0..n)
+        .map(|i| {
+            let slot = (i / 50) as u16 % 62;
+            strata_core::Experiment {
+                key: format!("exp_{i}"),
+                flag: format!("f_{i:012x}"),
+                salt: format!("{:016x}", i * 7919),
+                status: strata_core::Status::Running,
+                unit: "user_id".into(),
+                layer: Some(format!("layer_{}", i % 50)),
+                range: Some([slot * 16, slot * 16 + 16]),
+                ramp_permille: 1000,
+                surfaces: vec![format!("s{}", i % 100)],
+                targeting: (i % 2 == 0).then(
+                    || json!({"all": [{"attr": "country", "op": "in", "values": ["US", "CA"]}]}),
+                ),
+                variants: vec![
+                    strata_core::Variant {
+                        key: "control".into(),
+                        weight: 50,
+                    },
+                    strata_core::Variant {
+                        key: "treatment".into(),
+                        weight: 50,
+                    },
+                ],
+                respect_holdout: true,
+                winner: None,
+            }
+        })
+        .collect();
+    strata_core::Snapshot {
+        version: 1,
+        holdout: Some(strata_core::Holdout {
+            salt: "H-bench".into(),
+            permille: 20,
+        }),
+        layers,
+        experiments,
+    }
+}
+
+fn apply(n: usize) {
+    let shared = strata_server::live::SharedConfig::new();
+    let mut snapshot = synthetic_snapshot(n);
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for round in 0..30u64 {
+        snapshot.version = round + 1;
+        let body = serde_json::to_string(&snapshot).unwrap();
+        bytes = body.len();
+        let t = Instant::now();
+        let live = strata_server::live::LiveConfig::from_stored(&body, "{}").unwrap();
+        assert!(shared.install(live));
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!(
+        "apply {n}-experiment snapshot ({} KiB): parse+compile+swap median {:?}, p90 {:?}, max {:?} over {} rounds",
+        bytes / 1024,
+        percentile(&times, 0.5),
+        percentile(&times, 0.9),
+        times[times.len() - 1],
+        times.len()
+    );
+    // Peer: strata-core evaluation alone, one surface, for the evaluate benchmark.
+    let live = shared.load();
+    let ctx =
+        strata_core::Context::try_from(json!({"user_id": "user-42", "country": "US"})).unwrap();
+    let iters = 200_000;
+    let t = Instant::now();
+    let mut hits = 0;
+    for i in 0..iters {
+        let surface = format!("s{}", i % 100);
+        hits += live.compiled.evaluate(&ctx, Some(&surface)).len();
+    }
+    let per = t.elapsed() / iters;
+    println!("peer: strata-core evaluate, one surface of {n} experiments: {per:?} per request ({hits} assignments)");
+}
+
+async fn post(client: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
+    let r = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {v}");
+    v
+}
+
+async fn seed(base: &str, admin: &str, n: usize) {
+    let c = reqwest::Client::new();
+    post(
+        &c,
+        base,
+        admin,
+        "/api/v1/metrics",
+        json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}}),
+    )
+    .await;
+    for l in 0..50 {
+        post(
+            &c,
+            base,
+            admin,
+            "/api/v1/layers",
+            json!({"key": format!("layer_{l}")}),
+        )
+        .await;
+    }
+    let t = Instant::now();
+    for i in 0..n {
+        let slot = (i / 50) % 62;
+        let key = format!("exp_{i}");
+        let mut body = json!({
+            "key": key, "name": format!("bench {i}"), "owner_team": "bench",
+            "layer": format!("layer_{}", i % 50), "range": [slot * 16, slot * 16 + 16],
+            "surfaces": [format!("s{}", i % 100)],
+            "variants": [{"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}],
+            "primary_metric": "conversion", "mde": 0.02, "planned_units": 100000
+        });
+        if i % 2 == 0 {
+            body["targeting"] =
+                json!({"all": [{"attr": "country", "op": "in", "values": ["US", "CA"]}]});
+        }
+        post(&c, base, admin, "/api/v1/experiments", body).await;
+        post(
+            &c,
+            base,
+            admin,
+            &format!("/api/v1/experiments/{key}/submit"),
+            json!({}),
+        )
+        .await;
+        post(
+            &c,
+            base,
+            admin,
+            &format!("/api/v1/experiments/{key}/start"),
+            json!({"ramp_percent": 100}),
+        )
+        .await;
+        if (i + 1) % 500 == 0 {
+            eprintln!("seeded {} experiments in {:?}", i + 1, t.elapsed());
+        }
+    }
+    let key = post(
+        &c,
+        base,
+        admin,
+        "/api/v1/keys",
+        json!({"kind": "sdk", "name": "bench"}),
+    )
+    .await;
+    eprintln!("seeded {n} experiments in {:?}", t.elapsed());
+    println!("{}", key["token"].as_str().unwrap());
+}
+
+/// Reads SSE events from a raw connection, sending (subscriber, version, arrival) for each.
+async fn subscriber(
+    id: usize,
+    addr: String,
+    host: String,
+    token: String,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, u64, Instant)>,
+) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+        return;
+    };
+    let req = format!(
+        "GET /sdk/v1/stream HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut pending = String::new();
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let now = Instant::now();
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+        const DATA: &str = "data: {\"version\":";
+        while let Some(i) = pending.find(DATA) {
+            let rest = &pending[i + DATA.len()..];
+            let Some(end) = rest.find('}') else { break };
+            if let Ok(v) = rest[..end].parse::<u64>() {
+                let _ = tx.send((id, v, now));
+            }
+            pending = rest[end..].to_owned();
+        }
+        if pending.len() > 8192 {
+            pending.clear();
+        }
+    }
+}
+
+async fn fanout(base: &str, admin: &str, sdk: &str, experiment: &str, n: usize) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t = Instant::now();
+    for id in 0..n {
+        tokio::spawn(subscriber(
+            id,
+            addr.clone(),
+            addr.clone(),
+            sdk.to_owned(),
+            tx.clone(),
+        ));
+        if id % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(tx);
+    let mut connected = vec![false; n];
+    let mut count = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count < n && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some((id, _, _))) if !connected[id] => {
+                connected[id] = true;
+                count += 1;
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    eprintln!("{count} of {n} subscribers connected in {:?}", t.elapsed());
+    let c = reqwest::Client::new();
+    let v = post(
+        &c,
+        base,
+        admin,
+        &format!("/api/v1/experiments/{experiment}/kill"),
+        json!({"reason": "bench"}),
+    )
+    .await;
+    let t0 = Instant::now();
+    let version = v["version"].as_u64().unwrap();
+    let mut lat = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    let deadline = t0 + Duration::from_secs(10);
+    while lat.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((id, v, at))) if v >= version && !seen[id] => {
+                seen[id] = true;
+                lat.push(at.saturating_duration_since(t0));
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    lat.sort();
+    println!(
+        "kill fan-out to {} of {count} SSE subscribers (version {version}): p50 {:?}, p99 {:?}, max {:?} after the kill response",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.first().map(String::as_str) {
+        Some("apply") => apply(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3000)),
+        Some("seed") => rt.block_on(seed(
+            &args[1],
+            &args[2],
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(3000),
+        )),
+        Some("fanout") => rt.block_on(fanout(
+            &args[1],
+            &args[2],
+            &args[3],
+            &args[4],
+            args.get(5).and_then(|n| n.parse().ok()).unwrap_or(10_000),
+        )),
+        _ => {
+            // `cargo bench` without a mode: the in-process figure only.
+            apply(3000);
+        }
+    }
+}
