@@ -312,6 +312,16 @@ impl KeyCache {
             .insert(hash, p);
     }
 
+    /// Replaces the cache with the store's active keys, so that keys revoked
+    /// on another instance stop working here too.
+    pub fn replace_all(&self, keys: &[(String, KeyRecord)]) {
+        let fresh: HashMap<String, Arc<Principal>> = keys
+            .iter()
+            .filter_map(|(h, k)| Some((h.clone(), Arc::new(Principal::from_key(k)?))))
+            .collect();
+        *self.by_hash.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
     /// Forgets a key (after revocation).
     pub fn remove_key(&self, key_id: &str) {
         self.by_hash

@@ -278,6 +278,7 @@ pub async fn refresh(state: &AppState) -> Result<(), ServerError> {
 async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut listener: Option<sqlx::postgres::PgListener> = None;
     let mut last_attempt: Option<std::time::Instant> = None;
+    let mut last_keys = std::time::Instant::now();
     loop {
         if state.store.backend() == Backend::Postgres
             && listener.is_none()
@@ -315,6 +316,13 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = refresh(&state).await {
             state.metrics.store_error();
             tracing::debug!(error = %e, "refresh failed");
+        }
+        if last_keys.elapsed() >= state.settings.key_refresh {
+            last_keys = std::time::Instant::now();
+            // Keeps the cache when the store is down.
+            if let Ok(keys) = state.store.active_keys().await {
+                state.keys.replace_all(&keys);
+            }
         }
     }
 }

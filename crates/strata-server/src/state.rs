@@ -22,6 +22,8 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// How often to check the store for versions published by other instances.
     pub poll_interval: Duration,
+    /// How often to reload the active keys (revocations made on other instances).
+    pub key_refresh: Duration,
 }
 
 impl Default for Settings {
@@ -32,6 +34,7 @@ impl Default for Settings {
             max_body_bytes: 1 << 20,
             keep_alive: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
+            key_refresh: Duration::from_secs(5),
         }
     }
 }

@@ -130,6 +130,7 @@ pub fn settings() -> Settings {
         rate_limit: 0.0,
         keep_alive: Duration::from_secs(1),
         poll_interval: Duration::from_millis(500),
+        key_refresh: Duration::from_millis(200),
         ..Settings::default()
     }
 }

@@ -65,6 +65,45 @@ async fn kill_on_one_instance_reaches_subscribers_of_another() {
     let snap = b.sdk_snapshot(&sdk).await;
     assert!(snap["experiments"].as_array().unwrap().is_empty());
 
+    // A key revoked on A stops working on B (which had it cached) within a second.
+    let (st, _, _) = b
+        .call(reqwest::Method::GET, "/sdk/v1/config", Some(&sdk), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, keys) = a.get("/api/v1/keys").await;
+    let id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "sdk")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/keys/{id}"),
+            Some(crate::common::ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (st, _, _) = b
+            .call(reqwest::Method::GET, "/sdk/v1/config", Some(&sdk), None)
+            .await;
+        if st == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revoked key still works on B"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Writes on both instances keep one monotonic version sequence.
     let (r1, r2) = tokio::join!(
         a.post("/api/v1/layers", json!({"key": "la"})),
