@@ -1,5 +1,8 @@
 //! Writes a generated data set as Parquet, for benchmarks:
-//! `cargo run --release -p strata-analysis --example generate -- DIR UNITS EVENTS_PER_UNIT [FILES]`.
+//! `cargo run --release -p strata-analysis --example generate -- DIR UNITS EVENTS_PER_UNIT [FILES [EXPERIMENT [VARIANTS]]]`
+//!
+//! Defaults: 8 files, experiment `exp_bench`, variants `control,treatment_a,treatment_b`
+//! (equal weights, the first is the control).
 
 use std::path::Path;
 
@@ -13,11 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = GenConfig {
         units: args[2].parse()?,
         events_per_unit: args[3].parse()?,
-        variants: vec![
-            ("control".into(), 1.0),
-            ("treatment_a".into(), 1.0),
-            ("treatment_b".into(), 1.0),
-        ],
+        variants: args
+            .get(6)
+            .map_or("control,treatment_a,treatment_b", String::as_str)
+            .split(',')
+            .map(|v| (v.to_string(), 1.0))
+            .collect(),
         effect: 0.02,
         seed: 42,
         duplicate_rate: 0.001,
@@ -25,7 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let files: u64 = args.get(4).map(|f| f.parse()).transpose()?.unwrap_or(8);
     let t = std::time::Instant::now();
-    let (x, e) = write_parquet(&cfg, "exp_bench", Path::new(&args[1]), files)?;
+    let (x, e) = write_parquet(
+        &cfg,
+        args.get(5).map_or("exp_bench", String::as_str),
+        Path::new(&args[1]),
+        files,
+    )?;
     eprintln!(
         "wrote {x} exposures and {e} events in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -70,7 +70,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Renders results for a terminal.
+/// Renders results for a terminal. Variant columns show the quantile, else
+/// the CUPED-adjusted mean when CUPED applies (matching `delta`), else the mean.
 pub fn render_table(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -100,9 +101,9 @@ pub fn render_table(r: &Results) -> String {
             .map(|e| e.control.clone())
             .unwrap_or_default();
         let value = |v: &str| {
-            m.variants.get(v).map_or("—".into(), |x| {
-                num(x.value.or(x.cuped_mean.map(|_| x.mean).unwrap_or(x.mean)))
-            })
+            m.variants
+                .get(v)
+                .map_or("—".into(), |x| num(x.value.or(x.cuped_mean).or(x.mean)))
         };
         for e in &m.effects {
             rows.push(vec![

@@ -10,38 +10,6 @@ fn json(r: &strata_analysis::Results) -> serde_json::Value {
     serde_json::to_value(r).unwrap()
 }
 
-/// Equal up to floating-point rounding (aggregation order differs with the
-/// number of files and partitions).
-fn assert_same(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(
-                (x - y).abs() <= 1e-9 * (1.0 + x.abs()),
-                "{path}: {x} != {y}"
-            );
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}");
-            for (i, (x, y)) in x.iter().zip(y).enumerate() {
-                assert_same(x, y, &format!("{path}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(
-                x.keys().collect::<Vec<_>>(),
-                y.keys().collect::<Vec<_>>(),
-                "{path}"
-            );
-            for (k, v) in x {
-                assert_same(v, &y[k], &format!("{path}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{path}"),
-    }
-}
-
 #[test]
 fn ndjson_csv_and_parquet_agree() {
     let f = Fixture::new();

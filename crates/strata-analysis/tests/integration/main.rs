@@ -4,6 +4,7 @@ mod common;
 mod errors;
 mod exact;
 mod formats;
+mod output;
 mod planted;
 mod schema;
 mod sequential;
