@@ -1,5 +1,6 @@
 //! Runs an analysis like `strata analyze`, for benchmarks:
-//! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids]`.
+//! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids]`
+//! (`STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -24,6 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         options: strata_analysis::EngineOptions {
             assume_unique_event_ids: args.iter().any(|a| a == "--assume-unique-event-ids"),
             progress: true,
+            memory_limit: std::env::var("STRATA_MEMORY_LIMIT_MB")
+                .ok()
+                .map(|m| m.parse::<usize>().map(|m| m << 20))
+                .transpose()?,
             ..strata_analysis::EngineOptions::default()
         },
     };

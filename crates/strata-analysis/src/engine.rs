@@ -45,6 +45,9 @@ pub struct EngineOptions {
     pub assume_unique_event_ids: bool,
     /// Show progress on stderr when it is a terminal.
     pub progress: bool,
+    /// Memory limit of the query engine in bytes; aggregations beyond it
+    /// spill to disk (`None`: no limit).
+    pub memory_limit: Option<usize>,
 }
 
 /// A window effect and its `(difference, standard error, p-value)`.
@@ -156,7 +159,18 @@ impl Analyzer {
         if options.target_partitions > 0 {
             config = config.with_target_partitions(options.target_partitions);
         }
-        let ctx = SessionContext::new_with_config(config);
+        // The units table (one row per exposed unit) is the build side of the
+        // join with events: broadcasting it avoids repartitioning every event.
+        {
+            let opt = &mut config.options_mut().optimizer;
+            opt.hash_join_single_partition_threshold = 512 << 20;
+            opt.hash_join_single_partition_threshold_rows = 16 << 20;
+        }
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         let mut planned = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
         let push = |p: Vec<Part>, parts: &mut Vec<Part>| -> Vec<usize> {

@@ -381,3 +381,43 @@ pub(crate) fn unit_expr(kind: MetricType, cols: &[usize], cuped_col: Option<usiz
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile_to_sql_predicates() {
+        let f: Filter = serde_json::from_str(
+            r#"{"type": ["purchase", "refund"], "value": {"gt": 0, "lte": 1e6},
+                "properties": {"country": {"in": ["US", "O'Hare"]}, "app": true}}"#,
+        )
+        .unwrap();
+        let props = properties_of([&f]);
+        assert_eq!(props, ["app", "country"]);
+        assert_eq!(
+            filter_sql(&f, &props),
+            "(e.type IN ('purchase', 'refund')) AND (e.value > 0.0) AND (e.value <= 1000000.0) \
+             AND (e.prop_0 = true) AND (e.prop_1 IN ('US', 'O''Hare'))"
+        );
+        assert_eq!(filter_sql(&Filter::default(), &[]), "true");
+    }
+
+    #[test]
+    fn units_take_the_first_exposure_per_unit() {
+        let b = Bounds {
+            start: 0,
+            end: 10,
+            pre_start: None,
+            skew: 0,
+            novelty: 0,
+        };
+        let itt = units_sql("exp", AnalysisMode::Itt, 1, &b);
+        assert!(
+            itt.contains("first_value(assigned_variant ORDER BY ts, assigned_variant) AS variant")
+        );
+        assert!(itt.contains("WHERE experiment = 'exp' AND ts < 10 GROUP BY unit_id"));
+        let pp = units_sql("exp", AnalysisMode::PerProtocol, 0, &b);
+        assert!(pp.contains("first_value(variant ORDER BY ts, variant) AS variant"));
+    }
+}

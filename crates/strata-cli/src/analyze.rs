@@ -43,6 +43,9 @@ pub struct AnalyzeArgs {
     /// Skip deduplication by event_id (only when the pipeline guarantees unique ids).
     #[arg(long)]
     assume_unique_event_ids: bool,
+    /// Memory limit of the query engine in MiB; larger aggregations spill to disk.
+    #[arg(long, value_name = "MIB")]
+    memory_limit_mb: Option<usize>,
 }
 
 /// Runs `strata analyze`.
@@ -61,6 +64,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         options: strata_analysis::EngineOptions {
             assume_unique_event_ids: args.assume_unique_event_ids,
             progress: true,
+            memory_limit: args.memory_limit_mb.map(|m| m << 20),
             ..strata_analysis::EngineOptions::default()
         },
     };
