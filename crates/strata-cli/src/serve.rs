@@ -21,6 +21,9 @@ pub struct StoreArgs {
     /// `STRATA_DATABASE_URL`.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Published snapshots kept for rollback: the latest N versions (0 = all).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    snapshot_retention: u64,
 }
 
 impl StoreArgs {
@@ -33,6 +36,7 @@ impl StoreArgs {
                     .filter(|u| !u.is_empty())
             }),
             max_connections: 8,
+            snapshot_retention: self.snapshot_retention,
         }
     }
 }

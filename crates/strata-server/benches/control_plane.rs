@@ -5,13 +5,15 @@
 //! cargo bench -p strata-server --bench control_plane -- apply [EXPERIMENTS]
 //! cargo bench -p strata-server --bench control_plane -- seed BASE ADMIN_TOKEN [EXPERIMENTS]
 //! cargo bench -p strata-server --bench control_plane -- fanout BASE ADMIN_TOKEN SDK_TOKEN EXPERIMENT [SUBSCRIBERS]
+//! cargo bench -p strata-server --bench control_plane -- rate BASE SDK_TOKEN [RPS] [SECONDS] [CONNECTIONS]
 //! ```
 //!
 //! `apply` times parse + compile + swap of a snapshot in process; `seed`
 //! creates metrics, 50 layers and running experiments through the API and
 //! prints an SDK token; `fanout` opens SSE subscribers, kills an experiment
 //! and reports, per subscriber, the time from the kill's response to the
-//! event's arrival.
+//! event's arrival; `rate` sends `POST /sdk/v1/evaluate` at a fixed rate
+//! (open loop, latency from each request's intended send time).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -304,6 +306,118 @@ async fn fanout(base: &str, admin: &str, sdk: &str, experiment: &str, n: usize) 
     );
 }
 
+/// One keep-alive connection sending `POST /sdk/v1/evaluate` at fixed
+/// intended times; latency counts from the intended time (no coordinated omission).
+async fn paced_connection(
+    addr: String,
+    token: String,
+    interval: Duration,
+    start: Instant,
+    end: Instant,
+    offset: Duration,
+    seed: usize,
+) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+        return lat;
+    };
+    let _ = s.set_nodelay(true);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut k: u32 = 0;
+    loop {
+        let intended = start + offset + interval * k;
+        if intended >= end {
+            break;
+        }
+        // tokio's timer has millisecond resolution: sleep to within 2 ms, then yield.
+        let slack = Duration::from_millis(2);
+        if intended > Instant::now() + slack {
+            tokio::time::sleep_until((intended - slack).into()).await;
+        }
+        while Instant::now() < intended {
+            tokio::task::yield_now().await;
+        }
+        let i = seed.wrapping_mul(31).wrapping_add(k as usize);
+        let body = format!(
+            "{{\"context\":{{\"user_id\":\"user-{}\",\"country\":\"{}\"}},\"surface\":\"s{}\"}}",
+            i.wrapping_mul(7919) % 1_000_000,
+            if i % 3 == 0 { "FR" } else { "US" },
+            i % 100
+        );
+        let req = format!(
+            "POST /sdk/v1/evaluate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).await.is_err() {
+            break;
+        }
+        // Read one response: headers, then Content-Length bytes.
+        let mut have = 0usize;
+        let done = loop {
+            match s.read(&mut buf[have..]).await {
+                Ok(0) | Err(_) => break false,
+                Ok(n) => have += n,
+            }
+            let text = &buf[..have];
+            if let Some(h) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&text[..h]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if have >= h + 4 + len {
+                    break true;
+                }
+            }
+            if have == buf.len() {
+                break false;
+            }
+        };
+        if !done {
+            break;
+        }
+        lat.push(Instant::now().saturating_duration_since(intended));
+        k += 1;
+    }
+    lat
+}
+
+async fn rate(base: &str, sdk: &str, rps: f64, seconds: f64, conns: usize) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let interval = Duration::from_secs_f64(conns as f64 / rps);
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let offset = interval.mul_f64(c as f64 / conns as f64);
+        tasks.push(tokio::spawn(paced_connection(
+            addr.clone(),
+            sdk.to_owned(),
+            interval,
+            start,
+            end,
+            offset,
+            c * 1_000_003,
+        )));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat.sort();
+    let expected = (rps * seconds) as usize;
+    println!(
+        "evaluate at {rps} req/s intended for {seconds} s over {conns} connections: {} of {expected} sent, achieved {:.0} req/s; latency from intended send time p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        lat.len(),
+        lat.len() as f64 / seconds,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+        lat.last().copied().unwrap_or_default()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -320,6 +434,13 @@ fn main() {
             &args[1],
             &args[2],
             args.get(3).and_then(|n| n.parse().ok()).unwrap_or(3000),
+        )),
+        Some("rate") => rt.block_on(rate(
+            &args[1],
+            &args[2],
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(50_000.0),
+            args.get(4).and_then(|n| n.parse().ok()).unwrap_or(10.0),
+            args.get(5).and_then(|n| n.parse().ok()).unwrap_or(64),
         )),
         Some("fanout") => rt.block_on(fanout(
             &args[1],

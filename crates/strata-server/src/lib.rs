@@ -472,6 +472,7 @@ mod tests {
                 data_dir: dir.to_path_buf(),
                 database_url: None,
                 max_connections: 2,
+                snapshot_retention: 0,
             })
             .await
             .unwrap(),

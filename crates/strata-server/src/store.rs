@@ -190,6 +190,8 @@ pub struct StoreOptions {
     pub database_url: Option<String>,
     /// Pool size.
     pub max_connections: u32,
+    /// Published snapshots kept for rollback: the latest N versions (0 = all).
+    pub snapshot_retention: u64,
 }
 
 /// The config store.
@@ -198,6 +200,7 @@ pub struct ConfigStore {
     pool: AnyPool,
     backend: Backend,
     url: String,
+    retention: u64,
     /// Serialises this instance's writers (SQLite allows one writer at a time;
     /// across instances the `config_head` row lock does the same).
     write_lock: Arc<tokio::sync::Mutex<()>>,
@@ -302,6 +305,7 @@ impl ConfigStore {
             pool,
             backend,
             url,
+            retention: opts.snapshot_retention,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -348,6 +352,7 @@ impl ConfigStore {
             now: now_ms(),
             actor: actor.clone(),
             backend: self.backend,
+            retention: self.retention,
             _guard: guard,
         })
     }
@@ -740,6 +745,7 @@ pub struct WriteTx {
     pub now: i64,
     actor: Actor,
     backend: Backend,
+    retention: u64,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -1000,6 +1006,13 @@ impl WriteTx {
         .bind(extra_json)
         .execute(&mut *self.tx)
         .await?;
+        if self.retention > 0 && self.version > self.retention {
+            let oldest_kept = self.version - self.retention + 1;
+            sqlx::query("DELETE FROM snapshots WHERE version < $1")
+                .bind(i64::try_from(oldest_kept).unwrap_or(i64::MAX))
+                .execute(&mut *self.tx)
+                .await?;
+        }
         Ok(Ok(live))
     }
 

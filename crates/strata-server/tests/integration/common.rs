@@ -156,6 +156,13 @@ impl TestServer {
         Some(Self::start_on(db, data_dir, url, settings, tmp, pg).await)
     }
 
+    /// A SQLite server keeping only the latest `retention` snapshots.
+    pub async fn start_with_retention(retention: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        Self::start_full(dir, None, settings(), Some(tmp), None, retention).await
+    }
+
     pub async fn start_on(
         _db: Db,
         data_dir: std::path::PathBuf,
@@ -164,12 +171,24 @@ impl TestServer {
         tmp: Option<tempfile::TempDir>,
         pg: Option<PgSchema>,
     ) -> Self {
+        Self::start_full(data_dir, url, settings, tmp, pg, 0).await
+    }
+
+    async fn start_full(
+        data_dir: std::path::PathBuf,
+        url: Option<String>,
+        settings: Settings,
+        tmp: Option<tempfile::TempDir>,
+        pg: Option<PgSchema>,
+        retention: u64,
+    ) -> Self {
         let server = Server::start(ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             store: StoreOptions {
                 data_dir,
                 database_url: url,
                 max_connections: 4,
+                snapshot_retention: retention,
             },
             settings,
             bootstrap_admin_token: Some(ADMIN.to_owned()),

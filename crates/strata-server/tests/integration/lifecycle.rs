@@ -417,3 +417,28 @@ async fn rollback_republishes_an_earlier_snapshot(s: TestServer) {
     let _ = ADMIN;
     s.finish().await;
 }
+
+#[tokio::test]
+async fn snapshot_retention_bounds_rollback() {
+    let s = TestServer::start_with_retention(3).await;
+    for i in 0..5 {
+        let (st, _) = s
+            .post("/api/v1/layers", json!({"key": format!("l{i}")}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let v = s.version().await;
+    let (st, _) = s.get(&format!("/api/v1/config/versions/{}", v - 3)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "older versions are pruned");
+    let (st, _) = s.get(&format!("/api/v1/config/versions/{}", v - 2)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .post("/api/v1/config/rollback", json!({"to_version": v - 3}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s
+        .post("/api/v1/config/rollback", json!({"to_version": v - 1}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    s.finish().await;
+}
