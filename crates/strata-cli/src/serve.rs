@@ -49,9 +49,12 @@ pub struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
-    /// Requests per second allowed per token (0 = unlimited); over it: 429 with Retry-After.
+    /// Requests per second allowed per API token (0 = unlimited); over it: 429 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 100.0)]
     rate_limit: f64,
+    /// Requests per second allowed per SDK or ingest token (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = 10_000.0)]
+    sdk_rate_limit: f64,
     /// Days before the range of an ended experiment returns to its layer's pool.
     #[arg(long, value_name = "DAYS", default_value_t = 7.0)]
     range_cooldown_days: f64,
@@ -92,12 +95,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
         bail!("--rate-limit must be a non-negative number");
     }
+    if !(args.sdk_rate_limit.is_finite() && args.sdk_rate_limit >= 0.0) {
+        bail!("--sdk-rate-limit must be a non-negative number");
+    }
     let cfg = ServerConfig {
         listen: args.listen,
         store: args.store.options(),
         settings: Settings {
             range_cooldown: Duration::from_secs_f64(args.range_cooldown_days * 86_400.0),
             rate_limit: args.rate_limit,
+            sdk_rate_limit: args.sdk_rate_limit,
             max_body_bytes: args.max_body_bytes,
             keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
             ..Settings::default()

@@ -380,8 +380,12 @@ impl FromRequestParts<AppState> for Auth {
                 p
             }
         };
-        state
-            .limiter
+        let limiter = if principal.kind == KeyKind::Api {
+            &state.limiter
+        } else {
+            &state.sdk_limiter
+        };
+        limiter
             .check(&principal.key_id)
             .map_err(AppError::rate_limited)?;
         Ok(Auth(principal))

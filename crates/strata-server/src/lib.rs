@@ -136,6 +136,7 @@ impl Server {
             live: Arc::new(SharedConfig::new()),
             keys: Arc::new(KeyCache::default()),
             limiter: Arc::new(RateLimiter::new(cfg.settings.rate_limit)),
+            sdk_limiter: Arc::new(RateLimiter::new(cfg.settings.sdk_rate_limit)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(cfg.settings.clone()),
         };
@@ -479,6 +480,7 @@ mod tests {
             live: Arc::new(SharedConfig::new()),
             keys: Arc::new(KeyCache::default()),
             limiter: Arc::new(RateLimiter::new(0.0)),
+            sdk_limiter: Arc::new(RateLimiter::new(0.0)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(Settings::default()),
         }

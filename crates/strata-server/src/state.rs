@@ -14,8 +14,11 @@ use crate::store::{ConfigStore, WriteTx};
 pub struct Settings {
     /// Ranges of ended experiments return to the pool after this long.
     pub range_cooldown: Duration,
-    /// Requests per second per token (0 = unlimited).
+    /// Requests per second per API token (0 = unlimited).
     pub rate_limit: f64,
+    /// Requests per second per SDK or ingest token (0 = unlimited); one SDK
+    /// key is typically shared by a whole fleet of processes.
+    pub sdk_rate_limit: f64,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
@@ -31,6 +34,7 @@ impl Default for Settings {
         Self {
             range_cooldown: Duration::from_secs(7 * 24 * 3600),
             rate_limit: 100.0,
+            sdk_rate_limit: 10_000.0,
             max_body_bytes: 1 << 20,
             keep_alive: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
@@ -48,8 +52,10 @@ pub struct AppState {
     pub live: Arc<SharedConfig>,
     /// Known tokens.
     pub keys: Arc<KeyCache>,
-    /// Per-token limits.
+    /// Per-token limits of API keys.
     pub limiter: Arc<RateLimiter>,
+    /// Per-token limits of SDK and ingest keys.
+    pub sdk_limiter: Arc<RateLimiter>,
     /// Prometheus counters.
     pub metrics: Arc<Metrics>,
     /// Tunables.

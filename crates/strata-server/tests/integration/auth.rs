@@ -259,11 +259,13 @@ async fn rate_limit_per_token() {
         Db::Sqlite,
         strata_server::Settings {
             rate_limit: 5.0,
+            sdk_rate_limit: 100.0,
             ..settings()
         },
     )
     .await
     .unwrap();
+    let sdk = s.sdk_key().await;
     let mut limited = None;
     for _ in 0..20 {
         let (st, v, h) = s
@@ -278,6 +280,13 @@ async fn rate_limit_per_token() {
     assert_eq!(v["error"]["code"], "rate_limited");
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry));
+    // SDK keys have their own, separate limit.
+    for _ in 0..20 {
+        let (st, _, _) = s
+            .call(Method::GET, "/sdk/v1/config", Some(&sdk), None)
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
     // Another token has its own bucket.
     let (st, _, _) = s
         .call(Method::GET, "/api/v1/config", Some("strata_unknown"), None)

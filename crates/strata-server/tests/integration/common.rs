@@ -128,6 +128,7 @@ pub struct TestServer {
 pub fn settings() -> Settings {
     Settings {
         rate_limit: 0.0,
+        sdk_rate_limit: 0.0,
         keep_alive: Duration::from_secs(1),
         poll_interval: Duration::from_millis(500),
         key_refresh: Duration::from_millis(200),
