@@ -3,6 +3,7 @@
 //! Subcommands are thin: parsing, file handling and output formatting live
 //! here, while the work is done by the library crates.
 
+mod analyze;
 mod assign;
 mod serve;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Evaluate a config snapshot for one or many units and print their assignments as JSON.
     Assign(assign::AssignArgs),
+    /// Analyse an experiment from exposures and events (Parquet, NDJSON or CSV) and print its results.
+    Analyze(analyze::AnalyzeArgs),
     /// Run the control plane: experiment API, versioned config, SDK distribution, OFREP.
     Serve(serve::ServeArgs),
     /// Manage bearer tokens.
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assign(args) => assign::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(cmd) => serve::token(&cmd),
     };

@@ -1,4 +1,5 @@
 //! Integration tests of the `strata` binary: real processes, real files.
 
+mod analyze;
 mod assign;
 mod conformance;

@@ -1,0 +1,76 @@
+//! `strata analyze` end to end on the example data set.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/analysis")
+        .join(rel)
+}
+
+fn analyze(extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("analyze")
+        .arg("--spec")
+        .arg(example("experiment.yaml"))
+        .arg("--metrics")
+        .arg(example("metrics.yaml"))
+        .arg("--exposures")
+        .arg(example("data/exposures"))
+        .arg("--events")
+        .arg(example("data/events"))
+        .args(extra)
+        .output()
+        .expect("run strata")
+}
+
+#[test]
+fn analyze_prints_the_results_document() {
+    let out = analyze(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["experiment"], "exp_checkout_v2");
+    let units = doc["units"].as_object().expect("units");
+    assert_eq!(units.len(), 2);
+    assert!(units.values().all(|n| n.as_u64().is_some_and(|n| n > 0)));
+    let metrics = doc["metrics"].as_array().expect("metrics");
+    let primary = metrics
+        .iter()
+        .find(|m| m["role"] == "primary")
+        .expect("primary");
+    assert_eq!(primary["metric"], "conversion");
+    assert!(primary["effects"][0]["p_value"].is_number());
+    assert!(doc["srm"]["p_value"].is_number());
+}
+
+#[test]
+fn analyze_table_and_bad_input() {
+    let out = analyze(&["--format", "table"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("conversion"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["analyze", "--spec", "missing.yaml", "--metrics"])
+        .arg(example("metrics.yaml"))
+        .args(["--exposures", "x", "--events", "y"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("missing.yaml"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
