@@ -12,6 +12,11 @@
 //!    date and a user partition (a hash independent of the assignment hash).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod http;
+pub mod limits;
+pub mod memory;
+pub mod metrics;
+pub mod parse;
 pub mod record;
 
 use std::future::Future;

@@ -1,0 +1,721 @@
+//! The ingestion endpoints: `POST /collect/v1/exposures` and
+//! `POST /collect/v1/events`.
+//!
+//! One request goes through, in order: bearer authentication, the per-key
+//! and per-source-IP limits (429 for the whole request), the body size limit
+//! (413), backpressure (503 for a whole kind, or low-priority events shed one
+//! by one), parsing and validation (per-record rejections), the per-unit
+//! limit (per-record rejections), and [`Sink::append`]. The answer is sent
+//! only once the sink has made the records durable, so a 200 means stored;
+//! anything else means nothing of the request may be assumed stored, and a
+//! retry is safe because the sink deduplicates.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::limits::{Rate, RateLimiter, Verdict};
+use crate::metrics::{IngestMetrics, RefusalReason};
+use crate::parse::{self, BatchError, BodyFormat, ParseLimits, Rejection};
+use crate::record::{Kind, Record};
+use crate::{AuthDenied, Authorizer, Outcome, Pressure, Sink, SinkError};
+
+/// When ingestion pushes back, as fractions of the sink's thresholds.
+///
+/// The load level is the largest of `backlog_bytes / max_backlog_bytes`,
+/// `compaction_lag / max_compaction_lag` and `min_disk_free_bytes /
+/// disk_free_bytes`. Exposures are the experiment denominator and are
+/// refused last: low-priority event types go first, then all events, then
+/// exposures (at level 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backpressure {
+    /// Compaction backlog at which the level reaches 1 (default 2 GiB).
+    pub max_backlog_bytes: u64,
+    /// Compaction lag at which the level reaches 1 (default 5 minutes, the
+    /// design's consumer-lag signal).
+    pub max_compaction_lag: Duration,
+    /// Free disk at which the level reaches 1 (default 1 GiB).
+    pub min_disk_free_bytes: u64,
+    /// Level from which records of `low_priority_types` are shed (default
+    /// 0.5).
+    pub shed_low_priority_at: f64,
+    /// Level from which all events are refused with 503 (default 0.8).
+    pub shed_events_at: f64,
+    /// Event types shed first (default `page_view`).
+    pub low_priority_types: Vec<String>,
+    /// `Retry-After` of a 503 (default 5 s).
+    pub retry_after: Duration,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Self {
+            max_backlog_bytes: 2 << 30,
+            max_compaction_lag: Duration::from_secs(300),
+            min_disk_free_bytes: 1 << 30,
+            shed_low_priority_at: 0.5,
+            shed_events_at: 0.8,
+            low_priority_types: vec!["page_view".to_owned()],
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Backpressure {
+    /// The load level of `p`: 0 idle, 1 at a threshold.
+    pub fn level(&self, p: &Pressure) -> f64 {
+        let backlog = ratio(p.backlog_bytes as f64, self.max_backlog_bytes as f64);
+        let lag = p.compaction_lag.map_or(0.0, |lag| {
+            ratio(lag.as_secs_f64(), self.max_compaction_lag.as_secs_f64())
+        });
+        let disk = p.disk_free_bytes.map_or(0.0, |free| {
+            if self.min_disk_free_bytes == 0 {
+                0.0
+            } else if free == 0 {
+                f64::INFINITY
+            } else {
+                self.min_disk_free_bytes as f64 / free as f64
+            }
+        });
+        backlog.max(lag).max(disk)
+    }
+}
+
+fn ratio(value: f64, limit: f64) -> f64 {
+    if limit <= 0.0 {
+        0.0
+    } else {
+        value / limit
+    }
+}
+
+/// Every limit of the ingestion endpoints. `Default` gives the documented
+/// defaults (`docs/api.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Batch and record limits.
+    pub parse: ParseLimits,
+    /// Records per second per unit (default 100/s, burst 100); records over
+    /// it are rejected one by one.
+    pub unit_rate: Rate,
+    /// Records per second per ingestion key (default 100,000/s); over it the
+    /// whole request gets 429.
+    pub key_rate: Rate,
+    /// Records per second per source IP (default 10,000/s); over it the
+    /// whole request gets 429. Needs the server to be run with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without the
+    /// peer address the limit is not applied.
+    pub ip_rate: Rate,
+    /// Units whose rate-limit state is kept (default 1,048,576, about
+    /// 50 MiB at most); beyond it the per-unit limit forgets idle units
+    /// early.
+    pub unit_limiter_capacity: usize,
+    /// Backpressure thresholds.
+    pub backpressure: Backpressure,
+    /// Most (experiment, variant) exposure series in `/metrics` (default
+    /// 1,000).
+    pub max_variant_series: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            parse: ParseLimits::default(),
+            unit_rate: Rate::per_second(100.0),
+            key_rate: Rate::per_second(100_000.0),
+            ip_rate: Rate::per_second(10_000.0),
+            unit_limiter_capacity: 1 << 20,
+            backpressure: Backpressure::default(),
+            max_variant_series: 1_000,
+        }
+    }
+}
+
+/// The ingestion endpoints over a [`Sink`] and an [`Authorizer`].
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    sink: Arc<dyn Sink>,
+    auth: Arc<dyn Authorizer>,
+    cfg: IngestConfig,
+    units: RateLimiter,
+    keys: RateLimiter,
+    ips: RateLimiter,
+    metrics: IngestMetrics,
+}
+
+impl Ingest {
+    /// Ingestion into `sink`, authenticated by `auth`, limited by `cfg`.
+    pub fn new(sink: Arc<dyn Sink>, auth: Arc<dyn Authorizer>, cfg: IngestConfig) -> Ingest {
+        let units = RateLimiter::new(cfg.unit_rate, cfg.unit_limiter_capacity);
+        let keys = RateLimiter::new(cfg.key_rate, 65_536);
+        let ips = RateLimiter::new(cfg.ip_rate, 65_536);
+        let metrics = IngestMetrics::new(cfg.max_variant_series);
+        Ingest {
+            inner: Arc::new(Inner {
+                sink,
+                auth,
+                cfg,
+                units,
+                keys,
+                ips,
+                metrics,
+            }),
+        }
+    }
+
+    /// The routes `/collect/v1/exposures` and `/collect/v1/events`, with
+    /// their state. Merge into the server's router; serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` for the per-IP
+    /// limit.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/collect/v1/exposures",
+                post(|State(s): State<Arc<Inner>>, req: Request| async move {
+                    s.collect(Kind::Exposure, req).await
+                }),
+            )
+            .route(
+                "/collect/v1/events",
+                post(|State(s): State<Arc<Inner>>, req: Request| async move {
+                    s.collect(Kind::Event, req).await
+                }),
+            )
+            .with_state(self.inner.clone())
+    }
+
+    /// Appends the ingestion metrics and the sink's load figures as
+    /// Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner
+            .metrics
+            .render(out, Some(self.inner.sink.pressure()));
+    }
+}
+
+/// An ingestion error, rendered as `{"error": {"code", "message", "field"}}`.
+#[derive(Debug, Clone, PartialEq)]
+struct IngestError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    extra: Option<Box<Value>>,
+    retry_after: Option<Duration>,
+}
+
+impl IngestError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            extra: None,
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
+        if let (Some(Value::Object(extra)), Some(obj)) =
+            (self.extra.map(|b| *b), error.as_object_mut())
+        {
+            obj.extend(extra);
+        }
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(d) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_header(d));
+        }
+        resp
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn retry_after_header(d: Duration) -> HeaderValue {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CollectQuery {
+    #[serde(default)]
+    all_or_nothing: bool,
+}
+
+/// The answer to a stored batch.
+#[derive(Debug, serde::Serialize)]
+struct BatchResponse {
+    accepted: usize,
+    duplicates: usize,
+    rejected: Vec<Rejection>,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Inner {
+    async fn collect(self: Arc<Self>, kind: Kind, req: Request) -> Response {
+        let started = Instant::now();
+        let resp = match self.collect_inner(kind, req, started).await {
+            Ok(resp) => resp,
+            Err((reason, e)) => {
+                self.metrics.refused(reason);
+                e.into_response()
+            }
+        };
+        self.metrics.observe_latency(started.elapsed());
+        resp
+    }
+
+    async fn collect_inner(
+        &self,
+        kind: Kind,
+        req: Request,
+        started: Instant,
+    ) -> Result<Response, (RefusalReason, IngestError)> {
+        let (parts, body) = req.into_parts();
+        let query = Query::<CollectQuery>::try_from_uri(&parts.uri).map_err(|e| {
+            (
+                RefusalReason::Malformed,
+                IngestError {
+                    field: Some("all_or_nothing".into()),
+                    ..IngestError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("query string: {}", e.body_text().to_lowercase()),
+                    )
+                },
+            )
+        })?;
+        let all_or_nothing = query.0.all_or_nothing;
+
+        // Authentication first: an anonymous client learns nothing else.
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            (
+                RefusalReason::Auth,
+                IngestError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing bearer token in the authorization header",
+                ),
+            )
+        })?;
+        let principal = self.auth.authorize(token).await.map_err(|denied| {
+            let e = match denied {
+                AuthDenied::Unauthenticated => IngestError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown or revoked token",
+                ),
+                AuthDenied::Forbidden(why) => IngestError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this token may not ingest: {why}"),
+                ),
+            };
+            (RefusalReason::Auth, e)
+        })?;
+
+        // Cheap checks before reading the body: a key or IP in debt is
+        // refused without costing a parse.
+        let key_hash = RateLimiter::key_hash(principal.key_id.as_bytes());
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip_hash = ip.map(ip_key);
+        let now = Instant::now();
+        check_rate(
+            &self.keys,
+            key_hash,
+            now,
+            RefusalReason::KeyRateLimit,
+            "key",
+        )?;
+        if let Some(h) = ip_hash {
+            check_rate(
+                &self.ips,
+                h,
+                now,
+                RefusalReason::IpRateLimit,
+                "source address",
+            )?;
+        }
+
+        let pressure = self.sink.pressure();
+        let level = self.cfg.backpressure.level(&pressure);
+        let refuse_kind = match kind {
+            Kind::Exposure => level >= 1.0,
+            Kind::Event => level >= self.cfg.backpressure.shed_events_at,
+        };
+        if refuse_kind {
+            return Err((RefusalReason::Overloaded, self.overloaded(kind)));
+        }
+
+        // The body, bounded before and after decompression.
+        let limit = self.cfg.parse.max_body_bytes;
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit as u64 {
+                return Err(batch_error(BatchError::BodyTooLarge {
+                    limit,
+                    decompressed: false,
+                }));
+            }
+        }
+        let bytes = read_body(body, limit).await?;
+        let encoding = header_str(&parts.headers, header::CONTENT_ENCODING);
+        let format =
+            BodyFormat::from_content_type(header_str(&parts.headers, header::CONTENT_TYPE));
+        let decoded = parse::decode_body(&bytes, encoding, limit).map_err(batch_error)?;
+        let received_at = now_micros();
+        let batch = parse::parse_batch(&decoded, format, kind, received_at, &self.cfg.parse)
+            .map_err(batch_error)?;
+        let total = batch.len();
+
+        // Per-key and per-IP limits count records, taken as debt so that one
+        // batch larger than a second's worth still passes.
+        let now = Instant::now();
+        take_rate(
+            &self.keys,
+            key_hash,
+            total,
+            now,
+            RefusalReason::KeyRateLimit,
+            "key",
+        )?;
+        if let Some(h) = ip_hash {
+            take_rate(
+                &self.ips,
+                h,
+                total,
+                now,
+                RefusalReason::IpRateLimit,
+                "source address",
+            )?;
+        }
+
+        let mut rejected = batch.rejected;
+        let invalid = rejected.len();
+        let mut records = Vec::with_capacity(batch.records.len());
+        let mut shed = 0;
+        let mut unit_limited = 0;
+        let shed_low = kind == Kind::Event && level >= self.cfg.backpressure.shed_low_priority_at;
+        for (index, record) in batch.records {
+            if shed_low && self.is_low_priority(&record) {
+                shed += 1;
+                rejected.push(Rejection {
+                    retryable: true,
+                    ..Rejection::new(index, "shed under load, retry later", Some("type"))
+                });
+                continue;
+            }
+            let unit = RateLimiter::key_hash(record.unit_id().as_bytes());
+            if let Verdict::Deny(_) = self.units.take_exact(unit, 1.0, now) {
+                unit_limited += 1;
+                rejected.push(Rejection::new(
+                    index,
+                    format!(
+                        "unit exceeds {} records per second",
+                        self.cfg.unit_rate.per_second
+                    ),
+                    Some("unit_id"),
+                ));
+                continue;
+            }
+            records.push(record);
+        }
+        if shed > 0 && records.is_empty() && shed + unit_limited == total {
+            // Everything valid was shed: tell the client to come back.
+            self.metrics
+                .batch(kind, 0, 0, invalid as u64, unit_limited as u64, shed as u64);
+            return Err((RefusalReason::Overloaded, self.overloaded(kind)));
+        }
+        rejected.sort_by_key(|r| r.index);
+
+        if all_or_nothing && !rejected.is_empty() {
+            return Err((
+                RefusalReason::AllOrNothing,
+                IngestError {
+                    extra: Some(Box::new(json!({ "rejected": rejected }))),
+                    field: rejected.first().and_then(|r| r.field.clone()),
+                    ..IngestError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "batch_rejected",
+                        format!(
+                            "{} of {total} records are invalid and all_or_nothing is set; nothing was stored",
+                            rejected.len()
+                        ),
+                    )
+                },
+            ));
+        }
+
+        let (mut accepted, mut duplicates) = (0, 0);
+        if !records.is_empty() {
+            let exposures: Vec<(String, String)> = if kind == Kind::Exposure {
+                records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Exposure(e) => Some((e.experiment.clone(), e.variant.clone())),
+                        Record::Event(_) => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let n = records.len();
+            let outcomes = self.sink.append(records).await.map_err(|e| match e {
+                SinkError::Unavailable {
+                    reason,
+                    retry_after,
+                } => (
+                    RefusalReason::Overloaded,
+                    IngestError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        format!("storage unavailable, nothing was stored: {reason}"),
+                    )
+                    .retry_after(retry_after),
+                ),
+                other => {
+                    tracing::error!(error = %other, "ingestion sink failed");
+                    (
+                        RefusalReason::SinkError,
+                        IngestError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "storage",
+                            format!("storing the batch failed, nothing was acknowledged: {other}"),
+                        ),
+                    )
+                }
+            })?;
+            if outcomes.len() != n {
+                tracing::error!(
+                    expected = n,
+                    got = outcomes.len(),
+                    "sink returned a wrong number of outcomes"
+                );
+                return Err((
+                    RefusalReason::SinkError,
+                    IngestError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage",
+                        "storage returned an inconsistent answer",
+                    ),
+                ));
+            }
+            let mut fresh = Vec::new();
+            for (i, o) in outcomes.iter().enumerate() {
+                match o {
+                    Outcome::Accepted => {
+                        accepted += 1;
+                        if let Some((e, v)) = exposures.get(i) {
+                            fresh.push((e.as_str(), v.as_str()));
+                        }
+                    }
+                    Outcome::Duplicate => duplicates += 1,
+                }
+            }
+            if !fresh.is_empty() {
+                self.metrics.exposures(fresh);
+            }
+        }
+        self.metrics.batch(
+            kind,
+            accepted as u64,
+            duplicates as u64,
+            invalid as u64,
+            unit_limited as u64,
+            shed as u64,
+        );
+        tracing::debug!(?kind, accepted, duplicates, rejected = rejected.len(), elapsed = ?started.elapsed(), "batch stored");
+        let mut resp = axum::Json(BatchResponse {
+            accepted,
+            duplicates,
+            rejected,
+        })
+        .into_response();
+        if shed > 0 {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                retry_after_header(self.cfg.backpressure.retry_after),
+            );
+        }
+        Ok(resp)
+    }
+
+    fn is_low_priority(&self, record: &Record) -> bool {
+        match record {
+            Record::Event(e) => self
+                .cfg
+                .backpressure
+                .low_priority_types
+                .contains(&e.event_type),
+            Record::Exposure(_) => false,
+        }
+    }
+
+    fn overloaded(&self, kind: Kind) -> IngestError {
+        IngestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "ingestion of {} is paused while storage catches up, retry later",
+                kind.dir_name()
+            ),
+        )
+        .retry_after(self.cfg.backpressure.retry_after)
+    }
+}
+
+/// Reads the body, stopping as soon as it exceeds `limit` bytes (413)
+/// rather than buffering whatever the client sends.
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Vec<u8>, (RefusalReason, IngestError)> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            (
+                RefusalReason::Malformed,
+                IngestError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("reading the request body: {}", e.to_string().to_lowercase()),
+                ),
+            )
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(batch_error(BatchError::BodyTooLarge {
+                limit,
+                decompressed: false,
+            }));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn ip_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => RateLimiter::key_hash(&v4.octets()),
+        IpAddr::V6(v6) => RateLimiter::key_hash(&v6.octets()),
+    }
+}
+
+fn check_rate(
+    limiter: &RateLimiter,
+    key: u64,
+    now: Instant,
+    reason: RefusalReason,
+    what: &str,
+) -> Result<(), (RefusalReason, IngestError)> {
+    match limiter.check(key, now) {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(wait) => Err((reason, rate_limited(limiter, what, wait))),
+    }
+}
+
+fn take_rate(
+    limiter: &RateLimiter,
+    key: u64,
+    n: usize,
+    now: Instant,
+    reason: RefusalReason,
+    what: &str,
+) -> Result<(), (RefusalReason, IngestError)> {
+    match limiter.take_with_debt(key, n as f64, now) {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(wait) => Err((reason, rate_limited(limiter, what, wait))),
+    }
+}
+
+fn rate_limited(limiter: &RateLimiter, what: &str, wait: Duration) -> IngestError {
+    IngestError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "this {what} exceeds {} records per second, nothing was stored",
+            limiter.rate().per_second
+        ),
+    )
+    .retry_after(wait)
+}
+
+fn batch_error(e: BatchError) -> (RefusalReason, IngestError) {
+    let (reason, status, code) = match &e {
+        BatchError::BodyTooLarge { .. } => (
+            RefusalReason::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        BatchError::TooManyRecords { .. } => (
+            RefusalReason::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+        ),
+        BatchError::UnsupportedEncoding(_) => (
+            RefusalReason::Malformed,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+        ),
+        BatchError::Gzip(_) | BatchError::Json(_) | BatchError::Empty => (
+            RefusalReason::Malformed,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+    };
+    (reason, IngestError::new(status, code, e.to_string()))
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = header_str(headers, header::AUTHORIZATION)?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
