@@ -12,7 +12,7 @@ use strata_pipeline::memory::MemorySink;
 use strata_pipeline::parse::ParseLimits;
 use strata_pipeline::{Pressure, Record};
 
-use crate::common::{event, exposure, serve, TOKEN};
+use crate::ingest_common::{event, exposure, serve, TOKEN};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()

@@ -1,4 +1,4 @@
 //! Integration tests of strata-pipeline: one test binary, one module per area.
 
-mod common;
+mod ingest_common;
 mod ingest_http;
