@@ -1,0 +1,621 @@
+//! The client: the hot path (`variant`, `assignments`, `track`) and the
+//! lifecycle (`ready`, `flush`, `shutdown`).
+//!
+//! The hot path reads the current snapshot through an atomic pointer
+//! (`arc-swap`), evaluates in memory, and at most appends a record to the
+//! buffer under a short lock; it never touches the network and never waits
+//! for the background tasks. Every entry point runs under `catch_unwind`, so
+//! a bug surfaces as the caller's default and a counter, not a crash.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+use strata_core::{Assignment, Context};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::buffer::{Buffer, Event, Exposure};
+use crate::builder::{ClientBuilder, Options};
+use crate::dedup::Dedup;
+use crate::error::BuildError;
+use crate::hooks::{emit, Counters, DropReason, RecordKind, SdkEvent, Stats};
+use crate::state::{FlagEntry, Loaded};
+use crate::variant::{Reason, Variant};
+use crate::{config, ship};
+
+/// State shared by the client handles and the background tasks.
+pub(crate) struct Shared {
+    pub state: ArcSwap<Loaded>,
+    pub opts: Options,
+    pub counters: Counters,
+    pub buffer: Buffer,
+    pub dedup: Dedup,
+    pub http: reqwest::Client,
+    /// True once a snapshot is loaded.
+    pub loaded: watch::Sender<bool>,
+    /// Wakes the poller for an immediate fetch (a stream event).
+    pub fetch_now: Notify,
+    /// Wakes the flusher (a full batch, a flush request).
+    pub flush_wake: Notify,
+    /// Callers of `flush` waiting for an empty buffer.
+    pub flush_waiters: Mutex<Vec<oneshot::Sender<()>>>,
+    /// `Some(deadline)` once the client stops: tasks end, the flusher
+    /// delivers what it can before the deadline.
+    pub stop: watch::Sender<Option<Instant>>,
+    pub stream_connected: AtomicBool,
+    /// Drop counts already reported through the hook.
+    pub reported_drops: Mutex<[[u64; 6]; 2]>,
+    /// Whether the flusher runs (an ingest key was given and the client
+    /// has not shut down).
+    pub shipping: AtomicBool,
+}
+
+impl Shared {
+    pub fn hooks(&self) -> Option<&dyn crate::hooks::Hooks> {
+        self.opts.hooks.as_deref()
+    }
+
+    pub fn emit(&self, event: &SdkEvent<'_>) {
+        emit(self.hooks(), event);
+    }
+}
+
+/// Stops the background tasks when the last handle goes.
+struct Handle {
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.stop.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The SDK client. Cheap to clone (one `Arc`); share one per process.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Handle>,
+}
+
+/// One experiment of [`Client::assignments`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AssignedExperiment {
+    /// The opaque client-facing flag.
+    pub flag: String,
+    /// The experiment key.
+    pub experiment: String,
+    /// The variant to serve.
+    pub variant: String,
+    /// The variant assigned (differs for opted-out units).
+    pub assigned: String,
+    /// Whether serving it is an exposure (false for a concluded rollout).
+    pub log_exposure: bool,
+}
+
+/// The experiments that apply to one request, in snapshot order. Reading
+/// them logs no exposure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignments {
+    version: u64,
+    items: Vec<AssignedExperiment>,
+}
+
+impl Assignments {
+    /// The snapshot version they come from (0: none loaded).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The assignment of a flag or experiment key.
+    pub fn get(&self, flag_or_key: &str) -> Option<&AssignedExperiment> {
+        self.items
+            .iter()
+            .find(|a| a.flag == flag_or_key)
+            .or_else(|| self.items.iter().find(|a| a.experiment == flag_or_key))
+    }
+
+    /// All of them.
+    pub fn iter(&self) -> std::slice::Iter<'_, AssignedExperiment> {
+        self.items.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether none applies.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What [`Client::shutdown`] achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Whether every buffered record was delivered before the deadline.
+    pub delivered_all: bool,
+    /// Records dropped at the deadline.
+    pub dropped: u64,
+}
+
+/// The unit id a context value stands for, as the engine reads it.
+fn unit_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes evaluation panic on this thread, to test that it is caught.
+    static FAIL_EVALUATION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Client {
+    /// Starts building a client for the server at `server_url` with an SDK
+    /// key (kind `sdk`).
+    pub fn builder(server_url: &str, sdk_key: &str) -> ClientBuilder {
+        ClientBuilder::new(server_url, sdk_key)
+    }
+
+    pub(crate) fn start(opts: Options, rt: &tokio::runtime::Handle) -> Result<Self, BuildError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(opts.request_timeout)
+            .build()
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let shipping = opts.ingest_auth.is_some();
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(Loaded::none()),
+            counters: Counters::default(),
+            buffer: Buffer::new(opts.buffer_capacity),
+            dedup: Dedup::new(opts.dedup_capacity),
+            http,
+            loaded: watch::Sender::new(false),
+            fetch_now: Notify::new(),
+            flush_wake: Notify::new(),
+            flush_waiters: Mutex::new(Vec::new()),
+            stop: watch::Sender::new(None),
+            stream_connected: AtomicBool::new(false),
+            reported_drops: Mutex::new([[0; 6]; 2]),
+            shipping: AtomicBool::new(shipping),
+            opts,
+        });
+        config::load_local(&shared);
+        rt.spawn(config::run_poller(shared.clone()));
+        if shared.opts.streaming {
+            rt.spawn(config::run_stream(shared.clone()));
+        }
+        let flusher = shipping.then(|| rt.spawn(ship::run(shared.clone())));
+        Ok(Self {
+            inner: Arc::new(Handle {
+                shared,
+                flusher: Mutex::new(flusher),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Waits until a snapshot is loaded (bootstrap, cache or server), at
+    /// most `timeout`; returns whether one is. The client works either way:
+    /// without a snapshot it serves defaults.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared().loaded.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|loaded| *loaded))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The version of the current snapshot (0 when none is loaded).
+    pub fn version(&self) -> u64 {
+        self.shared().state.load().version
+    }
+
+    /// The variant of `flag_or_key` (the experiment's opaque flag, or its
+    /// key) to serve to the unit of `ctx`, or `default` when the unit is not
+    /// in the experiment or anything at all goes wrong. Logs one exposure
+    /// per unit and experiment per day when the unit is really in the
+    /// experiment (not for a concluded rollout), carrying the assigned and
+    /// the served variant. Never blocks on the network; never panics.
+    pub fn variant<'d>(&self, ctx: &Context, flag_or_key: &str, default: &'d str) -> Variant<'d> {
+        let shared = self.shared();
+        match catch_unwind(AssertUnwindSafe(|| {
+            evaluate_flag(shared, ctx, flag_or_key, default)
+        })) {
+            Ok(v) => v,
+            Err(_) => {
+                shared.counters.evaluation_panics.add(1);
+                Variant::default_for(default, Reason::Error)
+            }
+        }
+    }
+
+    /// Every experiment applying to `ctx` on `surface` (`None`: every
+    /// surface), without logging exposures: for passing assignments on to
+    /// a client-side renderer or a log line. Empty when nothing is loaded
+    /// or anything goes wrong.
+    pub fn assignments(&self, ctx: &Context, surface: Option<&str>) -> Assignments {
+        let shared = self.shared();
+        catch_unwind(AssertUnwindSafe(|| {
+            let state = shared.state.load();
+            let items = state
+                .compiled
+                .evaluate(ctx, surface)
+                .into_iter()
+                .map(|a| AssignedExperiment {
+                    flag: a.flag.to_owned(),
+                    experiment: a.experiment.to_owned(),
+                    variant: a.variant.to_owned(),
+                    assigned: a.assigned.to_owned(),
+                    log_exposure: a.log_exposure,
+                })
+                .collect();
+            Assignments {
+                version: state.version,
+                items,
+            }
+        }))
+        .unwrap_or_else(|_| {
+            shared.counters.evaluation_panics.add(1);
+            Assignments::default()
+        })
+    }
+
+    /// Records a behavioural event of the unit of `ctx` (its
+    /// `event_unit_attribute`, default `user_id`) with a client-generated
+    /// `event_id` (UUID v7, so retries never count twice) and the client's
+    /// clock. Returns the id, or `None` when the context has no unit id.
+    /// Never blocks on the network.
+    pub fn track(
+        &self,
+        ctx: &Context,
+        event_type: &str,
+        value: Option<f64>,
+        properties: Option<Map<String, Value>>,
+    ) -> Option<Uuid> {
+        let shared = self.shared();
+        catch_unwind(AssertUnwindSafe(|| {
+            let Some(unit_id) = ctx.get(&shared.opts.event_unit_attr).and_then(unit_text) else {
+                shared
+                    .counters
+                    .drop_records(RecordKind::Event, DropReason::NoUnit, 1);
+                return None;
+            };
+            let event_id = Uuid::now_v7();
+            if !shared.shipping.load(Ordering::Relaxed) {
+                if shared.opts.ingest_auth.is_some() {
+                    shared
+                        .counters
+                        .drop_records(RecordKind::Event, DropReason::Shutdown, 1);
+                } else {
+                    shared.counters.unshipped_no_ingest_key.add(1);
+                }
+                return Some(event_id);
+            }
+            let low = shared.opts.low_priority_events.contains(event_type);
+            let (waiting, evicted) = shared.buffer.push_event(
+                Event {
+                    event_id,
+                    unit_id,
+                    kind: event_type.to_owned(),
+                    // JSON has no NaN or infinity; such a value is left out.
+                    value: value.filter(|v| v.is_finite()),
+                    properties,
+                    at: SystemTime::now(),
+                },
+                low,
+                &shared.counters,
+            );
+            shared.counters.events_tracked.add(1);
+            // A drop wakes the flusher too, so that the hook hears of it.
+            if evicted || waiting % shared.opts.batch_size == 0 {
+                shared.flush_wake.notify_one();
+            }
+            Some(event_id)
+        }))
+        .unwrap_or(None)
+    }
+
+    /// Delivers everything buffered now, retrying as usual, and returns once
+    /// the buffer is empty: true when nothing was dropped meanwhile. A
+    /// record is retried at most until it is older than the buffer's age
+    /// bound, so this ends; wrap it in a timeout to wait less, or use
+    /// [`shutdown`](Self::shutdown) with a deadline. Without an ingest key
+    /// there is nothing to deliver.
+    pub async fn flush(&self) -> bool {
+        let shared = self.shared();
+        if !shared.shipping.load(Ordering::Relaxed) {
+            return shared.buffer.len() == 0;
+        }
+        let dropped = || {
+            shared.counters.dropped_total(RecordKind::Exposure)
+                + shared.counters.dropped_total(RecordKind::Event)
+        };
+        let before = dropped();
+        let (tx, rx) = oneshot::channel();
+        shared
+            .flush_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        shared.flush_wake.notify_one();
+        rx.await.is_ok() && dropped() == before
+    }
+
+    /// Stops the background tasks, delivering buffered records until
+    /// `deadline` from now; what is left then is dropped and counted.
+    /// Evaluation keeps working afterwards; records logged after it are
+    /// not shipped (counted as dropped).
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let shared = self.shared();
+        let before = shared.counters.dropped_total(RecordKind::Exposure)
+            + shared.counters.dropped_total(RecordKind::Event);
+        shared.stop.send_replace(Some(Instant::now() + deadline));
+        let flusher = self
+            .inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = flusher {
+            // The flusher ends by the deadline; the margin covers a request
+            // that ignores its timeout.
+            let _ = tokio::time::timeout(deadline + Duration::from_secs(1), task).await;
+        }
+        shared.shipping.store(false, Ordering::Relaxed);
+        let left = shared.buffer.len() as u64;
+        shared.buffer.clear(DropReason::Shutdown, &shared.counters);
+        let after = shared.counters.dropped_total(RecordKind::Exposure)
+            + shared.counters.dropped_total(RecordKind::Event);
+        ShutdownReport {
+            delivered_all: after == before && left == 0,
+            dropped: after - before,
+        }
+    }
+
+    /// The client's counters now.
+    pub fn stats(&self) -> Stats {
+        let s = self.shared();
+        let c = &s.counters;
+        Stats {
+            config_version: s.state.load().version,
+            configs_applied: c.configs_applied.get(),
+            configs_rejected: c.configs_rejected.get(),
+            config_fetch_failures: c.config_fetch_failures.get(),
+            stream_connected: s.stream_connected.load(Ordering::Relaxed),
+            exposures_logged: c.exposures_logged.get(),
+            exposures_deduplicated: c.exposures_deduplicated.get(),
+            exposures_delivered: c.exposures_delivered.get(),
+            events_tracked: c.events_tracked.get(),
+            events_delivered: c.events_delivered.get(),
+            exposures_dropped: c.dropped_total(RecordKind::Exposure),
+            events_dropped: c.dropped_total(RecordKind::Event),
+            unshipped_no_ingest_key: c.unshipped_no_ingest_key.get(),
+            evaluation_panics: c.evaluation_panics.get(),
+            buffered: s.buffer.len() as u64,
+        }
+    }
+}
+
+/// The body of `variant`, run under `catch_unwind`.
+fn evaluate_flag<'d>(shared: &Shared, ctx: &Context, flag: &str, default: &'d str) -> Variant<'d> {
+    #[cfg(test)]
+    if FAIL_EVALUATION.with(std::cell::Cell::get) {
+        panic!("injected evaluation failure");
+    }
+    let state = shared.state.load();
+    if !state.present {
+        return Variant::default_for(default, Reason::NoConfig);
+    }
+    let Some(entry) = state.flag(flag) else {
+        return Variant::default_for(default, Reason::UnknownFlag);
+    };
+    let Some(single) = &entry.snapshot else {
+        return Variant::default_for(default, Reason::Disabled);
+    };
+    let mut out = Vec::new();
+    single.evaluate_into(ctx, None, &mut out);
+    let Some(a) = out.first() else {
+        return Variant::default_for(default, Reason::NotAssigned);
+    };
+    if a.log_exposure {
+        log_exposure(shared, ctx, entry, a);
+        Variant::served(a.variant, Reason::Assigned)
+    } else {
+        Variant::served(a.variant, Reason::Rollout)
+    }
+}
+
+/// Buffers the exposure of `a` unless this unit was exposed to this
+/// experiment earlier today.
+fn log_exposure(shared: &Shared, ctx: &Context, entry: &FlagEntry, a: &Assignment<'_>) {
+    let Some(unit) = ctx.get(a.unit_attr) else {
+        return;
+    };
+    let unit_id = match unit {
+        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => match unit_text(other) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => return,
+        },
+    };
+    let now = SystemTime::now();
+    let day = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    if !shared.dedup.first_today(&unit_id, a.experiment, day) {
+        shared.counters.exposures_deduplicated.add(1);
+        return;
+    }
+    if !shared.shipping.load(Ordering::Relaxed) {
+        if shared.opts.ingest_auth.is_some() {
+            shared
+                .counters
+                .drop_records(RecordKind::Exposure, DropReason::Shutdown, 1);
+        } else {
+            shared.counters.unshipped_no_ingest_key.add(1);
+        }
+        return;
+    }
+    let (waiting, evicted) = shared.buffer.push_exposure(
+        Exposure {
+            unit_id: unit_id.into_owned(),
+            experiment: entry.key.clone(),
+            variant: entry.variant_arc(a.variant),
+            assigned: entry.variant_arc(a.assigned),
+            opted_out: ctx.opted_out(),
+            at: now,
+        },
+        &shared.counters,
+    );
+    shared.counters.exposures_logged.add(1);
+    if evicted || waiting % shared.opts.batch_size == 0 {
+        shared.flush_wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"version": 3, "experiments": [
+        {"key": "exp_a", "flag": "fa", "salt": "sa", "status": "running",
+         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}]},
+        {"key": "exp_w", "flag": "fw", "salt": "sw", "status": "concluded", "winner": "big",
+         "variants": [{"key": "small", "weight": 1}, {"key": "big", "weight": 1}]},
+        {"key": "exp_p", "flag": "fp", "salt": "sp", "status": "paused",
+         "variants": [{"key": "control", "weight": 1}]}]}"#;
+
+    async fn client(ingest: bool) -> Client {
+        // Port 9 (discard) on loopback: nothing answers, which is the point.
+        let mut b = Client::builder("http://127.0.0.1:9", "k")
+            .bootstrap_json(DOC)
+            .streaming(false)
+            .poll_interval(Duration::from_secs(3600))
+            .flush_interval(Duration::from_secs(3600));
+        if ingest {
+            b = b.ingest_key("i");
+        }
+        b.build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_evaluation_becomes_the_default() {
+        let c = client(true).await;
+        let ctx = Context::for_user("u1");
+        assert!(!c.variant(&ctx, "fa", "dflt").is_default());
+        FAIL_EVALUATION.with(|f| f.set(true));
+        let v = c.variant(&ctx, "fa", "dflt");
+        FAIL_EVALUATION.with(|f| f.set(false));
+        assert_eq!(v, "dflt");
+        assert_eq!(v.reason(), Reason::Error);
+        assert_eq!(c.stats().evaluation_panics, 1);
+    }
+
+    #[tokio::test]
+    async fn reasons_and_exposures() {
+        let c = client(true).await;
+        assert!(c.ready(Duration::from_millis(10)).await);
+        let ctx = Context::for_user("u1");
+        let v = c.variant(&ctx, "fa", "dflt");
+        assert_eq!(v.reason(), Reason::Assigned);
+        // The key works as well as the flag, and a second look is not a
+        // second exposure.
+        assert_eq!(c.variant(&ctx, "exp_a", "dflt").as_str(), v.as_str());
+        let w = c.variant(&ctx, "fw", "dflt");
+        assert_eq!((w.as_str(), w.reason()), ("big", Reason::Rollout));
+        assert_eq!(c.variant(&ctx, "fp", "dflt").reason(), Reason::Disabled);
+        assert_eq!(
+            c.variant(&ctx, "nope", "dflt").reason(),
+            Reason::UnknownFlag
+        );
+        assert_eq!(
+            c.variant(&Context::new(), "fa", "dflt").reason(),
+            Reason::NotAssigned
+        );
+        let s = c.stats();
+        assert_eq!((s.exposures_logged, s.exposures_deduplicated), (1, 1));
+        assert_eq!(s.buffered, 1);
+        let e = c.shared().buffer.take_exposures(10);
+        assert_eq!(&*e[0].experiment, "exp_a");
+        assert_eq!(&*e[0].variant, v.as_str());
+    }
+
+    #[tokio::test]
+    async fn opted_out_units_are_served_control_and_logged_with_their_assignment() {
+        let c = client(true).await;
+        // A unit assigned to the treatment (reading assignments logs nothing).
+        let unit = (0..1000)
+            .map(|i| format!("u{i}"))
+            .find(|u| {
+                c.assignments(&Context::for_user(u.as_str()), None)
+                    .get("fa")
+                    .is_some_and(|a| a.variant == "treatment")
+            })
+            .unwrap();
+        let mut ctx = Context::for_user(unit);
+        ctx.insert("opted_out", true);
+        assert_eq!(c.variant(&ctx, "fa", "d"), "control");
+        let e = c.shared().buffer.take_exposures(10);
+        assert_eq!(
+            (&*e[0].variant, &*e[0].assigned, e[0].opted_out),
+            ("control", "treatment", true)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_ingest_key_nothing_is_buffered_but_it_is_counted() {
+        let c = client(false).await;
+        let ctx = Context::for_user("u1");
+        c.variant(&ctx, "fa", "d");
+        assert!(c.track(&ctx, "purchase", Some(3.0), None).is_some());
+        assert!(c.track(&Context::new(), "purchase", None, None).is_none());
+        let s = c.stats();
+        assert_eq!(s.unshipped_no_ingest_key, 2);
+        assert_eq!(s.buffered, 0);
+        assert_eq!(s.events_dropped, 1, "the event without a unit");
+        assert!(c.flush().await);
+    }
+
+    #[tokio::test]
+    async fn assignments_log_nothing() {
+        let c = client(true).await;
+        let a = c.assignments(&Context::for_user("u9"), None);
+        assert_eq!(a.version(), 3);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.get("fw").unwrap().variant, "big");
+        assert!(a.get("exp_a").is_some());
+        assert_eq!(c.stats().exposures_logged, 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_drops_what_cannot_be_delivered_and_says_so() {
+        let c = client(true).await;
+        c.track(&Context::for_user("u1"), "purchase", None, None);
+        let r = c.shutdown(Duration::from_millis(50)).await;
+        assert!(!r.delivered_all);
+        assert_eq!(r.dropped, 1);
+        // Still answers afterwards.
+        assert!(!c.variant(&Context::for_user("u1"), "fa", "d").is_default());
+    }
+}

@@ -1,0 +1,442 @@
+//! The flusher: ships buffered exposures and events to the collector.
+//!
+//! Batches are JSON arrays, gzip-compressed, sent one at a time (exposures
+//! first: they are the experiment's denominator). A failed batch is retried
+//! as is — same records, same `event_id`s — with exponential backoff and
+//! full jitter, never sooner than a `Retry-After`, until it is acknowledged,
+//! refused for good (a 4xx other than 408/429), older than the buffer's age
+//! bound, or the shutdown deadline passes. Because the collector
+//! deduplicates events by `event_id` and exposures by (unit, experiment,
+//! day), retrying a batch whose acknowledgement was lost stores it once.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::backoff::full_jitter;
+use crate::buffer::{Event, Exposure};
+use crate::client::Shared;
+use crate::hooks::{DropReason, RecordKind, SdkEvent, KINDS, REASONS};
+
+fn rfc3339(t: SystemTime) -> String {
+    OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+#[derive(Serialize)]
+struct ExposureOut<'a> {
+    unit_id: &'a str,
+    experiment: &'a str,
+    variant: &'a str,
+    assigned_variant: &'a str,
+    opted_out: bool,
+    ts: String,
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    event_id: String,
+    unit_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<&'a Map<String, Value>>,
+}
+
+/// A batch ready to send: its records' kind, count, oldest time and body.
+struct Batch {
+    kind: RecordKind,
+    records: usize,
+    oldest: SystemTime,
+    gzip: Vec<u8>,
+}
+
+fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(json)?;
+    enc.finish()
+}
+
+fn exposure_batch(records: &[Exposure]) -> Option<Batch> {
+    let out: Vec<ExposureOut<'_>> = records
+        .iter()
+        .map(|e| ExposureOut {
+            unit_id: &e.unit_id,
+            experiment: &e.experiment,
+            variant: &e.variant,
+            assigned_variant: &e.assigned,
+            opted_out: e.opted_out,
+            ts: rfc3339(e.at),
+        })
+        .collect();
+    Some(Batch {
+        kind: RecordKind::Exposure,
+        records: records.len(),
+        oldest: records.iter().map(|e| e.at).min()?,
+        gzip: gzip(&serde_json::to_vec(&out).ok()?).ok()?,
+    })
+}
+
+fn event_batch(records: &[Event]) -> Option<Batch> {
+    let out: Vec<EventOut<'_>> = records
+        .iter()
+        .map(|e| EventOut {
+            event_id: e.event_id.to_string(),
+            unit_id: &e.unit_id,
+            kind: &e.kind,
+            ts: rfc3339(e.at),
+            value: e.value,
+            properties: e.properties.as_ref(),
+        })
+        .collect();
+    Some(Batch {
+        kind: RecordKind::Event,
+        records: records.len(),
+        oldest: records.iter().map(|e| e.at).min()?,
+        gzip: gzip(&serde_json::to_vec(&out).ok()?).ok()?,
+    })
+}
+
+/// The collector's answer to an acknowledged batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ack {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+}
+
+fn parse_ack(body: &[u8], records: usize) -> Ack {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let rejected = v
+        .get("rejected")
+        .and_then(Value::as_array)
+        .map_or(0, |r| r.len() as u64);
+    let duplicates = v.get("duplicates").and_then(Value::as_u64).unwrap_or(0);
+    // An acknowledgement without a readable count still acknowledges the
+    // batch: whatever was not rejected was stored.
+    let accepted = v
+        .get("accepted")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| (records as u64).saturating_sub(rejected + duplicates));
+    Ack {
+        accepted,
+        duplicates,
+        rejected,
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Strata).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs: f64 = resp
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+enum Outcome {
+    Acked(Ack),
+    Refused(String),
+    Retry(String, Option<Duration>),
+}
+
+async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
+    let Some(auth) = shared.opts.ingest_auth.clone() else {
+        return Outcome::Refused("no ingest key".to_owned());
+    };
+    let path = match batch.kind {
+        RecordKind::Exposure => "exposures",
+        RecordKind::Event => "events",
+    };
+    let resp = shared
+        .http
+        .post(format!("{}/collect/v1/{path}", shared.opts.collector_url))
+        .header(AUTHORIZATION, auth)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_ENCODING, "gzip")
+        .timeout(timeout)
+        .body(batch.gzip.clone())
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return Outcome::Retry(e.to_string(), None),
+    };
+    let status = resp.status();
+    if status.is_success() {
+        // The batch is acknowledged by the status; the body only refines
+        // the counts, so a body that fails to arrive does not resend it.
+        let body = resp.bytes().await.unwrap_or_default();
+        return Outcome::Acked(parse_ack(&body, batch.records));
+    }
+    let wait = retry_after(&resp);
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        Outcome::Retry(format!("status {status}"), wait)
+    } else {
+        Outcome::Refused(format!("status {status}"))
+    }
+}
+
+/// Sends one batch until it is settled (delivered or dropped).
+async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Option<Instant>>) {
+    let c = &shared.counters;
+    let drop_batch = |reason| c.drop_records(batch.kind, reason, batch.records as u64);
+    let mut attempt = 0u32;
+    loop {
+        let deadline = *stop.borrow_and_update();
+        let mut timeout = shared.opts.request_timeout;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return drop_batch(DropReason::Shutdown);
+            }
+            timeout = timeout.min(left);
+        }
+        let (error, wait) = match send(shared, &batch, timeout).await {
+            Outcome::Acked(ack) => {
+                let delivered = (batch.records as u64).saturating_sub(ack.rejected);
+                match batch.kind {
+                    RecordKind::Exposure => c.exposures_delivered.add(delivered),
+                    RecordKind::Event => c.events_delivered.add(delivered),
+                }
+                c.drop_records(batch.kind, DropReason::RejectedRecord, ack.rejected);
+                shared.emit(&SdkEvent::BatchSent {
+                    kind: batch.kind,
+                    records: batch.records,
+                    accepted: ack.accepted,
+                    duplicates: ack.duplicates,
+                    rejected: ack.rejected,
+                });
+                return;
+            }
+            Outcome::Refused(error) => {
+                shared.emit(&SdkEvent::BatchFailed {
+                    kind: batch.kind,
+                    error: &error,
+                    attempt: attempt + 1,
+                    retry_in: Duration::ZERO,
+                });
+                return drop_batch(DropReason::RejectedBatch);
+            }
+            Outcome::Retry(error, wait) => (error, wait),
+        };
+        attempt = attempt.saturating_add(1);
+        let jitter = full_jitter(shared.opts.retry_base, shared.opts.retry_cap, attempt);
+        let delay = wait.map_or(jitter, |w| w.max(jitter));
+        let expires = batch.oldest + shared.opts.buffer_max_age;
+        if SystemTime::now() + delay > expires {
+            return drop_batch(DropReason::Expired);
+        }
+        if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+            return drop_batch(DropReason::Shutdown);
+        }
+        shared.emit(&SdkEvent::BatchFailed {
+            kind: batch.kind,
+            error: &error,
+            attempt,
+            retry_in: delay,
+        });
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                // A shutdown re-checks the deadline at once.
+                _ = stop.changed() => break,
+                // Callers wake the flusher when they drop records: report
+                // them now rather than after the wait.
+                () = shared.flush_wake.notified() => report_drops(shared),
+            }
+        }
+    }
+}
+
+/// Sends everything buffered, batch by batch, exposures and events in turn.
+async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
+    let size = shared.opts.batch_size;
+    loop {
+        shared.buffer.expire(
+            SystemTime::now(),
+            shared.opts.buffer_max_age,
+            &shared.counters,
+        );
+        let exposures = shared.buffer.take_exposures(size);
+        let events = shared.buffer.take_events(size);
+        if exposures.is_empty() && events.is_empty() {
+            return;
+        }
+        for batch in [exposure_batch(&exposures), event_batch(&events)]
+            .into_iter()
+            .flatten()
+        {
+            deliver(shared, batch, stop).await;
+        }
+    }
+}
+
+/// Reports the drops counted since the previous report.
+fn report_drops(shared: &Shared) {
+    let mut last = shared
+        .reported_drops
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for (k, kind) in KINDS.iter().enumerate() {
+        for (r, reason) in REASONS.iter().enumerate() {
+            let now = shared
+                .counters
+                .dropped
+                .get(k)
+                .and_then(|row| row.get(r))
+                .map_or(0, |c| c.get());
+            if let Some(prev) = last.get_mut(k).and_then(|row| row.get_mut(r)) {
+                if now > *prev {
+                    shared.emit(&SdkEvent::RecordsDropped {
+                        kind: *kind,
+                        reason: *reason,
+                        count: now - *prev,
+                    });
+                    *prev = now;
+                }
+            }
+        }
+    }
+}
+
+fn answer_waiters(shared: &Shared) {
+    let waiters = std::mem::take(
+        &mut *shared
+            .flush_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    for w in waiters {
+        let _ = w.send(());
+    }
+}
+
+/// The flusher task: drains every flush interval, on a full batch or a
+/// flush request, and a last time at shutdown.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let stopping = stop.borrow_and_update().is_some();
+        if !stopping {
+            tokio::select! {
+                () = tokio::time::sleep(shared.opts.flush_interval) => {}
+                () = shared.flush_wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        drain(&shared, &mut stop).await;
+        if shared.buffer.len() == 0 {
+            answer_waiters(&shared);
+        }
+        report_drops(&shared);
+        if stop.borrow().is_some() {
+            // Records that arrived during the last drain are left for
+            // `shutdown`, which drops and counts them; pending flushes end
+            // (unsuccessfully) rather than wait for a flusher that is gone.
+            shared
+                .flush_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use uuid::Uuid;
+
+    fn gunzip(b: &[u8]) -> Value {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_string(&mut s)
+            .unwrap();
+        serde_json::from_str(&s).unwrap()
+    }
+
+    #[test]
+    fn records_have_the_data_model_fields() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let e = Exposure {
+            unit_id: "u1".into(),
+            experiment: "exp".into(),
+            variant: "control".into(),
+            assigned: "treatment".into(),
+            opted_out: true,
+            at,
+        };
+        let b = exposure_batch(&[e]).unwrap();
+        assert_eq!(b.records, 1);
+        assert_eq!(
+            gunzip(&b.gzip),
+            serde_json::json!([{"unit_id": "u1", "experiment": "exp", "variant": "control",
+                "assigned_variant": "treatment", "opted_out": true, "ts": "2023-11-14T22:13:20.123Z"}])
+        );
+        let id = Uuid::now_v7();
+        let ev = Event {
+            event_id: id,
+            unit_id: "u1".into(),
+            kind: "purchase".into(),
+            value: Some(9.5),
+            properties: None,
+            at,
+        };
+        let v = gunzip(&event_batch(&[ev]).unwrap().gzip);
+        assert_eq!(v[0]["event_id"], id.to_string());
+        assert_eq!(v[0]["type"], "purchase");
+        assert_eq!(v[0]["value"], 9.5);
+        assert!(v[0].get("properties").is_none());
+        assert_eq!(id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn acknowledgements_are_read_leniently() {
+        assert_eq!(
+            parse_ack(
+                br#"{"accepted": 3, "duplicates": 1, "rejected": [{"index": 0}]}"#,
+                5
+            ),
+            Ack {
+                accepted: 3,
+                duplicates: 1,
+                rejected: 1
+            }
+        );
+        assert_eq!(
+            parse_ack(b"not json", 4),
+            Ack {
+                accepted: 4,
+                duplicates: 0,
+                rejected: 0
+            }
+        );
+        assert!(exposure_batch(&[]).is_none());
+    }
+}
