@@ -12,18 +12,34 @@
 //!    date and a user partition (a hash independent of the assignment hash).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod codec;
+pub mod compact;
+pub mod dedup;
+pub mod delete;
+pub mod error;
 pub mod http;
 pub mod limits;
+pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod parquet;
 pub mod parse;
+pub mod partition;
 pub mod record;
+pub mod retention;
+pub mod store;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use compact::CompactionReport;
+pub use delete::DeletionReport;
+pub use error::StoreError;
+pub use partition::user_partition;
 pub use record::{Event, Exposure, Kind, Record};
+pub use retention::{RetentionPolicy, RetentionReport};
+pub use store::{LocalStore, StoreOptions};
 
 /// A boxed future, so that [`Sink`] and [`Authorizer`] can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,332 @@
+//! The compact binary encoding of a [`Record`] inside a log frame.
+//!
+//! The log must absorb hundreds of thousands of records per second on two
+//! cores, so a record is not stored as JSON: strings are length-prefixed
+//! bytes, integers are zig-zag varints, flags share one byte, and an
+//! exposure whose assigned variant equals the served one stores it once.
+//! A 500-byte JSON event encodes to roughly 300 bytes.
+//!
+//! Layout (version 1; the segment header carries the version):
+//!
+//! ```text
+//! exposure: 0x01 str(unit_id) str(experiment) str(variant) flags
+//!           [str(assigned_variant) unless flags&2] ivar(ts) ivar(received_at) map(attributes)
+//! event:    0x02 str(event_id) str(unit_id) str(type) flags
+//!           ivar(ts) ivar(received_at) [f64 LE value if flags&2] map(properties)
+//! str = uvar(len) bytes (UTF-8)      map = uvar(n) n × (str str)
+//! exposure flags: 1 opted_out, 2 assigned_variant == variant
+//! event flags:    1 is_bot, 2 has value
+//! ```
+//!
+//! Decoding is total: any byte string either decodes to a record or yields a
+//! [`DecodeError`]; it never panics and never allocates more than the input
+//! length justifies.
+
+use std::collections::BTreeMap;
+
+use crate::record::{Event, Exposure, Record};
+
+const TAG_EXPOSURE: u8 = 1;
+const TAG_EVENT: u8 = 2;
+
+/// Why a payload is not a valid encoded record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The payload ends inside a field.
+    #[error("record truncated at byte {0}")]
+    Truncated(usize),
+    /// Unknown record tag.
+    #[error("unknown record tag {0}")]
+    Tag(u8),
+    /// A string field is not UTF-8.
+    #[error("string at byte {0} is not utf-8")]
+    Utf8(usize),
+    /// A varint is longer than 64 bits.
+    #[error("varint at byte {0} overflows")]
+    Varint(usize),
+    /// Bytes left after the record.
+    #[error("{0} trailing bytes after the record")]
+    Trailing(usize),
+}
+
+/// Appends the encoding of `record` to `out`.
+pub fn encode(record: &Record, out: &mut Vec<u8>) {
+    match record {
+        Record::Exposure(x) => {
+            out.push(TAG_EXPOSURE);
+            put_str(out, &x.unit_id);
+            put_str(out, &x.experiment);
+            put_str(out, &x.variant);
+            let same = x.assigned_variant == x.variant;
+            out.push(u8::from(x.opted_out) | (u8::from(same) << 1));
+            if !same {
+                put_str(out, &x.assigned_variant);
+            }
+            put_ivar(out, x.ts);
+            put_ivar(out, x.received_at);
+            put_map(out, &x.attributes);
+        }
+        Record::Event(e) => {
+            out.push(TAG_EVENT);
+            put_str(out, &e.event_id);
+            put_str(out, &e.unit_id);
+            put_str(out, &e.event_type);
+            out.push(u8::from(e.is_bot) | (u8::from(e.value.is_some()) << 1));
+            put_ivar(out, e.ts);
+            put_ivar(out, e.received_at);
+            if let Some(v) = e.value {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            put_map(out, &e.properties);
+        }
+    }
+}
+
+/// Decodes one record that must fill `buf` exactly.
+pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+    let mut r = Reader { buf, pos: 0 };
+    let record = match r.byte()? {
+        TAG_EXPOSURE => {
+            let unit_id = r.string()?;
+            let experiment = r.string()?;
+            let variant = r.string()?;
+            let flags = r.byte()?;
+            let assigned_variant = if flags & 2 != 0 {
+                variant.clone()
+            } else {
+                r.string()?
+            };
+            let ts = r.ivar()?;
+            let received_at = r.ivar()?;
+            let attributes = r.map()?;
+            Record::Exposure(Exposure {
+                unit_id,
+                experiment,
+                variant,
+                assigned_variant,
+                opted_out: flags & 1 != 0,
+                ts,
+                received_at,
+                attributes,
+            })
+        }
+        TAG_EVENT => {
+            let event_id = r.string()?;
+            let unit_id = r.string()?;
+            let event_type = r.string()?;
+            let flags = r.byte()?;
+            let ts = r.ivar()?;
+            let received_at = r.ivar()?;
+            let value = if flags & 2 != 0 {
+                let b = r.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Some(f64::from_le_bytes(a))
+            } else {
+                None
+            };
+            let properties = r.map()?;
+            Record::Event(Event {
+                event_id,
+                unit_id,
+                event_type,
+                ts,
+                received_at,
+                value,
+                properties,
+                is_bot: flags & 1 != 0,
+            })
+        }
+        tag => return Err(DecodeError::Tag(tag)),
+    };
+    if r.pos != buf.len() {
+        return Err(DecodeError::Trailing(buf.len() - r.pos));
+    }
+    Ok(record)
+}
+
+fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_ivar(out: &mut Vec<u8>, v: i64) {
+    put_uvar(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvar(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
+    put_uvar(out, m.len() as u64);
+    for (k, v) in m {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(DecodeError::Truncated(self.pos))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Truncated(self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn uvar(&mut self) -> Result<u64, DecodeError> {
+        let start = self.pos;
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Varint(start))
+    }
+
+    fn ivar(&mut self) -> Result<i64, DecodeError> {
+        let u = self.uvar()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let at = self.pos;
+        // A length beyond the input is a truncation, caught by `take` before
+        // anything is allocated.
+        let len = usize::try_from(self.uvar()?).map_err(|_| DecodeError::Truncated(at))?;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Utf8(at))
+    }
+
+    fn map(&mut self) -> Result<BTreeMap<String, String>, DecodeError> {
+        let n = self.uvar()?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            // Each entry takes at least two bytes, so a huge count fails on
+            // truncation long before memory grows.
+            let k = self.string()?;
+            let v = self.string()?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn sample_event(i: u64) -> Record {
+        let mut properties = BTreeMap::new();
+        properties.insert("page".to_string(), format!("/p/{i}"));
+        properties.insert("country".to_string(), "DE".to_string());
+        Record::Event(Event {
+            event_id: format!("ev-{i}"),
+            unit_id: format!("u{}", i % 97),
+            event_type: "purchase".into(),
+            ts: 1_767_225_600_000_000 + i as i64,
+            received_at: 1_767_225_600_000_000 + i as i64 + 5,
+            value: if i % 2 == 0 {
+                Some(i as f64 * 0.5)
+            } else {
+                None
+            },
+            properties,
+            is_bot: i % 7 == 0,
+        })
+    }
+
+    #[test]
+    fn round_trips_both_kinds() {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("platform".to_string(), "ios".to_string());
+        for rec in [
+            sample_event(1),
+            sample_event(2),
+            Record::Exposure(Exposure {
+                unit_id: "u1".into(),
+                experiment: "exp".into(),
+                variant: "b".into(),
+                assigned_variant: "a".into(),
+                opted_out: true,
+                ts: -5,
+                received_at: i64::MAX,
+                attributes,
+            }),
+            Record::Exposure(Exposure {
+                unit_id: String::new(),
+                experiment: "e".into(),
+                variant: "a".into(),
+                assigned_variant: "a".into(),
+                opted_out: false,
+                ts: i64::MIN,
+                received_at: 0,
+                attributes: BTreeMap::new(),
+            }),
+        ] {
+            let mut buf = Vec::new();
+            encode(&rec, &mut buf);
+            assert_eq!(decode(&buf), Ok(rec));
+        }
+    }
+
+    #[test]
+    fn rejects_trailing_and_truncated() {
+        let mut buf = Vec::new();
+        encode(&sample_event(3), &mut buf);
+        for cut in 0..buf.len() {
+            assert!(decode(&buf[..cut]).is_err(), "prefix {cut} decoded");
+        }
+        buf.push(0);
+        assert_eq!(decode(&buf), Err(DecodeError::Trailing(1)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn events_round_trip(id in ".{0,20}", unit in ".{0,20}", ts in any::<i64>(), v in proptest::option::of(any::<f64>()), bot in any::<bool>()) {
+            let rec = Record::Event(Event {
+                event_id: id, unit_id: unit, event_type: "t".into(), ts, received_at: ts.wrapping_add(1),
+                value: v, properties: BTreeMap::new(), is_bot: bot,
+            });
+            let mut buf = Vec::new();
+            encode(&rec, &mut buf);
+            let back = decode(&buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // NaN != NaN, so compare the encodings.
+            let mut again = Vec::new();
+            encode(&back, &mut again);
+            prop_assert_eq!(buf, again);
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The Parquet layout the analysis engine reads.
+//!
+//! ```text
+//! <root>/kind=exposures/date=YYYY-MM-DD/part=NN/<stem>.parquet
+//! <root>/kind=events/date=YYYY-MM-DD/part=NN/<stem>.parquet
+//! ```
+//!
+//! `date` is the UTC day of the record's `ts`, `part` its unit's
+//! [`user_partition`] (two digits, or more when there are over 100
+//! partitions). Hive-style directories let DataFusion prune by kind, date and
+//! partition without opening files; within a file rows are sorted by `ts`
+//! (then unit) and every column has row-group and page statistics, so time
+//! windows prune row groups too. Columns follow `docs/data-model.md`: `ts`
+//! and `received_at` are `Timestamp(µs, "UTC")`, `attributes` and
+//! `properties` are `map<string, string>`.
+//!
+//! Every file is written atomically: a hidden temporary file in the target
+//! directory (the analysis skips hidden files), fsync, rename, fsync of the
+//! directory. A file's stem names its source (the compacted log segment
+//! range, or the JetStream sequence range), so writing the same source again
+//! replaces the file instead of adding a copy.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use ::parquet::arrow::ArrowWriter;
+use ::parquet::basic::Compression;
+use ::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use arrow_array::builder::{MapBuilder, StringBuilder};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, RecordBatchReader, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{Result, StoreError};
+use crate::log::sync_dir;
+use crate::partition::user_partition;
+use crate::record::{utc_day, Kind, Record};
+
+/// Rows per row group by default: small enough that a time-window query
+/// skips most of a large file, large enough to compress well.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// How [`write_records`] names and partitions its files.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Number of user partitions (`part=00` … `part=partitions-1`).
+    pub partitions: u32,
+    /// File name without extension, the same in every partition directory;
+    /// it must identify the source so that a redo overwrites (e.g.
+    /// `seg-<first>-<last>`). Must not start with `.` or `_`.
+    pub file_stem: String,
+    /// Maximum rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl WriteOptions {
+    /// Options with the default partitioning and row groups.
+    pub fn new(file_stem: impl Into<String>) -> Self {
+        WriteOptions {
+            partitions: crate::partition::DEFAULT_PARTITIONS,
+            file_stem: file_stem.into(),
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a UTC day number (days since 1970-01-01).
+pub fn date_string(day: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The UTC day number of a `YYYY-MM-DD` string.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let mut it = s.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// The directory of one partition.
+pub fn partition_dir(root: &Path, kind: Kind, day: i64, part: u32, partitions: u32) -> PathBuf {
+    let width = partitions.saturating_sub(1).max(1).to_string().len().max(2);
+    root.join(format!("kind={}", kind.dir_name()))
+        .join(format!("date={}", date_string(day)))
+        .join(format!("part={part:0width$}"))
+}
+
+fn map_type() -> DataType {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+        .finish()
+        .data_type()
+        .clone()
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Arrow schema of the exposure files.
+pub fn exposure_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("unit_id", DataType::Utf8, false),
+        Field::new("experiment", DataType::Utf8, false),
+        Field::new("variant", DataType::Utf8, false),
+        Field::new("assigned_variant", DataType::Utf8, false),
+        Field::new("opted_out", DataType::Boolean, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("received_at", ts_type(), false),
+        Field::new("attributes", map_type(), false),
+    ]))
+}
+
+/// Arrow schema of the event files.
+pub fn event_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("unit_id", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("received_at", ts_type(), false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("properties", map_type(), false),
+        Field::new("is_bot", DataType::Boolean, false),
+    ]))
+}
+
+fn map_array<'a>(
+    maps: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    path: &Path,
+) -> Result<ArrayRef> {
+    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for m in maps {
+        for (k, v) in m {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+        }
+        b.append(true).map_err(|e| StoreError::parquet(path, e))?;
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+fn ts_array(v: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+}
+
+/// The Arrow batch of records that all have `kind`.
+pub fn to_batch(kind: Kind, records: &[&Record], path: &Path) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = match kind {
+        Kind::Exposure => {
+            let xs: Vec<_> = records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Exposure(x) => Some(x),
+                    Record::Event(_) => None,
+                })
+                .collect();
+            vec![
+                Arc::new(StringArray::from_iter_values(xs.iter().map(|x| &x.unit_id))),
+                Arc::new(StringArray::from_iter_values(
+                    xs.iter().map(|x| &x.experiment),
+                )),
+                Arc::new(StringArray::from_iter_values(xs.iter().map(|x| &x.variant))),
+                Arc::new(StringArray::from_iter_values(
+                    xs.iter().map(|x| &x.assigned_variant),
+                )),
+                Arc::new(BooleanArray::from(
+                    xs.iter().map(|x| x.opted_out).collect::<Vec<_>>(),
+                )),
+                ts_array(xs.iter().map(|x| x.ts).collect()),
+                ts_array(xs.iter().map(|x| x.received_at).collect()),
+                map_array(xs.iter().map(|x| &x.attributes), path)?,
+            ]
+        }
+        Kind::Event => {
+            let es: Vec<_> = records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Event(e) => Some(e),
+                    Record::Exposure(_) => None,
+                })
+                .collect();
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    es.iter().map(|e| &e.event_id),
+                )),
+                Arc::new(StringArray::from_iter_values(es.iter().map(|e| &e.unit_id))),
+                Arc::new(StringArray::from_iter_values(
+                    es.iter().map(|e| &e.event_type),
+                )),
+                ts_array(es.iter().map(|e| e.ts).collect()),
+                ts_array(es.iter().map(|e| e.received_at).collect()),
+                Arc::new(Float64Array::from(
+                    es.iter().map(|e| e.value).collect::<Vec<_>>(),
+                )),
+                map_array(es.iter().map(|e| &e.properties), path)?,
+                Arc::new(BooleanArray::from(
+                    es.iter().map(|e| e.is_bot).collect::<Vec<_>>(),
+                )),
+            ]
+        }
+    };
+    let schema = match kind {
+        Kind::Exposure => exposure_schema(),
+        Kind::Event => event_schema(),
+    };
+    RecordBatch::try_new(schema, cols).map_err(|e| StoreError::parquet(path, e))
+}
+
+fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_created_by("strata-pipeline".into())
+        .build()
+}
+
+/// Creates `dir` and its missing ancestors below `root`, making each new
+/// entry durable.
+fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+    let mut d = dir;
+    while let Some(parent) = d.parent() {
+        sync_dir(parent)?;
+        if parent == root || !parent.starts_with(root) {
+            break;
+        }
+        d = parent;
+    }
+    Ok(())
+}
+
+/// Writes `batches` to `path` atomically (hidden temporary file, fsync,
+/// rename, fsync of the directory).
+pub fn write_file_atomic(
+    path: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::parquet(path, "no parent directory"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| StoreError::parquet(path, "no file name"))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let file = File::create(&tmp).map_err(|e| StoreError::io("create parquet file", &tmp, e))?;
+    let mut w = ArrowWriter::try_new(file, schema, Some(writer_properties(row_group_rows)))
+        .map_err(|e| StoreError::parquet(&tmp, e))?;
+    for b in batches {
+        w.write(b).map_err(|e| StoreError::parquet(&tmp, e))?;
+    }
+    let file = w.into_inner().map_err(|e| StoreError::parquet(&tmp, e))?;
+    file.sync_all()
+        .map_err(|e| StoreError::io("fsync parquet file", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| StoreError::io("rename parquet file", path, e))?;
+    sync_dir(dir)
+}
+
+/// Writes `records` as Parquet under `root` in the layout above: one file
+/// named `<file_stem>.parquet` per (kind, date, partition) present, rows
+/// sorted by `ts` then unit. Returns the files written. Existing files of
+/// the same name are replaced atomically, so a redo after a crash does not
+/// duplicate rows. This is the writer of the local compactor and of the
+/// JetStream consumer.
+pub fn write_records(root: &Path, records: &[Record], opts: &WriteOptions) -> Result<Vec<PathBuf>> {
+    if opts.file_stem.is_empty()
+        || opts.file_stem.starts_with(['.', '_'])
+        || opts.file_stem.contains('/')
+    {
+        return Err(StoreError::Option {
+            option: "file_stem",
+            reason: format!("`{}` must be a plain, visible file name", opts.file_stem),
+        });
+    }
+    let partitions = opts.partitions.max(1);
+    let mut groups: BTreeMap<(Kind, i64, u32), Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry((
+                r.kind(),
+                utc_day(r.ts()),
+                user_partition(r.unit_id(), partitions),
+            ))
+            .or_default()
+            .push(r);
+    }
+    let mut written = Vec::with_capacity(groups.len());
+    for ((kind, day, part), mut rows) in groups {
+        rows.sort_by(|a, b| {
+            a.ts()
+                .cmp(&b.ts())
+                .then_with(|| a.unit_id().cmp(b.unit_id()))
+        });
+        let dir = partition_dir(root, kind, day, part, partitions);
+        create_dirs(root, &dir)?;
+        let path = dir.join(format!("{}.parquet", opts.file_stem));
+        let batch = to_batch(kind, &rows, &path)?;
+        write_file_atomic(&path, batch.schema(), &[batch], opts.row_group_rows)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Reads every batch of a Parquet file.
+pub fn read_file(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let file = File::open(path).map_err(|e| StoreError::io("open parquet file", path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| StoreError::parquet(path, e))?
+        .build()
+        .map_err(|e| StoreError::parquet(path, e))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::parquet(path, e))?;
+    Ok((schema, batches))
+}
+
+/// What [`rewrite_filtered`] did to a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Rows removed.
+    pub removed: u64,
+    /// Rows kept.
+    pub kept: u64,
+}
+
+/// Keeps the rows of the file at `path` for which `keep` is true: the file
+/// is left alone when every row is kept, deleted when none is, otherwise
+/// replaced atomically.
+pub fn rewrite_filtered(
+    path: &Path,
+    row_group_rows: usize,
+    keep: &dyn Fn(&RecordBatch) -> Result<BooleanArray>,
+) -> Result<Rewrite> {
+    let (schema, batches) = read_file(path)?;
+    let mut out = Vec::with_capacity(batches.len());
+    let mut r = Rewrite::default();
+    for b in &batches {
+        let mask = keep(b)?;
+        let kept = arrow_select::filter::filter_record_batch(b, &mask)
+            .map_err(|e| StoreError::parquet(path, e))?;
+        r.kept += kept.num_rows() as u64;
+        r.removed += (b.num_rows() - kept.num_rows()) as u64;
+        out.push(kept);
+    }
+    if r.removed == 0 {
+        return Ok(r);
+    }
+    if r.kept == 0 {
+        fs::remove_file(path).map_err(|e| StoreError::io("remove parquet file", path, e))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        return Ok(r);
+    }
+    write_file_atomic(path, schema, &out, row_group_rows)?;
+    Ok(r)
+}
+
+/// A string column of a batch by name.
+pub fn string_column<'a>(b: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| StoreError::parquet(path, format!("no string column `{name}`")))
+}
+
+/// A timestamp column of a batch by name.
+pub fn ts_column<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a TimestampMicrosecondArray> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| StoreError::parquet(path, format!("no timestamp column `{name}`")))
+}
+
+/// Every `.parquet` file under `dir` (recursively), hidden entries skipped.
+pub fn list_parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|e| StoreError::io("list directory", &d, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("list directory", &d, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.ends_with(".parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::sample_event;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(date_string(0), "1970-01-01");
+        assert_eq!(date_string(-1), "1969-12-31");
+        assert_eq!(date_string(20_454), "2026-01-01");
+        assert_eq!(date_string(11_016), "2000-02-29");
+        // Years 0001 to 4160 (negative years are out of scope).
+        for d in -719_000..800_000i64 {
+            if d % 997 == 0 {
+                assert_eq!(parse_date(&date_string(d)), Some(d));
+            }
+        }
+        assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("x"), None);
+    }
+
+    #[test]
+    fn writes_partitioned_files_and_redo_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> = (0..500).map(sample_event).collect();
+        let opts = WriteOptions::new("seg-1-1");
+        let files = write_records(dir.path(), &records, &opts).unwrap();
+        let again = write_records(dir.path(), &records, &opts).unwrap();
+        assert_eq!(files, again);
+        let all = list_parquet_files(dir.path()).unwrap();
+        assert_eq!(all.len(), files.len());
+        let mut rows = 0;
+        for f in &all {
+            let s = f.to_string_lossy();
+            assert!(s.contains("kind=events/date=2026-01-01/part="), "{s}");
+            let (_, batches) = read_file(f).unwrap();
+            let part: u32 = s.split("part=").nth(1).unwrap()[..2].parse().unwrap();
+            for b in &batches {
+                let units = string_column(b, "unit_id", f).unwrap();
+                for u in units.iter().flatten() {
+                    assert_eq!(user_partition(u, 16), part);
+                }
+                let ts = ts_column(b, "ts", f).unwrap();
+                assert!(ts.values().windows(2).all(|w| w[0] <= w[1]), "sorted by ts");
+                rows += b.num_rows();
+            }
+        }
+        assert_eq!(rows, 500);
+        // No temporary file is left behind.
+        assert!(walk_all(dir.path())
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".tmp")));
+    }
+
+    fn walk_all(d: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                v.extend(walk_all(&p));
+            } else {
+                v.push(p);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn rewrite_filtered_keeps_deletes_or_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<Record> = (0..50).map(sample_event).collect();
+        let mut opts = WriteOptions::new("x");
+        opts.partitions = 1;
+        let files = write_records(dir.path(), &records, &opts).unwrap();
+        let f = &files[0];
+        let drop_u3 = |b: &RecordBatch| -> Result<BooleanArray> {
+            let u = string_column(b, "unit_id", Path::new("x"))?;
+            Ok(u.iter().map(|v| Some(v != Some("u3"))).collect())
+        };
+        let r = rewrite_filtered(f, 1000, &drop_u3).unwrap();
+        assert_eq!(
+            r,
+            Rewrite {
+                removed: 1,
+                kept: 49
+            }
+        );
+        let r = rewrite_filtered(f, 1000, &drop_u3).unwrap();
+        assert_eq!(
+            r,
+            Rewrite {
+                removed: 0,
+                kept: 49
+            }
+        );
+        let none = |b: &RecordBatch| -> Result<BooleanArray> {
+            Ok(BooleanArray::from(vec![false; b.num_rows()]))
+        };
+        rewrite_filtered(f, 1000, &none).unwrap();
+        assert!(!f.exists());
+    }
+}
