@@ -82,24 +82,20 @@ impl Buffer {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends an exposure; returns the number of exposures now waiting
-    /// and whether a record was dropped to make room.
-    pub fn push_exposure(&self, e: Exposure, counters: &Counters) -> (usize, bool) {
+    /// Appends an exposure; returns the number of exposures now waiting.
+    pub fn push_exposure(&self, e: Exposure, counters: &Counters) -> usize {
         let mut q = self.lock();
-        let full = q.len() >= self.capacity;
-        if full {
+        if q.len() >= self.capacity {
             q.evict_one(counters);
         }
         q.exposures.push_back(e);
-        (q.exposures.len(), full)
+        q.exposures.len()
     }
 
-    /// Appends an event; returns the number of events now waiting and
-    /// whether a record was dropped to make room.
-    pub fn push_event(&self, e: Event, low_priority: bool, counters: &Counters) -> (usize, bool) {
+    /// Appends an event; returns the number of events now waiting.
+    pub fn push_event(&self, e: Event, low_priority: bool, counters: &Counters) -> usize {
         let mut q = self.lock();
-        let full = q.len() >= self.capacity;
-        if full {
+        if q.len() >= self.capacity {
             q.evict_one(counters);
         }
         if low_priority {
@@ -107,7 +103,7 @@ impl Buffer {
         } else {
             q.events.push_back(e);
         }
-        (q.events.len() + q.low.len(), full)
+        q.events.len() + q.low.len()
     }
 
     /// Records waiting.

@@ -313,7 +313,7 @@ impl Client {
                 return Some(event_id);
             }
             let low = shared.opts.low_priority_events.contains(event_type);
-            let (waiting, evicted) = shared.buffer.push_event(
+            let waiting = shared.buffer.push_event(
                 Event {
                     event_id,
                     unit_id,
@@ -327,8 +327,7 @@ impl Client {
                 &shared.counters,
             );
             shared.counters.events_tracked.add(1);
-            // A drop wakes the flusher too, so that the hook hears of it.
-            if evicted || waiting % shared.opts.batch_size == 0 {
+            if waiting % shared.opts.batch_size == 0 {
                 shared.flush_wake.notify_one();
             }
             Some(event_id)
@@ -477,7 +476,7 @@ fn log_exposure(shared: &Shared, ctx: &Context, entry: &FlagEntry, a: &Assignmen
         }
         return;
     }
-    let (waiting, evicted) = shared.buffer.push_exposure(
+    let waiting = shared.buffer.push_exposure(
         Exposure {
             unit_id: unit_id.into_owned(),
             experiment: entry.key.clone(),
@@ -489,7 +488,7 @@ fn log_exposure(shared: &Shared, ctx: &Context, entry: &FlagEntry, a: &Assignmen
         &shared.counters,
     );
     shared.counters.exposures_logged.add(1);
-    if evicted || waiting % shared.opts.batch_size == 0 {
+    if waiting % shared.opts.batch_size == 0 {
         shared.flush_wake.notify_one();
     }
 }

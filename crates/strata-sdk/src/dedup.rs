@@ -62,7 +62,10 @@ impl Dedup {
         unit.hash(&mut h);
         experiment.hash(&mut h);
         let key = h.finish();
-        let Some(shard) = self.shards.get((key >> 58) as usize % SHARDS) else {
+        // The shard comes from middle bits: the set's table uses the low
+        // bits for the position and the top 7 for its control bytes, which
+        // must stay uniformly distributed within a shard.
+        let Some(shard) = self.shards.get((key >> 32) as usize % SHARDS) else {
             return true;
         };
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());

@@ -26,6 +26,9 @@ use crate::buffer::{Event, Exposure};
 use crate::client::Shared;
 use crate::hooks::{DropReason, RecordKind, SdkEvent, KINDS, REASONS};
 
+/// How often drops are reported while a batch waits for its retry.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
+
 fn rfc3339(t: SystemTime) -> String {
     OffsetDateTime::from(t)
         .format(&Rfc3339)
@@ -260,13 +263,18 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
         });
         let until = tokio::time::Instant::now() + delay;
         loop {
+            // Drops keep happening on the callers' side while a batch
+            // waits; report them at least every second meanwhile.
+            let tick = (tokio::time::Instant::now() + DROP_REPORT_EVERY).min(until);
             tokio::select! {
-                () = tokio::time::sleep_until(until) => break,
+                () = tokio::time::sleep_until(tick) => {
+                    report_drops(shared);
+                    if tick == until {
+                        break;
+                    }
+                }
                 // A shutdown re-checks the deadline at once.
                 _ = stop.changed() => break,
-                // Callers wake the flusher when they drop records: report
-                // them now rather than after the wait.
-                () = shared.flush_wake.notified() => report_drops(shared),
             }
         }
     }
