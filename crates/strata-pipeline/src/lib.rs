@@ -22,6 +22,7 @@ pub mod limits;
 pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod nats;
 pub mod parquet;
 pub mod parse;
 pub mod partition;

@@ -3,6 +3,7 @@
 mod common;
 mod ingest_common;
 mod ingest_http;
+mod ingest_store;
 mod store_lifecycle;
 mod store_log;
 mod store_partition;

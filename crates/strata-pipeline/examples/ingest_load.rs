@@ -1,0 +1,453 @@
+//! Load generator for the ingestion endpoints (`bench/ingest/run.sh`).
+//!
+//! `run --mode local|nats|memory` starts this binary again as a child
+//! process serving `/collect/v1/events` over the chosen sink on loopback,
+//! then sends 500-byte events in batches of 500 from 64 concurrent
+//! connections for the given time and reports events/s, ack latency
+//! percentiles, the server's CPU per million events (from
+//! `/proc/<pid>/stat`, so the client's own CPU is not counted) and, after
+//! compaction, Parquet bytes on disk per event.
+//!
+//! Every event has a unique `event_id` and one of a million unit ids, so
+//! neither deduplication nor the per-unit limit hides work; the ids are
+//! patched into a per-connection template so the client spends its CPU on
+//! HTTP rather than on formatting JSON.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use std::io::{BufRead, BufReader, Write};
+use strata_pipeline::http::{Ingest, IngestConfig};
+use strata_pipeline::limits::Rate;
+use strata_pipeline::memory::{MemorySink, StaticAuthorizer};
+use strata_pipeline::nats::{CompactorOptions, JetStreamSink, NatsCompactor, NatsOptions};
+use strata_pipeline::store::{LocalStore, StoreOptions};
+use strata_pipeline::Sink;
+
+const TOKEN: &str = "bench-token";
+
+struct Args {
+    cmd: String,
+    mode: String,
+    data: PathBuf,
+    nats_url: String,
+    url: String,
+    seconds: u64,
+    connections: usize,
+    batch: usize,
+    event_bytes: usize,
+}
+
+fn parse_args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args {
+        cmd: it.next().unwrap_or_else(|| "run".into()),
+        mode: "local".into(),
+        data: std::env::temp_dir().join("strata-ingest-bench"),
+        nats_url: std::env::var("STRATA_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: String::new(),
+        seconds: 60,
+        connections: 64,
+        batch: 500,
+        event_bytes: 500,
+    };
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--mode" => a.mode = v,
+            "--data" => a.data = v.into(),
+            "--nats-url" => a.nats_url = v,
+            "--url" => a.url = v,
+            "--seconds" => a.seconds = v.parse().expect("--seconds"),
+            "--connections" => a.connections = v.parse().expect("--connections"),
+            "--batch" => a.batch = v.parse().expect("--batch"),
+            "--event-bytes" => a.event_bytes = v.parse().expect("--event-bytes"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.cmd.as_str() {
+        "serve" => rt.block_on(serve(args)),
+        "load" => {
+            let r = rt.block_on(load(&args.url, &args));
+            println!("{r}");
+        }
+        "run" => rt.block_on(run(args)),
+        other => panic!("unknown command {other} (serve, load, run)"),
+    }
+}
+
+/// Serves the ingestion routes; prints `listening <addr>` and then waits
+/// for `compact` (prints `compacted`) or `quit` on stdin.
+async fn serve(args: Args) {
+    let cfg = IngestConfig {
+        // One client, one key, one address: only the per-unit limit stays.
+        key_rate: Rate::unlimited(),
+        ip_rate: Rate::unlimited(),
+        ..IngestConfig::default()
+    };
+    let auth = Arc::new(StaticAuthorizer::new().with_token(TOKEN, "bench"));
+    let mut store = None;
+    let mut compactor = None;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let sink: Arc<dyn Sink> = match args.mode.as_str() {
+        "memory" => Arc::new(MemorySink::new()),
+        "local" => {
+            let s = LocalStore::open(&args.data, StoreOptions::default())
+                .await
+                .expect("open store");
+            store = Some(s.clone());
+            s
+        }
+        "nats" => {
+            let opts = NatsOptions {
+                stream: format!("BENCH_{}", std::process::id()),
+                subject_prefix: format!("bench{}", std::process::id()),
+                durable: "bench-compactor".into(),
+                ..NatsOptions::default()
+            };
+            let sink = JetStreamSink::connect(&args.nats_url, opts.clone())
+                .await
+                .expect("connect nats");
+            let c = NatsCompactor::open(
+                &args.nats_url,
+                &args.data.join("parquet"),
+                opts,
+                CompactorOptions::default(),
+            )
+            .await
+            .expect("open compactor");
+            let stop = stop.clone();
+            compactor = Some(tokio::spawn(c.run(async move { stop.notified().await })));
+            Arc::new(sink)
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let ingest = Ingest::new(sink.clone(), auth, cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = ingest
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    println!("listening {addr}");
+    // Commands arrive on stdin, read by a plain thread (no tokio io-std).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        match line.trim() {
+            "compact" => {
+                if let Some(s) = &store {
+                    s.compact_now().await.expect("compact");
+                }
+                if compactor.is_some() {
+                    // Wait until the consumer has drained the stream: the
+                    // backlog (polled once a second) is zero three times in
+                    // a row.
+                    let mut zero = 0;
+                    while zero < 3 {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        zero = if sink.pressure().backlog_bytes == 0 {
+                            zero + 1
+                        } else {
+                            0
+                        };
+                    }
+                }
+                println!("compacted");
+            }
+            _ => break,
+        }
+    }
+    stop.notify_waiters();
+    if let Some(s) = store {
+        s.shutdown().await;
+    }
+}
+
+#[derive(Default)]
+struct LoadReport {
+    events: u64,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    events_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events acknowledged in {:.1} s = {:.0} events/s; {} requests, {} refused or failed; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.events, self.seconds, self.events_per_second, self.requests, self.errors, self.p50_ms, self.p99_ms, self.max_ms
+        )
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A batch template: `batch` events of about `event_bytes` each, with
+/// 16-hex-digit slots for the event id and the unit id at known offsets.
+struct Template {
+    body: Vec<u8>,
+    id_slots: Vec<usize>,
+    unit_slots: Vec<usize>,
+}
+
+fn template(batch: usize, event_bytes: usize) -> Template {
+    let ts = now_ms();
+    let mut body = Vec::with_capacity(batch * (event_bytes + 1) + 2);
+    let mut id_slots = Vec::new();
+    let mut unit_slots = Vec::new();
+    body.push(b'[');
+    for i in 0..batch {
+        if i > 0 {
+            body.push(b',');
+        }
+        let start = body.len();
+        body.extend_from_slice(b"{\"event_id\":\"");
+        id_slots.push(body.len());
+        body.extend_from_slice(b"0000000000000000\",\"unit_id\":\"");
+        unit_slots.push(body.len());
+        body.extend_from_slice(b"0000000000000000");
+        let ty = if i % 10 == 0 { "purchase" } else { "page_view" };
+        body.extend_from_slice(
+            format!("\",\"type\":\"{ty}\",\"ts\":{ts},\"value\":{}.5,\"properties\":{{\"country\":\"DE\",\"platform\":\"web\",\"plan\":\"pro\",\"path\":\"", i % 100)
+                .as_bytes(),
+        );
+        // Pad the path so the event is `event_bytes` long.
+        let used = body.len() - start + 3;
+        body.extend(std::iter::repeat_n(b'x', event_bytes.saturating_sub(used)));
+        body.extend_from_slice(b"\"}}");
+    }
+    body.push(b']');
+    Template {
+        body,
+        id_slots,
+        unit_slots,
+    }
+}
+
+fn put_hex(buf: &mut [u8], at: usize, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..16 {
+        buf[at + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+async fn load(url: &str, args: &Args) -> LoadReport {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()
+        .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for conn in 0..args.connections {
+        let client = client.clone();
+        let stop = stop.clone();
+        let events = events.clone();
+        let errors = errors.clone();
+        let url = format!("{url}/collect/v1/events");
+        let mut t = template(args.batch, args.event_bytes);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut seq: u64 = (conn as u64) << 40;
+            // xorshift for unit ids: one of a million units.
+            let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1);
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..t.id_slots.len() {
+                    seq += 1;
+                    put_hex(&mut t.body, t.id_slots[i], seq);
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    put_hex(&mut t.body, t.unit_slots[i], rng % 1_000_000);
+                }
+                let sent = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(t.body.clone())
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        latencies.push(sent.elapsed());
+                        events.fetch_add(body["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        let status = r.status();
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                        if errors.load(Ordering::Relaxed) < 5 {
+                            eprintln!("status {status}: {}", r.text().await.unwrap_or_default());
+                        }
+                        tokio::time::sleep(Duration::from_secs(retry.unwrap_or(1))).await;
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("request failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client task"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let events = events.load(Ordering::Relaxed);
+    LoadReport {
+        events,
+        requests: lat.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        events_per_second: events as f64 / seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                total += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+async fn run(args: Args) {
+    let _ = std::fs::remove_dir_all(&args.data);
+    std::fs::create_dir_all(&args.data).expect("data dir");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = std::process::Command::new(exe)
+        .args(["serve", "--mode", &args.mode, "--data"])
+        .arg(&args.data)
+        .args(["--nats-url", &args.nats_url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let pid = child.id();
+    let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().expect("stdin");
+    let line = line_rx.recv().expect("server exited");
+    let addr = line
+        .strip_prefix("listening ")
+        .expect("listening line")
+        .to_owned();
+    let cpu0 = cpu_seconds(pid);
+    let report = load(&format!("http://{addr}"), &args).await;
+    let cpu_load = cpu_seconds(pid) - cpu0;
+    let t = Instant::now();
+    stdin.write_all(b"compact\n").expect("stdin");
+    stdin.flush().expect("stdin");
+    let done = tokio::task::spawn_blocking(move || line_rx.recv().ok())
+        .await
+        .expect("join");
+    assert_eq!(done.as_deref(), Some("compacted"));
+    let drain = t.elapsed();
+    let cpu_total = cpu_seconds(pid) - cpu0;
+    let _ = stdin.write_all(b"quit\n");
+    drop(stdin);
+    let _ = child.wait();
+    let parquet = dir_bytes(&args.data.join("parquet"));
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("mode: {}", args.mode);
+    println!("{report}");
+    println!(
+        "server cpu: {cpu_load:.1} s during load ({:.2} cores), {:.1} s per million events; {:.1} s per million events including the final compaction",
+        cpu_load / report.seconds,
+        cpu_load / report.events as f64 * 1e6,
+        cpu_total / report.events as f64 * 1e6
+    );
+    println!(
+        "final compaction / drain after load: {:.1} s",
+        drain.as_secs_f64()
+    );
+    println!(
+        "parquet: {parquet} bytes, {:.1} bytes per event",
+        parquet as f64 / report.events.max(1) as f64
+    );
+    println!("loadavg: {}", loadavg.trim());
+}

@@ -1,0 +1,549 @@
+//! Scale-out mode: a NATS JetStream stream as the durable log.
+//!
+//! [`JetStreamSink`] publishes every record to one stream, on the subject
+//! `<prefix>.<kind>.<part>` where `part` is [`user_partition`] of the unit,
+//! and answers only once JetStream has acknowledged the publish (the record
+//! is then stored by the stream's own replication and fsync policy).
+//! Every message carries `Nats-Msg-Id` so that JetStream drops a retried
+//! record within the stream's duplicate window: `e:<event_id>` for events,
+//! `x:<hash>` for exposures, the hash being of (unit, experiment, UTC day),
+//! the exposure deduplication key. A publish JetStream reports as a
+//! duplicate is answered [`Outcome::Duplicate`]. Beyond the window, a
+//! duplicate can reach Parquet; the analysis deduplicates events by
+//! `event_id` and keeps the first exposure per unit, so that costs rows, not
+//! correctness.
+//!
+//! [`NatsCompactor`] drains the stream through a durable pull consumer into
+//! the same Parquet layout as the local store, with the same writer
+//! ([`crate::parquet::write_records`]). The acknowledgement policy is
+//! "all": after a batch's Parquet files are durable, acking its last message
+//! acknowledges the whole batch. Files are named after the batch's stream
+//! sequence range (`nats-<first>-<last>`); a batch written but not
+//! acknowledged before a crash is redelivered, so at start-up the consumer
+//! removes every file whose first sequence lies above the consumer's ack
+//! floor before writing again. One compactor process per durable consumer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use crate::error::StoreError;
+use crate::parquet::{list_parquet_files, write_records, WriteOptions};
+use crate::partition::{user_partition, DEFAULT_PARTITIONS};
+use crate::record::{utc_day, Record};
+use crate::{BoxFuture, Outcome, Pressure, Sink, SinkError};
+
+/// Why a JetStream operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// Connecting to the server failed.
+    #[error("connect to nats at {url}: {reason}")]
+    Connect {
+        /// The server URL.
+        url: String,
+        /// The cause.
+        reason: String,
+    },
+    /// Creating or inspecting the stream or consumer failed.
+    #[error("jetstream {what}: {reason}")]
+    JetStream {
+        /// The stream or consumer involved.
+        what: String,
+        /// The cause.
+        reason: String,
+    },
+    /// Writing Parquet or removing a stale file failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn js_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
+    NatsError::JetStream {
+        what: what.into(),
+        reason: e.to_string().to_lowercase(),
+    }
+}
+
+/// Where records go in JetStream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsOptions {
+    /// Stream name (default `STRATA`).
+    pub stream: String,
+    /// Subject prefix; the stream takes `<prefix>.>` (default `strata`).
+    pub subject_prefix: String,
+    /// User partitions in subjects (default the store's
+    /// [`DEFAULT_PARTITIONS`], so subjects match Parquet partitions).
+    pub partitions: u32,
+    /// JetStream's duplicate window for `Nats-Msg-Id` (default 1 hour; the
+    /// server keeps every id of the window in memory).
+    pub duplicate_window: Duration,
+    /// Durable consumer name of the compactor (default `strata-compactor`).
+    pub durable: String,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            stream: "STRATA".to_owned(),
+            subject_prefix: "strata".to_owned(),
+            partitions: DEFAULT_PARTITIONS,
+            duplicate_window: Duration::from_secs(3600),
+            durable: "strata-compactor".to_owned(),
+        }
+    }
+}
+
+/// Connects to `url` and creates the stream of `opts` if it does not exist.
+pub async fn connect(
+    url: &str,
+    opts: &NatsOptions,
+) -> Result<(jetstream::Context, stream::Stream), NatsError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| NatsError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string().to_lowercase(),
+        })?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: opts.stream.clone(),
+            subjects: vec![format!("{}.>", opts.subject_prefix)],
+            duplicate_window: opts.duplicate_window,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err(format!("stream {}", opts.stream), e))?;
+    Ok((js, stream))
+}
+
+/// The `Nats-Msg-Id` of a record.
+pub fn message_id(record: &Record) -> String {
+    match record {
+        Record::Event(e) => format!("e:{}", e.event_id),
+        Record::Exposure(x) => {
+            // Length-prefixed fields: no separator can be forged by an id.
+            let mut key = Vec::with_capacity(x.unit_id.len() + x.experiment.len() + 24);
+            for field in [x.unit_id.as_bytes(), x.experiment.as_bytes()] {
+                key.extend_from_slice(&(field.len() as u64).to_le_bytes());
+                key.extend_from_slice(field);
+            }
+            key.extend_from_slice(&utc_day(x.ts).to_le_bytes());
+            format!("x:{:032x}", xxhash_rust::xxh3::xxh3_128(&key))
+        }
+    }
+}
+
+/// A [`Sink`] publishing to JetStream.
+pub struct JetStreamSink {
+    js: jetstream::Context,
+    opts: NatsOptions,
+    pending_messages: Arc<AtomicU64>,
+    avg_message_bytes: Arc<AtomicU64>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for JetStreamSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSink")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for JetStreamSink {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+impl JetStreamSink {
+    /// Connects, creates the stream if needed, and polls the compactor's
+    /// consumer once a second for [`Sink::pressure`].
+    pub async fn connect(url: &str, opts: NatsOptions) -> Result<Self, NatsError> {
+        let (js, mut stream) = connect(url, &opts).await?;
+        let pending_messages = Arc::new(AtomicU64::new(0));
+        let avg_message_bytes = Arc::new(AtomicU64::new(0));
+        let (pending, avg, durable) = (
+            pending_messages.clone(),
+            avg_message_bytes.clone(),
+            opts.durable.clone(),
+        );
+        let poller = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let state = match stream.info().await {
+                    Ok(info) => (info.state.messages, info.state.bytes),
+                    Err(_) => continue,
+                };
+                {
+                    let (messages, bytes) = state;
+                    if let Some(a) = bytes.checked_div(messages) {
+                        avg.store(a, Ordering::Relaxed);
+                    }
+                    let backlog = match stream.consumer_info(&durable).await {
+                        Ok(c) => c.num_pending + c.num_ack_pending as u64,
+                        // No compactor yet: the whole stream is backlog.
+                        Err(_) => messages,
+                    };
+                    pending.store(backlog, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self {
+            js,
+            opts,
+            pending_messages,
+            avg_message_bytes,
+            poller,
+        })
+    }
+
+    /// The subject of a record.
+    pub fn subject(&self, record: &Record) -> String {
+        format!(
+            "{}.{}.{:02}",
+            self.opts.subject_prefix,
+            record.kind().dir_name(),
+            user_partition(record.unit_id(), self.opts.partitions.max(1))
+        )
+    }
+
+    async fn publish_all(&self, records: Vec<Record>) -> Result<Vec<Outcome>, SinkError> {
+        // Publish everything first, then wait for the acks: the whole batch
+        // shares the round trips.
+        let mut acks = Vec::with_capacity(records.len());
+        for r in &records {
+            let payload =
+                serde_json::to_vec(r).map_err(|e| SinkError::Io(format!("encode record: {e}")))?;
+            let publish = jetstream::context::Publish::build()
+                .payload(Bytes::from(payload))
+                .message_id(message_id(r));
+            let ack = self
+                .js
+                .send_publish(self.subject(r), publish)
+                .await
+                .map_err(|e| unavailable(format!("publish to jetstream: {e}")))?;
+            acks.push(ack);
+        }
+        let mut outcomes = Vec::with_capacity(acks.len());
+        for ack in futures_util::future::join_all(
+            acks.into_iter().map(std::future::IntoFuture::into_future),
+        )
+        .await
+        {
+            let ack = ack.map_err(|e| unavailable(format!("jetstream publish ack: {e}")))?;
+            outcomes.push(if ack.duplicate {
+                Outcome::Duplicate
+            } else {
+                Outcome::Accepted
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+fn unavailable(reason: String) -> SinkError {
+    SinkError::Unavailable {
+        reason: reason.to_lowercase(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+impl Sink for JetStreamSink {
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+        Box::pin(self.publish_all(records))
+    }
+
+    fn pressure(&self) -> Pressure {
+        Pressure {
+            backlog_bytes: self.pending_messages.load(Ordering::Relaxed)
+                * self.avg_message_bytes.load(Ordering::Relaxed),
+            compaction_lag: None,
+            disk_free_bytes: None,
+        }
+    }
+}
+
+/// How the compactor consumer batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactorOptions {
+    /// Most messages per Parquet write (default 100,000).
+    pub max_messages: usize,
+    /// Longest wait for a batch to fill (default 2 s).
+    pub max_wait: Duration,
+}
+
+impl Default for CompactorOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 100_000,
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one compaction round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Messages consumed and acknowledged.
+    pub messages: usize,
+    /// Records written to Parquet.
+    pub records: usize,
+    /// Messages that did not decode as a record (acknowledged, logged).
+    pub undecodable: usize,
+    /// Parquet files written.
+    pub files: usize,
+}
+
+/// Drains the stream into Parquet under `root`.
+pub struct NatsCompactor {
+    consumer: consumer::PullConsumer,
+    root: PathBuf,
+    nats: NatsOptions,
+    opts: CompactorOptions,
+}
+
+impl std::fmt::Debug for NatsCompactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsCompactor")
+            .field("root", &self.root)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsCompactor {
+    /// Connects, creates the stream and the durable consumer if needed, and
+    /// removes the Parquet files of batches written but never acknowledged.
+    /// `root` is the Parquet root (`DATA/parquet`).
+    pub async fn open(
+        url: &str,
+        root: &Path,
+        nats: NatsOptions,
+        opts: CompactorOptions,
+    ) -> Result<Self, NatsError> {
+        let (_, stream) = connect(url, &nats).await?;
+        let max_pending = i64::try_from(opts.max_messages.saturating_mul(2)).unwrap_or(i64::MAX);
+        let mut consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &nats.durable,
+                consumer::pull::Config {
+                    durable_name: Some(nats.durable.clone()),
+                    ack_policy: consumer::AckPolicy::All,
+                    ack_wait: Duration::from_secs(120),
+                    max_ack_pending: max_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| js_err(format!("consumer {}", nats.durable), e))?;
+        let floor = consumer
+            .info()
+            .await
+            .map_err(|e| js_err(format!("consumer {}", nats.durable), e))?
+            .ack_floor
+            .stream_sequence;
+        let root = root.to_path_buf();
+        let removed = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || remove_unacknowledged(&root, floor))
+                .await
+                .map_err(|e| js_err("recovery task", e))??
+        };
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                floor,
+                "removed parquet files of unacknowledged jetstream batches"
+            );
+        }
+        Ok(Self {
+            consumer,
+            root,
+            nats,
+            opts,
+        })
+    }
+
+    /// Consumes one batch (waiting up to `max_wait` for it to fill), writes
+    /// it durably as Parquet, then acknowledges it.
+    pub async fn run_once(&mut self) -> Result<RoundReport, NatsError> {
+        let mut messages = self
+            .consumer
+            .batch()
+            .max_messages(self.opts.max_messages)
+            .expires(self.opts.max_wait)
+            .messages()
+            .await
+            .map_err(|e| js_err("fetch", e))?;
+        let mut report = RoundReport::default();
+        let mut records = Vec::new();
+        let mut first = None;
+        let mut last = None;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| js_err("fetch", e))?;
+            let seq = msg
+                .info()
+                .map_err(|e| js_err("message info", e))?
+                .stream_sequence;
+            first.get_or_insert(seq);
+            report.messages += 1;
+            match serde_json::from_slice::<Record>(&msg.payload) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    report.undecodable += 1;
+                    tracing::error!(seq, error = %e, "undecodable jetstream message skipped");
+                }
+            }
+            last = Some((seq, msg));
+        }
+        let (Some(first), Some((last_seq, last_msg))) = (first, last) else {
+            return Ok(report);
+        };
+        report.records = records.len();
+        if !records.is_empty() {
+            let root = self.root.clone();
+            let wopts = WriteOptions {
+                partitions: self.nats.partitions.max(1),
+                ..WriteOptions::new(format!("nats-{first:020}-{last_seq:020}"))
+            };
+            let files = tokio::task::spawn_blocking(move || write_records(&root, &records, &wopts))
+                .await
+                .map_err(|e| js_err("parquet task", e))??;
+            report.files = files.len();
+        }
+        // Ack policy "all": this acknowledges every message of the batch.
+        last_msg.double_ack().await.map_err(|e| js_err("ack", e))?;
+        Ok(report)
+    }
+
+    /// Runs rounds until `stop` resolves, logging and retrying failures.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                r = self.run_once() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "jetstream compaction round failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes `nats-<first>-<last>.parquet` files with `first > floor`: their
+/// batch was never acknowledged and will be delivered again. Returns how
+/// many were removed.
+fn remove_unacknowledged(root: &Path, floor: u64) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for path in list_parquet_files(root)? {
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Some(first) = stem
+            .strip_prefix("nats-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|f| f.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if first > floor {
+            std::fs::remove_file(&path).map_err(|e| StoreError::Io {
+                op: "remove unacknowledged parquet file",
+                path: path.clone(),
+                source: e,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::record::{Event, Exposure};
+
+    fn exposure(unit: &str, experiment: &str, ts: i64) -> Record {
+        Record::Exposure(Exposure {
+            unit_id: unit.into(),
+            experiment: experiment.into(),
+            variant: "a".into(),
+            assigned_variant: "a".into(),
+            opted_out: false,
+            ts,
+            received_at: ts,
+            attributes: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn message_ids_follow_the_deduplication_keys() {
+        let day = crate::record::MICROS_PER_DAY;
+        let e = Record::Event(Event {
+            event_id: "abc".into(),
+            unit_id: "u".into(),
+            event_type: "t".into(),
+            ts: 0,
+            received_at: 0,
+            value: None,
+            properties: BTreeMap::new(),
+            is_bot: false,
+        });
+        assert_eq!(message_id(&e), "e:abc");
+        // Same unit, experiment and day: same id; any of them differs: not.
+        assert_eq!(
+            message_id(&exposure("u", "x", 5)),
+            message_id(&exposure("u", "x", day - 1))
+        );
+        assert_ne!(
+            message_id(&exposure("u", "x", 5)),
+            message_id(&exposure("u", "x", day))
+        );
+        assert_ne!(
+            message_id(&exposure("u", "x", 5)),
+            message_id(&exposure("u", "y", 5))
+        );
+        // No separator to forge: ("ab", "c") and ("a", "bc") differ.
+        assert_ne!(
+            message_id(&exposure("ab", "c", 5)),
+            message_id(&exposure("a", "bc", 5))
+        );
+    }
+
+    #[test]
+    fn start_up_removes_only_files_above_the_ack_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("kind=events/date=2026-01-01/part=00");
+        std::fs::create_dir_all(&part).unwrap();
+        for name in [
+            "nats-00000000000000000001-00000000000000000010",
+            "nats-00000000000000000011-00000000000000000020",
+            "seg-1-2",
+        ] {
+            std::fs::write(part.join(format!("{name}.parquet")), b"x").unwrap();
+        }
+        assert_eq!(remove_unacknowledged(dir.path(), 10).unwrap(), 1);
+        assert!(part
+            .join("nats-00000000000000000001-00000000000000000010.parquet")
+            .exists());
+        assert!(!part
+            .join("nats-00000000000000000011-00000000000000000020.parquet")
+            .exists());
+        assert!(part.join("seg-1-2.parquet").exists());
+    }
+}

@@ -1,0 +1,342 @@
+//! The ingestion endpoints over the durable sinks: the local store (dedup
+//! across a restart, forced backlog) and NATS JetStream (ingest → stream →
+//! compactor → Parquet, the same rows as the local mode).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use strata_pipeline::http::{Backpressure, IngestConfig};
+use strata_pipeline::nats::{CompactorOptions, JetStreamSink, NatsCompactor, NatsOptions};
+use strata_pipeline::parquet::{list_parquet_files, read_file, string_column, ts_column};
+use strata_pipeline::{LocalStore, StoreOptions};
+
+use crate::ingest_common::{event, exposure, serve, TOKEN};
+
+async fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn manual() -> StoreOptions {
+    StoreOptions {
+        background_compaction: false,
+        ..StoreOptions::default()
+    }
+}
+
+/// Rows of the Parquet tree under `root`, as (partition directory relative
+/// to root, identifying columns), sorted; `received_at` is left out because
+/// it is the clock of whichever server took the record.
+fn rows(root: &Path) -> BTreeSet<(String, String, String, String, i64)> {
+    let mut out = BTreeSet::new();
+    for file in list_parquet_files(root).unwrap() {
+        let dir = file
+            .parent()
+            .unwrap()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let (_, batches) = read_file(&file).unwrap();
+        for b in batches {
+            let events = dir.starts_with("kind=events");
+            let (a, c, d) = if events {
+                ("event_id", "unit_id", "type")
+            } else {
+                ("unit_id", "experiment", "variant")
+            };
+            let (a, c, d) = (
+                string_column(&b, a, &file).unwrap(),
+                string_column(&b, c, &file).unwrap(),
+                string_column(&b, d, &file).unwrap(),
+            );
+            let ts = ts_column(&b, "ts", &file).unwrap();
+            for i in 0..b.num_rows() {
+                assert!(
+                    out.insert((
+                        dir.clone(),
+                        a.value(i).to_owned(),
+                        c.value(i).to_owned(),
+                        d.value(i).to_owned(),
+                        ts.value(i)
+                    )),
+                    "duplicate row in {}",
+                    file.display()
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The batches both modes receive: events and exposures, then the same
+/// batches retried, then a batch mixing old and new records.
+fn batches() -> Vec<(&'static str, Value)> {
+    let events: Vec<Value> = (0..200)
+        .map(|i| {
+            event(
+                &format!("ev-{i}"),
+                &format!("unit-{}", i % 37),
+                if i % 3 == 0 { "purchase" } else { "page_view" },
+            )
+        })
+        .collect();
+    let exposures: Vec<Value> = (0..50)
+        .map(|i| {
+            exposure(
+                &format!("unit-{i}"),
+                "exp_checkout",
+                if i % 2 == 0 { "control" } else { "treatment" },
+            )
+        })
+        .collect();
+    vec![
+        ("/collect/v1/events", Value::Array(events[..150].to_vec())),
+        ("/collect/v1/exposures", Value::Array(exposures.clone())),
+        ("/collect/v1/events", Value::Array(events[..150].to_vec())),
+        ("/collect/v1/exposures", Value::Array(exposures)),
+        ("/collect/v1/events", Value::Array(events[100..].to_vec())),
+    ]
+}
+
+/// (accepted, duplicates) the batches above must produce.
+const EXPECTED: [(u64, u64); 5] = [(150, 0), (50, 0), (0, 150), (0, 50), (50, 50)];
+
+#[tokio::test]
+async fn local_store_deduplicates_a_retried_batch_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), manual()).await.unwrap();
+    let srv = serve(store.clone(), IngestConfig::default()).await;
+    let first = json!([
+        event("a1", "u1", "t"),
+        event("a2", "u2", "t"),
+        exposure("u1", "exp", "a")
+    ]);
+    let (status, body) = post(
+        &srv.base,
+        "/collect/v1/events",
+        &json!([first[0], first[1]]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    let (_, body) = post(&srv.base, "/collect/v1/exposures", &json!([first[2]])).await;
+    assert_eq!(body["accepted"], 1);
+    drop(srv);
+    store.shutdown().await;
+    drop(store);
+
+    // Reopen: the acknowledged records are still there, a retry is a
+    // duplicate.
+    let store = LocalStore::open(dir.path(), manual()).await.unwrap();
+    let srv = serve(store.clone(), IngestConfig::default()).await;
+    let (status, body) = post(
+        &srv.base,
+        "/collect/v1/events",
+        &json!([first[0], first[1], event("a3", "u3", "t")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let (_, body) = post(&srv.base, "/collect/v1/exposures", &json!([first[2]])).await;
+    assert_eq!(body["duplicates"], 1);
+    store.compact_now().await.unwrap();
+    let stored = rows(&dir.path().join("parquet"));
+    let ids: Vec<&str> = stored
+        .iter()
+        .filter(|r| r.0.starts_with("kind=events"))
+        .map(|r| r.1.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{stored:?}");
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn local_store_backlog_turns_into_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), manual()).await.unwrap();
+    let cfg = IngestConfig {
+        backpressure: Backpressure {
+            max_backlog_bytes: 4096,
+            ..Backpressure::default()
+        },
+        ..IngestConfig::default()
+    };
+    let srv = serve(store.clone(), cfg).await;
+    // Fill the un-compacted log past the threshold (no background compactor).
+    let mut accepted = 0;
+    let mut status = 200;
+    for round in 0..100 {
+        let batch: Vec<Value> = (0..20)
+            .map(|i| {
+                event(
+                    &format!("b{round}-{i}"),
+                    &format!("u{round}-{i}"),
+                    "purchase",
+                )
+            })
+            .collect();
+        let (s, body) = post(&srv.base, "/collect/v1/events", &Value::Array(batch)).await;
+        status = s;
+        if s != 200 {
+            break;
+        }
+        accepted += body["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(
+        status, 503,
+        "a backlog above the threshold must refuse events"
+    );
+    assert!(accepted > 0);
+    // Compaction drains the backlog and ingestion resumes.
+    store.compact_now().await.unwrap();
+    let (s, _) = post(
+        &srv.base,
+        "/collect/v1/events",
+        &json!([event("after", "u", "purchase")]),
+    )
+    .await;
+    assert_eq!(s, 200);
+    store.shutdown().await;
+}
+
+/// Runs the batches against a server over `sink`, checking the answers.
+async fn ingest_all(base: &str, batches: &[(&'static str, Value)]) {
+    for ((path, body), (acc, dup)) in batches.iter().zip(EXPECTED) {
+        let (status, answer) = post(base, path, body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (answer["accepted"].as_u64(), answer["duplicates"].as_u64()),
+            (Some(acc), Some(dup)),
+            "{path}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
+    let Ok(url) = std::env::var("STRATA_TEST_NATS_URL") else {
+        eprintln!("\n!!!!!!!! SKIP jetstream_mode_produces_the_same_rows_as_the_local_mode: STRATA_TEST_NATS_URL is not set !!!!!!!!\n");
+        return;
+    };
+    // The same batches, timestamps included, go to both modes.
+    let batches = batches();
+    // Local mode.
+    let local_dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(local_dir.path(), manual()).await.unwrap();
+    let srv = serve(store.clone(), IngestConfig::default()).await;
+    ingest_all(&srv.base, &batches).await;
+    store.compact_now().await.unwrap();
+    store.shutdown().await;
+    drop(srv);
+    let local = rows(&local_dir.path().join("parquet"));
+    assert_eq!(local.len(), 200 + 50);
+
+    // JetStream mode, on a stream of its own.
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let opts = NatsOptions {
+        stream: format!("STRATA_TEST_{unique}"),
+        subject_prefix: format!("strata_test_{unique}"),
+        durable: "compactor".into(),
+        ..NatsOptions::default()
+    };
+    let sink = JetStreamSink::connect(&url, opts.clone()).await.unwrap();
+    let subject_of_unit = sink.subject(&strata_pipeline::Record::Event(strata_pipeline::Event {
+        event_id: "x".into(),
+        unit_id: "unit-1".into(),
+        event_type: "t".into(),
+        ts: 0,
+        received_at: 0,
+        value: None,
+        properties: Default::default(),
+        is_bot: false,
+    }));
+    assert_eq!(
+        subject_of_unit,
+        format!(
+            "strata_test_{unique}.events.{:02}",
+            strata_pipeline::user_partition("unit-1", opts.partitions)
+        )
+    );
+    let srv = serve(Arc::new(sink), IngestConfig::default()).await;
+    ingest_all(&srv.base, &batches).await;
+    let nats_dir = tempfile::tempdir().unwrap();
+    let root = nats_dir.path().join("parquet");
+    let mut compactor = NatsCompactor::open(
+        &url,
+        &root,
+        opts.clone(),
+        CompactorOptions {
+            max_messages: 120,
+            max_wait: Duration::from_millis(300),
+        },
+    )
+    .await
+    .unwrap();
+    let mut consumed = 0;
+    for _ in 0..20 {
+        consumed += compactor.run_once().await.unwrap().messages;
+        if consumed >= 250 {
+            break;
+        }
+    }
+    assert_eq!(
+        consumed, 250,
+        "each accepted record is one message; duplicates never reached the stream"
+    );
+    // Nothing more to consume.
+    assert_eq!(compactor.run_once().await.unwrap().messages, 0);
+    assert!(
+        rows(&root) == local,
+        "jetstream and local parquet rows differ"
+    );
+
+    // A restarted compactor resumes after the acknowledged batches and
+    // writes nothing twice.
+    drop(compactor);
+    let mut again = NatsCompactor::open(
+        &url,
+        &root,
+        opts.clone(),
+        CompactorOptions {
+            max_messages: 100,
+            max_wait: Duration::from_millis(200),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.run_once().await.unwrap().messages, 0);
+    assert!(
+        rows(&root) == local,
+        "jetstream and local parquet rows differ"
+    );
+
+    // Clean up the stream.
+    let client = async_nats::connect(&url).await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(&opts.stream)
+        .await;
+}
