@@ -6,7 +6,9 @@ window, deduplication by event_id unless --assume-unique-event-ids, one column
 per metric part incl. the CUPED pre-period covariate, zero-filled per unit,
 then per-variant moments) on the same Parquet files, and prints the time.
 
-usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--threads N]
+usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--threads N] [--memory-limit-mb M]
+(--memory-limit-mb caps DuckDB's memory like strata-analysis's limit; beyond it
+DuckDB spills to a temporary directory.)
 """
 import sys
 import time
@@ -16,6 +18,9 @@ import duckdb
 data = sys.argv[1]
 dedup = "--assume-unique-event-ids" not in sys.argv
 threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
+memory_mb = (
+    int(sys.argv[sys.argv.index("--memory-limit-mb") + 1]) if "--memory-limit-mb" in sys.argv else None
+)
 
 START = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
 END = "TIMESTAMPTZ '2026-01-15 00:00:00+00'"
@@ -63,9 +68,11 @@ FROM uv GROUP BY variant ORDER BY variant
 """
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
+if memory_mb:
+    con.execute(f"SET memory_limit = '{memory_mb}MB'")
 t = time.perf_counter()
 rows = con.execute(sql).fetchall()
 elapsed = time.perf_counter() - t
 for r in rows:
     print(r[0], r[1], "conversion", round(r[-1], 6), "purchases", round(r[2], 6))
-print(f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, threads={threads})")
+print(f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, threads={threads}, memory_limit_mb={memory_mb})")

@@ -168,7 +168,12 @@ impl Analyzer {
         }
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
+            // A fair pool shares the limit between the spilling operators
+            // (the deduplication and per-unit aggregates) instead of letting
+            // the first one starve the others.
+            runtime = runtime.with_memory_pool(Arc::new(
+                datafusion::execution::memory_pool::FairSpillPool::new(limit),
+            ));
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         let mut planned = Vec::new();
@@ -348,7 +353,7 @@ impl Analyzer {
             .await?;
         let diag = self
             .sql(&format!(
-                "SELECT SUM(CASE WHEN n_variants > 1 THEN 1 ELSE 0 END) AS multi, \
+                "SELECT SUM(CASE WHEN multi_variant THEN 1 ELSE 0 END) AS multi, \
                  SUM(CASE WHEN variant NOT IN ({known}) THEN 1 ELSE 0 END) AS unknown, \
                  SUM(CASE WHEN opted_out THEN 1 ELSE 0 END) AS opted FROM units_all"
             ))
@@ -370,7 +375,8 @@ impl Analyzer {
         self.materialize(
             "units",
             &format!(
-                "SELECT *, CASE WHEN first_ts - {skew} > {start} THEN first_ts - {skew} ELSE {start} END AS lo \
+                "SELECT *, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, \
+                 CASE WHEN first_ts - {skew} > {start} THEN first_ts - {skew} ELSE {start} END AS lo \
                  FROM units_all WHERE variant IN ({known}){opt_filter}",
                 skew = b.skew,
                 start = b.start
@@ -463,7 +469,50 @@ impl Analyzer {
             bayesian: None,
             min_segment_n: DEFAULT_MIN_SEGMENT_N,
         };
-        let report = strata_stats::analyze(&config, &variants, &inputs)?;
+        // The multiplicity family is the secondary metrics only: the primary
+        // is pre-registered and guardrails are one-sided safety checks, where
+        // an adjustment would only make a harmful change harder to see. So
+        // guardrails are analysed in a second call with no correction (and
+        // no sequential test, which strata-stats applies to the primary only).
+        let (guard_inputs, main_inputs): (Vec<&MetricInput>, Vec<&MetricInput>) = inputs
+            .iter()
+            .partition(|m| m.role == MetricRole::Guardrail);
+        let owned = |v: Vec<&MetricInput>| v.into_iter().cloned().collect::<Vec<_>>();
+        let main_report = strata_stats::analyze(&config, &variants, &owned(main_inputs))?;
+        let guard_report = strata_stats::analyze(
+            &AnalysisConfig {
+                correction: strata_stats::multiple::Correction::None,
+                sequential: None,
+                ..config.clone()
+            },
+            &variants,
+            &owned(guard_inputs),
+        )?;
+        let report = {
+            let (mut main, mut guard) = (
+                main_report.metrics.into_iter(),
+                guard_report.metrics.into_iter(),
+            );
+            let metrics = inputs
+                .iter()
+                .map(|m| {
+                    if m.role == MetricRole::Guardrail {
+                        guard.next()
+                    } else {
+                        main.next()
+                    }
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    Error::Engine(datafusion::error::DataFusionError::Internal(
+                        "strata-stats returned fewer metric reports than metrics".into(),
+                    ))
+                })?;
+            strata_stats::ExperimentReport {
+                srm: main_report.srm,
+                metrics,
+            }
+        };
 
         let mut warnings = Vec::new();
         if multi > 0 {
@@ -657,18 +706,35 @@ impl Analyzer {
                 b,
                 !self.options.assume_unique_event_ids,
             );
-            let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            // One value per matching event (millions at scale): read the
+            // Arrow columns in place rather than allocating a string per row.
+            let mut values: Vec<Vec<f64>> = vec![Vec::new(); order.len()];
             for batch in self.sql(&sql).await? {
-                let (v, x) = (column_str(&batch, "variant")?, column_f64(&batch, "value")?);
-                for (v, x) in v.into_iter().zip(x) {
-                    if let (Some(v), Some(x)) = (v, x) {
-                        values.entry(v).or_default().push(x);
+                let column = |name: &str, t: &DataType| -> Result<_> {
+                    let c = batch.column_by_name(name).ok_or_else(|| {
+                        Error::Engine(datafusion::error::DataFusionError::Internal(format!(
+                            "missing column {name}"
+                        )))
+                    })?;
+                    Ok(cast(c, t).map_err(datafusion::error::DataFusionError::from)?)
+                };
+                let (v, x) = (
+                    column("variant", &DataType::Utf8)?,
+                    column("value", &DataType::Float64)?,
+                );
+                let (v, x) = (v.as_string::<i32>(), x.as_primitive::<Float64Type>());
+                for i in 0..batch.num_rows() {
+                    if v.is_null(i) || x.is_null(i) {
+                        continue;
+                    }
+                    if let Some(slot) = order.iter().position(|o| o == v.value(i)) {
+                        values[slot].push(x.value(i));
                     }
                 }
             }
-            let variants = order
-                .iter()
-                .map(|v| QuantileSample::from_values(values.remove(v).unwrap_or_default()))
+            let variants = values
+                .into_iter()
+                .map(QuantileSample::from_values)
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             return Ok((MetricData::Quantile { q, variants }, None, Vec::new()));
         }
@@ -973,8 +1039,15 @@ impl Analyzer {
         let p_value = c.p_value();
         let significant = match (&sequential, p.role) {
             (Some(s), MetricRole::Primary) => s.decision == "significant",
-            (None, MetricRole::Primary) => p_value.is_some_and(|p| p < alpha),
+            (None, MetricRole::Primary) | (_, MetricRole::Guardrail) => {
+                p_value.is_some_and(|p| p < alpha)
+            }
             _ => c.adjusted_p_value.is_some_and(|p| p < alpha),
+        };
+        // Only secondary metrics are adjusted for multiplicity.
+        let adjusted_p_value = match p.role {
+            MetricRole::Secondary => c.adjusted_p_value,
+            _ => None,
         };
         results::Effect {
             variant: order[ti].clone(),
@@ -984,7 +1057,7 @@ impl Analyzer {
             relative,
             relative_ci,
             p_value,
-            adjusted_p_value: c.adjusted_p_value,
+            adjusted_p_value,
             significant,
             tier: json_name(&serde_json::to_value(c.tier).unwrap_or_default()),
             cuped: rep.cuped.map(|cu| results::CupedInfo {

@@ -191,6 +191,10 @@ pub(crate) fn parts_of(m: &Metric, window: Window) -> Vec<Part> {
 }
 
 /// Stage 1: the units of the experiment (before the known-variant filter).
+///
+/// `multi_variant` is `MIN <> MAX` rather than `COUNT(DISTINCT …) > 1`:
+/// next to other aggregates DataFusion evaluates a distinct count with one
+/// hash set per group, which costs gigabytes at a million units.
 pub(crate) fn units_sql(key: &str, mode: AnalysisMode, n_segments: usize, b: &Bounds) -> String {
     let v = match mode {
         AnalysisMode::Itt => "assigned_variant",
@@ -201,14 +205,35 @@ pub(crate) fn units_sql(key: &str, mode: AnalysisMode, n_segments: usize, b: &Bo
         .collect();
     format!(
         "SELECT unit_id, first_value({v} ORDER BY ts, {v}) AS variant, MIN(ts) AS first_ts, \
-         COUNT(DISTINCT {v}) AS n_variants, bool_or(opted_out) AS opted_out{segs} \
+         MIN({v}) <> MAX({v}) AS multi_variant, bool_or(opted_out) AS opted_out{segs} \
          FROM exposures WHERE experiment = {key} AND ts < {end} GROUP BY unit_id",
         key = literal(key),
         end = b.end,
     )
 }
 
+/// The event types every part is restricted to, when all parts name types.
+fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
+    let mut types: Vec<&str> = Vec::new();
+    for p in parts {
+        for n in p.filter.event_type.as_ref()?.names() {
+            if !types.contains(&n) {
+                types.push(n);
+            }
+        }
+    }
+    (!types.is_empty()).then_some(types)
+}
+
 /// Stage 2: one row per unit of `units` with each part as column `p{i}`.
+///
+/// Units carry a dense integer key `uidx`: events are joined to units once on
+/// the string `unit_id`, and every later aggregate and join uses the integer.
+/// Each part is an aggregate with a `FILTER` clause, all computed in one pass
+/// over the events. With `dedup`, events are first reduced to one row per
+/// (unit, `event_id`) carrying only the columns the filters read, so the
+/// largest aggregate of the plan (one group per event) holds a handful of
+/// accumulators whatever the number of metrics.
 pub(crate) fn unit_values_sql(
     parts: &[Part],
     properties: &[String],
@@ -218,39 +243,33 @@ pub(crate) fn unit_values_sql(
 ) -> String {
     let lo = b.pre_start.unwrap_or(b.start).min(b.start);
     // Restrict the scan to the event types some part needs, when all parts name types.
-    let mut types: Vec<&str> = Vec::new();
-    let mut all_typed = true;
-    for p in parts {
-        match &p.filter.event_type {
-            Some(t) => {
-                for n in t.names() {
-                    if !types.contains(&n) {
-                        types.push(n);
-                    }
-                }
-            }
-            None => all_typed = false,
-        }
-    }
-    let type_cond = if all_typed && !types.is_empty() {
-        format!(
+    let type_cond = match scanned_types(parts) {
+        Some(types) => format!(
             " AND type IN ({})",
             types
                 .iter()
                 .map(|t| literal(t))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )
-    } else {
-        String::new()
+        ),
+        None => String::new(),
     };
+    // Unit columns (`lo`, `first_ts`) come from `units` (alias u) or, after
+    // deduplication, from the deduplicated rows (alias e).
+    let u = if dedup { "e" } else { "u" };
     let window = |w: Window| match w {
-        Window::Analysis => "e.ts >= u.lo".to_string(),
+        Window::Analysis => format!("e.ts >= {u}.lo"),
         Window::Pre => format!("e.ts < {}", b.start),
-        Window::Early => format!("e.ts >= u.lo AND e.ts < u.first_ts + {}", b.novelty),
-        Window::Late => format!("e.ts >= u.lo AND e.ts >= u.first_ts + {}", b.novelty),
+        Window::Early => format!(
+            "e.ts >= {u}.lo AND e.ts < {u}.first_ts + {}",
+            b.novelty
+        ),
+        Window::Late => format!(
+            "e.ts >= {u}.lo AND e.ts >= {u}.first_ts + {}",
+            b.novelty
+        ),
     };
-    let contribs: Vec<String> = parts
+    let aggs: Vec<String> = parts
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -262,52 +281,51 @@ pub(crate) fn unit_values_sql(
             if p.needs_value {
                 cond.push_str(" AND e.value IS NOT NULL");
             }
-            let then = match p.agg {
-                Agg::Count => "CAST(1 AS BIGINT)",
-                Agg::Sum => "COALESCE(e.value, 0.0)",
+            let agg = match p.agg {
+                Agg::Count => "COUNT(*)",
+                Agg::Sum => "SUM(e.value)",
             };
-            let zero = match p.agg {
-                Agg::Count => "CAST(0 AS BIGINT)",
-                Agg::Sum => "0.0",
-            };
-            format!("CASE WHEN {cond} THEN {then} ELSE {zero} END AS p{i}")
+            format!("{agg} FILTER (WHERE {cond}) AS p{i}")
         })
         .collect();
-    let cols = |f: &dyn Fn(usize) -> String| (0..parts.len()).map(f).collect::<Vec<_>>().join(", ");
     let segs: String = (0..n_segments).map(|i| format!(", u.seg_{i}")).collect();
-    let zero_filled = cols(&|i| match parts[i].agg {
-        Agg::Count => format!("COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
-        Agg::Sum => format!("COALESCE(a.p{i}, 0.0) AS p{i}"),
-    });
     if parts.is_empty() {
         return format!("SELECT u.unit_id, u.variant, u.first_ts{segs} FROM units u");
     }
-    let joined = format!(
-        "SELECT e.unit_id, e.event_id, {} FROM ev e JOIN units u ON e.unit_id = u.unit_id",
-        contribs.join(", ")
-    );
+    let zero_filled = (0..parts.len())
+        .map(|i| match parts[i].agg {
+            Agg::Count => format!("COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
+            Agg::Sum => format!("COALESCE(a.p{i}, 0.0) AS p{i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let props: String = (0..properties.len())
+        .map(|i| format!(", prop_{i}"))
+        .collect();
     let per_unit = if dedup {
+        // Duplicates are copies of one event; the kept row takes the
+        // earliest `ts` and the largest of each other column.
+        let dprops: String = (0..properties.len())
+            .map(|i| format!(", MAX(e.prop_{i}) AS prop_{i}"))
+            .collect();
         format!(
-            "d AS (SELECT unit_id, event_id, {} FROM j GROUP BY unit_id, event_id), \
-             a AS (SELECT unit_id, {} FROM d GROUP BY unit_id)",
-            cols(&|i| format!("MAX(p{i}) AS p{i}")),
-            cols(&|i| format!("SUM(p{i}) AS p{i}")),
+            "d AS (SELECT u.uidx, e.event_id, MIN(e.ts) AS ts, MAX(e.value) AS value, \
+             MAX(e.type) AS type{dprops}, MIN(u.lo) AS lo, MIN(u.first_ts) AS first_ts \
+             FROM ev e JOIN units u ON e.unit_id = u.unit_id GROUP BY u.uidx, e.event_id), \
+             a AS (SELECT e.uidx, {} FROM d e GROUP BY e.uidx)",
+            aggs.join(", ")
         )
     } else {
         format!(
-            "a AS (SELECT unit_id, {} FROM j GROUP BY unit_id)",
-            cols(&|i| format!("SUM(p{i}) AS p{i}"))
+            "a AS (SELECT u.uidx, {} FROM ev e JOIN units u ON e.unit_id = u.unit_id GROUP BY u.uidx)",
+            aggs.join(", ")
         )
     };
     format!(
         "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}), \
-         j AS ({joined}), {per_unit} \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}), {per_unit} \
          SELECT u.unit_id, u.variant, u.first_ts{segs}, {zero_filled} \
-         FROM units u LEFT JOIN a ON u.unit_id = a.unit_id",
-        props = (0..properties.len())
-            .map(|i| format!(", prop_{i}"))
-            .collect::<String>(),
+         FROM units u LEFT JOIN a ON u.uidx = a.uidx",
         end = b.end,
     )
 }
@@ -333,9 +351,11 @@ pub(crate) fn quantile_values_sql(
         end = b.end
     );
     if dedup {
+        // The variant is a function of the unit: grouping by it too is
+        // cheaper than an aggregate over a string column.
         format!(
-            "{base}SELECT first_value(u.variant) AS variant, MAX(e.value) AS value FROM ev e \
-             JOIN units u ON e.unit_id = u.unit_id WHERE {cond} GROUP BY e.unit_id, e.event_id"
+            "{base}SELECT u.variant AS variant, MAX(e.value) AS value FROM ev e \
+             JOIN units u ON e.unit_id = u.unit_id WHERE {cond} GROUP BY u.uidx, e.event_id, u.variant"
         )
     } else {
         format!(
@@ -416,6 +436,7 @@ mod tests {
         assert!(
             itt.contains("first_value(assigned_variant ORDER BY ts, assigned_variant) AS variant")
         );
+        assert!(itt.contains("MIN(assigned_variant) <> MAX(assigned_variant) AS multi_variant"));
         assert!(itt.contains("WHERE experiment = 'exp' AND ts < 10 GROUP BY unit_id"));
         let pp = units_sql("exp", AnalysisMode::PerProtocol, 0, &b);
         assert!(pp.contains("first_value(variant ORDER BY ts, variant) AS variant"));

@@ -1,5 +1,6 @@
 //! Integration tests of strata-analysis, one module per area.
 
+mod checks;
 mod common;
 mod errors;
 mod exact;
