@@ -474,9 +474,8 @@ impl Analyzer {
         // an adjustment would only make a harmful change harder to see. So
         // guardrails are analysed in a second call with no correction (and
         // no sequential test, which strata-stats applies to the primary only).
-        let (guard_inputs, main_inputs): (Vec<&MetricInput>, Vec<&MetricInput>) = inputs
-            .iter()
-            .partition(|m| m.role == MetricRole::Guardrail);
+        let (guard_inputs, main_inputs): (Vec<&MetricInput>, Vec<&MetricInput>) =
+            inputs.iter().partition(|m| m.role == MetricRole::Guardrail);
         let owned = |v: Vec<&MetricInput>| v.into_iter().cloned().collect::<Vec<_>>();
         let main_report = strata_stats::analyze(&config, &variants, &owned(main_inputs))?;
         let guard_report = strata_stats::analyze(

@@ -260,14 +260,8 @@ pub(crate) fn unit_values_sql(
     let window = |w: Window| match w {
         Window::Analysis => format!("e.ts >= {u}.lo"),
         Window::Pre => format!("e.ts < {}", b.start),
-        Window::Early => format!(
-            "e.ts >= {u}.lo AND e.ts < {u}.first_ts + {}",
-            b.novelty
-        ),
-        Window::Late => format!(
-            "e.ts >= {u}.lo AND e.ts >= {u}.first_ts + {}",
-            b.novelty
-        ),
+        Window::Early => format!("e.ts >= {u}.lo AND e.ts < {u}.first_ts + {}", b.novelty),
+        Window::Late => format!("e.ts >= {u}.lo AND e.ts >= {u}.first_ts + {}", b.novelty),
     };
     let aggs: Vec<String> = parts
         .iter()
