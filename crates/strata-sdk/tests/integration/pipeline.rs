@@ -1,0 +1,155 @@
+//! Against the real ingestion service of strata-pipeline (its HTTP routes
+//! over its deduplicating in-memory sink), behind a proxy that loses
+//! acknowledgements: exposures and events arrive exactly once despite
+//! retries.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_pipeline::http::{Ingest, IngestConfig};
+use strata_pipeline::memory::{MemorySink, StaticAuthorizer};
+use strata_pipeline::Record;
+use strata_sdk::{Client, Reason, SdkEvent};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{read_request, reset, respond, snapshot, users};
+
+/// What the proxy does with the collector's next acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    /// Passes it on.
+    Deliver,
+    /// Forwards the request, then resets the connection: stored, but the
+    /// acknowledgement is lost.
+    LoseAck,
+}
+
+async fn proxy_one(mut s: TcpStream, upstream: String, script: Arc<Mutex<Vec<Fate>>>) {
+    let Some(req) = read_request(&mut s).await else {
+        return;
+    };
+    let mut fwd = reqwest::Client::new().post(format!("{upstream}{}", req.path));
+    for h in ["authorization", "content-type", "content-encoding"] {
+        if let Some(v) = req.headers.get(h) {
+            fwd = fwd.header(h, v.as_str());
+        }
+    }
+    let Ok(resp) = fwd.body(req.body).send().await else {
+        return reset(s);
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.bytes().await.unwrap_or_default();
+    // Only acknowledgements are lost; the collector's errors pass.
+    let fate = if (200..300).contains(&status) {
+        script.lock().unwrap().pop().unwrap_or(Fate::Deliver)
+    } else {
+        Fate::Deliver
+    };
+    match fate {
+        Fate::LoseAck => reset(s),
+        Fate::Deliver => {
+            let headers: Vec<(&str, String)> = retry_after
+                .into_iter()
+                .map(|v| ("retry-after", v))
+                .collect();
+            respond(&mut s, status, &headers, &body).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exposures_arrive_at_the_collector_exactly_once_despite_retries() {
+    // The collector: strata-pipeline's routes on a loopback port.
+    let sink = Arc::new(MemorySink::new());
+    let auth = StaticAuthorizer::new().with_token("ingest-key", "key-1");
+    let ingest = Ingest::new(sink.clone(), Arc::new(auth), IngestConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let app = ingest
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    // The proxy: the first acknowledgements are lost (popped from the end).
+    let script = Arc::new(Mutex::new(vec![
+        Fate::Deliver,
+        Fate::LoseAck,
+        Fate::Deliver,
+        Fate::LoseAck,
+        Fate::LoseAck,
+    ]));
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let (up, sc) = (upstream.clone(), script.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = proxy.accept().await {
+            tokio::spawn(proxy_one(s, up.clone(), sc.clone()));
+        }
+    });
+    // The store fails at first: the collector answers with an error.
+    sink.set_failure(Some("disk unavailable".to_owned()));
+
+    let duplicates = Arc::new(Mutex::new(0u64));
+    let d = duplicates.clone();
+    let doc = snapshot(1, &[("exp_a", "fa", "running"), ("exp_b", "fb", "running")]);
+    let c = Client::builder("http://127.0.0.1:9", "sdk-key")
+        .bootstrap_json(doc.to_string())
+        .streaming(false)
+        .poll_interval(Duration::from_secs(3600))
+        .ingest_key("ingest-key")
+        .collector_url(&proxy_url)
+        .request_timeout(Duration::from_secs(2))
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .batch_size(100)
+        .hooks(move |e: &SdkEvent<'_>| {
+            if let SdkEvent::BatchSent { duplicates, .. } = e {
+                *d.lock().unwrap() += duplicates;
+            }
+        })
+        .build()
+        .unwrap();
+    let units = users(200);
+    for _ in 0..3 {
+        for u in &units {
+            for flag in ["fa", "fb"] {
+                assert_eq!(c.variant(u, flag, "d").reason(), Reason::Assigned);
+            }
+        }
+    }
+    for u in &units {
+        c.track(u, "purchase", Some(2.5), None);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sink.set_failure(None);
+    assert!(c.flush().await, "{:?}", c.stats());
+
+    let records = sink.records();
+    let exposures: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Exposure(x) => Some((x.unit_id.clone(), x.experiment.clone())),
+            Record::Event(_) => None,
+        })
+        .collect();
+    let events = records.len() - exposures.len();
+    assert_eq!(exposures.len(), 400, "each unit once per experiment");
+    assert_eq!(crate::common::distinct(exposures), 400);
+    assert_eq!(events, 200);
+    assert!(
+        script.lock().unwrap().is_empty(),
+        "every lost ack was played"
+    );
+    assert!(
+        *duplicates.lock().unwrap() > 0,
+        "a batch whose ack was lost was resent and recognised"
+    );
+    let s = c.stats();
+    assert_eq!((s.exposures_dropped, s.events_dropped), (0, 0));
+}
