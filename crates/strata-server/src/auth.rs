@@ -113,6 +113,10 @@ pub enum Perm {
     KeysWrite,
     /// Read the SDK snapshot and evaluate.
     SdkRead,
+    /// Read analysis results (analysts and admins: every team; others: their team's).
+    ResultsRead,
+    /// Publish analysis results (analysts and admins; experimenters: their team's).
+    ResultsWrite,
 }
 
 impl Perm {
@@ -131,6 +135,8 @@ impl Perm {
             Perm::AuditRead => "audit:read",
             Perm::KeysWrite => "keys:write",
             Perm::SdkRead => "sdk:read",
+            Perm::ResultsRead => "results:read",
+            Perm::ResultsWrite => "results:write",
         }
     }
 }
@@ -166,7 +172,8 @@ impl Principal {
             KeyKind::Ingest => false,
             KeyKind::Api => match perm {
                 Perm::SdkRead => false,
-                Perm::Read => true,
+                Perm::Read | Perm::ResultsRead => true,
+                Perm::ResultsWrite => self.role >= Role::Analyst,
                 Perm::ExperimentsWrite | Perm::ExperimentsKill => self.role >= Role::Experimenter,
                 Perm::MetricsWrite => matches!(self.role, Role::Analyst | Role::Admin),
                 Perm::AuditRead => matches!(self.role, Role::Analyst | Role::Admin),
@@ -331,6 +338,57 @@ impl KeyCache {
     }
 }
 
+/// The principal of a bearer token: from the cache, else from the store
+/// (then cached).
+pub async fn principal(state: &AppState, token: &str) -> Result<Arc<Principal>, AppError> {
+    let hash = hash_token(token);
+    if let Some(p) = state.keys.get(&hash) {
+        return Ok(p);
+    }
+    let rec = state
+        .store
+        .key_by_hash(&hash)
+        .await
+        .map_err(AppError::from)?
+        .ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
+    let p = Arc::new(
+        Principal::from_key(&rec)
+            .ok_or_else(|| AppError::internal("stored key has an unknown kind or role"))?,
+    );
+    state.keys.put(hash, p.clone());
+    Ok(p)
+}
+
+/// Ingestion keys for the collection endpoints of strata-pipeline: only
+/// keys of kind `ingest` may write exposures and events.
+#[derive(Debug, Clone)]
+pub struct IngestAuthorizer(pub AppState);
+
+impl strata_pipeline::Authorizer for IngestAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> strata_pipeline::BoxFuture<
+        'a,
+        Result<strata_pipeline::Principal, strata_pipeline::AuthDenied>,
+    > {
+        Box::pin(async move {
+            let p = principal(&self.0, token)
+                .await
+                .map_err(|_| strata_pipeline::AuthDenied::Unauthenticated)?;
+            if p.kind != KeyKind::Ingest {
+                return Err(strata_pipeline::AuthDenied::Forbidden(format!(
+                    "missing permission events:write; a {} key cannot ingest",
+                    p.kind.as_str()
+                )));
+            }
+            Ok(strata_pipeline::Principal {
+                key_id: p.key_id.clone(),
+            })
+        })
+    }
+}
+
 /// The authenticated caller of a request (401 without a valid bearer token,
 /// 429 over its rate limit).
 #[derive(Debug, Clone)]
@@ -362,24 +420,7 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 AppError::unauthorized("malformed authorization header; expected Bearer <token>")
             })?;
-        let hash = hash_token(token);
-        let principal = match state.keys.get(&hash) {
-            Some(p) => p,
-            None => {
-                let rec = state
-                    .store
-                    .key_by_hash(&hash)
-                    .await
-                    .map_err(AppError::from)?
-                    .ok_or_else(|| AppError::unauthorized("unknown or revoked token"))?;
-                let p =
-                    Arc::new(Principal::from_key(&rec).ok_or_else(|| {
-                        AppError::internal("stored key has an unknown kind or role")
-                    })?);
-                state.keys.put(hash, p.clone());
-                p
-            }
-        };
+        let principal = principal(state, token).await?;
         let limiter = if principal.kind == KeyKind::Api {
             &state.limiter
         } else {
@@ -411,6 +452,29 @@ impl Auth {
     ) -> Result<(), AppError> {
         self.require(state, perm).await?;
         if self.role == Role::Admin || self.team == team {
+            Ok(())
+        } else {
+            Err(self
+                .deny(
+                    state,
+                    perm,
+                    Some(&format!("the experiment belongs to team {team:?}")),
+                )
+                .await)
+        }
+    }
+
+    /// Requires `perm` on the results of an experiment of `team`: analysts
+    /// and admins read and publish the results of every team, experimenters
+    /// and viewers only their own team's.
+    pub async fn require_results(
+        &self,
+        state: &AppState,
+        perm: Perm,
+        team: &str,
+    ) -> Result<(), AppError> {
+        self.require(state, perm).await?;
+        if matches!(self.role, Role::Admin | Role::Analyst) || self.team == team {
             Ok(())
         } else {
             Err(self

@@ -35,6 +35,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 mod error;
 pub mod json;
 pub mod live;
@@ -175,7 +176,7 @@ impl Server {
                 .await
         });
         let sync = tokio::spawn(sync_loop(state.clone(), rx));
-        tracing::info!(%addr, backend = ?state.store.backend(), version = state.live.version(), "strata serve listening");
+        tracing::info!(%addr, backend = state.store.backend().name(), version = state.live.version(), "strata serve listening");
         Ok(Self {
             addr,
             state,
@@ -277,37 +278,37 @@ pub async fn refresh(state: &AppState) -> Result<(), ServerError> {
 /// Follows versions published by other instances: PostgreSQL notifications
 /// when available, and a poll of the head version as a fallback.
 async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut listener: Option<Box<dyn backend::ChangeListener>> = None;
+    let mut subscribable = true;
     let mut last_attempt: Option<std::time::Instant> = None;
     let mut last_keys = std::time::Instant::now();
     loop {
-        if state.store.backend() == Backend::Postgres
+        if subscribable
             && listener.is_none()
             && last_attempt.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
         {
             last_attempt = Some(std::time::Instant::now());
-            match sqlx::postgres::PgListener::connect(state.store.url()).await {
-                Ok(mut l) => match l.listen(store::NOTIFY_CHANNEL).await {
-                    Ok(()) => listener = Some(l),
-                    Err(e) => tracing::warn!(error = %e, "listen failed; polling"),
-                },
-                Err(e) => tracing::warn!(error = %e, "notification connection failed; polling"),
+            match state.store.listen().await {
+                Ok(Some(l)) => listener = Some(l),
+                // The backend has no notifications: polling only.
+                Ok(None) => subscribable = false,
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to config changes; polling"),
             }
-            // Anything committed before LISTEN took effect.
+            // Anything committed before the subscription took effect.
             if let Err(e) = refresh(&state).await {
                 tracing::warn!(error = %e, "refresh failed");
             }
         }
         let notified = async {
             match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
+                Some(l) => l.changed().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             r = notified => {
                 if let Err(e) = r {
-                    tracing::warn!(error = %e, "notification connection lost; polling");
+                    tracing::warn!(error = %e, "change notifications lost; polling");
                     listener = None;
                 }
             }
@@ -330,7 +331,7 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
 
 /// The full router with its middleware.
 pub fn router(state: AppState) -> Router {
-    use api::{admin, experiments, layers, registry};
+    use api::{admin, experiments, layers, registry, results};
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -345,6 +346,15 @@ pub fn router(state: AppState) -> Router {
             get(experiments::get).put(experiments::update),
         )
         .route("/api/v1/experiments/{key}/audit", get(experiments::audit))
+        .route(
+            "/api/v1/experiments/{key}/results",
+            get(results::latest).post(results::publish),
+        )
+        .route(
+            "/api/v1/experiments/{key}/results/history",
+            get(results::history),
+        )
+        .route("/api/v1/experiments/{key}/results/{seq}", get(results::one))
         .route(
             "/api/v1/experiments/{key}/{action}",
             post(experiments::action),

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, experiments, layers, registry};
+use crate::api::{admin, experiments, layers, registry, results};
 use crate::{model, sdk, store};
 
 struct Bearer;
@@ -30,6 +30,7 @@ impl Modify for Bearer {
     paths(
         experiments::create, experiments::get, experiments::list, experiments::update,
         experiments::action, experiments::audit,
+        results::publish, results::latest, results::one, results::history,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
@@ -45,11 +46,12 @@ impl Modify for Bearer {
         model::GuardrailDef, model::GuardrailDirection, model::AutoAction, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
-        sdk::EvaluateRequest,
+        sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
         (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
+        (name = "results", description = "analysis results; team-restricted"),
         (name = "sdk", description = "for SDK keys"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
     )

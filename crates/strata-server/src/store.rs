@@ -2,8 +2,9 @@
 //! keys, in SQLite (embedded default) or PostgreSQL.
 //!
 //! Both backends run the same portable SQL and the same migration set through
-//! sqlx's `Any` driver; [`Backend`] selects the few dialect-specific pieces
-//! (WAL mode on SQLite, `pg_notify` and `LISTEN` on PostgreSQL).
+//! sqlx's `Any` driver; a [`Backend`] (module [`crate::backend`]) supplies the
+//! few pieces that differ (WAL mode on SQLite, `pg_notify` and `LISTEN` on
+//! PostgreSQL).
 //!
 //! Every change runs in a [`WriteTx`]: it first bumps `config_head.version`
 //! (which locks the row and so serialises writers across instances), applies
@@ -12,17 +13,18 @@
 //! commits — all in one transaction. If any step fails nothing is written.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, AnyPool, Row, Transaction};
 
+pub use crate::backend::{Backend, ChangeListener, NOTIFY_CHANNEL};
 use crate::live::{Disabled, LiveConfig, SnapshotExtra};
 use crate::model::{ExperimentRecord, HoldoutRecord, LayerRecord, Status};
 
@@ -64,21 +66,11 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The database behind the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// An embedded SQLite file.
-    Sqlite,
-    /// A PostgreSQL server, possibly shared by several instances.
-    Postgres,
-}
-
 /// The migration set, embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
-
-/// The PostgreSQL channel on which commits are announced.
-pub const NOTIFY_CHANNEL: &str = "strata_config";
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "results", include_str!("../migrations/0002_results.sql")),
+];
 
 /// Who made a change (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +173,19 @@ pub struct StoredSnapshot {
     pub reason: String,
 }
 
+/// One publication of an experiment's results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResultsMeta {
+    /// Sequence number of the publication.
+    pub seq: u64,
+    /// The `as_of` of the analysis (RFC 3339).
+    pub as_of: String,
+    /// When it was published (RFC 3339).
+    pub published_at: String,
+    /// The key name that published it.
+    pub published_by: String,
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -198,8 +203,7 @@ pub struct StoreOptions {
 #[derive(Debug, Clone)]
 pub struct ConfigStore {
     pool: AnyPool,
-    backend: Backend,
-    url: String,
+    backend: Arc<dyn Backend>,
     retention: u64,
     /// Serialises this instance's writers (SQLite allows one writer at a time;
     /// across instances the `config_head` row lock does the same).
@@ -248,41 +252,14 @@ impl ConfigStore {
     /// Connects (creating the SQLite file and directory if needed) and runs the migrations.
     pub async fn open(opts: &StoreOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let (url, backend) = match &opts.database_url {
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                (u.clone(), Backend::Postgres)
-            }
-            Some(u) if u.starts_with("sqlite:") => (u.clone(), Backend::Sqlite),
-            Some(u) => {
-                return Err(StoreError::Unavailable(format!(
-                    "unsupported database url {:?}; expected postgres:// or sqlite:",
-                    redact(u)
-                )))
-            }
-            None => {
-                std::fs::create_dir_all(&opts.data_dir).map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "cannot create data directory {}: {e}",
-                        opts.data_dir.display()
-                    ))
-                })?;
-                let file = opts.data_dir.join("strata.db");
-                (sqlite_url(&file), Backend::Sqlite)
-            }
-        };
-        let options: AnyConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::Unavailable(format!("invalid database url: {e}")))?;
+        let backend: Arc<dyn Backend> = crate::backend::open(opts)?.into();
+        let options = crate::backend::connect_options(&*backend)?;
         let pool = AnyPoolOptions::new()
             .max_connections(opts.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
-        }
+        backend.prepare(&pool).await?;
         let migrator = Migrator {
             migrations: Cow::Owned(
                 MIGRATIONS
@@ -304,20 +281,19 @@ impl ConfigStore {
         Ok(Self {
             pool,
             backend,
-            url,
             retention: opts.snapshot_retention,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
     /// The backend in use.
-    pub fn backend(&self) -> Backend {
-        self.backend
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
-    /// The connection URL (PostgreSQL `LISTEN` needs its own connection).
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Subscribes to versions published by other instances (`None`: poll).
+    pub async fn listen(&self) -> Result<Option<Box<dyn ChangeListener>>> {
+        self.backend.listen().await
     }
 
     /// Closes every connection; later operations fail with [`StoreError::Unavailable`].
@@ -351,7 +327,7 @@ impl ConfigStore {
             version: u64::try_from(version).unwrap_or(0),
             now: now_ms(),
             actor: actor.clone(),
-            backend: self.backend,
+            backend: self.backend.clone(),
             retention: self.retention,
             _guard: guard,
         })
@@ -496,6 +472,91 @@ impl ConfigStore {
         Ok(())
     }
 
+    /// Stores a published results document of `experiment` and audits it.
+    /// Returns its sequence number.
+    pub async fn insert_results(
+        &self,
+        experiment: &str,
+        owner_team: &str,
+        as_of: i64,
+        doc: &Value,
+        actor: &Actor,
+    ) -> Result<u64> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE counters SET value = value + 1 WHERE name = 'results' RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let seq: i64 = row.try_get(0)?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO results (seq, experiment, owner_team, as_of, published_at, published_by, doc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(seq)
+        .bind(experiment)
+        .bind(owner_team)
+        .bind(as_of)
+        .bind(now)
+        .bind(actor.name.as_str())
+        .bind(to_json(doc)?)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("seq {seq}, as of {}", rfc3339(as_of));
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            "results.publish",
+            "experiment",
+            experiment,
+            None,
+            None,
+            None,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// The publications of `experiment`'s results, latest `as_of` first
+    /// (documents not loaded).
+    pub async fn results_history(&self, experiment: &str) -> Result<Vec<ResultsMeta>> {
+        let rows = sqlx::query(
+            "SELECT seq, as_of, published_at, published_by FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
+        )
+        .bind(experiment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(results_meta).collect()
+    }
+
+    /// One publication (`seq`), or the latest by `as_of` when `seq` is `None`.
+    pub async fn results(
+        &self,
+        experiment: &str,
+        seq: Option<u64>,
+    ) -> Result<Option<(ResultsMeta, Value)>> {
+        let q = match seq {
+            Some(seq) => sqlx::query(
+                "SELECT seq, as_of, published_at, published_by, doc FROM results WHERE experiment = $1 AND seq = $2",
+            )
+            .bind(experiment)
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX)),
+            None => sqlx::query(
+                "SELECT seq, as_of, published_at, published_by, doc FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC LIMIT 1",
+            )
+            .bind(experiment),
+        };
+        let Some(r) = q.fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let doc: Value = from_json("results", &r.try_get::<String, _>(4)?)?;
+        Ok(Some((results_meta(&r)?, doc)))
+    }
+
     /// Stores a new API key (by hash) and audits it.
     pub async fn insert_key(&self, key: &KeyRecord, token_hash: &str, actor: &Actor) -> Result<()> {
         let _guard = self.write_lock.lock().await;
@@ -605,6 +666,15 @@ impl ConfigStore {
     }
 }
 
+fn results_meta(r: &sqlx::any::AnyRow) -> Result<ResultsMeta> {
+    Ok(ResultsMeta {
+        seq: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+        as_of: rfc3339(r.try_get(1)?),
+        published_at: rfc3339(r.try_get(2)?),
+        published_by: r.try_get(3)?,
+    })
+}
+
 fn key_from_row(r: &sqlx::any::AnyRow) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: r.try_get(0)?,
@@ -616,10 +686,6 @@ fn key_from_row(r: &sqlx::any::AnyRow) -> Result<KeyRecord> {
         created_by: r.try_get(6)?,
         revoked: r.try_get::<i64, _>(7)? != 0,
     })
-}
-
-fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", path.display())
 }
 
 /// A URL with its password replaced by `***`.
@@ -744,7 +810,7 @@ pub struct WriteTx {
     /// The change's timestamp (ms).
     pub now: i64,
     actor: Actor,
-    backend: Backend,
+    backend: Arc<dyn Backend>,
     retention: u64,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -1016,15 +1082,9 @@ impl WriteTx {
         Ok(Ok(live))
     }
 
-    /// Commits the change (and, on PostgreSQL, notifies the other instances).
+    /// Commits the change, announcing it to the other instances (PostgreSQL).
     pub async fn commit(mut self) -> Result<()> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(self.version.to_string())
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        }
+        self.backend.announce(&mut self.tx, self.version).await?;
         self.tx.commit().await?;
         Ok(())
     }

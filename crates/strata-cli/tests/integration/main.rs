@@ -3,3 +3,4 @@
 mod analyze;
 mod assign;
 mod conformance;
+mod serve;

@@ -4,3 +4,4 @@ pub mod admin;
 pub mod experiments;
 pub mod layers;
 pub mod registry;
+pub mod results;

@@ -93,6 +93,24 @@ async fn role_matrix(s: TestServer) {
             Some(json!({})),
             "ynnnnnn",
         ),
+        (
+            Method::POST,
+            "/api/v1/experiments/exp_m/results",
+            Some(json!({"experiment": "exp_m", "as_of": "2026-01-15T00:00:00Z", "metrics": []})),
+            "yynynnn",
+        ),
+        (
+            Method::GET,
+            "/api/v1/experiments/exp_m/results",
+            None,
+            "yynynnn",
+        ),
+        (
+            Method::GET,
+            "/api/v1/experiments/exp_m/results/history",
+            None,
+            "yynynnn",
+        ),
         (Method::GET, "/api/v1/layers", None, "yyyyynn"),
         (
             Method::POST,

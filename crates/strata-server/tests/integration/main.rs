@@ -13,4 +13,5 @@ mod layers;
 mod lifecycle;
 mod multi_instance;
 mod registry;
+mod results;
 mod validation;

@@ -1,0 +1,314 @@
+//! `strata serve` and `strata token create` as processes: the README's main
+//! job on the embedded store, driven over HTTP, stopped by SIGTERM and
+//! restarted on the same data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "e2e-admin-token";
+
+/// A `strata serve` child process; killed if dropped while running.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("STRATA_BOOTSTRAP_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn strata serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("strata serve prints its address");
+        Self { child, base }
+    }
+
+    /// SIGTERM, then waits: a graceful stop exits 0.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                assert!(s.success(), "strata serve exited with {s}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strata serve ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["token", "create"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run strata token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(t.starts_with("strata_") && t.len() == 7 + 64, "{t}");
+    t
+}
+
+async fn call(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = c.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status();
+    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+fn analyze_example() -> Value {
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/analysis");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("analyze")
+        .arg("--spec")
+        .arg(ex.join("experiment.yaml"))
+        .arg("--metrics")
+        .arg(ex.join("metrics.yaml"))
+        .arg("--exposures")
+        .arg(ex.join("data/exposures"))
+        .arg("--events")
+        .arg(ex.join("data/events"))
+        .output()
+        .expect("run strata analyze");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("results json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_tokens_lifecycle_results_and_restart() {
+    use reqwest::Method;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("strata-data");
+    let served = Served::start(&dir);
+    let c = reqwest::Client::new();
+    let api = |p: &str| format!("{}/api/v1/{p}", served.base);
+
+    let (s, v) = call(&c, Method::GET, format!("{}/readyz", served.base), "", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Tokens created by the CLI in the store of the running server work at once.
+    let checkout = token(&dir, &["--role", "experimenter", "--team", "checkout"]);
+    let search = token(&dir, &["--role", "experimenter", "--team", "search"]);
+    let analyst = token(&dir, &["--role", "analyst", "--name", "nightly-analysis"]);
+    let sdk = token(&dir, &["--kind", "sdk"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["token", "create", "--role", "experimenter", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--team"));
+
+    for m in [
+        json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}}),
+        json!({"key": "revenue", "type": "sum", "filter": {"type": "purchase"}}),
+        json!({"key": "page_load_p95", "type": "quantile", "quantile": 0.95,
+               "filter": {"type": "page_load"}, "direction": "increase_is_bad"}),
+    ] {
+        let (s, v) = call(&c, Method::POST, api("metrics"), &analyst, Some(m)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let exp = json!({
+        "key": "exp_checkout_v2", "name": "New checkout", "hypothesis": "fewer steps convert better",
+        "owner_team": "checkout", "unit": "user_id", "size": 400, "surfaces": ["checkout"],
+        "targeting": {"all": [{"attr": "country", "op": "in", "values": ["US", "CA"]}]},
+        "variants": [{"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}],
+        "primary_metric": "conversion", "secondary_metrics": ["revenue"], "guardrails": ["page_load_p95"],
+        "mde": 0.02, "planned_units": 200000, "alpha": 0.05, "sequential": "group_sequential",
+        "requires_approval": false
+    });
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        api("experiments"),
+        &search,
+        Some(exp.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = call(&c, Method::POST, api("experiments"), &checkout, Some(exp)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let flag = v["flag"].as_str().expect("flag").to_owned();
+    for (action, body) in [
+        ("submit", json!({})),
+        ("start", json!({"ramp_percent": 50})),
+    ] {
+        let (s, v) = call(
+            &c,
+            Method::POST,
+            api(&format!("experiments/exp_checkout_v2/{action}")),
+            &checkout,
+            Some(body),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{action}: {v}");
+    }
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        format!("{}/sdk/v1/config", served.base),
+        &sdk,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let version = v["version"].as_u64().expect("version");
+    assert!(v.to_string().contains(&flag));
+    assert!(!v.to_string().contains("New checkout"));
+
+    // Results: published by the analyst, readable by the owning team only.
+    let doc = analyze_example();
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        api("experiments/exp_checkout_v2/results"),
+        &search,
+        Some(doc.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "forbidden");
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        api("experiments/exp_checkout_v2/results"),
+        &analyst,
+        Some(doc.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["published_by"], "nightly-analysis");
+    let seq = v["seq"].as_u64().expect("seq");
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        api("experiments/exp_checkout_v2/results"),
+        &checkout,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seq"].as_u64(), Some(seq));
+    assert_eq!(v["results"], doc);
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        api("experiments/exp_checkout_v2/results"),
+        &search,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("results:read"));
+
+    // SIGTERM stops it cleanly; a restart on the same directory serves the same state.
+    served.terminate();
+    let served = Served::start(&dir);
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        format!("{}/sdk/v1/config", served.base),
+        &sdk,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["version"].as_u64(), Some(version));
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        format!(
+            "{}/api/v1/experiments/exp_checkout_v2/results/history",
+            served.base
+        ),
+        &analyst,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1));
+    served.terminate();
+}
+
+#[test]
+fn serve_refuses_a_bad_database_url_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "mysql://root:hunter2@127.0.0.1/test",
+        ])
+        .output()
+        .expect("run strata serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported database url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
