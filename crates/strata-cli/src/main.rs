@@ -30,6 +30,8 @@ enum Command {
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(serve::TokenCommand),
+    /// Compact everything durable in the event log into Parquet now (the server must be stopped).
+    Compact(serve::CompactArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token(cmd) => serve::token(&cmd),
+        Command::Compact(args) => serve::compact(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use strata_server::auth::{hash_token, new_key_record, new_token, KeyKind, Role};
+use strata_server::pipeline::{lock_dir, PipelineConfig};
 use strata_server::store::Actor;
 use strata_server::{ConfigStore, Server, ServerConfig, Settings, StoreOptions};
 
@@ -67,6 +68,9 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Do not mount the event pipeline (`/collect/v1/*`, under DATA_DIR/pipeline).
+    #[arg(long)]
+    no_pipeline: bool,
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -107,6 +111,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             sdk_rate_limit: args.sdk_rate_limit,
             max_body_bytes: args.max_body_bytes,
             keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
+            pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
             ..Settings::default()
         },
         bootstrap_admin_token: std::env::var("STRATA_BOOTSTRAP_ADMIN_TOKEN").ok(),
@@ -211,6 +216,42 @@ pub fn token(cmd: &TokenCommand) -> Result<()> {
             rec.id,
             role.as_str(),
             args.team
+        );
+        Ok(())
+    })
+}
+
+/// Arguments of `strata compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The data directory of `strata serve` (its event log is DATA_DIR/pipeline).
+    #[arg(long, value_name = "DIR", default_value = "./strata-data")]
+    data_dir: PathBuf,
+}
+
+/// Runs `strata compact`: recovers the log, compacts everything durable into
+/// Parquet and prints the report as JSON. Refuses while a server holds the
+/// directory (use `POST /api/v1/pipeline/compact` then).
+pub fn compact(args: &CompactArgs) -> Result<()> {
+    let cfg = PipelineConfig::under(&args.data_dir);
+    let _lock = lock_dir(&cfg.dir).map_err(anyhow::Error::msg)?;
+    let opts = strata_pipeline::StoreOptions {
+        background_compaction: false,
+        ..cfg.store.clone()
+    };
+    runtime(Some(1))?.block_on(async move {
+        let store = strata_pipeline::LocalStore::open(&cfg.dir, opts)
+            .await
+            .with_context(|| format!("cannot open the event log in {}", cfg.dir.display()))?;
+        let r = store.compact_now().await.context("compaction failed")?;
+        store.shutdown().await;
+        println!(
+            "{}",
+            serde_json::json!({
+                "segments": r.segments, "log_bytes": r.log_bytes, "exposures": r.exposures,
+                "events": r.events, "files": r.files, "damaged_segments": r.damaged_segments,
+                "parquet": cfg.dir.join("parquet"),
+            })
         );
         Ok(())
     })

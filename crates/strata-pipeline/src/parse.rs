@@ -327,6 +327,8 @@ impl Ctx<'_> {
                 let value = match raw.value {
                     None | Some(Loose::Null) => None,
                     Some(Loose::Num(v)) => Some(v),
+                    // A JSON integer is a number too (`"value": 12`).
+                    Some(Loose::Int(v)) => Some(v as f64),
                     Some(other) => return Err(wrong_type("value", "a number", &other)),
                 };
                 let is_bot = self.flag("is_bot", raw.is_bot)?;
@@ -832,6 +834,26 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(data).unwrap();
         enc.finish().unwrap()
+    }
+
+    #[test]
+    fn an_integer_value_is_a_number() {
+        let ms = NOW / 1000 - 5_000;
+        let body = format!(
+            r#"[{{"event_id":"e1","unit_id":"u1","type":"purchase","ts":{ms},"value":12}},
+               {{"event_id":"e2","unit_id":"u1","type":"purchase","ts":{ms},"value":-3}}]"#
+        );
+        let b = events(&body).unwrap();
+        assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+        let values: Vec<Option<f64>> = b
+            .records
+            .iter()
+            .map(|(_, r)| match r {
+                Record::Event(e) => e.value,
+                Record::Exposure(_) => None,
+            })
+            .collect();
+        assert_eq!(values, [Some(12.0), Some(-3.0)]);
     }
 
     #[test]

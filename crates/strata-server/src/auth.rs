@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::{Actor, KeyRecord};
+use crate::store::{Actor, ConfigStore, KeyRecord};
 
 /// What a key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,8 @@ pub enum Perm {
     ResultsRead,
     /// Publish analysis results (analysts and admins; experimenters: their team's).
     ResultsWrite,
+    /// Operate the event pipeline: compact now, delete a unit's data.
+    DataAdmin,
 }
 
 impl Perm {
@@ -137,6 +139,7 @@ impl Perm {
             Perm::SdkRead => "sdk:read",
             Perm::ResultsRead => "results:read",
             Perm::ResultsWrite => "results:write",
+            Perm::DataAdmin => "data:admin",
         }
     }
 }
@@ -182,7 +185,8 @@ impl Principal {
                 | Perm::GuardrailsWrite
                 | Perm::HoldoutWrite
                 | Perm::ConfigRollback
-                | Perm::KeysWrite => self.role == Role::Admin,
+                | Perm::KeysWrite
+                | Perm::DataAdmin => self.role == Role::Admin,
             },
         }
     }
@@ -340,13 +344,16 @@ impl KeyCache {
 
 /// The principal of a bearer token: from the cache, else from the store
 /// (then cached).
-pub async fn principal(state: &AppState, token: &str) -> Result<Arc<Principal>, AppError> {
+pub async fn principal(
+    store: &ConfigStore,
+    keys: &KeyCache,
+    token: &str,
+) -> Result<Arc<Principal>, AppError> {
     let hash = hash_token(token);
-    if let Some(p) = state.keys.get(&hash) {
+    if let Some(p) = keys.get(&hash) {
         return Ok(p);
     }
-    let rec = state
-        .store
+    let rec = store
         .key_by_hash(&hash)
         .await
         .map_err(AppError::from)?
@@ -355,14 +362,19 @@ pub async fn principal(state: &AppState, token: &str) -> Result<Arc<Principal>, 
         Principal::from_key(&rec)
             .ok_or_else(|| AppError::internal("stored key has an unknown kind or role"))?,
     );
-    state.keys.put(hash, p.clone());
+    keys.put(hash, p.clone());
     Ok(p)
 }
 
 /// Ingestion keys for the collection endpoints of strata-pipeline: only
 /// keys of kind `ingest` may write exposures and events.
 #[derive(Debug, Clone)]
-pub struct IngestAuthorizer(pub AppState);
+pub struct IngestAuthorizer {
+    /// Where keys are stored.
+    pub store: ConfigStore,
+    /// The server's key cache.
+    pub keys: Arc<KeyCache>,
+}
 
 impl strata_pipeline::Authorizer for IngestAuthorizer {
     fn authorize<'a>(
@@ -373,7 +385,7 @@ impl strata_pipeline::Authorizer for IngestAuthorizer {
         Result<strata_pipeline::Principal, strata_pipeline::AuthDenied>,
     > {
         Box::pin(async move {
-            let p = principal(&self.0, token)
+            let p = principal(&self.store, &self.keys, token)
                 .await
                 .map_err(|_| strata_pipeline::AuthDenied::Unauthenticated)?;
             if p.kind != KeyKind::Ingest {
@@ -420,7 +432,7 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 AppError::unauthorized("malformed authorization header; expected Bearer <token>")
             })?;
-        let principal = principal(state, token).await?;
+        let principal = principal(&state.store, &state.keys, token).await?;
         let limiter = if principal.kind == KeyKind::Api {
             &state.limiter
         } else {

@@ -42,6 +42,7 @@ pub mod live;
 pub mod metrics;
 pub mod model;
 mod openapi;
+pub mod pipeline;
 pub mod sdk;
 pub mod state;
 pub mod store;
@@ -132,14 +133,30 @@ impl Server {
     /// loads the latest snapshot, binds and starts serving.
     pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
         let store = ConfigStore::open(&cfg.store).await?;
+        let keys = Arc::new(KeyCache::default());
+        let pipeline = match &cfg.settings.pipeline {
+            Some(p) => {
+                let auth = Arc::new(auth::IngestAuthorizer {
+                    store: store.clone(),
+                    keys: keys.clone(),
+                });
+                Some(Arc::new(
+                    pipeline::Pipeline::open(p, auth)
+                        .await
+                        .map_err(ServerError::Other)?,
+                ))
+            }
+            None => None,
+        };
         let state = AppState {
             store,
             live: Arc::new(SharedConfig::new()),
-            keys: Arc::new(KeyCache::default()),
+            keys,
             limiter: Arc::new(RateLimiter::new(cfg.settings.rate_limit)),
             sdk_limiter: Arc::new(RateLimiter::new(cfg.settings.sdk_rate_limit)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(cfg.settings.clone()),
+            pipeline,
         };
         if let Some(token) = cfg
             .bootstrap_admin_token
@@ -169,11 +186,14 @@ impl Server {
         let app = router(state.clone());
         let mut http_rx = rx.clone();
         let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_rx.wait_for(|s| *s).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            })
+            .await
         });
         let sync = tokio::spawn(sync_loop(state.clone(), rx));
         tracing::info!(%addr, backend = state.store.backend().name(), version = state.live.version(), "strata serve listening");
@@ -201,11 +221,14 @@ impl Server {
         let _ = self.shutdown.send(true);
         self.sync.abort();
         let mut http = self.http;
-        match tokio::time::timeout(Duration::from_secs(1), &mut http).await {
-            Ok(Ok(Ok(()))) | Err(_) => {
-                http.abort();
-                Ok(())
-            }
+        let served = tokio::time::timeout(Duration::from_secs(1), &mut http).await;
+        http.abort();
+        // Acknowledged records are already durable; this drains the writer.
+        if let Some(p) = &self.state.pipeline {
+            p.store.shutdown().await;
+        }
+        match served {
+            Ok(Ok(Ok(()))) | Err(_) => Ok(()),
             Ok(Ok(Err(e))) => Err(ServerError::Other(format!("http server: {e}"))),
             Ok(Err(e)) => Err(ServerError::Other(format!("http server task: {e}"))),
         }
@@ -282,6 +305,7 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut subscribable = true;
     let mut last_attempt: Option<std::time::Instant> = None;
     let mut last_keys = std::time::Instant::now();
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         if subscribable
             && listener.is_none()
@@ -318,6 +342,14 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = refresh(&state).await {
             state.metrics.store_error();
             tracing::debug!(error = %e, "refresh failed");
+        }
+        if let Some(p) = &state.settings.pipeline {
+            if last_retention.is_none_or(|t| t.elapsed() >= p.retention_interval) {
+                last_retention = Some(std::time::Instant::now());
+                if let Err(e) = pipeline::apply_retention(&state).await {
+                    tracing::warn!(error = %e, "pipeline retention failed");
+                }
+            }
         }
         if last_keys.elapsed() >= state.settings.key_refresh {
             last_keys = std::time::Instant::now();
@@ -399,14 +431,23 @@ pub fn router(state: AppState) -> Router {
             get(admin::config_version),
         )
         .route("/api/v1/config/rollback", post(admin::rollback))
+        .route("/api/v1/pipeline/compact", post(pipeline::compact))
+        .route(
+            "/api/v1/units/{unit_id}/data",
+            axum::routing::delete(pipeline::delete_unit),
+        )
         .route("/sdk/v1/config", get(sdk::config))
         .route("/sdk/v1/stream", get(sdk::stream))
         .route("/sdk/v1/evaluate", post(sdk::evaluate))
         .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
+    let routes = match &state.pipeline {
+        Some(p) => routes.merge(p.ingest.router()),
+        None => routes,
+    }
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed);
     with_layers(routes, &state)
 }
 
@@ -455,11 +496,11 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    if let Some(p) = &state.pipeline {
+        p.render_metrics(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn openapi_json() -> Response {
@@ -493,6 +534,7 @@ mod tests {
             sdk_limiter: Arc::new(RateLimiter::new(0.0)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(Settings::default()),
+            pipeline: None,
         }
     }
 

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{admin, experiments, layers, registry, results};
-use crate::{model, sdk, store};
+use crate::{model, pipeline, sdk, store};
 
 struct Bearer;
 
@@ -31,6 +31,7 @@ impl Modify for Bearer {
         experiments::create, experiments::get, experiments::list, experiments::update,
         experiments::action, experiments::audit,
         results::publish, results::latest, results::one, results::history,
+        pipeline::compact, pipeline::delete_unit,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
@@ -52,6 +53,7 @@ impl Modify for Bearer {
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
         (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
         (name = "results", description = "analysis results; team-restricted"),
+        (name = "pipeline", description = "event pipeline operations (admin)"),
         (name = "sdk", description = "for SDK keys"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
     )

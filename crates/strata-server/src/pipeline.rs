@@ -83,9 +83,7 @@ pub fn lock_dir(dir: &Path) -> Result<File, String> {
             "pipeline directory {} is in use by another process (a running strata serve?)",
             dir.display()
         )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(format!("cannot lock {}: {e}", path.display()))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 
@@ -172,7 +170,13 @@ pub async fn delete_unit(
     );
     state
         .store
-        .audit_event(&auth.actor(), "unit.delete_data", "unit", &unit_id, Some(&detail))
+        .audit_event(
+            &auth.actor(),
+            "unit.delete_data",
+            "unit",
+            &unit_id,
+            Some(&detail),
+        )
         .await
         .map_err(|e| state.store_error(e))?;
     Ok(Json(serde_json::to_value(&r).unwrap_or(Value::Null)))

@@ -312,3 +312,103 @@ fn serve_refuses_a_bad_database_url_with_a_clear_message() {
     assert!(err.contains("unsupported database url"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_collects_events_compacts_and_deletes_a_unit() {
+    use reqwest::Method;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("strata-data");
+    let served = Served::start(&dir);
+    let c = reqwest::Client::new();
+    let ingest = token(&dir, &["--kind", "ingest", "--name", "web-collector"]);
+    let sdk = token(&dir, &["--kind", "sdk"]);
+    let now = now_ms();
+    let events: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"event_id": format!("ev-{i}"), "unit_id": format!("u{}", i % 4),
+                        "type": "purchase", "ts": now, "value": i})
+        })
+        .collect();
+    let url = format!("{}/collect/v1/events", served.base);
+    let (s, v) = call(&c, Method::POST, url.clone(), &sdk, Some(json!(events))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an sdk key cannot ingest: {v}");
+    let (s, v) = call(&c, Method::POST, url.clone(), &ingest, Some(json!(events))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 20, "{v}");
+    // A retried batch is stored once.
+    let (s, v) = call(&c, Method::POST, url, &ingest, Some(json!(events))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(20)),
+        "{v}"
+    );
+
+    // The running server owns the log: the CLI refuses to compact it.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["compact", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let api = |p: &str| format!("{}/api/v1/{p}", served.base);
+    let (s, v) = call(&c, Method::POST, api("pipeline/compact"), &ingest, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = call(&c, Method::POST, api("pipeline/compact"), ADMIN, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let parquet = dir.join("pipeline/parquet/kind=events");
+    assert!(parquet.is_dir(), "compaction writes {}", parquet.display());
+
+    let (s, v) = call(&c, Method::DELETE, api("units/u1/data"), ADMIN, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["events_removed"], 5, "{v}");
+    let (s, v) = call(
+        &c,
+        Method::GET,
+        api("audit?action=unit.delete_data"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"][0]["entity_key"], "u1", "{v}");
+
+    let metrics = c
+        .get(format!("{}/metrics", served.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("strata_pipeline_"), "{metrics}");
+    served.terminate();
+
+    // Stopped: the CLI may compact now (nothing left to compact).
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["compact", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["events"], 0, "{report}");
+}
+
+/// Now, in epoch milliseconds (a timestamp form the collector accepts).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
