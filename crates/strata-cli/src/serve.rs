@@ -245,14 +245,9 @@ pub fn compact(args: &CompactArgs) -> Result<()> {
             .with_context(|| format!("cannot open the event log in {}", cfg.dir.display()))?;
         let r = store.compact_now().await.context("compaction failed")?;
         store.shutdown().await;
-        println!(
-            "{}",
-            serde_json::json!({
-                "segments": r.segments, "log_bytes": r.log_bytes, "exposures": r.exposures,
-                "events": r.events, "files": r.files, "damaged_segments": r.damaged_segments,
-                "parquet": cfg.dir.join("parquet"),
-            })
-        );
+        let mut out = serde_json::to_value(&r).context("cannot encode the report")?;
+        out["parquet"] = serde_json::json!(cfg.dir.join("parquet"));
+        println!("{out}");
         Ok(())
     })
 }

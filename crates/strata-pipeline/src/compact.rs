@@ -76,7 +76,7 @@ fn parse_range_stem(file_name: &str) -> Option<(u64, u64)> {
 }
 
 /// What one compaction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CompactionReport {
     /// Segments compacted (and deleted).
     pub segments: u64,

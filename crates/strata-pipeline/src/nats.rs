@@ -35,7 +35,7 @@ use futures_util::StreamExt as _;
 use crate::error::StoreError;
 use crate::parquet::{list_parquet_files, write_records, WriteOptions};
 use crate::partition::{user_partition, DEFAULT_PARTITIONS};
-use crate::record::{utc_day, Record};
+use crate::record::Record;
 use crate::{BoxFuture, Outcome, Pressure, Sink, SinkError};
 
 /// Why a JetStream operation failed.
@@ -128,16 +128,10 @@ pub async fn connect(
 pub fn message_id(record: &Record) -> String {
     match record {
         Record::Event(e) => format!("e:{}", e.event_id),
-        Record::Exposure(x) => {
-            // Length-prefixed fields: no separator can be forged by an id.
-            let mut key = Vec::with_capacity(x.unit_id.len() + x.experiment.len() + 24);
-            for field in [x.unit_id.as_bytes(), x.experiment.as_bytes()] {
-                key.extend_from_slice(&(field.len() as u64).to_le_bytes());
-                key.extend_from_slice(field);
-            }
-            key.extend_from_slice(&utc_day(x.ts).to_le_bytes());
-            format!("x:{:032x}", xxhash_rust::xxh3::xxh3_128(&key))
-        }
+        Record::Exposure(x) => format!(
+            "x:{:032x}",
+            xxhash_rust::xxh3::xxh3_128(&crate::dedup::exposure_key_bytes(x))
+        ),
     }
 }
 

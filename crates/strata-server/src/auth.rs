@@ -462,18 +462,8 @@ impl Auth {
         perm: Perm,
         team: &str,
     ) -> Result<(), AppError> {
-        self.require(state, perm).await?;
-        if self.role == Role::Admin || self.team == team {
-            Ok(())
-        } else {
-            Err(self
-                .deny(
-                    state,
-                    perm,
-                    Some(&format!("the experiment belongs to team {team:?}")),
-                )
-                .await)
-        }
+        let all_teams = self.role == Role::Admin;
+        self.require_owned(state, perm, team, all_teams).await
     }
 
     /// Requires `perm` on the results of an experiment of `team`: analysts
@@ -485,8 +475,21 @@ impl Auth {
         perm: Perm,
         team: &str,
     ) -> Result<(), AppError> {
+        let all_teams = matches!(self.role, Role::Admin | Role::Analyst);
+        self.require_owned(state, perm, team, all_teams).await
+    }
+
+    /// Requires `perm` on something team `team` owns: granted when the
+    /// caller acts for `all_teams` or belongs to `team`; a refusal is audited.
+    async fn require_owned(
+        &self,
+        state: &AppState,
+        perm: Perm,
+        team: &str,
+        all_teams: bool,
+    ) -> Result<(), AppError> {
         self.require(state, perm).await?;
-        if matches!(self.role, Role::Admin | Role::Analyst) || self.team == team {
+        if all_teams || self.team == team {
             Ok(())
         } else {
             Err(self

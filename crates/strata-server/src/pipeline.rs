@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use strata_pipeline::http::{Ingest, IngestConfig};
 use strata_pipeline::{Authorizer, LocalStore, RetentionPolicy};
 
@@ -139,10 +139,7 @@ pub async fn compact(State(state): State<AppState>, auth: Auth) -> Result<Json<V
         .compact_now()
         .await
         .map_err(|e| pipeline_error(&e))?;
-    Ok(Json(json!({
-        "segments": r.segments, "log_bytes": r.log_bytes, "exposures": r.exposures,
-        "events": r.events, "files": r.files, "damaged_segments": r.damaged_segments,
-    })))
+    Ok(Json(serde_json::to_value(&r).unwrap_or(Value::Null)))
 }
 
 /// `DELETE /api/v1/units/{unit_id}/data` (admin): erases a unit's exposures
