@@ -1,6 +1,11 @@
-//! The bounded in-memory buffer of exposures and events awaiting shipment.
+//! The bounded in-memory buffer of exposures and events awaiting shipment,
+//! and the lock-free hand-off that feeds it exposures.
 //!
-//! Callers append under a short lock and never wait for anything else: when
+//! `variant()` hands a new exposure over through a bounded lock-free queue
+//! (one allocation and one atomic claim on the caller's thread); a
+//! background task moves what arrived into the buffer every few
+//! milliseconds. `track()` appends its event under a short lock. Neither
+//! waits for anything else: when
 //! the buffer is full the oldest record of the lowest priority is dropped
 //! (low-priority events such as `page_view` first, then other events, then
 //! exposures, which are the experiment's denominator) and counted. The
@@ -8,7 +13,8 @@
 //! age bound.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
@@ -16,15 +22,107 @@ use uuid::Uuid;
 
 use crate::hooks::{Counters, DropReason, RecordKind};
 
-/// One exposure.
+/// Exposures handed over and not yet absorbed into the buffer, at most.
+/// Absorbed every few milliseconds, the queue fills only when the process
+/// logs millions of new exposures a second or the runtime is starved; then
+/// the newest exposure is dropped and counted as [`DropReason::BufferFull`].
+const INTAKE_BOUND: usize = 16_384;
+
+/// One exposure. Its four strings share one allocation, so that logging it
+/// costs the caller one allocation and touches no shared reference count.
 #[derive(Clone, Debug)]
 pub(crate) struct Exposure {
-    pub unit_id: String,
-    pub experiment: Arc<str>,
-    pub variant: Arc<str>,
-    pub assigned: Arc<str>,
+    text: Box<str>,
+    /// Where the unit id, the experiment and the variant end in `text`.
+    ends: [usize; 3],
     pub opted_out: bool,
     pub at: SystemTime,
+}
+
+impl Exposure {
+    /// An exposure of `unit` to `experiment`, served `variant` and
+    /// assigned `assigned`.
+    pub fn new(
+        unit: &str,
+        experiment: &str,
+        variant: &str,
+        assigned: &str,
+        opted_out: bool,
+        at: SystemTime,
+    ) -> Self {
+        let mut text =
+            String::with_capacity(unit.len() + experiment.len() + variant.len() + assigned.len());
+        let mut ends = [0; 3];
+        for (end, part) in ends.iter_mut().zip([unit, experiment, variant]) {
+            text.push_str(part);
+            *end = text.len();
+        }
+        text.push_str(assigned);
+        Self {
+            text: text.into_boxed_str(),
+            ends,
+            opted_out,
+            at,
+        }
+    }
+
+    fn part(&self, from: usize, to: usize) -> &str {
+        self.text.get(from..to).unwrap_or_default()
+    }
+
+    /// The unit id.
+    pub fn unit_id(&self) -> &str {
+        self.part(0, self.ends[0])
+    }
+
+    /// The experiment key.
+    pub fn experiment(&self) -> &str {
+        self.part(self.ends[0], self.ends[1])
+    }
+
+    /// The variant served.
+    pub fn variant(&self) -> &str {
+        self.part(self.ends[1], self.ends[2])
+    }
+
+    /// The variant assigned (differs from the served one when opted out).
+    pub fn assigned(&self) -> &str {
+        self.part(self.ends[2], self.text.len())
+    }
+}
+
+/// The hand-off of exposures from callers to the background: a bounded
+/// queue (std's lock-free array channel) that callers only ever `try_send`
+/// to, drained into the [`Buffer`] by whoever holds the receiver's lock.
+pub(crate) struct Intake {
+    tx: SyncSender<Exposure>,
+    rx: Mutex<Receiver<Exposure>>,
+}
+
+impl Intake {
+    pub fn new() -> Self {
+        let (tx, rx) = sync_channel(INTAKE_BOUND);
+        Self {
+            tx,
+            rx: Mutex::new(rx),
+        }
+    }
+
+    /// Hands an exposure over without blocking; false when the queue is full.
+    #[inline]
+    pub fn offer(&self, e: Exposure) -> bool {
+        self.tx.try_send(e).is_ok()
+    }
+
+    /// Moves every exposure handed over into `buffer`; returns the number
+    /// of exposures now waiting there.
+    pub fn absorb(&self, buffer: &Buffer, counters: &Counters) -> usize {
+        let arrived: Vec<Exposure> = {
+            let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.try_iter().collect()
+        };
+        buffer.push_exposures(arrived, counters)
+    }
 }
 
 /// One behavioural event.
@@ -82,13 +180,15 @@ impl Buffer {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends an exposure; returns the number of exposures now waiting.
-    pub fn push_exposure(&self, e: Exposure, counters: &Counters) -> usize {
+    /// Appends exposures; returns the number of exposures now waiting.
+    pub fn push_exposures(&self, es: Vec<Exposure>, counters: &Counters) -> usize {
         let mut q = self.lock();
-        if q.len() >= self.capacity {
-            q.evict_one(counters);
+        for e in es {
+            if q.len() >= self.capacity {
+                q.evict_one(counters);
+            }
+            q.exposures.push_back(e);
         }
-        q.exposures.push_back(e);
         q.exposures.len()
     }
 
@@ -170,14 +270,47 @@ mod tests {
     use super::*;
 
     fn exposure(unit: &str, at: SystemTime) -> Exposure {
-        Exposure {
-            unit_id: unit.to_owned(),
-            experiment: Arc::from("e"),
-            variant: Arc::from("a"),
-            assigned: Arc::from("a"),
-            opted_out: false,
-            at,
+        Exposure::new(unit, "e", "a", "a", false, at)
+    }
+
+    impl Buffer {
+        fn push_exposure(&self, e: Exposure, c: &Counters) -> usize {
+            self.push_exposures(vec![e], c)
         }
+    }
+
+    #[test]
+    fn an_exposure_keeps_its_four_strings_apart() {
+        let e = Exposure::new("ü1", "exp", "", "treatment", true, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            (e.unit_id(), e.experiment(), e.variant(), e.assigned()),
+            ("ü1", "exp", "", "treatment")
+        );
+    }
+
+    #[test]
+    fn the_intake_hands_exposures_to_the_buffer_in_order() {
+        let c = Counters::default();
+        let b = Buffer::new(3);
+        let i = Intake::new();
+        let now = SystemTime::now();
+        for u in ["a", "b", "c", "d"] {
+            assert!(i.offer(exposure(u, now)));
+        }
+        assert_eq!(i.absorb(&b, &c), 3);
+        assert_eq!(c.dropped_total(RecordKind::Exposure), 1);
+        let units: Vec<String> = b
+            .take_exposures(10)
+            .iter()
+            .map(|e| e.unit_id().to_owned())
+            .collect();
+        assert_eq!(units, ["b", "c", "d"]);
+        // A full queue refuses rather than blocks.
+        for _ in 0..INTAKE_BOUND {
+            assert!(i.offer(exposure("x", now)));
+        }
+        assert!(!i.offer(exposure("y", now)));
+        assert_eq!(i.absorb(&Buffer::new(INTAKE_BOUND), &c), INTAKE_BOUND);
     }
 
     fn event(kind: &str, at: SystemTime) -> Event {
@@ -215,7 +348,7 @@ mod tests {
         let units: Vec<String> = b
             .take_exposures(10)
             .into_iter()
-            .map(|e| e.unit_id)
+            .map(|e| e.unit_id().to_owned())
             .collect();
         assert_eq!(units, ["x2", "x3", "x4", "x5"]);
         assert_eq!(b.len(), 0);

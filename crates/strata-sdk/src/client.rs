@@ -2,9 +2,10 @@
 //! lifecycle (`ready`, `flush`, `shutdown`).
 //!
 //! The hot path reads the current snapshot through an atomic pointer
-//! (`arc-swap`), evaluates in memory, and at most appends a record to the
-//! buffer under a short lock; it never touches the network and never waits
-//! for the background tasks. Every entry point runs under `catch_unwind`, so
+//! (`arc-swap`), evaluates in memory, checks the lock-free exposure dedup
+//! table and at most hands a new exposure to a lock-free queue; it never
+//! takes a lock, never touches the network and never waits for the
+//! background tasks. Every entry point runs under `catch_unwind`, so
 //! a bug surfaces as the caller's default and a counter, not a crash.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,12 +20,12 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::buffer::{Buffer, Event, Exposure};
+use crate::buffer::{Buffer, Event, Exposure, Intake};
 use crate::builder::{ClientBuilder, Options};
 use crate::dedup::Dedup;
 use crate::error::BuildError;
 use crate::hooks::{emit, Counters, DropReason, RecordKind, SdkEvent, Stats};
-use crate::state::{FlagEntry, Loaded};
+use crate::state::Loaded;
 use crate::variant::{Reason, Variant};
 use crate::{config, ship};
 
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub opts: Options,
     pub counters: Counters,
     pub buffer: Buffer,
+    /// New exposures on their way from callers to `buffer`.
+    pub intake: Intake,
     pub dedup: Dedup,
     pub http: reqwest::Client,
     /// True once a snapshot is loaded.
@@ -62,6 +65,35 @@ impl Shared {
 
     pub fn emit(&self, event: &SdkEvent<'_>) {
         emit(self.hooks(), event);
+    }
+
+    /// Moves the exposures handed over by callers into the buffer; returns
+    /// the number of exposures waiting there.
+    pub fn absorb(&self) -> usize {
+        self.intake.absorb(&self.buffer, &self.counters)
+    }
+}
+
+/// How often handed-over exposures are moved into the buffer.
+const INTAKE_EVERY: Duration = Duration::from_millis(10);
+
+/// Moves handed-over exposures into the buffer every few milliseconds and
+/// wakes the flusher when a batch is full, until the client stops.
+async fn run_intake(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let mut tick = tokio::time::interval(INTAKE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if shared.absorb() >= shared.opts.batch_size {
+            shared.flush_wake.notify_one();
+        }
+        if stop.borrow().is_some() {
+            return;
+        }
     }
 }
 
@@ -186,6 +218,7 @@ impl Client {
             state: ArcSwap::from_pointee(Loaded::none()),
             counters: Counters::default(),
             buffer: Buffer::new(opts.buffer_capacity),
+            intake: Intake::new(),
             dedup: Dedup::new(opts.dedup_capacity),
             http,
             loaded: watch::Sender::new(false),
@@ -202,6 +235,9 @@ impl Client {
         rt.spawn(config::run_poller(shared.clone()));
         if shared.opts.streaming {
             rt.spawn(config::run_stream(shared.clone()));
+        }
+        if shipping {
+            rt.spawn(run_intake(shared.clone()));
         }
         let flusher = shipping.then(|| rt.spawn(ship::run(shared.clone())));
         Ok(Self {
@@ -382,6 +418,7 @@ impl Client {
             let _ = tokio::time::timeout(deadline + Duration::from_secs(1), task).await;
         }
         shared.shipping.store(false, Ordering::Relaxed);
+        shared.absorb();
         let left = shared.buffer.len() as u64;
         shared.buffer.clear(DropReason::Shutdown, &shared.counters);
         let after = shared.counters.dropped_total(RecordKind::Exposure)
@@ -395,6 +432,7 @@ impl Client {
     /// The client's counters now.
     pub fn stats(&self) -> Stats {
         let s = self.shared();
+        s.absorb();
         let c = &s.counters;
         Stats {
             config_version: s.state.load().version,
@@ -438,16 +476,16 @@ fn evaluate_flag<'d>(shared: &Shared, ctx: &Context, flag: &str, default: &'d st
         return Variant::default_for(default, Reason::NotAssigned);
     };
     if a.log_exposure {
-        log_exposure(shared, ctx, entry, a);
+        log_exposure(shared, ctx, a);
         Variant::served(a.variant, Reason::Assigned)
     } else {
         Variant::served(a.variant, Reason::Rollout)
     }
 }
 
-/// Buffers the exposure of `a` unless this unit was exposed to this
-/// experiment earlier today.
-fn log_exposure(shared: &Shared, ctx: &Context, entry: &FlagEntry, a: &Assignment<'_>) {
+/// Hands the exposure of `a` to the background unless this unit was exposed
+/// to this experiment earlier today. No lock, one allocation.
+fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
     let Some(unit) = ctx.get(a.unit_attr) else {
         return;
     };
@@ -476,20 +514,20 @@ fn log_exposure(shared: &Shared, ctx: &Context, entry: &FlagEntry, a: &Assignmen
         }
         return;
     }
-    let waiting = shared.buffer.push_exposure(
-        Exposure {
-            unit_id: unit_id.into_owned(),
-            experiment: entry.key.clone(),
-            variant: entry.variant_arc(a.variant),
-            assigned: entry.variant_arc(a.assigned),
-            opted_out: ctx.opted_out(),
-            at: now,
-        },
-        &shared.counters,
+    let exposure = Exposure::new(
+        &unit_id,
+        a.experiment,
+        a.variant,
+        a.assigned,
+        ctx.opted_out(),
+        now,
     );
-    shared.counters.exposures_logged.add(1);
-    if waiting % shared.opts.batch_size == 0 {
-        shared.flush_wake.notify_one();
+    if shared.intake.offer(exposure) {
+        shared.counters.exposures_logged.add(1);
+    } else {
+        shared
+            .counters
+            .drop_records(RecordKind::Exposure, DropReason::BufferFull, 1);
     }
 }
 
@@ -556,8 +594,8 @@ mod tests {
         assert_eq!((s.exposures_logged, s.exposures_deduplicated), (1, 1));
         assert_eq!(s.buffered, 1);
         let e = c.shared().buffer.take_exposures(10);
-        assert_eq!(&*e[0].experiment, "exp_a");
-        assert_eq!(&*e[0].variant, v.as_str());
+        assert_eq!(e[0].experiment(), "exp_a");
+        assert_eq!(e[0].variant(), v.as_str());
     }
 
     #[tokio::test]
@@ -575,9 +613,10 @@ mod tests {
         let mut ctx = Context::for_user(unit);
         ctx.insert("opted_out", true);
         assert_eq!(c.variant(&ctx, "fa", "d"), "control");
+        c.shared().absorb();
         let e = c.shared().buffer.take_exposures(10);
         assert_eq!(
-            (&*e[0].variant, &*e[0].assigned, e[0].opted_out),
+            (e[0].variant(), e[0].assigned(), e[0].opted_out),
             ("control", "treatment", true)
         );
     }

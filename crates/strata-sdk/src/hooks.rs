@@ -252,7 +252,8 @@ pub(crate) struct Counters {
     pub configs_applied: Counter,
     pub configs_rejected: Counter,
     pub config_fetch_failures: Counter,
-    pub exposures_logged: Counter,
+    /// Incremented on the caller's thread for each new exposure.
+    pub exposures_logged: StripedCounter,
     /// Incremented on nearly every `variant()` call of a warm client.
     pub exposures_deduplicated: StripedCounter,
     pub exposures_delivered: Counter,

@@ -8,6 +8,13 @@
 //! bound, or the shutdown deadline passes. Because the collector
 //! deduplicates events by `event_id` and exposures by (unit, experiment,
 //! day), retrying a batch whose acknowledgement was lost stores it once.
+//! Records the collector refuses only for now (shed under load, marked
+//! `retryable` in its answer) are sent again, on the same schedule, as a
+//! smaller batch; records it refuses for good are dropped and counted.
+//!
+//! Event properties are flat in the data model (string values), so nested
+//! objects are flattened to dotted keys (`{"cart": {"items": 3}}` becomes
+//! `{"cart.items": 3}`) and arrays are sent as their JSON text.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -55,15 +62,63 @@ struct EventOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    properties: Option<&'a Map<String, Value>>,
+    properties: Option<Map<String, Value>>,
 }
 
-/// A batch ready to send: its records' kind, count, oldest time and body.
+/// Flattens nested objects to dotted keys and arrays to their JSON text.
+fn flatten(properties: &Map<String, Value>) -> Map<String, Value> {
+    fn walk(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    walk(&format!("{prefix}.{k}"), v, out);
+                }
+            }
+            Value::Array(_) => {
+                out.insert(prefix.to_owned(), Value::String(v.to_string()));
+            }
+            scalar => {
+                out.insert(prefix.to_owned(), scalar.clone());
+            }
+        }
+    }
+    let mut out = Map::new();
+    for (k, v) in properties {
+        walk(k, v, &mut out);
+    }
+    out
+}
+
+/// The records of a batch, kept so that some can be sent again.
+enum Records {
+    Exposures(Vec<Exposure>),
+    Events(Vec<Event>),
+}
+
+/// A batch ready to send: its records, oldest time and body.
 struct Batch {
     kind: RecordKind,
     records: usize,
     oldest: SystemTime,
     gzip: Vec<u8>,
+    kept: Records,
+}
+
+impl Batch {
+    /// A batch of the records at `indices` (as the collector numbered them).
+    fn subset(self, indices: &[usize]) -> Option<Batch> {
+        fn pick<T>(v: Vec<T>, indices: &[usize]) -> Vec<T> {
+            v.into_iter()
+                .enumerate()
+                .filter(|(i, _)| indices.binary_search(i).is_ok())
+                .map(|(_, r)| r)
+                .collect()
+        }
+        match self.kept {
+            Records::Exposures(v) => exposure_batch(pick(v, indices)),
+            Records::Events(v) => event_batch(pick(v, indices)),
+        }
+    }
 }
 
 fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -75,27 +130,30 @@ fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-fn exposure_batch(records: &[Exposure]) -> Option<Batch> {
+fn exposure_batch(records: Vec<Exposure>) -> Option<Batch> {
     let out: Vec<ExposureOut<'_>> = records
         .iter()
         .map(|e| ExposureOut {
-            unit_id: &e.unit_id,
-            experiment: &e.experiment,
-            variant: &e.variant,
-            assigned_variant: &e.assigned,
+            unit_id: e.unit_id(),
+            experiment: e.experiment(),
+            variant: e.variant(),
+            assigned_variant: e.assigned(),
             opted_out: e.opted_out,
             ts: rfc3339(e.at),
         })
         .collect();
+    let gzip = gzip(&serde_json::to_vec(&out).ok()?).ok()?;
+    drop(out);
     Some(Batch {
         kind: RecordKind::Exposure,
         records: records.len(),
         oldest: records.iter().map(|e| e.at).min()?,
-        gzip: gzip(&serde_json::to_vec(&out).ok()?).ok()?,
+        gzip,
+        kept: Records::Exposures(records),
     })
 }
 
-fn event_batch(records: &[Event]) -> Option<Batch> {
+fn event_batch(records: Vec<Event>) -> Option<Batch> {
     let out: Vec<EventOut<'_>> = records
         .iter()
         .map(|e| EventOut {
@@ -104,14 +162,17 @@ fn event_batch(records: &[Event]) -> Option<Batch> {
             kind: &e.kind,
             ts: rfc3339(e.at),
             value: e.value,
-            properties: e.properties.as_ref(),
+            properties: e.properties.as_ref().map(flatten),
         })
         .collect();
+    let gzip = gzip(&serde_json::to_vec(&out).ok()?).ok()?;
+    drop(out);
     Some(Batch {
         kind: RecordKind::Event,
         records: records.len(),
         oldest: records.iter().map(|e| e.at).min()?,
-        gzip: gzip(&serde_json::to_vec(&out).ok()?).ok()?,
+        gzip,
+        kept: Records::Events(records),
     })
 }
 
@@ -120,15 +181,28 @@ fn event_batch(records: &[Event]) -> Option<Batch> {
 struct Ack {
     accepted: u64,
     duplicates: u64,
+    /// Records refused, for good or for now.
     rejected: u64,
+    /// Indices, ascending, of the records refused only for now.
+    retry: Vec<usize>,
+    /// The collector's `Retry-After`, for those.
+    retry_after: Option<Duration>,
 }
 
 fn parse_ack(body: &[u8], records: usize) -> Ack {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let rejected = v
-        .get("rejected")
-        .and_then(Value::as_array)
-        .map_or(0, |r| r.len() as u64);
+    let list = v.get("rejected").and_then(Value::as_array);
+    let rejected = list.map_or(0, |r| r.len() as u64);
+    let mut retry: Vec<usize> = list
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("retryable").and_then(Value::as_bool) == Some(true))
+        .filter_map(|r| r.get("index")?.as_u64())
+        .filter_map(|i| usize::try_from(i).ok())
+        .filter(|i| *i < records)
+        .collect();
+    retry.sort_unstable();
+    retry.dedup();
     let duplicates = v.get("duplicates").and_then(Value::as_u64).unwrap_or(0);
     // An acknowledgement without a readable count still acknowledges the
     // batch: whatever was not rejected was stored.
@@ -140,6 +214,8 @@ fn parse_ack(body: &[u8], records: usize) -> Ack {
         accepted,
         duplicates,
         rejected,
+        retry,
+        retry_after: None,
     }
 }
 
@@ -188,8 +264,12 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
     if status.is_success() {
         // The batch is acknowledged by the status; the body only refines
         // the counts, so a body that fails to arrive does not resend it.
+        let wait = retry_after(&resp);
         let body = resp.bytes().await.unwrap_or_default();
-        return Outcome::Acked(parse_ack(&body, batch.records));
+        return Outcome::Acked(Ack {
+            retry_after: wait,
+            ..parse_ack(&body, batch.records)
+        });
     }
     let wait = retry_after(&resp);
     if status == StatusCode::TOO_MANY_REQUESTS
@@ -203,9 +283,10 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
 }
 
 /// Sends one batch until it is settled (delivered or dropped).
-async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Option<Instant>>) {
+async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<Option<Instant>>) {
     let c = &shared.counters;
-    let drop_batch = |reason| c.drop_records(batch.kind, reason, batch.records as u64);
+    let drop_batch =
+        |batch: &Batch, reason| c.drop_records(batch.kind, reason, batch.records as u64);
     let mut attempt = 0u32;
     loop {
         let deadline = *stop.borrow_and_update();
@@ -213,7 +294,7 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return drop_batch(DropReason::Shutdown);
+                return drop_batch(&batch, DropReason::Shutdown);
             }
             timeout = timeout.min(left);
         }
@@ -224,7 +305,12 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
                     RecordKind::Exposure => c.exposures_delivered.add(delivered),
                     RecordKind::Event => c.events_delivered.add(delivered),
                 }
-                c.drop_records(batch.kind, DropReason::RejectedRecord, ack.rejected);
+                let retry = ack.retry.len() as u64;
+                c.drop_records(
+                    batch.kind,
+                    DropReason::RejectedRecord,
+                    ack.rejected.saturating_sub(retry),
+                );
                 shared.emit(&SdkEvent::BatchSent {
                     kind: batch.kind,
                     records: batch.records,
@@ -232,7 +318,17 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
                     duplicates: ack.duplicates,
                     rejected: ack.rejected,
                 });
-                return;
+                let (kind, wanted) = (batch.kind, ack.retry.len());
+                match batch.subset(&ack.retry) {
+                    None if wanted > 0 => {
+                        // Could not be rebuilt (never expected): count them.
+                        c.drop_records(kind, DropReason::RejectedRecord, retry);
+                        return;
+                    }
+                    None => return,
+                    Some(rest) => batch = rest,
+                }
+                (format!("{retry} records refused for now"), ack.retry_after)
             }
             Outcome::Refused(error) => {
                 shared.emit(&SdkEvent::BatchFailed {
@@ -241,7 +337,7 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
                     attempt: attempt + 1,
                     retry_in: Duration::ZERO,
                 });
-                return drop_batch(DropReason::RejectedBatch);
+                return drop_batch(&batch, DropReason::RejectedBatch);
             }
             Outcome::Retry(error, wait) => (error, wait),
         };
@@ -250,10 +346,10 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
         let delay = wait.map_or(jitter, |w| w.max(jitter));
         let expires = batch.oldest + shared.opts.buffer_max_age;
         if SystemTime::now() + delay > expires {
-            return drop_batch(DropReason::Expired);
+            return drop_batch(&batch, DropReason::Expired);
         }
         if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-            return drop_batch(DropReason::Shutdown);
+            return drop_batch(&batch, DropReason::Shutdown);
         }
         shared.emit(&SdkEvent::BatchFailed {
             kind: batch.kind,
@@ -284,6 +380,7 @@ async fn deliver(shared: &Shared, batch: Batch, stop: &mut watch::Receiver<Optio
 async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
     let size = shared.opts.batch_size;
     loop {
+        shared.absorb();
         shared.buffer.expire(
             SystemTime::now(),
             shared.opts.buffer_max_age,
@@ -294,7 +391,7 @@ async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
         if exposures.is_empty() && events.is_empty() {
             return;
         }
-        for batch in [exposure_batch(&exposures), event_batch(&events)]
+        for batch in [exposure_batch(exposures), event_batch(events)]
             .into_iter()
             .flatten()
         {
@@ -357,6 +454,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
         drain(&shared, &mut stop).await;
+        shared.absorb();
         if shared.buffer.len() == 0 {
             answer_waiters(&shared);
         }
@@ -392,15 +490,8 @@ mod tests {
     #[test]
     fn records_have_the_data_model_fields() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let e = Exposure {
-            unit_id: "u1".into(),
-            experiment: "exp".into(),
-            variant: "control".into(),
-            assigned: "treatment".into(),
-            opted_out: true,
-            at,
-        };
-        let b = exposure_batch(&[e]).unwrap();
+        let e = Exposure::new("u1", "exp", "control", "treatment", true, at);
+        let b = exposure_batch(vec![e]).unwrap();
         assert_eq!(b.records, 1);
         assert_eq!(
             gunzip(&b.gzip),
@@ -408,20 +499,53 @@ mod tests {
                 "assigned_variant": "treatment", "opted_out": true, "ts": "2023-11-14T22:13:20.123Z"}])
         );
         let id = Uuid::now_v7();
-        let ev = Event {
-            event_id: id,
-            unit_id: "u1".into(),
-            kind: "purchase".into(),
-            value: Some(9.5),
-            properties: None,
-            at,
-        };
-        let v = gunzip(&event_batch(&[ev]).unwrap().gzip);
+        let ev = event(id, None, at);
+        let v = gunzip(&event_batch(vec![ev]).unwrap().gzip);
         assert_eq!(v[0]["event_id"], id.to_string());
         assert_eq!(v[0]["type"], "purchase");
         assert_eq!(v[0]["value"], 9.5);
         assert!(v[0].get("properties").is_none());
         assert_eq!(id.get_version_num(), 7);
+    }
+
+    fn event(id: Uuid, properties: Option<Value>, at: SystemTime) -> Event {
+        Event {
+            event_id: id,
+            unit_id: "u1".into(),
+            kind: "purchase".into(),
+            value: Some(9.5),
+            properties: properties.and_then(|p| p.as_object().cloned()),
+            at,
+        }
+    }
+
+    #[test]
+    fn nested_properties_are_flattened_to_dotted_keys() {
+        let props = serde_json::json!({"plan": "pro", "cart": {"items": 3, "coupon": {"code": "X"}},
+            "tags": ["a", 1], "gift": true, "none": null});
+        let v = gunzip(
+            &event_batch(vec![event(Uuid::now_v7(), Some(props), SystemTime::now())])
+                .unwrap()
+                .gzip,
+        );
+        assert_eq!(
+            v[0]["properties"],
+            serde_json::json!({"plan": "pro", "cart.items": 3, "cart.coupon.code": "X",
+                "tags": "[\"a\",1]", "gift": true, "none": null})
+        );
+    }
+
+    #[test]
+    fn a_subset_keeps_the_chosen_records_in_order() {
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        let at = SystemTime::now();
+        let b = event_batch(ids.iter().map(|id| event(*id, None, at)).collect()).unwrap();
+        let sub = b.subset(&[1, 3]).unwrap();
+        assert_eq!(sub.records, 2);
+        let v = gunzip(&sub.gzip);
+        assert_eq!(v[0]["event_id"], ids[1].to_string());
+        assert_eq!(v[1]["event_id"], ids[3].to_string());
+        assert!(sub.subset(&[]).is_none());
     }
 
     #[test]
@@ -434,17 +558,27 @@ mod tests {
             Ack {
                 accepted: 3,
                 duplicates: 1,
-                rejected: 1
+                rejected: 1,
+                ..Ack::default()
             }
         );
         assert_eq!(
             parse_ack(b"not json", 4),
             Ack {
                 accepted: 4,
-                duplicates: 0,
-                rejected: 0
+                ..Ack::default()
             }
         );
-        assert!(exposure_batch(&[]).is_none());
+        // Records refused for now are told apart, out-of-range indices ignored.
+        let ack = parse_ack(
+            br#"{"accepted": 1, "duplicates": 0, "rejected": [
+                {"index": 3, "reason": "shed under load, retry later", "retryable": true},
+                {"index": 0, "reason": "missing field unit_id"},
+                {"index": 1, "reason": "shed under load, retry later", "retryable": true},
+                {"index": 9, "retryable": true}]}"#,
+            4,
+        );
+        assert_eq!((ack.rejected, ack.retry), (4, vec![1, 3]));
+        assert!(exposure_batch(Vec::new()).is_none());
     }
 }

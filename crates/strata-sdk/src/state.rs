@@ -20,21 +20,6 @@ pub(crate) struct FlagEntry {
     /// A snapshot with this experiment alone; `None` when it serves nothing
     /// (paused, killed, concluded without a winner).
     pub snapshot: Option<CompiledSnapshot>,
-    /// The experiment key, shared by the exposures that name it.
-    pub key: Arc<str>,
-    /// The variant keys, shared by the exposures that name them.
-    pub variants: Vec<Arc<str>>,
-}
-
-impl FlagEntry {
-    /// The shared copy of a variant key of this experiment.
-    pub fn variant_arc(&self, key: &str) -> Arc<str> {
-        self.variants
-            .iter()
-            .find(|v| &***v == key)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(key))
-    }
 }
 
 /// The snapshot a client evaluates against.
@@ -100,15 +85,7 @@ impl Loaded {
             } else {
                 None
             };
-            let entry = Arc::new(FlagEntry {
-                snapshot: single,
-                key: Arc::from(exp.key.as_str()),
-                variants: exp
-                    .variants
-                    .iter()
-                    .map(|v| Arc::from(v.key.as_str()))
-                    .collect(),
-            });
+            let entry = Arc::new(FlagEntry { snapshot: single });
             by_key.insert(Box::<str>::from(exp.key.as_str()), entry.clone());
             by_flag.insert(Box::<str>::from(exp.flag.as_str()), entry);
         }
@@ -180,13 +157,12 @@ mod tests {
     #[test]
     fn keys_and_flags_are_both_indexed_and_disabled_ones_serve_nothing() {
         let loaded = Loaded::from_slice(DOC.as_bytes(), None).unwrap();
-        assert!(Arc::ptr_eq(
-            &loaded.flag("e1").unwrap().key,
-            &loaded.flag("f1").unwrap().key
+        assert!(std::ptr::eq(
+            loaded.flag("e1").unwrap(),
+            loaded.flag("f1").unwrap()
         ));
         assert!(loaded.flag("f3").unwrap().snapshot.is_none());
         assert!(loaded.flag("nope").is_none());
-        assert_eq!(&*loaded.flag("f2").unwrap().variant_arc("b"), "b");
     }
 
     #[test]

@@ -235,3 +235,60 @@ async fn shutdown_delivers_what_is_buffered() {
     c.track(&units[0], "signup", None, None);
     assert_eq!(c.stats().events_dropped, 1);
 }
+
+/// Regression: records the collector refused only for now (shed under
+/// load, `retryable`) were counted as dropped instead of sent again.
+#[tokio::test]
+async fn records_shed_for_now_are_sent_again_and_refused_ones_dropped() {
+    let collector = FakeCollector::start(&[
+        Misbehave::ShedOdd,
+        Misbehave::ShedOdd,
+        Misbehave::RejectFirst,
+    ])
+    .await;
+    let c = client(&collector)
+        .flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let ids: Vec<_> = users(10)
+        .iter()
+        .map(|u| c.track(u, "page_view", None, None).unwrap())
+        .collect();
+    // 10 sent: 5 stored, 5 shed; 5 resent: 3 stored, 2 shed; 2 resent: the
+    // first refused for good, the other stored.
+    assert!(!c.flush().await, "one record was refused for good");
+    let st = collector.state.lock().unwrap();
+    assert_eq!(st.requests.len(), 3);
+    assert_eq!(st.events.len(), 9);
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !st.events.contains_key(&id.to_string()))
+        .collect();
+    assert_eq!(missing, [&ids[3]], "the one refused on the third try");
+    let s = c.stats();
+    assert_eq!((s.events_delivered, s.events_dropped), (9, 1));
+}
+
+/// Regression: nested properties were sent as they were, and the collector
+/// (flat string properties) rejected the whole record.
+#[tokio::test]
+async fn nested_properties_arrive_flattened() {
+    let collector = FakeCollector::start(&[]).await;
+    let c = client(&collector).build().unwrap();
+    let props =
+        json!({"plan": "pro", "cart": {"items": 3, "coupon": {"code": "X"}}, "tags": ["a"]});
+    let id = c
+        .track(
+            &Context::for_user("u1"),
+            "purchase",
+            Some(5.0),
+            props.as_object().cloned(),
+        )
+        .unwrap();
+    assert!(c.flush().await);
+    let st = collector.state.lock().unwrap();
+    assert_eq!(
+        st.events[&id.to_string()]["properties"],
+        json!({"plan": "pro", "cart.items": 3, "cart.coupon.code": "X", "tags": "[\"a\"]"})
+    );
+}

@@ -322,6 +322,12 @@ pub enum Misbehave {
     StoreThenReset,
     /// Resets without storing.
     Reset,
+    /// Stores the records at even indices and refuses the others for now
+    /// (`retryable`, as strata-pipeline sheds low-priority events under
+    /// load), with `Retry-After: 0`.
+    ShedOdd,
+    /// Refuses the first record for good and stores the rest.
+    RejectFirst,
 }
 
 #[derive(Default)]
@@ -451,6 +457,30 @@ async fn serve_collect(mut s: TcpStream, state: Arc<Mutex<CollectorState>>) {
             reset(s);
         }
         Misbehave::Reset => reset(s),
+        Misbehave::ShedOdd | Misbehave::RejectFirst => {
+            let refused = |i: usize| match action {
+                Misbehave::ShedOdd => i % 2 == 1,
+                _ => i == 0,
+            };
+            let kept: Vec<Value> = records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !refused(*i))
+                .map(|(_, r)| r.clone())
+                .collect();
+            let (accepted, dups) = store(&mut state.lock().unwrap(), &req.path, &kept);
+            let rejected: Vec<Value> = (0..records.len())
+                .filter(|i| refused(*i))
+                .map(|i| match action {
+                    Misbehave::ShedOdd => json!({"index": i,
+                        "reason": "shed under load, retry later", "field": "type", "retryable": true}),
+                    _ => json!({"index": i, "reason": "missing field unit_id", "field": "unit_id"}),
+                })
+                .collect();
+            let body = json!({"accepted": accepted, "duplicates": dups, "rejected": rejected});
+            let headers = [("retry-after", "0".to_owned())];
+            respond(&mut s, 200, &headers, body.to_string().as_bytes()).await;
+        }
     }
     let _ = req.method;
 }

@@ -1,7 +1,8 @@
-//! Against the real ingestion service of strata-pipeline (its HTTP routes
-//! over its deduplicating in-memory sink), behind a proxy that loses
-//! acknowledgements: exposures and events arrive exactly once despite
-//! retries.
+//! Against the real ingestion service of strata-pipeline, behind a proxy
+//! that loses acknowledgements: exposures and events arrive exactly once
+//! despite retries — over its routes with a deduplicating in-memory sink
+//! whose store fails at first, and through `strata serve` itself (its
+//! durable log, compaction and Parquet files).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use strata_sdk::{Client, Reason, SdkEvent};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::{read_request, reset, respond, snapshot, users};
+use crate::real::Real;
 
 /// What the proxy does with the collector's next acknowledgement.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,14 +87,7 @@ async fn exposures_arrive_at_the_collector_exactly_once_despite_retries() {
         Fate::LoseAck,
         Fate::LoseAck,
     ]));
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
-    let (up, sc) = (upstream.clone(), script.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = proxy.accept().await {
-            tokio::spawn(proxy_one(s, up.clone(), sc.clone()));
-        }
-    });
+    let proxy_url = lossy_proxy(upstream.clone(), script.clone()).await;
     // The store fails at first: the collector answers with an error.
     sink.set_failure(Some("disk unavailable".to_owned()));
 
@@ -152,4 +147,101 @@ async fn exposures_arrive_at_the_collector_exactly_once_despite_retries() {
     );
     let s = c.stats();
     assert_eq!((s.exposures_dropped, s.events_dropped), (0, 0));
+}
+
+/// A proxy in front of `upstream` that loses the acknowledgements `script`
+/// says (popped from the end); returns its URL.
+async fn lossy_proxy(upstream: String, script: Arc<Mutex<Vec<Fate>>>) -> String {
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = proxy.accept().await {
+            tokio::spawn(proxy_one(s, upstream.clone(), script.clone()));
+        }
+    });
+    url
+}
+
+/// The (unit, experiment) pairs of the exposures and the `event_id`s of the
+/// events in the Parquet files under `root`.
+fn stored(root: &std::path::Path) -> (Vec<(String, String)>, Vec<String>) {
+    use strata_pipeline::parquet::{list_parquet_files, read_file, string_column};
+    let (mut exposures, mut events) = (Vec::new(), Vec::new());
+    for path in list_parquet_files(root).unwrap() {
+        let (_, batches) = read_file(&path).unwrap();
+        for b in &batches {
+            let units = string_column(b, "unit_id", &path).unwrap();
+            if b.column_by_name("experiment").is_some() {
+                let exps = string_column(b, "experiment", &path).unwrap();
+                for i in 0..b.num_rows() {
+                    exposures.push((units.value(i).to_owned(), exps.value(i).to_owned()));
+                }
+            } else {
+                let ids = string_column(b, "event_id", &path).unwrap();
+                events.extend((0..b.num_rows()).map(|i| ids.value(i).to_owned()));
+            }
+        }
+    }
+    (exposures, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_strata_serve_each_exposure_is_stored_once_in_parquet() {
+    let real = Real::start_with(true).await;
+    let fa = real.running("exp_a", serde_json::json!({}), 100.0).await;
+    let fb = real.running("exp_b", serde_json::json!({}), 100.0).await;
+    let script = Arc::new(Mutex::new(vec![
+        Fate::Deliver,
+        Fate::LoseAck,
+        Fate::LoseAck,
+        Fate::Deliver,
+        Fate::LoseAck,
+    ]));
+    let proxy_url = lossy_proxy(real.url.clone(), script.clone()).await;
+    let c = real
+        .client(&real.url)
+        .streaming(false)
+        .ingest_key(&real.ingest_key)
+        .collector_url(&proxy_url)
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .batch_size(150)
+        .build()
+        .unwrap();
+    assert!(c.ready(Duration::from_secs(10)).await);
+    let units = users(300);
+    let mut exposed = std::collections::HashSet::new();
+    for _ in 0..3 {
+        for (i, u) in units.iter().enumerate() {
+            for (key, flag) in [("exp_a", &fa), ("exp_b", &fb)] {
+                if c.variant(u, flag, "d").reason() == Reason::Assigned {
+                    exposed.insert((format!("user-{i}"), key.to_owned()));
+                }
+            }
+        }
+    }
+    assert!(exposed.len() > 500, "{} exposed", exposed.len());
+    let mut tracked = std::collections::HashSet::new();
+    for u in &units {
+        tracked.insert(c.track(u, "purchase", Some(2.5), None).unwrap().to_string());
+    }
+    assert!(c.flush().await, "{:?}", c.stats());
+    assert!(
+        script.lock().unwrap().is_empty(),
+        "every lost ack was played"
+    );
+    // Compact everything durable now, as `strata compact` would.
+    real.post("/api/v1/pipeline/compact", serde_json::json!({}))
+        .await;
+    let (exposures, events) = stored(&real.dir.path().join("pipeline").join("parquet"));
+    assert_eq!(exposures.len(), exposed.len(), "no exposure twice");
+    let got: std::collections::HashSet<_> = exposures.into_iter().collect();
+    assert_eq!(got, exposed);
+    assert_eq!(events.len(), tracked.len(), "no event twice");
+    assert_eq!(
+        events.into_iter().collect::<std::collections::HashSet<_>>(),
+        tracked
+    );
+    let s = c.stats();
+    assert_eq!((s.exposures_dropped, s.events_dropped), (0, 0));
+    real.stop().await;
 }

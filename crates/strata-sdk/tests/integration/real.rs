@@ -24,13 +24,20 @@ pub struct Real {
     pub sdk_key: String,
     pub ingest_key: String,
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Real {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// With `pipeline`, the event pipeline is mounted as `strata serve`
+    /// mounts it (`/collect/v1/*`, a durable log under DATA_DIR/pipeline).
+    pub async fn start_with(pipeline: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = strata_server::Settings {
+            pipeline: pipeline.then(|| strata_server::pipeline::PipelineConfig::under(dir.path())),
             rate_limit: 0.0,
             sdk_rate_limit: 0.0,
             keep_alive: Duration::from_secs(1),
@@ -58,7 +65,7 @@ impl Real {
             sdk_key: String::new(),
             ingest_key: String::new(),
             http: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         };
         real.sdk_key = real.key("sdk").await;
         real.ingest_key = real.key("ingest").await;
