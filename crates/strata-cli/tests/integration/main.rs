@@ -2,5 +2,7 @@
 
 mod analyze;
 mod assign;
+mod collect_analyze;
 mod conformance;
+mod crash;
 mod serve;

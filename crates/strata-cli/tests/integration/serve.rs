@@ -11,16 +11,16 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "e2e-admin-token";
+pub(crate) const ADMIN: &str = "e2e-admin-token";
 
 /// A `strata serve` child process; killed if dropped while running.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Served {
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
             .arg("--data-dir")
@@ -47,8 +47,14 @@ impl Served {
         Self { child, base }
     }
 
+    /// SIGKILL, then waits: the crash of the machine's power cord.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL strata serve");
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits: a graceful stop exits 0.
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -76,7 +82,7 @@ impl Drop for Served {
     }
 }
 
-fn token(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn token(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["token", "create"])
         .args(args)
@@ -97,7 +103,7 @@ fn token(dir: &Path, args: &[&str]) -> String {
     t
 }
 
-async fn call(
+pub(crate) async fn call(
     c: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -406,7 +412,7 @@ async fn serve_collects_events_compacts_and_deletes_a_unit() {
 }
 
 /// Now, in epoch milliseconds (a timestamp form the collector accepts).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

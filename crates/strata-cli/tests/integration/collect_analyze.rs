@@ -1,0 +1,179 @@
+//! The data plane end to end through the binary: exposures and events sent
+//! to `strata serve` over HTTP (JSON, NDJSON, gzip, with retried batches),
+//! compacted into Parquet, analysed by `strata analyze`: the analysis sees
+//! exactly the data that was sent, once.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::serve::{call, token, Served, ADMIN};
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+const UNITS: usize = 400;
+
+/// Whether unit `i` (variant by parity) buys, and for how much: treatment
+/// converts at 1/3, control at 1/5.
+fn purchase(i: usize) -> Option<f64> {
+    let treatment = i % 2 == 1;
+    let buys = if treatment { i % 3 == 0 } else { i % 5 == 0 };
+    buys.then_some(10.0 + (i % 7) as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_data_is_analysed_exactly_as_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("strata-data");
+    let key = token(&dir, &["--kind", "ingest"]);
+    let served = tokio::task::block_in_place(|| Served::start(&dir));
+    let http = reqwest::Client::new();
+    let now = OffsetDateTime::now_utc();
+    let exposed_at = rfc3339(now - Duration::from_secs(600));
+    let bought_at = rfc3339(now - Duration::from_secs(60));
+
+    let exposures: Vec<Value> = (0..UNITS)
+        .map(|i| {
+            json!({"unit_id": format!("u{i}"), "experiment": "exp_e2e",
+                "variant": if i % 2 == 1 { "treatment" } else { "control" }, "ts": exposed_at,
+                "attributes": {"country": if i % 4 < 2 { "US" } else { "DE" }}})
+        })
+        .collect();
+    let events: Vec<Value> = (0..UNITS)
+        .filter_map(|i| {
+            purchase(i).map(|v| {
+                json!({"event_id": format!("p{i}"), "unit_id": format!("u{i}"),
+                    "type": "purchase", "ts": bought_at, "value": v})
+            })
+        })
+        .collect();
+    let base = served.base.clone();
+    let url = |kind: &str| format!("{base}/collect/v1/{kind}");
+
+    // Exposures as a JSON array, sent twice (a retry): stored once.
+    for round in 0..2 {
+        let (s, v) = call(
+            &http,
+            reqwest::Method::POST,
+            url("exposures"),
+            &key,
+            Some(json!(exposures)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["accepted"], if round == 0 { UNITS } else { 0 }, "{v}");
+    }
+    // Events as gzip-compressed NDJSON, half of them sent again as JSON.
+    let ndjson: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(ndjson.as_bytes()).unwrap();
+    let resp = http
+        .post(url("events"))
+        .bearer_auth(&key)
+        .header(CONTENT_TYPE, "application/x-ndjson")
+        .header(CONTENT_ENCODING, "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["accepted"], events.len(), "{v}");
+    let half = &events[..events.len() / 2];
+    let (s, v) = call(
+        &http,
+        reqwest::Method::POST,
+        url("events"),
+        &key,
+        Some(json!(half)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(half.len() as u64))
+    );
+
+    let (s, v) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/pipeline/compact"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    tokio::task::block_in_place(|| served.terminate());
+
+    let spec = json!({"key": "exp_e2e", "control": "control",
+        "variants": [{"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}],
+        "start": rfc3339(now - Duration::from_secs(3600)), "end": rfc3339(now + Duration::from_secs(3600)),
+        "primary": "conversion", "secondary": ["revenue"], "segments": ["country"]});
+    let metrics = json!({"metrics": [
+        {"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}},
+        {"key": "revenue", "type": "sum", "filter": {"type": "purchase"}}]});
+    let spec_path = tmp.path().join("spec.json");
+    let metrics_path = tmp.path().join("metrics.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    std::fs::write(&metrics_path, metrics.to_string()).unwrap();
+    let parquet = dir.join("pipeline/parquet");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("analyze")
+        .arg("--spec")
+        .arg(&spec_path)
+        .arg("--metrics")
+        .arg(&metrics_path)
+        .arg("--exposures")
+        .arg(parquet.join("kind=exposures"))
+        .arg("--events")
+        .arg(parquet.join("kind=events"))
+        .arg("--as-of")
+        .arg(rfc3339(now + Duration::from_secs(60)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["units"],
+        json!({"control": UNITS / 2, "treatment": UNITS / 2})
+    );
+    // Expected per-variant means, computed from what was sent.
+    for (variant, parity) in [("control", 0), ("treatment", 1)] {
+        let units: Vec<usize> = (0..UNITS).filter(|i| i % 2 == parity).collect();
+        let n = units.len() as f64;
+        let conversion = units.iter().filter(|i| purchase(**i).is_some()).count() as f64 / n;
+        let revenue = units.iter().filter_map(|i| purchase(*i)).sum::<f64>() / n;
+        for (metric, want) in [("conversion", conversion), ("revenue", revenue)] {
+            let m = doc["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["metric"] == metric)
+                .unwrap();
+            let got = &m["variants"][variant];
+            assert_eq!(got["n"], units.len(), "{metric} {variant}: {got}");
+            let mean = got["mean"].as_f64().unwrap();
+            assert!(
+                (mean - want).abs() < 1e-9,
+                "{metric} {variant}: {mean} vs {want}"
+            );
+        }
+    }
+    // Segments come from the exposures' attributes, kept as a Parquet map.
+    let countries = doc["segments"]["country"]["values"].as_object().unwrap();
+    let mut keys: Vec<&String> = countries.keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["DE", "US"], "{}", doc["segments"]);
+}
