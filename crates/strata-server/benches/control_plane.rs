@@ -2,14 +2,17 @@
 //! (commands and figures: `docs/operations.md`, `docs/performance.md`).
 //!
 //! ```text
+//! cargo bench -p strata-server --bench control_plane -- serve ADDR DATA_DIR ADMIN_TOKEN
 //! cargo bench -p strata-server --bench control_plane -- apply [EXPERIMENTS]
 //! cargo bench -p strata-server --bench control_plane -- seed BASE ADMIN_TOKEN [EXPERIMENTS]
 //! cargo bench -p strata-server --bench control_plane -- fanout BASE ADMIN_TOKEN SDK_TOKEN EXPERIMENT [SUBSCRIBERS]
 //! cargo bench -p strata-server --bench control_plane -- rate BASE SDK_TOKEN [RPS] [SECONDS] [CONNECTIONS]
 //! ```
 //!
-//! `apply` times parse + compile + swap of a snapshot in process; `seed`
-//! creates metrics, 50 layers and running experiments through the API and
+//! `serve` runs the server of `strata serve` (SQLite store, request rate
+//! limits off, no event pipeline) in a release build without the analysis
+//! engine, so the HTTP figures need no DataFusion build; `apply` times
+//! parse + compile + swap of a snapshot in process; `seed` creates metrics, 50 layers and running experiments through the API and
 //! prints an SDK token; `fanout` opens SSE subscribers, kills an experiment
 //! and reports, per subscriber, the time from the kill's response to the
 //! event's arrival; `rate` sends `POST /sdk/v1/evaluate` at a fixed rate
@@ -307,7 +310,11 @@ async fn fanout(base: &str, admin: &str, sdk: &str, experiment: &str, n: usize) 
 }
 
 /// One keep-alive connection sending `POST /sdk/v1/evaluate` at fixed
-/// intended times; latency counts from the intended time (no coordinated omission).
+/// intended times. Returns, per request, the latency from the intended time
+/// (no coordinated omission: a slow answer delays the next send, and that
+/// delay counts) and from the actual send. The generator runs on one thread
+/// and spins only for the last millisecond before a send, so it takes at
+/// most one core from the server it measures.
 async fn paced_connection(
     addr: String,
     token: String,
@@ -316,7 +323,7 @@ async fn paced_connection(
     end: Instant,
     offset: Duration,
     seed: usize,
-) -> Vec<Duration> {
+) -> Vec<(Duration, Duration)> {
     let mut lat = Vec::new();
     let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
         return lat;
@@ -329,8 +336,9 @@ async fn paced_connection(
         if intended >= end {
             break;
         }
-        // tokio's timer has millisecond resolution: sleep to within 2 ms, then yield.
-        let slack = Duration::from_millis(2);
+        // tokio's timer fires up to a millisecond late: sleep to within
+        // 1 ms, then yield until the intended time.
+        let slack = Duration::from_millis(1);
         if intended > Instant::now() + slack {
             tokio::time::sleep_until((intended - slack).into()).await;
         }
@@ -348,6 +356,7 @@ async fn paced_connection(
             "POST /sdk/v1/evaluate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        let sent = Instant::now();
         if s.write_all(req.as_bytes()).await.is_err() {
             break;
         }
@@ -377,7 +386,11 @@ async fn paced_connection(
         if !done {
             break;
         }
-        lat.push(Instant::now().saturating_duration_since(intended));
+        let now = Instant::now();
+        lat.push((
+            now.saturating_duration_since(intended),
+            now.saturating_duration_since(sent),
+        ));
         k += 1;
     }
     lat
@@ -401,21 +414,62 @@ async fn rate(base: &str, sdk: &str, rps: f64, seconds: f64, conns: usize) {
             c * 1_000_003,
         )));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut service) = (Vec::new(), Vec::new());
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        for (from_intended, from_send) in t.await.unwrap() {
+            lat.push(from_intended);
+            service.push(from_send);
+        }
     }
     lat.sort();
+    service.sort();
     let expected = (rps * seconds) as usize;
     println!(
-        "evaluate at {rps} req/s intended for {seconds} s over {conns} connections: {} of {expected} sent, achieved {:.0} req/s; latency from intended send time p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        "evaluate at {rps} req/s intended for {seconds} s over {conns} connections: {} of {expected} sent, achieved {:.0} req/s",
         lat.len(),
         lat.len() as f64 / seconds,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        percentile(&lat, 0.999),
-        lat.last().copied().unwrap_or_default()
     );
+    for (what, l) in [
+        ("from the intended send time", &lat),
+        ("from the actual send", &service),
+    ] {
+        println!(
+            "  latency {what}: p50 {:?}, p90 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+            percentile(l, 0.5),
+            percentile(l, 0.9),
+            percentile(l, 0.99),
+            percentile(l, 0.999),
+            l.last().copied().unwrap_or_default()
+        );
+    }
+}
+
+/// The server as `strata serve --rate-limit 0 --sdk-rate-limit 0
+/// --snapshot-retention 100 --no-pipeline` runs it, until Ctrl-C.
+async fn serve(addr: &str, data_dir: &str, admin_token: &str) {
+    let cfg = strata_server::ServerConfig {
+        listen: addr.parse().expect("listen address"),
+        store: strata_server::StoreOptions {
+            data_dir: data_dir.into(),
+            database_url: None,
+            max_connections: 8,
+            snapshot_retention: 100,
+        },
+        settings: strata_server::Settings {
+            rate_limit: 0.0,
+            sdk_rate_limit: 0.0,
+            ..strata_server::Settings::default()
+        },
+        bootstrap_admin_token: Some(admin_token.to_owned()),
+    };
+    let server = strata_server::Server::start(cfg).await.expect("start");
+    eprintln!("serving on {}", server.addr);
+    server
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("serve");
 }
 
 fn main() {
@@ -423,12 +477,20 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    // The load generator takes one core's worth at most, leaving the other
+    // to the server it measures on a 2-core machine.
+    let threads = if args.first().map(String::as_str) == Some("rate") {
+        1
+    } else {
+        2
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .unwrap();
     match args.first().map(String::as_str) {
+        Some("serve") => rt.block_on(serve(&args[1], &args[2], &args[3])),
         Some("apply") => apply(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(3000)),
         Some("seed") => rt.block_on(seed(
             &args[1],
