@@ -1,6 +1,7 @@
 //! `Client::variant` on a warm client with a production-sized snapshot:
 //! 3,000 running experiments across 30 layers and 50 surfaces (the snapshot
-//! of strata-core's `evaluate` bench), a context with 10 attributes.
+//! of strata-core's `evaluate` bench, plus one concluded experiment for a
+//! baseline), a context with 10 attributes.
 //!
 //! Criterion measures:
 //! - `variant/assigned_dedup_hit` — the steady state: the unit is in the
@@ -11,9 +12,12 @@
 //!   deduplicated, built and buffered on the caller's thread (the buffer is
 //!   full and drops its oldest record each time: the worst case);
 //! - `variant/new_exposure_no_ingest_key` — the same without shipping;
+//! - `variant/new_unit_rollout` — a new unit each call on a concluded copy
+//!   of the same experiment (its winner rolled out: no exposure, and no
+//!   ramp or variant hashing): the baseline, so that `new_exposure_logged`
+//!   minus it bounds what exposure logging adds on the caller's thread;
 //! - `engine/single_experiment` — strata-core evaluating the one-experiment
-//!   snapshot the SDK evaluates for that flag, for the same new units: the
-//!   difference to `new_exposure_logged` is the cost of exposure logging.
+//!   snapshot the SDK evaluates for that flag, for the same new units.
 //!
 //! Then, printed: the per-call latency distribution (p50, p99) and the
 //! throughput of 1, 2, 4 and 8 threads calling one client concurrently.
@@ -35,6 +39,8 @@ const UNLAYERED: usize = 1000;
 const FLAG_ASSIGNED: &str = "f3";
 /// Experiment 1503: a narrow range of layer 3.
 const FLAG_LAYERED: &str = "f5df";
+/// A concluded copy of experiment 3, its winner rolled out.
+const FLAG_ROLLOUT: &str = "f_rollout";
 
 fn experiment(i: usize) -> Value {
     let per_layer = (EXPERIMENTS - UNLAYERED).div_ceil(LAYERS);
@@ -70,7 +76,14 @@ fn layers() -> Vec<Value> {
 }
 
 fn snapshot_json() -> String {
-    let experiments: Vec<Value> = (0..EXPERIMENTS).map(experiment).collect();
+    let mut experiments: Vec<Value> = (0..EXPERIMENTS).map(experiment).collect();
+    let mut rollout = experiment(3);
+    rollout["key"] = json!("exp_rollout");
+    rollout["flag"] = json!(FLAG_ROLLOUT);
+    rollout["salt"] = json!("salt-rollout");
+    rollout["status"] = json!("concluded");
+    rollout["winner"] = json!("treatment_a");
+    experiments.push(rollout);
     json!({"version": 1, "holdout": {"salt": "holdout_v4", "permille": 20},
         "layers": layers(), "experiments": experiments})
     .to_string()
@@ -139,6 +152,13 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, doc: &str) {
         b.iter_batched_ref(
             &mut fresh,
             |ctx| black_box(warm.variant(ctx, FLAG_ASSIGNED, "control")),
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("variant/new_unit_rollout", |b| {
+        b.iter_batched_ref(
+            &mut fresh,
+            |ctx| black_box(warm.variant(ctx, FLAG_ROLLOUT, "control")),
             BatchSize::SmallInput,
         )
     });

@@ -15,12 +15,19 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::dedup::Dedup;
 use crate::hooks::{Counters, DropReason, RecordKind};
+
+/// Days since the Unix epoch, UTC.
+pub(crate) fn utc_day(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
 
 /// Exposures handed over and not yet absorbed into the buffer, at most.
 /// Absorbed every few milliseconds, the queue fills only when the process
@@ -37,11 +44,14 @@ pub(crate) struct Exposure {
     ends: [usize; 3],
     pub opted_out: bool,
     pub at: SystemTime,
+    /// [`crate::dedup::pair_hash`] of the unit and the experiment.
+    pub pair: u64,
 }
 
 impl Exposure {
     /// An exposure of `unit` to `experiment`, served `variant` and
     /// assigned `assigned`.
+    #[cfg(test)]
     pub fn new(
         unit: &str,
         experiment: &str,
@@ -49,6 +59,27 @@ impl Exposure {
         assigned: &str,
         opted_out: bool,
         at: SystemTime,
+    ) -> Self {
+        Self::with_pair(
+            unit,
+            experiment,
+            variant,
+            assigned,
+            opted_out,
+            at,
+            crate::dedup::pair_hash(unit, experiment),
+        )
+    }
+
+    /// [`Exposure::new`] with the pair's hash already computed.
+    pub fn with_pair(
+        unit: &str,
+        experiment: &str,
+        variant: &str,
+        assigned: &str,
+        opted_out: bool,
+        at: SystemTime,
+        pair: u64,
     ) -> Self {
         let mut text =
             String::with_capacity(unit.len() + experiment.len() + variant.len() + assigned.len());
@@ -63,6 +94,7 @@ impl Exposure {
             ends,
             opted_out,
             at,
+            pair,
         }
     }
 
@@ -114,14 +146,27 @@ impl Intake {
         self.tx.try_send(e).is_ok()
     }
 
-    /// Moves every exposure handed over into `buffer`; returns the number
-    /// of exposures now waiting there.
-    pub fn absorb(&self, buffer: &Buffer, counters: &Counters) -> usize {
+    /// Moves every exposure handed over into `buffer`, except those `seen`
+    /// already has for their day; returns the number of exposures now
+    /// waiting there.
+    pub fn absorb(&self, buffer: &Buffer, seen: &Dedup, counters: &Counters) -> usize {
         let arrived: Vec<Exposure> = {
             let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
             rx.try_iter().collect()
         };
-        buffer.push_exposures(arrived, counters)
+        let fresh: Vec<Exposure> = arrived
+            .into_iter()
+            .filter(|e| {
+                let first = seen.first_today(e.pair, utc_day(e.at));
+                if first {
+                    counters.exposures_logged.add(1);
+                } else {
+                    counters.exposures_deduplicated.add(1);
+                }
+                first
+            })
+            .collect();
+        buffer.push_exposures(fresh, counters)
     }
 }
 
@@ -293,12 +338,18 @@ mod tests {
         let c = Counters::default();
         let b = Buffer::new(3);
         let i = Intake::new();
+        let seen = Dedup::new(100);
         let now = SystemTime::now();
-        for u in ["a", "b", "c", "d"] {
+        for u in ["a", "b", "a", "c", "d"] {
             assert!(i.offer(exposure(u, now)));
         }
-        assert_eq!(i.absorb(&b, &c), 3);
+        // The repeated "a" was known to the day's table and stays out.
+        assert_eq!(i.absorb(&b, &seen, &c), 3);
         assert_eq!(c.dropped_total(RecordKind::Exposure), 1);
+        assert_eq!(
+            (c.exposures_logged.get(), c.exposures_deduplicated.get()),
+            (4, 1)
+        );
         let units: Vec<String> = b
             .take_exposures(10)
             .iter()
@@ -306,11 +357,12 @@ mod tests {
             .collect();
         assert_eq!(units, ["b", "c", "d"]);
         // A full queue refuses rather than blocks.
-        for _ in 0..INTAKE_BOUND {
-            assert!(i.offer(exposure("x", now)));
+        for n in 0..INTAKE_BOUND {
+            assert!(i.offer(exposure(&format!("x{n}"), now)));
         }
         assert!(!i.offer(exposure("y", now)));
-        assert_eq!(i.absorb(&Buffer::new(INTAKE_BOUND), &c), INTAKE_BOUND);
+        let big = Dedup::new(2 * INTAKE_BOUND);
+        assert_eq!(i.absorb(&Buffer::new(INTAKE_BOUND), &big, &c), INTAKE_BOUND);
     }
 
     fn event(kind: &str, at: SystemTime) -> Event {

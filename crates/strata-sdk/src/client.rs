@@ -11,7 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
@@ -20,9 +20,9 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::buffer::{Buffer, Event, Exposure, Intake};
+use crate::buffer::{utc_day, Buffer, Event, Exposure, Intake};
 use crate::builder::{ClientBuilder, Options};
-use crate::dedup::Dedup;
+use crate::dedup::{pair_hash, Dedup};
 use crate::error::BuildError;
 use crate::hooks::{emit, Counters, DropReason, RecordKind, SdkEvent, Stats};
 use crate::state::Loaded;
@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub buffer: Buffer,
     /// New exposures on their way from callers to `buffer`.
     pub intake: Intake,
+    /// The pairs exposed recently, checked on the caller's thread.
+    pub recent: Dedup,
+    /// The pairs exposed today, checked in the background.
     pub dedup: Dedup,
     pub http: reqwest::Client,
     /// True once a snapshot is loaded.
@@ -70,9 +73,13 @@ impl Shared {
     /// Moves the exposures handed over by callers into the buffer; returns
     /// the number of exposures waiting there.
     pub fn absorb(&self) -> usize {
-        self.intake.absorb(&self.buffer, &self.counters)
+        self.intake
+            .absorb(&self.buffer, &self.dedup, &self.counters)
     }
 }
+
+/// Pairs the caller-side dedup table holds (512 KiB: it stays in cache).
+const RECENT_PAIRS: usize = 32_768;
 
 /// How often handed-over exposures are moved into the buffer.
 const INTAKE_EVERY: Duration = Duration::from_millis(10);
@@ -219,6 +226,7 @@ impl Client {
             counters: Counters::default(),
             buffer: Buffer::new(opts.buffer_capacity),
             intake: Intake::new(),
+            recent: Dedup::new(RECENT_PAIRS),
             dedup: Dedup::new(opts.dedup_capacity),
             http,
             loaded: watch::Sender::new(false),
@@ -484,7 +492,8 @@ fn evaluate_flag<'d>(shared: &Shared, ctx: &Context, flag: &str, default: &'d st
 }
 
 /// Hands the exposure of `a` to the background unless this unit was exposed
-/// to this experiment earlier today. No lock, one allocation.
+/// to this experiment recently today. No lock, one allocation; the day's
+/// full table is consulted in the background, off this thread.
 fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
     let Some(unit) = ctx.get(a.unit_attr) else {
         return;
@@ -497,15 +506,18 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
         },
     };
     let now = SystemTime::now();
-    let day = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400);
-    if !shared.dedup.first_today(&unit_id, a.experiment, day) {
+    let day = utc_day(now);
+    let pair = pair_hash(&unit_id, a.experiment);
+    if !shared.recent.first_today(pair, day) {
         shared.counters.exposures_deduplicated.add(1);
         return;
     }
     if !shared.shipping.load(Ordering::Relaxed) {
-        if shared.opts.ingest_auth.is_some() {
+        // Nothing is shipped: the day's table decides here, so that the
+        // counts stay exact.
+        if !shared.dedup.first_today(pair, day) {
+            shared.counters.exposures_deduplicated.add(1);
+        } else if shared.opts.ingest_auth.is_some() {
             shared
                 .counters
                 .drop_records(RecordKind::Exposure, DropReason::Shutdown, 1);
@@ -514,17 +526,16 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
         }
         return;
     }
-    let exposure = Exposure::new(
+    let exposure = Exposure::with_pair(
         &unit_id,
         a.experiment,
         a.variant,
         a.assigned,
         ctx.opted_out(),
         now,
+        pair,
     );
-    if shared.intake.offer(exposure) {
-        shared.counters.exposures_logged.add(1);
-    } else {
+    if !shared.intake.offer(exposure) {
         shared
             .counters
             .drop_records(RecordKind::Exposure, DropReason::BufferFull, 1);
@@ -633,6 +644,25 @@ mod tests {
         assert_eq!(s.buffered, 0);
         assert_eq!(s.events_dropped, 1, "the event without a unit");
         assert!(c.flush().await);
+    }
+
+    #[tokio::test]
+    async fn a_pair_the_small_table_forgot_is_not_logged_twice() {
+        let c = client(true).await;
+        let units = 40_000; // more than the caller-side table holds
+        for round in 0..2 {
+            for i in 0..units {
+                let v = c.variant(&Context::for_user(format!("u{i}")), "fa", "d");
+                assert_eq!(v.reason(), Reason::Assigned);
+                if i % 10_000 == 0 {
+                    c.shared().absorb(); // the intake task's job, done inline
+                }
+            }
+            let s = c.stats();
+            assert_eq!(s.exposures_logged, units, "round {round}");
+            assert_eq!(s.exposures_deduplicated, units * round);
+        }
+        assert_eq!(c.stats().exposures_dropped, 0);
     }
 
     #[tokio::test]

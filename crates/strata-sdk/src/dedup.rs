@@ -2,10 +2,18 @@
 //!
 //! A page loaded ten times is one exposure: the analysis counts units, not
 //! page views, and the collector deduplicates by (unit, experiment, UTC day)
-//! anyway, so sending the other nine would only cost bandwidth. The check
-//! runs on the caller's thread of every `variant()` call, so it takes no
-//! lock and allocates nothing: a fixed table of 64-bit slots, grouped in
-//! buckets of two cache lines, read and claimed with atomic operations.
+//! anyway, so sending the other nine would only cost bandwidth. A [`Dedup`]
+//! takes no lock and allocates nothing: a fixed table of 64-bit slots,
+//! grouped in buckets of two cache lines, read and claimed with atomic
+//! operations.
+//!
+//! The client keeps two. A small one (512 KiB, cache-resident) answers on
+//! the caller's thread of every `variant()` call, so that a repeat costs a
+//! hash and a cached read; a pair it does not know is handed to the
+//! background, where the day's full table (16 MiB for a million pairs,
+//! far larger than the caches: a miss costs a trip to memory) decides. A
+//! pair the small table has forgotten is only handed over again, never
+//! sent twice.
 //!
 //! A slot holds the day's low 16 bits and 48 bits of a hash of the pair.
 //! Slots of another day count as free, so the table starts afresh each UTC
@@ -28,6 +36,14 @@ const BUCKET_SLOTS: usize = 16;
 /// Bits of the slot holding the hash; the top 16 hold the day.
 const HASH_BITS: u32 = 48;
 const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
+
+/// The hash of a (unit, experiment) pair, computed once per exposure.
+pub(crate) fn pair_hash(unit: &str, experiment: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    unit.hash(&mut h);
+    experiment.hash(&mut h);
+    h.finish()
+}
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -53,13 +69,10 @@ impl Dedup {
         }
     }
 
-    /// Whether this is the first exposure of `unit` to `experiment` on
-    /// `day` (days since the Unix epoch, UTC); records it.
-    pub fn first_today(&self, unit: &str, experiment: &str, day: u64) -> bool {
-        let mut h = std::hash::DefaultHasher::new();
-        unit.hash(&mut h);
-        experiment.hash(&mut h);
-        let hash = h.finish();
+    /// Whether this is the first time the pair of `hash` (see
+    /// [`pair_hash`]) is seen on `day` (days since the Unix epoch, UTC);
+    /// records it.
+    pub fn first_today(&self, hash: u64, day: u64) -> bool {
         let tag = (day & 0xffff) << HASH_BITS;
         // Never 0, which marks an empty slot (of day 0 in the tag bits).
         let want = tag | (hash & HASH_MASK).max(1);
@@ -103,33 +116,33 @@ mod tests {
     #[test]
     fn one_exposure_per_unit_experiment_and_day() {
         let d = Dedup::new(1000);
-        assert!(d.first_today("u1", "e1", 10));
-        assert!(!d.first_today("u1", "e1", 10));
-        assert!(d.first_today("u1", "e2", 10));
-        assert!(d.first_today("u2", "e1", 10));
+        assert!(d.first_today(pair_hash("u1", "e1"), 10));
+        assert!(!d.first_today(pair_hash("u1", "e1"), 10));
+        assert!(d.first_today(pair_hash("u1", "e2"), 10));
+        assert!(d.first_today(pair_hash("u2", "e1"), 10));
         // A new day starts afresh.
-        assert!(d.first_today("u1", "e1", 11));
-        assert!(!d.first_today("u1", "e1", 11));
+        assert!(d.first_today(pair_hash("u1", "e1"), 11));
+        assert!(!d.first_today(pair_hash("u1", "e1"), 11));
         // Day 0 works too (its tag bits are zero).
-        assert!(d.first_today("u1", "e1", 0));
-        assert!(!d.first_today("u1", "e1", 0));
+        assert!(d.first_today(pair_hash("u1", "e1"), 0));
+        assert!(!d.first_today(pair_hash("u1", "e1"), 0));
     }
 
     #[test]
     fn the_pair_is_not_ambiguous() {
         let d = Dedup::new(1000);
-        assert!(d.first_today("ab", "c", 1));
-        assert!(d.first_today("a", "bc", 1));
+        assert!(d.first_today(pair_hash("ab", "c"), 1));
+        assert!(d.first_today(pair_hash("a", "bc"), 1));
     }
 
     #[test]
     fn within_capacity_every_pair_is_remembered() {
         let d = Dedup::new(100_000);
         for i in 0..100_000 {
-            assert!(d.first_today(&format!("u{i}"), "e", 7), "u{i}");
+            assert!(d.first_today(pair_hash(&format!("u{i}"), "e"), 7), "u{i}");
         }
         let forgotten = (0..100_000)
-            .filter(|i| d.first_today(&format!("u{i}"), "e", 7))
+            .filter(|i| d.first_today(pair_hash(&format!("u{i}"), "e"), 7))
             .count();
         // Under half full; a bucket of 16 overflows only rarely.
         assert!(forgotten < 20, "{forgotten} pairs forgotten");
@@ -140,15 +153,15 @@ mod tests {
         let d = Dedup::new(64);
         assert_eq!(d.buckets.len(), 8);
         for i in 0..10_000 {
-            d.first_today(&format!("u{i}"), "e", 1);
+            d.first_today(pair_hash(&format!("u{i}"), "e"), 1);
         }
         // The table is full of day 1; day 2 takes those slots back rather
         // than evicting its own pairs.
         for i in 0..64 {
-            assert!(d.first_today(&format!("v{i}"), "e", 2));
+            assert!(d.first_today(pair_hash(&format!("v{i}"), "e"), 2));
         }
         let forgotten = (0..64)
-            .filter(|i| d.first_today(&format!("v{i}"), "e", 2))
+            .filter(|i| d.first_today(pair_hash(&format!("v{i}"), "e"), 2))
             .count();
         assert!(forgotten < 4, "{forgotten} pairs forgotten");
     }
@@ -161,7 +174,7 @@ mod tests {
                 let d = d.clone();
                 std::thread::spawn(move || {
                     (0..5_000)
-                        .filter(|i| d.first_today(&format!("u{i}"), "e", 3))
+                        .filter(|i| d.first_today(pair_hash(&format!("u{i}"), "e"), 3))
                         .count()
                 })
             })
