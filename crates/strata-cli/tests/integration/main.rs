@@ -4,5 +4,6 @@ mod analyze;
 mod assign;
 mod collect_analyze;
 mod conformance;
+mod consistency;
 mod crash;
 mod serve;

@@ -23,6 +23,7 @@ impl Served {
     pub(crate) fn start(dir: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
+            .args(["--sdk-rate-limit", "0"])
             .arg("--data-dir")
             .arg(dir)
             .env("STRATA_BOOTSTRAP_ADMIN_TOKEN", ADMIN)

@@ -1,7 +1,8 @@
 //! For 100,000 units the SDK, the engine `strata assign` runs
-//! (`strata_core::CompiledSnapshot::evaluate`, called directly rather than
-//! through the CLI binary) and the server's `POST /sdk/v1/evaluate` give
-//! identical assignments for the same snapshot.
+//! (`strata_core::CompiledSnapshot::evaluate`, called directly here) and the
+//! server's `POST /sdk/v1/evaluate` give identical assignments for the same
+//! snapshot. The `strata` binary itself is checked against the server the
+//! same way by strata-cli's consistency test.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
