@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: ingestion allocates a few
+/// small strings per record on many threads, and glibc's malloc spent over a
+/// third of the server's CPU on it (consolidating and unlinking chunks)
+/// under the ingestion benchmark (`docs/performance.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Strata: feature experimentation and A/B testing.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, propagate_version = true)]

@@ -28,6 +28,11 @@ use strata_pipeline::nats::{CompactorOptions, JetStreamSink, NatsCompactor, Nats
 use strata_pipeline::store::{LocalStore, StoreOptions};
 use strata_pipeline::Sink;
 
+/// The allocator of the `strata` binary, so that the server measured here
+/// allocates as `strata serve` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: &str = "bench-token";
 
 struct Args {
