@@ -6,6 +6,10 @@
 #
 #   bench/ingest/run.sh [SECONDS]        (default 60)
 #
+# Extra arguments of the generator go in INGEST_ARGS, e.g. INGEST_ARGS="--rate
+# 150000" paces the load at 150,000 events/s (open loop, latency from each
+# batch's intended send time) instead of sending as fast as acks return.
+#
 # JetStream mode needs nats-server with JetStream at $STRATA_TEST_NATS_URL
 # (default nats://127.0.0.1:4222) and is skipped if it does not answer.
 set -euo pipefail
@@ -17,10 +21,10 @@ bin="${CARGO_TARGET_DIR:-target}/release/examples/ingest_load"
 data="$(mktemp -d)"
 trap 'rm -rf "$data"' EXIT
 echo "== $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin" run --mode local --seconds "$seconds" --data "$data/local"
+"$bin" run --mode local --seconds "$seconds" --data "$data/local" ${INGEST_ARGS:-}
 host_port="${STRATA_TEST_NATS_URL#nats://}"
 if (exec 3<>"/dev/tcp/${host_port%:*}/${host_port#*:}") 2>/dev/null; then
-  "$bin" run --mode nats --seconds "$seconds" --data "$data/nats" --nats-url "$STRATA_TEST_NATS_URL"
+  "$bin" run --mode nats --seconds "$seconds" --data "$data/nats" --nats-url "$STRATA_TEST_NATS_URL" ${INGEST_ARGS:-}
 else
   echo "== SKIP jetstream mode: no nats-server at $STRATA_TEST_NATS_URL"
 fi

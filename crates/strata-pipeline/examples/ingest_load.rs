@@ -45,6 +45,9 @@ struct Args {
     connections: usize,
     batch: usize,
     event_bytes: usize,
+    /// Events per second to pace the load at (open loop); 0: as fast as
+    /// acknowledgements come back (closed loop).
+    rate: f64,
 }
 
 fn parse_args() -> Args {
@@ -60,6 +63,7 @@ fn parse_args() -> Args {
         connections: 64,
         batch: 500,
         event_bytes: 500,
+        rate: 0.0,
     };
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -72,6 +76,7 @@ fn parse_args() -> Args {
             "--connections" => a.connections = v.parse().expect("--connections"),
             "--batch" => a.batch = v.parse().expect("--batch"),
             "--event-bytes" => a.event_bytes = v.parse().expect("--event-bytes"),
+            "--rate" => a.rate = v.parse().expect("--rate"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -194,6 +199,8 @@ async fn serve(args: Args) {
 #[derive(Default)]
 struct LoadReport {
     events: u64,
+    /// Records refused one by one in acknowledged batches (shed under load).
+    shed: u64,
     requests: u64,
     errors: u64,
     seconds: f64,
@@ -207,8 +214,8 @@ impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} events acknowledged in {:.1} s = {:.0} events/s; {} requests, {} refused or failed; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            self.events, self.seconds, self.events_per_second, self.requests, self.errors, self.p50_ms, self.p99_ms, self.max_ms
+            "{} events acknowledged in {:.1} s = {:.0} events/s ({} more shed); {} requests, {} refused or failed; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.events, self.seconds, self.events_per_second, self.shed, self.requests, self.errors, self.p50_ms, self.p99_ms, self.max_ms
         )
     }
 }
@@ -277,13 +284,21 @@ async fn load(url: &str, args: &Args) -> LoadReport {
     let stop = Arc::new(AtomicBool::new(false));
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let shed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    // Paced: each connection sends a batch every `interval`, staggered, and
+    // latency counts from the intended send time (a late answer delays the
+    // next send, and that delay counts).
+    let interval = (args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(args.connections as f64 * args.batch as f64 / args.rate));
     let mut tasks = Vec::new();
+    let args_connections = args.connections;
     for conn in 0..args.connections {
         let client = client.clone();
         let stop = stop.clone();
         let events = events.clone();
         let errors = errors.clone();
+        let shed = shed.clone();
         let url = format!("{url}/collect/v1/events");
         let mut t = template(args.batch, args.event_bytes);
         tasks.push(tokio::spawn(async move {
@@ -291,7 +306,14 @@ async fn load(url: &str, args: &Args) -> LoadReport {
             let mut seq: u64 = (conn as u64) << 40;
             // xorshift for unit ids: one of a million units.
             let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1);
+            let mut k: u32 = 0;
             while !stop.load(Ordering::Relaxed) {
+                let intended = interval
+                    .map(|i| started + i.mul_f64(conn as f64 / args_connections as f64) + i * k);
+                k += 1;
+                if let Some(at) = intended {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 for i in 0..t.id_slots.len() {
                     seq += 1;
                     put_hex(&mut t.body, t.id_slots[i], seq);
@@ -300,7 +322,7 @@ async fn load(url: &str, args: &Args) -> LoadReport {
                     rng ^= rng << 17;
                     put_hex(&mut t.body, t.unit_slots[i], rng % 1_000_000);
                 }
-                let sent = Instant::now();
+                let sent = intended.unwrap_or_else(Instant::now);
                 let resp = client
                     .post(&url)
                     .bearer_auth(TOKEN)
@@ -313,6 +335,8 @@ async fn load(url: &str, args: &Args) -> LoadReport {
                         let body: serde_json::Value = r.json().await.unwrap_or_default();
                         latencies.push(sent.elapsed());
                         events.fetch_add(body["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        let refused = body["rejected"].as_array().map_or(0, Vec::len);
+                        shed.fetch_add(refused as u64, Ordering::Relaxed);
                     }
                     Ok(r) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -351,6 +375,7 @@ async fn load(url: &str, args: &Args) -> LoadReport {
     let events = events.load(Ordering::Relaxed);
     LoadReport {
         events,
+        shed: shed.load(Ordering::Relaxed),
         requests: lat.len() as u64,
         errors: errors.load(Ordering::Relaxed),
         seconds,
