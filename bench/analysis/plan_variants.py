@@ -94,6 +94,15 @@ variants = {
     "dedup_narrow_filter": f"WITH {ev}, d AS (SELECT u.uidx, e.event_id, MIN(e.ts) AS ts, MAX(e.value) AS value, "
     f"MAX(e.type) AS type, MIN(u.lo) AS lo, MIN(u.first_ts) AS first_ts {join} GROUP BY u.uidx, e.event_id) "
     f"SELECT COUNT(*), {total} FROM (SELECT e.uidx, {filtered('e')} FROM d e GROUP BY e.uidx)",
+    # The same with the unit's columns (functions of uidx) in the group key
+    # instead of MIN accumulators; and with `type` there too (a duplicate
+    # whose type differs would then count once per type).
+    "dedup_unit_cols_in_key": f"WITH {ev}, d AS (SELECT u.uidx, e.event_id, u.lo, u.first_ts, MIN(e.ts) AS ts, "
+    f"MAX(e.value) AS value, MAX(e.type) AS type {join} GROUP BY u.uidx, e.event_id, u.lo, u.first_ts) "
+    f"SELECT COUNT(*), {total} FROM (SELECT e.uidx, {filtered('e')} FROM d e GROUP BY e.uidx)",
+    "dedup_type_in_key": f"WITH {ev}, d AS (SELECT u.uidx, e.event_id, e.type, u.lo, u.first_ts, MIN(e.ts) AS ts, "
+    f"MAX(e.value) AS value {join} GROUP BY u.uidx, e.event_id, e.type, u.lo, u.first_ts) "
+    f"SELECT COUNT(*), {total} FROM (SELECT e.uidx, {filtered('e')} FROM d e GROUP BY e.uidx)",
 }
 for name in sys.argv[2:] or variants:
     t = time.perf_counter()
