@@ -4,7 +4,6 @@
 //! exactly the data that was sent, once.
 
 use std::io::Write;
-use std::process::Command;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::serve::{call, token, Served, ADMIN};
+use crate::serve::{call, strata_ok, token, Served, ADMIN};
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
@@ -34,7 +33,7 @@ async fn collected_data_is_analysed_exactly_as_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("strata-data");
     let key = token(&dir, &["--kind", "ingest"]);
-    let served = tokio::task::block_in_place(|| Served::start(&dir));
+    let served = Served::start_in_runtime(&dir);
     let http = reqwest::Client::new();
     let now = OffsetDateTime::now_utc();
     let exposed_at = rfc3339(now - Duration::from_secs(600));
@@ -125,26 +124,21 @@ async fn collected_data_is_analysed_exactly_as_sent() {
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     std::fs::write(&metrics_path, metrics.to_string()).unwrap();
     let parquet = dir.join("pipeline/parquet");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("analyze")
-        .arg("--spec")
-        .arg(&spec_path)
-        .arg("--metrics")
-        .arg(&metrics_path)
-        .arg("--exposures")
-        .arg(parquet.join("kind=exposures"))
-        .arg("--events")
-        .arg(parquet.join("kind=events"))
-        .arg("--as-of")
-        .arg(rfc3339(now + Duration::from_secs(60)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let as_of = rfc3339(now + Duration::from_secs(60));
+    let out = strata_ok([
+        "analyze".as_ref(),
+        "--spec".as_ref(),
+        spec_path.as_os_str(),
+        "--metrics".as_ref(),
+        metrics_path.as_os_str(),
+        "--exposures".as_ref(),
+        parquet.join("kind=exposures").as_os_str(),
+        "--events".as_ref(),
+        parquet.join("kind=events").as_os_str(),
+        "--as-of".as_ref(),
+        as_of.as_ref(),
+    ]);
+    let doc: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(
         doc["units"],
         json!({"control": UNITS / 2, "treatment": UNITS / 2})

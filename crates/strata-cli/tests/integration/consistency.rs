@@ -4,13 +4,12 @@
 //! against the same server and engine, so all three agree.)
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::serve::{call, token, Served, ADMIN};
+use crate::serve::{call, strata_ok, token, Served, ADMIN};
 
 const UNITS: usize = 100_000;
 
@@ -75,7 +74,7 @@ async fn running(http: &reqwest::Client, base: &str, key: &str, over: Value, ram
 async fn strata_assign_and_the_server_agree_on_100000_units() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("strata-data");
-    let served = tokio::task::block_in_place(|| Served::start(&dir));
+    let served = Served::start_in_runtime(&dir);
     let base = served.base.clone();
     let http = reqwest::Client::new();
     admin(
@@ -147,20 +146,14 @@ async fn strata_assign_and_the_server_agree_on_100000_units() {
     let ndjson: String = (0..UNITS).map(|i| format!("{}\n", context(i))).collect();
     std::fs::write(&contexts_path, ndjson).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("assign")
-        .arg("--config")
-        .arg(&snapshot_path)
-        .arg("--contexts")
-        .arg(&contexts_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let local: Vec<Decisions> = String::from_utf8(out.stdout)
+    let out = strata_ok([
+        "assign".as_ref(),
+        "--config".as_ref(),
+        snapshot_path.as_os_str(),
+        "--contexts".as_ref(),
+        contexts_path.as_os_str(),
+    ]);
+    let local: Vec<Decisions> = String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| {

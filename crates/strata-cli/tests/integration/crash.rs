@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::serve::{now_ms, token, Served};
+use crate::serve::{now_ms, strata_ok, token, Served};
 
 const SEED: u64 = 0x5EED_0006;
 const KILLS: usize = 12;
@@ -162,16 +161,12 @@ fn stored(root: &Path) -> (Vec<String>, Vec<String>) {
     (events, exposures)
 }
 
-fn start(dir: &Path) -> Served {
-    tokio::task::block_in_place(|| Served::start(dir))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_sigkill_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("strata-data");
     let key = token(&dir, &["--kind", "ingest", "--name", "crash-test"]);
-    let mut served = start(&dir);
+    let mut served = Served::start_in_runtime(&dir);
     let shared = Arc::new(Shared {
         base: Mutex::new(served.base.clone()),
         key,
@@ -186,7 +181,7 @@ async fn acknowledged_records_survive_sigkill_exactly_once() {
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1000))).await;
         tokio::task::block_in_place(|| served.kill());
-        served = start(&dir);
+        served = Served::start_in_runtime(&dir);
         *shared.base.lock().unwrap() = served.base.clone();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -196,16 +191,7 @@ async fn acknowledged_records_survive_sigkill_exactly_once() {
     }
     tokio::task::block_in_place(|| served.terminate());
 
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["compact", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok([Path::new("compact"), Path::new("--data-dir"), &dir]);
     let (events, exposures) = stored(&dir.join("pipeline/parquet"));
     let l = shared.ledger.lock().unwrap();
     eprintln!(
@@ -258,40 +244,40 @@ async fn a_retried_batch_is_a_duplicate_across_restarts() {
     let exposures: Vec<Value> = (0..50)
         .map(|i| json!({"unit_id": format!("u{i}"), "experiment": "e", "variant": "a", "ts": now}))
         .collect();
-    let send = |base: String, kind: &'static str, body: &Vec<Value>| {
-        let req = http
-            .post(format!("{base}/collect/v1/{kind}"))
-            .bearer_auth(&key)
-            .json(body);
+    let http = &http;
+    let key = key.as_str();
+    // (accepted, duplicates) of the events, then of the exposures.
+    let send_both = |base: String| {
+        let bodies = [("events", events.clone()), ("exposures", exposures.clone())];
         async move {
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), StatusCode::OK);
-            let v: Value = r.json().await.unwrap();
-            (
-                v["accepted"].as_u64().unwrap(),
-                v["duplicates"].as_u64().unwrap(),
-            )
+            let mut out = Vec::new();
+            for (kind, body) in bodies {
+                let r = http
+                    .post(format!("{base}/collect/v1/{kind}"))
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let v: Value = r.json().await.unwrap();
+                out.push((
+                    v["accepted"].as_u64().unwrap(),
+                    v["duplicates"].as_u64().unwrap(),
+                ));
+            }
+            out
         }
     };
-    let served = start(&dir);
-    assert_eq!(send(served.base.clone(), "events", &events).await, (50, 0));
-    assert_eq!(
-        send(served.base.clone(), "exposures", &exposures).await,
-        (50, 0)
-    );
+    let served = Served::start_in_runtime(&dir);
+    assert_eq!(send_both(served.base.clone()).await, [(50, 0); 2]);
     tokio::task::block_in_place(|| served.kill());
-    let served = start(&dir);
-    assert_eq!(send(served.base.clone(), "events", &events).await, (0, 50));
-    assert_eq!(
-        send(served.base.clone(), "exposures", &exposures).await,
-        (0, 50)
-    );
+    let served = Served::start_in_runtime(&dir);
+    let again = send_both(served.base.clone()).await;
+    assert_eq!(again, [(0, 50); 2], "after SIGKILL");
     tokio::task::block_in_place(|| served.terminate());
-    let served = start(&dir);
-    assert_eq!(send(served.base.clone(), "events", &events).await, (0, 50));
-    assert_eq!(
-        send(served.base.clone(), "exposures", &exposures).await,
-        (0, 50)
-    );
+    let served = Served::start_in_runtime(&dir);
+    let again = send_both(served.base.clone()).await;
+    assert_eq!(again, [(0, 50); 2], "after SIGTERM");
     tokio::task::block_in_place(|| served.terminate());
 }

@@ -20,6 +20,11 @@ pub(crate) struct Served {
 }
 
 impl Served {
+    /// [`Served::start`] from inside a multi-threaded tokio test.
+    pub(crate) fn start_in_runtime(dir: &Path) -> Self {
+        tokio::task::block_in_place(|| Self::start(dir))
+    }
+
     pub(crate) fn start(dir: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
@@ -81,6 +86,25 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `strata` with `args`, asserts that it succeeds (printing its
+/// stderr if not) and returns its stdout.
+pub(crate) fn strata_ok<I, S>(args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 pub(crate) fn token(dir: &Path, args: &[&str]) -> String {
@@ -398,17 +422,8 @@ async fn serve_collects_events_compacts_and_deletes_a_unit() {
     served.terminate();
 
     // Stopped: the CLI may compact now (nothing left to compact).
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["compact", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let out = strata_ok([Path::new("compact"), Path::new("--data-dir"), &dir]);
+    let report: Value = serde_json::from_slice(&out).expect("json report");
     assert_eq!(report["events"], 0, "{report}");
 }
 
