@@ -97,14 +97,46 @@ enum Records {
 
 /// A batch ready to send: its records, oldest time and body.
 struct Batch {
-    kind: RecordKind,
-    records: usize,
     oldest: SystemTime,
     gzip: Vec<u8>,
     kept: Records,
 }
 
 impl Batch {
+    /// The batch of `kept`; `None` when it is empty (or cannot be encoded).
+    fn new(kept: Records) -> Option<Batch> {
+        let (json, oldest) = match &kept {
+            Records::Exposures(v) => (
+                serde_json::to_vec(&v.iter().map(exposure_out).collect::<Vec<_>>()),
+                v.iter().map(|e| e.at).min(),
+            ),
+            Records::Events(v) => (
+                serde_json::to_vec(&v.iter().map(event_out).collect::<Vec<_>>()),
+                v.iter().map(|e| e.at).min(),
+            ),
+        };
+        Some(Batch {
+            oldest: oldest?,
+            gzip: gzip(&json.ok()?).ok()?,
+            kept,
+        })
+    }
+
+    fn kind(&self) -> RecordKind {
+        match self.kept {
+            Records::Exposures(_) => RecordKind::Exposure,
+            Records::Events(_) => RecordKind::Event,
+        }
+    }
+
+    /// Records in the batch.
+    fn len(&self) -> usize {
+        match &self.kept {
+            Records::Exposures(v) => v.len(),
+            Records::Events(v) => v.len(),
+        }
+    }
+
     /// A batch of the records at `indices` (as the collector numbered them).
     fn subset(self, indices: &[usize]) -> Option<Batch> {
         fn pick<T>(v: Vec<T>, indices: &[usize]) -> Vec<T> {
@@ -114,10 +146,10 @@ impl Batch {
                 .map(|(_, r)| r)
                 .collect()
         }
-        match self.kept {
-            Records::Exposures(v) => exposure_batch(pick(v, indices)),
-            Records::Events(v) => event_batch(pick(v, indices)),
-        }
+        Batch::new(match self.kept {
+            Records::Exposures(v) => Records::Exposures(pick(v, indices)),
+            Records::Events(v) => Records::Events(pick(v, indices)),
+        })
     }
 }
 
@@ -130,50 +162,26 @@ fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-fn exposure_batch(records: Vec<Exposure>) -> Option<Batch> {
-    let out: Vec<ExposureOut<'_>> = records
-        .iter()
-        .map(|e| ExposureOut {
-            unit_id: e.unit_id(),
-            experiment: e.experiment(),
-            variant: e.variant(),
-            assigned_variant: e.assigned(),
-            opted_out: e.opted_out,
-            ts: rfc3339(e.at),
-        })
-        .collect();
-    let gzip = gzip(&serde_json::to_vec(&out).ok()?).ok()?;
-    drop(out);
-    Some(Batch {
-        kind: RecordKind::Exposure,
-        records: records.len(),
-        oldest: records.iter().map(|e| e.at).min()?,
-        gzip,
-        kept: Records::Exposures(records),
-    })
+fn exposure_out(e: &Exposure) -> ExposureOut<'_> {
+    ExposureOut {
+        unit_id: e.unit_id(),
+        experiment: e.experiment(),
+        variant: e.variant(),
+        assigned_variant: e.assigned(),
+        opted_out: e.opted_out,
+        ts: rfc3339(e.at),
+    }
 }
 
-fn event_batch(records: Vec<Event>) -> Option<Batch> {
-    let out: Vec<EventOut<'_>> = records
-        .iter()
-        .map(|e| EventOut {
-            event_id: e.event_id.to_string(),
-            unit_id: &e.unit_id,
-            kind: &e.kind,
-            ts: rfc3339(e.at),
-            value: e.value,
-            properties: e.properties.as_ref().map(flatten),
-        })
-        .collect();
-    let gzip = gzip(&serde_json::to_vec(&out).ok()?).ok()?;
-    drop(out);
-    Some(Batch {
-        kind: RecordKind::Event,
-        records: records.len(),
-        oldest: records.iter().map(|e| e.at).min()?,
-        gzip,
-        kept: Records::Events(records),
-    })
+fn event_out(e: &Event) -> EventOut<'_> {
+    EventOut {
+        event_id: e.event_id.to_string(),
+        unit_id: &e.unit_id,
+        kind: &e.kind,
+        ts: rfc3339(e.at),
+        value: e.value,
+        properties: e.properties.as_ref().map(flatten),
+    }
 }
 
 /// The collector's answer to an acknowledged batch.
@@ -242,7 +250,7 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
     let Some(auth) = shared.opts.ingest_auth.clone() else {
         return Outcome::Refused("no ingest key".to_owned());
     };
-    let path = match batch.kind {
+    let path = match batch.kind() {
         RecordKind::Exposure => "exposures",
         RecordKind::Event => "events",
     };
@@ -268,7 +276,7 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
         let body = resp.bytes().await.unwrap_or_default();
         return Outcome::Acked(Ack {
             retry_after: wait,
-            ..parse_ack(&body, batch.records)
+            ..parse_ack(&body, batch.len())
         });
     }
     let wait = retry_after(&resp);
@@ -286,7 +294,7 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
 async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<Option<Instant>>) {
     let c = &shared.counters;
     let drop_batch =
-        |batch: &Batch, reason| c.drop_records(batch.kind, reason, batch.records as u64);
+        |batch: &Batch, reason| c.drop_records(batch.kind(), reason, batch.len() as u64);
     let mut attempt = 0u32;
     loop {
         let deadline = *stop.borrow_and_update();
@@ -300,27 +308,27 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
         }
         let (error, wait) = match send(shared, &batch, timeout).await {
             Outcome::Acked(ack) => {
-                let delivered = (batch.records as u64).saturating_sub(ack.rejected);
-                match batch.kind {
+                let delivered = (batch.len() as u64).saturating_sub(ack.rejected);
+                match batch.kind() {
                     RecordKind::Exposure => c.exposures_delivered.add(delivered),
                     RecordKind::Event => c.events_delivered.add(delivered),
                 }
                 let retry = ack.retry.len() as u64;
                 c.drop_records(
-                    batch.kind,
+                    batch.kind(),
                     DropReason::RejectedRecord,
                     ack.rejected.saturating_sub(retry),
                 );
                 shared.emit(&SdkEvent::BatchSent {
-                    kind: batch.kind,
-                    records: batch.records,
+                    kind: batch.kind(),
+                    records: batch.len(),
                     accepted: ack.accepted,
                     duplicates: ack.duplicates,
                     rejected: ack.rejected,
                 });
-                let (kind, wanted) = (batch.kind, ack.retry.len());
+                let kind = batch.kind();
                 match batch.subset(&ack.retry) {
-                    None if wanted > 0 => {
+                    None if retry > 0 => {
                         // Could not be rebuilt (never expected): count them.
                         c.drop_records(kind, DropReason::RejectedRecord, retry);
                         return;
@@ -332,7 +340,7 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
             }
             Outcome::Refused(error) => {
                 shared.emit(&SdkEvent::BatchFailed {
-                    kind: batch.kind,
+                    kind: batch.kind(),
                     error: &error,
                     attempt: attempt + 1,
                     retry_in: Duration::ZERO,
@@ -352,7 +360,7 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
             return drop_batch(&batch, DropReason::Shutdown);
         }
         shared.emit(&SdkEvent::BatchFailed {
-            kind: batch.kind,
+            kind: batch.kind(),
             error: &error,
             attempt,
             retry_in: delay,
@@ -391,9 +399,12 @@ async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
         if exposures.is_empty() && events.is_empty() {
             return;
         }
-        for batch in [exposure_batch(exposures), event_batch(events)]
-            .into_iter()
-            .flatten()
+        for batch in [
+            Batch::new(Records::Exposures(exposures)),
+            Batch::new(Records::Events(events)),
+        ]
+        .into_iter()
+        .flatten()
         {
             deliver(shared, batch, stop).await;
         }
@@ -491,8 +502,8 @@ mod tests {
     fn records_have_the_data_model_fields() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let e = Exposure::new("u1", "exp", "control", "treatment", true, at);
-        let b = exposure_batch(vec![e]).unwrap();
-        assert_eq!(b.records, 1);
+        let b = Batch::new(Records::Exposures(vec![e])).unwrap();
+        assert_eq!(b.len(), 1);
         assert_eq!(
             gunzip(&b.gzip),
             serde_json::json!([{"unit_id": "u1", "experiment": "exp", "variant": "control",
@@ -500,7 +511,7 @@ mod tests {
         );
         let id = Uuid::now_v7();
         let ev = event(id, None, at);
-        let v = gunzip(&event_batch(vec![ev]).unwrap().gzip);
+        let v = gunzip(&Batch::new(Records::Events(vec![ev])).unwrap().gzip);
         assert_eq!(v[0]["event_id"], id.to_string());
         assert_eq!(v[0]["type"], "purchase");
         assert_eq!(v[0]["value"], 9.5);
@@ -524,9 +535,13 @@ mod tests {
         let props = serde_json::json!({"plan": "pro", "cart": {"items": 3, "coupon": {"code": "X"}},
             "tags": ["a", 1], "gift": true, "none": null});
         let v = gunzip(
-            &event_batch(vec![event(Uuid::now_v7(), Some(props), SystemTime::now())])
-                .unwrap()
-                .gzip,
+            &Batch::new(Records::Events(vec![event(
+                Uuid::now_v7(),
+                Some(props),
+                SystemTime::now(),
+            )]))
+            .unwrap()
+            .gzip,
         );
         assert_eq!(
             v[0]["properties"],
@@ -539,9 +554,12 @@ mod tests {
     fn a_subset_keeps_the_chosen_records_in_order() {
         let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
         let at = SystemTime::now();
-        let b = event_batch(ids.iter().map(|id| event(*id, None, at)).collect()).unwrap();
+        let b = Batch::new(Records::Events(
+            ids.iter().map(|id| event(*id, None, at)).collect(),
+        ))
+        .unwrap();
         let sub = b.subset(&[1, 3]).unwrap();
-        assert_eq!(sub.records, 2);
+        assert_eq!(sub.len(), 2);
         let v = gunzip(&sub.gzip);
         assert_eq!(v[0]["event_id"], ids[1].to_string());
         assert_eq!(v[1]["event_id"], ids[3].to_string());
@@ -579,6 +597,6 @@ mod tests {
             4,
         );
         assert_eq!((ack.rejected, ack.retry), (4, vec![1, 3]));
-        assert!(exposure_batch(Vec::new()).is_none());
+        assert!(Batch::new(Records::Exposures(Vec::new())).is_none());
     }
 }
