@@ -52,9 +52,9 @@ sql = f"""
 WITH units AS (
   SELECT unit_id, arg_min(variant, ts) AS variant, min(ts) AS first_ts,
          greatest(min(ts) - INTERVAL 5 SECOND, {START}) AS lo
-  FROM read_parquet('{data}/exposures/*.parquet')
+  FROM read_parquet('{data}/exposures/*/*.parquet', hive_partitioning = false)
   WHERE experiment = 'exp_bench' AND ts < {END} GROUP BY unit_id),
-ev AS (SELECT event_id, unit_id, type, ts, value FROM read_parquet('{data}/events/*.parquet')
+ev AS (SELECT event_id, unit_id, type, ts, value FROM read_parquet('{data}/events/*/*.parquet', hive_partitioning = false)
        WHERE NOT is_bot AND ts >= {PRE} AND ts < {END} AND type IN ({types})),
 j AS (SELECT e.unit_id, e.event_id, {contrib} FROM ev e JOIN units u ON e.unit_id = u.unit_id),
 {per_unit},

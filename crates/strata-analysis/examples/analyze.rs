@@ -2,6 +2,10 @@
 //! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids]`
 //! (`STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit).
 
+/// The allocator of the `strata` binary, so the figures are those of `strata analyze`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {

@@ -286,9 +286,11 @@ pub fn event_batch(rows: &[Event]) -> Result<RecordBatch> {
     RecordBatch::try_new(event_schema(), cols).map_err(|e| Error::Engine(e.into()))
 }
 
-/// Writes a generated data set as Parquet: `dir/exposures/part-N.parquet`
-/// and `dir/events/part-N.parquet`, `files` files each, streaming (memory is
-/// bounded by one batch of units).
+/// Writes a generated data set as Parquet in `files` user partitions:
+/// `dir/exposures/part=NN/data.parquet` and `dir/events/part=NN/data.parquet`,
+/// each partition a contiguous range of units (so a unit's exposures and
+/// events share a partition, as in the pipeline's layout), streaming (memory
+/// is bounded by one batch of units).
 pub fn write_parquet(
     cfg: &GenConfig,
     experiment: &str,
@@ -304,9 +306,6 @@ pub fn write_parquet(
     };
     let pq = |e: datafusion::parquet::errors::ParquetError| Error::Engine(e.into());
     let (exp_dir, ev_dir) = (dir.join("exposures"), dir.join("events"));
-    for d in [&exp_dir, &ev_dir] {
-        std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
-    }
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
@@ -319,8 +318,12 @@ pub fn write_parquet(
             break;
         }
         let count = per_file.min(cfg.units - first);
-        let ep = exp_dir.join(format!("part-{f:04}.parquet"));
-        let vp = ev_dir.join(format!("part-{f:04}.parquet"));
+        let part = format!("part={f:02}");
+        for d in [exp_dir.join(&part), ev_dir.join(&part)] {
+            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+        }
+        let ep = exp_dir.join(&part).join("data.parquet");
+        let vp = ev_dir.join(&part).join("data.parquet");
         let mut ew = ArrowWriter::try_new(
             std::fs::File::create(&ep).map_err(|e| io(&ep, e))?,
             exposure_schema(),

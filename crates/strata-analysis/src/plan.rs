@@ -15,7 +15,7 @@
 //!    strata-stats takes.
 
 use crate::metrics::{EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar};
-use crate::source::literal;
+use crate::source::{literal, literal_list};
 use crate::spec::AnalysisMode;
 
 /// Nanoseconds per second.
@@ -112,7 +112,7 @@ pub(crate) fn filter_sql(filter: &Filter, properties: &[String]) -> String {
         Some(EventTypes::One(t)) => conds.push(format!("e.type = {}", literal(t))),
         Some(EventTypes::Many(ts)) => conds.push(format!(
             "e.type IN ({})",
-            ts.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", ")
+            literal_list(ts.iter().map(String::as_str))
         )),
         None => {}
     }
@@ -225,7 +225,8 @@ fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
     (!types.is_empty()).then_some(types)
 }
 
-/// Stage 2: one row per unit of `units` with each part as column `p{i}`.
+/// Stage 2a: per-unit sums of each part as columns `p{i}`, one row per unit
+/// with matching events (`uidx`, `p0`, …).
 ///
 /// Units carry a dense integer key `uidx`: events are joined to units once on
 /// the string `unit_id`, and every later aggregate and join uses the integer.
@@ -234,26 +235,24 @@ fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
 /// (unit, `event_id`) carrying only the columns the filters read, so the
 /// largest aggregate of the plan (one group per event) holds a handful of
 /// accumulators whatever the number of metrics.
-pub(crate) fn unit_values_sql(
+///
+/// `unit_keys` holds the columns of `units` the join needs (a narrow build
+/// side is quicker to hash and copy). `slice` is a condition on the events'
+/// `part` column from [`slice_conditions`] (see [`merge_slices_sql`]).
+pub(crate) fn unit_parts_sql(
     parts: &[Part],
     properties: &[String],
-    n_segments: usize,
     b: &Bounds,
     dedup: bool,
+    slice: Option<&str>,
 ) -> String {
     let lo = b.pre_start.unwrap_or(b.start).min(b.start);
     // Restrict the scan to the event types some part needs, when all parts name types.
     let type_cond = match scanned_types(parts) {
-        Some(types) => format!(
-            " AND type IN ({})",
-            types
-                .iter()
-                .map(|t| literal(t))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(types) => format!(" AND type IN ({})", literal_list(types)),
         None => String::new(),
     };
+    let slice_cond = slice.map_or(String::new(), |c| format!(" AND {c}"));
     // Unit columns (`lo`, `first_ts`) come from `units` (alias u) or, after
     // deduplication, from the deduplicated rows (alias e).
     let u = if dedup { "e" } else { "u" };
@@ -282,6 +281,79 @@ pub(crate) fn unit_values_sql(
             format!("{agg} FILTER (WHERE {cond}) AS p{i}")
         })
         .collect();
+    let props: String = (0..properties.len())
+        .map(|i| format!(", prop_{i}"))
+        .collect();
+    let ev = format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}{slice_cond})",
+        end = b.end,
+    );
+    if dedup {
+        // Duplicates are copies of one event; the kept row takes the
+        // earliest `ts` and the largest of each other column. The unit's
+        // `lo` and `first_ts` are functions of `uidx`: as group keys they
+        // cost less than accumulators (30.6 s -> 18.1 s for this stage at
+        // 100 M events, `bench/analysis/plan_variants.py`).
+        let dprops: String = (0..properties.len())
+            .map(|i| format!(", MAX(e.prop_{i}) AS prop_{i}"))
+            .collect();
+        format!(
+            "{ev}, d AS (SELECT u.uidx, e.event_id, u.lo, u.first_ts, MIN(e.ts) AS ts, \
+             MAX(e.value) AS value, MAX(e.type) AS type{dprops} \
+             FROM ev e JOIN unit_keys u ON e.unit_id = u.unit_id \
+             GROUP BY u.uidx, e.event_id, u.lo, u.first_ts) \
+             SELECT e.uidx, {} FROM d e GROUP BY e.uidx",
+            aggs.join(", ")
+        )
+    } else {
+        format!(
+            "{ev} SELECT u.uidx, {} FROM ev e JOIN unit_keys u ON e.unit_id = u.unit_id GROUP BY u.uidx",
+            aggs.join(", ")
+        )
+    }
+}
+
+/// Conditions on the events' `part` column, one per group of partition
+/// values, that split every row into exactly one slice: the last takes every
+/// value not in an earlier group, and nulls, so a partition the listing did
+/// not see is still read once.
+pub(crate) fn slice_conditions(groups: &[&[String]]) -> Vec<String> {
+    let Some((_, earlier)) = groups.split_last() else {
+        return Vec::new();
+    };
+    let values =
+        |gs: &[&[String]]| literal_list(gs.iter().flat_map(|g| g.iter().map(String::as_str)));
+    let mut out: Vec<String> = earlier
+        .iter()
+        .map(|g| format!("part IN ({})", values(&[*g])))
+        .collect();
+    out.push(if earlier.is_empty() {
+        "true".to_string()
+    } else {
+        format!("(part IS NULL OR part NOT IN ({}))", values(earlier))
+    });
+    out
+}
+
+/// Stage 2a over slices: merges the per-slice rows of [`unit_parts_sql`]
+/// (table `unit_parts_sliced`) into one row per unit, with the number of
+/// slices the unit's events came from as `slices`.
+///
+/// Sums of parts add up across slices, but deduplication is per slice, so
+/// the merge is exact only when every unit's events are in one slice: the
+/// caller checks `slices` and falls back to the unsliced plan when some unit
+/// straddles.
+pub(crate) fn merge_slices_sql(parts: &[Part]) -> String {
+    let sums: String = (0..parts.len())
+        .map(|i| format!(", SUM(p{i}) AS p{i}"))
+        .collect();
+    format!("SELECT uidx, COUNT(*) AS slices{sums} FROM unit_parts_sliced GROUP BY uidx")
+}
+
+/// Stage 2b: one row per unit of `units` with each part as column `p{i}`,
+/// zero-filled from `unit_parts` (the output of stage 2a).
+pub(crate) fn unit_values_sql(parts: &[Part], n_segments: usize) -> String {
     let segs: String = (0..n_segments).map(|i| format!(", u.seg_{i}")).collect();
     if parts.is_empty() {
         return format!("SELECT u.unit_id, u.variant, u.first_ts{segs} FROM units u");
@@ -293,38 +365,9 @@ pub(crate) fn unit_values_sql(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let props: String = (0..properties.len())
-        .map(|i| format!(", prop_{i}"))
-        .collect();
-    let per_unit = if dedup {
-        // Duplicates are copies of one event; the kept row takes the
-        // earliest `ts` and the largest of each other column. The unit's
-        // `lo` and `first_ts` are functions of `uidx`: as group keys they
-        // cost less than accumulators (30.6 s -> 18.1 s for this stage at
-        // 100 M events, `bench/analysis/plan_variants.py`).
-        let dprops: String = (0..properties.len())
-            .map(|i| format!(", MAX(e.prop_{i}) AS prop_{i}"))
-            .collect();
-        format!(
-            "d AS (SELECT u.uidx, e.event_id, u.lo, u.first_ts, MIN(e.ts) AS ts, \
-             MAX(e.value) AS value, MAX(e.type) AS type{dprops} \
-             FROM ev e JOIN units u ON e.unit_id = u.unit_id \
-             GROUP BY u.uidx, e.event_id, u.lo, u.first_ts), \
-             a AS (SELECT e.uidx, {} FROM d e GROUP BY e.uidx)",
-            aggs.join(", ")
-        )
-    } else {
-        format!(
-            "a AS (SELECT u.uidx, {} FROM ev e JOIN units u ON e.unit_id = u.unit_id GROUP BY u.uidx)",
-            aggs.join(", ")
-        )
-    };
     format!(
-        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}), {per_unit} \
-         SELECT u.unit_id, u.variant, u.first_ts{segs}, {zero_filled} \
-         FROM units u LEFT JOIN a ON u.uidx = a.uidx",
-        end = b.end,
+        "SELECT u.unit_id, u.variant, u.first_ts{segs}, {zero_filled} \
+         FROM units u LEFT JOIN unit_parts a ON u.uidx = a.uidx"
     )
 }
 
@@ -419,6 +462,24 @@ mod tests {
              AND (e.prop_0 = true) AND (e.prop_1 IN ('US', 'O''Hare'))"
         );
         assert_eq!(filter_sql(&Filter::default(), &[]), "true");
+    }
+
+    #[test]
+    fn slices_cover_every_partition_value_once() {
+        let (a, b, c) = (
+            vec!["00".to_string(), "01".to_string()],
+            vec!["02".to_string()],
+            vec!["03".to_string()],
+        );
+        assert_eq!(
+            slice_conditions(&[&a, &b, &c]),
+            [
+                "part IN ('00', '01')",
+                "part IN ('02')",
+                "(part IS NULL OR part NOT IN ('00', '01', '02'))"
+            ]
+        );
+        assert_eq!(slice_conditions(&[&a]), ["true"]);
     }
 
     #[test]

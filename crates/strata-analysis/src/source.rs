@@ -70,6 +70,16 @@ impl Source {
         }
     }
 
+    /// The distinct values of the `part=` directories of the input's files,
+    /// when every file is under one (the pipeline's user partitions); empty
+    /// otherwise (a single file, a glob, another layout).
+    pub(crate) fn slices(&self) -> Vec<String> {
+        if self.column("part").is_none() {
+            return Vec::new();
+        }
+        part_values(Path::new(&self.path), &self.files)
+    }
+
     pub(crate) fn column(&self, name: &str) -> Option<&DataType> {
         self.schema
             .fields()
@@ -107,8 +117,36 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An input path resolved to its format, file extension, listing URL and
+/// local files, before anything is registered.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    table: &'static str,
+    path: String,
+    format: InputFormat,
+    ext: String,
+    url: String,
+    files: Vec<PathBuf>,
+}
+
+impl Listing {
+    /// The distinct values of the `part=` directories below the input (see
+    /// [`Source::slices`]).
+    pub(crate) fn part_values(&self) -> Vec<String> {
+        part_values(Path::new(&self.path), &self.files)
+    }
+}
+
 /// Finds the format, extension, listing URL and local files of an input path.
-fn resolve(table: &'static str, path: &str) -> Result<(InputFormat, String, String, Vec<PathBuf>)> {
+pub(crate) fn list(table: &'static str, path: &str) -> Result<Listing> {
+    let listing = |format, ext, url, files| Listing {
+        table,
+        path: path.to_string(),
+        format,
+        ext,
+        url,
+        files,
+    };
     let err = |reason: String| Error::Input {
         table,
         path: path.to_string(),
@@ -121,7 +159,7 @@ fn resolve(table: &'static str, path: &str) -> Result<(InputFormat, String, Stri
             .ok_or_else(|| err(format!("a glob must end in a file extension: {KNOWN}")))?;
         let format = InputFormat::from_extension(&ext).ok_or_else(|| err(KNOWN.into()))?;
         let abs = std::path::absolute(path).map_err(|e| err(e.to_string()))?;
-        return Ok((format, ext, abs.display().to_string(), Vec::new()));
+        return Ok(listing(format, ext, abs.display().to_string(), Vec::new()));
     }
     let p = Path::new(path);
     let meta = std::fs::metadata(p).map_err(|e| err(e.to_string().to_lowercase()))?;
@@ -130,7 +168,7 @@ fn resolve(table: &'static str, path: &str) -> Result<(InputFormat, String, Stri
         let ext = ext_of(p).unwrap_or_default();
         let format = InputFormat::from_extension(&ext)
             .ok_or_else(|| err(format!("unknown file extension `{ext}`: {KNOWN}")))?;
-        return Ok((format, ext, abs.display().to_string(), vec![abs]));
+        return Ok(listing(format, ext, abs.display().to_string(), vec![abs]));
     }
     let mut files = Vec::new();
     walk(p, &mut files).map_err(|e| err(e.to_string()))?;
@@ -156,19 +194,44 @@ fn resolve(table: &'static str, path: &str) -> Result<(InputFormat, String, Stri
     if !url.ends_with('/') {
         url.push('/');
     }
-    Ok((format, ext, url, files))
+    Ok(listing(format, ext, url, files))
 }
 
-/// Registers `path` as the table `{table}_raw` and returns its description.
-pub(crate) async fn register(
-    ctx: &SessionContext,
-    table: &'static str,
-    path: &str,
-) -> Result<Source> {
-    let (format, ext, url, files) = resolve(table, path)?;
+/// The distinct `part=` directory values of `files` below `root` (the
+/// directories the query engine reads as the `part` column); empty unless
+/// every file is under one.
+fn part_values(root: &Path, files: &[PathBuf]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for f in files {
+        let below = f.strip_prefix(root).unwrap_or(Path::new(""));
+        let part = below.components().rev().skip(1).find_map(|c| {
+            c.as_os_str()
+                .to_str()
+                .and_then(|c| c.strip_prefix("part="))
+                .map(str::to_string)
+        });
+        match part {
+            Some(p) => out.insert(p),
+            None => return Vec::new(),
+        };
+    }
+    out.into_iter().collect()
+}
+
+/// Registers a listed input as the table `{table}_raw` and returns its
+/// description.
+pub(crate) async fn register(ctx: &SessionContext, listing: Listing) -> Result<Source> {
+    let Listing {
+        table,
+        path,
+        format,
+        ext,
+        url,
+        files,
+    } = listing;
     let err = |reason: String| Error::Input {
         table,
-        path: path.to_string(),
+        path: path.clone(),
         reason,
     };
     let file_format: Arc<dyn FileFormat> = match format {
@@ -195,7 +258,7 @@ pub(crate) async fn register(
     ctx.register_table(format!("{table}_raw"), Arc::new(provider))?;
     Ok(Source {
         table,
-        path: path.to_string(),
+        path,
         format,
         files,
         schema,
@@ -210,6 +273,15 @@ pub(crate) fn ident(name: &str) -> String {
 /// SQL string literal quoting.
 pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// SQL string literals separated by commas, for an `IN (…)` list.
+pub(crate) fn literal_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    values
+        .into_iter()
+        .map(literal)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn is_stringy(t: &DataType) -> bool {
@@ -331,8 +403,10 @@ pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String
 }
 
 /// The canonical events view: `event_id`, `unit_id`, `type`, `ts` (ns),
-/// `value` (double), `is_bot` and the property columns `prop_0..`.
-pub(crate) fn events_view(src: &Source, properties: &[String]) -> Result<String> {
+/// `value` (double), `is_bot`, the property columns `prop_0..` and, with
+/// `part`, the partition column `part` (for slicing; a filter on it prunes
+/// directories).
+pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Result<String> {
     let event_id = key_expr(src, "event_id")?;
     let unit = key_expr(src, "unit_id")?;
     let kind = key_expr(src, "type")?;
@@ -358,6 +432,9 @@ pub(crate) fn events_view(src: &Source, properties: &[String]) -> Result<String>
             ))
         })?;
         cols.push(format!("{e} AS prop_{i}"));
+    }
+    if part {
+        cols.push(format!("CAST({} AS VARCHAR) AS part", ident("part")));
     }
     Ok(format!(
         "SELECT {} FROM events_raw WHERE {} IS NOT NULL",

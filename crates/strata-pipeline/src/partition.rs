@@ -28,7 +28,8 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Seed of the partition hash: ASCII "STRATAPT". Changing it moves every
 /// unit to another partition (existing files stay valid: the analysis reads
-/// all partitions).
+/// all partitions, and deduplicates across them at some cost when a unit's
+/// events straddle two).
 pub const PARTITION_SEED: u64 = 0x5354_5241_5441_5054;
 
 /// Default number of user partitions.

@@ -9,3 +9,4 @@ mod output;
 mod planted;
 mod schema;
 mod sequential;
+mod slices;
