@@ -18,10 +18,11 @@ pub const DEFAULT_LAYER: &str = "default";
 pub const LAYER_BUCKETS: u16 = 1000;
 
 /// Lifecycle status of an experiment in the control plane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Editable; not yet submitted.
+    #[default]
     Draft,
     /// Submitted for approval (or ready to start when no approval is required).
     Submitted,
@@ -85,10 +86,11 @@ impl Status {
 }
 
 /// Sequential testing method pre-registered for the analysis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sequential {
     /// Fixed horizon: one look at the planned sample size.
+    #[default]
     None,
     /// Group-sequential (alpha spending) looks.
     GroupSequential,
@@ -189,7 +191,7 @@ fn default_true() -> bool {
 }
 
 /// A stored experiment: the definition plus the server-managed fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExperimentRecord {
     /// Unique key.
     pub key: String,

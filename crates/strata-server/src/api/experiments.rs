@@ -13,7 +13,8 @@ use crate::auth::{random_hex, Auth, Perm};
 use crate::error::AppError;
 use crate::json::{parse, ApiJson, ApiQuery};
 use crate::model::{
-    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, DEFAULT_LAYER,
+    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
+    DEFAULT_LAYER,
 };
 use crate::state::AppState;
 use crate::store::{parse_rfc3339, rfc3339, AuditQuery, WriteTx};
@@ -121,6 +122,40 @@ fn to_value(e: &ExperimentRecord) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
+/// `base` with the definition fields of a validated request (the fields a
+/// draft may change); identity, lifecycle and audit fields stay those of
+/// `base`.
+fn with_definition(
+    base: ExperimentRecord,
+    req: ExperimentRequest,
+    layer: Option<String>,
+    range: Option<[u16; 2]>,
+    variants: Vec<VariantDef>,
+) -> ExperimentRecord {
+    ExperimentRecord {
+        name: req.name,
+        hypothesis: req.hypothesis,
+        description: req.description,
+        owner_team: req.owner_team,
+        unit: req.unit,
+        layer,
+        range,
+        surfaces: req.surfaces,
+        targeting: req.targeting.filter(|t| !t.is_null()),
+        variants,
+        primary_metric: req.primary_metric,
+        secondary_metrics: req.secondary_metrics,
+        guardrails: req.guardrails,
+        mde: req.mde,
+        planned_units: req.planned_units,
+        alpha: req.alpha,
+        sequential: req.sequential,
+        requires_approval: req.requires_approval,
+        respect_holdout: req.respect_holdout,
+        ..base
+    }
+}
+
 /// `POST /api/v1/experiments`
 #[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
     request_body = ExperimentRequest,
@@ -150,43 +185,20 @@ pub async fn create(
     check_references(&mut tx, &req).await?;
     let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
     let now = rfc3339(tx.now);
-    let rec = ExperimentRecord {
+    let base = ExperimentRecord {
         key: req.key.clone(),
-        name: req.name,
-        hypothesis: req.hypothesis,
-        description: req.description,
-        owner_team: req.owner_team,
-        unit: req.unit,
-        layer,
-        range,
-        surfaces: req.surfaces,
-        targeting: req.targeting.filter(|t| !t.is_null()),
-        variants,
-        primary_metric: req.primary_metric,
-        secondary_metrics: req.secondary_metrics,
-        guardrails: req.guardrails,
-        mde: req.mde,
-        planned_units: req.planned_units,
-        alpha: req.alpha,
-        sequential: req.sequential,
-        requires_approval: req.requires_approval,
-        respect_holdout: req.respect_holdout,
         status: Status::Draft,
         revision: 1,
-        ramp_percent: 0.0,
         flag: format!("f_{}", random_hex(6)?),
         salt: random_hex(8)?,
-        winner: None,
-        kill_reason: None,
         created_by: auth.name.clone(),
         created_by_key: auth.key_id.clone(),
-        approved_by: None,
         created_at: now.clone(),
         updated_at: now,
-        started_at: None,
-        ended_at: None,
         version: tx.version,
+        ..ExperimentRecord::default()
     };
+    let rec = with_definition(base, req, layer, range, variants);
     tx.insert_experiment(&rec).await?;
     tx.audit(
         "experiment.create",
@@ -388,31 +400,13 @@ pub async fn update(
     }
     check_references(&mut tx, &req).await?;
     let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
-    let rec = ExperimentRecord {
-        name: req.name,
-        hypothesis: req.hypothesis,
-        description: req.description,
-        owner_team: req.owner_team,
-        unit: req.unit,
-        layer,
-        range,
-        surfaces: req.surfaces,
-        targeting: req.targeting.filter(|t| !t.is_null()),
-        variants,
-        primary_metric: req.primary_metric,
-        secondary_metrics: req.secondary_metrics,
-        guardrails: req.guardrails,
-        mde: req.mde,
-        planned_units: req.planned_units,
-        alpha: req.alpha,
-        sequential: req.sequential,
-        requires_approval: req.requires_approval,
-        respect_holdout: req.respect_holdout,
+    let base = ExperimentRecord {
         revision: old.revision + 1,
         updated_at: rfc3339(tx.now),
         version: tx.version,
         ..old.clone()
     };
+    let rec = with_definition(base, req, layer, range, variants);
     tx.update_experiment(&rec, false).await?;
     tx.audit(
         "experiment.update",
