@@ -289,9 +289,16 @@ fn now_micros() -> i64 {
 impl Inner {
     async fn collect(self: Arc<Self>, kind: Kind, req: Request) -> Response {
         let started = Instant::now();
-        let resp = match self.collect_inner(kind, req, started).await {
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let resp = match self.collect_inner(kind, &parts, &mut body, started).await {
             Ok(resp) => resp,
             Err((reason, e)) => {
+                // Refused before the body was read: drain it so that the
+                // client sees this answer rather than a reset.
+                if let Some(body) = body {
+                    discard_body(&parts.headers, body, 0).await;
+                }
                 self.metrics.refused(reason);
                 e.into_response()
             }
@@ -303,10 +310,10 @@ impl Inner {
     async fn collect_inner(
         &self,
         kind: Kind,
-        req: Request,
+        parts: &axum::http::request::Parts,
+        body: &mut Option<axum::body::Body>,
         started: Instant,
     ) -> Result<Response, (RefusalReason, IngestError)> {
-        let (parts, body) = req.into_parts();
         let query = Query::<CollectQuery>::try_from_uri(&parts.uri).map_err(|e| {
             (
                 RefusalReason::Malformed,
@@ -387,20 +394,19 @@ impl Inner {
 
         // The body, bounded before and after decompression.
         let limit = self.cfg.parse.max_body_bytes;
-        if let Some(len) = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > limit as u64 {
-                return Err(batch_error(BatchError::BodyTooLarge {
+        let body = body.take().unwrap_or_default();
+        let bytes = read_limited(&parts.headers, body, limit)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { limit } => batch_error(BatchError::BodyTooLarge {
                     limit,
                     decompressed: false,
-                }));
-            }
-        }
-        let bytes = read_body(body, limit).await?;
+                }),
+                e => (
+                    RefusalReason::Malformed,
+                    IngestError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+                ),
+            })?;
         let encoding = header_str(&parts.headers, header::CONTENT_ENCODING);
         let format =
             BodyFormat::from_content_type(header_str(&parts.headers, header::CONTENT_TYPE));
@@ -606,35 +612,93 @@ impl Inner {
     }
 }
 
-/// Reads the body, stopping as soon as it exceeds `limit` bytes (413)
-/// rather than buffering whatever the client sends.
-async fn read_body(
+/// Why [`read_limited`] could not read a request body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is longer than the limit.
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The connection failed while the body was being read.
+    #[error("reading the request body: {0}")]
+    Read(String),
+}
+
+/// How much of a refused request body is still read and thrown away before
+/// the answer goes out (see [`discard_body`]).
+pub const DRAIN_BYTES: u64 = 8 << 20;
+
+/// How long a refused request body is drained at most.
+pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads a request body of at most `limit` bytes, stopping as soon as it is
+/// known to be longer (a declared `Content-Length` or the bytes received)
+/// rather than buffering whatever the client sends. The remainder of a body
+/// that is too long is drained with [`discard_body`] so that the client sees
+/// the 413.
+pub async fn read_limited(
+    headers: &HeaderMap,
     body: axum::body::Body,
     limit: usize,
-) -> Result<Vec<u8>, (RefusalReason, IngestError)> {
+) -> Result<Vec<u8>, BodyError> {
     use futures_util::StreamExt as _;
+    let too_large = BodyError::TooLarge { limit };
+    if content_length(headers).is_some_and(|n| n > limit as u64) {
+        discard_body(headers, body, 0).await;
+        return Err(too_large);
+    }
     let mut stream = body.into_data_stream();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            (
-                RefusalReason::Malformed,
-                IngestError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    format!("reading the request body: {}", e.to_string().to_lowercase()),
-                ),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string().to_lowercase()))?;
         if out.len() + chunk.len() > limit {
-            return Err(batch_error(BatchError::BodyTooLarge {
-                limit,
-                decompressed: false,
-            }));
+            let read = (out.len() + chunk.len()) as u64;
+            discard_body(headers, axum::body::Body::from_stream(stream), read).await;
+            return Err(too_large);
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Reads and throws away the rest of a request body that will not be used
+/// (`already` bytes of it were read), at most [`DRAIN_BYTES`] within
+/// [`DRAIN_TIME`]; a body declared longer than that is left unread.
+///
+/// An HTTP/1 server that answers before the client has sent its whole body
+/// closes a socket with unread data; the kernel then resets the connection
+/// and most clients report the reset instead of the answer (a 413, 429 or
+/// 503 with `Retry-After`). Draining first, as nginx's "lingering close"
+/// does, lets the answer arrive, at the cost of reading bytes that are
+/// bounded anyway.
+pub async fn discard_body(headers: &HeaderMap, body: axum::body::Body, already: u64) {
+    use futures_util::StreamExt as _;
+    if content_length(headers).is_some_and(|n| n.saturating_sub(already) > DRAIN_BYTES) {
+        return;
+    }
+    let mut stream = body.into_data_stream();
+    let drain = async {
+        let mut drained = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len() as u64;
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn ip_key(ip: IpAddr) -> u64 {

@@ -5,34 +5,54 @@
 //! `serde_path_to_error`), so `{"variants": [{"weight": "x"}]}` is reported
 //! at `variants[0].weight`.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use strata_pipeline::http::{read_limited, BodyError};
 
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// A JSON request body (any `Content-Type` is accepted; the body must be JSON).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-impl<T, S> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::new(status, "body_too_large", "request body is too large")
-            } else {
-                AppError::new(status, "invalid_body", rejection.body_text().to_lowercase())
-            }
-        })?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ApiBody(bytes) = ApiBody::from_request(req, state).await?;
         parse(&bytes).map(ApiJson)
+    }
+}
+
+/// A raw request body of at most the configured `max_body_bytes`; a longer
+/// one is answered 413 `body_too_large` after the rest is drained, so the
+/// client receives the answer instead of a reset connection.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBody(pub Vec<u8>);
+
+impl FromRequest<AppState> for ApiBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        match read_limited(&parts.headers, body, state.settings.max_body_bytes).await {
+            Ok(bytes) => Ok(ApiBody(bytes)),
+            Err(BodyError::TooLarge { limit }) => Err(AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than {limit} bytes"),
+            )),
+            Err(e) => Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                e.to_string(),
+            )),
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,7 +22,7 @@ use strata_core::Context;
 
 use crate::auth::{Auth, Perm};
 use crate::error::AppError;
-use crate::json::{parse, ApiJson};
+use crate::json::{parse, ApiBody, ApiJson};
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -293,7 +293,7 @@ pub async fn ofrep_flag(
     State(state): State<AppState>,
     auth: Auth,
     Path(key): Path<String>,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, AppError> {
     auth.require(&state, Perm::SdkRead).await?;
     let mut ctx = match ofrep_context(&body, Some(&key)) {
@@ -335,7 +335,7 @@ pub async fn ofrep_bulk(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> Result<Response, AppError> {
     auth.require(&state, Perm::SdkRead).await?;
     let mut ctx = match ofrep_context(&body, None) {

@@ -170,6 +170,95 @@ async fn gzip_and_ndjson_bodies() {
     assert_eq!(sink.len(), 2);
 }
 
+/// Writes `requests` on one connection (from a separate task, so that a
+/// server that stops reading cannot block the test) and returns the status
+/// of every response read before the server closes it.
+async fn statuses_on_one_connection(base: &str, requests: Vec<u8>) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        // The server may close early; what it answered is what counts.
+        let _ = wr.write_all(&requests).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+    drop(writer.await);
+    let text = String::from_utf8_lossy(&got);
+    text.match_indices("HTTP/1.1 ")
+        .map(|(i, _)| text[i + 9..i + 12].parse().unwrap())
+        .collect()
+}
+
+/// A request refused before its body is read (too large, or unauthenticated)
+/// still has its body drained: a server that answers and closes with unread
+/// bytes on the socket makes the kernel reset the connection, and the client
+/// may then see a transport error instead of the status. Drained, the
+/// connection even stays usable for the next request.
+#[tokio::test]
+async fn refused_large_bodies_are_drained_and_the_connection_kept() {
+    let sink = MemorySink::new();
+    let cfg = IngestConfig {
+        parse: ParseLimits {
+            max_body_bytes: 64 * 1024,
+            ..ParseLimits::default()
+        },
+        ..IngestConfig::default()
+    };
+    let srv = serve(Arc::new(sink.clone()), cfg).await;
+    let big = vec![b' '; 3 << 20];
+    let next = serde_json::to_vec(&json!([event("e1", "u1", "t")])).unwrap();
+    let request = |token: &str, framing: &str, body: &[u8], close: bool| {
+        let mut r = format!(
+            "POST /collect/v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n{framing}{}\r\n",
+            if close { "connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let follow_up = request(
+        TOKEN,
+        &format!("content-length: {}\r\n", next.len()),
+        &next,
+        true,
+    );
+    let declared = format!("content-length: {}\r\n", big.len());
+    let mut chunked = Vec::new();
+    for part in big.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let cases = [
+        (
+            "declared too large",
+            request(TOKEN, &declared, &big, false),
+            413,
+        ),
+        (
+            "unauthenticated",
+            request("not-a-key", &declared, &big, false),
+            401,
+        ),
+        (
+            "chunked too large",
+            request(TOKEN, "transfer-encoding: chunked\r\n", &chunked, false),
+            413,
+        ),
+    ];
+    for (name, first, status) in cases {
+        let mut both = first;
+        both.extend_from_slice(&follow_up);
+        let got = statuses_on_one_connection(&srv.base, both).await;
+        assert_eq!(got, vec![status, 200], "{name}");
+    }
+    assert_eq!(sink.len(), 1);
+}
+
 #[tokio::test]
 async fn batch_limits_answer_413() {
     let sink = MemorySink::new();
