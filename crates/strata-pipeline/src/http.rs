@@ -646,12 +646,15 @@ pub async fn read_limited(
 ) -> Result<Vec<u8>, BodyError> {
     use futures_util::StreamExt as _;
     let too_large = BodyError::TooLarge { limit };
-    if content_length(headers).is_some_and(|n| n > limit as u64) {
+    let declared = content_length(headers);
+    if declared.is_some_and(|n| n > limit as u64) {
         discard_body(headers, body, 0).await;
         return Err(too_large);
     }
     let mut stream = body.into_data_stream();
-    let mut out = Vec::new();
+    // Sized once from the declared length (already bounded by the limit)
+    // rather than regrown and copied chunk by chunk.
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| BodyError::Read(e.to_string().to_lowercase()))?;
         if out.len() + chunk.len() > limit {

@@ -335,7 +335,7 @@ impl LocalStore {
     pub async fn delete_unit(&self, unit_id: &str) -> Result<DeletionReport> {
         let inner = &self.inner;
         let mut guard = inner.compact_lock.lock().await;
-        let compacted = inner.compact_locked(&mut guard).await?;
+        let compacted = inner.compact_locked(&mut guard, Some(unit_id)).await?;
         let parquet = inner.layout.parquet.clone();
         let unit = unit_id.to_string();
         let (partitions, rg) = (inner.opts.partitions, inner.opts.row_group_rows);
@@ -347,7 +347,7 @@ impl LocalStore {
         drop(guard);
         // The compaction's records of this unit are among the rows removed;
         // count how many came from the log for the audit trail.
-        report.log_records_compacted = compacted.unit_records.get(unit_id).copied().unwrap_or(0);
+        report.log_records_compacted = compacted.unit_records;
         inner.metrics.deleted_rows.fetch_add(
             report.exposures_removed + report.events_removed,
             Ordering::Relaxed,
@@ -418,11 +418,12 @@ impl Sink for LocalStore {
     }
 }
 
-/// Result of a compaction pass, with per-unit counts for deletion audits.
+/// Result of a compaction pass, with the count of one unit's records for
+/// a deletion's audit.
 #[derive(Default)]
 struct Compacted {
     report: CompactionReport,
-    unit_records: std::collections::HashMap<String, u64>,
+    unit_records: u64,
 }
 
 impl Inner {
@@ -505,13 +506,20 @@ impl Inner {
 
     async fn compact_now(&self) -> Result<CompactionReport> {
         let mut guard = self.compact_lock.lock().await;
-        Ok(self.compact_locked(&mut guard).await?.report)
+        Ok(self.compact_locked(&mut guard, None).await?.report)
     }
 
     /// Seals the active segment and compacts every sealed segment. `retry`
     /// (the lock's content) is the range of a failed attempt, which must be
     /// redone exactly.
-    async fn compact_locked(&self, retry: &mut Option<Vec<u64>>) -> Result<Compacted> {
+    /// Compacts every sealed segment; with `count_unit`, also counts that
+    /// unit's records among them (a second read of the segments, so only
+    /// for deletions).
+    async fn compact_locked(
+        &self,
+        retry: &mut Option<Vec<u64>>,
+        count_unit: Option<&str>,
+    ) -> Result<Compacted> {
         let sealed = self.rotate().await?;
         let mut total = Compacted::default();
         loop {
@@ -542,9 +550,10 @@ impl Inner {
             let layout = self.layout.clone();
             let (partitions, rg) = (self.opts.partitions, self.opts.row_group_rows);
             let ids2 = ids.clone();
+            let unit = count_unit.map(str::to_owned);
             let started = Instant::now();
             let res = tokio::task::spawn_blocking(move || {
-                let units = unit_counts(&layout, &ids2);
+                let units = unit.map_or(0, |u| unit_records(&layout, &ids2, &u));
                 compact::compact_range(&layout, &ids2, partitions, rg).map(|r| (r, units))
             })
             .await
@@ -565,9 +574,7 @@ impl Inner {
                     m.compaction_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     total.report.add(&r);
-                    for (u, n) in units {
-                        *total.unit_records.entry(u).or_default() += n;
-                    }
+                    total.unit_records += units;
                 }
                 Err(e) => {
                     m.compaction_errors.fetch_add(1, Ordering::Relaxed);
@@ -730,18 +737,18 @@ impl Inner {
 }
 
 /// Records per unit in segments `ids`, for the deletion audit.
-fn unit_counts(layout: &Layout, ids: &[u64]) -> std::collections::HashMap<String, u64> {
-    // Only needed when a deletion is under way, and cheap next to the
-    // Parquet encoding; read errors surface in compact_range itself.
-    let mut out = std::collections::HashMap::new();
-    for &id in ids {
-        if let Ok(scan) = log::read_segment(&log::segment_path(&layout.log, id)) {
-            for r in scan.records {
-                *out.entry(r.unit_id().to_string()).or_default() += 1;
-            }
-        }
-    }
-    out
+/// Records of `unit_id` in the segments `ids`; read errors surface in
+/// `compact_range` itself.
+fn unit_records(layout: &Layout, ids: &[u64], unit_id: &str) -> u64 {
+    ids.iter()
+        .filter_map(|&id| log::read_segment(&log::segment_path(&layout.log, id)).ok())
+        .map(|scan| {
+            scan.records
+                .iter()
+                .filter(|r| r.unit_id() == unit_id)
+                .count() as u64
+        })
+        .sum()
 }
 
 fn disk_free(dir: &Path) -> Option<u64> {
