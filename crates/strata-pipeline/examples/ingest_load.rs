@@ -35,6 +35,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOKEN: &str = "bench-token";
 
+#[derive(Clone)]
 struct Args {
     cmd: String,
     mode: String,
@@ -48,6 +49,10 @@ struct Args {
     /// Events per second to pace the load at (open loop); 0: as fast as
     /// acknowledgements come back (closed loop).
     rate: f64,
+    /// Seconds of the same load sent before the measured run (`run` only),
+    /// so start-up (first connections, first segment, first table growth)
+    /// is reported apart from the sustained rate.
+    warmup: u64,
 }
 
 fn parse_args() -> Args {
@@ -64,6 +69,7 @@ fn parse_args() -> Args {
         batch: 500,
         event_bytes: 500,
         rate: 0.0,
+        warmup: 0,
     };
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -77,6 +83,7 @@ fn parse_args() -> Args {
             "--batch" => a.batch = v.parse().expect("--batch"),
             "--event-bytes" => a.event_bytes = v.parse().expect("--event-bytes"),
             "--rate" => a.rate = v.parse().expect("--rate"),
+            "--warmup" => a.warmup = v.parse().expect("--warmup"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -92,7 +99,7 @@ fn main() {
     match args.cmd.as_str() {
         "serve" => rt.block_on(serve(args)),
         "load" => {
-            let r = rt.block_on(load(&args.url, &args));
+            let r = rt.block_on(load(&args.url, &args, 0));
             println!("{r}");
         }
         "run" => rt.block_on(run(args)),
@@ -276,7 +283,9 @@ fn put_hex(buf: &mut [u8], at: usize, v: u64) {
     }
 }
 
-async fn load(url: &str, args: &Args) -> LoadReport {
+/// Sends the load; `phase` keeps the event ids of successive loads on one
+/// server distinct (a repeated id would be acknowledged as a duplicate).
+async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()
@@ -303,7 +312,7 @@ async fn load(url: &str, args: &Args) -> LoadReport {
         let mut t = template(args.batch, args.event_bytes);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut seq: u64 = (conn as u64) << 40;
+            let mut seq: u64 = (phase << 56) | ((conn as u64) << 40);
             // xorshift for unit ids: one of a million units.
             let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1);
             let mut k: u32 = 0;
@@ -446,8 +455,24 @@ async fn run(args: Args) {
         .strip_prefix("listening ")
         .expect("listening line")
         .to_owned();
+    let url = format!("http://{addr}");
+    let warm = if args.warmup > 0 {
+        let r = load(
+            &url,
+            &Args {
+                seconds: args.warmup,
+                ..args.clone()
+            },
+            1,
+        )
+        .await;
+        println!("warm-up: {r}");
+        r.events
+    } else {
+        0
+    };
     let cpu0 = cpu_seconds(pid);
-    let report = load(&format!("http://{addr}"), &args).await;
+    let report = load(&url, &args, 0).await;
     let cpu_load = cpu_seconds(pid) - cpu0;
     let t = Instant::now();
     stdin.write_all(b"compact\n").expect("stdin");
@@ -476,8 +501,8 @@ async fn run(args: Args) {
         drain.as_secs_f64()
     );
     println!(
-        "parquet: {parquet} bytes, {:.1} bytes per event",
-        parquet as f64 / report.events.max(1) as f64
+        "parquet: {parquet} bytes, {:.1} bytes per event (warm-up included)",
+        parquet as f64 / (report.events + warm).max(1) as f64
     );
     println!("loadavg: {}", loadavg.trim());
 }

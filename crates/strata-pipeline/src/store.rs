@@ -304,7 +304,13 @@ impl LocalStore {
         };
         std::thread::Builder::new()
             .name("strata-log-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                // Best effort (raising a priority needs CAP_SYS_NICE): every
+                // acknowledgement waits for this thread, so it goes before
+                // request parsing when the cores are busy.
+                let _ = rustix::process::setpriority_process(None, WRITER_NICE);
+                writer.run()
+            })
             .map_err(|e| StoreError::io("spawn log writer", dir, e))?;
         if opts.background_compaction {
             let task = tokio::spawn(background_compactor(Arc::clone(&inner)));
@@ -736,7 +742,9 @@ impl Inner {
     }
 }
 
-/// Records per unit in segments `ids`, for the deletion audit.
+/// Nice value the log writer asks for (granted only with `CAP_SYS_NICE`).
+const WRITER_NICE: i32 = -5;
+
 /// Records of `unit_id` in the segments `ids`; read errors surface in
 /// `compact_range` itself.
 fn unit_records(layout: &Layout, ids: &[u64], unit_id: &str) -> u64 {
@@ -1000,6 +1008,7 @@ impl Writer {
         for (k, d) in accepted_days {
             self.index.insert(k, d);
         }
+        self.index.grow_ahead();
         if let Some(inner) = &inner {
             let m = &inner.metrics;
             if !buf.is_empty() {
