@@ -517,10 +517,8 @@ impl Inner {
 
     /// Seals the active segment and compacts every sealed segment. `retry`
     /// (the lock's content) is the range of a failed attempt, which must be
-    /// redone exactly.
-    /// Compacts every sealed segment; with `count_unit`, also counts that
-    /// unit's records among them (a second read of the segments, so only
-    /// for deletions).
+    /// redone exactly. With `count_unit`, also counts that unit's records
+    /// among them (a second read of the segments, so only for deletions).
     async fn compact_locked(
         &self,
         retry: &mut Option<Vec<u64>>,
