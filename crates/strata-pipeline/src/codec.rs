@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{Event, Exposure, Record};
+use crate::record::{EventRef, ExposureRef, MapRef, Record, RecordRef};
 
 const TAG_EXPOSURE: u8 = 1;
 const TAG_EVENT: u8 = 2;
@@ -45,6 +45,9 @@ pub enum DecodeError {
     /// A varint is longer than 64 bits.
     #[error("varint at byte {0} overflows")]
     Varint(usize),
+    /// Map keys out of order or repeated.
+    #[error("map key at byte {0} is not greater than the one before")]
+    MapOrder(usize),
     /// Bytes left after the record.
     #[error("{0} trailing bytes after the record")]
     Trailing(usize),
@@ -85,22 +88,26 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
 
 /// Decodes one record that must fill `buf` exactly.
 pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+    decode_ref(buf).map(|r| r.to_record())
+}
+
+/// Decodes one record that must fill `buf` exactly, borrowing its strings
+/// from `buf`. Validates everything [`decode`] does, and that map keys are
+/// strictly ascending (as [`encode`] writes them), so the map of a
+/// [`RecordRef`] has the entries the owned map would.
+pub fn decode_ref(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
     let record = match r.byte()? {
         TAG_EXPOSURE => {
-            let unit_id = r.string()?;
-            let experiment = r.string()?;
-            let variant = r.string()?;
+            let unit_id = r.str()?;
+            let experiment = r.str()?;
+            let variant = r.str()?;
             let flags = r.byte()?;
-            let assigned_variant = if flags & 2 != 0 {
-                variant.clone()
-            } else {
-                r.string()?
-            };
+            let assigned_variant = if flags & 2 != 0 { variant } else { r.str()? };
             let ts = r.ivar()?;
             let received_at = r.ivar()?;
             let attributes = r.map()?;
-            Record::Exposure(Exposure {
+            RecordRef::Exposure(ExposureRef {
                 unit_id,
                 experiment,
                 variant,
@@ -112,9 +119,9 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
             })
         }
         TAG_EVENT => {
-            let event_id = r.string()?;
-            let unit_id = r.string()?;
-            let event_type = r.string()?;
+            let event_id = r.str()?;
+            let unit_id = r.str()?;
+            let event_type = r.str()?;
             let flags = r.byte()?;
             let ts = r.ivar()?;
             let received_at = r.ivar()?;
@@ -127,7 +134,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 None
             };
             let properties = r.map()?;
-            Record::Event(Event {
+            RecordRef::Event(EventRef {
                 event_id,
                 unit_id,
                 event_type,
@@ -144,6 +151,13 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         return Err(DecodeError::Trailing(buf.len() - r.pos));
     }
     Ok(record)
+}
+
+/// The entries of an encoded map that [`decode_ref`] validated. Stops early
+/// (it cannot, on validated bytes) rather than panic on bad ones.
+pub(crate) fn map_entries(bytes: &[u8], n: usize) -> impl Iterator<Item = (&str, &str)> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    (0..n).map_while(move |_| Some((r.str().ok()?, r.str().ok()?)))
 }
 
 fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
@@ -215,32 +229,43 @@ impl<'a> Reader<'a> {
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    fn string(&mut self) -> Result<String, DecodeError> {
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
         let at = self.pos;
         // A length beyond the input is a truncation, caught by `take` before
         // anything is allocated.
         let len = usize::try_from(self.uvar()?).map_err(|_| DecodeError::Truncated(at))?;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Utf8(at))
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8(at))
     }
 
-    fn map(&mut self) -> Result<BTreeMap<String, String>, DecodeError> {
+    fn map(&mut self) -> Result<MapRef<'a>, DecodeError> {
         let n = self.uvar()?;
-        let mut m = BTreeMap::new();
+        let start = self.pos;
+        let mut last: Option<&str> = None;
+        let mut count = 0usize;
         for _ in 0..n {
             // Each entry takes at least two bytes, so a huge count fails on
-            // truncation long before memory grows.
-            let k = self.string()?;
-            let v = self.string()?;
-            m.insert(k, v);
+            // truncation after at most input-length steps.
+            let at = self.pos;
+            let k = self.str()?;
+            self.str()?;
+            if last.is_some_and(|l| l >= k) {
+                return Err(DecodeError::MapOrder(at));
+            }
+            last = Some(k);
+            count += 1;
         }
-        Ok(m)
+        Ok(MapRef::Encoded {
+            bytes: &self.buf[start..self.pos],
+            n: count,
+        })
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::record::{Event, Exposure};
     use proptest::prelude::*;
 
     pub(crate) fn sample_event(i: u64) -> Record {
@@ -306,6 +331,47 @@ pub(crate) mod tests {
         }
         buf.push(0);
         assert_eq!(decode(&buf), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn borrowed_maps_match_owned_ones() {
+        let rec = sample_event(4);
+        let mut buf = Vec::new();
+        encode(&rec, &mut buf);
+        let RecordRef::Event(e) = decode_ref(&buf).unwrap() else {
+            panic!("not an event")
+        };
+        let entries: Vec<_> = e.properties.iter().collect();
+        assert_eq!(entries, [("country", "DE"), ("page", "/p/4")]);
+        assert_eq!(e.event_id, "ev-4");
+        assert_eq!(decode_ref(&buf).unwrap().to_record(), rec);
+    }
+
+    #[test]
+    fn rejects_unsorted_or_repeated_map_keys() {
+        // An exposure with no attributes, then its map rewritten by hand.
+        let x = Record::Exposure(Exposure {
+            unit_id: "u".into(),
+            experiment: "e".into(),
+            variant: "a".into(),
+            assigned_variant: "a".into(),
+            opted_out: false,
+            ts: 0,
+            received_at: 0,
+            attributes: BTreeMap::new(),
+        });
+        let mut base = Vec::new();
+        encode(&x, &mut base);
+        assert_eq!(base.pop(), Some(0), "empty map is one zero byte");
+        for (keys, ok) in [(["a", "b"], true), (["b", "a"], false), (["a", "a"], false)] {
+            let mut buf = base.clone();
+            put_uvar(&mut buf, 2);
+            for k in keys {
+                put_str(&mut buf, k);
+                put_str(&mut buf, "v");
+            }
+            assert_eq!(decode(&buf).is_ok(), ok, "{keys:?}");
+        }
     }
 
     proptest! {

@@ -22,11 +22,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::dedup::{key_of, list_key_files, write_key_file};
+use crate::dedup::{key_of_ref, list_key_files, write_key_file};
 use crate::error::{Result, StoreError};
-use crate::log::{list_segments, read_segment, segment_path, sync_dir};
-use crate::parquet::{list_parquet_files, write_records, WriteOptions};
-use crate::record::Record;
+use crate::log::{list_segments, read_segment_bytes, scan_refs, segment_path, sync_dir};
+use crate::parquet::{list_parquet_files, write_record_refs, WriteOptions};
+use crate::record::RecordRef;
 
 /// The directories of a data directory.
 #[derive(Debug, Clone)]
@@ -119,16 +119,20 @@ pub fn compact_range(
         segments: ids.len() as u64,
         ..Default::default()
     };
-    let mut records: Vec<Record> = Vec::new();
+    // The records borrow their strings from the segments' bytes: no
+    // per-record allocation between the log and the Arrow columns.
+    let mut segments = Vec::with_capacity(ids.len());
     for &id in ids {
         let path = segment_path(&layout.log, id);
-        let len = fs::metadata(&path)
-            .map_err(|e| StoreError::io("stat segment", &path, e))?
-            .len();
-        report.log_bytes += len;
-        let scan = read_segment(&path)?;
+        let bytes = read_segment_bytes(&path)?;
+        report.log_bytes += bytes.len() as u64;
+        segments.push((path, bytes));
+    }
+    let mut records: Vec<RecordRef<'_>> = Vec::new();
+    for (path, bytes) in &segments {
+        let scan = scan_refs(bytes);
         if let Some(damage) = &scan.damage {
-            if scan.valid_len != len {
+            if scan.valid_len != bytes.len() as u64 {
                 report.damaged_segments += 1;
                 tracing::warn!(segment = %path.display(), %damage, "sealed segment damaged; compacting its valid prefix");
             }
@@ -137,8 +141,8 @@ pub fn compact_range(
     }
     for r in &records {
         match r {
-            Record::Exposure(_) => report.exposures += 1,
-            Record::Event(_) => report.events += 1,
+            RecordRef::Exposure(_) => report.exposures += 1,
+            RecordRef::Event(_) => report.events += 1,
         }
     }
     let opts = WriteOptions {
@@ -146,10 +150,11 @@ pub fn compact_range(
         file_stem: range_stem(first, last),
         row_group_rows,
     };
-    let files = write_records(&layout.parquet, &records, &opts)?;
+    let files = write_record_refs(&layout.parquet, &records, &opts)?;
     report.files = files.len() as u64;
-    let keys: Vec<_> = records.iter().map(key_of).collect();
+    let keys: Vec<_> = records.iter().map(key_of_ref).collect();
     drop(records);
+    drop(segments);
     write_key_file(&layout.dedup, first, last, &keys)?;
     for &id in ids {
         let path = segment_path(&layout.log, id);
@@ -244,6 +249,8 @@ mod tests {
     use super::*;
     use crate::codec::tests::sample_event;
     use crate::log::{encode_frame, ActiveSegment};
+    use crate::parquet::write_records;
+    use crate::record::Record;
 
     fn segment(layout: &Layout, id: u64, from: u64, n: u64) {
         let mut seg = ActiveSegment::create(&layout.log, id).unwrap();

@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::error::{Result, StoreError};
 use crate::log::sync_dir;
-use crate::record::{utc_day, Exposure, Record};
+use crate::record::{utc_day, Record, RecordRef};
 
 /// Seed of event keys (`event_id`): ASCII "STRATA-E".
 pub const EVENT_KEY_SEED: u64 = 0x5354_5241_5441_2d45;
@@ -69,27 +69,31 @@ impl Hasher for KeyHasher {
 /// The identity of an exposure for deduplication: its unit, experiment and
 /// UTC day of `ts`. Length prefixes keep ("ab", "c") and ("a", "bc") apart,
 /// so no id can forge a separator.
-pub fn exposure_key_bytes(x: &Exposure) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(x.unit_id.len() + x.experiment.len() + 24);
-    for field in [x.unit_id.as_bytes(), x.experiment.as_bytes()] {
+pub fn exposure_key_bytes(unit_id: &str, experiment: &str, ts: i64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(unit_id.len() + experiment.len() + 24);
+    for field in [unit_id.as_bytes(), experiment.as_bytes()] {
         buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
         buf.extend_from_slice(field);
     }
-    buf.extend_from_slice(&utc_day(x.ts).to_le_bytes());
+    buf.extend_from_slice(&utc_day(ts).to_le_bytes());
     buf
 }
 
 /// The key of `record` and the UTC day it was received.
 pub fn key_of(record: &Record) -> (Key, i32) {
+    key_of_ref(&record.view())
+}
+
+/// [`key_of`] a borrowed record.
+pub fn key_of_ref(record: &RecordRef<'_>) -> (Key, i32) {
     let h = match record {
-        Record::Event(e) => xxh3_128_with_seed(e.event_id.as_bytes(), EVENT_KEY_SEED),
-        Record::Exposure(x) => xxh3_128_with_seed(&exposure_key_bytes(x), EXPOSURE_KEY_SEED),
+        RecordRef::Event(e) => xxh3_128_with_seed(e.event_id.as_bytes(), EVENT_KEY_SEED),
+        RecordRef::Exposure(x) => xxh3_128_with_seed(
+            &exposure_key_bytes(x.unit_id, x.experiment, x.ts),
+            EXPOSURE_KEY_SEED,
+        ),
     };
-    let received = match record {
-        Record::Event(e) => e.received_at,
-        Record::Exposure(x) => x.received_at,
-    };
-    (Key((h >> 64) as u64, h as u64), day32(received))
+    (Key((h >> 64) as u64, h as u64), day32(record.received_at()))
 }
 
 fn day32(micros: i64) -> i32 {

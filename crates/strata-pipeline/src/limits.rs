@@ -219,8 +219,10 @@ impl RateLimiter {
                 || shard.current.len() >= self.shard_capacity)
         {
             // Rotate only when a key is added: a busy generation of known
-            // keys is never dropped.
-            shard.previous = std::mem::take(&mut shard.current);
+            // keys is never dropped. The dropped generation's table is
+            // reused, so a rotation neither frees nor regrows memory.
+            std::mem::swap(&mut shard.previous, &mut shard.current);
+            shard.current.clear();
             shard.rotated_at = now;
         }
         let bucket = match shard.current.get_mut(&key) {

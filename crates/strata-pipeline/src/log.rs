@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codec;
 use crate::error::{Result, StoreError};
-use crate::record::Record;
+use crate::record::{Record, RecordRef};
 
 /// First bytes of every segment: name and format version.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"STRLOG01";
@@ -72,20 +72,43 @@ pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// What reading a segment found.
-#[derive(Debug, Default)]
-pub struct Scan {
+/// What reading a segment found: owned records, or [`RecordRef`]s
+/// borrowing the segment's bytes ([`scan_refs`]).
+#[derive(Debug)]
+pub struct Scan<R = Record> {
     /// Every complete, checksummed record, in order.
-    pub records: Vec<Record>,
+    pub records: Vec<R>,
     /// Length of the valid prefix (header and complete frames).
     pub valid_len: u64,
     /// Why reading stopped before the end of the bytes, if it did.
     pub damage: Option<String>,
 }
 
+impl<R> Default for Scan<R> {
+    fn default() -> Self {
+        Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            damage: None,
+        }
+    }
+}
+
 /// Reads the records of a segment's bytes: a pure function, total on any
 /// input. Stops at the first incomplete or corrupt frame.
 pub fn scan(bytes: &[u8]) -> Scan {
+    scan_with(bytes, codec::decode)
+}
+
+/// [`scan`], borrowing every record's strings from `bytes`.
+pub fn scan_refs(bytes: &[u8]) -> Scan<RecordRef<'_>> {
+    scan_with(bytes, codec::decode_ref)
+}
+
+fn scan_with<'a, R>(
+    bytes: &'a [u8],
+    decode: impl Fn(&'a [u8]) -> std::result::Result<R, codec::DecodeError>,
+) -> Scan<R> {
     let mut out = Scan::default();
     if bytes.len() < SEGMENT_MAGIC.len() {
         if !bytes.is_empty() {
@@ -126,7 +149,7 @@ pub fn scan(bytes: &[u8]) -> Scan {
             out.damage = Some(format!("checksum mismatch at byte {pos} (record {index})"));
             break;
         }
-        match codec::decode(payload) {
+        match decode(payload) {
             Ok(r) => out.records.push(r),
             Err(e) => {
                 out.damage = Some(format!(
@@ -142,10 +165,14 @@ pub fn scan(bytes: &[u8]) -> Scan {
     out
 }
 
+/// Reads the segment file at `path` (to be [`scan_refs`]ed).
+pub fn read_segment_bytes(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| StoreError::io("read segment", path, e))
+}
+
 /// Reads and scans the segment file at `path`.
 pub fn read_segment(path: &Path) -> Result<Scan> {
-    let bytes = fs::read(path).map_err(|e| StoreError::io("read segment", path, e))?;
-    Ok(scan(&bytes))
+    Ok(scan(&read_segment_bytes(path)?))
 }
 
 /// Cuts the file at `path` to `len` bytes and makes the cut durable.
@@ -288,6 +315,10 @@ mod tests {
             let complete = ends.iter().filter(|&&e| e <= cut).count() - 1;
             assert_eq!(s.records, records[..complete], "cut at {cut}");
             assert_eq!(s.valid_len as usize, ends[complete]);
+            let r = scan_refs(&bytes[..cut]);
+            let owned: Vec<Record> = r.records.iter().map(RecordRef::to_record).collect();
+            assert_eq!(owned, s.records, "borrowed scan, cut at {cut}");
+            assert_eq!((r.valid_len, r.damage), (s.valid_len, s.damage));
         }
     }
 

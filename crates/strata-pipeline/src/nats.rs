@@ -130,7 +130,11 @@ pub fn message_id(record: &Record) -> String {
         Record::Event(e) => format!("e:{}", e.event_id),
         Record::Exposure(x) => format!(
             "x:{:032x}",
-            xxhash_rust::xxh3::xxh3_128(&crate::dedup::exposure_key_bytes(x))
+            xxhash_rust::xxh3::xxh3_128(&crate::dedup::exposure_key_bytes(
+                &x.unit_id,
+                &x.experiment,
+                x.ts
+            ))
         ),
     }
 }

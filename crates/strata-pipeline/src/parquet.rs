@@ -39,7 +39,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::error::{Result, StoreError};
 use crate::log::sync_dir;
 use crate::partition::user_partition;
-use crate::record::{utc_day, Kind, Record};
+use crate::record::{utc_day, Kind, MapRef, Record, RecordRef};
 
 /// Rows per row group by default: small enough that a time-window query
 /// skips most of a large file, large enough to compress well.
@@ -150,13 +150,10 @@ pub fn event_schema() -> SchemaRef {
     ]))
 }
 
-fn map_array<'a>(
-    maps: impl Iterator<Item = &'a BTreeMap<String, String>>,
-    path: &Path,
-) -> Result<ArrayRef> {
+fn map_array<'a>(maps: impl Iterator<Item = MapRef<'a>>, path: &Path) -> Result<ArrayRef> {
     let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
     for m in maps {
-        for (k, v) in m {
+        for (k, v) in m.iter() {
             b.keys().append_value(k);
             b.values().append_value(v);
         }
@@ -169,56 +166,53 @@ fn ts_array(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
 }
 
-/// The Arrow batch of records that all have `kind`.
-pub fn to_batch(kind: Kind, records: &[&Record], path: &Path) -> Result<RecordBatch> {
+fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+/// The Arrow batch of the records of `kind` among `records` (others are
+/// skipped).
+pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = match kind {
         Kind::Exposure => {
             let xs: Vec<_> = records
                 .iter()
                 .filter_map(|r| match r {
-                    Record::Exposure(x) => Some(x),
-                    Record::Event(_) => None,
+                    RecordRef::Exposure(x) => Some(x),
+                    RecordRef::Event(_) => None,
                 })
                 .collect();
             vec![
-                Arc::new(StringArray::from_iter_values(xs.iter().map(|x| &x.unit_id))),
-                Arc::new(StringArray::from_iter_values(
-                    xs.iter().map(|x| &x.experiment),
-                )),
-                Arc::new(StringArray::from_iter_values(xs.iter().map(|x| &x.variant))),
-                Arc::new(StringArray::from_iter_values(
-                    xs.iter().map(|x| &x.assigned_variant),
-                )),
+                strings(xs.iter().map(|x| x.unit_id)),
+                strings(xs.iter().map(|x| x.experiment)),
+                strings(xs.iter().map(|x| x.variant)),
+                strings(xs.iter().map(|x| x.assigned_variant)),
                 Arc::new(BooleanArray::from(
                     xs.iter().map(|x| x.opted_out).collect::<Vec<_>>(),
                 )),
                 ts_array(xs.iter().map(|x| x.ts).collect()),
                 ts_array(xs.iter().map(|x| x.received_at).collect()),
-                map_array(xs.iter().map(|x| &x.attributes), path)?,
+                map_array(xs.iter().map(|x| x.attributes), path)?,
             ]
         }
         Kind::Event => {
             let es: Vec<_> = records
                 .iter()
                 .filter_map(|r| match r {
-                    Record::Event(e) => Some(e),
-                    Record::Exposure(_) => None,
+                    RecordRef::Event(e) => Some(e),
+                    RecordRef::Exposure(_) => None,
                 })
                 .collect();
             vec![
-                Arc::new(StringArray::from_iter_values(
-                    es.iter().map(|e| &e.event_id),
-                )),
-                Arc::new(StringArray::from_iter_values(es.iter().map(|e| &e.unit_id))),
-                Arc::new(StringArray::from_iter_values(
-                    es.iter().map(|e| &e.event_type),
-                )),
+                strings(es.iter().map(|e| e.event_id)),
+                strings(es.iter().map(|e| e.unit_id)),
+                strings(es.iter().map(|e| e.event_type)),
                 ts_array(es.iter().map(|e| e.ts).collect()),
                 ts_array(es.iter().map(|e| e.received_at).collect()),
                 Arc::new(Float64Array::from(
                     es.iter().map(|e| e.value).collect::<Vec<_>>(),
                 )),
-                map_array(es.iter().map(|e| &e.properties), path)?,
+                map_array(es.iter().map(|e| e.properties), path)?,
                 Arc::new(BooleanArray::from(
                     es.iter().map(|e| e.is_bot).collect::<Vec<_>>(),
                 )),
@@ -295,6 +289,17 @@ pub fn write_file_atomic(
 /// duplicate rows. This is the writer of the local compactor and of the
 /// JetStream consumer.
 pub fn write_records(root: &Path, records: &[Record], opts: &WriteOptions) -> Result<Vec<PathBuf>> {
+    let refs: Vec<RecordRef<'_>> = records.iter().map(Record::view).collect();
+    write_record_refs(root, &refs, opts)
+}
+
+/// [`write_records`] of borrowed records (the local compactor's, straight
+/// from the log's bytes).
+pub fn write_record_refs(
+    root: &Path,
+    records: &[RecordRef<'_>],
+    opts: &WriteOptions,
+) -> Result<Vec<PathBuf>> {
     if opts.file_stem.is_empty()
         || opts.file_stem.starts_with(['.', '_'])
         || opts.file_stem.contains('/')
@@ -305,7 +310,7 @@ pub fn write_records(root: &Path, records: &[Record], opts: &WriteOptions) -> Re
         });
     }
     let partitions = opts.partitions.max(1);
-    let mut groups: BTreeMap<(Kind, i64, u32), Vec<&Record>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Kind, i64, u32), Vec<&RecordRef<'_>>> = BTreeMap::new();
     for r in records {
         groups
             .entry((

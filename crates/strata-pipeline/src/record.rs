@@ -111,6 +111,169 @@ impl Record {
     }
 }
 
+/// A borrowed view of a [`Record`]: its strings point into a log frame (or
+/// into an owned record), so compaction turns a segment into Arrow columns
+/// without allocating a `String` or a map per record.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordRef<'a> {
+    /// An exposure.
+    Exposure(ExposureRef<'a>),
+    /// An event.
+    Event(EventRef<'a>),
+}
+
+/// A borrowed [`Exposure`].
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)] // the fields of `Exposure`
+pub struct ExposureRef<'a> {
+    pub unit_id: &'a str,
+    pub experiment: &'a str,
+    pub variant: &'a str,
+    pub assigned_variant: &'a str,
+    pub opted_out: bool,
+    pub ts: i64,
+    pub received_at: i64,
+    pub attributes: MapRef<'a>,
+}
+
+/// A borrowed [`Event`].
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)] // the fields of `Event`
+pub struct EventRef<'a> {
+    pub event_id: &'a str,
+    pub unit_id: &'a str,
+    pub event_type: &'a str,
+    pub ts: i64,
+    pub received_at: i64,
+    pub value: Option<f64>,
+    pub properties: MapRef<'a>,
+    pub is_bot: bool,
+}
+
+/// A borrowed string map: the encoded entries of a log frame (already
+/// validated by [`crate::codec::decode_ref`]), or an owned map.
+#[derive(Debug, Clone, Copy)]
+pub enum MapRef<'a> {
+    /// `n` encoded entries, keys strictly ascending.
+    Encoded {
+        /// The entries' bytes.
+        bytes: &'a [u8],
+        /// How many entries.
+        n: usize,
+    },
+    /// An owned map.
+    Owned(&'a BTreeMap<String, String>),
+}
+
+impl<'a> MapRef<'a> {
+    /// The entries in ascending key order.
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let (encoded, owned) = match self {
+            MapRef::Encoded { bytes, n } => (Some(crate::codec::map_entries(bytes, n)), None),
+            MapRef::Owned(m) => (None, Some(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
+        };
+        encoded
+            .into_iter()
+            .flatten()
+            .chain(owned.into_iter().flatten())
+    }
+
+    /// The owned map.
+    pub fn to_map(self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl<'a> RecordRef<'a> {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RecordRef::Exposure(_) => Kind::Exposure,
+            RecordRef::Event(_) => Kind::Event,
+        }
+    }
+
+    /// Its unit.
+    pub fn unit_id(&self) -> &'a str {
+        match self {
+            RecordRef::Exposure(e) => e.unit_id,
+            RecordRef::Event(e) => e.unit_id,
+        }
+    }
+
+    /// Its timestamp, as [`Record::ts`].
+    pub fn ts(&self) -> i64 {
+        match self {
+            RecordRef::Exposure(e) => e.ts,
+            RecordRef::Event(e) => e.ts,
+        }
+    }
+
+    /// When the pipeline received it, µs since the epoch.
+    pub fn received_at(&self) -> i64 {
+        match self {
+            RecordRef::Exposure(e) => e.received_at,
+            RecordRef::Event(e) => e.received_at,
+        }
+    }
+
+    /// The owned record.
+    pub fn to_record(&self) -> Record {
+        match *self {
+            RecordRef::Exposure(x) => Record::Exposure(Exposure {
+                unit_id: x.unit_id.to_owned(),
+                experiment: x.experiment.to_owned(),
+                variant: x.variant.to_owned(),
+                assigned_variant: x.assigned_variant.to_owned(),
+                opted_out: x.opted_out,
+                ts: x.ts,
+                received_at: x.received_at,
+                attributes: x.attributes.to_map(),
+            }),
+            RecordRef::Event(e) => Record::Event(Event {
+                event_id: e.event_id.to_owned(),
+                unit_id: e.unit_id.to_owned(),
+                event_type: e.event_type.to_owned(),
+                ts: e.ts,
+                received_at: e.received_at,
+                value: e.value,
+                properties: e.properties.to_map(),
+                is_bot: e.is_bot,
+            }),
+        }
+    }
+}
+
+impl Record {
+    /// The borrowed view.
+    pub fn view(&self) -> RecordRef<'_> {
+        match self {
+            Record::Exposure(x) => RecordRef::Exposure(ExposureRef {
+                unit_id: &x.unit_id,
+                experiment: &x.experiment,
+                variant: &x.variant,
+                assigned_variant: &x.assigned_variant,
+                opted_out: x.opted_out,
+                ts: x.ts,
+                received_at: x.received_at,
+                attributes: MapRef::Owned(&x.attributes),
+            }),
+            Record::Event(e) => RecordRef::Event(EventRef {
+                event_id: &e.event_id,
+                unit_id: &e.unit_id,
+                event_type: &e.event_type,
+                ts: e.ts,
+                received_at: e.received_at,
+                value: e.value,
+                properties: MapRef::Owned(&e.properties),
+                is_bot: e.is_bot,
+            }),
+        }
+    }
+}
+
 /// Microseconds in a UTC day.
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 

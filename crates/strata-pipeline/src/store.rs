@@ -747,9 +747,10 @@ const WRITER_NICE: i32 = -5;
 /// `compact_range` itself.
 fn unit_records(layout: &Layout, ids: &[u64], unit_id: &str) -> u64 {
     ids.iter()
-        .filter_map(|&id| log::read_segment(&log::segment_path(&layout.log, id)).ok())
-        .map(|scan| {
-            scan.records
+        .filter_map(|&id| log::read_segment_bytes(&log::segment_path(&layout.log, id)).ok())
+        .map(|bytes| {
+            log::scan_refs(&bytes)
+                .records
                 .iter()
                 .filter(|r| r.unit_id() == unit_id)
                 .count() as u64
@@ -844,7 +845,8 @@ fn recover(layout: &Layout, opts: &StoreOptions) -> Result<Recovered> {
         let path = log::segment_path(&layout.log, id);
         let meta =
             std::fs::metadata(&path).map_err(|e| StoreError::io("stat segment", &path, e))?;
-        let scan = log::read_segment(&path)?;
+        let bytes = log::read_segment_bytes(&path)?;
+        let scan = log::scan_refs(&bytes);
         let mut len = meta.len();
         if scan.valid_len < len {
             let damage = scan.damage.clone().unwrap_or_default();
@@ -868,7 +870,7 @@ fn recover(layout: &Layout, opts: &StoreOptions) -> Result<Recovered> {
         report.segments_replayed += 1;
         report.records_replayed += scan.records.len() as u64;
         for r in &scan.records {
-            let (k, d) = dedup::key_of(r);
+            let (k, d) = dedup::key_of_ref(r);
             if d >= first_day {
                 index.insert(k, d);
             }
