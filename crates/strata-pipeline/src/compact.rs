@@ -128,7 +128,7 @@ pub fn compact_range(
         report.log_bytes += bytes.len() as u64;
         segments.push((path, bytes));
     }
-    let mut records: Vec<RecordRef<'_>> = Vec::new();
+    let mut scans: Vec<Vec<RecordRef<'_>>> = Vec::with_capacity(segments.len());
     for (path, bytes) in &segments {
         let scan = scan_refs(bytes);
         if let Some(damage) = &scan.damage {
@@ -137,9 +137,10 @@ pub fn compact_range(
                 tracing::warn!(segment = %path.display(), %damage, "sealed segment damaged; compacting its valid prefix");
             }
         }
-        records.extend(scan.records);
+        scans.push(scan.records);
     }
-    for r in &records {
+    let records = || scans.iter().flatten();
+    for r in records() {
         match r {
             RecordRef::Exposure(_) => report.exposures += 1,
             RecordRef::Event(_) => report.events += 1,
@@ -150,10 +151,10 @@ pub fn compact_range(
         file_stem: range_stem(first, last),
         row_group_rows,
     };
-    let files = write_record_refs(&layout.parquet, &records, &opts)?;
+    let files = write_record_refs(&layout.parquet, records(), &opts)?;
     report.files = files.len() as u64;
-    let keys: Vec<_> = records.iter().map(key_of_ref).collect();
-    drop(records);
+    let keys: Vec<_> = records().map(key_of_ref).collect();
+    drop(scans);
     drop(segments);
     write_key_file(&layout.dedup, first, last, &keys)?;
     for &id in ids {

@@ -11,6 +11,7 @@
 //! distinct keys forces an early rotation, the limit becomes more permissive
 //! for a moment instead of memory growing without bound.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
@@ -214,9 +215,11 @@ impl RateLimiter {
         let rate = self.rate;
         let mut shard = lock(&self.shards[(key as usize) % SHARDS]);
         let shard = &mut *shard;
-        if !shard.current.contains_key(&key)
-            && (now.saturating_duration_since(shard.rotated_at) >= self.period
-                || shard.current.len() >= self.shard_capacity)
+        // The cheap conditions first: the lookup runs only when a rotation
+        // is due, and a known key then takes one probe of each table.
+        if (now.saturating_duration_since(shard.rotated_at) >= self.period
+            || shard.current.len() >= self.shard_capacity)
+            && !shard.current.contains_key(&key)
         {
             // Rotate only when a key is added: a busy generation of known
             // keys is never dropped. The dropped generation's table is
@@ -225,15 +228,12 @@ impl RateLimiter {
             shard.current.clear();
             shard.rotated_at = now;
         }
-        let bucket = match shard.current.get_mut(&key) {
-            Some(b) => b,
-            None => {
-                let b = shard.previous.remove(&key).unwrap_or(Bucket {
-                    tokens: rate.burst,
-                    at: now,
-                });
-                shard.current.entry(key).or_insert(b)
-            }
+        let bucket = match shard.current.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(shard.previous.remove(&key).unwrap_or(Bucket {
+                tokens: rate.burst,
+                at: now,
+            })),
         };
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate.per_second).min(rate.burst);

@@ -105,11 +105,27 @@ pub fn scan_refs(bytes: &[u8]) -> Scan<RecordRef<'_>> {
     scan_with(bytes, codec::decode_ref)
 }
 
+/// The number of frames whose length field `bytes` holds: an upper bound of
+/// the records [`scan`] returns, found without reading the payloads.
+pub fn frame_count(bytes: &[u8]) -> usize {
+    let mut pos = SEGMENT_MAGIC.len();
+    let mut n = 0;
+    while let Some(h) = bytes.get(pos..pos + 4) {
+        n += 1;
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]).min(MAX_FRAME_LEN);
+        pos += FRAME_HEADER_LEN + len as usize;
+    }
+    n
+}
+
 fn scan_with<'a, R>(
     bytes: &'a [u8],
     decode: impl Fn(&'a [u8]) -> std::result::Result<R, codec::DecodeError>,
 ) -> Scan<R> {
-    let mut out = Scan::default();
+    let mut out = Scan {
+        records: Vec::with_capacity(frame_count(bytes)),
+        ..Scan::default()
+    };
     if bytes.len() < SEGMENT_MAGIC.len() {
         if !bytes.is_empty() {
             out.damage = Some(format!("torn header ({} bytes)", bytes.len()));
@@ -315,6 +331,7 @@ mod tests {
             let complete = ends.iter().filter(|&&e| e <= cut).count() - 1;
             assert_eq!(s.records, records[..complete], "cut at {cut}");
             assert_eq!(s.valid_len as usize, ends[complete]);
+            assert!(frame_count(&bytes[..cut]) >= complete, "cut at {cut}");
             let r = scan_refs(&bytes[..cut]);
             let owned: Vec<Record> = r.records.iter().map(RecordRef::to_record).collect();
             assert_eq!(owned, s.records, "borrowed scan, cut at {cut}");

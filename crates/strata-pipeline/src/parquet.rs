@@ -295,9 +295,9 @@ pub fn write_records(root: &Path, records: &[Record], opts: &WriteOptions) -> Re
 
 /// [`write_records`] of borrowed records (the local compactor's, straight
 /// from the log's bytes).
-pub fn write_record_refs(
+pub fn write_record_refs<'r, 'a: 'r>(
     root: &Path,
-    records: &[RecordRef<'_>],
+    records: impl IntoIterator<Item = &'r RecordRef<'a>>,
     opts: &WriteOptions,
 ) -> Result<Vec<PathBuf>> {
     if opts.file_stem.is_empty()
@@ -310,7 +310,7 @@ pub fn write_record_refs(
         });
     }
     let partitions = opts.partitions.max(1);
-    let mut groups: BTreeMap<(Kind, i64, u32), Vec<&RecordRef<'_>>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Kind, i64, u32), Vec<&RecordRef<'a>>> = BTreeMap::new();
     for r in records {
         groups
             .entry((
