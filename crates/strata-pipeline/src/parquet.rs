@@ -29,6 +29,7 @@ use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use ::parquet::arrow::ArrowWriter;
 use ::parquet::basic::Compression;
 use ::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use ::parquet::schema::types::ColumnPath;
 use arrow_array::builder::{MapBuilder, StringBuilder};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, RecordBatchReader, StringArray,
@@ -227,8 +228,13 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
 }
 
 fn writer_properties(row_group_rows: usize) -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+    let mut b = WriterProperties::builder();
+    // Columns that are (nearly) unique per row: a dictionary costs
+    // compaction CPU to build and makes the file larger, not smaller.
+    for column in ["event_id", "ts", "received_at"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    b.set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_created_by("strata-pipeline".into())
