@@ -156,8 +156,15 @@ pub fn decode_ref(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
 /// The entries of an encoded map that [`decode_ref`] validated. Stops early
 /// (it cannot, on validated bytes) rather than panic on bad ones.
 pub(crate) fn map_entries(bytes: &[u8], n: usize) -> impl Iterator<Item = (&str, &str)> {
+    map_entries_raw(bytes, n)
+        .map_while(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+}
+
+/// [`map_entries`] as bytes, not checked again: for writers that check a
+/// whole column's bytes at once.
+pub(crate) fn map_entries_raw(bytes: &[u8], n: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut r = Reader { buf: bytes, pos: 0 };
-    (0..n).map_while(move |_| Some((r.str().ok()?, r.str().ok()?)))
+    (0..n).map_while(move |_| Some((r.bytes().ok()?, r.bytes().ok()?)))
 }
 
 fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
@@ -229,13 +236,17 @@ impl<'a> Reader<'a> {
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         // A length beyond the input is a truncation, caught by `take` before
         // anything is allocated.
         let len = usize::try_from(self.uvar()?).map_err(|_| DecodeError::Truncated(at))?;
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::Utf8(at))
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let at = self.pos;
+        std::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::Utf8(at))
     }
 
     fn map(&mut self) -> Result<MapRef<'a>, DecodeError> {

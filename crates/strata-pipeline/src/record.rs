@@ -178,6 +178,23 @@ impl<'a> MapRef<'a> {
             .chain(owned.into_iter().flatten())
     }
 
+    /// The entries as bytes, without checking again that they are UTF-8
+    /// (they were, when decoded): for writers that check a whole column at
+    /// once.
+    pub(crate) fn iter_bytes(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let (encoded, owned) = match self {
+            MapRef::Encoded { bytes, n } => (Some(crate::codec::map_entries_raw(bytes, n)), None),
+            MapRef::Owned(m) => (
+                None,
+                Some(m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
+            ),
+        };
+        encoded
+            .into_iter()
+            .flatten()
+            .chain(owned.into_iter().flatten())
+    }
+
     /// The owned map.
     pub fn to_map(self) -> BTreeMap<String, String> {
         self.iter()
