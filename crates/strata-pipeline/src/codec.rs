@@ -153,15 +153,8 @@ pub fn decode_ref(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
     Ok(record)
 }
 
-/// The entries of an encoded map that [`decode_ref`] validated. Stops early
-/// (it cannot, on validated bytes) rather than panic on bad ones.
-pub(crate) fn map_entries(bytes: &[u8], n: usize) -> impl Iterator<Item = (&str, &str)> {
-    map_entries_raw(bytes, n)
-        .map_while(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
-}
-
-/// [`map_entries`] as bytes, not checked again: for writers that check a
-/// whole column's bytes at once.
+/// The entries of an encoded map that [`decode_ref`] validated, as bytes.
+/// Stops early (it cannot, on validated bytes) rather than panic on bad ones.
 pub(crate) fn map_entries_raw(bytes: &[u8], n: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut r = Reader { buf: bytes, pos: 0 };
     (0..n).map_while(move |_| Some((r.bytes().ok()?, r.bytes().ok()?)))
@@ -266,10 +259,7 @@ impl<'a> Reader<'a> {
             last = Some(k);
             count += 1;
         }
-        Ok(MapRef::Encoded {
-            bytes: &self.buf[start..self.pos],
-            n: count,
-        })
+        Ok(MapRef::encoded(&self.buf[start..self.pos], count))
     }
 }
 

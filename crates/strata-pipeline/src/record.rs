@@ -150,41 +150,48 @@ pub struct EventRef<'a> {
     pub is_bot: bool,
 }
 
-/// A borrowed string map: the encoded entries of a log frame (already
-/// validated by [`crate::codec::decode_ref`]), or an owned map.
+/// A borrowed string map: the encoded entries of a log frame (checked by
+/// [`crate::codec::decode_ref`], which alone makes this form), or an owned
+/// map.
 #[derive(Debug, Clone, Copy)]
-pub enum MapRef<'a> {
-    /// `n` encoded entries, keys strictly ascending.
+pub struct MapRef<'a>(MapRepr<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum MapRepr<'a> {
+    /// `n` encoded entries, keys strictly ascending, all UTF-8.
     Encoded {
-        /// The entries' bytes.
         bytes: &'a [u8],
-        /// How many entries.
         n: usize,
     },
-    /// An owned map.
     Owned(&'a BTreeMap<String, String>),
 }
 
 impl<'a> MapRef<'a> {
+    /// The view of an owned map.
+    pub fn owned(map: &'a BTreeMap<String, String>) -> Self {
+        MapRef(MapRepr::Owned(map))
+    }
+
+    /// `n` entries as [`crate::codec`] encodes them, already checked.
+    pub(crate) fn encoded(bytes: &'a [u8], n: usize) -> Self {
+        MapRef(MapRepr::Encoded { bytes, n })
+    }
+
     /// The entries in ascending key order.
     pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        let (encoded, owned) = match self {
-            MapRef::Encoded { bytes, n } => (Some(crate::codec::map_entries(bytes, n)), None),
-            MapRef::Owned(m) => (None, Some(m.iter().map(|(k, v)| (k.as_str(), v.as_str())))),
-        };
-        encoded
-            .into_iter()
-            .flatten()
-            .chain(owned.into_iter().flatten())
+        // Encoded entries were checked when decoded, and owned ones are
+        // strings: the checks here never fail.
+        self.iter_bytes()
+            .map_while(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
     }
 
     /// The entries as bytes, without checking again that they are UTF-8
     /// (they were, when decoded): for writers that check a whole column at
     /// once.
     pub(crate) fn iter_bytes(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        let (encoded, owned) = match self {
-            MapRef::Encoded { bytes, n } => (Some(crate::codec::map_entries_raw(bytes, n)), None),
-            MapRef::Owned(m) => (
+        let (encoded, owned) = match self.0 {
+            MapRepr::Encoded { bytes, n } => (Some(crate::codec::map_entries_raw(bytes, n)), None),
+            MapRepr::Owned(m) => (
                 None,
                 Some(m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
             ),
@@ -275,7 +282,7 @@ impl Record {
                 opted_out: x.opted_out,
                 ts: x.ts,
                 received_at: x.received_at,
-                attributes: MapRef::Owned(&x.attributes),
+                attributes: MapRef::owned(&x.attributes),
             }),
             Record::Event(e) => RecordRef::Event(EventRef {
                 event_id: &e.event_id,
@@ -284,7 +291,7 @@ impl Record {
                 ts: e.ts,
                 received_at: e.received_at,
                 value: e.value,
-                properties: MapRef::Owned(&e.properties),
+                properties: MapRef::owned(&e.properties),
                 is_bot: e.is_bot,
             }),
         }
