@@ -105,15 +105,25 @@ pub fn scan_refs(bytes: &[u8]) -> Scan<RecordRef<'_>> {
     scan_with(bytes, codec::decode_ref)
 }
 
-/// The number of frames whose length field `bytes` holds: an upper bound of
-/// the records [`scan`] returns, found without reading the payloads.
+/// Fewest payload bytes of an encoded record (a tag, three empty strings,
+/// flags, two one-byte timestamps, an empty map).
+const MIN_PAYLOAD: usize = 8;
+
+/// The number of frames in `bytes` whose header is plausible (a payload of
+/// at least [`MIN_PAYLOAD`] bytes that fits): an upper bound of the records
+/// [`scan`] returns, found without reading the payloads, and never more than
+/// one per 16 bytes even for garbage, so it can size a buffer.
 pub fn frame_count(bytes: &[u8]) -> usize {
     let mut pos = SEGMENT_MAGIC.len();
     let mut n = 0;
-    while let Some(h) = bytes.get(pos..pos + 4) {
+    while let Some(h) = bytes.get(pos..pos + FRAME_HEADER_LEN) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let end = pos + FRAME_HEADER_LEN + len;
+        if len < MIN_PAYLOAD || end > bytes.len() {
+            break;
+        }
         n += 1;
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]).min(MAX_FRAME_LEN);
-        pos += FRAME_HEADER_LEN + len as usize;
+        pos = end;
     }
     n
 }
@@ -337,6 +347,31 @@ mod tests {
             assert_eq!(owned, s.records, "borrowed scan, cut at {cut}");
             assert_eq!((r.valid_len, r.damage), (s.valid_len, s.damage));
         }
+    }
+
+    #[test]
+    fn frame_count_is_bounded_on_garbage() {
+        let (mut bytes, _) = segment_bytes(3);
+        assert_eq!(frame_count(&bytes), 3);
+        // A tail of zeros (a crash artefact on some file systems) adds
+        // nothing: a zero length is no frame.
+        bytes.resize(bytes.len() + (1 << 20), 0);
+        assert_eq!(frame_count(&bytes), 3);
+        assert_eq!(scan(&bytes).records.len(), 3);
+        assert_eq!(frame_count(&[0xff; 4096]), 0);
+        // The smallest records count.
+        let empty = crate::codec::decode(&[1, 0, 0, 0, 2, 0, 0, 0]).unwrap();
+        let mut bytes = SEGMENT_MAGIC.to_vec();
+        encode_frame(&empty, &mut bytes);
+        encode_frame(
+            &crate::codec::decode(&[2, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+            &mut bytes,
+        );
+        assert_eq!(
+            bytes.len(),
+            SEGMENT_MAGIC.len() + 2 * (FRAME_HEADER_LEN + MIN_PAYLOAD)
+        );
+        assert_eq!(frame_count(&bytes), 2);
     }
 
     #[test]
