@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use strata_pipeline::compact::{compact_range, Layout};
+use strata_pipeline::compact::{compact_range, compact_range_with, Layout, SegmentBuffers};
 use strata_pipeline::log::{encode_frame, segment_path, ActiveSegment};
 use strata_pipeline::parquet::DEFAULT_ROW_GROUP_ROWS;
 use strata_pipeline::partition::DEFAULT_PARTITIONS;
@@ -104,6 +104,34 @@ fn bench(c: &mut Criterion) {
             |(dir, layout)| {
                 let r = compact_range(&layout, &ids, DEFAULT_PARTITIONS, DEFAULT_ROW_GROUP_ROWS)
                     .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(r.events, SEGMENTS * PER_SEGMENT);
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let mut kept = SegmentBuffers::default();
+    g.bench_function("compact_range_200k_events_kept_buffers", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+                let layout = Layout::new(dir.path());
+                layout.create().unwrap_or_else(|e| panic!("{e}"));
+                for (id, b) in &segments {
+                    std::fs::write(segment_path(&layout.log, *id), b)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+                (dir, layout)
+            },
+            |(dir, layout)| {
+                let r = compact_range_with(
+                    &layout,
+                    &ids,
+                    DEFAULT_PARTITIONS,
+                    DEFAULT_ROW_GROUP_ROWS,
+                    &mut kept,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(r.events, SEGMENTS * PER_SEGMENT);
                 dir
             },

@@ -18,7 +18,7 @@
 //! contents for ever (compaction relies on it).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec;
@@ -194,6 +194,16 @@ fn scan_with<'a, R>(
 /// Reads the segment file at `path` (to be [`scan_refs`]ed).
 pub fn read_segment_bytes(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| StoreError::io("read segment", path, e))
+}
+
+/// Reads the segment file at `path` into `buf`, replacing its contents and
+/// reusing its capacity.
+pub fn read_segment_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(|e| StoreError::io("read segment", path, e))?;
+    Ok(())
 }
 
 /// Reads and scans the segment file at `path`.

@@ -200,6 +200,8 @@ struct Inner {
     metrics: Metrics,
     closed: AtomicBool,
     compact_lock: tokio::sync::Mutex<Option<Vec<u64>>>,
+    /// Kept between compactions (see [`compact::SegmentBuffers`]).
+    segment_buffers: Mutex<compact::SegmentBuffers>,
     stop_compactor: Notify,
     compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -287,6 +289,7 @@ impl LocalStore {
             metrics,
             closed: AtomicBool::new(false),
             compact_lock: tokio::sync::Mutex::new(None),
+            segment_buffers: Mutex::default(),
             stop_compactor: Notify::new(),
             compactor: Mutex::new(None),
         });
@@ -556,12 +559,22 @@ impl Inner {
             let ids2 = ids.clone();
             let unit = count_unit.map(str::to_owned);
             let started = Instant::now();
-            let res = tokio::task::spawn_blocking(move || {
+            let mut buffers = self
+                .segment_buffers
+                .lock()
+                .map(|mut b| std::mem::take(&mut *b))
+                .unwrap_or_default();
+            let (res, buffers) = tokio::task::spawn_blocking(move || {
                 let units = unit.map_or(0, |u| unit_records(&layout, &ids2, &u));
-                compact::compact_range(&layout, &ids2, partitions, rg).map(|r| (r, units))
+                let res = compact::compact_range_with(&layout, &ids2, partitions, rg, &mut buffers)
+                    .map(|r| (r, units));
+                (res, buffers)
             })
             .await
             .map_err(|e| StoreError::Closed(format!("compaction task failed: {e}")))?;
+            if let Ok(mut b) = self.segment_buffers.lock() {
+                *b = buffers;
+            }
             let m = &self.metrics;
             match res {
                 Ok((r, units)) => {
