@@ -2,9 +2,11 @@
 //! (`compact::compact_range`): read, checksum and decode the frames, group
 //! by (kind, date, partition), sort, build Arrow columns, write Parquet.
 //! Events like those of `bench/ingest` (about 500 bytes as JSON, six
-//! properties), 64 MiB of segments per compaction as the store's default.
-//! The peer is reading and checksumming the same segments without decoding
-//! them (frame headers and CRC), the floor any compactor pays.
+//! properties), 44 MiB of segments per compaction (the store compacts up to
+//! 64 MiB at a time), read into fresh buffers or into buffers kept from the
+//! previous iteration as the background compactor does. The peer is reading
+//! and checksumming the same segments without decoding them (frame headers
+//! and CRC), the floor any compactor pays.
 
 // criterion_main! generates an undocumented `main`.
 #![allow(missing_docs)]
