@@ -77,6 +77,17 @@ fn source(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
+/// A fresh data directory holding `segments` in its log, for one iteration.
+fn data_dir(segments: &[(u64, Vec<u8>)]) -> (tempfile::TempDir, Layout) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let layout = Layout::new(dir.path());
+    layout.create().unwrap_or_else(|e| panic!("{e}"));
+    for (id, b) in segments {
+        std::fs::write(segment_path(&layout.log, *id), b).unwrap_or_else(|e| panic!("{e}"));
+    }
+    (dir, layout)
+}
+
 fn bench(c: &mut Criterion) {
     let src_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let segments = source(src_dir.path());
@@ -93,16 +104,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(SEGMENTS * PER_SEGMENT));
     g.bench_function("compact_range_200k_events", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-                let layout = Layout::new(dir.path());
-                layout.create().unwrap_or_else(|e| panic!("{e}"));
-                for (id, b) in &segments {
-                    std::fs::write(segment_path(&layout.log, *id), b)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-                (dir, layout)
-            },
+            || data_dir(&segments),
             |(dir, layout)| {
                 let r = compact_range(&layout, &ids, DEFAULT_PARTITIONS, DEFAULT_ROW_GROUP_ROWS)
                     .unwrap_or_else(|e| panic!("{e}"));
@@ -115,16 +117,7 @@ fn bench(c: &mut Criterion) {
     let mut kept = SegmentBuffers::default();
     g.bench_function("compact_range_200k_events_kept_buffers", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-                let layout = Layout::new(dir.path());
-                layout.create().unwrap_or_else(|e| panic!("{e}"));
-                for (id, b) in &segments {
-                    std::fs::write(segment_path(&layout.log, *id), b)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-                (dir, layout)
-            },
+            || data_dir(&segments),
             |(dir, layout)| {
                 let r = compact_range_with(
                     &layout,

@@ -304,6 +304,7 @@ mod tests {
     use super::*;
     use crate::codec::tests::sample_event;
     use crate::log::{encode_frame, ActiveSegment};
+    use crate::parquet::tests::{mixed_records, read_back, sorted};
     use crate::parquet::write_records;
     use crate::record::Record;
 
@@ -336,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
-        let records = crate::parquet::tests::mixed_records();
+        let records = mixed_records();
         for (id, chunk) in (1..).zip(records.chunks(120)) {
             let mut seg = ActiveSegment::create(&layout.log, id).unwrap();
             let mut frames = Vec::new();
@@ -348,12 +349,7 @@ mod tests {
         let ids = list_segments(&layout.log).unwrap();
         let report = compact_range(&layout, &ids, 16, 64).unwrap();
         assert_eq!((report.events, report.exposures), (300, 40));
-        let key = |r: &Record| format!("{r:?}");
-        let mut back = crate::parquet::tests::read_back(&layout.parquet);
-        let mut want = records;
-        back.sort_by_key(key);
-        want.sort_by_key(key);
-        assert_eq!(back, want);
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(records));
     }
 
     #[test]
@@ -377,12 +373,10 @@ mod tests {
             1,
             "at most one buffer per segment of the last range"
         );
-        let mut back = crate::parquet::tests::read_back(&layout.parquet);
-        let mut want: Vec<Record> = (0..650).map(sample_event).collect();
-        let key = |r: &Record| format!("{r:?}");
-        back.sort_by_key(key);
-        want.sort_by_key(key);
-        assert_eq!(back, want);
+        assert_eq!(
+            sorted(read_back(&layout.parquet)),
+            sorted((0..650).map(sample_event).collect())
+        );
     }
 
     #[test]

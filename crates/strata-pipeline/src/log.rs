@@ -193,7 +193,9 @@ fn scan_with<'a, R>(
 
 /// Reads the segment file at `path` (to be [`scan_refs`]ed).
 pub fn read_segment_bytes(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| StoreError::io("read segment", path, e))
+    let mut buf = Vec::new();
+    read_segment_into(path, &mut buf)?;
+    Ok(buf)
 }
 
 /// Reads the segment file at `path` into `buf`, replacing its contents and

@@ -581,7 +581,8 @@ pub(crate) mod tests {
         out
     }
 
-    fn sorted(mut v: Vec<Record>) -> Vec<Record> {
+    /// `v` in a fixed order, to compare record sets.
+    pub(crate) fn sorted(mut v: Vec<Record>) -> Vec<Record> {
         v.sort_by_key(|r| format!("{r:?}"));
         v
     }
