@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata_pipeline::{Event, LocalStore, Record, Sink, StoreOptions};
+use strata_pipeline::{Batch, Event, LocalStore, Record, Sink, StoreOptions};
 
 const BATCH: usize = 500;
 const CALLERS: usize = 64;
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
                         .into_iter()
                         .map(|batch| {
                             let s = Arc::clone(&store);
-                            tokio::spawn(async move { s.append(batch).await })
+                            tokio::spawn(async move { s.append(Batch::from(batch)).await })
                         })
                         .collect();
                     for t in tasks {

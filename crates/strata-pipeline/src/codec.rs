@@ -22,8 +22,6 @@
 //! [`DecodeError`]; it never panics and never allocates more than the input
 //! length justifies.
 
-use std::collections::BTreeMap;
-
 use crate::record::{EventRef, ExposureRef, MapRef, Record, RecordRef};
 
 const TAG_EXPOSURE: u8 = 1;
@@ -55,33 +53,39 @@ pub enum DecodeError {
 
 /// Appends the encoding of `record` to `out`.
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
-    match record {
-        Record::Exposure(x) => {
+    encode_ref(&record.view(), out);
+}
+
+/// Appends the encoding of a borrowed record to `out`; the same bytes as
+/// [`encode`] of the owned record.
+pub fn encode_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) {
+    match *record {
+        RecordRef::Exposure(x) => {
             out.push(TAG_EXPOSURE);
-            put_str(out, &x.unit_id);
-            put_str(out, &x.experiment);
-            put_str(out, &x.variant);
+            put_str(out, x.unit_id);
+            put_str(out, x.experiment);
+            put_str(out, x.variant);
             let same = x.assigned_variant == x.variant;
             out.push(u8::from(x.opted_out) | (u8::from(same) << 1));
             if !same {
-                put_str(out, &x.assigned_variant);
+                put_str(out, x.assigned_variant);
             }
             put_ivar(out, x.ts);
             put_ivar(out, x.received_at);
-            put_map(out, &x.attributes);
+            put_map(out, x.attributes);
         }
-        Record::Event(e) => {
+        RecordRef::Event(e) => {
             out.push(TAG_EVENT);
-            put_str(out, &e.event_id);
-            put_str(out, &e.unit_id);
-            put_str(out, &e.event_type);
+            put_str(out, e.event_id);
+            put_str(out, e.unit_id);
+            put_str(out, e.event_type);
             out.push(u8::from(e.is_bot) | (u8::from(e.value.is_some()) << 1));
             put_ivar(out, e.ts);
             put_ivar(out, e.received_at);
             if let Some(v) = e.value {
                 out.extend_from_slice(&v.to_le_bytes());
             }
-            put_map(out, &e.properties);
+            put_map(out, e.properties);
         }
     }
 }
@@ -177,11 +181,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_map(out: &mut Vec<u8>, m: &BTreeMap<String, String>) {
+fn put_map(out: &mut Vec<u8>, m: MapRef<'_>) {
     put_uvar(out, m.len() as u64);
-    for (k, v) in m {
-        put_str(out, k);
-        put_str(out, v);
+    for (k, v) in m.iter_bytes() {
+        put_uvar(out, k.len() as u64);
+        out.extend_from_slice(k);
+        put_uvar(out, v.len() as u64);
+        out.extend_from_slice(v);
     }
 }
 
@@ -265,6 +271,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::record::{Event, Exposure};
     use proptest::prelude::*;

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::limits::{Rate, RateLimiter, Verdict};
 use crate::metrics::{IngestMetrics, RefusalReason};
 use crate::parse::{self, BatchError, BodyFormat, ParseLimits, Rejection};
-use crate::record::{Kind, Record};
+use crate::record::{Kind, RecordRef};
 use crate::{AuthDenied, Authorizer, Outcome, Pressure, Sink, SinkError};
 
 /// When ingestion pushes back, as fractions of the sink's thresholds.
@@ -440,34 +440,59 @@ impl Inner {
 
         let mut rejected = batch.rejected;
         let invalid = rejected.len();
-        let mut records = Vec::with_capacity(batch.records.len());
+        let mut keep = Vec::with_capacity(batch.indices.len());
+        let mut exposures: Vec<(String, String)> = Vec::new();
         let mut shed = 0;
         let mut unit_limited = 0;
         let shed_low = kind == Kind::Event && level >= self.cfg.backpressure.shed_low_priority_at;
-        for (index, record) in batch.records {
-            if shed_low && self.is_low_priority(&record) {
+        for (record, &index) in batch.records.iter().zip(&batch.indices) {
+            let record = record.map_err(|e| {
+                tracing::error!(error = %e, "a parsed record does not decode");
+                (
+                    RefusalReason::SinkError,
+                    IngestError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage",
+                        "the batch could not be prepared for storage, nothing was stored",
+                    ),
+                )
+            })?;
+            let kept = if shed_low && self.is_low_priority(&record) {
                 shed += 1;
                 rejected.push(Rejection {
                     retryable: true,
                     ..Rejection::new(index, "shed under load, retry later", Some("type"))
                 });
-                continue;
+                false
+            } else {
+                let unit = RateLimiter::key_hash(record.unit_id().as_bytes());
+                if let Verdict::Deny(_) = self.units.take_exact(unit, 1.0, now) {
+                    unit_limited += 1;
+                    rejected.push(Rejection::new(
+                        index,
+                        format!(
+                            "unit exceeds {} records per second",
+                            self.cfg.unit_rate.per_second
+                        ),
+                        Some("unit_id"),
+                    ));
+                    false
+                } else {
+                    true
+                }
+            };
+            if kept {
+                if let RecordRef::Exposure(x) = record {
+                    exposures.push((x.experiment.to_owned(), x.variant.to_owned()));
+                }
             }
-            let unit = RateLimiter::key_hash(record.unit_id().as_bytes());
-            if let Verdict::Deny(_) = self.units.take_exact(unit, 1.0, now) {
-                unit_limited += 1;
-                rejected.push(Rejection::new(
-                    index,
-                    format!(
-                        "unit exceeds {} records per second",
-                        self.cfg.unit_rate.per_second
-                    ),
-                    Some("unit_id"),
-                ));
-                continue;
-            }
-            records.push(record);
+            keep.push(kept);
         }
+        let records = if keep.iter().all(|&k| k) {
+            batch.records
+        } else {
+            batch.records.select(|i| keep[i])
+        };
         if shed > 0 && records.is_empty() && shed + unit_limited == total {
             // Everything valid was shed: tell the client to come back.
             self.metrics
@@ -496,17 +521,6 @@ impl Inner {
 
         let (mut accepted, mut duplicates) = (0, 0);
         if !records.is_empty() {
-            let exposures: Vec<(String, String)> = if kind == Kind::Exposure {
-                records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Exposure(e) => Some((e.experiment.clone(), e.variant.clone())),
-                        Record::Event(_) => None,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
             let n = records.len();
             let outcomes = self.sink.append(records).await.map_err(|e| match e {
                 SinkError::Unavailable {
@@ -588,14 +602,15 @@ impl Inner {
         Ok(resp)
     }
 
-    fn is_low_priority(&self, record: &Record) -> bool {
+    fn is_low_priority(&self, record: &RecordRef<'_>) -> bool {
         match record {
-            Record::Event(e) => self
+            RecordRef::Event(e) => self
                 .cfg
                 .backpressure
                 .low_priority_types
-                .contains(&e.event_type),
-            Record::Exposure(_) => false,
+                .iter()
+                .any(|t| t == e.event_type),
+            RecordRef::Exposure(_) => false,
         }
     }
 

@@ -12,6 +12,7 @@
 //!    date and a user partition (a hash independent of the assignment hash).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod batch;
 pub mod codec;
 pub mod compact;
 pub mod dedup;
@@ -34,6 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use batch::Batch;
 pub use compact::CompactionReport;
 pub use delete::DeletionReport;
 pub use error::StoreError;
@@ -91,7 +93,7 @@ pub trait Sink: Send + Sync + 'static {
     /// order. Resolves only once every accepted record is durable (fsync'd to
     /// the log, or acknowledged by JetStream); an error means none of the
     /// batch may be acknowledged.
-    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>>;
+    fn append(&self, records: Batch) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>>;
 
     /// Current load figures.
     fn pressure(&self) -> Pressure;

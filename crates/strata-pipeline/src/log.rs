@@ -62,9 +62,15 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 
 /// Appends the frame of `record` (header and encoded payload) to `out`.
 pub fn encode_frame(record: &Record, out: &mut Vec<u8>) {
+    encode_frame_ref(&record.view(), out);
+}
+
+/// Appends the frame of a borrowed record to `out`; the same bytes as
+/// [`encode_frame`] of the owned record.
+pub fn encode_frame_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-    codec::encode(record, out);
+    codec::encode_ref(record, out);
     let payload = &out[start + FRAME_HEADER_LEN..];
     let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);

@@ -9,7 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::record::{utc_day, Record};
-use crate::{AuthDenied, Authorizer, BoxFuture, Outcome, Pressure, Principal, Sink, SinkError};
+use crate::{
+    AuthDenied, Authorizer, Batch, BoxFuture, Outcome, Pressure, Principal, Sink, SinkError,
+};
 
 #[derive(Default)]
 struct State {
@@ -72,8 +74,11 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+    fn append(&self, records: Batch) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
         Box::pin(async move {
+            let records = records
+                .to_records()
+                .map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
             let mut s = self.lock();
             if let Some(why) = &s.fail {
                 return Err(SinkError::Io(why.clone()));

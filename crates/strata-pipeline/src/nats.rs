@@ -36,7 +36,7 @@ use crate::error::StoreError;
 use crate::parquet::{list_parquet_files, write_records, WriteOptions};
 use crate::partition::{user_partition, DEFAULT_PARTITIONS};
 use crate::record::Record;
-use crate::{BoxFuture, Outcome, Pressure, Sink, SinkError};
+use crate::{Batch, BoxFuture, Outcome, Pressure, Sink, SinkError};
 
 /// Why a JetStream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +215,10 @@ impl JetStreamSink {
         )
     }
 
-    async fn publish_all(&self, records: Vec<Record>) -> Result<Vec<Outcome>, SinkError> {
+    async fn publish_all(&self, records: Batch) -> Result<Vec<Outcome>, SinkError> {
+        let records = records
+            .to_records()
+            .map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
         // Publish everything first, then wait for the acks: the whole batch
         // shares the round trips.
         let mut acks = Vec::with_capacity(records.len());
@@ -257,7 +260,7 @@ fn unavailable(reason: String) -> SinkError {
 }
 
 impl Sink for JetStreamSink {
-    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
+    fn append(&self, records: Batch) -> BoxFuture<'_, Result<Vec<Outcome>, SinkError>> {
         Box::pin(self.publish_all(records))
     }
 

@@ -10,14 +10,15 @@
 //! visitor: a field of the wrong JSON type becomes a per-record rejection
 //! instead of aborting the whole array, and no intermediate
 //! `serde_json::Value` tree is built (the ingestion hot path parses hundreds
-//! of megabytes per second).
+//! of megabytes per second). Strings are borrowed from the body (unless they
+//! hold escapes) and each valid record is encoded at once into the
+//! [`Batch`] of log frames the sink stores, so no owned record is built.
 //!
 //! `ts` is an RFC 3339 string with an offset (`2026-11-24T10:00:00.123Z`) or
 //! an integer number of milliseconds since the Unix epoch (what JavaScript's
 //! `Date.now()` gives); it is stored in microseconds.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::time::Duration;
@@ -25,7 +26,8 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::record::{Event, Exposure, Kind, Record};
+use crate::batch::Batch;
+use crate::record::{EventRef, ExposureRef, Kind, MapRef, RecordRef};
 
 /// Limits applied to one batch and its records.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,8 +158,10 @@ impl Rejection {
 /// and rejections, both in batch order.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParsedBatch {
-    /// Valid records and their index in the batch.
-    pub records: Vec<(usize, Record)>,
+    /// Valid records, encoded as log frames.
+    pub records: Batch,
+    /// The index in the batch of each of `records`.
+    pub indices: Vec<usize>,
     /// Rejected records.
     pub rejected: Vec<Rejection>,
 }
@@ -224,7 +228,11 @@ pub fn parse_batch(
         now: now_micros,
         limits,
     };
-    let mut batch = ParsedBatch::default();
+    let mut batch = ParsedBatch {
+        // The encoding is smaller than the JSON it came from.
+        records: Batch::with_capacity(0, body.len()),
+        ..ParsedBatch::default()
+    };
     match format {
         BodyFormat::JsonArray => {
             let mut de = serde_json::Deserializer::from_slice(body);
@@ -302,9 +310,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn push(&self, index: usize, raw: RawRecord, out: &mut ParsedBatch) {
-        match self.validate(raw) {
-            Ok(record) => out.records.push((index, record)),
+    fn push<'de>(&self, index: usize, raw: RawRecord<'de>, out: &mut ParsedBatch) {
+        match self.validate(raw, &mut out.records) {
+            Ok(()) => out.indices.push(index),
             Err((reason, field)) => out.rejected.push(Rejection {
                 index,
                 reason,
@@ -314,7 +322,9 @@ impl Ctx<'_> {
         }
     }
 
-    fn validate(&self, raw: RawRecord) -> Result<Record, (String, String)> {
+    /// Checks one record and, if it is valid, encodes it into `out`; its
+    /// strings are borrowed from the body unless they held escapes.
+    fn validate<'de>(&self, raw: RawRecord<'de>, out: &mut Batch) -> Result<(), (String, String)> {
         if let Some((field, reason)) = raw.problem {
             return Err((reason, field));
         }
@@ -333,16 +343,16 @@ impl Ctx<'_> {
                 };
                 let is_bot = self.flag("is_bot", raw.is_bot)?;
                 let properties = self.map("properties", raw.map_props)?;
-                Ok(Record::Event(Event {
-                    event_id,
-                    unit_id,
-                    event_type,
+                out.push(&RecordRef::Event(EventRef {
+                    event_id: &event_id,
+                    unit_id: &unit_id,
+                    event_type: &event_type,
                     ts,
                     received_at: self.now,
                     value,
-                    properties,
+                    properties: MapRef::entries(&properties),
                     is_bot,
-                }))
+                }));
             }
             Kind::Exposure => {
                 let unit_id = self.id("unit_id", raw.unit_id)?;
@@ -350,31 +360,36 @@ impl Ctx<'_> {
                 let variant = self.id("variant", raw.variant)?;
                 let ts = self.timestamp(raw.ts)?;
                 let assigned_variant = match raw.assigned_variant {
-                    None | Some(Loose::Null) => variant.clone(),
-                    some => self.id("assigned_variant", some)?,
+                    None | Some(Loose::Null) => None,
+                    some => Some(self.id("assigned_variant", some)?),
                 };
                 let opted_out = self.flag("opted_out", raw.opted_out)?;
                 let attributes = self.map("attributes", raw.map_attrs)?;
-                Ok(Record::Exposure(Exposure {
-                    unit_id,
-                    experiment,
-                    variant,
-                    assigned_variant,
+                out.push(&RecordRef::Exposure(ExposureRef {
+                    unit_id: &unit_id,
+                    experiment: &experiment,
+                    variant: &variant,
+                    assigned_variant: assigned_variant.as_deref().unwrap_or(&variant),
                     opted_out,
                     ts,
                     received_at: self.now,
-                    attributes,
-                }))
+                    attributes: MapRef::entries(&attributes),
+                }));
             }
         }
+        Ok(())
     }
 
-    fn id(&self, field: &str, v: Option<Loose>) -> Result<String, (String, String)> {
+    fn id<'de>(
+        &self,
+        field: &str,
+        v: Option<Loose<'de>>,
+    ) -> Result<Cow<'de, str>, (String, String)> {
         let s = match v {
             None | Some(Loose::Null) => return Err((format!("{field} is required"), field.into())),
             Some(Loose::Str(s)) => s,
             // The data model accepts integer unit ids.
-            Some(Loose::Int(i)) if field == "unit_id" => i.to_string(),
+            Some(Loose::Int(i)) if field == "unit_id" => Cow::Owned(i.to_string()),
             Some(other) => return Err(wrong_type(field, "a string", &other)),
         };
         if s.is_empty() {
@@ -401,7 +416,7 @@ impl Ctx<'_> {
         Ok(s)
     }
 
-    fn flag(&self, field: &str, v: Option<Loose>) -> Result<bool, (String, String)> {
+    fn flag(&self, field: &str, v: Option<Loose<'_>>) -> Result<bool, (String, String)> {
         match v {
             None | Some(Loose::Null) => Ok(false),
             Some(Loose::Bool(b)) => Ok(b),
@@ -409,13 +424,15 @@ impl Ctx<'_> {
         }
     }
 
-    fn map(
+    /// The entries of a property or attribute map, keys strictly ascending;
+    /// of a repeated key the last value counts, as in a map insert.
+    fn map<'de>(
         &self,
         field: &str,
-        v: Option<Result<Vec<(String, Loose)>, &'static str>>,
-    ) -> Result<BTreeMap<String, String>, (String, String)> {
+        v: Option<LooseEntries<'de>>,
+    ) -> Result<Vec<Entry<'de>>, (String, String)> {
         let entries = match v {
-            None => return Ok(BTreeMap::new()),
+            None => return Ok(Vec::new()),
             Some(Err(found)) => {
                 return Err((
                     format!("{field} must be an object, found {found}"),
@@ -434,7 +451,7 @@ impl Ctx<'_> {
                 field.into(),
             ));
         }
-        let mut map = BTreeMap::new();
+        let mut map = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let name = || format!("{field}.{key}");
             if key.len() > self.limits.max_map_key_bytes {
@@ -451,9 +468,9 @@ impl Ctx<'_> {
                 // A null property is the same as an absent one.
                 Loose::Null => continue,
                 Loose::Str(s) => s,
-                Loose::Bool(b) => b.to_string(),
-                Loose::Int(i) => i.to_string(),
-                Loose::Num(n) => n.to_string(),
+                Loose::Bool(b) => Cow::Owned(b.to_string()),
+                Loose::Int(i) => Cow::Owned(i.to_string()),
+                Loose::Num(n) => Cow::Owned(n.to_string()),
                 Loose::Other(found) => {
                     return Err((
                         format!(
@@ -473,12 +490,22 @@ impl Ctx<'_> {
                     name(),
                 ));
             }
-            map.insert(key, text);
+            map.push((key, text));
         }
+        // Stable, so repeated keys stay in the order sent; `dedup_by` then
+        // moves the later value into the entry it keeps.
+        map.sort_by(|a, b| a.0.cmp(&b.0));
+        map.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
         Ok(map)
     }
 
-    fn timestamp(&self, v: Option<Loose>) -> Result<i64, (String, String)> {
+    fn timestamp(&self, v: Option<Loose<'_>>) -> Result<i64, (String, String)> {
         let micros = match v {
             None | Some(Loose::Null) => return Err(("ts is required".into(), "ts".into())),
             Some(Loose::Str(s)) => parse_rfc3339_micros(&s).ok_or_else(|| {
@@ -526,7 +553,7 @@ fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-fn wrong_type(field: &str, expected: &str, found: &Loose) -> (String, String) {
+fn wrong_type(field: &str, expected: &str, found: &Loose<'_>) -> (String, String) {
     (
         format!("{field} must be {expected}, found {}", found.describe()),
         field.to_owned(),
@@ -540,18 +567,19 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
 }
 
 /// A JSON value read leniently: scalars are kept, arrays and objects are
-/// skipped and remembered only as "wrong type".
+/// skipped and remembered only as "wrong type". Strings are borrowed from
+/// the body unless they hold escapes.
 #[derive(Debug, Clone, PartialEq)]
-enum Loose {
+enum Loose<'de> {
     Null,
     Bool(bool),
     Int(i64),
     Num(f64),
-    Str(String),
+    Str(Cow<'de, str>),
     Other(&'static str),
 }
 
-impl Loose {
+impl Loose<'_> {
     fn describe(&self) -> &'static str {
         match self {
             Loose::Null => "null",
@@ -563,43 +591,46 @@ impl Loose {
     }
 }
 
-impl<'de> Deserialize<'de> for Loose {
+impl<'de> Deserialize<'de> for Loose<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Loose;
+            type Value = Loose<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any json value")
             }
-            fn visit_unit<E>(self) -> Result<Loose, E> {
+            fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
                 Ok(Loose::Null)
             }
-            fn visit_none<E>(self) -> Result<Loose, E> {
+            fn visit_none<E>(self) -> Result<Loose<'de>, E> {
                 Ok(Loose::Null)
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Loose, E> {
+            fn visit_bool<E>(self, v: bool) -> Result<Loose<'de>, E> {
                 Ok(Loose::Bool(v))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
+            fn visit_i64<E>(self, v: i64) -> Result<Loose<'de>, E> {
                 Ok(Loose::Int(v))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Loose, E> {
+            fn visit_u64<E>(self, v: u64) -> Result<Loose<'de>, E> {
                 Ok(i64::try_from(v).map_or(Loose::Num(v as f64), Loose::Int))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Loose, E> {
+            fn visit_f64<E>(self, v: f64) -> Result<Loose<'de>, E> {
                 Ok(Loose::Num(v))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
-                Ok(Loose::Str(v.to_owned()))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Str(Cow::Borrowed(v)))
             }
-            fn visit_string<E>(self, v: String) -> Result<Loose, E> {
-                Ok(Loose::Str(v))
+            fn visit_str<E>(self, v: &str) -> Result<Loose<'de>, E> {
+                Ok(Loose::Str(Cow::Owned(v.to_owned())))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+            fn visit_string<E>(self, v: String) -> Result<Loose<'de>, E> {
+                Ok(Loose::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Loose::Other("an array"))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Loose::Other("an object"))
             }
@@ -608,46 +639,52 @@ impl<'de> Deserialize<'de> for Loose {
     }
 }
 
-/// An object of scalars, or what was found instead.
-struct LooseMap(Result<Vec<(String, Loose)>, &'static str>);
+/// A validated map entry, its value as text.
+type Entry<'de> = (Cow<'de, str>, Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for LooseMap {
+/// The entries of an object of scalars, or what was found instead.
+type LooseEntries<'de> = Result<Vec<(Cow<'de, str>, Loose<'de>)>, &'static str>;
+
+/// An object of scalars, or what was found instead.
+struct LooseMap<'de>(LooseEntries<'de>);
+
+impl<'de> Deserialize<'de> for LooseMap<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = LooseMap;
+            type Value = LooseMap<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LooseMap, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Loose>()? {
-                    out.push((k, v));
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LooseMap<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Loose<'de>>()? {
+                    out.push((k.0, v));
                 }
                 Ok(LooseMap(Ok(out)))
             }
-            fn visit_unit<E>(self) -> Result<LooseMap, E> {
+            fn visit_unit<E>(self) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Ok(Vec::new())))
             }
-            fn visit_none<E>(self) -> Result<LooseMap, E> {
+            fn visit_none<E>(self) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Ok(Vec::new())))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<LooseMap, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Err("a boolean")))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<LooseMap, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Err("a number")))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<LooseMap, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Err("a number")))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<LooseMap, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Err("a number")))
             }
-            fn visit_str<E>(self, _: &str) -> Result<LooseMap, E> {
+            fn visit_str<E>(self, _: &str) -> Result<LooseMap<'de>, E> {
                 Ok(LooseMap(Err("a string")))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LooseMap, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LooseMap<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(LooseMap(Err("an array")))
             }
@@ -656,39 +693,65 @@ impl<'de> Deserialize<'de> for LooseMap {
     }
 }
 
+/// A string borrowed from the body unless it holds escapes: keys of
+/// records and of property maps, without an allocation each.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// The fields of one record as sent, before validation. Unknown fields are
 /// ignored (clients may send more than this version reads); `received_at`
 /// is always set by the server.
 #[derive(Default)]
-struct RawRecord {
-    unit_id: Option<Loose>,
-    ts: Option<Loose>,
-    event_id: Option<Loose>,
-    event_type: Option<Loose>,
-    value: Option<Loose>,
-    is_bot: Option<Loose>,
-    map_props: Option<Result<Vec<(String, Loose)>, &'static str>>,
-    experiment: Option<Loose>,
-    variant: Option<Loose>,
-    assigned_variant: Option<Loose>,
-    opted_out: Option<Loose>,
-    map_attrs: Option<Result<Vec<(String, Loose)>, &'static str>>,
+struct RawRecord<'de> {
+    unit_id: Option<Loose<'de>>,
+    ts: Option<Loose<'de>>,
+    event_id: Option<Loose<'de>>,
+    event_type: Option<Loose<'de>>,
+    value: Option<Loose<'de>>,
+    is_bot: Option<Loose<'de>>,
+    map_props: Option<LooseEntries<'de>>,
+    experiment: Option<Loose<'de>>,
+    variant: Option<Loose<'de>>,
+    assigned_variant: Option<Loose<'de>>,
+    opted_out: Option<Loose<'de>>,
+    map_attrs: Option<LooseEntries<'de>>,
     /// The first structural problem (field, reason): a duplicate field, or
     /// a record that is not an object.
     problem: Option<(String, String)>,
 }
 
-impl<'de> Deserialize<'de> for RawRecord {
+impl<'de> Deserialize<'de> for RawRecord<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawRecord;
+            type Value = RawRecord<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a record object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRecord, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRecord<'de>, A::Error> {
                 let mut r = RawRecord::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     let slot = match key.as_ref() {
                         "unit_id" => &mut r.unit_id,
                         "ts" => &mut r.ts,
@@ -727,26 +790,26 @@ impl<'de> Deserialize<'de> for RawRecord {
                 }
                 Ok(r)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRecord, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRecord<'de>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(RawRecord::not_object("an array"))
             }
-            fn visit_unit<E>(self) -> Result<RawRecord, E> {
+            fn visit_unit<E>(self) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("null"))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<RawRecord, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("a boolean"))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<RawRecord, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("a number"))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<RawRecord, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("a number"))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<RawRecord, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("a number"))
             }
-            fn visit_str<E>(self, _: &str) -> Result<RawRecord, E> {
+            fn visit_str<E>(self, _: &str) -> Result<RawRecord<'de>, E> {
                 Ok(RawRecord::not_object("a string"))
             }
         }
@@ -754,7 +817,7 @@ impl<'de> Deserialize<'de> for RawRecord {
     }
 }
 
-impl RawRecord {
+impl RawRecord<'_> {
     fn not_object(found: &str) -> Self {
         Self {
             problem: Some((
@@ -788,7 +851,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0;
-        while let Some(raw) = seq.next_element::<RawRecord>()? {
+        while let Some(raw) = seq.next_element::<RawRecord<'de>>()? {
             if index >= self.ctx.limits.max_records {
                 *self.too_many = true;
                 return Err(de::Error::custom("too many records"));
@@ -806,9 +869,22 @@ mod tests {
 
     use proptest::prelude::*;
 
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::record::Record;
 
     const NOW: i64 = 1_790_000_000_000_000; // 2026-09-21, µs
+
+    /// The valid records of `b`, owned, with their batch index.
+    fn owned(b: &ParsedBatch) -> Vec<(usize, Record)> {
+        assert_eq!(b.records.len(), b.indices.len());
+        b.indices
+            .iter()
+            .copied()
+            .zip(b.records.to_records().unwrap())
+            .collect()
+    }
 
     fn events(body: &str) -> Result<ParsedBatch, BatchError> {
         parse_batch(
@@ -845,9 +921,8 @@ mod tests {
         );
         let b = events(&body).unwrap();
         assert!(b.rejected.is_empty(), "{:?}", b.rejected);
-        let values: Vec<Option<f64>> = b
-            .records
-            .iter()
+        let values: Vec<Option<f64>> = owned(&b)
+            .into_iter()
             .map(|(_, r)| match r {
                 Record::Event(e) => e.value,
                 Record::Exposure(_) => None,
@@ -866,7 +941,7 @@ mod tests {
         );
         let b = events(&body).unwrap();
         assert!(b.rejected.is_empty(), "{:?}", b.rejected);
-        let Record::Event(e) = &b.records[0].1 else {
+        let Record::Event(e) = &owned(&b)[0].1 else {
             panic!()
         };
         assert_eq!(e.ts, ms * 1000);
@@ -875,7 +950,7 @@ mod tests {
         assert_eq!(e.properties.len(), 3);
         assert_eq!(e.properties["items"], "3");
         assert_eq!(e.properties["gift"], "true");
-        let Record::Event(e2) = &b.records[1].1 else {
+        let Record::Event(e2) = &owned(&b)[1].1 else {
             panic!()
         };
         assert_eq!(e2.unit_id, "42");
@@ -889,6 +964,29 @@ mod tests {
     }
 
     #[test]
+    fn escaped_strings_and_repeated_property_keys_read_as_a_map_insert_would() {
+        let ms = NOW / 1000;
+        let body = format!(
+            r#"[{{"event_id":"e\"1","unit\u005fid":"u\u00e9","type":"t","ts":{ms},
+                 "properties":{{"z":"1","a\u0062":"x","z":"2","m":null,"ab":"last","b":7}}}}]"#
+        );
+        let b = events(&body).unwrap();
+        assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+        let Record::Event(e) = &owned(&b)[0].1 else {
+            panic!()
+        };
+        assert_eq!(
+            (e.event_id.as_str(), e.unit_id.as_str()),
+            ("e\"1", "u\u{e9}")
+        );
+        let expected: BTreeMap<String, String> = [("ab", "last"), ("b", "7"), ("z", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(e.properties, expected);
+    }
+
+    #[test]
     fn assigned_variant_defaults_to_variant() {
         let ts = NOW / 1000;
         let b = exposures(&format!(
@@ -896,13 +994,13 @@ mod tests {
                {{"unit_id":"u","experiment":"x","variant":"a","assigned_variant":"b","opted_out":true,"ts":{ts}}}]"#
         ))
         .unwrap();
-        let Record::Exposure(x) = &b.records[0].1 else {
+        let Record::Exposure(x) = &owned(&b)[0].1 else {
             panic!()
         };
         assert_eq!(x.assigned_variant, "b");
         assert_eq!(x.attributes["country"], "DE");
         assert!(!x.opted_out);
-        let Record::Exposure(y) = &b.records[1].1 else {
+        let Record::Exposure(y) = &owned(&b)[1].1 else {
             panic!()
         };
         assert_eq!(
@@ -936,7 +1034,7 @@ mod tests {
         );
         let b = events(&body).unwrap();
         assert_eq!(b.records.len(), 1);
-        assert_eq!(b.records[0].0, 0);
+        assert_eq!(b.indices, [0]);
         let got: Vec<(usize, Option<&str>)> = b
             .rejected
             .iter()
@@ -1016,10 +1114,7 @@ mod tests {
             &ParseLimits::default(),
         )
         .unwrap();
-        assert_eq!(
-            b.records.iter().map(|r| r.0).collect::<Vec<_>>(),
-            vec![0, 2]
-        );
+        assert_eq!(b.indices.clone(), vec![0, 2]);
         assert_eq!(
             b.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
             vec![1, 3]
@@ -1122,10 +1217,11 @@ mod tests {
             Ok(b) => {
                 assert!(!b.is_empty());
                 // Every index appears exactly once, as a record or a rejection.
+                assert_eq!(b.records.len(), b.indices.len());
                 let mut idx: Vec<usize> = b
-                    .records
+                    .indices
                     .iter()
-                    .map(|r| r.0)
+                    .copied()
                     .chain(b.rejected.iter().map(|r| r.index))
                     .collect();
                 idx.sort_unstable();
@@ -1173,6 +1269,38 @@ mod tests {
 
     proptest! {
         #[test]
+        fn property_maps_are_what_inserting_each_entry_in_order_gives(
+            entries in proptest::collection::vec(
+                ("[a-c\\\\\"]{1,2}", proptest::option::of("[a-z\"é]{0,3}")),
+                0..12,
+            ),
+        ) {
+            let ms = NOW / 1000;
+            let props: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!(
+                    "{}:{}",
+                    serde_json::to_string(k).unwrap(),
+                    v.as_ref().map_or("null".to_owned(), |v| serde_json::to_string(v).unwrap()),
+                ))
+                .collect();
+            let body = format!(
+                r#"[{{"event_id":"e","unit_id":"u","type":"t","ts":{ms},"properties":{{{}}}}}]"#,
+                props.join(",")
+            );
+            let b = events(&body).unwrap();
+            prop_assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+            let mut expected = BTreeMap::new();
+            for (k, v) in &entries {
+                if let Some(v) = v {
+                    expected.insert(k.clone(), v.clone());
+                }
+            }
+            let Record::Event(e) = &owned(&b)[0].1 else { unreachable!() };
+            prop_assert_eq!(&e.properties, &expected);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             for format in [BodyFormat::JsonArray, BodyFormat::Ndjson] {
                 for kind in [Kind::Event, Kind::Exposure] {
@@ -1207,7 +1335,7 @@ mod tests {
                 r#"{{"event_id":"{id}","unit_id":"u-{id}","type":"t","ts":{ms}}}"#)).collect();
             let b = events(&format!("[{}]", recs.join(","))).unwrap();
             prop_assert!(b.rejected.is_empty());
-            for ((i, r), id) in b.records.iter().zip(&ids) {
+            for ((i, r), id) in owned(&b).iter().zip(&ids) {
                 let Record::Event(e) = r else { unreachable!() };
                 prop_assert_eq!(&e.event_id, id);
                 prop_assert_eq!(e.ts, ms * 1000);

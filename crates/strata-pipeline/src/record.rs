@@ -4,6 +4,7 @@
 //! Timestamps are integer microseconds since the Unix epoch, UTC, so that a
 //! record round-trips through the log and Parquet without loss.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -151,8 +152,8 @@ pub struct EventRef<'a> {
 }
 
 /// A borrowed string map: the encoded entries of a log frame (checked by
-/// [`crate::codec::decode_ref`], which alone makes this form), or an owned
-/// map.
+/// [`crate::codec::decode_ref`], which alone makes this form), the sorted
+/// entries of a record being parsed, or an owned map.
 #[derive(Debug, Clone, Copy)]
 pub struct MapRef<'a>(MapRepr<'a>);
 
@@ -163,6 +164,8 @@ enum MapRepr<'a> {
         bytes: &'a [u8],
         n: usize,
     },
+    /// Keys strictly ascending.
+    Entries(&'a [(Cow<'a, str>, Cow<'a, str>)]),
     Owned(&'a BTreeMap<String, String>),
 }
 
@@ -177,6 +180,27 @@ impl<'a> MapRef<'a> {
         MapRef(MapRepr::Encoded { bytes, n })
     }
 
+    /// Entries whose keys are strictly ascending (the parser sorts them and
+    /// keeps the last of repeated keys, as a map insert would).
+    pub(crate) fn entries(entries: &'a [(Cow<'a, str>, Cow<'a, str>)]) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        MapRef(MapRepr::Entries(entries))
+    }
+
+    /// Number of entries.
+    pub fn len(self) -> usize {
+        match self.0 {
+            MapRepr::Encoded { n, .. } => n,
+            MapRepr::Entries(e) => e.len(),
+            MapRepr::Owned(m) => m.len(),
+        }
+    }
+
+    /// Whether the map has no entry.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
     /// The entries in ascending key order.
     pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
         // Encoded entries were checked when decoded, and owned ones are
@@ -189,9 +213,17 @@ impl<'a> MapRef<'a> {
     /// (they were, when decoded): for writers that check a whole column at
     /// once.
     pub(crate) fn iter_bytes(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        let (encoded, owned) = match self.0 {
-            MapRepr::Encoded { bytes, n } => (Some(crate::codec::map_entries_raw(bytes, n)), None),
+        let (encoded, entries, owned) = match self.0 {
+            MapRepr::Encoded { bytes, n } => {
+                (Some(crate::codec::map_entries_raw(bytes, n)), None, None)
+            }
+            MapRepr::Entries(e) => (
+                None,
+                Some(e.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
+                None,
+            ),
             MapRepr::Owned(m) => (
+                None,
                 None,
                 Some(m.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))),
             ),
@@ -199,6 +231,7 @@ impl<'a> MapRef<'a> {
         encoded
             .into_iter()
             .flatten()
+            .chain(entries.into_iter().flatten())
             .chain(owned.into_iter().flatten())
     }
 

@@ -39,9 +39,9 @@ use crate::dedup::{self, Index, Key, KeyHasher};
 use crate::delete::{self, DeletionReport};
 use crate::error::{Result, StoreError};
 use crate::log::{self, ActiveSegment, HEADER_LEN};
-use crate::record::{utc_day, Kind, Record};
+use crate::record::{utc_day, Kind};
 use crate::retention::{self, RetentionPolicy, RetentionReport};
-use crate::{BoxFuture, Outcome, Pressure, Sink, SinkError};
+use crate::{Batch, BoxFuture, Outcome, Pressure, Sink, SinkError};
 
 /// Tuning of a [`LocalStore`].
 #[derive(Debug, Clone)]
@@ -417,7 +417,7 @@ impl LocalStore {
 impl Sink for LocalStore {
     fn append(
         &self,
-        records: Vec<Record>,
+        records: Batch,
     ) -> BoxFuture<'_, std::result::Result<Vec<Outcome>, SinkError>> {
         Box::pin(self.inner.append(records))
     }
@@ -436,7 +436,7 @@ struct Compacted {
 }
 
 impl Inner {
-    async fn append(&self, records: Vec<Record>) -> std::result::Result<Vec<Outcome>, SinkError> {
+    async fn append(&self, records: Batch) -> std::result::Result<Vec<Outcome>, SinkError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(SinkError::Unavailable {
                 reason: "store is shutting down".into(),
@@ -446,17 +446,17 @@ impl Inner {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let mut frames = Vec::with_capacity(records.len() * 256);
-        let mut ends = Vec::with_capacity(records.len());
+        // The batch is already a run of log frames: only the dedup keys are
+        // computed here, on the caller's task, so the single writer does
+        // nothing but check them, copy and sync.
         let mut keys = Vec::with_capacity(records.len());
         let mut kinds = Vec::with_capacity(records.len());
-        for r in &records {
-            log::encode_frame(r, &mut frames);
-            ends.push(frames.len());
-            keys.push(dedup::key_of(r));
+        for r in records.iter() {
+            let r = r.map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
+            keys.push(dedup::key_of_ref(&r));
             kinds.push(r.kind());
         }
-        drop(records);
+        let (frames, ends) = records.into_parts();
         let (reply, rx) = oneshot::channel();
         let req = AppendReq {
             keys,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use strata_pipeline::{RetentionPolicy, Sink};
+use strata_pipeline::{Batch, RetentionPolicy, Sink};
 
 use crate::common::*;
 
@@ -33,7 +33,7 @@ async fn retention_drops_old_events_and_exposures_of_ended_experiments() {
         }
     }
     records.push(exposure("late", "ended", "a", DAY0 + 30 * DAY));
-    store.append(records).await.unwrap();
+    store.append(Batch::from(records)).await.unwrap();
     store.compact_now().await.unwrap();
     let events_dir = dir.path().join("parquet/kind=events");
     let exposures_dir = dir.path().join("parquet/kind=exposures");
@@ -98,10 +98,10 @@ async fn delete_unit_removes_it_from_log_and_parquet() {
         }
         v
     };
-    store.append(batch("a")).await.unwrap();
+    store.append(Batch::from(batch("a"))).await.unwrap();
     store.compact_now().await.unwrap();
     // Not compacted yet: in the log only.
-    store.append(batch("b")).await.unwrap();
+    store.append(Batch::from(batch("b"))).await.unwrap();
     let r = store.delete_unit("u3").await.unwrap();
     assert_eq!(r.events_removed, 10);
     assert_eq!(r.exposures_removed, 2);

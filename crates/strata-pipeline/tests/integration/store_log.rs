@@ -6,7 +6,7 @@ use std::fs;
 
 use strata_pipeline::log::{list_segments, segment_path, HEADER_LEN};
 use strata_pipeline::store::OpenReport;
-use strata_pipeline::{LocalStore, Outcome, Sink};
+use strata_pipeline::{Batch, LocalStore, Outcome, Sink};
 
 use crate::common::*;
 
@@ -43,7 +43,7 @@ async fn concurrent_appends_share_fsyncs_and_accept_each_key_once() {
                 let ids: Vec<String> = (0..40)
                     .map(|i| format!("c{}-e{}", t % 8, b * 40 + i))
                     .collect();
-                let out = store.append(batch).await.unwrap();
+                let out = store.append(Batch::from(batch)).await.unwrap();
                 assert_eq!(out.len(), 40);
                 for (id, o) in ids.into_iter().zip(out) {
                     if o == Outcome::Accepted {
@@ -92,7 +92,7 @@ async fn duplicates_within_a_batch_and_exposures_per_day() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let out = store
-        .append(vec![
+        .append(Batch::from(vec![
             event("a", "u1", "t", DAY0, None),
             event("a", "u1", "t", DAY0 + 5, None),
             exposure("u1", "exp", "control", DAY0 + HOUR),
@@ -100,7 +100,7 @@ async fn duplicates_within_a_batch_and_exposures_per_day() {
             exposure("u1", "exp", "control", DAY0 + DAY),
             exposure("u1", "other", "control", DAY0 + HOUR),
             exposure("u2", "exp", "control", DAY0 + HOUR),
-        ])
+        ]))
         .await
         .unwrap();
     use Outcome::*;
@@ -108,11 +108,11 @@ async fn duplicates_within_a_batch_and_exposures_per_day() {
         out,
         vec![Accepted, Duplicate, Accepted, Duplicate, Accepted, Accepted, Accepted]
     );
-    assert_eq!(store.append(vec![]).await.unwrap(), vec![]);
+    assert_eq!(store.append(Batch::from(vec![])).await.unwrap(), vec![]);
     store.shutdown().await;
     // After shutdown appends are refused, not lost silently.
     assert!(store
-        .append(vec![event("b", "u", "t", DAY0, None)])
+        .append(Batch::from(vec![event("b", "u", "t", DAY0, None)]))
         .await
         .is_err());
 }
@@ -148,13 +148,13 @@ async fn dedup_survives_reopen_and_crash_for_compacted_and_log_records() {
     {
         let store = open(dir.path()).await;
         assert!(store
-            .append(first.clone())
+            .append(Batch::from(first.clone()))
             .await
             .unwrap()
             .iter()
             .all(|o| *o == Outcome::Accepted));
         assert!(store
-            .append(exposures.clone())
+            .append(Batch::from(exposures.clone()))
             .await
             .unwrap()
             .iter()
@@ -163,7 +163,7 @@ async fn dedup_survives_reopen_and_crash_for_compacted_and_log_records() {
         // a key file); the second stays in the log.
         store.compact_now().await.unwrap();
         assert!(store
-            .append(second.clone())
+            .append(Batch::from(second.clone()))
             .await
             .unwrap()
             .iter()
@@ -186,10 +186,10 @@ async fn dedup_survives_reopen_and_crash_for_compacted_and_log_records() {
         }
         x
     }));
-    let out = store.append(retry).await.unwrap();
+    let out = store.append(Batch::from(retry)).await.unwrap();
     assert!(out.iter().all(|o| *o == Outcome::Duplicate), "{out:?}");
     let fresh = store
-        .append(vec![event("new", "u1", "buy", DAY0, None)])
+        .append(Batch::from(vec![event("new", "u1", "buy", DAY0, None)]))
         .await
         .unwrap();
     assert_eq!(fresh, vec![Outcome::Accepted]);
@@ -199,11 +199,11 @@ async fn dedup_survives_reopen_and_crash_for_compacted_and_log_records() {
     // And once more after everything is compacted: all from key files.
     let store = open(dir.path()).await;
     let out = store
-        .append(vec![
+        .append(Batch::from(vec![
             first[0].clone(),
             second[0].clone(),
             event("new", "u1", "buy", DAY0, None),
-        ])
+        ]))
         .await
         .unwrap();
     assert_eq!(out, vec![Outcome::Duplicate; 3]);
@@ -219,7 +219,13 @@ async fn torn_tail_recovers_every_complete_record() {
         for i in 0..n {
             // One append per record: one frame each, fsync'd in order.
             store
-                .append(vec![event(&format!("e{i}"), "u", "t", DAY0 + i, None)])
+                .append(Batch::from(vec![event(
+                    &format!("e{i}"),
+                    "u",
+                    "t",
+                    DAY0 + i,
+                    None,
+                )]))
                 .await
                 .unwrap();
         }
@@ -245,10 +251,10 @@ async fn torn_tail_recovers_every_complete_record() {
     // The torn record's bytes are gone (in a real crash it would not have
     // been acknowledged yet): its retry is accepted, the others' are not.
     let out = store
-        .append(vec![
+        .append(Batch::from(vec![
             event(&format!("e{}", n - 1), "u", "t", DAY0, None),
             event("e0", "u", "t", DAY0, None),
-        ])
+        ]))
         .await
         .unwrap();
     assert_eq!(out, vec![Outcome::Accepted, Outcome::Duplicate]);
@@ -265,7 +271,7 @@ async fn segments_rotate_and_compaction_deletes_them_and_is_idle_after() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     for b in 0..40 {
-        let batch = (0..100)
+        let batch: Vec<strata_pipeline::Record> = (0..100)
             .map(|i| {
                 event(
                     &format!("e{b}-{i}"),
@@ -276,7 +282,7 @@ async fn segments_rotate_and_compaction_deletes_them_and_is_idle_after() {
                 )
             })
             .collect();
-        store.append(batch).await.unwrap();
+        store.append(Batch::from(batch)).await.unwrap();
     }
     let log = dir.path().join("log");
     assert!(
@@ -329,10 +335,10 @@ async fn background_compactor_compacts_on_age() {
     };
     let store = LocalStore::open(dir.path(), opts).await.unwrap();
     store
-        .append(vec![
+        .append(Batch::from(vec![
             event("a", "u", "t", DAY0, None),
             exposure("u", "x", "a", DAY0),
-        ])
+        ]))
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
