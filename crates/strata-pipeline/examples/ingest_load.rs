@@ -163,6 +163,22 @@ async fn serve(args: Args) {
         .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     println!("listening {addr}");
+    // The sink's backlog and compaction lag, sampled ten times a second:
+    // the peaks show whether compaction kept up during the load, not only
+    // how long the final drain took.
+    let peaks = Arc::new(std::sync::Mutex::new((0u64, Duration::ZERO)));
+    {
+        let (peaks, sink) = (peaks.clone(), sink.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let p = sink.pressure();
+                let mut peak = peaks.lock().expect("peaks");
+                peak.0 = peak.0.max(p.backlog_bytes);
+                peak.1 = peak.1.max(p.compaction_lag.unwrap_or_default());
+            }
+        });
+    }
     // Commands arrive on stdin, read by a plain thread (no tokio io-std).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4);
     std::thread::spawn(move || {
@@ -174,7 +190,12 @@ async fn serve(args: Args) {
     });
     while let Some(line) = rx.recv().await {
         match line.trim() {
+            "reset" => {
+                *peaks.lock().expect("peaks") = (0, Duration::ZERO);
+                println!("reset");
+            }
             "compact" => {
+                let (backlog, lag) = *peaks.lock().expect("peaks");
                 if let Some(s) = &store {
                     s.compact_now().await.expect("compact");
                 }
@@ -192,7 +213,7 @@ async fn serve(args: Args) {
                         };
                     }
                 }
-                println!("compacted");
+                println!("compacted {backlog} {}", lag.as_secs_f64());
             }
             _ => break,
         }
@@ -215,6 +236,9 @@ struct LoadReport {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Seconds of the run (from its start) in which an acknowledgement took
+    /// over 50 ms, with the number of such requests: where the tail is.
+    slow_seconds: Vec<(u64, usize)>,
 }
 
 impl std::fmt::Display for LoadReport {
@@ -223,7 +247,18 @@ impl std::fmt::Display for LoadReport {
             f,
             "{} events acknowledged in {:.1} s = {:.0} events/s ({} more shed); {} requests, {} refused or failed; ack latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             self.events, self.seconds, self.events_per_second, self.shed, self.requests, self.errors, self.p50_ms, self.p99_ms, self.max_ms
-        )
+        )?;
+        let slow: usize = self.slow_seconds.iter().map(|s| s.1).sum();
+        write!(f, "\n  requests over 50 ms: {slow}")?;
+        if !self.slow_seconds.is_empty() {
+            let at: Vec<String> = self
+                .slow_seconds
+                .iter()
+                .map(|(s, n)| format!("{n} in second {s}"))
+                .collect();
+            write!(f, " ({})", at.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -342,7 +377,7 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         let body: serde_json::Value = r.json().await.unwrap_or_default();
-                        latencies.push(sent.elapsed());
+                        latencies.push((sent.saturating_duration_since(started), sent.elapsed()));
                         events.fetch_add(body["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
                         let refused = body["rejected"].as_array().map_or(0, Vec::len);
                         shed.fetch_add(refused as u64, Ordering::Relaxed);
@@ -376,6 +411,13 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
         lat.extend(t.await.expect("client task"));
     }
     let seconds = started.elapsed().as_secs_f64();
+    let mut slow_seconds = std::collections::BTreeMap::<u64, usize>::new();
+    for (at, l) in &lat {
+        if *l > Duration::from_millis(50) {
+            *slow_seconds.entry(at.as_secs()).or_default() += 1;
+        }
+    }
+    let mut lat: Vec<Duration> = lat.into_iter().map(|(_, l)| l).collect();
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -392,6 +434,7 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        slow_seconds: slow_seconds.into_iter().collect(),
     }
 }
 
@@ -471,6 +514,9 @@ async fn run(args: Args) {
     } else {
         0
     };
+    stdin.write_all(b"reset\n").expect("stdin");
+    stdin.flush().expect("stdin");
+    assert_eq!(line_rx.recv().ok().as_deref(), Some("reset"));
     let cpu0 = cpu_seconds(pid);
     let report = load(&url, &args, 0).await;
     let cpu_load = cpu_seconds(pid) - cpu0;
@@ -480,7 +526,11 @@ async fn run(args: Args) {
     let done = tokio::task::spawn_blocking(move || line_rx.recv().ok())
         .await
         .expect("join");
-    assert_eq!(done.as_deref(), Some("compacted"));
+    let done = done.unwrap_or_default();
+    let peaks: Vec<f64> = match done.strip_prefix("compacted ") {
+        Some(rest) => rest.split(' ').filter_map(|v| v.parse().ok()).collect(),
+        None => panic!("expected the compacted line, got {done:?}"),
+    };
     let drain = t.elapsed();
     let cpu_total = cpu_seconds(pid) - cpu0;
     let _ = stdin.write_all(b"quit\n");
@@ -500,6 +550,12 @@ async fn run(args: Args) {
         "final compaction / drain after load: {:.1} s",
         drain.as_secs_f64()
     );
+    if let [backlog, lag] = peaks[..] {
+        println!(
+            "during load: peak un-compacted backlog {:.1} MiB, peak compaction lag {lag:.1} s",
+            backlog / 1_048_576.0
+        );
+    }
     println!(
         "parquet: {parquet} bytes, {:.1} bytes per event (warm-up included)",
         parquet as f64 / (report.events + warm).max(1) as f64
