@@ -67,7 +67,12 @@ impl Batch {
     /// encoded, so decoding fails only if that encoder and the decoder
     /// disagree; callers turn such an error into a refused batch.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Result<RecordRef<'_>, DecodeError>> {
-        (0..self.len()).map(|i| codec::decode_ref(&self.frame(i)[FRAME_HEADER_LEN..]))
+        self.payloads().map(codec::decode_ref)
+    }
+
+    /// Each record's encoding ([`crate::codec`]), without its frame header.
+    pub fn payloads(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        (0..self.len()).map(|i| &self.frame(i)[FRAME_HEADER_LEN..])
     }
 
     /// The batch of the records whose index `keep` accepts, in order.

@@ -13,6 +13,12 @@
 //! `event_id` and keeps the first exposure per unit, so that costs rows, not
 //! correctness.
 //!
+//! A message's payload is the record in the log's binary encoding
+//! ([`crate::codec`]); JetStream checksums and replicates it, so it carries
+//! no frame header. Payloads that start with `{` are read as the JSON of a
+//! [`Record`], the format of earlier versions, so a stream written by them
+//! still drains.
+//!
 //! [`NatsCompactor`] drains the stream through a durable pull consumer into
 //! the same Parquet layout as the local store, with the same writer
 //! ([`crate::parquet::write_records`]). The acknowledgement policy is
@@ -32,10 +38,11 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
+use crate::codec;
 use crate::error::StoreError;
 use crate::parquet::{list_parquet_files, write_records, WriteOptions};
 use crate::partition::{user_partition, DEFAULT_PARTITIONS};
-use crate::record::Record;
+use crate::record::{Record, RecordRef};
 use crate::{Batch, BoxFuture, Outcome, Pressure, Sink, SinkError};
 
 /// Why a JetStream operation failed.
@@ -125,17 +132,27 @@ pub async fn connect(
 }
 
 /// The `Nats-Msg-Id` of a record.
-pub fn message_id(record: &Record) -> String {
+pub fn message_id(record: &RecordRef<'_>) -> String {
     match record {
-        Record::Event(e) => format!("e:{}", e.event_id),
-        Record::Exposure(x) => format!(
+        RecordRef::Event(e) => format!("e:{}", e.event_id),
+        RecordRef::Exposure(x) => format!(
             "x:{:032x}",
             xxhash_rust::xxh3::xxh3_128(&crate::dedup::exposure_key_bytes(
-                &x.unit_id,
-                &x.experiment,
+                x.unit_id,
+                x.experiment,
                 x.ts
             ))
         ),
+    }
+}
+
+/// The record of a message's payload: the [`crate::codec`] encoding, or the
+/// JSON of earlier versions.
+pub fn decode_message(payload: &[u8]) -> Result<Record, String> {
+    if payload.first() == Some(&b'{') {
+        serde_json::from_slice(payload).map_err(|e| e.to_string())
+    } else {
+        codec::decode(payload).map_err(|e| e.to_string())
     }
 }
 
@@ -206,7 +223,7 @@ impl JetStreamSink {
     }
 
     /// The subject of a record.
-    pub fn subject(&self, record: &Record) -> String {
+    pub fn subject(&self, record: &RecordRef<'_>) -> String {
         format!(
             "{}.{}.{:02}",
             self.opts.subject_prefix,
@@ -216,21 +233,17 @@ impl JetStreamSink {
     }
 
     async fn publish_all(&self, records: Batch) -> Result<Vec<Outcome>, SinkError> {
-        let records = records
-            .to_records()
-            .map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
         // Publish everything first, then wait for the acks: the whole batch
         // shares the round trips.
         let mut acks = Vec::with_capacity(records.len());
-        for r in &records {
-            let payload =
-                serde_json::to_vec(r).map_err(|e| SinkError::Io(format!("encode record: {e}")))?;
+        for (r, payload) in records.iter().zip(records.payloads()) {
+            let r = r.map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
             let publish = jetstream::context::Publish::build()
-                .payload(Bytes::from(payload))
-                .message_id(message_id(r));
+                .payload(Bytes::copy_from_slice(payload))
+                .message_id(message_id(&r));
             let ack = self
                 .js
-                .send_publish(self.subject(r), publish)
+                .send_publish(self.subject(&r), publish)
                 .await
                 .map_err(|e| unavailable(format!("publish to jetstream: {e}")))?;
             acks.push(ack);
@@ -398,7 +411,7 @@ impl NatsCompactor {
                 .stream_sequence;
             first.get_or_insert(seq);
             report.messages += 1;
-            match serde_json::from_slice::<Record>(&msg.payload) {
+            match decode_message(&msg.payload) {
                 Ok(r) => records.push(r),
                 Err(e) => {
                     report.undecodable += 1;
@@ -493,6 +506,21 @@ mod tests {
     }
 
     #[test]
+    fn messages_decode_from_the_binary_encoding_and_from_earlier_json() {
+        let records = [exposure("u", "x", 5), crate::codec::tests::sample_event(3)];
+        for r in &records {
+            let mut binary = Vec::new();
+            codec::encode(r, &mut binary);
+            assert_eq!(decode_message(&binary).as_ref(), Ok(r));
+            let json = serde_json::to_vec(r).unwrap();
+            assert_eq!(decode_message(&json).as_ref(), Ok(r));
+        }
+        assert!(decode_message(b"").is_err());
+        assert!(decode_message(b"{\"kind\":\"event\"}").is_err());
+        assert!(decode_message(&[2, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
     fn message_ids_follow_the_deduplication_keys() {
         let day = crate::record::MICROS_PER_DAY;
         let e = Record::Event(Event {
@@ -505,24 +533,24 @@ mod tests {
             properties: BTreeMap::new(),
             is_bot: false,
         });
-        assert_eq!(message_id(&e), "e:abc");
+        assert_eq!(message_id(&e.view()), "e:abc");
         // Same unit, experiment and day: same id; any of them differs: not.
         assert_eq!(
-            message_id(&exposure("u", "x", 5)),
-            message_id(&exposure("u", "x", day - 1))
+            message_id(&exposure("u", "x", 5).view()),
+            message_id(&exposure("u", "x", day - 1).view())
         );
         assert_ne!(
-            message_id(&exposure("u", "x", 5)),
-            message_id(&exposure("u", "x", day))
+            message_id(&exposure("u", "x", 5).view()),
+            message_id(&exposure("u", "x", day).view())
         );
         assert_ne!(
-            message_id(&exposure("u", "x", 5)),
-            message_id(&exposure("u", "y", 5))
+            message_id(&exposure("u", "x", 5).view()),
+            message_id(&exposure("u", "y", 5).view())
         );
         // No separator to forge: ("ab", "c") and ("a", "bc") differ.
         assert_ne!(
-            message_id(&exposure("ab", "c", 5)),
-            message_id(&exposure("a", "bc", 5))
+            message_id(&exposure("ab", "c", 5).view()),
+            message_id(&exposure("a", "bc", 5).view())
         );
     }
 

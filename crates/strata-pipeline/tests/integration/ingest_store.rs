@@ -264,7 +264,7 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         ..NatsOptions::default()
     };
     let sink = JetStreamSink::connect(&url, opts.clone()).await.unwrap();
-    let subject_of_unit = sink.subject(&strata_pipeline::Record::Event(strata_pipeline::Event {
+    let record = strata_pipeline::Record::Event(strata_pipeline::Event {
         event_id: "x".into(),
         unit_id: "unit-1".into(),
         event_type: "t".into(),
@@ -273,7 +273,8 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         value: None,
         properties: Default::default(),
         is_bot: false,
-    }));
+    });
+    let subject_of_unit = sink.subject(&record.view());
     assert_eq!(
         subject_of_unit,
         format!(
