@@ -222,6 +222,23 @@ async fn serve(args: Args) {
     if let Some(s) = store {
         s.shutdown().await;
     }
+    if let Some(c) = compactor {
+        c.abort();
+        // The stream is this run's alone; left behind, every run would
+        // leave gigabytes in nats-server's store.
+        let stream = format!("BENCH_{}", std::process::id());
+        match async_nats::connect(&args.nats_url).await {
+            Ok(client) => {
+                if let Err(e) = async_nats::jetstream::new(client)
+                    .delete_stream(&stream)
+                    .await
+                {
+                    eprintln!("could not delete stream {stream}: {e}");
+                }
+            }
+            Err(e) => eprintln!("could not delete stream {stream}: {e}"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -329,6 +346,13 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
     let events = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let shed = Arc::new(AtomicU64::new(0));
+    // Built before the clock starts: with a paced load, a connection still
+    // formatting its batch at its first intended send time would count that
+    // as acknowledgement latency.
+    let mut templates = (0..args.connections)
+        .map(|_| template(args.batch, args.event_bytes))
+        .collect::<Vec<_>>()
+        .into_iter();
     let started = Instant::now();
     // Paced: each connection sends a batch every `interval`, staggered, and
     // latency counts from the intended send time (a late answer delays the
@@ -344,7 +368,7 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
         let errors = errors.clone();
         let shed = shed.clone();
         let url = format!("{url}/collect/v1/events");
-        let mut t = template(args.batch, args.event_bytes);
+        let mut t = templates.next().expect("one template per connection");
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut seq: u64 = (phase << 56) | ((conn as u64) << 40);
