@@ -498,10 +498,15 @@ async fn run(args: Args) {
     let _ = std::fs::remove_dir_all(&args.data);
     std::fs::create_dir_all(&args.data).expect("data dir");
     let exe = std::env::current_exe().expect("current exe");
+    // The allocator setting `docs/operations.md` recommends for ingestion
+    // servers, unless the caller chose one (`MIMALLOC_PURGE_DELAY=10` is
+    // mimalloc's default).
+    let purge_delay = std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into());
     let mut child = std::process::Command::new(exe)
         .args(["serve", "--mode", &args.mode, "--data"])
         .arg(&args.data)
         .args(["--nats-url", &args.nats_url])
+        .env("MIMALLOC_PURGE_DELAY", &purge_delay)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -557,12 +562,17 @@ async fn run(args: Args) {
     };
     let drain = t.elapsed();
     let cpu_total = cpu_seconds(pid) - cpu0;
+    let peak_rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
     let _ = stdin.write_all(b"quit\n");
     drop(stdin);
     let _ = child.wait();
     let parquet = dir_bytes(&args.data.join("parquet"));
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("mode: {}", args.mode);
+    println!("mode: {}, MIMALLOC_PURGE_DELAY={purge_delay}", args.mode);
     println!("{report}");
     println!(
         "server cpu: {cpu_load:.1} s during load ({:.2} cores), {:.1} s per million events; {:.1} s per million events including the final compaction",
@@ -584,5 +594,6 @@ async fn run(args: Args) {
         "parquet: {parquet} bytes, {:.1} bytes per event (warm-up included)",
         parquet as f64 / (report.events + warm).max(1) as f64
     );
+    println!("server peak rss: {peak_rss}");
     println!("loadavg: {}", loadavg.trim());
 }
