@@ -10,6 +10,10 @@
 # 150000" paces the load at 150,000 events/s (open loop, latency from each
 # batch's intended send time) instead of sending as fast as acks return.
 #
+# The server runs with MIMALLOC_PURGE_DELAY=-1 (the setting docs/operations.md
+# recommends for ingestion servers) unless the variable is set; set it to 10 to
+# measure mimalloc's default.
+#
 # JetStream mode needs nats-server with JetStream at $STRATA_TEST_NATS_URL
 # (default nats://127.0.0.1:4222) and is skipped if it does not answer.
 set -euo pipefail
