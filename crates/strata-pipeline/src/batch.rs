@@ -7,13 +7,18 @@
 //! The parser therefore encodes each valid record straight into one buffer
 //! of [`crate::log`] frames, borrowing its strings from the request body;
 //! the local store hands that buffer to the log writer as it is, and other
-//! sinks read the records back as [`RecordRef`] views.
+//! sinks read the records back as [`RecordRef`] views. What the request path
+//! needs of every record (its kind, deduplication key and unit hash) is
+//! computed once, while encoding, so neither the HTTP handler nor the store
+//! decodes the frames again.
 
 use std::fmt;
 
 use crate::codec::{self, DecodeError};
+use crate::dedup::{self, Key};
+use crate::limits::RateLimiter;
 use crate::log::{self, FRAME_HEADER_LEN};
-use crate::record::{Record, RecordRef};
+use crate::record::{Kind, Record, RecordRef};
 
 /// Records encoded as log frames, back to back.
 #[derive(Clone, Default, PartialEq)]
@@ -21,6 +26,18 @@ pub struct Batch {
     frames: Vec<u8>,
     /// `ends[i]` is the end of frame `i` in `frames`.
     ends: Vec<usize>,
+    /// Per record: what the request path needs without decoding it again.
+    meta: Vec<Meta>,
+}
+
+/// What [`Batch::push`] remembers of a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Meta {
+    pub(crate) kind: Kind,
+    /// [`dedup::key_of_ref`].
+    pub(crate) key: (Key, i32),
+    /// [`RateLimiter::key_hash`] of the unit id.
+    pub(crate) unit_hash: u64,
 }
 
 impl Batch {
@@ -29,6 +46,7 @@ impl Batch {
         Batch {
             frames: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(records),
+            meta: Vec::with_capacity(records),
         }
     }
 
@@ -36,6 +54,11 @@ impl Batch {
     pub fn push(&mut self, record: &RecordRef<'_>) {
         log::encode_frame_ref(record, &mut self.frames);
         self.ends.push(self.frames.len());
+        self.meta.push(Meta {
+            kind: record.kind(),
+            key: dedup::key_of_ref(record),
+            unit_hash: RateLimiter::key_hash(record.unit_id().as_bytes()),
+        });
     }
 
     /// Number of records.
@@ -53,9 +76,15 @@ impl Batch {
         &self.frames
     }
 
-    /// The frames and the end offset of each.
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<usize>) {
-        (self.frames, self.ends)
+    /// The frames, the end offset of each, and what was remembered of
+    /// each record.
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<usize>, Vec<Meta>) {
+        (self.frames, self.ends, self.meta)
+    }
+
+    /// What was remembered of each record, in order.
+    pub(crate) fn meta(&self) -> &[Meta] {
+        &self.meta
     }
 
     fn frame(&self, i: usize) -> &[u8] {
@@ -75,6 +104,11 @@ impl Batch {
         (0..self.len()).map(|i| &self.frame(i)[FRAME_HEADER_LEN..])
     }
 
+    /// Record `i`, if there is one; see [`Batch::iter`] for the error.
+    pub fn get(&self, i: usize) -> Option<Result<RecordRef<'_>, DecodeError>> {
+        (i < self.len()).then(|| codec::decode_ref(&self.frame(i)[FRAME_HEADER_LEN..]))
+    }
+
     /// The batch of the records whose index `keep` accepts, in order.
     pub fn select(&self, mut keep: impl FnMut(usize) -> bool) -> Batch {
         let mut out = Batch::with_capacity(self.len(), self.frames.len());
@@ -82,6 +116,7 @@ impl Batch {
             if keep(i) {
                 out.frames.extend_from_slice(self.frame(i));
                 out.ends.push(out.frames.len());
+                out.meta.push(self.meta[i]);
             }
         }
         out
@@ -144,6 +179,29 @@ mod tests {
         let segment = [log::SEGMENT_MAGIC.as_slice(), batch.frames()].concat();
         let scan = log::scan(&segment);
         assert_eq!((scan.records, scan.damage), (records, None));
+    }
+
+    #[test]
+    fn remembered_keys_and_unit_hashes_are_those_of_the_decoded_records() {
+        let mut records: Vec<Record> = (0..4).map(sample_event).collect();
+        records.push(Record::Exposure(crate::record::Exposure {
+            unit_id: "u7".into(),
+            experiment: "exp".into(),
+            variant: "b".into(),
+            assigned_variant: "a".into(),
+            opted_out: false,
+            ts: 1_767_225_600_000_000,
+            received_at: 1_767_225_600_000_001,
+            attributes: Default::default(),
+        }));
+        let batch = Batch::from(records.as_slice()).select(|i| i != 1);
+        assert_eq!(batch.meta().len(), 4);
+        for (r, m) in batch.iter().zip(batch.meta()) {
+            let r = r.unwrap();
+            assert_eq!(m.kind, r.kind());
+            assert_eq!(m.key, dedup::key_of_ref(&r));
+            assert_eq!(m.unit_hash, RateLimiter::key_hash(r.unit_id().as_bytes()));
+        }
     }
 
     #[test]

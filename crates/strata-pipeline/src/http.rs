@@ -445,44 +445,50 @@ impl Inner {
         let mut shed = 0;
         let mut unit_limited = 0;
         let shed_low = kind == Kind::Event && level >= self.cfg.backpressure.shed_low_priority_at;
-        for (record, &index) in batch.records.iter().zip(&batch.indices) {
-            let record = record.map_err(|e| {
-                tracing::error!(error = %e, "a parsed record does not decode");
-                (
-                    RefusalReason::SinkError,
-                    IngestError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage",
-                        "the batch could not be prepared for storage, nothing was stored",
-                    ),
-                )
-            })?;
-            let kept = if shed_low && self.is_low_priority(&record) {
+        // Only exposures (for the per-variant counts) and shedding need a
+        // record's fields; the unit's hash was computed while parsing.
+        let decode = kind == Kind::Exposure || shed_low;
+        for (i, (&index, meta)) in batch.indices.iter().zip(batch.records.meta()).enumerate() {
+            let record = if decode {
+                let record = batch.records.get(i).and_then(Result::ok);
+                if record.is_none() {
+                    tracing::error!(index, "a parsed record does not decode");
+                    return Err((
+                        RefusalReason::SinkError,
+                        IngestError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "storage",
+                            "the batch could not be prepared for storage, nothing was stored",
+                        ),
+                    ));
+                }
+                record
+            } else {
+                None
+            };
+            let kept = if shed_low && record.is_some_and(|r| self.is_low_priority(&r)) {
                 shed += 1;
                 rejected.push(Rejection {
                     retryable: true,
                     ..Rejection::new(index, "shed under load, retry later", Some("type"))
                 });
                 false
+            } else if let Verdict::Deny(_) = self.units.take_exact(meta.unit_hash, 1.0, now) {
+                unit_limited += 1;
+                rejected.push(Rejection::new(
+                    index,
+                    format!(
+                        "unit exceeds {} records per second",
+                        self.cfg.unit_rate.per_second
+                    ),
+                    Some("unit_id"),
+                ));
+                false
             } else {
-                let unit = RateLimiter::key_hash(record.unit_id().as_bytes());
-                if let Verdict::Deny(_) = self.units.take_exact(unit, 1.0, now) {
-                    unit_limited += 1;
-                    rejected.push(Rejection::new(
-                        index,
-                        format!(
-                            "unit exceeds {} records per second",
-                            self.cfg.unit_rate.per_second
-                        ),
-                        Some("unit_id"),
-                    ));
-                    false
-                } else {
-                    true
-                }
+                true
             };
             if kept {
-                if let RecordRef::Exposure(x) = record {
+                if let Some(RecordRef::Exposure(x)) = record {
                     exposures.push((x.experiment.to_owned(), x.variant.to_owned()));
                 }
             }

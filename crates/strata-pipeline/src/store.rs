@@ -446,17 +446,12 @@ impl Inner {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        // The batch is already a run of log frames: only the dedup keys are
-        // computed here, on the caller's task, so the single writer does
-        // nothing but check them, copy and sync.
-        let mut keys = Vec::with_capacity(records.len());
-        let mut kinds = Vec::with_capacity(records.len());
-        for r in records.iter() {
-            let r = r.map_err(|e| SinkError::Io(format!("batch record does not decode: {e}")))?;
-            keys.push(dedup::key_of_ref(&r));
-            kinds.push(r.kind());
-        }
-        let (frames, ends) = records.into_parts();
+        // The batch is already a run of log frames with each record's dedup
+        // key, so the single writer does nothing but check keys, copy and
+        // sync.
+        let (frames, ends, meta) = records.into_parts();
+        let keys = meta.iter().map(|m| m.key).collect();
+        let kinds = meta.iter().map(|m| m.kind).collect();
         let (reply, rx) = oneshot::channel();
         let req = AppendReq {
             keys,
