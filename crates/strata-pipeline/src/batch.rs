@@ -76,20 +76,20 @@ impl Batch {
         &self.frames
     }
 
-    /// The frames, the end offset of each, and what was remembered of
-    /// each record.
-    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<usize>, Vec<Meta>) {
-        (self.frames, self.ends, self.meta)
-    }
-
     /// What was remembered of each record, in order.
     pub(crate) fn meta(&self) -> &[Meta] {
         &self.meta
     }
 
-    fn frame(&self, i: usize) -> &[u8] {
+    /// Frame `i`, header included.
+    pub(crate) fn frame(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.frames[start..self.ends[i]]
+    }
+
+    /// The encoding of record `i`, without its frame header.
+    fn payload(&self, i: usize) -> &[u8] {
+        &self.frame(i)[FRAME_HEADER_LEN..]
     }
 
     /// The records, in order. A batch holds only frames [`Batch::push`]
@@ -101,12 +101,12 @@ impl Batch {
 
     /// Each record's encoding ([`crate::codec`]), without its frame header.
     pub fn payloads(&self) -> impl ExactSizeIterator<Item = &[u8]> {
-        (0..self.len()).map(|i| &self.frame(i)[FRAME_HEADER_LEN..])
+        (0..self.len()).map(|i| self.payload(i))
     }
 
     /// Record `i`, if there is one; see [`Batch::iter`] for the error.
     pub fn get(&self, i: usize) -> Option<Result<RecordRef<'_>, DecodeError>> {
-        (i < self.len()).then(|| codec::decode_ref(&self.frame(i)[FRAME_HEADER_LEN..]))
+        (i < self.len()).then(|| codec::decode_ref(self.payload(i)))
     }
 
     /// The batch of the records whose index `keep` accepts, in order.

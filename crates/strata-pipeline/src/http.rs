@@ -449,10 +449,11 @@ impl Inner {
         // record's fields; the unit's hash was computed while parsing.
         let decode = kind == Kind::Exposure || shed_low;
         for (i, (&index, meta)) in batch.indices.iter().zip(batch.records.meta()).enumerate() {
-            let record = if decode {
-                let record = batch.records.get(i).and_then(Result::ok);
-                if record.is_none() {
-                    tracing::error!(index, "a parsed record does not decode");
+            let record = match decode.then(|| batch.records.get(i)).flatten() {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => {
+                    tracing::error!(index, error = %e, "a parsed record does not decode");
                     return Err((
                         RefusalReason::SinkError,
                         IngestError::new(
@@ -462,9 +463,6 @@ impl Inner {
                         ),
                     ));
                 }
-                record
-            } else {
-                None
             };
             let kept = if shed_low && record.is_some_and(|r| self.is_low_priority(&r)) {
                 shed += 1;

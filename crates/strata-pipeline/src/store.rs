@@ -7,8 +7,9 @@
 //! DATA/parquet/kind=…/date=…/part=NN/seg-<first>-<last>.parquet
 //! ```
 //!
-//! **Group commit.** `append` encodes its records (frames and dedup keys) on
-//! the caller's task and queues them to one writer thread. The writer takes
+//! **Group commit.** `append` takes a [`Batch`], whose records the parser
+//! already encoded as frames with their dedup keys, and queues it to one
+//! writer thread. The writer takes
 //! everything queued, decides per record whether it is a duplicate (against
 //! the durable index and the rest of the group, so concurrent requests
 //! cannot race), writes the accepted frames with one `write` and one
@@ -176,11 +177,8 @@ fn kind_index(k: Kind) -> usize {
 type Reply = oneshot::Sender<std::result::Result<Vec<Outcome>, SinkError>>;
 
 struct AppendReq {
-    keys: Vec<(Key, i32)>,
-    kinds: Vec<Kind>,
-    /// Frames, back to back; `ends[i]` is the end of frame `i`.
-    frames: Vec<u8>,
-    ends: Vec<usize>,
+    /// The frames, with each record's kind and dedup key.
+    batch: Batch,
     reply: Reply,
 }
 
@@ -449,15 +447,9 @@ impl Inner {
         // The batch is already a run of log frames with each record's dedup
         // key, so the single writer does nothing but check keys, copy and
         // sync.
-        let (frames, ends, meta) = records.into_parts();
-        let keys = meta.iter().map(|m| m.key).collect();
-        let kinds = meta.iter().map(|m| m.kind).collect();
         let (reply, rx) = oneshot::channel();
         let req = AppendReq {
-            keys,
-            kinds,
-            frames,
-            ends,
+            batch: records,
             reply,
         };
         self.tx
@@ -918,7 +910,7 @@ impl Writer {
             while let Some(cmd) = next.take() {
                 match cmd {
                     Cmd::Append(a) => {
-                        bytes += a.frames.len();
+                        bytes += a.batch.frames().len();
                         appends.push(a);
                     }
                     Cmd::Rotate(r) => rotates.push(r),
@@ -977,21 +969,19 @@ impl Writer {
         let mut accepted_days = Vec::new();
         let mut counts = [[0u64; 2]; 2];
         for a in &appends {
-            let mut out = Vec::with_capacity(a.keys.len());
-            let mut start = 0;
-            for (i, &(key, day)) in a.keys.iter().enumerate() {
-                let end = a.ends[i];
-                let k = kind_index(a.kinds[i]);
+            let mut out = Vec::with_capacity(a.batch.len());
+            for (i, meta) in a.batch.meta().iter().enumerate() {
+                let (key, day) = meta.key;
+                let k = kind_index(meta.kind);
                 if self.index.contains(&key) || !pending.insert(key) {
                     out.push(Outcome::Duplicate);
                     counts[k][1] += 1;
                 } else {
-                    buf.extend_from_slice(&a.frames[start..end]);
+                    buf.extend_from_slice(a.batch.frame(i));
                     accepted_days.push((key, day));
                     out.push(Outcome::Accepted);
                     counts[k][0] += 1;
                 }
-                start = end;
             }
             outcomes.push(out);
         }
