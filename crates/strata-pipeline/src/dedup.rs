@@ -147,7 +147,7 @@ impl Index {
         *d = (*d).max(day);
     }
 
-    /// Looks at the next [`GROW_CHECKS`] shards (in turn) and doubles the
+    /// Looks at the next `GROW_CHECKS` shards (in turn) and doubles the
     /// first that is fuller than its own threshold. Uniform keys fill every
     /// shard at the same pace, so left alone all of them would grow within a
     /// few commits of each other; the thresholds are spread from 40 % to

@@ -116,7 +116,7 @@ pub fn scan_refs(bytes: &[u8]) -> Scan<RecordRef<'_>> {
 const MIN_PAYLOAD: usize = 8;
 
 /// The number of frames in `bytes` whose header is plausible (a payload of
-/// at least [`MIN_PAYLOAD`] bytes that fits): an upper bound of the records
+/// at least `MIN_PAYLOAD` (8) bytes that fits): an upper bound of the records
 /// [`scan`] returns, found without reading the payloads, and never more than
 /// one per 16 bytes even for garbage, so it can size a buffer.
 pub fn frame_count(bytes: &[u8]) -> usize {
