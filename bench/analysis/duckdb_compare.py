@@ -1,12 +1,23 @@
 """DuckDB peer for the analysis benchmark.
 
-Runs the per-unit aggregation that `strata-analysis` compiles for
-bench/analysis/experiment.json (first exposure per unit, events in each unit's
-window, deduplication by event_id unless --assume-unique-event-ids, one column
-per metric part incl. the CUPED pre-period covariate, zero-filled per unit,
-then per-variant moments) on the same Parquet files, and prints the time.
+Runs, on the same Parquet files, the per-unit aggregation that
+`strata-analysis` compiles for bench/analysis/experiment.json and
+bench/analysis/metrics.json, then the per-variant statistics it reads:
 
-usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--threads N] [--memory-limit-mb M]
+- units: first exposure per unit, its variant and window start;
+- events in each unit's window, deduplicated by event_id unless
+  --assume-unique-event-ids;
+- one column per metric part, zero-filled per unit: with `--parts plan`
+  (default) the 16 parts strata computes (seven in the analysis window, the
+  same seven in the CUPED pre-period, and the primary's novelty early / late
+  split), with `--parts basic` the 9 of earlier versions of this script
+  (analysis window, and the pre-period of purchases and revenue only);
+- per-variant moments and covariances of every part, the winsorizing cap of
+  revenue (99.9th percentile of per-unit revenue) and, with `--parts plan`,
+  the p95 of page_load values per variant (deduplicated likewise).
+
+usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--parts plan|basic]
+           [--threads N] [--memory-limit-mb M]
 (--memory-limit-mb caps DuckDB's memory like strata-analysis's limit; beyond it
 DuckDB spills to a temporary directory.)
 """
@@ -15,29 +26,40 @@ import time
 
 import duckdb
 
+
+def arg(name, default):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
 data = sys.argv[1]
 dedup = "--assume-unique-event-ids" not in sys.argv
-threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2
-memory_mb = (
-    int(sys.argv[sys.argv.index("--memory-limit-mb") + 1]) if "--memory-limit-mb" in sys.argv else None
-)
+threads = int(arg("--threads", 2))
+memory_mb = int(arg("--memory-limit-mb", 0)) or None
+full = arg("--parts", "plan") == "plan"
 
 START = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
 END = "TIMESTAMPTZ '2026-01-15 00:00:00+00'"
 PRE = "TIMESTAMPTZ '2025-12-25 00:00:00+00'"
+NOVELTY = "INTERVAL 7 DAY"
 
+windows = {
+    "": "e.ts >= u.lo",
+    "_pre": f"e.ts < {START}",
+    "_early": "e.ts >= u.lo AND e.ts < u.novelty_end",
+    "_late": "e.ts >= u.lo AND e.ts >= u.novelty_end",
+}
+# (name, event type, count or sum) of the analysis-window parts.
+counted = [("purchases", "purchase", "c"), ("revenue", "purchase", "s"), ("page_views", "page_view", "c"),
+           ("clicks", "click", "c"), ("searches", "search", "c"), ("shares", "share", "c"),
+           ("errors", "error", "c")]
+if full:
+    plan = [(n, t, a, w) for w in ("", "_pre") for n, t, a in counted]
+    plan += [("purchases", "purchase", "c", "_early"), ("purchases", "purchase", "c", "_late")]
+else:
+    plan = [(n, t, a, "") for n, t, a in counted] + [(n, t, a, "_pre") for n, t, a in counted[:2]]
 parts = {
-    # analysis-window parts
-    "purchases": "CASE WHEN e.ts >= u.lo AND e.type = 'purchase' THEN 1 ELSE 0 END",
-    "revenue": "CASE WHEN e.ts >= u.lo AND e.type = 'purchase' THEN coalesce(e.value, 0) ELSE 0 END",
-    "page_views": "CASE WHEN e.ts >= u.lo AND e.type = 'page_view' THEN 1 ELSE 0 END",
-    "clicks": "CASE WHEN e.ts >= u.lo AND e.type = 'click' THEN 1 ELSE 0 END",
-    "searches": "CASE WHEN e.ts >= u.lo AND e.type = 'search' THEN 1 ELSE 0 END",
-    "shares": "CASE WHEN e.ts >= u.lo AND e.type = 'share' THEN 1 ELSE 0 END",
-    "errors": "CASE WHEN e.ts >= u.lo AND e.type = 'error' THEN 1 ELSE 0 END",
-    # CUPED pre-period covariates
-    "purchases_pre": f"CASE WHEN e.ts < {START} AND e.type = 'purchase' THEN 1 ELSE 0 END",
-    "revenue_pre": f"CASE WHEN e.ts < {START} AND e.type = 'purchase' THEN coalesce(e.value, 0) ELSE 0 END",
+    f"{n}{w}": f"CASE WHEN {windows[w]} AND e.type = '{t}' THEN {'1' if a == 'c' else 'coalesce(e.value, 0)'} ELSE 0 END"
+    for n, t, a, w in plan
 }
 types = "'purchase', 'page_view', 'click', 'search', 'share', 'error'"
 contrib = ", ".join(f"{v} AS {k}" for k, v in parts.items())
@@ -48,31 +70,66 @@ if dedup:
     )
 else:
     per_unit = f"a AS (SELECT unit_id, {', '.join(f'sum({k}) AS {k}' for k in parts)} FROM j GROUP BY unit_id)"
-sql = f"""
-WITH units AS (
-  SELECT unit_id, arg_min(variant, ts) AS variant, min(ts) AS first_ts,
-         greatest(min(ts) - INTERVAL 5 SECOND, {START}) AS lo
+units = f"""units AS (
+  SELECT unit_id, arg_min(variant, ts) AS variant,
+         greatest(min(ts) - INTERVAL 5 SECOND, {START}) AS lo, min(ts) + {NOVELTY} AS novelty_end
   FROM read_parquet('{data}/exposures/*/*.parquet', hive_partitioning = false)
-  WHERE experiment = 'exp_bench' AND ts < {END} GROUP BY unit_id),
-ev AS (SELECT event_id, unit_id, type, ts, value FROM read_parquet('{data}/events/*/*.parquet', hive_partitioning = false)
+  WHERE experiment = 'exp_bench' AND ts < {END} GROUP BY unit_id)"""
+events = f"read_parquet('{data}/events/*/*.parquet', hive_partitioning = false)"
+# Per-unit values are materialized once, as strata-analysis does, then read
+# by the moments and the winsorizing cap.
+unit_values_sql = f"""
+CREATE TEMP TABLE uv AS
+WITH {units},
+ev AS (SELECT event_id, unit_id, type, ts, value FROM {events}
        WHERE NOT is_bot AND ts >= {PRE} AND ts < {END} AND type IN ({types})),
 j AS (SELECT e.unit_id, e.event_id, {contrib} FROM ev e JOIN units u ON e.unit_id = u.unit_id),
-{per_unit},
-uv AS (SELECT u.variant, {', '.join(f'coalesce(a.{k}, 0) AS {k}' for k in parts)}
-       FROM units u LEFT JOIN a ON u.unit_id = a.unit_id)
+{per_unit}
+SELECT u.variant, {', '.join(f'coalesce(a.{k}, 0) AS {k}' for k in parts)}
+FROM units u LEFT JOIN a ON u.unit_id = a.unit_id
+"""
+covariates = [k for k in parts if k.endswith("_pre")]
+sql = f"""
+WITH cap AS (SELECT quantile_cont(revenue, 0.999) AS c FROM uv)
 SELECT variant, count(*) AS n,
   {', '.join(f'avg({k}) AS m_{k}, var_pop({k}) AS v_{k}' for k in parts)},
-  covar_pop(purchases, purchases_pre) AS c_purchases, covar_pop(revenue, revenue_pre) AS c_revenue,
+  {', '.join(f'covar_pop({k[:-4]}, {k}) AS c_{k}' for k in covariates)},
+  covar_pop(revenue, purchases) AS c_aov,
+  avg(least(revenue, cap.c)) AS m_revenue_winsorized,
+  var_pop(least(revenue, cap.c)) AS v_revenue_winsorized,
   avg(CASE WHEN purchases > 0 THEN 1 ELSE 0 END) AS conversion
-FROM uv GROUP BY variant ORDER BY variant
+FROM uv, cap GROUP BY variant ORDER BY variant
+"""
+# The quantile guardrail: page_load values in each unit's window.
+if dedup:
+    pl = "SELECT any_value(u.variant) AS variant, max(e.value) AS value"
+    pl_group = "GROUP BY e.unit_id, e.event_id"
+else:
+    pl, pl_group = "SELECT u.variant, e.value", ""
+quantile_sql = f"""
+WITH {units}
+SELECT variant, count(*), quantile_cont(value, 0.95) FROM (
+  {pl} FROM {events} e JOIN units u ON e.unit_id = u.unit_id
+  WHERE NOT e.is_bot AND e.type = 'page_load' AND e.value IS NOT NULL AND e.ts >= u.lo AND e.ts < {END}
+  {pl_group}) GROUP BY variant ORDER BY variant
 """
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
 if memory_mb:
     con.execute(f"SET memory_limit = '{memory_mb}MB'")
 t = time.perf_counter()
+con.execute(unit_values_sql)
+t_units = time.perf_counter()
 rows = con.execute(sql).fetchall()
+t_moments = time.perf_counter()
+quantiles = con.execute(quantile_sql).fetchall() if full else []
 elapsed = time.perf_counter() - t
+print(f"per-unit values {t_units - t:.2f} s, moments {t_moments - t_units:.2f} s, quantile {t + elapsed - t_moments:.2f} s")
 for r in rows:
     print(r[0], r[1], "conversion", round(r[-1], 6), "purchases", round(r[2], 6))
-print(f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, threads={threads}, memory_limit_mb={memory_mb})")
+for r in quantiles:
+    print(r[0], "page_load values", r[1], "p95", round(r[2], 6))
+print(
+    f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, parts={len(parts)}, threads={threads}, "
+    f"memory_limit_mb={memory_mb})"
+)
