@@ -1,5 +1,5 @@
 //! Runs an analysis like `strata analyze`, for benchmarks:
-//! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids]`
+//! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids] [--unfused-parts]`
 //! (`STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit).
 
 /// The allocator of the `strata` binary, so the figures are those of `strata analyze`.
@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
         return Err(
-            "usage: analyze SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids]"
+            "usage: analyze SPEC METRICS EXPOSURES EVENTS [json|table] [--assume-unique-event-ids] [--unfused-parts]"
                 .into(),
         );
     }
@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         options: strata_analysis::EngineOptions {
             assume_unique_event_ids: args.iter().any(|a| a == "--assume-unique-event-ids"),
+            unfused_parts: args.iter().any(|a| a == "--unfused-parts"),
             progress: true,
             memory_limit: std::env::var("STRATA_MEMORY_LIMIT_MB")
                 .ok()

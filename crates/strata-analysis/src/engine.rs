@@ -48,6 +48,10 @@ pub struct EngineOptions {
     /// Memory limit of the query engine in bytes; aggregations beyond it
     /// spill to disk (`None`: no limit).
     pub memory_limit: Option<usize>,
+    /// Compute the per-unit parts with one SQL `FILTER` aggregate each, the
+    /// portable form, even where the fused `strata_parts` aggregate applies
+    /// (the results are the same; the fused one is quicker).
+    pub unfused_parts: bool,
 }
 
 /// A window effect and its `(difference, standard error, p-value)`.
@@ -94,6 +98,8 @@ pub struct Analyzer {
     /// Values of the events' `part=` directories, when every event file has
     /// one (see [`source::Source::slices`]).
     slices: Vec<String>,
+    /// Whether stage 2a uses the fused `strata_parts` aggregate.
+    fused: bool,
     options: EngineOptions,
 }
 
@@ -240,6 +246,14 @@ impl Analyzer {
         };
         let properties =
             plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
+        let novelty_ns = i64::from(spec.spec.novelty_days) * 86_400 * NS;
+        let fused = match crate::fused::PartsUdaf::new(&parts, ts_ns(spec.start), novelty_ns) {
+            Some(udaf) if !options.unfused_parts => {
+                ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(udaf));
+                true
+            }
+            _ => false,
+        };
         let exposures = source::register(&ctx, exposures).await?;
         let events = source::register(&ctx, events).await?;
         let slices = events.slices();
@@ -258,6 +272,7 @@ impl Analyzer {
             exposures,
             events,
             slices,
+            fused,
             options,
         })
     }
@@ -322,6 +337,12 @@ impl Analyzer {
             }
         }
         let schema = schema.ok_or_else(|| Error::invalid("plan", name, "no query"))?;
+        // The fused aggregate's struct column becomes one column per part.
+        let schema = crate::fused::flatten(&RecordBatch::new_empty(schema))?.schema();
+        let batches = batches
+            .iter()
+            .map(crate::fused::flatten)
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
         let table = MemTable::try_new(schema, vec![batches])?;
         self.ctx.deregister_table(name)?;
         self.ctx.register_table(name, Arc::new(table))?;
@@ -344,7 +365,7 @@ impl Analyzer {
         }
         self.materialize("unit_keys", "SELECT unit_id, uidx, lo, first_ts FROM units")
             .await?;
-        let whole = plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, None);
+        let whole = plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, None, self.fused);
         if !dedup || self.slices.len() < 2 {
             return self.materialize("unit_parts", &whole).await;
         }
@@ -352,7 +373,9 @@ impl Analyzer {
         let groups: Vec<&[String]> = self.slices.chunks(per_group).collect();
         let per_slice: Vec<String> = plan::slice_conditions(&groups)
             .iter()
-            .map(|c| plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, Some(c)))
+            .map(|c| {
+                plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, Some(c), self.fused)
+            })
             .collect();
         self.materialize_union("unit_parts_sliced", &per_slice)
             .await?;

@@ -29,6 +29,7 @@
 
 pub mod engine;
 pub mod error;
+mod fused;
 pub mod generate;
 pub mod metrics;
 pub mod plan;

@@ -31,7 +31,7 @@ pub(crate) enum Agg {
 }
 
 /// Which events of a unit a part covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Window {
     /// The analysis window: from first exposure (less skew, not before start) to the end.
     Analysis,
@@ -239,12 +239,17 @@ fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
 /// `unit_keys` holds the columns of `units` the join needs (a narrow build
 /// side is quicker to hash and copy). `slice` is a condition on the events'
 /// `part` column from [`slice_conditions`] (see [`merge_slices_sql`]).
+///
+/// With `fused`, the parts are one aggregate, [`crate::fused::PartsUdaf`]
+/// (its struct column `parts` holds `p0`, `p1`, …), instead of one `FILTER`
+/// aggregate each; the caller checks that it applies.
 pub(crate) fn unit_parts_sql(
     parts: &[Part],
     properties: &[String],
     b: &Bounds,
     dedup: bool,
     slice: Option<&str>,
+    fused: bool,
 ) -> String {
     let lo = b.pre_start.unwrap_or(b.start).min(b.start);
     // Restrict the scan to the event types some part needs, when all parts name types.
@@ -262,25 +267,33 @@ pub(crate) fn unit_parts_sql(
         Window::Early => format!("e.ts >= {u}.lo AND e.ts < {u}.first_ts + {}", b.novelty),
         Window::Late => format!("e.ts >= {u}.lo AND e.ts >= {u}.first_ts + {}", b.novelty),
     };
-    let aggs: Vec<String> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut cond = format!(
-                "{} AND {}",
-                window(p.window),
-                filter_sql(&p.filter, properties)
-            );
-            if p.needs_value {
-                cond.push_str(" AND e.value IS NOT NULL");
-            }
-            let agg = match p.agg {
-                Agg::Count => "COUNT(*)",
-                Agg::Sum => "SUM(e.value)",
-            };
-            format!("{agg} FILTER (WHERE {cond}) AS p{i}")
-        })
-        .collect();
+    let fused_agg = format!(
+        "{}(e.type, e.ts, {u}.lo, {u}.first_ts, e.value) AS parts",
+        crate::fused::NAME
+    );
+    let aggs: Vec<String> = if fused {
+        vec![fused_agg]
+    } else {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut cond = format!(
+                    "{} AND {}",
+                    window(p.window),
+                    filter_sql(&p.filter, properties)
+                );
+                if p.needs_value {
+                    cond.push_str(" AND e.value IS NOT NULL");
+                }
+                let agg = match p.agg {
+                    Agg::Count => "COUNT(*)",
+                    Agg::Sum => "SUM(e.value)",
+                };
+                format!("{agg} FILTER (WHERE {cond}) AS p{i}")
+            })
+            .collect()
+    };
     let props: String = (0..properties.len())
         .map(|i| format!(", prop_{i}"))
         .collect();

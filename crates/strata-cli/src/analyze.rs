@@ -46,6 +46,10 @@ pub struct AnalyzeArgs {
     /// Memory limit of the query engine in MiB; larger aggregations spill to disk.
     #[arg(long, value_name = "MIB")]
     memory_limit_mb: Option<usize>,
+    /// Compute per-unit values with one SQL FILTER aggregate per metric part (the
+    /// portable form) instead of the fused aggregate: the same results, slower.
+    #[arg(long)]
+    unfused_parts: bool,
 }
 
 /// Runs `strata analyze`.
@@ -65,6 +69,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             assume_unique_event_ids: args.assume_unique_event_ids,
             progress: true,
             memory_limit: args.memory_limit_mb.map(|m| m << 20),
+            unfused_parts: args.unfused_parts,
             ..strata_analysis::EngineOptions::default()
         },
     };

@@ -138,6 +138,34 @@ pub fn analyze_with(
     })
 }
 
+/// Runs `spec` with `options`; also says whether stage 2a used the fused
+/// `strata_parts` aggregate (it is registered only when it applies).
+pub fn run_options(
+    metrics: &str,
+    spec: &str,
+    exposures: &str,
+    events: &str,
+    options: EngineOptions,
+) -> (Results, bool) {
+    use datafusion::execution::FunctionRegistry;
+    let registry = MetricRegistry::from_str_named(metrics, Path::new("metrics.json")).unwrap();
+    let spec = AnalysisSpec::from_str_named(spec, Path::new("spec.json"))
+        .unwrap()
+        .validate("spec.json", &registry)
+        .unwrap();
+    let inputs = Inputs {
+        exposures: exposures.to_string(),
+        events: events.to_string(),
+    };
+    rt().block_on(async {
+        let a = Analyzer::new(spec, &registry, &inputs, options)
+            .await
+            .unwrap();
+        let fused = a.context().udaf("strata_parts").is_ok();
+        (a.run(None).await.unwrap(), fused)
+    })
+}
+
 pub fn analyze(spec_extra: &str) -> Results {
     let f = Fixture::new();
     analyze_with(

@@ -5,6 +5,7 @@ mod common;
 mod errors;
 mod exact;
 mod formats;
+mod fused;
 mod output;
 mod planted;
 mod schema;

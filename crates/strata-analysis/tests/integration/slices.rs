@@ -5,32 +5,17 @@
 use std::path::Path;
 
 use strata_analysis::generate::{write_parquet, GenConfig};
-use strata_analysis::{AnalysisSpec, Analyzer, EngineOptions, Inputs, MetricRegistry, Results};
+use strata_analysis::{EngineOptions, Results};
 
 use super::common::*;
 
 fn run(spec: &str, exposures: &Path, events: &str, unique: bool) -> Results {
-    let registry = MetricRegistry::from_str_named(METRICS, Path::new("metrics.json")).unwrap();
-    let spec = AnalysisSpec::from_str_named(spec, Path::new("spec.json"))
-        .unwrap()
-        .validate("spec.json", &registry)
-        .unwrap();
-    let inputs = Inputs {
-        exposures: exposures.display().to_string(),
-        events: events.to_string(),
-    };
     let options = EngineOptions {
         assume_unique_event_ids: unique,
         ..EngineOptions::default()
     };
-    rt().block_on(async {
-        Analyzer::new(spec, &registry, &inputs, options)
-            .await
-            .unwrap()
-            .run(None)
-            .await
-            .unwrap()
-    })
+    let exposures = exposures.display().to_string();
+    run_options(METRICS, spec, &exposures, events, options).0
 }
 
 fn json(r: &Results) -> serde_json::Value {
