@@ -477,6 +477,18 @@ impl GroupsAccumulator for PartsAccumulator {
 #[derive(Debug)]
 struct OneGroup(PartsAccumulator);
 
+impl OneGroup {
+    /// The group's values, left in place (DataFusion may ask more than once).
+    fn snapshot(&mut self) -> PartsAccumulator {
+        self.0.grow(1);
+        PartsAccumulator {
+            types: self.0.types.clone(),
+            values: self.0.values.clone(),
+            ..self.0
+        }
+    }
+}
+
 impl Accumulator for OneGroup {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let rows = values.first().map_or(0, |v| v.len());
@@ -484,8 +496,7 @@ impl Accumulator for OneGroup {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.0.grow(1);
-        let a = GroupsAccumulator::evaluate(&mut self.0, EmitTo::All)?;
+        let a = GroupsAccumulator::evaluate(&mut self.snapshot(), EmitTo::All)?;
         ScalarValue::try_from_array(&a, 0)
     }
 
@@ -494,8 +505,7 @@ impl Accumulator for OneGroup {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.0.grow(1);
-        let cols = GroupsAccumulator::state(&mut self.0, EmitTo::All)?;
+        let cols = GroupsAccumulator::state(&mut self.snapshot(), EmitTo::All)?;
         cols.iter()
             .map(|c| ScalarValue::try_from_array(c, 0))
             .collect()
@@ -757,6 +767,29 @@ mod tests {
         assert_eq!(first, want[..1]);
         assert_eq!(evaluated(&merged.evaluate(EmitTo::All).unwrap()), want[1..]);
         assert_eq!(evaluated(&per_row.evaluate(EmitTo::All).unwrap()), want);
+    }
+
+    #[test]
+    fn the_row_accumulator_agrees_and_can_be_read_twice() {
+        let (values, _) = arrays(&rows(), true);
+        let mut one = OneGroup(udaf().accumulator_state());
+        one.update_batch(&values[..]).unwrap();
+        let state: Vec<ArrayRef> = one
+            .state()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_array().unwrap())
+            .collect();
+        let mut merged = OneGroup(udaf().accumulator_state());
+        merged.merge_batch(&state).unwrap();
+        let first = merged.evaluate().unwrap();
+        assert_eq!(merged.evaluate().unwrap(), first);
+        let all_in_one: Vec<Row> = rows()
+            .into_iter()
+            .map(|r| (0, r.1, r.2, r.3, r.4, r.5))
+            .collect();
+        let want = expected(&parts(), &all_in_one, 1);
+        assert_eq!(evaluated(&first.to_array().unwrap()), want);
     }
 
     #[test]
