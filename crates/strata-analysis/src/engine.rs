@@ -115,6 +115,11 @@ fn ts_ns(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
+/// The novelty window's length in ns.
+fn novelty_ns(spec: &ValidSpec) -> i64 {
+    i64::from(spec.spec.novelty_days) * 86_400 * NS
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
@@ -246,8 +251,8 @@ impl Analyzer {
         };
         let properties =
             plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
-        let novelty_ns = i64::from(spec.spec.novelty_days) * 86_400 * NS;
-        let fused = match crate::fused::PartsUdaf::new(&parts, ts_ns(spec.start), novelty_ns) {
+        let fused = match crate::fused::PartsUdaf::new(&parts, ts_ns(spec.start), novelty_ns(&spec))
+        {
             Some(udaf) if !options.unfused_parts => {
                 ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(udaf));
                 true
@@ -294,7 +299,7 @@ impl Analyzer {
                 .cuped
                 .map(|c| start - i64::from(c.pre_period_days) * 86_400 * NS),
             skew: (s.spec.clock_skew_seconds * NS as f64) as i64,
-            novelty: i64::from(s.spec.novelty_days) * 86_400 * NS,
+            novelty: novelty_ns(s),
         }
     }
 

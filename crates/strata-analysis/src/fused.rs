@@ -101,6 +101,7 @@ impl PartsUdaf {
         })
     }
 
+    /// The fields of the result struct: `p{i}`, `BIGINT` or `DOUBLE`.
     fn fields(&self) -> Fields {
         self.parts
             .iter()
@@ -143,6 +144,7 @@ impl PartsUdaf {
         }
         PartsAccumulator {
             n: self.parts.len(),
+            fields: self.fields(),
             start: self.start,
             novelty: self.novelty,
             types,
@@ -211,9 +213,11 @@ impl AggregateUDFImpl for PartsUdaf {
 
 /// Per-group part values, one row of `n` values per group (counts are held
 /// as `f64`, exact below 2^53).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PartsAccumulator {
     n: usize,
+    /// The fields of the result struct ([`PartsUdaf::fields`]).
+    fields: Fields,
     start: i64,
     novelty: i64,
     /// Parts counting each named type.
@@ -232,12 +236,6 @@ struct PartsAccumulator {
 /// The parts whose type filter an event's type passes, per row.
 fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
     let n = types.len();
-    let mask_of = |s: &str| {
-        acc.types
-            .iter()
-            .find(|(t, _)| t == s)
-            .map_or(acc.untyped, |(_, m)| m | acc.untyped)
-    };
     let mut out = Vec::with_capacity(n);
     match types.data_type() {
         DataType::Utf8View => {
@@ -265,30 +263,17 @@ fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
                             .map_or(acc.untyped, |(_, m)| *m),
                     );
                 } else {
-                    out.push(mask_of(a.value(i)));
+                    let s = a.value(i);
+                    out.push(
+                        acc.types
+                            .iter()
+                            .find(|(t, _)| t == s)
+                            .map_or(acc.untyped, |(_, m)| m | acc.untyped),
+                    );
                 }
             }
         }
-        DataType::Utf8 => {
-            let a = types.as_string::<i32>();
-            out.extend((0..n).map(|i| {
-                if a.is_null(i) {
-                    acc.untyped
-                } else {
-                    mask_of(a.value(i))
-                }
-            }));
-        }
-        DataType::LargeUtf8 => {
-            let a = types.as_string::<i64>();
-            out.extend((0..n).map(|i| {
-                if a.is_null(i) {
-                    acc.untyped
-                } else {
-                    mask_of(a.value(i))
-                }
-            }));
-        }
+        // Other string types are cast to views first (16 bytes per row).
         _ => return type_masks(acc, &cast(types, &DataType::Utf8View)?),
     }
     Ok(out)
@@ -315,6 +300,16 @@ fn as_f64(a: &ArrayRef) -> Result<Float64Array> {
 }
 
 impl PartsAccumulator {
+    /// The same accumulator with no groups.
+    fn fresh(&self) -> Self {
+        Self {
+            fields: self.fields.clone(),
+            types: self.types.clone(),
+            values: Vec::new(),
+            ..*self
+        }
+    }
+
     fn grow(&mut self, groups: usize) {
         if self.values.len() < groups * self.n {
             self.values.resize(groups * self.n, 0.0);
@@ -401,20 +396,11 @@ impl GroupsAccumulator for PartsAccumulator {
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let rows = self.take(emit_to);
-        let mut fields = Vec::with_capacity(self.n);
-        let mut columns = Vec::with_capacity(self.n);
-        for i in 0..self.n {
-            let sum = self.sum >> i & 1 == 1;
-            let t = if sum {
-                DataType::Float64
-            } else {
-                DataType::Int64
-            };
-            fields.push(Field::new(format!("p{i}"), t, false));
-            columns.push(self.column(&rows, i, !sum));
-        }
+        let columns = (0..self.n)
+            .map(|i| self.column(&rows, i, self.sum >> i & 1 == 0))
+            .collect();
         Ok(Arc::new(StructArray::try_new(
-            Fields::from(fields),
+            self.fields.clone(),
             columns,
             None,
         )?))
@@ -457,11 +443,7 @@ impl GroupsAccumulator for PartsAccumulator {
     ) -> Result<Vec<ArrayRef>> {
         // Each row is a group of its own.
         let rows = values.first().map_or(0, |v| v.len());
-        let mut one = PartsAccumulator {
-            types: self.types.clone(),
-            values: Vec::new(),
-            ..*self
-        };
+        let mut one = self.fresh();
         let groups: Vec<usize> = (0..rows).collect();
         one.update_batch(values, &groups, opt_filter, rows)?;
         one.state(EmitTo::All)
@@ -481,11 +463,7 @@ impl OneGroup {
     /// The group's values, left in place (DataFusion may ask more than once).
     fn snapshot(&mut self) -> PartsAccumulator {
         self.0.grow(1);
-        PartsAccumulator {
-            types: self.0.types.clone(),
-            values: self.0.values.clone(),
-            ..self.0
-        }
+        self.0.clone()
     }
 }
 

@@ -267,12 +267,11 @@ pub(crate) fn unit_parts_sql(
         Window::Early => format!("e.ts >= {u}.lo AND e.ts < {u}.first_ts + {}", b.novelty),
         Window::Late => format!("e.ts >= {u}.lo AND e.ts >= {u}.first_ts + {}", b.novelty),
     };
-    let fused_agg = format!(
-        "{}(e.type, e.ts, {u}.lo, {u}.first_ts, e.value) AS parts",
-        crate::fused::NAME
-    );
     let aggs: Vec<String> = if fused {
-        vec![fused_agg]
+        vec![format!(
+            "{}(e.type, e.ts, {u}.lo, {u}.first_ts, e.value) AS parts",
+            crate::fused::NAME
+        )]
     } else {
         parts
             .iter()
