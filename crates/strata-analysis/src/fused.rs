@@ -14,15 +14,19 @@
 //! the SQL form stays the portable reference, and the tests check that both
 //! agree.
 //!
+//! A values part (a quantile metric's values, [`Agg::Values`]) is a list per
+//! unit, the `ARRAY_AGG` of the SQL form.
+//!
 //! It applies when every part's filter is on the event type alone (value or
 //! property predicates keep the SQL form) and there are at most
-//! [`MAX_PARTS`] parts.
+//! [`MAX_PARTS`] parts ([`applies`]).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StructArray,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{exec_err, Result, ScalarValue};
@@ -44,15 +48,16 @@ pub(crate) const MAX_PARTS: usize = 64;
 /// What the aggregate needs to know of one part.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PartSpec {
-    sum: bool,
+    agg: Agg,
     /// Event types the part counts; `None`: every type.
     types: Option<Vec<String>>,
     needs_value: bool,
     window: Window,
 }
 
-/// `strata_parts(type, ts, lo, first_ts, value)`: per group, a struct with
-/// one field `p{i}` per part (`BIGINT` for counts, `DOUBLE` for sums), the
+/// `strata_parts(type, ts, lo, first_ts, value, is_bot)`: per group, a struct with
+/// one field `p{i}` per part (`BIGINT` for counts, `DOUBLE` for sums, a
+/// list of `DOUBLE`, NULL when empty, for values), the
 /// same values as the part's `FILTER` aggregate in
 /// [`crate::plan::unit_parts_sql`] (a sum over no value is 0 here and NULL
 /// there; stage 2b zero-fills both alike).
@@ -71,55 +76,57 @@ fn type_only(f: &Filter) -> bool {
     f.value.is_none() && f.properties.is_empty()
 }
 
+/// Whether the aggregate can compute `parts`: at most [`MAX_PARTS`], each
+/// filtered on the event type alone.
+pub(crate) fn applies(parts: &[Part]) -> bool {
+    parts.len() <= MAX_PARTS && parts.iter().all(|p| type_only(&p.filter))
+}
+
 impl PartsUdaf {
     /// The aggregate for `parts`, or `None` when some part needs the SQL
     /// form (a value or property predicate, or more than [`MAX_PARTS`]).
     pub(crate) fn new(parts: &[Part], start: i64, novelty: i64) -> Option<Self> {
-        if parts.is_empty() || parts.len() > MAX_PARTS {
+        if parts.is_empty() || !applies(parts) {
             return None;
         }
         let parts = parts
             .iter()
-            .map(|p| {
-                type_only(&p.filter).then(|| PartSpec {
-                    sum: p.agg == Agg::Sum,
-                    types: p
-                        .filter
-                        .event_type
-                        .as_ref()
-                        .map(|t| t.names().into_iter().map(str::to_string).collect()),
-                    needs_value: p.needs_value,
-                    window: p.window,
-                })
+            .map(|p| PartSpec {
+                agg: p.agg,
+                types: p
+                    .filter
+                    .event_type
+                    .as_ref()
+                    .map(|t| t.names().into_iter().map(str::to_string).collect()),
+                needs_value: p.needs_value,
+                window: p.window,
             })
-            .collect::<Option<Vec<_>>>()?;
+            .collect();
         Some(Self {
             parts,
             start,
             novelty,
-            signature: Signature::any(5, Volatility::Immutable),
+            signature: Signature::any(6, Volatility::Immutable),
         })
     }
 
-    /// The fields of the result struct: `p{i}`, `BIGINT` or `DOUBLE`.
+    /// The fields of the result struct: `p{i}`, `BIGINT`, `DOUBLE` or a
+    /// list of `DOUBLE`.
     fn fields(&self) -> Fields {
         self.parts
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let t = if p.sum {
-                    DataType::Float64
-                } else {
-                    DataType::Int64
-                };
-                Field::new(format!("p{i}"), t, false)
+            .map(|(i, p)| match p.agg {
+                Agg::Count => Field::new(format!("p{i}"), DataType::Int64, false),
+                Agg::Sum => Field::new(format!("p{i}"), DataType::Float64, false),
+                Agg::Values => Field::new(format!("p{i}"), list_type(), true),
             })
             .collect()
     }
 
     fn accumulator_state(&self) -> PartsAccumulator {
         let mut types: Vec<(String, u64)> = Vec::new();
-        let (mut untyped, mut sum, mut value) = (0u64, 0u64, 0u64);
+        let (mut untyped, mut sum, mut value, mut list) = (0u64, 0u64, 0u64, 0u64);
         let mut windows = [0u64; 4];
         for (i, p) in self.parts.iter().enumerate() {
             let bit = 1u64 << i;
@@ -134,8 +141,10 @@ impl PartsUdaf {
                     }
                 }
             }
-            if p.sum {
-                sum |= bit;
+            match p.agg {
+                Agg::Count => {}
+                Agg::Sum => sum |= bit,
+                Agg::Values => list |= bit,
             }
             if p.needs_value {
                 value |= bit;
@@ -151,8 +160,11 @@ impl PartsUdaf {
             untyped,
             sum,
             value,
+            list,
             windows,
             values: Vec::new(),
+            lists: Vec::new(),
+            list_bytes: 0,
         }
     }
 }
@@ -188,13 +200,16 @@ impl AggregateUDFImpl for PartsUdaf {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok((0..self.parts.len())
-            .map(|i| {
-                Arc::new(Field::new(
-                    format_state_name(args.name, &format!("p{i}")),
-                    DataType::Float64,
-                    false,
-                ))
+        Ok(self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let name = format_state_name(args.name, &format!("p{i}"));
+                Arc::new(match p.agg {
+                    Agg::Values => Field::new(name, list_type(), true),
+                    _ => Field::new(name, DataType::Float64, false),
+                })
             })
             .collect())
     }
@@ -212,7 +227,7 @@ impl AggregateUDFImpl for PartsUdaf {
 }
 
 /// Per-group part values, one row of `n` values per group (counts are held
-/// as `f64`, exact below 2^53).
+/// as `f64`, exact below 2^53), and one list per group and values part.
 #[derive(Debug, Clone)]
 struct PartsAccumulator {
     n: usize,
@@ -228,9 +243,34 @@ struct PartsAccumulator {
     sum: u64,
     /// Parts that only take events with a value.
     value: u64,
+    /// Values parts (lists; their slot in `values` is unused).
+    list: u64,
     /// Parts per window: analysis, pre, early, late.
     windows: [u64; 4],
     values: Vec<f64>,
+    /// `list.count_ones()` lists per group, in part order.
+    lists: Vec<Vec<f64>>,
+    /// Heap bytes of the lists' values (DataFusion asks after every batch,
+    /// too often to add up a million lists each time).
+    list_bytes: usize,
+}
+
+/// The type of a values part: a list of `DOUBLE`, as `ARRAY_AGG` returns.
+fn list_type() -> DataType {
+    DataType::new_list(DataType::Float64, true)
+}
+
+/// `lists` as a list array, NULL where a list is empty.
+fn list_array<'a>(lists: impl Iterator<Item = &'a Vec<f64>> + Clone) -> ArrayRef {
+    let values: Float64Array = lists.clone().flatten().copied().collect();
+    let offsets = OffsetBuffer::from_lengths(lists.clone().map(Vec::len));
+    let nulls = NullBuffer::from_iter(lists.map(|l| !l.is_empty()));
+    Arc::new(ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Float64, true)),
+        offsets,
+        Arc::new(values),
+        Some(nulls),
+    ))
 }
 
 /// The parts whose type filter an event's type passes, per row.
@@ -242,26 +282,19 @@ fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
             // A string of at most 12 bytes is stored whole in its 16-byte
             // view, so comparing views compares the strings.
             let a = types.as_string_view();
-            let inline: Vec<(u128, u64)> = acc
-                .types
-                .iter()
-                .filter(|(t, _)| t.len() <= 12)
-                .map(|(t, m)| (inline_view(t.as_bytes()), m | acc.untyped))
-                .collect();
+            let inline = ViewTable::new(
+                acc.types
+                    .iter()
+                    .filter(|(t, _)| t.len() <= 12)
+                    .map(|(t, m)| (inline_view(t.as_bytes()), m | acc.untyped)),
+            );
             let views = a.views();
-            for i in 0..n {
-                if a.is_null(i) {
+            let nulls = a.nulls().filter(|n| n.null_count() > 0);
+            for (i, &v) in views.iter().enumerate() {
+                if nulls.is_some_and(|n| n.is_null(i)) {
                     out.push(acc.untyped);
-                    continue;
-                }
-                let v = views[i];
-                if (v as u32) <= 12 {
-                    out.push(
-                        inline
-                            .iter()
-                            .find(|(w, _)| *w == v)
-                            .map_or(acc.untyped, |(_, m)| *m),
-                    );
+                } else if (v as u32) <= 12 {
+                    out.push(inline.get(v).unwrap_or(acc.untyped));
                 } else {
                     let s = a.value(i);
                     out.push(
@@ -279,12 +312,105 @@ fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Masks by inline view in a table without collisions (a multiplier is
+/// searched for when the table is built): a lookup is one multiply and one
+/// comparison, where a scan of the list of types costs a comparison per type
+/// and a mispredicted branch per row.
+struct ViewTable {
+    /// `(view, mask)`; an empty slot holds [`EMPTY`].
+    slots: Vec<(u128, u64)>,
+    mul: u64,
+    shift: u32,
+    /// For the rare sets with no collision-free table: a list to scan.
+    list: Option<Vec<(u128, u64)>>,
+}
+
+/// No inline view is all ones (its length, the low 32 bits, is at most 12).
+const EMPTY: u128 = u128::MAX;
+
+impl ViewTable {
+    fn new(entries: impl Iterator<Item = (u128, u64)>) -> Self {
+        let entries: Vec<(u128, u64)> = entries.collect();
+        let mut size = (entries.len() * 2).next_power_of_two().max(16);
+        while size <= 1 << 12 {
+            let shift = 64 - size.trailing_zeros();
+            for k in 0..64u64 {
+                let mul = 0x9E37_79B9_7F4A_7C15u64
+                    .wrapping_add(k.wrapping_mul(0x2545_F491_4F6C_DD1D))
+                    | 1;
+                let mut slots = vec![(EMPTY, 0); size];
+                let free = entries.iter().all(|&(v, m)| {
+                    let i = Self::index(v, mul, shift);
+                    let ok = slots[i].0 == EMPTY;
+                    slots[i] = (v, m);
+                    ok
+                });
+                if free {
+                    return Self {
+                        slots,
+                        mul,
+                        shift,
+                        list: None,
+                    };
+                }
+            }
+            size *= 2;
+        }
+        Self {
+            slots: Vec::new(),
+            mul: 0,
+            shift: 0,
+            list: Some(entries),
+        }
+    }
+
+    fn index(v: u128, mul: u64, shift: u32) -> usize {
+        let h = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+        (h.wrapping_mul(mul) >> shift) as usize
+    }
+
+    fn get(&self, v: u128) -> Option<u64> {
+        if let Some(list) = &self.list {
+            return list.iter().find(|(w, _)| *w == v).map(|(_, m)| *m);
+        }
+        let (w, m) = self.slots[Self::index(v, self.mul, self.shift)];
+        (w == v).then_some(m)
+    }
+}
+
 /// The view of a string of at most 12 bytes (length, then the bytes).
 fn inline_view(bytes: &[u8]) -> u128 {
     let mut buf = [0u8; 16];
     buf[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
     buf[4..4 + bytes.len()].copy_from_slice(bytes);
     u128::from_le_bytes(buf)
+}
+
+/// A primitive column read row by row without a call per value (the
+/// `Array` accessors are not inlined across crates).
+struct Col<'a, T> {
+    values: &'a [T],
+    /// `None` when no value is null.
+    nulls: Option<&'a NullBuffer>,
+}
+
+impl<T: Copy> Col<'_, T> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<T> {
+        match self.nulls {
+            Some(n) if n.is_null(i) => None,
+            _ => Some(self.values[i]),
+        }
+    }
+}
+
+fn col<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+    a: &datafusion::arrow::array::PrimitiveArray<T>,
+) -> Col<'_, T::Native> {
+    Col {
+        values: a.values(),
+        nulls: a.nulls().filter(|n| n.null_count() > 0),
+    }
 }
 
 fn as_i64(a: &ArrayRef) -> Result<Int64Array> {
@@ -306,34 +432,94 @@ impl PartsAccumulator {
             fields: self.fields.clone(),
             types: self.types.clone(),
             values: Vec::new(),
+            lists: Vec::new(),
+            list_bytes: 0,
             ..*self
         }
+    }
+
+    /// Number of values parts (lists per group).
+    fn nl(&self) -> usize {
+        self.list.count_ones() as usize
+    }
+
+    /// The list slot of part `j` (a values part) within its group.
+    fn slot(&self, j: usize) -> usize {
+        (self.list & ((1u64 << j) - 1)).count_ones() as usize
     }
 
     fn grow(&mut self, groups: usize) {
         if self.values.len() < groups * self.n {
             self.values.resize(groups * self.n, 0.0);
         }
+        let nl = self.nl();
+        if self.lists.len() < groups * nl {
+            self.lists.resize_with(groups * nl, Vec::new);
+        }
     }
 
-    /// Takes the rows of the groups `emit_to` names.
-    fn take(&mut self, emit_to: EmitTo) -> Vec<f64> {
-        match emit_to {
-            EmitTo::All => std::mem::take(&mut self.values),
+    /// Appends `x` to list `k`, keeping `list_bytes`.
+    fn push_value(&mut self, k: usize, x: f64) {
+        self.extend_values(k, &[x]);
+    }
+
+    /// Appends `xs` to list `k`, keeping `list_bytes`.
+    fn extend_values(&mut self, k: usize, xs: &[f64]) {
+        let l = &mut self.lists[k];
+        let before = l.capacity();
+        l.extend_from_slice(xs);
+        self.list_bytes += (l.capacity() - before) * std::mem::size_of::<f64>();
+    }
+
+    /// Takes the rows and lists of the groups `emit_to` names.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<f64>, Vec<Vec<f64>>) {
+        let taken = match emit_to {
+            EmitTo::All => (
+                std::mem::take(&mut self.values),
+                std::mem::take(&mut self.lists),
+            ),
             EmitTo::First(k) => {
                 let rest = self.values.split_off((k * self.n).min(self.values.len()));
-                std::mem::replace(&mut self.values, rest)
+                let rest_lists = self.lists.split_off((k * self.nl()).min(self.lists.len()));
+                (
+                    std::mem::replace(&mut self.values, rest),
+                    std::mem::replace(&mut self.lists, rest_lists),
+                )
             }
-        }
+        };
+        self.list_bytes = self
+            .lists
+            .iter()
+            .map(|l| l.capacity() * std::mem::size_of::<f64>())
+            .sum();
+        taken
     }
 
-    fn column(&self, rows: &[f64], i: usize, as_count: bool) -> ArrayRef {
-        let it = rows.iter().skip(i).step_by(self.n).copied();
-        if as_count {
-            Arc::new(it.map(|x| x as i64).collect::<Int64Array>())
-        } else {
-            Arc::new(it.collect::<Float64Array>())
+    /// Every part of the taken groups: counts as `BIGINT` when `counts`,
+    /// values parts as lists, the others as `DOUBLE`. The rows are read
+    /// once, each value written to its column in turn (a column at a time
+    /// would read every row once per part).
+    fn columns(&self, (rows, lists): &(Vec<f64>, Vec<Vec<f64>>), counts: bool) -> Vec<ArrayRef> {
+        let groups = rows.len() / self.n.max(1);
+        let mut cols: Vec<Vec<f64>> = (0..self.n).map(|_| Vec::with_capacity(groups)).collect();
+        for row in rows.chunks_exact(self.n.max(1)) {
+            for (c, &x) in cols.iter_mut().zip(row) {
+                c.push(x);
+            }
         }
+        let nl = self.nl();
+        cols.into_iter()
+            .enumerate()
+            .map(|(i, c)| -> ArrayRef {
+                if self.list >> i & 1 == 1 {
+                    list_array(lists.iter().skip(self.slot(i)).step_by(nl))
+                } else if counts && self.sum >> i & 1 == 0 {
+                    Arc::new(c.into_iter().map(|x| x as i64).collect::<Int64Array>())
+                } else {
+                    Arc::new(Float64Array::from(c))
+                }
+            })
+            .collect()
     }
 }
 
@@ -345,30 +531,48 @@ impl GroupsAccumulator for PartsAccumulator {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        let [types, ts, lo, first, value] = values else {
-            return exec_err!("{NAME} takes 5 arguments, got {}", values.len());
+        let [types, ts, lo, first, value, bot] = values else {
+            return exec_err!("{NAME} takes 6 arguments, got {}", values.len());
         };
         self.grow(total_num_groups);
-        let masks = type_masks(self, types)?;
+        let mut masks = type_masks(self, types)?;
+        // Rows that count nowhere: filtered out, or a bot's event (as `WHERE
+        // NOT is_bot`, an unknown flag too).
+        if let Some(f) = opt_filter {
+            for (i, m) in masks.iter_mut().enumerate() {
+                if !f.is_valid(i) || !f.value(i) {
+                    *m = 0;
+                }
+            }
+        }
+        let bot = cast(bot, &DataType::Boolean)?;
+        let bot = bot.as_boolean();
+        if bot.true_count() > 0 || bot.null_count() > 0 {
+            for (i, m) in masks.iter_mut().enumerate() {
+                if !bot.is_valid(i) || bot.value(i) {
+                    *m = 0;
+                }
+            }
+        }
         let (ts, lo, first, value) = (as_i64(ts)?, as_i64(lo)?, as_i64(first)?, as_f64(value)?);
+        let (ts, lo, first, value) = (col(&ts), col(&lo), col(&first), col(&value));
         let [analysis, pre, early, late] = self.windows;
         for (row, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row)) {
-                continue;
-            }
             let mut m = masks[row];
-            if m == 0 || ts.is_null(row) {
+            if m == 0 {
                 continue;
             }
-            let t = ts.value(row);
+            let Some(t) = ts.get(row) else {
+                continue;
+            };
             let mut w = 0;
             if t < self.start {
                 w |= pre;
             }
-            if lo.is_valid(row) && t >= lo.value(row) {
+            if lo.get(row).is_some_and(|lo| t >= lo) {
                 w |= analysis;
-                if first.is_valid(row) {
-                    if t < first.value(row).saturating_add(self.novelty) {
+                if let Some(first) = first.get(row) {
+                    if t < first.saturating_add(self.novelty) {
                         w |= early;
                     } else {
                         w |= late;
@@ -376,7 +580,7 @@ impl GroupsAccumulator for PartsAccumulator {
                 }
             }
             m &= w;
-            let v = value.is_valid(row).then(|| value.value(row));
+            let v = value.get(row);
             if v.is_none() {
                 m &= !self.value;
             }
@@ -384,7 +588,11 @@ impl GroupsAccumulator for PartsAccumulator {
             while m != 0 {
                 let j = m.trailing_zeros() as usize;
                 m &= m - 1;
-                if self.sum >> j & 1 == 1 {
+                if self.list >> j & 1 == 1 {
+                    if let Some(x) = v {
+                        self.push_value(g * self.nl() + self.slot(j), x);
+                    }
+                } else if self.sum >> j & 1 == 1 {
                     self.values[base + j] += v.unwrap_or(0.0);
                 } else {
                     self.values[base + j] += 1.0;
@@ -395,20 +603,17 @@ impl GroupsAccumulator for PartsAccumulator {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let rows = self.take(emit_to);
-        let columns = (0..self.n)
-            .map(|i| self.column(&rows, i, self.sum >> i & 1 == 0))
-            .collect();
+        let taken = self.take(emit_to);
         Ok(Arc::new(StructArray::try_new(
             self.fields.clone(),
-            columns,
+            self.columns(&taken, true),
             None,
         )?))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let rows = self.take(emit_to);
-        Ok((0..self.n).map(|i| self.column(&rows, i, false)).collect())
+        let taken = self.take(emit_to);
+        Ok(self.columns(&taken, false))
     }
 
     fn merge_batch(
@@ -425,11 +630,55 @@ impl GroupsAccumulator for PartsAccumulator {
             );
         }
         self.grow(total_num_groups);
-        let columns = values.iter().map(as_f64).collect::<Result<Vec<_>>>()?;
-        for (j, c) in columns.iter().enumerate() {
+        let nl = self.nl();
+        // Numbers row by row: each row of values is written once.
+        let numbers = values
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| self.list >> j & 1 == 0)
+            .map(|(j, c)| Ok((j, as_f64(c)?)))
+            .collect::<Result<Vec<_>>>()?;
+        if numbers.iter().all(|(_, c)| c.null_count() == 0) {
+            let numbers: Vec<(usize, &[f64])> = numbers
+                .iter()
+                .map(|(j, c)| (*j, c.values().as_ref()))
+                .collect();
             for (row, &g) in group_indices.iter().enumerate() {
-                if c.is_valid(row) {
-                    self.values[g * self.n + j] += c.value(row);
+                let base = g * self.n;
+                for &(j, c) in &numbers {
+                    self.values[base + j] += c[row];
+                }
+            }
+        } else {
+            for (row, &g) in group_indices.iter().enumerate() {
+                for (j, c) in &numbers {
+                    if c.is_valid(row) {
+                        self.values[g * self.n + j] += c.value(row);
+                    }
+                }
+            }
+        }
+        for (j, c) in values.iter().enumerate() {
+            if self.list >> j & 1 == 1 {
+                let k = self.slot(j);
+                let Some(c) = c.as_list_opt::<i32>() else {
+                    return exec_err!("{NAME} state p{j} is not a list");
+                };
+                let offsets = c.value_offsets();
+                let Some(x) = c.values().as_primitive_opt::<Float64Type>() else {
+                    return exec_err!("{NAME} state p{j} is not a list of doubles");
+                };
+                for (row, &g) in group_indices.iter().enumerate() {
+                    if c.is_valid(row) {
+                        let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+                        if x.null_count() == 0 {
+                            self.extend_values(g * nl + k, &x.values()[from..to]);
+                        } else {
+                            for i in (from..to).filter(|&i| x.is_valid(i)) {
+                                self.extend_values(g * nl + k, &[x.value(i)]);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -450,7 +699,10 @@ impl GroupsAccumulator for PartsAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.values.capacity() * std::mem::size_of::<f64>()
+        std::mem::size_of::<Self>()
+            + self.values.capacity() * std::mem::size_of::<f64>()
+            + self.lists.capacity() * std::mem::size_of::<Vec<f64>>()
+            + self.list_bytes
     }
 }
 
@@ -661,6 +913,7 @@ mod tests {
                 out[g][j] += match p.agg {
                     Agg::Count => 1.0,
                     Agg::Sum => v.unwrap_or(0.0),
+                    Agg::Values => panic!("values parts have a test of their own"),
                 };
             }
         }
@@ -679,6 +932,7 @@ mod tests {
             Arc::new(rows.iter().map(|r| r.3).collect::<Int64Array>()),
             Arc::new(rows.iter().map(|r| r.4).collect::<Int64Array>()),
             Arc::new(rows.iter().map(|r| r.5).collect::<Float64Array>()),
+            Arc::new(BooleanArray::from(vec![false; rows.len()])),
         ];
         (values, rows.iter().map(|r| r.0).collect())
     }
@@ -720,6 +974,313 @@ mod tests {
         let kept: Vec<Row> = rows().into_iter().step_by(2).collect();
         let got = evaluated(&acc.evaluate(EmitTo::All).unwrap());
         assert_eq!(got, expected(&parts(), &kept, 3));
+    }
+
+    #[test]
+    fn bots_events_count_nowhere() {
+        let mut acc = udaf().accumulator_state();
+        let (mut values, groups) = arrays(&rows(), true);
+        // Every third row is a bot's; a NULL flag counts as one too, as
+        // `WHERE NOT is_bot` drops it.
+        values[5] = Arc::new(
+            (0..rows().len())
+                .map(|i| if i == 1 { None } else { Some(i % 3 == 0) })
+                .collect::<BooleanArray>(),
+        );
+        acc.update_batch(&values, &groups, None, 3).unwrap();
+        let humans: Vec<Row> = rows()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0 && *i != 1)
+            .map(|(_, r)| r)
+            .collect();
+        let got = evaluated(&acc.evaluate(EmitTo::All).unwrap());
+        assert_eq!(got, expected(&parts(), &humans, 3));
+        assert_ne!(got, expected(&parts(), &rows(), 3));
+    }
+
+    /// Each group's parts: counts as numbers, values parts as lists (None: NULL).
+    fn with_lists(a: &ArrayRef) -> Vec<Vec<Result<f64, Option<Vec<f64>>>>> {
+        let s = a.as_struct();
+        (0..s.len())
+            .map(|g| {
+                s.columns()
+                    .iter()
+                    .map(|c| match c.as_list_opt::<i32>() {
+                        Some(l) => Err(l.is_valid(g).then(|| {
+                            let x = l.value(g);
+                            x.as_primitive::<Float64Type>().values().to_vec()
+                        })),
+                        None => Ok(as_f64(c).unwrap().value(g)),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn values_parts_gather_the_matching_values() {
+        let parts = vec![
+            part(
+                Agg::Count,
+                r#"{"type": "purchase"}"#,
+                false,
+                Window::Analysis,
+            ),
+            part(
+                Agg::Values,
+                r#"{"type": "purchase"}"#,
+                true,
+                Window::Analysis,
+            ),
+            part(
+                Agg::Values,
+                r#"{"type": "checkout_completed"}"#,
+                true,
+                Window::Analysis,
+            ),
+        ];
+        let udaf = PartsUdaf::new(&parts, START, NOVELTY).unwrap();
+        let all = rows();
+        let mut whole = udaf.accumulator_state();
+        let (values, groups) = arrays(&all, true);
+        whole.update_batch(&values, &groups, None, 3).unwrap();
+        // From `rows()`: in the analysis window, group 0 has purchases at
+        // 1 050 (10.0) and 1 150 (no value), group 1 none (1 199 < lo) and
+        // two checkouts of 2.0, group 2 one purchase (-1.5; the other row
+        // has no unit window).
+        let want = vec![
+            vec![Ok(2.0), Err(Some(vec![10.0])), Err(None)],
+            vec![Ok(0.0), Err(None), Err(Some(vec![2.0, 2.0]))],
+            vec![Ok(1.0), Err(Some(vec![-1.5])), Err(None)],
+        ];
+        assert_eq!(with_lists(&whole.evaluate(EmitTo::All).unwrap()), want);
+        assert_eq!(whole.size(), std::mem::size_of::<PartsAccumulator>());
+
+        // Partial states, split by rows and emitted a group at a time,
+        // merge to the same lists.
+        let (head, tail) = all.split_at(5);
+        let mut merged = udaf.accumulator_state();
+        for chunk in [head, tail] {
+            let mut acc = udaf.accumulator_state();
+            let (values, groups) = arrays(chunk, true);
+            acc.update_batch(&values, &groups, None, 3).unwrap();
+            assert!(acc.size() > std::mem::size_of::<PartsAccumulator>());
+            let first = acc.state(EmitTo::First(1)).unwrap();
+            merged.merge_batch(&first, &[0], 3).unwrap();
+            let rest = acc.state(EmitTo::All).unwrap();
+            merged.merge_batch(&rest, &[1, 2], 3).unwrap();
+        }
+        let first = with_lists(&merged.evaluate(EmitTo::First(1)).unwrap());
+        assert_eq!(first, want[..1]);
+        assert_eq!(
+            with_lists(&merged.evaluate(EmitTo::All).unwrap()),
+            want[1..]
+        );
+        // Rows turned into states one by one merge to the same.
+        let mut per_row = udaf.accumulator_state();
+        let state = per_row.convert_to_state(&values, None).unwrap();
+        per_row.merge_batch(&state, &groups, 3).unwrap();
+        assert_eq!(with_lists(&per_row.evaluate(EmitTo::All).unwrap()), want);
+    }
+
+    /// Stage 2a as the aggregate and as plain SQL, over the same events, with
+    /// and without deduplication: the same values per unit (a sum over no
+    /// event is 0 and NULL, lists are compared as sets of values).
+    #[test]
+    fn the_sql_form_computes_the_same_parts() {
+        use crate::plan::{unit_parts_sql, Bounds};
+        use datafusion::arrow::array::RecordBatch;
+        use datafusion::arrow::datatypes::Schema;
+        use datafusion::datasource::MemTable;
+        use datafusion::prelude::SessionContext;
+
+        let mut parts = parts();
+        for t in ["purchase", "page_load"] {
+            parts.push(part(
+                Agg::Values,
+                &format!(r#"{{"type": "{t}"}}"#),
+                true,
+                Window::Analysis,
+            ));
+        }
+        // (event_id, unit_id, type, ts, value, is_bot); e1 is sent twice.
+        type Event = (
+            &'static str,
+            &'static str,
+            &'static str,
+            i64,
+            Option<f64>,
+            bool,
+        );
+        let events: Vec<Event> = vec![
+            ("e1", "u0", "purchase", 1_050, Some(10.0), false),
+            ("e1", "u0", "purchase", 1_052, Some(10.0), false),
+            ("e2", "u0", "purchase", 1_150, None, false),
+            ("e3", "u0", "purchase", 990, Some(4.0), false),
+            ("e4", "u0", "refund", 600, Some(1.0), false),
+            ("e5", "u0", "page_load", 1_010, Some(300.0), false),
+            ("e6", "u0", "page_load", 1_020, Some(250.0), true),
+            ("e7", "u1", "checkout_completed", 1_300, Some(2.0), false),
+            ("e8", "u1", "page_load", 1_400, Some(120.0), false),
+            ("e9", "u1", "page_load", 1_401, None, false),
+            ("e10", "u1", "purchase", 1_199, Some(9.0), false),
+            ("e11", "u2", "page_view", 1_250, None, false),
+            ("e12", "u9", "purchase", 1_250, Some(5.0), false),
+        ];
+        let ev = RecordBatch::try_from_iter(vec![
+            (
+                "event_id",
+                Arc::new(
+                    events
+                        .iter()
+                        .map(|e| Some(e.0))
+                        .collect::<datafusion::arrow::array::StringArray>(),
+                ) as ArrayRef,
+            ),
+            (
+                "unit_id",
+                Arc::new(
+                    events
+                        .iter()
+                        .map(|e| Some(e.1))
+                        .collect::<datafusion::arrow::array::StringArray>(),
+                ),
+            ),
+            (
+                "type",
+                Arc::new(
+                    events
+                        .iter()
+                        .map(|e| Some(e.2))
+                        .collect::<datafusion::arrow::array::StringArray>(),
+                ),
+            ),
+            (
+                "ts",
+                Arc::new(events.iter().map(|e| Some(e.3)).collect::<Int64Array>()),
+            ),
+            (
+                "value",
+                Arc::new(events.iter().map(|e| e.4).collect::<Float64Array>()),
+            ),
+            (
+                "is_bot",
+                Arc::new(events.iter().map(|e| Some(e.5)).collect::<BooleanArray>()),
+            ),
+        ])
+        .unwrap();
+        // (unit_id, uidx, lo, first_ts)
+        let units = RecordBatch::try_from_iter(vec![
+            (
+                "unit_id",
+                Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                    "u0", "u1", "u2",
+                ])) as ArrayRef,
+            ),
+            ("uidx", Arc::new(Int64Array::from(vec![0, 1, 2]))),
+            ("lo", Arc::new(Int64Array::from(vec![1_000, 1_200, 1_200]))),
+            (
+                "first_ts",
+                Arc::new(Int64Array::from(vec![1_000, 1_205, 1_205])),
+            ),
+        ])
+        .unwrap();
+        let b = Bounds {
+            start: START,
+            end: 10_000,
+            pre_start: Some(500),
+            skew: 5,
+            novelty: NOVELTY,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let run = |sql: String| {
+            let ctx = SessionContext::new();
+            for (name, batch) in [("events", &ev), ("unit_keys", &units)] {
+                let t = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]]).unwrap();
+                ctx.register_table(name, Arc::new(t)).unwrap();
+            }
+            let udaf = PartsUdaf::new(&parts, START, NOVELTY).unwrap();
+            ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(udaf));
+            let batches = rt.block_on(async {
+                ctx.sql(&format!("SELECT * FROM ({sql}) ORDER BY uidx"))
+                    .await?
+                    .collect()
+                    .await
+            });
+            let batches: Vec<RecordBatch> = batches
+                .unwrap()
+                .iter()
+                .map(|b| flatten(b).unwrap())
+                .collect();
+            let schema: Arc<Schema> = batches[0].schema();
+            datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap()
+        };
+        // Each unit's parts: numbers (NULL as 0) or sorted lists (NULL: None).
+        let read = |batch: &RecordBatch| -> Vec<Vec<Result<f64, Option<Vec<f64>>>>> {
+            (0..batch.num_rows())
+                .map(|r| {
+                    (0..parts.len())
+                        .map(|i| {
+                            let c = batch.column_by_name(&format!("p{i}")).unwrap();
+                            match c.as_list_opt::<i32>() {
+                                Some(l) => Err(l.is_valid(r).then(|| {
+                                    let mut v =
+                                        l.value(r).as_primitive::<Float64Type>().values().to_vec();
+                                    v.sort_by(f64::total_cmp);
+                                    v
+                                })),
+                                None => {
+                                    let c = as_f64(c).unwrap();
+                                    Ok(if c.is_valid(r) { c.value(r) } else { 0.0 })
+                                }
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        for dedup in [true, false] {
+            let fused = run(unit_parts_sql(&parts, &[], &b, dedup, None, true));
+            let sql = run(unit_parts_sql(&parts, &[], &b, dedup, None, false));
+            assert_eq!(fused.num_rows(), 3, "dedup={dedup}: units with events");
+            assert_eq!(read(&fused), read(&sql), "dedup={dedup}");
+            // u0: purchases e1 (once when deduplicated) and e2 in the window;
+            // page loads e5 only (e6 is a bot's).
+            let u0 = &read(&fused)[0];
+            let purchases = if dedup { 2.0 } else { 3.0 };
+            assert_eq!(u0[0], Ok(purchases), "dedup={dedup}");
+            let want: &[f64] = if dedup { &[10.0] } else { &[10.0, 10.0] };
+            assert_eq!(u0[7], Err(Some(want.to_vec())), "dedup={dedup}");
+            assert_eq!(u0[8], Err(Some(vec![300.0])), "dedup={dedup}");
+            // u1: no purchase in its window (NULL), one page load with a value.
+            assert_eq!(read(&fused)[1][7..], [Err(None), Err(Some(vec![120.0]))]);
+        }
+    }
+
+    #[test]
+    fn the_view_table_finds_every_type_and_nothing_else() {
+        let names: Vec<String> = (0..40).map(|i| format!("type_{i}")).collect();
+        let t = ViewTable::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (inline_view(n.as_bytes()), 1u64 << i)),
+        );
+        assert!(
+            t.list.is_none(),
+            "a collision-free table exists for 40 types"
+        );
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(t.get(inline_view(n.as_bytes())), Some(1u64 << i), "{n}");
+        }
+        for other in ["", "type_40", "page_view", "type_1 "] {
+            assert_eq!(t.get(inline_view(other.as_bytes())), None, "{other}");
+        }
+        let empty = ViewTable::new(std::iter::empty());
+        assert_eq!(empty.get(inline_view(b"x")), None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!    opt-out flag and segment attributes.
 //! 2. **unit values**: events joined to units, deduplicated by `event_id`,
 //!    reduced to one row per unit with one column per metric *part* (a count
-//!    or a sum of matching events in a window), zero-filled by a left join.
+//!    or a sum of matching events in a window, zero-filled by a left join,
+//!    or the list of values a quantile metric reads).
 //! 3. **statistics**: per variant (and segment), `COUNT`, `AVG`, `VAR_POP`
 //!    and `COVAR_POP` of the per-unit values: the centred moments that
 //!    strata-stats takes.
@@ -22,12 +23,15 @@ use crate::spec::AnalysisMode;
 pub(crate) const NS: i64 = 1_000_000_000;
 
 /// What a part aggregates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Agg {
     /// Number of matching events.
     Count,
     /// Sum of `value` of matching events.
     Sum,
+    /// The list of `value`s of matching events (a quantile metric's values,
+    /// gathered in the same pass instead of a second scan of the events).
+    Values,
 }
 
 /// Which events of a unit a part covers.
@@ -186,7 +190,18 @@ pub(crate) fn parts_of(m: &Metric, window: Window) -> Vec<Part> {
             ],
             _ => vec![],
         },
+        // The caller adds the values part when it gathers values per unit.
         MetricType::Quantile => vec![],
+    }
+}
+
+/// The part holding a quantile metric's values in the analysis window.
+pub(crate) fn values_part(m: &Metric) -> Part {
+    Part {
+        agg: Agg::Values,
+        filter: m.filter.clone(),
+        needs_value: true,
+        window: Window::Analysis,
     }
 }
 
@@ -238,7 +253,7 @@ fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
 ///
 /// `unit_keys` holds the columns of `units` the join needs (a narrow build
 /// side is quicker to hash and copy). `slice` is a condition on the events'
-/// `part` column from [`slice_conditions`] (see [`merge_slices_sql`]).
+/// `part` column from [`slice_conditions`] (see [`STRADDLING_UNITS_SQL`]).
 ///
 /// With `fused`, the parts are one aggregate, [`crate::fused::PartsUdaf`]
 /// (its struct column `parts` holds `p0`, `p1`, …), instead of one `FILTER`
@@ -252,11 +267,18 @@ pub(crate) fn unit_parts_sql(
     fused: bool,
 ) -> String {
     let lo = b.pre_start.unwrap_or(b.start).min(b.start);
-    // Restrict the scan to the event types some part needs, when all parts name types.
+    // Restrict the scan to the event types some part needs, when all parts
+    // name types. The fused aggregate over unique ids skips other types and
+    // bots' events itself: with only the time range left to filter on, whole
+    // batches pass the filter uncopied (a row filter copies every column of
+    // the rows it keeps, and costs more than the rows it drops; the time
+    // range stays, as it prunes files and row groups).
+    let fused_filters = fused && !dedup;
     let type_cond = match scanned_types(parts) {
-        Some(types) => format!(" AND type IN ({})", literal_list(types)),
-        None => String::new(),
+        Some(types) if !fused_filters => format!(" AND type IN ({})", literal_list(types)),
+        _ => String::new(),
     };
+    let bot_cond = if fused_filters { "" } else { "NOT is_bot AND " };
     let slice_cond = slice.map_or(String::new(), |c| format!(" AND {c}"));
     // Unit columns (`lo`, `first_ts`) come from `units` (alias u) or, after
     // deduplication, from the deduplicated rows (alias e).
@@ -269,8 +291,9 @@ pub(crate) fn unit_parts_sql(
     };
     let aggs: Vec<String> = if fused {
         vec![format!(
-            "{}(e.type, e.ts, {u}.lo, {u}.first_ts, e.value) AS parts",
-            crate::fused::NAME
+            "{}(e.type, e.ts, {u}.lo, {u}.first_ts, e.value, {bot}) AS parts",
+            crate::fused::NAME,
+            bot = if fused_filters { "e.is_bot" } else { "false" },
         )]
     } else {
         parts
@@ -288,6 +311,7 @@ pub(crate) fn unit_parts_sql(
                 let agg = match p.agg {
                     Agg::Count => "COUNT(*)",
                     Agg::Sum => "SUM(e.value)",
+                    Agg::Values => "ARRAY_AGG(e.value)",
                 };
                 format!("{agg} FILTER (WHERE {cond}) AS p{i}")
             })
@@ -297,8 +321,8 @@ pub(crate) fn unit_parts_sql(
         .map(|i| format!(", prop_{i}"))
         .collect();
     let ev = format!(
-        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {end}{type_cond}{slice_cond})",
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value, is_bot{props} FROM events \
+         WHERE {bot_cond}ts >= {lo} AND ts < {end}{type_cond}{slice_cond})",
         end = b.end,
     );
     if dedup {
@@ -348,20 +372,15 @@ pub(crate) fn slice_conditions(groups: &[&[String]]) -> Vec<String> {
     out
 }
 
-/// Stage 2a over slices: merges the per-slice rows of [`unit_parts_sql`]
-/// (table `unit_parts_sliced`) into one row per unit, with the number of
-/// slices the unit's events came from as `slices`.
+/// Stage 2a over slices: the number of units with rows from more than one
+/// slice in the union of the per-slice rows of [`unit_parts_sql`] (table
+/// `unit_parts`), as `n`.
 ///
-/// Sums of parts add up across slices, but deduplication is per slice, so
-/// the merge is exact only when every unit's events are in one slice: the
-/// caller checks `slices` and falls back to the unsliced plan when some unit
-/// straddles.
-pub(crate) fn merge_slices_sql(parts: &[Part]) -> String {
-    let sums: String = (0..parts.len())
-        .map(|i| format!(", SUM(p{i}) AS p{i}"))
-        .collect();
-    format!("SELECT uidx, COUNT(*) AS slices{sums} FROM unit_parts_sliced GROUP BY uidx")
-}
+/// Deduplication is per slice, so the union is the answer only when every
+/// unit's events are in one slice (then it has one row per unit, as the
+/// unsliced plan): the caller falls back to the unsliced plan otherwise.
+pub(crate) const STRADDLING_UNITS_SQL: &str =
+    "SELECT COUNT(*) AS n FROM (SELECT uidx FROM unit_parts GROUP BY uidx HAVING COUNT(*) > 1)";
 
 /// Stage 2b: one row per unit of `units` with each part as column `p{i}`,
 /// zero-filled from `unit_parts` (the output of stage 2a).
@@ -374,6 +393,8 @@ pub(crate) fn unit_values_sql(parts: &[Part], n_segments: usize) -> String {
         .map(|i| match parts[i].agg {
             Agg::Count => format!("COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
             Agg::Sum => format!("COALESCE(a.p{i}, 0.0) AS p{i}"),
+            // No values: NULL (an empty list in the fused form).
+            Agg::Values => format!("a.p{i} AS p{i}"),
         })
         .collect::<Vec<_>>()
         .join(", ");

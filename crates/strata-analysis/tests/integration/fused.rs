@@ -1,5 +1,7 @@
 //! The fused `strata_parts` aggregate and the portable SQL form of stage 2a
-//! (one `FILTER` aggregate per part) give the same results.
+//! (one `FILTER` aggregate per part) give the same results; with the fused
+//! aggregate a quantile metric's values come from the same pass, otherwise
+//! from a scan of their own.
 
 use strata_analysis::generate::{write_parquet, GenConfig};
 use strata_analysis::EngineOptions;
@@ -76,7 +78,7 @@ fn fused_and_sql_parts_agree_on_generated_slices() {
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-15T00:00:00Z",
         "primary": "revenue", "secondary": ["purchases", "conversion", "aov", "order_value"],
-        "cuped": {"pre_period_days": 7}}"#;
+        "guardrails": ["load_p50"], "cuped": {"pre_period_days": 7}}"#;
     let exposures = f.path("gen/exposures").display().to_string();
     let events = f.path("gen/events").display().to_string();
     for unique in [false, true] {
@@ -86,5 +88,9 @@ fn fused_and_sql_parts_agree_on_generated_slices() {
         let json = |r| serde_json::to_value(r).unwrap();
         assert_same(&json(&fused), &json(&sql), &format!("unique={unique}"));
         assert_eq!(fused.units.values().sum::<u64>(), 3_000);
+        // The quantile's values, gathered per unit by the fused aggregate
+        // and by a scan of the events in the SQL form, are thousands.
+        let load = metric(&fused, "load_p50");
+        assert!(load.variants["control"].n > 1_000, "{load:?}");
     }
 }

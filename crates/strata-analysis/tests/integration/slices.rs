@@ -39,7 +39,7 @@ fn sliced_and_whole_inputs_agree() {
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-15T00:00:00Z",
         "primary": "conversion", "secondary": ["purchases", "revenue", "aov"],
-        "cuped": {"pre_period_days": 7}}"#;
+        "guardrails": ["load_p50"], "cuped": {"pre_period_days": 7}}"#;
     let exposures = f.path("gen/exposures");
     // A directory is read slice by slice; a glob of the same files is one input.
     let dir = f.path("gen/events").display().to_string();
