@@ -14,10 +14,13 @@ bench/analysis/metrics.json, then the per-variant statistics it reads:
   (analysis window, and the pre-period of purchases and revenue only);
 - per-variant moments and covariances of every part, the winsorizing cap of
   revenue (99.9th percentile of per-unit revenue) and, with `--parts plan`,
-  the p95 of page_load values per variant (deduplicated likewise).
+  the p95 of page_load values per variant (deduplicated likewise): with
+  `--quantile scan` (default) from a second pass over the events, with
+  `--quantile folded` from a per-unit list of values collected by the same
+  aggregate as the parts (as strata-analysis does).
 
 usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--parts plan|basic]
-           [--threads N] [--memory-limit-mb M]
+           [--quantile scan|folded] [--threads N] [--memory-limit-mb M]
 (--memory-limit-mb caps DuckDB's memory like strata-analysis's limit; beyond it
 DuckDB spills to a temporary directory.)
 """
@@ -36,6 +39,7 @@ dedup = "--assume-unique-event-ids" not in sys.argv
 threads = int(arg("--threads", 2))
 memory_mb = int(arg("--memory-limit-mb", 0)) or None
 full = arg("--parts", "plan") == "plan"
+folded = full and arg("--quantile", "scan") == "folded"
 
 START = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
 END = "TIMESTAMPTZ '2026-01-15 00:00:00+00'"
@@ -61,15 +65,21 @@ parts = {
     f"{n}{w}": f"CASE WHEN {windows[w]} AND e.type = '{t}' THEN {'1' if a == 'c' else 'coalesce(e.value, 0)'} ELSE 0 END"
     for n, t, a, w in plan
 }
-types = "'purchase', 'page_view', 'click', 'search', 'share', 'error'"
+types = "'purchase', 'page_view', 'click', 'search', 'share', 'error'" + (", 'page_load'" if folded else "")
 contrib = ", ".join(f"{v} AS {k}" for k, v in parts.items())
+sums = ", ".join(f"sum({k}) AS {k}" for k in parts)
+pl_list, pl_out = "", ""
+if folded:
+    contrib += ", CASE WHEN e.type = 'page_load' AND e.ts >= u.lo THEN e.value END AS pl"
+    pl_list, pl_out = ", list(pl) FILTER (WHERE pl IS NOT NULL) AS pl", ", a.pl"
 if dedup:
     per_unit = (
-        f"d AS (SELECT unit_id, event_id, {', '.join(f'max({k}) AS {k}' for k in parts)} FROM j GROUP BY unit_id, event_id), "
-        f"a AS (SELECT unit_id, {', '.join(f'sum({k}) AS {k}' for k in parts)} FROM d GROUP BY unit_id)"
+        f"d AS (SELECT unit_id, event_id, {', '.join(f'max({k}) AS {k}' for k in parts)}{', max(pl) AS pl' if folded else ''} "
+        f"FROM j GROUP BY unit_id, event_id), "
+        f"a AS (SELECT unit_id, {sums}{pl_list} FROM d GROUP BY unit_id)"
     )
 else:
-    per_unit = f"a AS (SELECT unit_id, {', '.join(f'sum({k}) AS {k}' for k in parts)} FROM j GROUP BY unit_id)"
+    per_unit = f"a AS (SELECT unit_id, {sums}{pl_list} FROM j GROUP BY unit_id)"
 units = f"""units AS (
   SELECT unit_id, arg_min(variant, ts) AS variant,
          greatest(min(ts) - INTERVAL 5 SECOND, {START}) AS lo, min(ts) + {NOVELTY} AS novelty_end
@@ -85,7 +95,7 @@ ev AS (SELECT event_id, unit_id, type, ts, value FROM {events}
        WHERE NOT is_bot AND ts >= {PRE} AND ts < {END} AND type IN ({types})),
 j AS (SELECT e.unit_id, e.event_id, {contrib} FROM ev e JOIN units u ON e.unit_id = u.unit_id),
 {per_unit}
-SELECT u.variant, {', '.join(f'coalesce(a.{k}, 0) AS {k}' for k in parts)}
+SELECT u.variant, {', '.join(f'coalesce(a.{k}, 0) AS {k}' for k in parts)}{pl_out}
 FROM units u LEFT JOIN a ON u.unit_id = a.unit_id
 """
 covariates = [k for k in parts if k.endswith("_pre")]
@@ -113,6 +123,11 @@ SELECT variant, count(*), quantile_cont(value, 0.95) FROM (
   WHERE NOT e.is_bot AND e.type = 'page_load' AND e.value IS NOT NULL AND e.ts >= u.lo AND e.ts < {END}
   {pl_group}) GROUP BY variant ORDER BY variant
 """
+if folded:
+    quantile_sql = """
+SELECT variant, count(*), quantile_cont(v, 0.95) FROM (SELECT variant, unnest(pl) AS v FROM uv)
+GROUP BY variant ORDER BY variant
+"""
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
 if memory_mb:
@@ -130,6 +145,7 @@ for r in rows:
 for r in quantiles:
     print(r[0], "page_load values", r[1], "p95", round(r[2], 6))
 print(
-    f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, parts={len(parts)}, threads={threads}, "
+    f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, parts={len(parts)}, quantile={'folded' if folded else 'scan'}, "
+    f"threads={threads}, "
     f"memory_limit_mb={memory_mb})"
 )

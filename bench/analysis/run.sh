@@ -3,9 +3,11 @@
 # heavy-tailed activity), run the full analysis of bench/analysis/experiment.json
 # (10 metrics incl. a ratio, a quantile and CUPED) and the equivalent per-unit
 # aggregation in DuckDB on the same files, with and without event deduplication.
-# DuckDB runs twice per mode: the same 16 per-unit parts, winsorizing cap and
-# p95 scan as strata-analysis (`--parts plan`, the peer), and the 9 parts of
-# earlier versions of bench/analysis/duckdb_compare.py (`--parts basic`).
+# DuckDB runs three times per mode: the same 16 per-unit parts and winsorizing
+# cap as strata-analysis (`--parts plan`, the peer) with the p95 from a second
+# scan of the events (`--quantile scan`) and from per-unit lists gathered by the
+# per-unit aggregate (`--quantile folded`, as strata-analysis does), and the 9
+# parts of earlier versions of bench/analysis/duckdb_compare.py (`--parts basic`).
 #
 # usage: bench/analysis/run.sh [UNITS] [EVENTS_PER_UNIT] [DATA_DIR]
 #   defaults: 1000000 units, 125 events per unit (≈ 100M events: heavy-tailed
@@ -42,9 +44,10 @@ open("/tmp/strata-analysis-bench.json", "w").write(out.stdout)
 print(out.stderr.strip())
 print(f"end to end {wall:.2f} s, peak RSS {rss:.0f} MiB")
 PY
-    for parts in plan basic; do
-        echo "== duckdb --parts $parts ${mode:-(dedup by event_id)}"
-        python3 - bench/analysis/duckdb_compare.py "$DATA" $mode --parts "$parts" "${DUCK_MEM[@]}" <<'PY'
+    for peer in "plan scan" "plan folded" "basic scan"; do
+        read -r parts quantile <<< "$peer"
+        echo "== duckdb --parts $parts --quantile $quantile ${mode:-(dedup by event_id)}"
+        python3 - bench/analysis/duckdb_compare.py "$DATA" $mode --parts "$parts" --quantile "$quantile" "${DUCK_MEM[@]}" <<'PY'
 import resource, runpy, sys
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
