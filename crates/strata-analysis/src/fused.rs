@@ -151,12 +151,19 @@ impl PartsUdaf {
             }
             windows[window_slot(p.window)] |= bit;
         }
+        let inline = Arc::new(ViewTable::new(
+            types
+                .iter()
+                .filter(|(t, _)| t.len() <= 12)
+                .map(|(t, m)| (inline_view(t.as_bytes()), m | untyped)),
+        ));
         PartsAccumulator {
             n: self.parts.len(),
             fields: self.fields(),
             start: self.start,
             novelty: self.novelty,
             types,
+            inline,
             untyped,
             sum,
             value,
@@ -237,6 +244,9 @@ struct PartsAccumulator {
     novelty: i64,
     /// Parts counting each named type.
     types: Vec<(String, u64)>,
+    /// The masks of the types of at most 12 bytes by inline view (with
+    /// the untyped parts), built once.
+    inline: Arc<ViewTable>,
     /// Parts with no type filter.
     untyped: u64,
     /// Parts that sum `value` (the others count).
@@ -282,19 +292,13 @@ fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
             // A string of at most 12 bytes is stored whole in its 16-byte
             // view, so comparing views compares the strings.
             let a = types.as_string_view();
-            let inline = ViewTable::new(
-                acc.types
-                    .iter()
-                    .filter(|(t, _)| t.len() <= 12)
-                    .map(|(t, m)| (inline_view(t.as_bytes()), m | acc.untyped)),
-            );
             let views = a.views();
             let nulls = a.nulls().filter(|n| n.null_count() > 0);
             for (i, &v) in views.iter().enumerate() {
                 if nulls.is_some_and(|n| n.is_null(i)) {
                     out.push(acc.untyped);
                 } else if (v as u32) <= 12 {
-                    out.push(inline.get(v).unwrap_or(acc.untyped));
+                    out.push(acc.inline.get(v).unwrap_or(acc.untyped));
                 } else {
                     let s = a.value(i);
                     out.push(
@@ -316,6 +320,7 @@ fn type_masks(acc: &PartsAccumulator, types: &ArrayRef) -> Result<Vec<u64>> {
 /// searched for when the table is built): a lookup is one multiply and one
 /// comparison, where a scan of the list of types costs a comparison per type
 /// and a mispredicted branch per row.
+#[derive(Debug)]
 struct ViewTable {
     /// `(view, mask)`; an empty slot holds [`EMPTY`].
     slots: Vec<(u128, u64)>,
@@ -431,6 +436,7 @@ impl PartsAccumulator {
         Self {
             fields: self.fields.clone(),
             types: self.types.clone(),
+            inline: self.inline.clone(),
             values: Vec::new(),
             lists: Vec::new(),
             list_bytes: 0,
@@ -638,23 +644,13 @@ impl GroupsAccumulator for PartsAccumulator {
             .filter(|(j, _)| self.list >> j & 1 == 0)
             .map(|(j, c)| Ok((j, as_f64(c)?)))
             .collect::<Result<Vec<_>>>()?;
-        if numbers.iter().all(|(_, c)| c.null_count() == 0) {
-            let numbers: Vec<(usize, &[f64])> = numbers
-                .iter()
-                .map(|(j, c)| (*j, c.values().as_ref()))
-                .collect();
-            for (row, &g) in group_indices.iter().enumerate() {
-                let base = g * self.n;
-                for &(j, c) in &numbers {
-                    self.values[base + j] += c[row];
-                }
-            }
-        } else {
-            for (row, &g) in group_indices.iter().enumerate() {
-                for (j, c) in &numbers {
-                    if c.is_valid(row) {
-                        self.values[g * self.n + j] += c.value(row);
-                    }
+        let numbers: Vec<(usize, Col<'_, f64>)> =
+            numbers.iter().map(|(j, c)| (*j, col(c))).collect();
+        for (row, &g) in group_indices.iter().enumerate() {
+            let base = g * self.n;
+            for (j, c) in &numbers {
+                if let Some(x) = c.get(row) {
+                    self.values[base + j] += x;
                 }
             }
         }
@@ -1131,30 +1127,15 @@ mod tests {
         let ev = RecordBatch::try_from_iter(vec![
             (
                 "event_id",
-                Arc::new(
-                    events
-                        .iter()
-                        .map(|e| Some(e.0))
-                        .collect::<datafusion::arrow::array::StringArray>(),
-                ) as ArrayRef,
+                Arc::new(events.iter().map(|e| Some(e.0)).collect::<StringArray>()) as ArrayRef,
             ),
             (
                 "unit_id",
-                Arc::new(
-                    events
-                        .iter()
-                        .map(|e| Some(e.1))
-                        .collect::<datafusion::arrow::array::StringArray>(),
-                ),
+                Arc::new(events.iter().map(|e| Some(e.1)).collect::<StringArray>()),
             ),
             (
                 "type",
-                Arc::new(
-                    events
-                        .iter()
-                        .map(|e| Some(e.2))
-                        .collect::<datafusion::arrow::array::StringArray>(),
-                ),
+                Arc::new(events.iter().map(|e| Some(e.2)).collect::<StringArray>()),
             ),
             (
                 "ts",
@@ -1174,9 +1155,7 @@ mod tests {
         let units = RecordBatch::try_from_iter(vec![
             (
                 "unit_id",
-                Arc::new(datafusion::arrow::array::StringArray::from(vec![
-                    "u0", "u1", "u2",
-                ])) as ArrayRef,
+                Arc::new(StringArray::from(vec!["u0", "u1", "u2"])) as ArrayRef,
             ),
             ("uidx", Arc::new(Int64Array::from(vec![0, 1, 2]))),
             ("lo", Arc::new(Int64Array::from(vec![1_000, 1_200, 1_200]))),
