@@ -460,14 +460,14 @@ impl Analyzer {
         progress.set("exposures → units");
         self.materialize("units_all", &plan::units_sql(&s.key, s.analysis, nseg, &b))
             .await?;
-        let diag = self
-            .sql(&format!(
-                "SELECT SUM(CASE WHEN multi_variant THEN 1 ELSE 0 END) AS multi, \
-                 SUM(CASE WHEN variant NOT IN ({known}) THEN 1 ELSE 0 END) AS unknown, \
-                 SUM(CASE WHEN opted_out THEN 1 ELSE 0 END) AS opted FROM units_all"
-            ))
-            .await?;
-        let get = |name: &str| -> Result<u64> {
+        let diagnose = format!(
+            "SELECT SUM(CASE WHEN multi_variant THEN 1 ELSE 0 END) AS multi, \
+             SUM(CASE WHEN variant NOT IN ({known}) THEN 1 ELSE 0 END) AS unknown, \
+             SUM(CASE WHEN opted_out THEN 1 ELSE 0 END) AS opted, \
+             SUM(CASE WHEN ambiguous THEN 1 ELSE 0 END) AS ambiguous FROM units_all"
+        );
+        let mut diag = self.sql(&diagnose).await?;
+        let get = |diag: &[RecordBatch], name: &str| -> Result<u64> {
             Ok(diag
                 .first()
                 .map(|b| column_i64(b, name))
@@ -476,7 +476,19 @@ impl Analyzer {
                 .unwrap_or(0)
                 .max(0) as u64)
         };
-        let (multi, unknown, opted) = (get("multi")?, get("unknown")?, get("opted")?);
+        if get(&diag, "ambiguous")? > 0 {
+            self.materialize(
+                "units_all",
+                &plan::units_first_sql(&s.key, s.analysis, nseg, &b),
+            )
+            .await?;
+            diag = self.sql(&diagnose).await?;
+        }
+        let (multi, unknown, opted) = (
+            get(&diag, "multi")?,
+            get(&diag, "unknown")?,
+            get(&diag, "opted")?,
+        );
         let opt_filter = match s.analysis {
             crate::spec::AnalysisMode::Itt => "",
             crate::spec::AnalysisMode::PerProtocol => " AND NOT opted_out",
@@ -500,27 +512,40 @@ impl Analyzer {
         self.materialize("unit_values", &plan::unit_values_sql(&self.parts, nseg))
             .await?;
 
-        // Units per variant.
-        let mut units: BTreeMap<String, u64> = order.iter().map(|v| (v.clone(), 0)).collect();
-        for batch in self
-            .sql("SELECT variant, COUNT(*) AS n FROM units GROUP BY variant")
-            .await?
-        {
-            let (v, n) = (column_str(&batch, "variant")?, column_i64(&batch, "n")?);
-            for (v, n) in v.into_iter().zip(n) {
-                if let Some(v) = v {
-                    units.insert(v, n.max(0) as u64);
+        // Stage 3: statistics per metric, novelty and units per variant.
+        // Each is a handful of aggregates over the materialized per-unit
+        // values; they run concurrently, so both cores stay busy through
+        // queries whose plans are short or partly serial.
+        progress.set("per-unit values → statistics");
+        let per_metric = futures_util::future::try_join_all(
+            self.planned.iter().map(|p| self.metric_data(p, &order, &b)),
+        );
+        let novelty = async {
+            match &self.novelty_cols {
+                Some((early, late)) => self.novelty(early, late, &order, &b).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let units = async {
+            let mut units: BTreeMap<String, u64> = order.iter().map(|v| (v.clone(), 0)).collect();
+            for batch in self
+                .sql("SELECT variant, COUNT(*) AS n FROM units GROUP BY variant")
+                .await?
+            {
+                let (v, n) = (column_str(&batch, "variant")?, column_i64(&batch, "n")?);
+                for (v, n) in v.into_iter().zip(n) {
+                    if let Some(v) = v {
+                        units.insert(v, n.max(0) as u64);
+                    }
                 }
             }
-        }
-
-        // Stage 3: statistics per metric.
-        progress.set("per-unit values → statistics");
+            Ok::<_, Error>(units)
+        };
+        let (per_metric, novelty, units) = tokio::try_join!(per_metric, novelty, units)?;
         let mut inputs = Vec::new();
         let mut caps = Vec::new();
         let mut seg_moments: Vec<Vec<BTreeMap<(String, String), Moments>>> = Vec::new();
-        for p in &self.planned {
-            let (data, cap, segs) = self.metric_data(p, &order, &b).await?;
+        for (p, (data, cap, segs)) in self.planned.iter().zip(per_metric) {
             caps.push(cap);
             seg_moments.push(segs);
             inputs.push(MetricInput {
@@ -737,12 +762,6 @@ impl Analyzer {
             segments.insert(seg.clone(), sr);
         }
 
-        // Novelty.
-        progress.set("novelty");
-        let novelty = match &self.novelty_cols {
-            Some((early, late)) => Some(self.novelty(early, late, &order, &b).await?),
-            None => None,
-        };
         if let Some(n) = &novelty {
             for e in n.effects.iter().filter(|e| e.flagged) {
                 warnings.push(results::Warning {
@@ -802,11 +821,7 @@ impl Analyzer {
         if kind == MetricType::Quantile {
             let q = p.metric.quantile.unwrap_or(0.5);
             let mut values: Vec<Vec<f64>> = vec![Vec::new(); order.len()];
-            let mut push = |variant: &str, x: f64| {
-                if let Some(slot) = order.iter().position(|o| o == variant) {
-                    values[slot].push(x);
-                }
-            };
+            let slot = |variant: &str| order.iter().position(|o| o == variant);
             // One value per matching event (millions at scale): read the
             // Arrow columns in place rather than allocating a string per row.
             if let Some(&c) = p.cols.first() {
@@ -826,9 +841,15 @@ impl Analyzer {
                         if v.is_null(i) || lists.is_null(i) {
                             continue;
                         }
-                        for j in offsets[i] as usize..offsets[i + 1] as usize {
-                            if x.is_valid(j) {
-                                push(v.value(i), x.value(j));
+                        let Some(slot) = slot(v.value(i)) else {
+                            continue;
+                        };
+                        let range = offsets[i] as usize..offsets[i + 1] as usize;
+                        let out = &mut values[slot];
+                        match x.nulls() {
+                            None => out.extend_from_slice(&x.values()[range]),
+                            Some(n) => {
+                                out.extend(range.filter(|&j| n.is_valid(j)).map(|j| x.value(j)))
                             }
                         }
                     }
@@ -850,7 +871,9 @@ impl Analyzer {
                     let (v, x) = (v.as_string::<i32>(), x.as_primitive::<Float64Type>());
                     for i in 0..batch.num_rows() {
                         if !v.is_null(i) && !x.is_null(i) {
-                            push(v.value(i), x.value(i));
+                            if let Some(slot) = slot(v.value(i)) {
+                                values[slot].push(x.value(i));
+                            }
                         }
                     }
                 }

@@ -207,24 +207,70 @@ pub(crate) fn values_part(m: &Metric) -> Part {
 
 /// Stage 1: the units of the experiment (before the known-variant filter).
 ///
+/// A unit's variant and segments are those of its first exposure (ties on
+/// `ts` broken by variant). An ordered `first_value` costs more than the
+/// rest of the stage together, yet for nearly every unit all exposures agree
+/// on them; so this takes `MIN` of each and flags as `ambiguous` the units
+/// whose exposures disagree on one (or have it null on some only), which
+/// [`units_first_sql`] then redoes with `first_value`.
+///
 /// `multi_variant` is `MIN <> MAX` rather than `COUNT(DISTINCT …) > 1`:
 /// next to other aggregates DataFusion evaluates a distinct count with one
 /// hash set per group, which costs gigabytes at a million units.
 pub(crate) fn units_sql(key: &str, mode: AnalysisMode, n_segments: usize, b: &Bounds) -> String {
-    let v = match mode {
-        AnalysisMode::Itt => "assigned_variant",
-        AnalysisMode::PerProtocol => "variant",
-    };
+    let v = variant_column(mode);
+    let agrees =
+        |c: &str| format!("(MIN({c}) = MAX({c}) AND COUNT({c}) = COUNT(*) OR COUNT({c}) = 0)");
     let segs: String = (0..n_segments)
-        .map(|i| format!(", first_value(seg_{i} ORDER BY ts, {v}) AS seg_{i}"))
+        .map(|i| format!(", MIN(seg_{i}) AS seg_{i}"))
         .collect();
+    let ambiguous = std::iter::once(agrees(v))
+        .chain((0..n_segments).map(|i| agrees(&format!("seg_{i}"))))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     format!(
-        "SELECT unit_id, first_value({v} ORDER BY ts, {v}) AS variant, MIN(ts) AS first_ts, \
-         MIN({v}) <> MAX({v}) AS multi_variant, bool_or(opted_out) AS opted_out{segs} \
+        "SELECT unit_id, MIN({v}) AS variant, MIN(ts) AS first_ts, \
+         MIN({v}) <> MAX({v}) AS multi_variant, bool_or(opted_out) AS opted_out{segs}, \
+         NOT ({ambiguous}) AS ambiguous \
          FROM exposures WHERE experiment = {key} AND ts < {end} GROUP BY unit_id",
         key = literal(key),
         end = b.end,
     )
+}
+
+/// Stage 1, for units flagged `ambiguous` by [`units_sql`] (registered as
+/// `units_all`): their variant and segments from their first exposure.
+pub(crate) fn units_first_sql(
+    key: &str,
+    mode: AnalysisMode,
+    n_segments: usize,
+    b: &Bounds,
+) -> String {
+    let v = variant_column(mode);
+    let first_segs: String = (0..n_segments)
+        .map(|i| format!(", first_value(seg_{i} ORDER BY ts, {v}) AS seg_{i}"))
+        .collect();
+    let segs: String = (0..n_segments)
+        .map(|i| format!(", CASE WHEN u.ambiguous THEN f.seg_{i} ELSE u.seg_{i} END AS seg_{i}"))
+        .collect();
+    format!(
+        "SELECT u.unit_id, CASE WHEN u.ambiguous THEN f.variant ELSE u.variant END AS variant, \
+         u.first_ts, u.multi_variant, u.opted_out{segs}, u.ambiguous \
+         FROM units_all u LEFT JOIN (\
+         SELECT unit_id, first_value({v} ORDER BY ts, {v}) AS variant{first_segs} \
+         FROM exposures WHERE experiment = {key} AND ts < {end} \
+         AND unit_id IN (SELECT unit_id FROM units_all WHERE ambiguous) GROUP BY unit_id\
+         ) f ON u.unit_id = f.unit_id",
+        key = literal(key),
+        end = b.end,
+    )
+}
+
+fn variant_column(mode: AnalysisMode) -> &'static str {
+    match mode {
+        AnalysisMode::Itt => "assigned_variant",
+        AnalysisMode::PerProtocol => "variant",
+    }
 }
 
 /// The event types every part is restricted to, when all parts name types.
@@ -525,12 +571,17 @@ mod tests {
             novelty: 0,
         };
         let itt = units_sql("exp", AnalysisMode::Itt, 1, &b);
-        assert!(
-            itt.contains("first_value(assigned_variant ORDER BY ts, assigned_variant) AS variant")
-        );
+        assert!(itt.contains("MIN(assigned_variant) AS variant"));
         assert!(itt.contains("MIN(assigned_variant) <> MAX(assigned_variant) AS multi_variant"));
+        assert!(itt.contains("NOT ((MIN(assigned_variant) = MAX(assigned_variant) AND COUNT(assigned_variant) = COUNT(*) OR COUNT(assigned_variant) = 0) AND (MIN(seg_0) = MAX(seg_0)"));
         assert!(itt.contains("WHERE experiment = 'exp' AND ts < 10 GROUP BY unit_id"));
-        let pp = units_sql("exp", AnalysisMode::PerProtocol, 0, &b);
+        let first = units_first_sql("exp", AnalysisMode::Itt, 1, &b);
+        assert!(first.contains(
+            "first_value(assigned_variant ORDER BY ts, assigned_variant) AS variant, \
+             first_value(seg_0 ORDER BY ts, assigned_variant) AS seg_0"
+        ));
+        assert!(first.contains("unit_id IN (SELECT unit_id FROM units_all WHERE ambiguous)"));
+        let pp = units_first_sql("exp", AnalysisMode::PerProtocol, 0, &b);
         assert!(pp.contains("first_value(variant ORDER BY ts, variant) AS variant"));
     }
 }

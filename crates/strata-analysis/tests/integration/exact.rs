@@ -212,3 +212,55 @@ fn segments_break_down_by_first_exposure_attribute() {
     assert_eq!(s.values["DE"]["revenue"]["treatment"].mean, Some(16.0));
     assert!(s.simpson["revenue"].contains_key("treatment"));
 }
+
+#[test]
+fn first_exposure_decides_variant_and_segment_when_exposures_disagree() {
+    // w1: treatment then control; w2: one variant, country US then DE; w3:
+    // country missing on the first exposure only; w4: two variants at the
+    // same instant (the tie goes to the first variant by name); w5: two
+    // agreeing exposures; w6: one exposure.
+    let exposures = r#"{"unit_id":"w1","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z","country":"DE"}
+{"unit_id":"w1","experiment":"exp","variant":"control","ts":"2026-01-12T00:00:00Z","country":"DE"}
+{"unit_id":"w2","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}
+{"unit_id":"w2","experiment":"exp","variant":"control","ts":"2026-01-12T00:00:00Z","country":"DE"}
+{"unit_id":"w3","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z"}
+{"unit_id":"w3","experiment":"exp","variant":"treatment","ts":"2026-01-12T00:00:00Z","country":"US"}
+{"unit_id":"w4","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z","country":"US"}
+{"unit_id":"w4","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}
+{"unit_id":"w5","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z","country":"DE"}
+{"unit_id":"w5","experiment":"exp","variant":"treatment","ts":"2026-01-13T00:00:00Z","country":"DE"}
+{"unit_id":"w6","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}
+"#;
+    let events = r#"{"event_id":"x1","unit_id":"w1","type":"purchase","ts":"2026-01-13T00:00:00Z","value":1.0,"properties":{"country":"DE"}}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (ex, ev) = (dir.path().join("ex.ndjson"), dir.path().join("ev.ndjson"));
+    std::fs::write(&ex, exposures).unwrap();
+    std::fs::write(&ev, events).unwrap();
+    let r = analyze_with(
+        METRICS,
+        &spec_json(r#", "segments": ["country"]"#),
+        &ex,
+        &ev,
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.units["control"], 3, "w2, w4, w6");
+    assert_eq!(r.units["treatment"], 3, "w1, w3, w5");
+    let multi = r
+        .warnings
+        .iter()
+        .find(|w| w.code == "multiple_exposure_units");
+    assert_eq!(multi.and_then(|w| w.count), Some(2), "w1 and w4");
+    // w1's purchase counts in treatment, its first variant.
+    check(&r, "conversion", (3, 0.0, None), (3, 1.0 / 3.0, None));
+    let n = |country: &str, variant: &str| {
+        r.segments["country"].values[country]["conversion"]
+            .get(variant)
+            .map_or(0, |c| c.n)
+    };
+    assert_eq!(n("US", "control"), 3, "w2, w4, w6");
+    assert_eq!(n("DE", "treatment"), 2, "w1, w5");
+    assert_eq!(n("(null)", "treatment"), 1, "w3");
+    assert_eq!(n("DE", "control") + n("US", "treatment"), 0);
+}
