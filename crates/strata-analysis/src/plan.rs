@@ -232,9 +232,8 @@ pub(crate) fn units_sql(key: &str, mode: AnalysisMode, n_segments: usize, b: &Bo
         "SELECT unit_id, MIN({v}) AS variant, MIN(ts) AS first_ts, \
          MIN({v}) <> MAX({v}) AS multi_variant, bool_or(opted_out) AS opted_out{segs}, \
          NOT ({ambiguous}) AS ambiguous \
-         FROM exposures WHERE experiment = {key} AND ts < {end} GROUP BY unit_id",
-        key = literal(key),
-        end = b.end,
+         FROM {exposures} GROUP BY unit_id",
+        exposures = experiment_exposures(key, b),
     )
 }
 
@@ -258,11 +257,20 @@ pub(crate) fn units_first_sql(
          u.first_ts, u.multi_variant, u.opted_out{segs}, u.ambiguous \
          FROM units_all u LEFT JOIN (\
          SELECT unit_id, first_value({v} ORDER BY ts, {v}) AS variant{first_segs} \
-         FROM exposures WHERE experiment = {key} AND ts < {end} \
+         FROM {exposures} \
          AND unit_id IN (SELECT unit_id FROM units_all WHERE ambiguous) GROUP BY unit_id\
          ) f ON u.unit_id = f.unit_id",
+        exposures = experiment_exposures(key, b),
+    )
+}
+
+/// The experiment's exposures before the end: both passes of stage 1 must
+/// read the same rows.
+fn experiment_exposures(key: &str, b: &Bounds) -> String {
+    format!(
+        "exposures WHERE experiment = {key} AND ts < {end}",
         key = literal(key),
-        end = b.end,
+        end = b.end
     )
 }
 
@@ -580,7 +588,10 @@ mod tests {
             "first_value(assigned_variant ORDER BY ts, assigned_variant) AS variant, \
              first_value(seg_0 ORDER BY ts, assigned_variant) AS seg_0"
         ));
-        assert!(first.contains("unit_id IN (SELECT unit_id FROM units_all WHERE ambiguous)"));
+        assert!(first.contains(
+            "WHERE experiment = 'exp' AND ts < 10 \
+             AND unit_id IN (SELECT unit_id FROM units_all WHERE ambiguous)"
+        ));
         let pp = units_first_sql("exp", AnalysisMode::PerProtocol, 0, &b);
         assert!(pp.contains("first_value(variant ORDER BY ts, variant) AS variant"));
     }
