@@ -1,4 +1,5 @@
-//! `strata serve`: the control plane (`strata-server`) as a process, and
+//! `strata serve`: the process assembled by `strata-app` (the control plane
+//! and the event pipeline), and
 //! `strata token create`: a key created directly in the store.
 
 use std::net::SocketAddr;
@@ -7,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
+use strata_app::{PipelineConfig, ServeConfig};
 use strata_server::auth::{hash_token, new_key_record, new_token, KeyKind, Role};
-use strata_server::pipeline::{lock_dir, PipelineConfig};
 use strata_server::store::Actor;
-use strata_server::{ConfigStore, Server, ServerConfig, Settings, StoreOptions};
+use strata_server::{ConfigStore, ServerConfig, Settings, StoreOptions};
 
 /// Where the store is.
 #[derive(Debug, Args)]
@@ -111,13 +112,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             sdk_rate_limit: args.sdk_rate_limit,
             max_body_bytes: args.max_body_bytes,
             keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
-            pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
             ..Settings::default()
         },
         bootstrap_admin_token: std::env::var("STRATA_BOOTSTRAP_ADMIN_TOKEN").ok(),
     };
+    let cfg = ServeConfig {
+        server: cfg,
+        pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
+    };
     runtime(args.threads)?.block_on(async move {
-        let server = Server::start(cfg).await?;
+        let server = strata_app::start(cfg).await?;
         eprintln!("strata serve: listening on http://{}", server.addr);
         server.run_until(shutdown_signal()).await?;
         Ok(())
@@ -234,7 +238,7 @@ pub struct CompactArgs {
 /// directory (use `POST /api/v1/pipeline/compact` then).
 pub fn compact(args: &CompactArgs) -> Result<()> {
     let cfg = PipelineConfig::under(&args.data_dir);
-    let _lock = lock_dir(&cfg.dir).map_err(anyhow::Error::msg)?;
+    let _lock = strata_pipeline::lock_dir(&cfg.dir)?;
     let opts = strata_pipeline::StoreOptions {
         background_compaction: false,
         ..cfg.store.clone()

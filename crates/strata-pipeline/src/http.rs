@@ -15,18 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::limits::{Rate, RateLimiter, Verdict};
 use crate::metrics::{IngestMetrics, RefusalReason};
 use crate::parse::{self, BatchError, BodyFormat, ParseLimits, Rejection};
 use crate::record::{Kind, RecordRef};
 use crate::{AuthDenied, Authorizer, Outcome, Pressure, Sink, SinkError};
+use strata_http::body::{discard_body, read_limited, BodyError};
+use strata_http::limit::{Rate, RateLimiter, Verdict};
+use strata_http::{retry_after_header, AppError};
 
 /// When ingestion pushes back, as fractions of the sink's thresholds.
 ///
@@ -213,58 +215,6 @@ impl Ingest {
     }
 }
 
-/// An ingestion error, rendered as `{"error": {"code", "message", "field"}}`.
-#[derive(Debug, Clone, PartialEq)]
-struct IngestError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    field: Option<String>,
-    extra: Option<Box<Value>>,
-    retry_after: Option<Duration>,
-}
-
-impl IngestError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            extra: None,
-            retry_after: None,
-        }
-    }
-
-    fn retry_after(mut self, d: Duration) -> Self {
-        self.retry_after = Some(d);
-        self
-    }
-}
-
-impl IntoResponse for IngestError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
-        if let (Some(Value::Object(extra)), Some(obj)) =
-            (self.extra.map(|b| *b), error.as_object_mut())
-        {
-            obj.extend(extra);
-        }
-        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
-        if let Some(d) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_header(d));
-        }
-        resp
-    }
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn retry_after_header(d: Duration) -> HeaderValue {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    HeaderValue::from(secs.max(1))
-}
-
 #[derive(Debug, Default, Deserialize)]
 struct CollectQuery {
     #[serde(default)]
@@ -313,13 +263,13 @@ impl Inner {
         parts: &axum::http::request::Parts,
         body: &mut Option<axum::body::Body>,
         started: Instant,
-    ) -> Result<Response, (RefusalReason, IngestError)> {
+    ) -> Result<Response, (RefusalReason, AppError)> {
         let query = Query::<CollectQuery>::try_from_uri(&parts.uri).map_err(|e| {
             (
                 RefusalReason::Malformed,
-                IngestError {
+                AppError {
                     field: Some("all_or_nothing".into()),
-                    ..IngestError::new(
+                    ..AppError::new(
                         StatusCode::BAD_REQUEST,
                         "invalid_query",
                         format!("query string: {}", e.body_text().to_lowercase()),
@@ -333,7 +283,7 @@ impl Inner {
         let token = bearer(&parts.headers).ok_or_else(|| {
             (
                 RefusalReason::Auth,
-                IngestError::new(
+                AppError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "missing bearer token in the authorization header",
@@ -342,12 +292,12 @@ impl Inner {
         })?;
         let principal = self.auth.authorize(token).await.map_err(|denied| {
             let e = match denied {
-                AuthDenied::Unauthenticated => IngestError::new(
+                AuthDenied::Unauthenticated => AppError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "unknown or revoked token",
                 ),
-                AuthDenied::Forbidden(why) => IngestError::new(
+                AuthDenied::Forbidden(why) => AppError::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     format!("this token may not ingest: {why}"),
@@ -404,7 +354,7 @@ impl Inner {
                 }),
                 e => (
                     RefusalReason::Malformed,
-                    IngestError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+                    AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
                 ),
             })?;
         let encoding = header_str(&parts.headers, header::CONTENT_ENCODING);
@@ -456,7 +406,7 @@ impl Inner {
                     tracing::error!(index, error = %e, "a parsed record does not decode");
                     return Err((
                         RefusalReason::SinkError,
-                        IngestError::new(
+                        AppError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "storage",
                             "the batch could not be prepared for storage, nothing was stored",
@@ -508,10 +458,10 @@ impl Inner {
         if all_or_nothing && !rejected.is_empty() {
             return Err((
                 RefusalReason::AllOrNothing,
-                IngestError {
+                AppError {
                     extra: Some(Box::new(json!({ "rejected": rejected }))),
                     field: rejected.first().and_then(|r| r.field.clone()),
-                    ..IngestError::new(
+                    ..AppError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "batch_rejected",
                         format!(
@@ -532,18 +482,18 @@ impl Inner {
                     retry_after,
                 } => (
                     RefusalReason::Overloaded,
-                    IngestError::new(
+                    AppError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
                         format!("storage unavailable, nothing was stored: {reason}"),
                     )
-                    .retry_after(retry_after),
+                    .with_retry_after(retry_after),
                 ),
                 other => {
                     tracing::error!(error = %other, "ingestion sink failed");
                     (
                         RefusalReason::SinkError,
-                        IngestError::new(
+                        AppError::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "storage",
                             format!("storing the batch failed, nothing was acknowledged: {other}"),
@@ -559,7 +509,7 @@ impl Inner {
                 );
                 return Err((
                     RefusalReason::SinkError,
-                    IngestError::new(
+                    AppError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "storage",
                         "storage returned an inconsistent answer",
@@ -618,8 +568,8 @@ impl Inner {
         }
     }
 
-    fn overloaded(&self, kind: Kind) -> IngestError {
-        IngestError::new(
+    fn overloaded(&self, kind: Kind) -> AppError {
+        AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             format!(
@@ -627,100 +577,8 @@ impl Inner {
                 kind.dir_name()
             ),
         )
-        .retry_after(self.cfg.backpressure.retry_after)
+        .with_retry_after(self.cfg.backpressure.retry_after)
     }
-}
-
-/// Why [`read_limited`] could not read a request body.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BodyError {
-    /// The body is longer than the limit.
-    #[error("request body exceeds {limit} bytes")]
-    TooLarge {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// The connection failed while the body was being read.
-    #[error("reading the request body: {0}")]
-    Read(String),
-}
-
-/// How much of a refused request body is still read and thrown away before
-/// the answer goes out (see [`discard_body`]).
-pub const DRAIN_BYTES: u64 = 8 << 20;
-
-/// How long a refused request body is drained at most.
-pub const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// Reads a request body of at most `limit` bytes, stopping as soon as it is
-/// known to be longer (a declared `Content-Length` or the bytes received)
-/// rather than buffering whatever the client sends. The remainder of a body
-/// that is too long is drained with [`discard_body`] so that the client sees
-/// the 413.
-pub async fn read_limited(
-    headers: &HeaderMap,
-    body: axum::body::Body,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    use futures_util::StreamExt as _;
-    let too_large = BodyError::TooLarge { limit };
-    let declared = content_length(headers);
-    if declared.is_some_and(|n| n > limit as u64) {
-        discard_body(headers, body, 0).await;
-        return Err(too_large);
-    }
-    let mut stream = body.into_data_stream();
-    // Sized once from the declared length (already bounded by the limit)
-    // rather than regrown and copied chunk by chunk.
-    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string().to_lowercase()))?;
-        if out.len() + chunk.len() > limit {
-            let read = (out.len() + chunk.len()) as u64;
-            discard_body(headers, axum::body::Body::from_stream(stream), read).await;
-            return Err(too_large);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// Reads and throws away the rest of a request body that will not be used
-/// (`already` bytes of it were read), at most [`DRAIN_BYTES`] within
-/// [`DRAIN_TIME`]; a body declared longer than that is left unread.
-///
-/// An HTTP/1 server that answers before the client has sent its whole body
-/// closes a socket with unread data; the kernel then resets the connection
-/// and most clients report the reset instead of the answer (a 413, 429 or
-/// 503 with `Retry-After`). Draining first, as nginx's "lingering close"
-/// does, lets the answer arrive, at the cost of reading bytes that are
-/// bounded anyway.
-pub async fn discard_body(headers: &HeaderMap, body: axum::body::Body, already: u64) {
-    use futures_util::StreamExt as _;
-    if content_length(headers).is_some_and(|n| n.saturating_sub(already) > DRAIN_BYTES) {
-        return;
-    }
-    let mut stream = body.into_data_stream();
-    let drain = async {
-        let mut drained = 0u64;
-        while let Some(Ok(chunk)) = stream.next().await {
-            drained += chunk.len() as u64;
-            if drained > DRAIN_BYTES {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn ip_key(ip: IpAddr) -> u64 {
@@ -736,7 +594,7 @@ fn check_rate(
     now: Instant,
     reason: RefusalReason,
     what: &str,
-) -> Result<(), (RefusalReason, IngestError)> {
+) -> Result<(), (RefusalReason, AppError)> {
     match limiter.check(key, now) {
         Verdict::Allow => Ok(()),
         Verdict::Deny(wait) => Err((reason, rate_limited(limiter, what, wait))),
@@ -750,15 +608,15 @@ fn take_rate(
     now: Instant,
     reason: RefusalReason,
     what: &str,
-) -> Result<(), (RefusalReason, IngestError)> {
+) -> Result<(), (RefusalReason, AppError)> {
     match limiter.take_with_debt(key, n as f64, now) {
         Verdict::Allow => Ok(()),
         Verdict::Deny(wait) => Err((reason, rate_limited(limiter, what, wait))),
     }
 }
 
-fn rate_limited(limiter: &RateLimiter, what: &str, wait: Duration) -> IngestError {
-    IngestError::new(
+fn rate_limited(limiter: &RateLimiter, what: &str, wait: Duration) -> AppError {
+    AppError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!(
@@ -766,10 +624,10 @@ fn rate_limited(limiter: &RateLimiter, what: &str, wait: Duration) -> IngestErro
             limiter.rate().per_second
         ),
     )
-    .retry_after(wait)
+    .with_retry_after(wait)
 }
 
-fn batch_error(e: BatchError) -> (RefusalReason, IngestError) {
+fn batch_error(e: BatchError) -> (RefusalReason, AppError) {
     let (reason, status, code) = match &e {
         BatchError::BodyTooLarge { .. } => (
             RefusalReason::TooLarge,
@@ -792,7 +650,7 @@ fn batch_error(e: BatchError) -> (RefusalReason, IngestError) {
             "invalid_body",
         ),
     };
-    (reason, IngestError::new(status, code, e.to_string()))
+    (reason, AppError::new(status, code, e.to_string()))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

@@ -6,12 +6,13 @@
 //! the number of series so a client sending random experiment keys cannot
 //! grow `/metrics` without bound.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use strata_http::prometheus::{escape_label, Histogram};
 
 use crate::record::Kind;
 use crate::Pressure;
@@ -84,13 +85,6 @@ struct VariantCounts {
     series: usize,
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
 /// The ingestion counters.
 pub struct IngestMetrics {
     events: PerKind,
@@ -116,7 +110,7 @@ impl IngestMetrics {
             events: PerKind::default(),
             exposures: PerKind::default(),
             refused: Default::default(),
-            latency: Histogram::default(),
+            latency: Histogram::new(&LATENCY_BUCKETS),
             variants: Mutex::new(VariantCounts::default()),
             max_variant_series,
             variants_dropped: AtomicU64::new(0),
@@ -160,18 +154,7 @@ impl IngestMetrics {
 
     /// Records the latency of one request, from arrival to answer.
     pub fn observe_latency(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            if s <= *le {
-                self.latency.buckets[i].fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-        }
-        self.latency.count.fetch_add(1, Ordering::Relaxed);
-        self.latency.sum_micros.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.latency.observe(d.as_secs_f64());
     }
 
     /// Counts accepted (not duplicate) exposures per (experiment, variant).
@@ -270,25 +253,8 @@ impl IngestMetrics {
             out,
             "# TYPE strata_pipeline_ingest_latency_seconds histogram"
         );
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.latency.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "strata_pipeline_ingest_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let count = self.latency.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "strata_pipeline_ingest_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "strata_pipeline_ingest_latency_seconds_sum {}",
-            self.latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "strata_pipeline_ingest_latency_seconds_count {count}");
+        self.latency
+            .render(out, "strata_pipeline_ingest_latency_seconds", "");
 
         let _ = writeln!(out, "# HELP strata_pipeline_exposures_by_variant_total Accepted exposures per experiment and variant, for sample-ratio checks.");
         let _ = writeln!(
@@ -358,18 +324,6 @@ impl IngestMetrics {
     }
 }
 
-/// Escapes a Prometheus label value (backslash, double quote, newline).
-pub fn escape_label(s: &str) -> Cow<'_, str> {
-    if !s.contains(['\\', '"', '\n']) {
-        return Cow::Borrowed(s);
-    }
-    Cow::Owned(
-        s.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n"),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,11 +365,5 @@ mod tests {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
         assert!(!out.contains("other"), "a third series must not be created");
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(escape_label("plain"), "plain");
     }
 }

@@ -5,7 +5,7 @@
 //! wait for (or depend on) the store once a token has been seen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::FromRequestParts;
@@ -257,39 +257,28 @@ pub fn new_key_record(
     })
 }
 
-/// Token-bucket rate limiter, one bucket per key.
+/// Requests per second per token: a token bucket per key (strata-http's
+/// bounded limiter), with a burst of one second's worth.
 #[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
+pub struct RateLimiter(strata_http::limit::RateLimiter);
+
+/// Tokens remembered by a limiter; past this, idle buckets (which are full
+/// again anyway) are forgotten first.
+const LIMITER_KEYS: usize = 65_536;
 
 impl RateLimiter {
     /// `per_second` = 0 disables limiting. The burst equals one second's worth.
     pub fn new(per_second: f64) -> Self {
-        Self {
-            per_second,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        let rate = strata_http::limit::Rate::per_second(per_second.max(0.0));
+        Self(strata_http::limit::RateLimiter::new(rate, LIMITER_KEYS))
     }
 
     /// `Ok` if the key may make a request now, else the seconds to wait.
     pub fn check(&self, key: &str) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let rate = self.per_second;
-        let entry = buckets.entry(key.to_owned()).or_insert((rate, now));
-        let elapsed = now.duration_since(entry.1).as_secs_f64();
-        entry.0 = (entry.0 + elapsed * rate).min(rate);
-        entry.1 = now;
-        if entry.0 >= 1.0 {
-            entry.0 -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - entry.0) / rate).ceil() as u64)
+        let hash = strata_http::limit::RateLimiter::key_hash(key.as_bytes());
+        match self.0.take_exact(hash, 1.0, Instant::now()) {
+            strata_http::limit::Verdict::Allow => Ok(()),
+            strata_http::limit::Verdict::Deny(wait) => Err(strata_http::retry_after_secs(wait)),
         }
     }
 }
@@ -364,41 +353,6 @@ pub async fn principal(
     );
     keys.put(hash, p.clone());
     Ok(p)
-}
-
-/// Ingestion keys for the collection endpoints of strata-pipeline: only
-/// keys of kind `ingest` may write exposures and events.
-#[derive(Debug, Clone)]
-pub struct IngestAuthorizer {
-    /// Where keys are stored.
-    pub store: ConfigStore,
-    /// The server's key cache.
-    pub keys: Arc<KeyCache>,
-}
-
-impl strata_pipeline::Authorizer for IngestAuthorizer {
-    fn authorize<'a>(
-        &'a self,
-        token: &'a str,
-    ) -> strata_pipeline::BoxFuture<
-        'a,
-        Result<strata_pipeline::Principal, strata_pipeline::AuthDenied>,
-    > {
-        Box::pin(async move {
-            let p = principal(&self.store, &self.keys, token)
-                .await
-                .map_err(|_| strata_pipeline::AuthDenied::Unauthenticated)?;
-            if p.kind != KeyKind::Ingest {
-                return Err(strata_pipeline::AuthDenied::Forbidden(format!(
-                    "missing permission events:write; a {} key cannot ingest",
-                    p.kind.as_str()
-                )));
-            }
-            Ok(strata_pipeline::Principal {
-                key_id: p.key_id.clone(),
-            })
-        })
-    }
 }
 
 /// The authenticated caller of a request (401 without a valid bearer token,

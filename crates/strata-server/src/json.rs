@@ -8,7 +8,7 @@
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use strata_pipeline::http::{read_limited, BodyError};
+use strata_http::body::{read_limited, BodyError};
 
 use crate::error::AppError;
 use crate::state::AppState;

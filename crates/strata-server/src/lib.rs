@@ -41,8 +41,8 @@ pub mod json;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod mount;
 mod openapi;
-pub mod pipeline;
 pub mod sdk;
 pub mod state;
 pub mod store;
@@ -60,6 +60,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::AppError;
+pub use mount::Mount;
 pub use state::{AppState, Settings};
 pub use store::{Backend, ConfigStore, StoreError, StoreOptions};
 
@@ -126,37 +127,98 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     sync: JoinHandle<()>,
+    mounts: Vec<Arc<dyn Mount>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A server whose store is open and whose state is built, not yet serving:
+/// the composition root builds its mounts over [`Prepared::state`], adds
+/// them with [`Prepared::mount`] and starts serving with [`Prepared::serve`].
+#[derive(Debug)]
+pub struct Prepared {
+    listen: SocketAddr,
+    state: AppState,
+    mounts: Vec<Arc<dyn Mount>>,
+}
+
+impl Prepared {
+    /// The control plane's state (its store, keys, live config…), for mounts
+    /// that need them.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Adds a part served beside the control plane.
+    pub fn mount(mut self, mount: Arc<dyn Mount>) -> Self {
+        self.mounts.push(mount);
+        self
+    }
+
+    /// Binds, starts serving and starts the mounts' background tasks.
+    pub async fn serve(self) -> Result<Server, ServerError> {
+        let Prepared {
+            listen,
+            state,
+            mounts,
+        } = self;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|error| ServerError::Bind {
+                addr: listen,
+                error,
+            })?;
+        let addr = listener.local_addr().map_err(|error| ServerError::Bind {
+            addr: listen,
+            error,
+        })?;
+        let (shutdown, rx) = watch::channel(false);
+        let app = router_with(state.clone(), &mounts);
+        let mut http_rx = rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        let sync = tokio::spawn(sync_loop(state.clone(), rx.clone()));
+        let tasks = mounts.iter().flat_map(|m| m.spawn(rx.clone())).collect();
+        tracing::info!(%addr, backend = state.store.backend().name(), version = state.live.version(), mounts = ?mounts.iter().map(|m| m.name()).collect::<Vec<_>>(), "strata serve listening");
+        Ok(Server {
+            addr,
+            state,
+            shutdown,
+            http,
+            sync,
+            mounts,
+            tasks,
+        })
+    }
 }
 
 impl Server {
     /// Connects the store, seeds the bootstrap token and the default layer,
-    /// loads the latest snapshot, binds and starts serving.
+    /// loads the latest snapshot, binds and starts serving the control plane
+    /// alone.
     pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        Self::prepare(cfg).await?.serve().await
+    }
+
+    /// Connects the store, seeds the bootstrap token and the default layer
+    /// and loads the latest snapshot; serving starts with [`Prepared::serve`].
+    pub async fn prepare(cfg: ServerConfig) -> Result<Prepared, ServerError> {
         let store = ConfigStore::open(&cfg.store).await?;
-        let keys = Arc::new(KeyCache::default());
-        let pipeline = match &cfg.settings.pipeline {
-            Some(p) => {
-                let auth = Arc::new(auth::IngestAuthorizer {
-                    store: store.clone(),
-                    keys: keys.clone(),
-                });
-                Some(Arc::new(
-                    pipeline::Pipeline::open(p, auth)
-                        .await
-                        .map_err(ServerError::Other)?,
-                ))
-            }
-            None => None,
-        };
         let state = AppState {
             store,
             live: Arc::new(SharedConfig::new()),
-            keys,
+            keys: Arc::new(KeyCache::default()),
             limiter: Arc::new(RateLimiter::new(cfg.settings.rate_limit)),
             sdk_limiter: Arc::new(RateLimiter::new(cfg.settings.sdk_rate_limit)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(cfg.settings.clone()),
-            pipeline,
         };
         if let Some(token) = cfg
             .bootstrap_admin_token
@@ -172,37 +234,10 @@ impl Server {
         }
         ensure_default_layer(&state).await?;
         refresh(&state).await?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|error| ServerError::Bind {
-                addr: cfg.listen,
-                error,
-            })?;
-        let addr = listener.local_addr().map_err(|error| ServerError::Bind {
-            addr: cfg.listen,
-            error,
-        })?;
-        let (shutdown, rx) = watch::channel(false);
-        let app = router(state.clone());
-        let mut http_rx = rx.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = http_rx.wait_for(|s| *s).await;
-            })
-            .await
-        });
-        let sync = tokio::spawn(sync_loop(state.clone(), rx));
-        tracing::info!(%addr, backend = state.store.backend().name(), version = state.live.version(), "strata serve listening");
-        Ok(Self {
-            addr,
+        Ok(Prepared {
+            listen: cfg.listen,
             state,
-            shutdown,
-            http,
-            sync,
+            mounts: Vec::new(),
         })
     }
 
@@ -223,9 +258,19 @@ impl Server {
         let mut http = self.http;
         let served = tokio::time::timeout(Duration::from_secs(1), &mut http).await;
         http.abort();
-        // Acknowledged records are already durable; this drains the writer.
-        if let Some(p) = &self.state.pipeline {
-            p.store.shutdown().await;
+        // The mounts' tasks saw the signal; a task stuck past its grace
+        // period is aborted rather than holding the process up.
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop within 5 s; aborted");
+                task.abort();
+            }
+        }
+        for m in &self.mounts {
+            m.shutdown().await;
         }
         match served {
             Ok(Ok(Ok(()))) | Err(_) => Ok(()),
@@ -305,7 +350,6 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let mut subscribable = true;
     let mut last_attempt: Option<std::time::Instant> = None;
     let mut last_keys = std::time::Instant::now();
-    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         if subscribable
             && listener.is_none()
@@ -343,14 +387,6 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
             state.metrics.store_error();
             tracing::debug!(error = %e, "refresh failed");
         }
-        if let Some(p) = &state.settings.pipeline {
-            if last_retention.is_none_or(|t| t.elapsed() >= p.retention_interval) {
-                last_retention = Some(std::time::Instant::now());
-                if let Err(e) = pipeline::apply_retention(&state).await {
-                    tracing::warn!(error = %e, "pipeline retention failed");
-                }
-            }
-        }
         if last_keys.elapsed() >= state.settings.key_refresh {
             last_keys = std::time::Instant::now();
             // Keeps the cache when the store is down.
@@ -361,8 +397,15 @@ async fn sync_loop(state: AppState, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The full router with its middleware.
+/// The control plane's router with its middleware.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &[])
+}
+
+/// The control plane's router merged with the mounts' routes, with the
+/// middleware around all of them; `/metrics` and the OpenAPI document
+/// include the mounts'.
+pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
     use api::{admin, experiments, layers, registry, results};
     let routes = Router::new()
         .route("/healthz", get(healthz))
@@ -431,23 +474,18 @@ pub fn router(state: AppState) -> Router {
             get(admin::config_version),
         )
         .route("/api/v1/config/rollback", post(admin::rollback))
-        .route("/api/v1/pipeline/compact", post(pipeline::compact))
-        .route(
-            "/api/v1/units/{unit_id}/data",
-            axum::routing::delete(pipeline::delete_unit),
-        )
         .route("/sdk/v1/config", get(sdk::config))
         .route("/sdk/v1/stream", get(sdk::stream))
         .route("/sdk/v1/evaluate", post(sdk::evaluate))
         .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
+        .layer(axum::Extension(Mounted(mounts.to_vec().into())))
         .with_state(state.clone());
-    let routes = match &state.pipeline {
-        Some(p) => routes.merge(p.ingest.router()),
-        None => routes,
-    }
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed);
+    let routes = mounts
+        .iter()
+        .fold(routes, |r, m| r.merge(m.routes()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     with_layers(routes, &state)
 }
 
@@ -495,18 +533,26 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     ))
 }
 
-async fn prometheus(State(state): State<AppState>) -> Response {
+/// The mounts, for the handlers that include theirs (`/metrics`, OpenAPI).
+#[derive(Clone)]
+struct Mounted(Arc<[Arc<dyn Mount>]>);
+
+async fn prometheus(
+    State(state): State<AppState>,
+    axum::Extension(Mounted(mounts)): axum::Extension<Mounted>,
+) -> Response {
     let mut text = state.metrics.render();
-    if let Some(p) = &state.pipeline {
-        p.render_metrics(&mut text);
+    for m in mounts.iter() {
+        m.render_metrics(&mut text);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi_json() -> Response {
+async fn openapi_json(axum::Extension(Mounted(mounts)): axum::Extension<Mounted>) -> Response {
+    let extra = mounts.iter().filter_map(|m| m.openapi());
     (
         [(header::CONTENT_TYPE, "application/json")],
-        openapi::document(),
+        openapi::document(extra),
     )
         .into_response()
 }
@@ -534,7 +580,6 @@ mod tests {
             sdk_limiter: Arc::new(RateLimiter::new(0.0)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(Settings::default()),
-            pipeline: None,
         }
     }
 

@@ -11,17 +11,20 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use strata_http::prometheus::Histogram;
 
 /// Upper bounds of the latency histogram, seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
-#[derive(Debug, Default)]
-struct RouteStats {
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
+#[derive(Debug)]
+struct RouteStats(Histogram);
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        Self(Histogram::new(&BUCKETS))
+    }
 }
 
 type RouteKey = (&'static str, String, u16);
@@ -68,13 +71,7 @@ impl Metrics {
                 .or_default()
                 .clone(),
         };
-        stats.count.fetch_add(1, Ordering::Relaxed);
-        stats
-            .sum_ns
-            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            stats.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
+        stats.0.observe(seconds);
     }
 
     /// Sets the served config version.
@@ -122,7 +119,7 @@ impl Metrics {
                     k.0,
                     k.1,
                     k.2,
-                    s.count.load(Ordering::Relaxed)
+                    s.0.count()
                 );
             }
         }
@@ -130,28 +127,7 @@ impl Metrics {
         for k in &keys {
             let Some(s) = map.get(*k) else { continue };
             let labels = format!("method=\"{}\",route=\"{}\",status=\"{}\"", k.0, k.1, k.2);
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += s.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "strata_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}"
-                );
-            }
-            let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "strata_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "strata_http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(
-                out,
-                "strata_http_request_duration_seconds_count{{{labels}}} {count}"
-            );
+            s.0.render(&mut out, "strata_http_request_duration_seconds", &labels);
         }
         let _ = writeln!(
             out,

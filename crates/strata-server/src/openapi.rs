@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{admin, experiments, layers, registry, results};
-use crate::{model, pipeline, sdk, store};
+use crate::{model, sdk, store};
 
 struct Bearer;
 
@@ -31,7 +31,6 @@ impl Modify for Bearer {
         experiments::create, experiments::get, experiments::list, experiments::update,
         experiments::action, experiments::audit,
         results::publish, results::latest, results::one, results::history,
-        pipeline::compact, pipeline::delete_unit,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
@@ -53,16 +52,19 @@ impl Modify for Bearer {
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
         (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
         (name = "results", description = "analysis results; team-restricted"),
-        (name = "pipeline", description = "event pipeline operations (admin)"),
         (name = "sdk", description = "for SDK keys"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
     )
 )]
 struct ApiDoc;
 
-/// The document as JSON.
-pub fn document() -> String {
-    ApiDoc::openapi()
+/// The document as JSON, with the paths of the mounts merged in.
+pub fn document(mounts: impl Iterator<Item = utoipa::openapi::OpenApi>) -> String {
+    mounts
+        .fold(ApiDoc::openapi(), |mut doc, other| {
+            doc.merge(other);
+            doc
+        })
         .to_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

@@ -27,8 +27,6 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// How often to reload the active keys (revocations made on other instances).
     pub key_refresh: Duration,
-    /// The event pipeline mounted at `/collect/v1/*` (none: not mounted).
-    pub pipeline: Option<crate::pipeline::PipelineConfig>,
 }
 
 impl Default for Settings {
@@ -41,7 +39,6 @@ impl Default for Settings {
             keep_alive: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             key_refresh: Duration::from_secs(5),
-            pipeline: None,
         }
     }
 }
@@ -63,8 +60,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Tunables.
     pub settings: Arc<Settings>,
-    /// The event pipeline, when mounted.
-    pub pipeline: Option<Arc<crate::pipeline::Pipeline>>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! Integration tests of the `strata` binary: real processes, real files.
 
 mod analyze;
+mod architecture;
 mod assign;
 mod collect_analyze;
 mod conformance;

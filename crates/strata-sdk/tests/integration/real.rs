@@ -37,7 +37,6 @@ impl Real {
     pub async fn start_with(pipeline: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = strata_server::Settings {
-            pipeline: pipeline.then(|| strata_server::pipeline::PipelineConfig::under(dir.path())),
             rate_limit: 0.0,
             sdk_rate_limit: 0.0,
             keep_alive: Duration::from_secs(1),
@@ -45,16 +44,19 @@ impl Real {
             key_refresh: Duration::from_millis(200),
             ..strata_server::Settings::default()
         };
-        let server = strata_server::Server::start(strata_server::ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store: strata_server::StoreOptions {
-                data_dir: dir.path().to_path_buf(),
-                database_url: None,
-                max_connections: 4,
-                snapshot_retention: 0,
+        let server = strata_app::start(strata_app::ServeConfig {
+            server: strata_server::ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                store: strata_server::StoreOptions {
+                    data_dir: dir.path().to_path_buf(),
+                    database_url: None,
+                    max_connections: 4,
+                    snapshot_retention: 0,
+                },
+                settings,
+                bootstrap_admin_token: Some(ADMIN.to_owned()),
             },
-            settings,
-            bootstrap_admin_token: Some(ADMIN.to_owned()),
+            pipeline: pipeline.then(|| strata_app::PipelineConfig::under(dir.path())),
         })
         .await
         .expect("server starts");

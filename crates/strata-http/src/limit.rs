@@ -1,5 +1,5 @@
-//! Abuse control: token-bucket rate limits per unit, per key and per source
-//! IP, in bounded memory.
+//! Abuse control: token-bucket rate limits per key (a unit, a token, a source
+//! IP), in bounded memory.
 //!
 //! A limiter keeps one bucket per key, identified by a 64-bit hash of the key
 //! (xxh3) so that a flood of long unit ids costs 24 bytes per entry, not the

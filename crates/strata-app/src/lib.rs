@@ -1,0 +1,56 @@
+//! The composition root of `strata serve`.
+//!
+//! The process is assembled here, not inside any one plane: the control
+//! plane (strata-server) opens its store and builds its state; the parts
+//! served beside it — the event pipeline's collection endpoints and admin
+//! operations ([`pipeline`]), and the process's background jobs — are built
+//! over that state and registered through [`strata_server::Mount`], each
+//! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
+//! server then serves them all and shuts them down in order.
+//!
+//! Architecture invariant: this is the only crate that links the control
+//! plane and the data-collection plane together; strata-server knows its
+//! mounts only through the `Mount` trait.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod pipeline;
+
+use std::sync::Arc;
+
+use strata_server::{Server, ServerConfig, ServerError};
+
+pub use pipeline::{PipelineConfig, PipelineMount};
+
+/// What `strata serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The control plane.
+    pub server: ServerConfig,
+    /// The event pipeline mounted at `/collect/v1/*` (none: not mounted).
+    pub pipeline: Option<PipelineConfig>,
+}
+
+/// Why the process could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The control plane could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The event pipeline could not be opened.
+    #[error("event pipeline: {0}")]
+    Pipeline(String),
+}
+
+/// Opens the control plane, mounts the configured parts over its state and
+/// starts serving. [`Server::stop`] stops them all.
+pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
+    let mut prepared = Server::prepare(cfg.server).await?;
+    if let Some(p) = &cfg.pipeline {
+        let mount = PipelineMount::open(p, prepared.state())
+            .await
+            .map_err(StartError::Pipeline)?;
+        prepared = prepared.mount(Arc::new(mount));
+    }
+    Ok(prepared.serve().await?)
+}

@@ -1,0 +1,298 @@
+//! The data-collection plane (strata-pipeline) mounted in `strata serve`.
+//!
+//! The collection endpoints (`/collect/v1/exposures`, `/collect/v1/events`)
+//! write to the embedded segment log under the data directory, authenticated
+//! by the control plane's ingestion keys; the background compactor turns the
+//! log into partitioned Parquet. This module adds what needs the control
+//! plane: the admin operations (compact now, delete a unit's data — audited)
+//! and retention, a background task that needs the experiments' end dates.
+//!
+//! One process owns a pipeline directory at a time (an exclusive lock on
+//! `pipeline.lock`, [`strata_pipeline::lock_dir`]), so `strata compact`
+//! cannot race a running server.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::{delete, post};
+use axum::{Extension, Json, Router};
+use serde_json::Value;
+use strata_pipeline::http::{Ingest, IngestConfig};
+use strata_pipeline::{AuthDenied, Authorizer, LocalStore, RetentionPolicy};
+use strata_server::auth::{principal, Auth, KeyCache, KeyKind, Perm};
+use strata_server::mount::{BoxFuture, Mount};
+use strata_server::store::parse_rfc3339;
+use strata_server::{AppError, AppState, ConfigStore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Its directory (log segments, dedup index, Parquet).
+    pub dir: PathBuf,
+    /// Log, compaction and deduplication settings.
+    pub store: strata_pipeline::StoreOptions,
+    /// Ingestion limits.
+    pub ingest: IngestConfig,
+    /// Hot retention (experiment end dates are filled in from the store).
+    pub retention: RetentionPolicy,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl PipelineConfig {
+    /// Defaults under `data_dir/pipeline`.
+    pub fn under(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("pipeline"),
+            store: strata_pipeline::StoreOptions::default(),
+            ingest: IngestConfig::default(),
+            retention: RetentionPolicy::default(),
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The durable log and its Parquet output.
+    pub store: Arc<LocalStore>,
+    /// The collection endpoints.
+    pub ingest: Ingest,
+    /// Retention settings.
+    pub retention: RetentionPolicy,
+    _lock: File,
+}
+
+impl Pipeline {
+    /// Locks the directory, recovers the log and mounts ingestion over it.
+    pub async fn open(cfg: &PipelineConfig, auth: Arc<dyn Authorizer>) -> Result<Self, String> {
+        let lock = strata_pipeline::lock_dir(&cfg.dir).map_err(|e| e.to_string())?;
+        let store = LocalStore::open(&cfg.dir, cfg.store.clone())
+            .await
+            .map_err(|e| format!("pipeline store: {e}"))?;
+        let sink: Arc<dyn strata_pipeline::Sink> = store.clone();
+        let ingest = Ingest::new(sink, auth, cfg.ingest.clone());
+        Ok(Self {
+            store,
+            ingest,
+            retention: cfg.retention.clone(),
+            _lock: lock,
+        })
+    }
+
+    /// Prometheus text of ingestion and storage.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.ingest.render_metrics(out);
+        self.store.render_metrics(out);
+    }
+}
+
+fn pipeline_error(e: &strata_pipeline::StoreError) -> AppError {
+    AppError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "pipeline_unavailable",
+        e.to_string(),
+    )
+}
+
+/// `POST /api/v1/pipeline/compact` (admin): compacts everything durable in the log now.
+#[utoipa::path(post, path = "/api/v1/pipeline/compact", tag = "pipeline",
+    responses((status = 200, description = "{segments, log_bytes, exposures, events, files}")))]
+pub async fn compact(
+    State(state): State<AppState>,
+    Extension(pipeline): Extension<Arc<Pipeline>>,
+    auth: Auth,
+) -> Result<Json<Value>, AppError> {
+    auth.require(&state, Perm::DataAdmin).await?;
+    let r = pipeline
+        .store
+        .compact_now()
+        .await
+        .map_err(|e| pipeline_error(&e))?;
+    Ok(Json(serde_json::to_value(&r).unwrap_or(Value::Null)))
+}
+
+/// `DELETE /api/v1/units/{unit_id}/data` (admin): erases a unit's exposures
+/// and events from the log and the Parquet files (right to deletion), audited.
+#[utoipa::path(delete, path = "/api/v1/units/{unit_id}/data", tag = "pipeline",
+    params(("unit_id" = String, Path)),
+    responses((status = 200, description = "what was removed")))]
+pub async fn delete_unit(
+    State(state): State<AppState>,
+    Extension(pipeline): Extension<Arc<Pipeline>>,
+    auth: Auth,
+    UrlPath(unit_id): UrlPath<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(&state, Perm::DataAdmin).await?;
+    if unit_id.is_empty() {
+        return Err(AppError::validation("unit_id", "empty unit id"));
+    }
+    let r = pipeline
+        .store
+        .delete_unit(&unit_id)
+        .await
+        .map_err(|e| pipeline_error(&e))?;
+    let detail = format!(
+        "removed {} exposures and {} events; {} files rewritten, {} deleted",
+        r.exposures_removed, r.events_removed, r.files_rewritten, r.files_deleted
+    );
+    state
+        .store
+        .audit_event(
+            &auth.actor(),
+            "unit.delete_data",
+            "unit",
+            &unit_id,
+            Some(&detail),
+        )
+        .await
+        .map_err(|e| state.store_error(e))?;
+    Ok(Json(serde_json::to_value(&r).unwrap_or(Value::Null)))
+}
+
+/// Applies hot retention now: exposures of experiments that ended more than
+/// the configured time ago, events older than the event retention.
+pub async fn apply_retention(state: &AppState, p: &Pipeline) -> Result<(), String> {
+    let mut policy = p.retention.clone();
+    let experiments = state.store.experiments().await.map_err(|e| e.to_string())?;
+    let now = strata_server::store::now_ms().saturating_mul(1000);
+    for e in experiments {
+        // An experiment that has not ended keeps all its exposures.
+        let end = e.ended_at.as_deref().and_then(parse_rfc3339);
+        let end = end.map_or(now, |ms| ms.saturating_mul(1000));
+        policy.experiment_ends.insert(e.key, end);
+    }
+    let r = p
+        .store
+        .apply_retention(now, &policy)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(report = ?r, "pipeline retention applied");
+    Ok(())
+}
+
+/// Ingestion keys for the collection endpoints: only keys of kind `ingest`
+/// may write exposures and events.
+#[derive(Debug, Clone)]
+pub struct IngestAuthorizer {
+    /// Where keys are stored.
+    pub store: ConfigStore,
+    /// The control plane's key cache.
+    pub keys: Arc<KeyCache>,
+}
+
+impl Authorizer for IngestAuthorizer {
+    fn authorize<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> strata_pipeline::BoxFuture<'a, Result<strata_pipeline::Principal, AuthDenied>> {
+        Box::pin(async move {
+            let p = principal(&self.store, &self.keys, token)
+                .await
+                .map_err(|_| AuthDenied::Unauthenticated)?;
+            if p.kind != KeyKind::Ingest {
+                return Err(AuthDenied::Forbidden(format!(
+                    "missing permission events:write; a {} key cannot ingest",
+                    p.kind.as_str()
+                )));
+            }
+            Ok(strata_pipeline::Principal {
+                key_id: p.key_id.clone(),
+            })
+        })
+    }
+}
+
+/// The pipeline as a part of `strata serve`: the collection endpoints, the
+/// admin operations, retention in the background and the writer drained at
+/// shutdown.
+#[derive(Debug)]
+pub struct PipelineMount {
+    pipeline: Arc<Pipeline>,
+    state: AppState,
+    retention_interval: Duration,
+}
+
+impl PipelineMount {
+    /// Opens the pipeline under `cfg.dir`, authenticated by the control
+    /// plane's ingestion keys.
+    pub async fn open(cfg: &PipelineConfig, state: &AppState) -> Result<Self, String> {
+        let auth = Arc::new(IngestAuthorizer {
+            store: state.store.clone(),
+            keys: state.keys.clone(),
+        });
+        Ok(Self {
+            pipeline: Arc::new(Pipeline::open(cfg, auth).await?),
+            state: state.clone(),
+            retention_interval: cfg.retention_interval,
+        })
+    }
+
+    /// The running pipeline.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(compact, delete_unit),
+    tags((name = "pipeline", description = "event pipeline operations (admin)"))
+)]
+struct PipelineDoc;
+
+impl Mount for PipelineMount {
+    fn name(&self) -> &'static str {
+        "pipeline"
+    }
+
+    fn routes(&self) -> Router {
+        let admin = Router::new()
+            .route("/api/v1/pipeline/compact", post(compact))
+            .route("/api/v1/units/{unit_id}/data", delete(delete_unit))
+            .layer(Extension(self.pipeline.clone()))
+            .with_state(self.state.clone());
+        admin.merge(self.pipeline.ingest.router())
+    }
+
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        Some(PipelineDoc::openapi())
+    }
+
+    fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let state = self.state.clone();
+        let pipeline = self.pipeline.clone();
+        let interval = self.retention_interval;
+        vec![tokio::spawn(async move {
+            // The first pass runs soon after start, as the log may hold data
+            // past retention from before a restart.
+            let mut wait = state.settings.poll_interval;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = apply_retention(&state, &pipeline).await {
+                    tracing::warn!(error = %e, "pipeline retention failed");
+                }
+                wait = interval;
+            }
+        })]
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.pipeline.render_metrics(out);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        // Acknowledged records are already durable; this drains the writer.
+        Box::pin(self.pipeline.store.shutdown())
+    }
+}
