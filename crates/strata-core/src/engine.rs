@@ -12,13 +12,10 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::hash::{SaltKey, UnitHasher, RAMP_SUFFIX};
+use crate::hash::{SaltKey, UnitHasher, BUCKETS, RAMP_SUFFIX};
 use crate::snapshot::{Experiment, Snapshot, Status};
-use crate::targeting::{self, Rule};
+use crate::targeting::{self, Rule, TargetingError};
 use crate::{Context, SnapshotError};
-
-/// The buckets of a layer: experiments in it own ranges of `0..LAYER_BUCKETS`.
-const LAYER_BUCKETS: u16 = 1000;
 
 /// A layer bucket not yet computed in this request: (unit index, bucket).
 const NOT_HASHED: (usize, u16) = (usize::MAX, 0);
@@ -213,12 +210,7 @@ impl CompiledSnapshot {
                 }
                 claimed[slot.layer].push((exp.key.as_str(), [slot.start, slot.end]));
             }
-            let servable = match exp.status {
-                Status::Running => true,
-                Status::Concluded => exp.winner.is_some(),
-                Status::Paused | Status::Killed => false,
-            };
-            if servable {
+            if exp.is_servable() {
                 let idx = experiments.len() as u32;
                 all.push(idx);
                 if exp.surfaces.is_empty() {
@@ -267,7 +259,7 @@ impl CompiledSnapshot {
         self.version
     }
 
-    /// Number of servable experiments (running, or concluded with a winner).
+    /// Number of servable experiments (see [`Experiment::is_servable`]).
     pub fn servable_experiments(&self) -> usize {
         self.experiments.len()
     }
@@ -411,7 +403,7 @@ impl CompiledSnapshot {
                     return None;
                 }
                 // A ramp of 1000 admits every bucket; skip the hash.
-                if *ramp_permille < LAYER_BUCKETS && hasher.bucket(ramp_suffix) >= *ramp_permille {
+                if *ramp_permille < BUCKETS && hasher.bucket(ramp_suffix) >= *ramp_permille {
                     return None;
                 }
                 let b = hasher.bucket(&exp.suffix);
@@ -495,7 +487,7 @@ fn compile_experiment(
                     layer: name.clone(),
                 });
             };
-            if end > LAYER_BUCKETS {
+            if end > BUCKETS {
                 return Err(range_err(&format!("[{start}, {end}) is outside 0-1000")));
             }
             if start >= end {
@@ -506,10 +498,12 @@ fn compile_experiment(
     };
     let targeting = match &exp.targeting {
         None => None,
-        Some(v) => targeting::compile(v).map_err(|e| SnapshotError::InvalidTargeting {
-            experiment: exp.key.clone(),
-            path: e.path,
-            reason: e.reason,
+        Some(v) => targeting::compile(v).map_err(|e| match e {
+            TargetingError::Malformed { path, reason } => SnapshotError::InvalidTargeting {
+                experiment: exp.key.clone(),
+                path,
+                reason,
+            },
         })?,
     };
     let unit = match unit_attrs.iter().position(|u| u == &exp.unit) {

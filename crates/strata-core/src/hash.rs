@@ -18,8 +18,10 @@ pub const SEED: u32 = 0;
 pub const SEPARATOR: u8 = b':';
 
 /// Number of buckets: 1000 gives 0.1 % granularity for ramps, layer ranges and
-/// variant weights.
-pub const BUCKETS: u32 = 1000;
+/// variant weights. A bucket is in `0..BUCKETS`, and a layer's experiments own
+/// half-open ranges of `0..BUCKETS`. A `u16`, like the buckets, ranges and
+/// permilles it bounds, so that callers compare without casts.
+pub const BUCKETS: u16 = 1000;
 
 /// Appended to an experiment's salt to derive its ramp salt, so that the ramp
 /// bucket is independent of the variant bucket.
@@ -175,7 +177,7 @@ impl UnitHasher {
     /// The bucket (`0..1000`) of `unit_id ++ ":" ++ salt`.
     #[inline]
     pub fn bucket(&self, key: &SaltKey) -> u16 {
-        (self.hash(key) % BUCKETS) as u16
+        (self.hash(key) % u32::from(BUCKETS)) as u16
     }
 }
 
@@ -251,7 +253,7 @@ pub fn hash(unit_id: &str, salt: &str) -> u32 {
 
 /// `hash(unit_id, salt) % 1000`: the bucket a unit falls into for a salt.
 pub fn bucket(unit_id: &str, salt: &str) -> u16 {
-    (hash(unit_id, salt) % BUCKETS) as u16
+    (hash(unit_id, salt) % u32::from(BUCKETS)) as u16
 }
 
 #[cfg(test)]

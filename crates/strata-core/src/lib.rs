@@ -7,7 +7,9 @@
 //! 2. [`CompiledSnapshot::compile`] — validates it once (overlapping layer
 //!    ranges, zero weights, unknown layers, malformed targeting …) and
 //!    precomputes everything that does not depend on the unit, including an
-//!    index of experiments by surface.
+//!    index of experiments by surface. It serves the experiments for which
+//!    [`Experiment::is_servable`] holds, and checks targeting with the
+//!    compiler behind [`targeting::validate`].
 //! 3. [`CompiledSnapshot::evaluate`] — per request: global holdout, surface
 //!    pre-filter, targeting, layer range, ramp, variant. It *returns* the
 //!    decisions, including whether each should be logged as an exposure; the
@@ -28,7 +30,7 @@ mod engine;
 mod error;
 pub mod hash;
 pub mod snapshot;
-mod targeting;
+pub mod targeting;
 
 pub use context::{Context, NotAnObject, OPTED_OUT_ATTR};
 pub use engine::{Assignment, CompiledSnapshot};

@@ -96,6 +96,28 @@ pub struct Experiment {
     pub winner: Option<String>,
 }
 
+impl Experiment {
+    /// Whether the experiment serves anything: its `status` is `running`, or
+    /// `concluded` with a `winner` (served to every targeted unit as a
+    /// rollout). `paused`, `killed` and `concluded` without a winner serve
+    /// nothing, and callers fall back to their default. This is the rule of
+    /// section 3 of `docs/assignment-spec.md`.
+    ///
+    /// It depends on the status and the winner alone: a running experiment
+    /// ramped to 0 is servable (it admits no unit), and the layer range a
+    /// paused experiment keeps is a matter of validation, not of serving.
+    /// Every component that decides what a snapshot serves (the compiler
+    /// here, the SDK's flag index, the server's publisher) asks this method,
+    /// so that they cannot drift apart.
+    pub fn is_servable(&self) -> bool {
+        match self.status {
+            Status::Running => true,
+            Status::Concluded => self.winner.is_some(),
+            Status::Paused | Status::Killed => false,
+        }
+    }
+}
+
 /// One variant of an experiment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variant {
@@ -115,4 +137,99 @@ fn default_ramp() -> u16 {
 
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CompiledSnapshot, Context};
+
+    fn experiment(key: &str, status: Status, winner: Option<&str>) -> Experiment {
+        Experiment {
+            key: key.to_owned(),
+            flag: format!("f-{key}"),
+            salt: format!("s-{key}"),
+            status,
+            unit: default_unit(),
+            layer: None,
+            range: None,
+            ramp_permille: default_ramp(),
+            surfaces: Vec::new(),
+            targeting: None,
+            variants: vec![
+                Variant {
+                    key: "control".to_owned(),
+                    weight: 1,
+                },
+                Variant {
+                    key: "treatment".to_owned(),
+                    weight: 1,
+                },
+            ],
+            respect_holdout: true,
+            winner: winner.map(str::to_owned),
+        }
+    }
+
+    /// The rule of section 3 of the assignment spec, status by status. A
+    /// winner on anything but a concluded experiment fails validation, but
+    /// the rule itself still reads the status first.
+    #[test]
+    fn servable_is_running_or_concluded_with_a_winner() {
+        let table = [
+            (Status::Running, None, true),
+            (Status::Running, Some("treatment"), true),
+            (Status::Paused, None, false),
+            (Status::Paused, Some("treatment"), false),
+            (Status::Killed, None, false),
+            (Status::Killed, Some("treatment"), false),
+            (Status::Concluded, None, false),
+            (Status::Concluded, Some("treatment"), true),
+        ];
+        for (status, winner, servable) in table {
+            assert_eq!(
+                experiment("e", status, winner).is_servable(),
+                servable,
+                "{status:?} with winner {winner:?}"
+            );
+        }
+        // The ramp does not enter the rule: a running experiment at 0 is
+        // servable and simply admits nobody.
+        let mut unramped = experiment("e", Status::Running, None);
+        unramped.ramp_permille = 0;
+        assert!(unramped.is_servable());
+    }
+
+    /// The compiler serves exactly the servable experiments: the others are
+    /// validated but neither counted nor evaluated.
+    #[test]
+    fn the_compiler_serves_exactly_the_servable_experiments() {
+        let experiments = vec![
+            experiment("running", Status::Running, None),
+            experiment("paused", Status::Paused, None),
+            experiment("killed", Status::Killed, None),
+            experiment("concluded", Status::Concluded, None),
+            experiment("rollout", Status::Concluded, Some("treatment")),
+        ];
+        let servable: Vec<String> = experiments
+            .iter()
+            .filter(|e| e.is_servable())
+            .map(|e| e.key.clone())
+            .collect();
+        assert_eq!(servable, ["running", "rollout"]);
+        let compiled = CompiledSnapshot::compile(&Snapshot {
+            version: 1,
+            holdout: None,
+            layers: Vec::new(),
+            experiments,
+        })
+        .unwrap();
+        assert_eq!(compiled.servable_experiments(), servable.len());
+        let served: Vec<&str> = compiled
+            .evaluate(&Context::for_user("u"), None)
+            .iter()
+            .map(|a| a.experiment)
+            .collect();
+        assert_eq!(served, servable);
+    }
 }

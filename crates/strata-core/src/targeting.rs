@@ -2,7 +2,8 @@
 //!
 //! Rules are compiled once, when the snapshot is loaded, so that evaluation
 //! never parses JSON, never allocates and never fails: every condition is a
-//! total function of the context. The semantics (see `docs/assignment-spec.md`):
+//! total function of the context. [`validate`] runs the same compiler on a
+//! lone rule tree, for those who edit rules outside a snapshot. The semantics (see `docs/assignment-spec.md`):
 //!
 //! - a condition on a missing (or null) attribute is false, except `exists`
 //!   (false) and anything under `not` (which negates that false);
@@ -68,29 +69,70 @@ pub(crate) enum Op {
     Semver(Cmp, Version),
 }
 
-/// A compile error: where in the tree and what is wrong.
-#[derive(Debug)]
-pub(crate) struct RuleError {
-    pub path: String,
-    pub reason: String,
+/// Why a targeting rule tree is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetingError {
+    /// A rule of the tree is malformed: not an object, an unknown field or
+    /// op, a missing or ill-typed value, a combinator that is not alone or
+    /// not over an array, or nesting deeper than [`MAX_DEPTH`].
+    #[error("targeting{path}: {reason}")]
+    Malformed {
+        /// Where in the tree, from the root: `""` for the root itself,
+        /// `.all[2].any[0]` for a rule below it, `.not` for a negated rule.
+        path: String,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
-fn err(path: &str, reason: impl Into<String>) -> RuleError {
-    RuleError {
+impl TargetingError {
+    /// Where in the tree the error is, e.g. `.all[2].any[0]` (`""` for the root).
+    pub fn path(&self) -> &str {
+        match self {
+            TargetingError::Malformed { path, .. } => path,
+        }
+    }
+
+    /// What is wrong there.
+    pub fn reason(&self) -> &str {
+        match self {
+            TargetingError::Malformed { reason, .. } => reason,
+        }
+    }
+}
+
+fn err(path: &str, reason: impl Into<String>) -> TargetingError {
+    TargetingError::Malformed {
         path: path.to_owned(),
         reason: reason.into(),
     }
 }
 
+/// Checks a targeting rule tree as it would appear in an experiment's
+/// `targeting` field: `null` (everyone) is valid, and anything else must be
+/// a well-formed tree of `all` / `any` / `not` over conditions (section 4 of
+/// `docs/assignment-spec.md`).
+///
+/// This runs the very compiler that [`crate::CompiledSnapshot::compile`]
+/// applies to each experiment, so a rule accepted here never makes a snapshot
+/// invalid, and a rejected one is reported with the same path and reason
+/// (there as [`crate::SnapshotError::InvalidTargeting`]). Editors of rules,
+/// such as the control plane, validate with it instead of compiling a
+/// snapshot around the rule.
+pub fn validate(rule: &Value) -> Result<(), TargetingError> {
+    compile(rule).map(drop)
+}
+
 /// Compiles a targeting document; `null` means "everyone" and yields `None`.
-pub(crate) fn compile(value: &Value) -> Result<Option<Rule>, RuleError> {
+pub(crate) fn compile(value: &Value) -> Result<Option<Rule>, TargetingError> {
     if value.is_null() {
         return Ok(None);
     }
     compile_at(value, "", 0).map(Some)
 }
 
-fn compile_at(value: &Value, path: &str, depth: usize) -> Result<Rule, RuleError> {
+fn compile_at(value: &Value, path: &str, depth: usize) -> Result<Rule, TargetingError> {
     if depth >= MAX_DEPTH {
         return Err(err(
             path,
@@ -130,7 +172,7 @@ fn compile_at(value: &Value, path: &str, depth: usize) -> Result<Rule, RuleError
     compile_condition(obj, path)
 }
 
-fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, RuleError> {
+fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, TargetingError> {
     for field in obj.keys() {
         if !matches!(field.as_str(), "attr" | "op" | "value" | "values") {
             return Err(err(
@@ -151,7 +193,7 @@ fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, RuleE
     };
     let value = obj.get("value");
     let values = obj.get("values");
-    let single = |allow: &dyn Fn(&Scalar) -> bool| -> Result<Scalar, RuleError> {
+    let single = |allow: &dyn Fn(&Scalar) -> bool| -> Result<Scalar, TargetingError> {
         if values.is_some() {
             return Err(err(path, format!("op {op_name:?} takes value, not values")));
         }
@@ -163,7 +205,7 @@ fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, RuleE
             _ => Err(err(path, format!("op {op_name:?}: unsupported value {v}"))),
         }
     };
-    let list = || -> Result<Vec<Scalar>, RuleError> {
+    let list = || -> Result<Vec<Scalar>, TargetingError> {
         if value.is_some() {
             return Err(err(path, format!("op {op_name:?} takes values, not value")));
         }
@@ -191,13 +233,13 @@ fn compile_condition(obj: &Map<String, Value>, path: &str) -> Result<Rule, RuleE
     let any = |_: &Scalar| true;
     let ordered = |s: &Scalar| !matches!(s, Scalar::Bool(_));
     let is_str = |s: &Scalar| matches!(s, Scalar::Str(_));
-    let string = || -> Result<String, RuleError> {
+    let string = || -> Result<String, TargetingError> {
         match single(&is_str)? {
             Scalar::Str(s) => Ok(s),
             _ => Err(err(path, format!("op {op_name:?} needs a string value"))),
         }
     };
-    let semver = |cmp: Cmp| -> Result<Op, RuleError> {
+    let semver = |cmp: Cmp| -> Result<Op, TargetingError> {
         let text = string()?;
         let version = Version::parse(&text)
             .ok_or_else(|| err(path, format!("op {op_name:?}: {text:?} is not a version")))?;
@@ -517,12 +559,169 @@ mod tests {
         ];
         for (v, path) in cases {
             let e = compile(&v).unwrap_err();
-            assert_eq!(e.path, path, "{v}: {}", e.reason);
+            assert_eq!(e.path(), path, "{v}: {}", e.reason());
         }
         let mut deep = json!({"attr": "a", "op": "exists"});
         for _ in 0..MAX_DEPTH {
             deep = json!({"not": deep});
         }
         assert!(compile(&deep).is_err());
+    }
+
+    #[test]
+    fn validate_accepts_well_formed_trees_and_null() {
+        for rule in [
+            Value::Null,
+            json!({"all": []}),
+            json!({"attr": "beta", "op": "exists"}),
+            json!({"all": [
+                {"attr": "country", "op": "in", "values": ["US", "CA"]},
+                {"any": [
+                    {"attr": "age", "op": "gte", "value": 30},
+                    {"not": {"attr": "app_version", "op": "semver_lt", "value": "2.1"}}
+                ]}
+            ]}),
+        ] {
+            assert_eq!(validate(&rule), Ok(()), "{rule}");
+        }
+        // 32 levels, the top-level rule counting as the first, are allowed.
+        let mut deep = json!({"attr": "a", "op": "exists"});
+        for _ in 1..MAX_DEPTH {
+            deep = json!({"not": deep});
+        }
+        assert_eq!(validate(&deep), Ok(()));
+    }
+
+    /// Each kind of malformed tree, with the path and reason `validate`
+    /// reports (and the server passes on to API clients verbatim).
+    #[test]
+    fn validate_reports_the_path_and_reason() {
+        let cases = [
+            (json!(7), "", "a rule must be an object"),
+            (json!([]), "", "a rule must be an object"),
+            (
+                json!({"all": [{"attr": "a", "op": "exists"}, "x"]}),
+                ".all[1]",
+                "a rule must be an object",
+            ),
+            (
+                json!({"all": [], "attr": "a"}),
+                "",
+                "a \"all\" rule must have no other fields",
+            ),
+            (
+                json!({"any": {"attr": "a", "op": "exists"}}),
+                ".any",
+                "must be an array of rules",
+            ),
+            (
+                json!({"not": {"all": [{"any": [{"attr": "a", "op": "bogus", "value": 1}]}]}}),
+                ".not.all[0].any[0]",
+                "unknown op \"bogus\"",
+            ),
+            (
+                json!({"attr": "a", "op": "eq", "value": 1, "extra": 2}),
+                "",
+                "unknown field \"extra\" (a condition has attr, op, value or values)",
+            ),
+            (json!({"op": "exists"}), "", "missing attr (or all/any/not)"),
+            (
+                json!({"attr": "", "op": "exists"}),
+                "",
+                "attr must be a non-empty string",
+            ),
+            (json!({"attr": "a"}), "", "missing op"),
+            (json!({"attr": "a", "op": 1}), "", "op must be a string"),
+            (
+                json!({"all": [{"attr": "a", "op": "eq"}]}),
+                ".all[0]",
+                "op \"eq\" needs a value",
+            ),
+            (
+                json!({"attr": "a", "op": "eq", "values": [1]}),
+                "",
+                "op \"eq\" takes value, not values",
+            ),
+            (
+                json!({"attr": "a", "op": "gt", "value": true}),
+                "",
+                "op \"gt\": unsupported value true",
+            ),
+            (
+                json!({"attr": "a", "op": "in", "value": "US"}),
+                "",
+                "op \"in\" takes values, not value",
+            ),
+            (
+                json!({"attr": "a", "op": "in", "values": []}),
+                "",
+                "values must not be empty",
+            ),
+            (
+                json!({"attr": "a", "op": "in", "values": [1, "x"]}),
+                "",
+                "values must all have the same type",
+            ),
+            (
+                json!({"attr": "a", "op": "not_in", "values": [null]}),
+                "",
+                "values: unsupported value null",
+            ),
+            (
+                json!({"attr": "a", "op": "starts_with", "value": 1}),
+                "",
+                "op \"starts_with\": unsupported value 1",
+            ),
+            (
+                json!({"attr": "a", "op": "exists", "value": true}),
+                "",
+                "op \"exists\" takes no value",
+            ),
+            (
+                json!({"all": [{"attr": "v", "op": "semver_gt", "value": "x.y"}]}),
+                ".all[0]",
+                "op \"semver_gt\": \"x.y\" is not a version",
+            ),
+        ];
+        for (rule, path, reason) in cases {
+            let e = validate(&rule).unwrap_err();
+            assert_eq!((e.path(), e.reason()), (path, reason), "{rule}");
+            assert_eq!(e.to_string(), format!("targeting{path}: {reason}"));
+        }
+        let mut deep = json!({"attr": "a", "op": "exists"});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({"not": deep});
+        }
+        let e = validate(&deep).unwrap_err();
+        assert_eq!(e.path(), ".not".repeat(MAX_DEPTH));
+        assert_eq!(e.reason(), "rules nest deeper than 32 levels");
+    }
+
+    /// A snapshot rejects a rule exactly as `validate` does, at the same place.
+    #[test]
+    fn snapshots_reject_rules_as_validate_does() {
+        let snapshot = |rule: Value| {
+            json!({"version": 1, "experiments": [{"key": "e", "flag": "f", "salt": "s",
+                "status": "killed", "targeting": rule, "variants": [{"key": "c", "weight": 1}]}]})
+        };
+        for rule in [
+            json!({"attr": "a", "op": "exists"}),
+            json!({"any": [{"attr": "a", "op": "in", "values": []}]}),
+            json!({"not": 7}),
+        ] {
+            let compiled = crate::CompiledSnapshot::from_json(&snapshot(rule.clone()).to_string());
+            match (validate(&rule), compiled) {
+                (Ok(()), Ok(_)) => {}
+                (
+                    Err(TargetingError::Malformed { path, reason }),
+                    Err(crate::SnapshotError::InvalidTargeting {
+                        experiment,
+                        path: p,
+                        reason: r,
+                    }),
+                ) => assert_eq!((experiment.as_str(), p, r), ("e", path, reason)),
+                (v, c) => panic!("{rule}: validate {v:?}, compile {c:?}"),
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use strata_core::{CompiledSnapshot, Snapshot, SnapshotError, Status};
+use strata_core::{CompiledSnapshot, Snapshot, SnapshotError};
 
 /// One flag (or experiment key) of the index.
 #[derive(Debug)]
@@ -62,12 +62,7 @@ impl Loaded {
                     continue;
                 }
             }
-            let servable = match exp.status {
-                Status::Running => true,
-                Status::Concluded => exp.winner.is_some(),
-                _ => false,
-            };
-            let single = if servable {
+            let single = if exp.is_servable() {
                 let alone = Snapshot {
                     version: snapshot.version,
                     holdout: snapshot.holdout.clone(),

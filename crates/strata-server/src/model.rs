@@ -14,9 +14,6 @@ use crate::error::AppError;
 /// The layer experiments without an explicit `layer` go to.
 pub const DEFAULT_LAYER: &str = "default";
 
-/// Buckets per layer (see the assignment spec).
-pub const LAYER_BUCKETS: u16 = 1000;
-
 /// Lifecycle status of an experiment in the control plane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -488,7 +485,7 @@ impl ExperimentRequest {
                 });
             }
         }
-        // Targeting: validated by strata-core with a probe snapshot.
+        // Targeting: validated by strata-core.
         if let Some(t) = &self.targeting {
             if !t.is_null() {
                 check_targeting(t)?;
@@ -515,8 +512,8 @@ impl ExperimentRequest {
             ));
         }
         if let Some([s, e]) = self.range {
-            if !(0..i64::from(LAYER_BUCKETS)).contains(&s)
-                || !(1..=i64::from(LAYER_BUCKETS)).contains(&e)
+            if !(0..i64::from(strata_core::hash::BUCKETS)).contains(&s)
+                || !(1..=i64::from(strata_core::hash::BUCKETS)).contains(&e)
                 || s >= e
             {
                 return Err(AppError::validation(
@@ -529,7 +526,7 @@ impl ExperimentRequest {
             }
         }
         if let Some(size) = self.size {
-            if !(1..=i64::from(LAYER_BUCKETS)).contains(&size) {
+            if !(1..=i64::from(strata_core::hash::BUCKETS)).contains(&size) {
                 return Err(AppError::validation(
                     "size",
                     format!("size must be between 1 and 1000, got {size}"),
@@ -542,39 +539,11 @@ impl ExperimentRequest {
 
 /// Validates a targeting rule with strata-core's own compiler.
 pub fn check_targeting(rule: &Value) -> Result<(), AppError> {
-    let probe = strata_core::Snapshot {
-        version: 0,
-        holdout: None,
-        layers: vec![],
-        experiments: vec![strata_core::Experiment {
-            key: "probe".into(),
-            flag: "probe".into(),
-            salt: "probe".into(),
-            status: strata_core::Status::Running,
-            unit: "user_id".into(),
-            layer: None,
-            range: None,
-            ramp_permille: 1000,
-            surfaces: vec![],
-            targeting: Some(rule.clone()),
-            variants: vec![strata_core::Variant {
-                key: "control".into(),
-                weight: 1,
-            }],
-            respect_holdout: true,
-            winner: None,
-        }],
-    };
-    match strata_core::CompiledSnapshot::compile(&probe) {
-        Ok(_) => Ok(()),
-        Err(strata_core::SnapshotError::InvalidTargeting { path, reason, .. }) => {
-            Err(AppError::validation(
-                format!("targeting{path}"),
-                format!("targeting{path}: {reason}"),
-            ))
-        }
-        Err(e) => Err(AppError::validation("targeting", e.to_string())),
-    }
+    strata_core::targeting::validate(rule).map_err(|e| {
+        // The error's text is `targeting{path}: {reason}`, the message
+        // clients have always received.
+        AppError::validation(format!("targeting{}", e.path()), e.to_string())
+    })
 }
 
 /// A layer.

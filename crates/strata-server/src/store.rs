@@ -26,7 +26,7 @@ use sqlx::{AnyConnection, AnyPool, Row, Transaction};
 
 pub use crate::backend::{Backend, ChangeListener, NOTIFY_CHANNEL};
 use crate::live::{Disabled, LiveConfig, SnapshotExtra};
-use crate::model::{ExperimentRecord, HoldoutRecord, LayerRecord, Status};
+use crate::model::{ExperimentRecord, HoldoutRecord, LayerRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -999,10 +999,12 @@ impl WriteTx {
         let mut disabled = Vec::new();
         for r in &rows {
             let e: ExperimentRecord = from_json("experiment", &r.try_get::<String, _>(0)?)?;
-            let servable = e.status == Status::Running
-                || (e.status == Status::Concluded && e.winner.is_some());
-            if servable {
-                experiments.push(e.to_core());
+            // to_core() keeps the winner of a concluded experiment only and
+            // maps the statuses a snapshot cannot hold to killed, so the
+            // servable rule is strata-core's own.
+            let core = e.to_core();
+            if core.is_servable() {
+                experiments.push(core);
             } else {
                 let control = e
                     .variants

@@ -8,13 +8,12 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use strata_core::hash::BUCKETS;
 
 use crate::auth::{random_hex, Auth, Perm};
 use crate::error::AppError;
 use crate::json::ApiJson;
-use crate::model::{
-    check_key, check_text, ExperimentRecord, LayerRecord, LayerRequest, LAYER_BUCKETS,
-};
+use crate::model::{check_key, check_text, ExperimentRecord, LayerRecord, LayerRequest};
 use crate::state::AppState;
 use crate::store::{now_ms, parse_rfc3339, rfc3339};
 
@@ -88,8 +87,8 @@ pub fn free_ranges(taken: &[Allocation]) -> Vec<[u16; 2]> {
         }
         cursor = cursor.max(e);
     }
-    if cursor < LAYER_BUCKETS {
-        free.push([cursor, LAYER_BUCKETS]);
+    if cursor < BUCKETS {
+        free.push([cursor, BUCKETS]);
     }
     free
 }
@@ -224,7 +223,7 @@ pub async fn allocate(
     ApiJson(req): ApiJson<AllocateRequest>,
 ) -> Result<Json<Value>, AppError> {
     auth.require(&state, Perm::ExperimentsWrite).await?;
-    if !(1..=i64::from(LAYER_BUCKETS)).contains(&req.size) {
+    if !(1..=i64::from(BUCKETS)).contains(&req.size) {
         return Err(AppError::validation(
             "size",
             "size must be between 1 and 1000",
