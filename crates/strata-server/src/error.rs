@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// An error answered to an API client.
@@ -208,6 +209,33 @@ impl From<StoreError> for AppError {
             }
             StoreError::Corrupt(m) => Self::internal(format!("corrupt stored data: {m}")),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+        }
+    }
+}
+
+impl From<ServiceError> for AppError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::Validation { field, message } => Self::validation(field, message),
+            ServiceError::NotFound { what, key } => Self::not_found(what, &key),
+            ServiceError::Forbidden { permission, detail } => {
+                Self::forbidden(permission.as_str(), detail.as_deref())
+            }
+            ServiceError::IllegalTransition {
+                action,
+                status,
+                allowed,
+            } => Self::illegal_transition(action.as_str(), status.as_str(), &allowed),
+            ServiceError::StaleRevision { expected, actual } => {
+                Self::stale_revision(expected, actual)
+            }
+            ServiceError::RampDown { .. } => {
+                Self::new(StatusCode::CONFLICT, "ramp_down", message).with_field("ramp_percent")
+            }
+            ServiceError::Concurrent { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::InvalidSnapshot(e) => crate::state::invalid_snapshot(e),
+            ServiceError::Store(e) => Self::from(e),
         }
     }
 }

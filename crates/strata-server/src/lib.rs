@@ -44,6 +44,7 @@ pub mod model;
 mod openapi;
 pub mod pipeline;
 pub mod sdk;
+pub mod service;
 pub mod state;
 pub mod store;
 
@@ -245,7 +246,7 @@ async fn ensure_default_layer(state: &AppState) -> Result<(), ServerError> {
     {
         return Ok(());
     }
-    let mut tx = state.store.begin_write(&Actor::system()).await?;
+    let mut tx = state.store.begin_write(&Actor::server()).await?;
     if tx.definition_key_taken("layer", DEFAULT_LAYER).await? {
         return Ok(()); // another instance won; dropping tx rolls back
     }

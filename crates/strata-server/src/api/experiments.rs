@@ -13,9 +13,9 @@ use crate::auth::{random_hex, Auth, Perm};
 use crate::error::AppError;
 use crate::json::{parse, ApiJson, ApiQuery};
 use crate::model::{
-    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
-    DEFAULT_LAYER,
+    ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef, DEFAULT_LAYER,
 };
+use crate::service::{ActParams, Action, ExperimentService};
 use crate::state::AppState;
 use crate::store::{parse_rfc3339, rfc3339, AuditQuery, WriteTx};
 
@@ -165,7 +165,7 @@ pub async fn create(
     auth: Auth,
     ApiJson(req): ApiJson<ExperimentRequest>,
 ) -> Result<impl IntoResponse, AppError> {
-    auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
+    auth.require_on(&state, Perm::ExperimentsWrite, Some(&req.owner_team))
         .await?;
     let variants = req.validate()?;
     if req.revision.is_some() {
@@ -223,13 +223,9 @@ pub async fn get(
     auth: Auth,
     Path(key): Path<String>,
 ) -> Result<Json<ExperimentRecord>, AppError> {
-    auth.require(&state, Perm::Read).await?;
-    let e = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    let e = ExperimentService::new(state)
+        .get(&auth.actor(), &key)
+        .await?;
     Ok(Json(e))
 }
 
@@ -362,10 +358,10 @@ pub async fn update(
         .await
         .map_err(|e| state.store_error(e))?
         .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    auth.require_team(&state, Perm::ExperimentsWrite, &pre.owner_team)
+    auth.require_on(&state, Perm::ExperimentsWrite, Some(&pre.owner_team))
         .await?;
     if req.owner_team != pre.owner_team {
-        auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
+        auth.require_on(&state, Perm::ExperimentsWrite, Some(&req.owner_team))
             .await?;
     }
     let mut tx = state
@@ -423,21 +419,6 @@ pub async fn update(
     Ok(Json(rec))
 }
 
-/// The next states reachable from `e`.
-pub fn allowed_next(e: &ExperimentRecord) -> Vec<&'static str> {
-    match e.status {
-        Status::Draft => vec!["submitted", "archived"],
-        Status::Submitted if e.requires_approval => vec!["approved", "archived"],
-        Status::Submitted => vec!["running", "archived"],
-        Status::Approved => vec!["running", "archived"],
-        Status::Running => vec!["running", "paused", "killed", "concluded"],
-        Status::Paused => vec!["running", "killed", "concluded"],
-        Status::Killed => vec!["concluded", "archived"],
-        Status::Concluded => vec!["archived"],
-        Status::Archived => vec![],
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlainBody {
@@ -490,15 +471,22 @@ pub async fn action(
     Path((key, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ExperimentRecord>, AppError> {
+    let Some(act) = Action::parse(&action) else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_action",
+            format!("unknown action {action:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
+        ));
+    };
     // Parse the body before touching the store.
-    let mut ramp = None;
-    let mut reason = None;
-    let mut winner: Option<Option<String>> = None;
-    let revision = match action.as_str() {
-        "submit" | "approve" | "pause" | "resume" | "archive" => {
-            body_or_empty::<PlainBody>(&body)?.revision
+    let params = match act {
+        Action::Submit | Action::Approve | Action::Pause | Action::Resume | Action::Archive => {
+            ActParams {
+                revision: body_or_empty::<PlainBody>(&body)?.revision,
+                ..ActParams::default()
+            }
         }
-        "start" | "ramp" => {
+        Action::Start | Action::Ramp => {
             let b: RampBody = if body.iter().all(u8::is_ascii_whitespace) {
                 RampBody {
                     ramp_percent: None,
@@ -507,32 +495,23 @@ pub async fn action(
             } else {
                 parse(&body)?
             };
-            let p = match (b.ramp_percent, action.as_str()) {
-                (Some(p), _) => p,
-                (None, "start") => 1.0,
-                (None, _) => {
-                    return Err(AppError::validation("ramp_percent", "ramp_percent is required"))
-                }
-            };
-            check_percent("ramp_percent", p)?;
-            ramp = Some(p);
-            b.revision
+            ActParams {
+                revision: b.revision,
+                ramp_percent: b.ramp_percent,
+                ..ActParams::default()
+            }
         }
-        "kill" => {
+        Action::Kill => {
             let b: KillBody = parse(&body)?;
-            let r = b.reason.trim();
-            if r.is_empty() {
-                return Err(AppError::validation("reason", "reason must not be empty"));
+            ActParams {
+                revision: b.revision,
+                reason: Some(b.reason),
+                ..ActParams::default()
             }
-            if r.len() > 2000 {
-                return Err(AppError::validation("reason", "reason must be at most 2000 bytes"));
-            }
-            reason = Some(r.to_owned());
-            b.revision
         }
-        "conclude" => {
+        Action::Conclude => {
             let b: ConcludeBody = parse(&body)?;
-            winner = Some(match b.winner {
+            let winner = match b.winner {
                 Value::Null => None,
                 Value::String(s) => Some(s),
                 _ => {
@@ -541,182 +520,16 @@ pub async fn action(
                         "winner must be a variant key or null",
                     ))
                 }
-            });
-            b.revision
-        }
-        other => {
-            return Err(AppError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_action",
-                format!("unknown action {other:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
-            ))
+            };
+            ActParams {
+                revision: b.revision,
+                winner,
+                ..ActParams::default()
+            }
         }
     };
-    let perm = match action.as_str() {
-        "approve" => Perm::ExperimentsApprove,
-        "kill" => Perm::ExperimentsKill,
-        _ => Perm::ExperimentsWrite,
-    };
-    auth.require(&state, perm).await?;
-    // Permission checks before the write transaction: a denial is audited,
-    // which needs the writer lock the transaction would hold.
-    let pre = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    auth.require_team(&state, perm, &pre.owner_team).await?;
-    if action == "approve"
-        && pre.status == Status::Submitted
-        && pre.requires_approval
-        && pre.created_by_key == auth.key_id
-    {
-        return Err(auth
-            .deny(&state, perm, Some("the approver must not be the author"))
-            .await);
-    }
-
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let old = tx
-        .experiment(&key)
-        .await?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    if old.owner_team != pre.owner_team {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("experiment {key:?} was changed concurrently; retry"),
-        ));
-    }
-    if let Some(r) = revision {
-        if r != old.revision {
-            return Err(AppError::stale_revision(r, old.revision));
-        }
-    }
-    let mut e = old.clone();
-    let now = rfc3339(tx.now);
-    let illegal = |e: &ExperimentRecord| {
-        AppError::illegal_transition(&action, e.status.as_str(), &allowed_next(e))
-    };
-    match action.as_str() {
-        "submit" => {
-            if e.status != Status::Draft {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Submitted;
-        }
-        "approve" => {
-            if !(e.status == Status::Submitted && e.requires_approval) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Approved;
-            e.approved_by = Some(auth.name.clone());
-        }
-        "start" => {
-            let ok = e.status == Status::Approved
-                || (e.status == Status::Submitted && !e.requires_approval);
-            if !ok {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Running;
-            e.ramp_percent = ramp.unwrap_or(1.0);
-            e.started_at = Some(now.clone());
-        }
-        "ramp" => {
-            if e.status != Status::Running {
-                return Err(illegal(&e));
-            }
-            let p = ramp.unwrap_or(e.ramp_percent);
-            if p < e.ramp_percent {
-                return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "ramp_down",
-                    format!(
-                        "ramp_percent can only go up (from {} to {p}); ramp down by pause or kill",
-                        e.ramp_percent
-                    ),
-                )
-                .with_field("ramp_percent"));
-            }
-            e.ramp_percent = p;
-        }
-        "pause" => {
-            if e.status != Status::Running {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Paused;
-        }
-        "resume" => {
-            if e.status != Status::Paused {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Running;
-        }
-        "kill" => {
-            if !matches!(e.status, Status::Running | Status::Paused) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Killed;
-            e.kill_reason = reason.clone();
-            e.ended_at = Some(now.clone());
-        }
-        "conclude" => {
-            if !matches!(e.status, Status::Running | Status::Paused | Status::Killed) {
-                return Err(illegal(&e));
-            }
-            let w = winner.clone().flatten();
-            if let Some(w) = &w {
-                if !e.variants.iter().any(|v| &v.key == w) {
-                    return Err(AppError::validation(
-                        "winner",
-                        format!("winner {w:?} is not a variant of {key:?}"),
-                    ));
-                }
-            }
-            e.status = Status::Concluded;
-            e.winner = w;
-            if e.ended_at.is_none() {
-                e.ended_at = Some(now.clone());
-            }
-        }
-        "archive" => {
-            if !matches!(
-                e.status,
-                Status::Draft
-                    | Status::Submitted
-                    | Status::Approved
-                    | Status::Killed
-                    | Status::Concluded
-            ) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Archived;
-            if e.ended_at.is_none() {
-                e.ended_at = Some(now.clone());
-            }
-        }
-        _ => return Err(AppError::internal("unreachable action")),
-    }
-    e.revision += 1;
-    e.updated_at = now;
-    e.version = tx.version;
-    tx.update_experiment(&e, false).await?;
-    tx.audit(
-        &format!("experiment.{action}"),
-        "experiment",
-        &key,
-        Some(&to_value(&old)),
-        Some(&to_value(&e)),
-        reason.as_deref(),
-    )
-    .await?;
-    state
-        .commit(tx, &format!("{action} experiment {key}"))
+    let e = ExperimentService::new(state)
+        .act(&auth.actor(), &key, act, params)
         .await?;
     Ok(Json(e))
 }
