@@ -61,7 +61,8 @@ pub enum Role {
     /// Creates and runs the experiments of its team.
     Experimenter,
     /// Runs the platform: layers, guardrails, the holdout, keys, approvals;
-    /// may kill any experiment (see [`crate::service::permissions`]).
+    /// may kill any experiment but runs only its own team's (see
+    /// [`crate::service::permissions`]).
     Admin,
 }
 
@@ -93,11 +94,11 @@ impl Role {
 pub enum Perm {
     /// Read experiments, layers, metrics, guardrails, the holdout, config versions.
     Read,
-    /// Create, edit and run experiments (own team unless admin).
+    /// Create, edit and run experiments (own team, admins included).
     ExperimentsWrite,
     /// Approve experiments that require it.
     ExperimentsApprove,
-    /// Kill experiments (own team unless admin).
+    /// Kill experiments (own team; admins: any).
     ExperimentsKill,
     /// Create layers.
     LayersWrite,

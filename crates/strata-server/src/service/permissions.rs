@@ -5,6 +5,12 @@
 //! those of every team; platform-wide things (layers, keys, the holdout)
 //! have no team, and any reach grants them. A system actor has exactly the
 //! permissions it was built with, on every team. Every denial is audited.
+//!
+//! The boundaries: a platform admin manages layers, guardrails, the holdout
+//! and keys, approves, and may kill any experiment, but edits and runs only
+//! its own team's experiments; an experimenter acts on its own team's
+//! experiments; an analyst reads every team's results and writes metrics; a
+//! viewer reads.
 
 use crate::auth::{KeyKind, Perm, Role};
 use crate::service::{Actor, ServiceError};
@@ -31,7 +37,7 @@ pub const ROLES: [Role; 4] = [Role::Admin, Role::Experimenter, Role::Analyst, Ro
 /// here (they are accepted by the collection endpoints alone).
 pub const API_TABLE: &[(Perm, [Reach; 4])] = &[
     (Perm::Read, [A, A, A, A]),
-    (Perm::ExperimentsWrite, [A, O, N, N]),
+    (Perm::ExperimentsWrite, [O, O, N, N]),
     (Perm::ExperimentsApprove, [A, N, N, N]),
     (Perm::ExperimentsKill, [A, O, N, N]),
     (Perm::LayersWrite, [A, N, N, N]),
@@ -177,6 +183,7 @@ mod tests {
             match (role, perm) {
                 (_, SdkRead) => (false, false, false),
                 (_, Read) => (true, true, true),
+                (Role::Admin, ExperimentsWrite) => (true, false, true),
                 (Role::Admin, _) => (true, true, true),
                 (
                     Role::Experimenter,
