@@ -234,6 +234,14 @@ impl From<ServiceError> for AppError {
                 Self::new(StatusCode::CONFLICT, "ramp_down", message).with_field("ramp_percent")
             }
             ServiceError::Concurrent { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::AlreadyExists { what, key } => Self::already_exists(what, &key),
+            ServiceError::Frozen { .. } => {
+                Self::new(StatusCode::CONFLICT, "frozen", message).with_field("status")
+            }
+            ServiceError::RangeOverlap { overlaps, .. } => {
+                Self::validation("range", message).with_extra(json!({ "overlaps": overlaps }))
+            }
+            ServiceError::Internal(m) => Self::internal(m),
             ServiceError::InvalidSnapshot(e) => crate::state::invalid_snapshot(e),
             ServiceError::Store(e) => Self::from(e),
         }

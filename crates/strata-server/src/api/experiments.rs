@@ -1,4 +1,6 @@
-//! Experiments: create, read, list, update while draft, and the lifecycle.
+//! Experiments over HTTP: create, read, list, update while draft, and the
+//! lifecycle. The handlers parse, call [`crate::service::ExperimentService`]
+//! and render.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -8,153 +10,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::layers::{find_free, occupied, overlapping};
-use crate::auth::{random_hex, Auth, Perm};
+use crate::auth::{Auth, Perm};
 use crate::error::AppError;
 use crate::json::{parse, ApiJson, ApiQuery};
-use crate::model::{
-    ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef, DEFAULT_LAYER,
-};
+use crate::model::{ExperimentRecord, ExperimentRequest, Status};
 use crate::service::{ActParams, Action, ExperimentService};
 use crate::state::AppState;
-use crate::store::{parse_rfc3339, rfc3339, AuditQuery, WriteTx};
-
-/// Checks the metric and guardrail references of a request against the registry.
-async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(), AppError> {
-    if tx
-        .definition::<Value>("metric", &req.primary_metric)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::validation(
-            "primary_metric",
-            format!(
-                "primary_metric {:?} is not in the metric registry",
-                req.primary_metric
-            ),
-        ));
-    }
-    for (i, m) in req.secondary_metrics.iter().enumerate() {
-        if tx.definition::<Value>("metric", m).await?.is_none() {
-            return Err(AppError::validation(
-                format!("secondary_metrics[{i}]"),
-                format!("secondary metric {m:?} is not in the metric registry"),
-            ));
-        }
-    }
-    for (i, g) in req.guardrails.iter().enumerate() {
-        let known = tx.definition::<Value>("guardrail", g).await?.is_some()
-            || tx.definition::<Value>("metric", g).await?.is_some();
-        if !known {
-            return Err(AppError::validation(
-                format!("guardrails[{i}]"),
-                format!(
-                    "guardrail {g:?} is neither a guardrail definition nor a registered metric"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Resolves layer and range (allocating one for `size`), checking overlaps.
-async fn resolve_range(
-    state: &AppState,
-    tx: &mut WriteTx,
-    req: &ExperimentRequest,
-) -> Result<(Option<String>, Option<[u16; 2]>), AppError> {
-    let layer = match (&req.layer, req.range.is_some() || req.size.is_some()) {
-        (Some(l), true) => l.clone(),
-        (None, true) => DEFAULT_LAYER.to_owned(),
-        (Some(_), false) => {
-            return Err(AppError::validation(
-                "range",
-                "an experiment in a layer needs a range or a size",
-            ))
-        }
-        (None, false) => return Ok((None, None)),
-    };
-    if tx
-        .definition::<LayerRecord>("layer", &layer)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::validation(
-            "layer",
-            format!("layer {layer:?} does not exist"),
-        ));
-    }
-    let taken = occupied(
-        &tx.experiments_in_layer(&layer).await?,
-        tx.now,
-        state.settings.range_cooldown,
-        Some(&req.key),
-    );
-    let range = if let Some([s, e]) = req.range {
-        // validate() checked 0 <= s < e <= 1000.
-        let r = [s as u16, e as u16];
-        let overlaps = overlapping(&taken, r);
-        if !overlaps.is_empty() {
-            let names: Vec<&str> = overlaps.iter().map(|o| o.experiment.as_str()).collect();
-            return Err(AppError::validation(
-                "range",
-                format!(
-                    "range [{s}, {e}) overlaps live experiments of layer {layer:?}: {}",
-                    names.join(", ")
-                ),
-            )
-            .with_extra(json!({"overlaps": overlaps})));
-        }
-        r
-    } else {
-        let size = req.size.unwrap_or(0) as u16;
-        find_free(&taken, size).ok_or_else(|| {
-            AppError::validation(
-                "size",
-                format!("layer {layer:?} has no free range of size {size}"),
-            )
-        })?
-    };
-    Ok((Some(layer), Some(range)))
-}
-
-fn to_value(e: &ExperimentRecord) -> Value {
-    serde_json::to_value(e).unwrap_or(Value::Null)
-}
-
-/// `base` with the definition fields of a validated request (the fields a
-/// draft may change); identity, lifecycle and audit fields stay those of
-/// `base`.
-fn with_definition(
-    base: ExperimentRecord,
-    req: ExperimentRequest,
-    layer: Option<String>,
-    range: Option<[u16; 2]>,
-    variants: Vec<VariantDef>,
-) -> ExperimentRecord {
-    ExperimentRecord {
-        name: req.name,
-        hypothesis: req.hypothesis,
-        description: req.description,
-        owner_team: req.owner_team,
-        unit: req.unit,
-        layer,
-        range,
-        surfaces: req.surfaces,
-        targeting: req.targeting.filter(|t| !t.is_null()),
-        variants,
-        primary_metric: req.primary_metric,
-        secondary_metrics: req.secondary_metrics,
-        guardrails: req.guardrails,
-        mde: req.mde,
-        planned_units: req.planned_units,
-        alpha: req.alpha,
-        sequential: req.sequential,
-        requires_approval: req.requires_approval,
-        respect_holdout: req.respect_holdout,
-        ..base
-    }
-}
+use crate::store::{parse_rfc3339, AuditQuery};
 
 /// `POST /api/v1/experiments`
 #[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
@@ -165,52 +27,8 @@ pub async fn create(
     auth: Auth,
     ApiJson(req): ApiJson<ExperimentRequest>,
 ) -> Result<impl IntoResponse, AppError> {
-    auth.require_on(&state, Perm::ExperimentsWrite, Some(&req.owner_team))
-        .await?;
-    let variants = req.validate()?;
-    if req.revision.is_some() {
-        return Err(AppError::validation(
-            "revision",
-            "revision is only for updates",
-        ));
-    }
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if tx.experiment_key_taken(&req.key).await? {
-        return Err(AppError::already_exists("experiment", &req.key));
-    }
-    check_references(&mut tx, &req).await?;
-    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
-    let now = rfc3339(tx.now);
-    let base = ExperimentRecord {
-        key: req.key.clone(),
-        status: Status::Draft,
-        revision: 1,
-        flag: format!("f_{}", random_hex(6)?),
-        salt: random_hex(8)?,
-        created_by: auth.name.clone(),
-        created_by_key: auth.key_id.clone(),
-        created_at: now.clone(),
-        updated_at: now,
-        version: tx.version,
-        ..ExperimentRecord::default()
-    };
-    let rec = with_definition(base, req, layer, range, variants);
-    tx.insert_experiment(&rec).await?;
-    tx.audit(
-        "experiment.create",
-        "experiment",
-        &rec.key,
-        None,
-        Some(&to_value(&rec)),
-        None,
-    )
-    .await?;
-    state
-        .commit(tx, &format!("create experiment {}", rec.key))
+    let rec = ExperimentService::new(state)
+        .create(&auth.actor(), req)
         .await?;
     Ok((StatusCode::CREATED, Json(rec)))
 }
@@ -338,83 +156,8 @@ pub async fn update(
     Path(key): Path<String>,
     ApiJson(req): ApiJson<ExperimentRequest>,
 ) -> Result<Json<ExperimentRecord>, AppError> {
-    auth.require(&state, Perm::ExperimentsWrite).await?;
-    let variants = req.validate()?;
-    if req.key != key {
-        return Err(AppError::validation(
-            "key",
-            "the key of an experiment cannot change",
-        ));
-    }
-    let Some(revision) = req.revision else {
-        return Err(AppError::validation(
-            "revision",
-            "revision is required on update (the revision last read)",
-        ));
-    };
-    let pre = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    auth.require_on(&state, Perm::ExperimentsWrite, Some(&pre.owner_team))
-        .await?;
-    if req.owner_team != pre.owner_team {
-        auth.require_on(&state, Perm::ExperimentsWrite, Some(&req.owner_team))
-            .await?;
-    }
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let old = tx
-        .experiment(&key)
-        .await?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    if old.owner_team != pre.owner_team {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("experiment {key:?} was changed concurrently; retry"),
-        ));
-    }
-    if old.revision != revision {
-        return Err(AppError::stale_revision(revision, old.revision));
-    }
-    if old.status != Status::Draft {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "frozen",
-            format!(
-                "experiment {key:?} is {}: its definition, including the pre-registered hypothesis, primary metric, mde, planned units, alpha and sequential method, is frozen once it leaves draft",
-                old.status.as_str()
-            ),
-        )
-        .with_field("status"));
-    }
-    check_references(&mut tx, &req).await?;
-    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
-    let base = ExperimentRecord {
-        revision: old.revision + 1,
-        updated_at: rfc3339(tx.now),
-        version: tx.version,
-        ..old.clone()
-    };
-    let rec = with_definition(base, req, layer, range, variants);
-    tx.update_experiment(&rec, false).await?;
-    tx.audit(
-        "experiment.update",
-        "experiment",
-        &key,
-        Some(&to_value(&old)),
-        Some(&to_value(&rec)),
-        None,
-    )
-    .await?;
-    state
-        .commit(tx, &format!("update experiment {key}"))
+    let rec = ExperimentService::new(state)
+        .update(&auth.actor(), &key, req)
         .await?;
     Ok(Json(rec))
 }

@@ -3,6 +3,7 @@
 //! In-process callers match on these; the API converts them into
 //! [`AppError`](crate::AppError), the only thing that renders HTTP.
 
+use crate::api::layers::Allocation;
 use crate::auth::Perm;
 use crate::model::Status;
 use crate::service::lifecycle::Action;
@@ -70,6 +71,35 @@ pub enum ServiceError {
         /// Its key.
         key: String,
     },
+    /// An entity with this key exists.
+    #[error("{what} {key:?} already exists")]
+    AlreadyExists {
+        /// What, e.g. `experiment`.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// The definition of an experiment is frozen once it leaves draft.
+    #[error("experiment {key:?} is {}: its definition, including the pre-registered hypothesis, primary metric, mde, planned units, alpha and sequential method, is frozen once it leaves draft", .status.as_str())]
+    Frozen {
+        /// The experiment.
+        key: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The requested range overlaps ranges held in the layer.
+    #[error("range [{}, {}) overlaps live experiments of layer {layer:?}: {}", .range[0], .range[1], overlap_names(.overlaps))]
+    RangeOverlap {
+        /// The layer.
+        layer: String,
+        /// The requested range.
+        range: [u16; 2],
+        /// The ranges it overlaps.
+        overlaps: Vec<Allocation>,
+    },
+    /// A failure that is a bug or of the machine (no randomness).
+    #[error("{0}")]
+    Internal(String),
     /// The change would publish a snapshot that does not compile.
     #[error("the change would publish an invalid snapshot: {0}")]
     InvalidSnapshot(strata_core::SnapshotError),
@@ -95,6 +125,12 @@ fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// The experiments holding `overlaps`, comma-separated.
+fn overlap_names(overlaps: &[Allocation]) -> String {
+    let names: Vec<&str> = overlaps.iter().map(|o| o.experiment.as_str()).collect();
+    names.join(", ")
 }
 
 /// `: detail`, or nothing.

@@ -1,17 +1,26 @@
-//! Experiments as a service: read them and move them through the lifecycle.
+//! Experiments as a service: create and edit drafts, read them, and move
+//! them through the lifecycle.
 //!
 //! [`ExperimentService::act`] is the one implementation of submit, approve,
-//! start, ramp, pause, resume, kill, conclude and archive, whether the caller
-//! is a token holder over HTTP or a job inside the process.
+//! start, ramp, pause, resume, kill, conclude and archive, and
+//! [`ExperimentService::create`] and [`ExperimentService::update`] those of
+//! creating and editing, whether the caller is a token holder over HTTP or a
+//! job inside the process.
 
 use serde_json::Value;
 
-use crate::model::{check_percent, ExperimentRecord, Status};
+use crate::api::layers::{find_free, occupied, overlapping};
+use crate::auth::{random_hex, Perm};
+use crate::error::AppError;
+use crate::model::{
+    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
+    DEFAULT_LAYER,
+};
 use crate::service::lifecycle::{self, Action};
 use crate::service::permissions::{authorize, deny};
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
-use crate::store::{rfc3339, StoreError};
+use crate::store::{rfc3339, StoreError, WriteTx};
 
 /// The longest kill reason, bytes.
 const MAX_REASON_BYTES: usize = 2000;
@@ -89,6 +98,83 @@ fn to_value(e: &ExperimentRecord) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
+/// A validation error of the request model as a service error.
+fn invalid(e: AppError) -> ServiceError {
+    ServiceError::validation(e.field.unwrap_or_default(), e.message)
+}
+
+/// Checks the metric and guardrail references of a request against the registry.
+async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(), ServiceError> {
+    if tx
+        .definition::<Value>("metric", &req.primary_metric)
+        .await?
+        .is_none()
+    {
+        return Err(ServiceError::validation(
+            "primary_metric",
+            format!(
+                "primary_metric {:?} is not in the metric registry",
+                req.primary_metric
+            ),
+        ));
+    }
+    for (i, m) in req.secondary_metrics.iter().enumerate() {
+        if tx.definition::<Value>("metric", m).await?.is_none() {
+            return Err(ServiceError::validation(
+                format!("secondary_metrics[{i}]"),
+                format!("secondary metric {m:?} is not in the metric registry"),
+            ));
+        }
+    }
+    for (i, g) in req.guardrails.iter().enumerate() {
+        let known = tx.definition::<Value>("guardrail", g).await?.is_some()
+            || tx.definition::<Value>("metric", g).await?.is_some();
+        if !known {
+            return Err(ServiceError::validation(
+                format!("guardrails[{i}]"),
+                format!(
+                    "guardrail {g:?} is neither a guardrail definition nor a registered metric"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `base` with the definition fields of a validated request (the fields a
+/// draft may change); identity, lifecycle and audit fields stay those of
+/// `base`.
+fn with_definition(
+    base: ExperimentRecord,
+    req: ExperimentRequest,
+    layer: Option<String>,
+    range: Option<[u16; 2]>,
+    variants: Vec<VariantDef>,
+) -> ExperimentRecord {
+    ExperimentRecord {
+        name: req.name,
+        hypothesis: req.hypothesis,
+        description: req.description,
+        owner_team: req.owner_team,
+        unit: req.unit,
+        layer,
+        range,
+        surfaces: req.surfaces,
+        targeting: req.targeting.filter(|t| !t.is_null()),
+        variants,
+        primary_metric: req.primary_metric,
+        secondary_metrics: req.secondary_metrics,
+        guardrails: req.guardrails,
+        mde: req.mde,
+        planned_units: req.planned_units,
+        alpha: req.alpha,
+        sequential: req.sequential,
+        requires_approval: req.requires_approval,
+        respect_holdout: req.respect_holdout,
+        ..base
+    }
+}
+
 /// Reads experiments and runs their lifecycle.
 #[derive(Debug, Clone)]
 pub struct ExperimentService {
@@ -104,6 +190,209 @@ impl ExperimentService {
     /// Counts a store failure and wraps it.
     fn store_error(&self, e: StoreError) -> ServiceError {
         self.state.service_store_error(e)
+    }
+
+    /// Resolves layer and range (allocating one for `size`), checking overlaps.
+    async fn resolve_range(
+        &self,
+        tx: &mut WriteTx,
+        req: &ExperimentRequest,
+    ) -> Result<(Option<String>, Option<[u16; 2]>), ServiceError> {
+        let layer = match (&req.layer, req.range.is_some() || req.size.is_some()) {
+            (Some(l), true) => l.clone(),
+            (None, true) => DEFAULT_LAYER.to_owned(),
+            (Some(_), false) => {
+                return Err(ServiceError::validation(
+                    "range",
+                    "an experiment in a layer needs a range or a size",
+                ))
+            }
+            (None, false) => return Ok((None, None)),
+        };
+        if tx
+            .definition::<LayerRecord>("layer", &layer)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::validation(
+                "layer",
+                format!("layer {layer:?} does not exist"),
+            ));
+        }
+        let taken = occupied(
+            &tx.experiments_in_layer(&layer).await?,
+            tx.now,
+            self.state.settings.range_cooldown,
+            Some(&req.key),
+        );
+        let range = if let Some([s, e]) = req.range {
+            // validate() checked 0 <= s < e <= 1000.
+            let r = [s as u16, e as u16];
+            let overlaps = overlapping(&taken, r);
+            if !overlaps.is_empty() {
+                return Err(ServiceError::RangeOverlap {
+                    layer,
+                    range: r,
+                    overlaps,
+                });
+            }
+            r
+        } else {
+            let size = req.size.unwrap_or(0) as u16;
+            find_free(&taken, size).ok_or_else(|| {
+                ServiceError::validation(
+                    "size",
+                    format!("layer {layer:?} has no free range of size {size}"),
+                )
+            })?
+        };
+        Ok((Some(layer), Some(range)))
+    }
+
+    /// Creates a draft from `req` for `actor` (needs `experiments:write` on
+    /// the owning team); audited as `experiment.create`.
+    pub async fn create(
+        &self,
+        actor: &Actor,
+        req: ExperimentRequest,
+    ) -> Result<ExperimentRecord, ServiceError> {
+        let store = &self.state.store;
+        authorize(store, actor, Perm::ExperimentsWrite, Some(&req.owner_team)).await?;
+        let variants = req.validate().map_err(invalid)?;
+        if req.revision.is_some() {
+            return Err(ServiceError::validation(
+                "revision",
+                "revision is only for updates",
+            ));
+        }
+        let mut tx = store
+            .begin_write(actor)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        if tx.experiment_key_taken(&req.key).await? {
+            return Err(ServiceError::AlreadyExists {
+                what: "experiment",
+                key: req.key.clone(),
+            });
+        }
+        check_references(&mut tx, &req).await?;
+        let (layer, range) = self.resolve_range(&mut tx, &req).await?;
+        let now = rfc3339(tx.now);
+        let hex = |n| random_hex(n).map_err(|e| ServiceError::Internal(e.message));
+        let base = ExperimentRecord {
+            key: req.key.clone(),
+            status: Status::Draft,
+            revision: 1,
+            flag: format!("f_{}", hex(6)?),
+            salt: hex(8)?,
+            created_by: actor.audit_name().to_owned(),
+            created_by_key: actor.audit_key().to_owned(),
+            created_at: now.clone(),
+            updated_at: now,
+            version: tx.version,
+            ..ExperimentRecord::default()
+        };
+        let rec = with_definition(base, req, layer, range, variants);
+        tx.insert_experiment(&rec).await?;
+        tx.audit(
+            "experiment.create",
+            "experiment",
+            &rec.key,
+            None,
+            Some(&to_value(&rec)),
+            None,
+        )
+        .await?;
+        self.state
+            .publish(tx, &format!("create experiment {}", rec.key))
+            .await?;
+        Ok(rec)
+    }
+
+    /// Replaces the definition of draft `key` with `req`, whose `revision`
+    /// must be the current one (needs `experiments:write` on the owning
+    /// team, and on the new one if it changes); audited as
+    /// `experiment.update`.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        key: &str,
+        req: ExperimentRequest,
+    ) -> Result<ExperimentRecord, ServiceError> {
+        let store = &self.state.store;
+        authorize(store, actor, Perm::ExperimentsWrite, None).await?;
+        let variants = req.validate().map_err(invalid)?;
+        if req.key != key {
+            return Err(ServiceError::validation(
+                "key",
+                "the key of an experiment cannot change",
+            ));
+        }
+        let Some(revision) = req.revision else {
+            return Err(ServiceError::validation(
+                "revision",
+                "revision is required on update (the revision last read)",
+            ));
+        };
+        let not_found = || ServiceError::NotFound {
+            what: "experiment",
+            key: key.to_owned(),
+        };
+        let pre = store
+            .experiment(key)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(not_found)?;
+        authorize(store, actor, Perm::ExperimentsWrite, Some(&pre.owner_team)).await?;
+        if req.owner_team != pre.owner_team {
+            authorize(store, actor, Perm::ExperimentsWrite, Some(&req.owner_team)).await?;
+        }
+        let mut tx = store
+            .begin_write(actor)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let old = tx.experiment(key).await?.ok_or_else(not_found)?;
+        if old.owner_team != pre.owner_team {
+            return Err(ServiceError::Concurrent {
+                what: "experiment",
+                key: key.to_owned(),
+            });
+        }
+        if old.revision != revision {
+            return Err(ServiceError::StaleRevision {
+                expected: revision,
+                actual: old.revision,
+            });
+        }
+        if old.status != Status::Draft {
+            return Err(ServiceError::Frozen {
+                key: key.to_owned(),
+                status: old.status,
+            });
+        }
+        check_references(&mut tx, &req).await?;
+        let (layer, range) = self.resolve_range(&mut tx, &req).await?;
+        let base = ExperimentRecord {
+            revision: old.revision + 1,
+            updated_at: rfc3339(tx.now),
+            version: tx.version,
+            ..old.clone()
+        };
+        let rec = with_definition(base, req, layer, range, variants);
+        tx.update_experiment(&rec, false).await?;
+        tx.audit(
+            "experiment.update",
+            "experiment",
+            key,
+            Some(&to_value(&old)),
+            Some(&to_value(&rec)),
+            None,
+        )
+        .await?;
+        self.state
+            .publish(tx, &format!("update experiment {key}"))
+            .await?;
+        Ok(rec)
     }
 
     /// The experiment `key` (needs `config:read`).

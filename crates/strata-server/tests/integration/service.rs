@@ -1,10 +1,11 @@
 //! The services called in-process, without HTTP: a job inside the server
 //! (the guardrail monitor) kills a running experiment as a system actor,
-//! with exactly the permissions it was built with.
+//! with exactly the permissions it was built with; a scheduler creates and
+//! starts one.
 
 use serde_json::{json, Value};
 use strata_server::auth::Perm;
-use strata_server::model::Status;
+use strata_server::model::{ExperimentRequest, Status};
 use strata_server::service::{ActParams, Action, Actor, ExperimentService, ServiceError};
 
 use crate::common::TestServer;
@@ -12,6 +13,7 @@ use crate::common::TestServer;
 crate::on_both_backends!(
     system_actor_kills_a_running_experiment,
     system_actor_has_only_its_permissions,
+    system_actor_creates_and_starts_an_experiment,
 );
 
 fn served(snapshot: &Value, key: &str) -> bool {
@@ -144,5 +146,41 @@ async fn system_actor_has_only_its_permissions(s: TestServer) {
         (got["status"].as_str(), got["ramp_percent"].as_f64()),
         (Some("running"), Some(5.0))
     );
+    s.finish().await;
+}
+
+async fn system_actor_creates_and_starts_an_experiment(s: TestServer) {
+    s.setup_registry().await;
+    let scheduler = Actor::system("scheduler").granting([Perm::ExperimentsWrite]);
+    let svc = ExperimentService::new(s.state().clone());
+    let req: ExperimentRequest =
+        serde_json::from_value(crate::common::experiment("exp_s", json!({}))).unwrap();
+    let created = svc.create(&scheduler, req.clone()).await.unwrap();
+    assert_eq!(
+        (created.status, created.created_by.as_str()),
+        (Status::Draft, "system:scheduler")
+    );
+    assert!(matches!(
+        svc.create(&scheduler, req).await,
+        Err(ServiceError::AlreadyExists { .. })
+    ));
+    for action in [Action::Submit, Action::Start] {
+        svc.act(&scheduler, "exp_s", action, ActParams::default())
+            .await
+            .unwrap();
+    }
+    let (_, got) = s.get("/api/v1/experiments/exp_s").await;
+    assert_eq!(
+        (got["status"].as_str(), got["ramp_percent"].as_f64()),
+        (Some("running"), Some(1.0))
+    );
+    let (_, audit) = s.get("/api/v1/experiments/exp_s/audit").await;
+    let actors: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["system:scheduler"; 3]);
     s.finish().await;
 }
