@@ -205,10 +205,7 @@ pub fn token(cmd: &TokenCommand) -> Result<()> {
         let token = new_token().map_err(|e| anyhow::anyhow!(e.message))?;
         let rec = new_key_record(kind, role, &args.team, &name, "cli")
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        let actor = Actor {
-            name: "cli".to_owned(),
-            key_id: "cli".to_owned(),
-        };
+        let actor = Actor::system("cli");
         store
             .insert_key(&rec, &hash_token(&token), &actor)
             .await

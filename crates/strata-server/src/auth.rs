@@ -15,8 +15,9 @@ use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
+use crate::service::{permissions, Actor};
 use crate::state::AppState;
-use crate::store::{Actor, ConfigStore, KeyRecord};
+use crate::store::{ConfigStore, KeyRecord};
 
 /// What a key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,9 @@ pub enum Role {
     Analyst,
     /// Creates and runs the experiments of its team.
     Experimenter,
-    /// Everything.
+    /// Runs the platform: layers, guardrails, the holdout, keys, approvals;
+    /// may kill any experiment but runs only its own team's (see
+    /// [`crate::service::permissions`]).
     Admin,
 }
 
@@ -91,11 +94,11 @@ impl Role {
 pub enum Perm {
     /// Read experiments, layers, metrics, guardrails, the holdout, config versions.
     Read,
-    /// Create, edit and run experiments (own team unless admin).
+    /// Create, edit and run experiments (own team, admins included).
     ExperimentsWrite,
     /// Approve experiments that require it.
     ExperimentsApprove,
-    /// Kill experiments (own team unless admin).
+    /// Kill experiments (own team; admins: any).
     ExperimentsKill,
     /// Create layers.
     LayersWrite,
@@ -162,33 +165,14 @@ pub struct Principal {
 impl Principal {
     /// The audit actor.
     pub fn actor(&self) -> Actor {
-        Actor {
-            name: self.name.clone(),
-            key_id: self.key_id.clone(),
-        }
+        Actor::Token(self.clone())
     }
 
-    /// Whether the role grants `perm` (team checks are separate).
+    /// Whether the role grants `perm` on something of the caller's own team
+    /// (checks on another team's things are separate; see
+    /// [`crate::service::permissions`]).
     pub fn has(&self, perm: Perm) -> bool {
-        match self.kind {
-            KeyKind::Sdk => perm == Perm::SdkRead,
-            KeyKind::Ingest => false,
-            KeyKind::Api => match perm {
-                Perm::SdkRead => false,
-                Perm::Read | Perm::ResultsRead => true,
-                Perm::ResultsWrite => self.role >= Role::Analyst,
-                Perm::ExperimentsWrite | Perm::ExperimentsKill => self.role >= Role::Experimenter,
-                Perm::MetricsWrite => matches!(self.role, Role::Analyst | Role::Admin),
-                Perm::AuditRead => matches!(self.role, Role::Analyst | Role::Admin),
-                Perm::ExperimentsApprove
-                | Perm::LayersWrite
-                | Perm::GuardrailsWrite
-                | Perm::HoldoutWrite
-                | Perm::ConfigRollback
-                | Perm::KeysWrite
-                | Perm::DataAdmin => self.role == Role::Admin,
-            },
-        }
+        permissions::reach(self.kind, self.role, perm) != permissions::Reach::None
     }
 
     fn from_key(k: &KeyRecord) -> Option<Self> {
@@ -400,79 +384,29 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 impl Auth {
-    /// Requires `perm`; a denial is audited and answered with 403.
+    /// Requires `perm` (by role, whatever the team); a denial is audited and
+    /// answered with 403.
     pub async fn require(&self, state: &AppState, perm: Perm) -> Result<(), AppError> {
-        if self.has(perm) {
-            Ok(())
-        } else {
-            Err(self.deny(state, perm, None).await)
-        }
+        self.require_on(state, perm, None).await
     }
 
-    /// Requires `perm` on an experiment of `team` (admins: any team).
-    pub async fn require_team(
+    /// Requires `perm` on something owned by `team` (none: platform-wide),
+    /// as the permission table says; a denial is audited and answered with
+    /// 403.
+    pub async fn require_on(
         &self,
         state: &AppState,
         perm: Perm,
-        team: &str,
+        team: Option<&str>,
     ) -> Result<(), AppError> {
-        let all_teams = self.role == Role::Admin;
-        self.require_owned(state, perm, team, all_teams).await
-    }
-
-    /// Requires `perm` on the results of an experiment of `team`: analysts
-    /// and admins read and publish the results of every team, experimenters
-    /// and viewers only their own team's.
-    pub async fn require_results(
-        &self,
-        state: &AppState,
-        perm: Perm,
-        team: &str,
-    ) -> Result<(), AppError> {
-        let all_teams = matches!(self.role, Role::Admin | Role::Analyst);
-        self.require_owned(state, perm, team, all_teams).await
-    }
-
-    /// Requires `perm` on something team `team` owns: granted when the
-    /// caller acts for `all_teams` or belongs to `team`; a refusal is audited.
-    async fn require_owned(
-        &self,
-        state: &AppState,
-        perm: Perm,
-        team: &str,
-        all_teams: bool,
-    ) -> Result<(), AppError> {
-        self.require(state, perm).await?;
-        if all_teams || self.team == team {
-            Ok(())
-        } else {
-            Err(self
-                .deny(
-                    state,
-                    perm,
-                    Some(&format!("the experiment belongs to team {team:?}")),
-                )
-                .await)
-        }
+        Ok(permissions::authorize(&state.store, &self.actor(), perm, team).await?)
     }
 
     /// Audits a denial and returns the 403.
     pub async fn deny(&self, state: &AppState, perm: Perm, detail: Option<&str>) -> AppError {
-        let err = AppError::forbidden(perm.as_str(), detail);
-        if let Err(e) = state
-            .store
-            .audit_event(
-                &self.actor(),
-                "denied",
-                "request",
-                perm.as_str(),
-                Some(&err.message),
-            )
+        permissions::deny(&state.store, &self.actor(), perm, detail.map(str::to_owned))
             .await
-        {
-            tracing::warn!(error = %e, "could not audit a denied request");
-        }
-        err
+            .into()
     }
 }
 

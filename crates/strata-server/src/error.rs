@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 pub use strata_http::AppError;
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 impl From<StoreError> for AppError {
@@ -15,6 +16,41 @@ impl From<StoreError> for AppError {
             }
             StoreError::Corrupt(m) => Self::internal(format!("corrupt stored data: {m}")),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+        }
+    }
+}
+
+impl From<ServiceError> for AppError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::Validation { field, message } => Self::validation(field, message),
+            ServiceError::NotFound { what, key } => Self::not_found(what, &key),
+            ServiceError::Forbidden { permission, detail } => {
+                Self::forbidden(permission.as_str(), detail.as_deref())
+            }
+            ServiceError::IllegalTransition {
+                action,
+                status,
+                allowed,
+            } => Self::illegal_transition(action.as_str(), status.as_str(), &allowed),
+            ServiceError::StaleRevision { expected, actual } => {
+                Self::stale_revision(expected, actual)
+            }
+            ServiceError::RampDown { .. } => {
+                Self::new(StatusCode::CONFLICT, "ramp_down", message).with_field("ramp_percent")
+            }
+            ServiceError::Concurrent { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::AlreadyExists { what, key } => Self::already_exists(what, &key),
+            ServiceError::Frozen { .. } => {
+                Self::new(StatusCode::CONFLICT, "frozen", message).with_field("status")
+            }
+            ServiceError::RangeOverlap { overlaps, .. } => {
+                Self::validation("range", message).with_extra(json!({ "overlaps": overlaps }))
+            }
+            ServiceError::Internal(m) => Self::internal(m),
+            ServiceError::InvalidSnapshot(e) => crate::state::invalid_snapshot(e),
+            ServiceError::Store(e) => Self::from(e),
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod model;
 pub mod mount;
 mod openapi;
 pub mod sdk;
+pub mod service;
 pub mod state;
 pub mod store;
 
@@ -290,7 +291,7 @@ async fn ensure_default_layer(state: &AppState) -> Result<(), ServerError> {
     {
         return Ok(());
     }
-    let mut tx = state.store.begin_write(&Actor::system()).await?;
+    let mut tx = state.store.begin_write(&Actor::server()).await?;
     if tx.definition_key_taken("layer", DEFAULT_LAYER).await? {
         return Ok(()); // another instance won; dropping tx rolls back
     }

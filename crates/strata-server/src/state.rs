@@ -7,7 +7,8 @@ use crate::auth::{KeyCache, RateLimiter};
 use crate::error::AppError;
 use crate::live::SharedConfig;
 use crate::metrics::Metrics;
-use crate::store::{ConfigStore, WriteTx};
+use crate::service::ServiceError;
+use crate::store::{ConfigStore, StoreError, WriteTx};
 
 /// Tunables of a running server.
 #[derive(Debug, Clone)]
@@ -64,13 +65,24 @@ pub struct AppState {
 
 impl AppState {
     /// Publishes the change's snapshot, commits, and swaps it in. Returns the version.
-    pub async fn commit(&self, mut tx: WriteTx, reason: &str) -> Result<u64, AppError> {
+    pub async fn commit(&self, tx: WriteTx, reason: &str) -> Result<u64, AppError> {
+        self.publish(tx, reason).await.map_err(AppError::from)
+    }
+
+    /// [`AppState::commit`] for the services: publishes the change's
+    /// snapshot, commits, and swaps it in. Returns the version.
+    pub async fn publish(&self, mut tx: WriteTx, reason: &str) -> Result<u64, ServiceError> {
+        let count = |e| self.service_store_error(e);
         let live = tx
             .publish(reason)
             .await
-            .map_err(|e| self.store_error(e))?
-            .map_err(invalid_snapshot)?;
-        self.finish(tx, live).await
+            .map_err(count)?
+            .map_err(ServiceError::InvalidSnapshot)?;
+        let version = tx.version;
+        tx.commit().await.map_err(count)?;
+        self.live.install(live);
+        self.metrics.set_config_version(self.live.version());
+        Ok(version)
     }
 
     /// Commits a change whose snapshot was already stored, and swaps it in.
@@ -84,6 +96,14 @@ impl AppState {
         self.live.install(live);
         self.metrics.set_config_version(self.live.version());
         Ok(version)
+    }
+
+    /// Counts a store error of a service and wraps it.
+    pub fn service_store_error(&self, e: StoreError) -> ServiceError {
+        if matches!(e, StoreError::Unavailable(_)) {
+            self.metrics.store_error();
+        }
+        ServiceError::Store(e)
     }
 
     /// Counts a store error and converts it.

@@ -72,24 +72,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "results", include_str!("../migrations/0002_results.sql")),
 ];
 
-/// Who made a change (for the audit log).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// The token's name.
-    pub name: String,
-    /// The token's id.
-    pub key_id: String,
-}
-
-impl Actor {
-    /// The server itself (bootstrap, migrations).
-    pub fn system() -> Self {
-        Self {
-            name: "system".to_owned(),
-            key_id: "system".to_owned(),
-        }
-    }
-}
+/// Who made a change (for the audit log): one type with the services.
+pub use crate::service::Actor;
 
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -499,7 +483,7 @@ impl ConfigStore {
         .bind(owner_team)
         .bind(as_of)
         .bind(now)
-        .bind(actor.name.as_str())
+        .bind(actor.audit_name())
         .bind(to_json(doc)?)
         .execute(&mut *tx)
         .await?;
@@ -598,7 +582,7 @@ impl ConfigStore {
         if self.key_by_hash(token_hash).await?.is_some() {
             return Ok(());
         }
-        match self.insert_key(key, token_hash, &Actor::system()).await {
+        match self.insert_key(key, token_hash, &Actor::server()).await {
             Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -787,8 +771,8 @@ async fn insert_audit(
     )
     .bind(seq)
     .bind(at)
-    .bind(actor.name.as_str())
-    .bind(actor.key_id.as_str())
+    .bind(actor.audit_name())
+    .bind(actor.audit_key())
     .bind(action)
     .bind(entity_type)
     .bind(entity_key)
@@ -1068,7 +1052,7 @@ impl WriteTx {
         )
         .bind(i64::try_from(self.version).unwrap_or(i64::MAX))
         .bind(self.now)
-        .bind(self.actor.name.as_str())
+        .bind(self.actor.audit_name())
         .bind(reason)
         .bind(body)
         .bind(extra_json)

@@ -1,4 +1,6 @@
-//! Experiments: create, read, list, update while draft, and the lifecycle.
+//! Experiments over HTTP: create, read, list, update while draft, and the
+//! lifecycle. The handlers parse, call [`crate::service::ExperimentService`]
+//! and render.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -8,153 +10,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::layers::{find_free, occupied, overlapping};
-use crate::auth::{random_hex, Auth, Perm};
+use crate::auth::{Auth, Perm};
 use crate::error::AppError;
 use crate::json::{parse, ApiJson, ApiQuery};
-use crate::model::{
-    check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
-    DEFAULT_LAYER,
-};
+use crate::model::{ExperimentRecord, ExperimentRequest, Status};
+use crate::service::{ActParams, Action, ExperimentService};
 use crate::state::AppState;
-use crate::store::{parse_rfc3339, rfc3339, AuditQuery, WriteTx};
-
-/// Checks the metric and guardrail references of a request against the registry.
-async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(), AppError> {
-    if tx
-        .definition::<Value>("metric", &req.primary_metric)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::validation(
-            "primary_metric",
-            format!(
-                "primary_metric {:?} is not in the metric registry",
-                req.primary_metric
-            ),
-        ));
-    }
-    for (i, m) in req.secondary_metrics.iter().enumerate() {
-        if tx.definition::<Value>("metric", m).await?.is_none() {
-            return Err(AppError::validation(
-                format!("secondary_metrics[{i}]"),
-                format!("secondary metric {m:?} is not in the metric registry"),
-            ));
-        }
-    }
-    for (i, g) in req.guardrails.iter().enumerate() {
-        let known = tx.definition::<Value>("guardrail", g).await?.is_some()
-            || tx.definition::<Value>("metric", g).await?.is_some();
-        if !known {
-            return Err(AppError::validation(
-                format!("guardrails[{i}]"),
-                format!(
-                    "guardrail {g:?} is neither a guardrail definition nor a registered metric"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Resolves layer and range (allocating one for `size`), checking overlaps.
-async fn resolve_range(
-    state: &AppState,
-    tx: &mut WriteTx,
-    req: &ExperimentRequest,
-) -> Result<(Option<String>, Option<[u16; 2]>), AppError> {
-    let layer = match (&req.layer, req.range.is_some() || req.size.is_some()) {
-        (Some(l), true) => l.clone(),
-        (None, true) => DEFAULT_LAYER.to_owned(),
-        (Some(_), false) => {
-            return Err(AppError::validation(
-                "range",
-                "an experiment in a layer needs a range or a size",
-            ))
-        }
-        (None, false) => return Ok((None, None)),
-    };
-    if tx
-        .definition::<LayerRecord>("layer", &layer)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::validation(
-            "layer",
-            format!("layer {layer:?} does not exist"),
-        ));
-    }
-    let taken = occupied(
-        &tx.experiments_in_layer(&layer).await?,
-        tx.now,
-        state.settings.range_cooldown,
-        Some(&req.key),
-    );
-    let range = if let Some([s, e]) = req.range {
-        // validate() checked 0 <= s < e <= 1000.
-        let r = [s as u16, e as u16];
-        let overlaps = overlapping(&taken, r);
-        if !overlaps.is_empty() {
-            let names: Vec<&str> = overlaps.iter().map(|o| o.experiment.as_str()).collect();
-            return Err(AppError::validation(
-                "range",
-                format!(
-                    "range [{s}, {e}) overlaps live experiments of layer {layer:?}: {}",
-                    names.join(", ")
-                ),
-            )
-            .with_extra(json!({"overlaps": overlaps})));
-        }
-        r
-    } else {
-        let size = req.size.unwrap_or(0) as u16;
-        find_free(&taken, size).ok_or_else(|| {
-            AppError::validation(
-                "size",
-                format!("layer {layer:?} has no free range of size {size}"),
-            )
-        })?
-    };
-    Ok((Some(layer), Some(range)))
-}
-
-fn to_value(e: &ExperimentRecord) -> Value {
-    serde_json::to_value(e).unwrap_or(Value::Null)
-}
-
-/// `base` with the definition fields of a validated request (the fields a
-/// draft may change); identity, lifecycle and audit fields stay those of
-/// `base`.
-fn with_definition(
-    base: ExperimentRecord,
-    req: ExperimentRequest,
-    layer: Option<String>,
-    range: Option<[u16; 2]>,
-    variants: Vec<VariantDef>,
-) -> ExperimentRecord {
-    ExperimentRecord {
-        name: req.name,
-        hypothesis: req.hypothesis,
-        description: req.description,
-        owner_team: req.owner_team,
-        unit: req.unit,
-        layer,
-        range,
-        surfaces: req.surfaces,
-        targeting: req.targeting.filter(|t| !t.is_null()),
-        variants,
-        primary_metric: req.primary_metric,
-        secondary_metrics: req.secondary_metrics,
-        guardrails: req.guardrails,
-        mde: req.mde,
-        planned_units: req.planned_units,
-        alpha: req.alpha,
-        sequential: req.sequential,
-        requires_approval: req.requires_approval,
-        respect_holdout: req.respect_holdout,
-        ..base
-    }
-}
+use crate::store::{parse_rfc3339, AuditQuery};
 
 /// `POST /api/v1/experiments`
 #[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
@@ -165,52 +27,8 @@ pub async fn create(
     auth: Auth,
     ApiJson(req): ApiJson<ExperimentRequest>,
 ) -> Result<impl IntoResponse, AppError> {
-    auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
-        .await?;
-    let variants = req.validate()?;
-    if req.revision.is_some() {
-        return Err(AppError::validation(
-            "revision",
-            "revision is only for updates",
-        ));
-    }
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    if tx.experiment_key_taken(&req.key).await? {
-        return Err(AppError::already_exists("experiment", &req.key));
-    }
-    check_references(&mut tx, &req).await?;
-    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
-    let now = rfc3339(tx.now);
-    let base = ExperimentRecord {
-        key: req.key.clone(),
-        status: Status::Draft,
-        revision: 1,
-        flag: format!("f_{}", random_hex(6)?),
-        salt: random_hex(8)?,
-        created_by: auth.name.clone(),
-        created_by_key: auth.key_id.clone(),
-        created_at: now.clone(),
-        updated_at: now,
-        version: tx.version,
-        ..ExperimentRecord::default()
-    };
-    let rec = with_definition(base, req, layer, range, variants);
-    tx.insert_experiment(&rec).await?;
-    tx.audit(
-        "experiment.create",
-        "experiment",
-        &rec.key,
-        None,
-        Some(&to_value(&rec)),
-        None,
-    )
-    .await?;
-    state
-        .commit(tx, &format!("create experiment {}", rec.key))
+    let rec = ExperimentService::new(state)
+        .create(&auth.actor(), req)
         .await?;
     Ok((StatusCode::CREATED, Json(rec)))
 }
@@ -223,13 +41,9 @@ pub async fn get(
     auth: Auth,
     Path(key): Path<String>,
 ) -> Result<Json<ExperimentRecord>, AppError> {
-    auth.require(&state, Perm::Read).await?;
-    let e = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
+    let e = ExperimentService::new(state)
+        .get(&auth.actor(), &key)
+        .await?;
     Ok(Json(e))
 }
 
@@ -342,100 +156,10 @@ pub async fn update(
     Path(key): Path<String>,
     ApiJson(req): ApiJson<ExperimentRequest>,
 ) -> Result<Json<ExperimentRecord>, AppError> {
-    auth.require(&state, Perm::ExperimentsWrite).await?;
-    let variants = req.validate()?;
-    if req.key != key {
-        return Err(AppError::validation(
-            "key",
-            "the key of an experiment cannot change",
-        ));
-    }
-    let Some(revision) = req.revision else {
-        return Err(AppError::validation(
-            "revision",
-            "revision is required on update (the revision last read)",
-        ));
-    };
-    let pre = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    auth.require_team(&state, Perm::ExperimentsWrite, &pre.owner_team)
-        .await?;
-    if req.owner_team != pre.owner_team {
-        auth.require_team(&state, Perm::ExperimentsWrite, &req.owner_team)
-            .await?;
-    }
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let old = tx
-        .experiment(&key)
-        .await?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    if old.owner_team != pre.owner_team {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("experiment {key:?} was changed concurrently; retry"),
-        ));
-    }
-    if old.revision != revision {
-        return Err(AppError::stale_revision(revision, old.revision));
-    }
-    if old.status != Status::Draft {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "frozen",
-            format!(
-                "experiment {key:?} is {}: its definition, including the pre-registered hypothesis, primary metric, mde, planned units, alpha and sequential method, is frozen once it leaves draft",
-                old.status.as_str()
-            ),
-        )
-        .with_field("status"));
-    }
-    check_references(&mut tx, &req).await?;
-    let (layer, range) = resolve_range(&state, &mut tx, &req).await?;
-    let base = ExperimentRecord {
-        revision: old.revision + 1,
-        updated_at: rfc3339(tx.now),
-        version: tx.version,
-        ..old.clone()
-    };
-    let rec = with_definition(base, req, layer, range, variants);
-    tx.update_experiment(&rec, false).await?;
-    tx.audit(
-        "experiment.update",
-        "experiment",
-        &key,
-        Some(&to_value(&old)),
-        Some(&to_value(&rec)),
-        None,
-    )
-    .await?;
-    state
-        .commit(tx, &format!("update experiment {key}"))
+    let rec = ExperimentService::new(state)
+        .update(&auth.actor(), &key, req)
         .await?;
     Ok(Json(rec))
-}
-
-/// The next states reachable from `e`.
-pub fn allowed_next(e: &ExperimentRecord) -> Vec<&'static str> {
-    match e.status {
-        Status::Draft => vec!["submitted", "archived"],
-        Status::Submitted if e.requires_approval => vec!["approved", "archived"],
-        Status::Submitted => vec!["running", "archived"],
-        Status::Approved => vec!["running", "archived"],
-        Status::Running => vec!["running", "paused", "killed", "concluded"],
-        Status::Paused => vec!["running", "killed", "concluded"],
-        Status::Killed => vec!["concluded", "archived"],
-        Status::Concluded => vec!["archived"],
-        Status::Archived => vec![],
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -490,15 +214,22 @@ pub async fn action(
     Path((key, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<ExperimentRecord>, AppError> {
+    let Some(act) = Action::parse(&action) else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_action",
+            format!("unknown action {action:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
+        ));
+    };
     // Parse the body before touching the store.
-    let mut ramp = None;
-    let mut reason = None;
-    let mut winner: Option<Option<String>> = None;
-    let revision = match action.as_str() {
-        "submit" | "approve" | "pause" | "resume" | "archive" => {
-            body_or_empty::<PlainBody>(&body)?.revision
+    let params = match act {
+        Action::Submit | Action::Approve | Action::Pause | Action::Resume | Action::Archive => {
+            ActParams {
+                revision: body_or_empty::<PlainBody>(&body)?.revision,
+                ..ActParams::default()
+            }
         }
-        "start" | "ramp" => {
+        Action::Start | Action::Ramp => {
             let b: RampBody = if body.iter().all(u8::is_ascii_whitespace) {
                 RampBody {
                     ramp_percent: None,
@@ -507,32 +238,23 @@ pub async fn action(
             } else {
                 parse(&body)?
             };
-            let p = match (b.ramp_percent, action.as_str()) {
-                (Some(p), _) => p,
-                (None, "start") => 1.0,
-                (None, _) => {
-                    return Err(AppError::validation("ramp_percent", "ramp_percent is required"))
-                }
-            };
-            check_percent("ramp_percent", p)?;
-            ramp = Some(p);
-            b.revision
+            ActParams {
+                revision: b.revision,
+                ramp_percent: b.ramp_percent,
+                ..ActParams::default()
+            }
         }
-        "kill" => {
+        Action::Kill => {
             let b: KillBody = parse(&body)?;
-            let r = b.reason.trim();
-            if r.is_empty() {
-                return Err(AppError::validation("reason", "reason must not be empty"));
+            ActParams {
+                revision: b.revision,
+                reason: Some(b.reason),
+                ..ActParams::default()
             }
-            if r.len() > 2000 {
-                return Err(AppError::validation("reason", "reason must be at most 2000 bytes"));
-            }
-            reason = Some(r.to_owned());
-            b.revision
         }
-        "conclude" => {
+        Action::Conclude => {
             let b: ConcludeBody = parse(&body)?;
-            winner = Some(match b.winner {
+            let winner = match b.winner {
                 Value::Null => None,
                 Value::String(s) => Some(s),
                 _ => {
@@ -541,182 +263,16 @@ pub async fn action(
                         "winner must be a variant key or null",
                     ))
                 }
-            });
-            b.revision
-        }
-        other => {
-            return Err(AppError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_action",
-                format!("unknown action {other:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
-            ))
+            };
+            ActParams {
+                revision: b.revision,
+                winner,
+                ..ActParams::default()
+            }
         }
     };
-    let perm = match action.as_str() {
-        "approve" => Perm::ExperimentsApprove,
-        "kill" => Perm::ExperimentsKill,
-        _ => Perm::ExperimentsWrite,
-    };
-    auth.require(&state, perm).await?;
-    // Permission checks before the write transaction: a denial is audited,
-    // which needs the writer lock the transaction would hold.
-    let pre = state
-        .store
-        .experiment(&key)
-        .await
-        .map_err(|e| state.store_error(e))?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    auth.require_team(&state, perm, &pre.owner_team).await?;
-    if action == "approve"
-        && pre.status == Status::Submitted
-        && pre.requires_approval
-        && pre.created_by_key == auth.key_id
-    {
-        return Err(auth
-            .deny(&state, perm, Some("the approver must not be the author"))
-            .await);
-    }
-
-    let mut tx = state
-        .store
-        .begin_write(&auth.actor())
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let old = tx
-        .experiment(&key)
-        .await?
-        .ok_or_else(|| AppError::not_found("experiment", &key))?;
-    if old.owner_team != pre.owner_team {
-        return Err(AppError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("experiment {key:?} was changed concurrently; retry"),
-        ));
-    }
-    if let Some(r) = revision {
-        if r != old.revision {
-            return Err(AppError::stale_revision(r, old.revision));
-        }
-    }
-    let mut e = old.clone();
-    let now = rfc3339(tx.now);
-    let illegal = |e: &ExperimentRecord| {
-        AppError::illegal_transition(&action, e.status.as_str(), &allowed_next(e))
-    };
-    match action.as_str() {
-        "submit" => {
-            if e.status != Status::Draft {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Submitted;
-        }
-        "approve" => {
-            if !(e.status == Status::Submitted && e.requires_approval) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Approved;
-            e.approved_by = Some(auth.name.clone());
-        }
-        "start" => {
-            let ok = e.status == Status::Approved
-                || (e.status == Status::Submitted && !e.requires_approval);
-            if !ok {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Running;
-            e.ramp_percent = ramp.unwrap_or(1.0);
-            e.started_at = Some(now.clone());
-        }
-        "ramp" => {
-            if e.status != Status::Running {
-                return Err(illegal(&e));
-            }
-            let p = ramp.unwrap_or(e.ramp_percent);
-            if p < e.ramp_percent {
-                return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "ramp_down",
-                    format!(
-                        "ramp_percent can only go up (from {} to {p}); ramp down by pause or kill",
-                        e.ramp_percent
-                    ),
-                )
-                .with_field("ramp_percent"));
-            }
-            e.ramp_percent = p;
-        }
-        "pause" => {
-            if e.status != Status::Running {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Paused;
-        }
-        "resume" => {
-            if e.status != Status::Paused {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Running;
-        }
-        "kill" => {
-            if !matches!(e.status, Status::Running | Status::Paused) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Killed;
-            e.kill_reason = reason.clone();
-            e.ended_at = Some(now.clone());
-        }
-        "conclude" => {
-            if !matches!(e.status, Status::Running | Status::Paused | Status::Killed) {
-                return Err(illegal(&e));
-            }
-            let w = winner.clone().flatten();
-            if let Some(w) = &w {
-                if !e.variants.iter().any(|v| &v.key == w) {
-                    return Err(AppError::validation(
-                        "winner",
-                        format!("winner {w:?} is not a variant of {key:?}"),
-                    ));
-                }
-            }
-            e.status = Status::Concluded;
-            e.winner = w;
-            if e.ended_at.is_none() {
-                e.ended_at = Some(now.clone());
-            }
-        }
-        "archive" => {
-            if !matches!(
-                e.status,
-                Status::Draft
-                    | Status::Submitted
-                    | Status::Approved
-                    | Status::Killed
-                    | Status::Concluded
-            ) {
-                return Err(illegal(&e));
-            }
-            e.status = Status::Archived;
-            if e.ended_at.is_none() {
-                e.ended_at = Some(now.clone());
-            }
-        }
-        _ => return Err(AppError::internal("unreachable action")),
-    }
-    e.revision += 1;
-    e.updated_at = now;
-    e.version = tx.version;
-    tx.update_experiment(&e, false).await?;
-    tx.audit(
-        &format!("experiment.{action}"),
-        "experiment",
-        &key,
-        Some(&to_value(&old)),
-        Some(&to_value(&e)),
-        reason.as_deref(),
-    )
-    .await?;
-    state
-        .commit(tx, &format!("{action} experiment {key}"))
+    let e = ExperimentService::new(state)
+        .act(&auth.actor(), &key, act, params)
         .await?;
     Ok(Json(e))
 }

@@ -101,7 +101,7 @@ pub async fn publish(
 ) -> Result<(StatusCode, Json<ResultsMeta>), AppError> {
     auth.require(&state, Perm::ResultsWrite).await?;
     let e = experiment(&state, &key).await?;
-    auth.require_results(&state, Perm::ResultsWrite, &e.owner_team)
+    auth.require_on(&state, Perm::ResultsWrite, Some(&e.owner_team))
         .await?;
     let as_of = validate(&key, &doc)?;
     let seq = state
@@ -150,7 +150,7 @@ async fn read(
 ) -> Result<Json<PublishedResults>, AppError> {
     auth.require(&state, Perm::ResultsRead).await?;
     let e = experiment(&state, &key).await?;
-    auth.require_results(&state, Perm::ResultsRead, &e.owner_team)
+    auth.require_on(&state, Perm::ResultsRead, Some(&e.owner_team))
         .await?;
     let (meta, results) = state
         .store
@@ -179,7 +179,7 @@ pub async fn history(
 ) -> Result<Json<ResultsHistory>, AppError> {
     auth.require(&state, Perm::ResultsRead).await?;
     let e = experiment(&state, &key).await?;
-    auth.require_results(&state, Perm::ResultsRead, &e.owner_team)
+    auth.require_on(&state, Perm::ResultsRead, Some(&e.owner_team))
         .await?;
     let items = state
         .store

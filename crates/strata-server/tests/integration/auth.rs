@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 
 use crate::common::{settings, Db, TestServer, ADMIN};
 
-crate::on_both_backends!(role_matrix, tokens_are_required);
+crate::on_both_backends!(
+    role_matrix,
+    tokens_are_required,
+    admins_run_only_their_own_teams_experiments,
+);
 
 const ROLES: [&str; 7] = [
     "admin",
@@ -67,19 +71,19 @@ async fn role_matrix(s: TestServer) {
             Method::POST,
             "/api/v1/experiments",
             Some(Value::Null),
-            "yynnnnn",
+            "nynnnnn",
         ),
         (
             Method::POST,
             "/api/v1/experiments/exp_m/ramp",
             Some(json!({"ramp_percent": 10})),
-            "yynnnnn",
+            "nynnnnn",
         ),
         (
             Method::POST,
             "/api/v1/experiments/exp_m/pause",
             Some(json!({})),
-            "yynnnnn",
+            "nynnnnn",
         ),
         (
             Method::POST,
@@ -215,6 +219,102 @@ async fn role_matrix(s: TestServer) {
         "every denial is audited"
     );
     assert_eq!(audit["items"][0]["entity_type"], "request");
+    s.finish().await;
+}
+
+/// An admin runs the platform, not other teams' experiments: creating,
+/// editing or running one is 403 naming `experiments:write` (and audited);
+/// approving and killing any team's experiment are allowed.
+async fn admins_run_only_their_own_teams_experiments(s: TestServer) {
+    s.setup_registry().await;
+    // Made by the admin of team checkout, which owns them.
+    s.running("exp_run", json!({"range": [0, 100]}), 5.0).await;
+    s.create("exp_draft", json!({"range": [100, 200]})).await;
+    s.create(
+        "exp_appr",
+        json!({"range": [200, 300], "requires_approval": true}),
+    )
+    .await;
+    s.act("exp_appr", "submit", json!({})).await;
+    let forbidden = |st: StatusCode, v: &Value, what: &str| {
+        assert_eq!(st, StatusCode::FORBIDDEN, "{what}: {v}");
+        let err = v["error"].as_object().unwrap();
+        assert_eq!(err["code"], "forbidden", "{what}");
+        assert_eq!(err["permission"], "experiments:write", "{what}");
+        assert_eq!(
+            err["message"],
+            "missing permission experiments:write: the experiment belongs to team \"checkout\"",
+            "{what}"
+        );
+        assert!(err["field"].is_null(), "{what}");
+    };
+    let version = s.version().await;
+    // ADMIN is the bootstrap admin, of no team.
+    let (st, v) = s
+        .post_as(
+            ADMIN,
+            "/api/v1/experiments",
+            crate::common::experiment("exp_new", json!({"range": [300, 400]})),
+        )
+        .await;
+    forbidden(st, &v, "create");
+    let update = crate::common::experiment(
+        "exp_draft",
+        json!({"range": [100, 200], "name": "X", "revision": 1}),
+    );
+    let (st, v, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/experiments/exp_draft",
+            Some(ADMIN),
+            Some(&update),
+        )
+        .await;
+    forbidden(st, &v, "update");
+    for (key, action, body) in [
+        ("exp_draft", "submit", json!({})),
+        ("exp_draft", "archive", json!({})),
+        ("exp_run", "ramp", json!({"ramp_percent": 50})),
+        ("exp_run", "pause", json!({})),
+        ("exp_run", "conclude", json!({"winner": null})),
+    ] {
+        let path = format!("/api/v1/experiments/{key}/{action}");
+        let (st, v) = s.post_as(ADMIN, &path, body).await;
+        forbidden(st, &v, action);
+    }
+    assert_eq!(
+        s.version().await,
+        version,
+        "no refused request changed anything"
+    );
+    let (_, denied) = s.get("/api/v1/audit?action=denied").await;
+    assert_eq!(denied["items"].as_array().unwrap().len(), 7, "{denied}");
+    assert_eq!(denied["items"][0]["actor"], "bootstrap-admin");
+
+    // Approving and killing are the platform's duties, on any team's experiment.
+    let (st, v) = s
+        .post_as(ADMIN, "/api/v1/experiments/exp_appr/approve", json!({}))
+        .await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{v}"
+    );
+    let (st, v) = s
+        .post_as(
+            ADMIN,
+            "/api/v1/experiments/exp_run/kill",
+            json!({"reason": "incident"}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (StatusCode::OK, Some("killed")),
+        "{v}"
+    );
+    // The admin of the owning team runs it like its experimenters.
+    let (st, v) = s.act("exp_draft", "submit", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     s.finish().await;
 }
 

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{TestServer, ADMIN};
+use crate::common::{TestServer, ADMIN, TEAM_ADMIN};
 
 crate::on_both_backends!(bad_bodies_leave_the_store_untouched);
 
@@ -70,7 +70,7 @@ async fn bad_bodies_leave_the_store_untouched(s: TestServer) {
     for (body, status, code) in cases {
         let preview = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         let (st, v) = s
-            .raw(Method::POST, "/api/v1/experiments", ADMIN, body)
+            .raw(Method::POST, "/api/v1/experiments", TEAM_ADMIN, body)
             .await;
         assert_eq!(st, status, "{preview}: {v}");
         assert_eq!(v["error"]["code"], code, "{preview}: {v}");
@@ -139,6 +139,8 @@ async fn bad_bodies_leave_the_store_untouched(s: TestServer) {
 async fn list_filters_and_paging() {
     let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
     s.setup_registry().await;
+    // Admins run only their own team's experiments.
+    let search = s.key("api", Some("admin"), "search", "search-admin").await;
     for i in 0..7u32 {
         let team = if i % 2 == 0 { "checkout" } else { "search" };
         let surfaces = if i < 3 {
@@ -146,9 +148,22 @@ async fn list_filters_and_paging() {
         } else {
             json!(["search"])
         };
-        s.create(&format!("exp_{i}"), json!({"range": [i * 10, i * 10 + 10], "owner_team": team, "surfaces": surfaces, "name": format!("Experiment number {i}")})).await;
+        let body = crate::common::experiment(
+            &format!("exp_{i}"),
+            json!({"range": [i * 10, i * 10 + 10], "owner_team": team, "surfaces": surfaces, "name": format!("Experiment number {i}")}),
+        );
+        let token = if team == "search" {
+            search.as_str()
+        } else {
+            TEAM_ADMIN
+        };
+        let (st, v) = s.post_as(token, "/api/v1/experiments", body).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
     }
-    s.act("exp_1", "submit", json!({})).await;
+    let (st, _) = s
+        .post_as(&search, "/api/v1/experiments/exp_1/submit", json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
     let count = |v: &serde_json::Value| v["total"].as_u64().unwrap();
     assert_eq!(count(&s.get("/api/v1/experiments").await.1), 7);
     assert_eq!(

@@ -10,6 +10,11 @@ use strata_server::{Server, ServerConfig, Settings, StoreOptions};
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// The token of the helpers below: an admin of team `checkout`, the team
+/// owning the example experiment (admins run only their own team's
+/// experiments; `ADMIN`, the bootstrap admin, has no team).
+pub const TEAM_ADMIN: &str = "test-checkout-admin-token";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     Sqlite,
@@ -196,6 +201,22 @@ impl TestServer {
         })
         .await
         .expect("server starts");
+        // Seeded through the store, not the API, so that the API's request
+        // counters start at zero.
+        let rec = strata_server::auth::new_key_record(
+            strata_server::auth::KeyKind::Api,
+            strata_server::auth::Role::Admin,
+            "checkout",
+            "checkout-admin",
+            "test",
+        )
+        .unwrap();
+        server
+            .state
+            .store
+            .ensure_key(&rec, &strata_server::auth::hash_token(TEAM_ADMIN))
+            .await
+            .unwrap();
         let base = format!("http://{}", server.addr);
         Self {
             server: Some(server),
@@ -270,13 +291,13 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let (s, v, _) = self.call(Method::GET, path, Some(ADMIN), None).await;
+        let (s, v, _) = self.call(Method::GET, path, Some(TEAM_ADMIN), None).await;
         (s, v)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let (s, v, _) = self
-            .call(Method::POST, path, Some(ADMIN), Some(&body))
+            .call(Method::POST, path, Some(TEAM_ADMIN), Some(&body))
             .await;
         (s, v)
     }
@@ -289,7 +310,9 @@ impl TestServer {
     }
 
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let (s, v, _) = self.call(Method::PUT, path, Some(ADMIN), Some(&body)).await;
+        let (s, v, _) = self
+            .call(Method::PUT, path, Some(TEAM_ADMIN), Some(&body))
+            .await;
         (s, v)
     }
 

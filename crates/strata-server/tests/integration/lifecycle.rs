@@ -369,7 +369,7 @@ async fn audit_entries(s: TestServer) {
         ]
     );
     let kill = &items[0];
-    assert_eq!(kill["actor"], "bootstrap-admin");
+    assert_eq!(kill["actor"], "checkout-admin");
     assert_eq!(kill["before"]["status"], "running");
     assert_eq!(kill["after"]["status"], "killed");
     assert_eq!(kill["detail"], "errors");

@@ -14,4 +14,5 @@ mod lifecycle;
 mod multi_instance;
 mod registry;
 mod results;
+mod service;
 mod validation;
