@@ -211,3 +211,11 @@ impl From<StoreError> for AppError {
         }
     }
 }
+
+impl From<strata_model::ModelError> for AppError {
+    /// A definition that breaks a rule of the platform vocabulary: 400
+    /// `validation`, naming the field as the model does.
+    fn from(e: strata_model::ModelError) -> Self {
+        AppError::validation(e.field(), e.to_string())
+    }
+}

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod model;
 mod openapi;
 pub mod pipeline;
+pub mod schema;
 pub mod sdk;
 pub mod state;
 pub mod store;
