@@ -342,3 +342,61 @@ async fn set_holdout(
     state.commit(tx, action).await?;
     Ok(Json(rec))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses and validates a metric body as `create_metric` does.
+    fn check(body: Value) -> Result<MetricDef, AppError> {
+        let def: MetricDef = crate::json::parse(body.to_string().as_bytes())?;
+        def.validate()?;
+        require_filter(&def)?;
+        Ok(def)
+    }
+
+    #[test]
+    fn unknown_operators_are_named_in_the_apis_terms() {
+        let e = check(json!({"key": "m", "type": "mean",
+            "filter": {"type": "a", "value": {"between": 1}}}))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("filter.value.between"));
+        assert!(
+            e.message.contains(
+                "unknown operator \"between\"; expected eq, ne, gt, gte, lt, lte, in or not_in"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn model_rules_are_validation_errors_with_their_field() {
+        let e = check(json!({"key": "m", "type": "count",
+            "filter": {"type": "t".repeat(129)}}))
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref(), e.message.as_str()),
+            (
+                "validation",
+                Some("filter.type"),
+                "filter.type must be at most 128 bytes"
+            )
+        );
+    }
+
+    #[test]
+    fn the_api_requires_filters() {
+        let e = check(json!({"key": "m", "type": "binomial"})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("filter"));
+        let e = check(json!({"key": "r", "type": "ratio",
+            "numerator": {"type": "sum", "filter": {"type": "a"}},
+            "denominator": {"type": "count"}}))
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("denominator.filter"));
+        assert!(check(json!({"key": "r", "type": "ratio",
+            "numerator": {"type": "sum", "filter": {"type": "a"}},
+            "denominator": {"type": "count", "filter": {"type": "b"}}}))
+        .is_ok());
+    }
+}
