@@ -1101,7 +1101,7 @@ impl Analyzer {
             }
             .into(),
             kind: p.metric.kind.as_str().into(),
-            direction: match p.metric.direction {
+            direction: match p.metric.direction() {
                 crate::metrics::Direction::IncreaseIsGood => "increase_is_good",
                 crate::metrics::Direction::IncreaseIsBad => "increase_is_bad",
             }

@@ -21,18 +21,9 @@ pub struct VariantSpec {
     pub weight: f64,
 }
 
-/// Sequential testing of the primary metric.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SequentialMethod {
-    /// Fixed-horizon analysis.
-    #[default]
-    None,
-    /// Lan–DeMets group-sequential (O'Brien–Fleming spending); needs `planned_units`.
-    GroupSequential,
-    /// Always-valid confidence sequence.
-    AlwaysValid,
-}
+/// Sequential testing of the primary metric (the platform's one enum, shared
+/// with the control plane's pre-registration).
+pub use strata_model::SequentialMethod;
 
 /// Which variant a unit is analysed in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! service of the process, and how the store's errors become one.
 
 use axum::http::StatusCode;
+use serde_json::json;
 
 pub use strata_http::AppError;
 
@@ -53,4 +54,11 @@ impl From<ServiceError> for AppError {
             ServiceError::Store(e) => Self::from(e),
         }
     }
+}
+
+/// A definition that breaks a rule of the platform vocabulary: 400
+/// `validation`, naming the field as the model does. (A function, not a
+/// `From` impl: neither type is this crate's.)
+pub fn model_error(e: strata_model::ModelError) -> AppError {
+    AppError::validation(e.field(), e.to_string())
 }

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod model;
 pub mod mount;
 mod openapi;
+pub mod schema;
 pub mod sdk;
 pub mod service;
 pub mod state;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use strata_model::SequentialMethod;
 use utoipa::ToSchema;
 
 use crate::error::AppError;
@@ -82,19 +83,6 @@ impl Status {
     }
 }
 
-/// Sequential testing method pre-registered for the analysis.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Sequential {
-    /// Fixed horizon: one look at the planned sample size.
-    #[default]
-    None,
-    /// Group-sequential (alpha spending) looks.
-    GroupSequential,
-    /// Always-valid (mSPRT) inference.
-    AlwaysValid,
-}
-
 /// One variant of an experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -158,8 +146,9 @@ pub struct ExperimentRequest {
     #[serde(default = "default_alpha")]
     pub alpha: f64,
     /// Sequential method.
-    #[serde(default = "default_sequential")]
-    pub sequential: Sequential,
+    #[serde(default)]
+    #[schema(value_type = crate::schema::Sequential)]
+    pub sequential: SequentialMethod,
     /// Whether `approve` (by someone other than the author) is required before `start`.
     #[serde(default)]
     pub requires_approval: bool,
@@ -179,9 +168,6 @@ fn default_unit() -> String {
 }
 fn default_alpha() -> f64 {
     0.05
-}
-fn default_sequential() -> Sequential {
-    Sequential::None
 }
 fn default_true() -> bool {
     true
@@ -227,7 +213,8 @@ pub struct ExperimentRecord {
     /// Significance level.
     pub alpha: f64,
     /// Sequential method.
-    pub sequential: Sequential,
+    #[schema(value_type = crate::schema::Sequential)]
+    pub sequential: SequentialMethod,
     /// Whether approval is required before start.
     pub requires_approval: bool,
     /// Whether the global holdout applies.
@@ -343,41 +330,15 @@ pub fn check_percent(field: &str, p: f64) -> Result<u16, AppError> {
     })
 }
 
-/// Checks a key: non-empty, at most 128 bytes of `[A-Za-z0-9_.-]`.
+/// Checks a key: non-empty, at most 128 bytes of `[A-Za-z0-9_.-]` (the
+/// platform's one key rule, [`strata_model::check_key`]).
 pub fn check_key(field: &str, key: &str) -> Result<(), AppError> {
-    if key.is_empty() {
-        return Err(AppError::validation(
-            field,
-            format!("{field} must not be empty"),
-        ));
-    }
-    if key.len() > 128 {
-        return Err(AppError::validation(
-            field,
-            format!("{field} must be at most 128 bytes"),
-        ));
-    }
-    if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(AppError::validation(
-            field,
-            format!("{field} {key:?} may contain only letters, digits, '_', '-' and '.'"),
-        ));
-    }
-    Ok(())
+    strata_model::check_key(field, key).map_err(crate::error::model_error)
 }
 
 /// Checks a free-text field's length.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), AppError> {
-    if value.len() > max {
-        return Err(AppError::validation(
-            field,
-            format!("{field} must be at most {max} bytes"),
-        ));
-    }
-    Ok(())
+    strata_model::check_text(field, value, max).map_err(crate::error::model_error)
 }
 
 impl ExperimentRequest {
@@ -573,335 +534,10 @@ pub struct LayerRequest {
     pub description: String,
 }
 
-/// Metric types of the registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricType {
-    /// Share of units with at least one matching event.
-    Binomial,
-    /// Matching events per unit.
-    Count,
-    /// Sum of a value per unit.
-    Sum,
-    /// Mean of a value per unit.
-    Mean,
-    /// Ratio of two per-unit aggregates (delta method).
-    Ratio,
-    /// A quantile of a value.
-    Quantile,
-}
-
-/// Which events a metric counts (the filter format of `docs/data-model.md`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EventFilter {
-    /// An event type or a list of types; absent means every type.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub event_type: Option<Value>,
-    /// A predicate on the event's numeric value: a number (equality) or an
-    /// object of operators (`eq`, `ne`, `gt`, `gte`, `lt`, `lte`, `in`, `not_in`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub value: Option<Value>,
-    /// Predicates on event properties, by property name: a scalar (equality)
-    /// or an object of operators.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub properties: Option<serde_json::Map<String, Value>>,
-}
-
-/// One side of a ratio metric.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RatioPart {
-    /// `count` or `sum`.
-    #[serde(rename = "type")]
-    pub kind: MetricType,
-    /// Which events.
-    pub filter: EventFilter,
-}
-
-/// Desired direction of a metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricDirection {
-    /// Higher is better.
-    IncreaseIsGood,
-    /// Higher is worse.
-    IncreaseIsBad,
-}
-
-/// A metric definition of the registry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MetricDef {
-    /// Unique key.
-    pub key: String,
-    /// The metric type.
-    #[serde(rename = "type")]
-    pub kind: MetricType,
-    /// Which events (not for `ratio`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<EventFilter>,
-    /// Winsorize per-unit values at this quantile, in (0.5, 1); not for binomial or quantile metrics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub winsorize: Option<f64>,
-    /// Desired direction (default `increase_is_good`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direction: Option<MetricDirection>,
-    /// Ratio numerator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub numerator: Option<RatioPart>,
-    /// Ratio denominator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub denominator: Option<RatioPart>,
-    /// For `quantile`: the quantile in (0, 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantile: Option<f64>,
-    /// Free-form description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-const PREDICATE_OPS: [&str; 8] = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in"];
-
-fn check_predicate(field: &str, p: &Value, numbers_only: bool) -> Result<(), AppError> {
-    let scalar_ok = |v: &Value| {
-        if numbers_only {
-            v.as_f64().is_some_and(f64::is_finite)
-        } else {
-            v.is_string() || v.is_boolean() || v.as_f64().is_some_and(f64::is_finite)
-        }
-    };
-    let what = if numbers_only {
-        "a finite number"
-    } else {
-        "a string, number or boolean"
-    };
-    match p {
-        Value::Object(ops) => {
-            if ops.is_empty() {
-                return Err(AppError::validation(
-                    field,
-                    format!("{field} has no operator"),
-                ));
-            }
-            for (op, v) in ops {
-                let f = format!("{field}.{op}");
-                match op.as_str() {
-                    "in" | "not_in" => {
-                        let ok = v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(scalar_ok));
-                        if !ok {
-                            return Err(AppError::validation(
-                                f,
-                                format!("{op} needs a non-empty list, each {what}"),
-                            ));
-                        }
-                    }
-                    o if PREDICATE_OPS.contains(&o) => {
-                        if !scalar_ok(v) {
-                            return Err(AppError::validation(f, format!("{op} needs {what}")));
-                        }
-                    }
-                    _ => {
-                        return Err(AppError::validation(
-                            f,
-                            format!("unknown operator {op:?}; expected eq, ne, gt, gte, lt, lte, in or not_in"),
-                        ))
-                    }
-                }
-            }
-            Ok(())
-        }
-        v if scalar_ok(v) => Ok(()),
-        _ => Err(AppError::validation(
-            field,
-            format!("{field} must be {what} or an object of operators"),
-        )),
-    }
-}
-
-fn check_filter(field: &str, f: &EventFilter) -> Result<(), AppError> {
-    let tf = format!("{field}.type");
-    match &f.event_type {
-        None => {}
-        Some(Value::String(t)) if !t.is_empty() && t.len() <= 128 => {}
-        Some(Value::Array(ts))
-            if !ts.is_empty()
-                && ts
-                    .iter()
-                    .all(|t| t.as_str().is_some_and(|t| !t.is_empty() && t.len() <= 128)) => {}
-        Some(_) => {
-            return Err(AppError::validation(
-                tf.clone(),
-                format!("{tf} must be a non-empty event type or a non-empty list of them"),
-            ))
-        }
-    }
-    if let Some(p) = &f.value {
-        check_predicate(&format!("{field}.value"), p, true)?;
-    }
-    if let Some(props) = &f.properties {
-        for (k, p) in props {
-            check_predicate(&format!("{field}.properties.{k}"), p, false)?;
-        }
-    }
-    Ok(())
-}
-
-impl MetricDef {
-    /// Checks the definition.
-    pub fn validate(&self) -> Result<(), AppError> {
-        check_key("key", &self.key)?;
-        match self.kind {
-            MetricType::Ratio => {
-                let (Some(n), Some(d)) = (&self.numerator, &self.denominator) else {
-                    return Err(AppError::validation(
-                        if self.numerator.is_none() {
-                            "numerator"
-                        } else {
-                            "denominator"
-                        },
-                        "a ratio metric needs a numerator and a denominator",
-                    ));
-                };
-                for (name, part) in [("numerator", n), ("denominator", d)] {
-                    if !matches!(part.kind, MetricType::Count | MetricType::Sum) {
-                        return Err(AppError::validation(
-                            format!("{name}.type"),
-                            format!("{name}.type must be count or sum"),
-                        ));
-                    }
-                    check_filter(&format!("{name}.filter"), &part.filter)?;
-                }
-                if self.filter.is_some() {
-                    return Err(AppError::validation(
-                        "filter",
-                        "a ratio metric takes filters in numerator and denominator, not filter",
-                    ));
-                }
-            }
-            _ => {
-                let Some(f) = &self.filter else {
-                    return Err(AppError::validation(
-                        "filter",
-                        "filter is required for this metric type",
-                    ));
-                };
-                check_filter("filter", f)?;
-                if self.numerator.is_some() || self.denominator.is_some() {
-                    return Err(AppError::validation(
-                        "numerator",
-                        "numerator and denominator are only for ratio metrics",
-                    ));
-                }
-            }
-        }
-        match (self.kind, self.quantile) {
-            (MetricType::Quantile, Some(q)) if q > 0.0 && q < 1.0 => {}
-            (MetricType::Quantile, _) => {
-                return Err(AppError::validation(
-                    "quantile",
-                    "a quantile metric needs quantile in (0, 1)",
-                ))
-            }
-            (_, Some(_)) => {
-                return Err(AppError::validation(
-                    "quantile",
-                    "quantile is only for quantile metrics",
-                ))
-            }
-            _ => {}
-        }
-        if let Some(w) = self.winsorize {
-            if !(w > 0.5 && w < 1.0) {
-                return Err(AppError::validation(
-                    "winsorize",
-                    format!("winsorize must be in (0.5, 1), got {w}"),
-                ));
-            }
-            if matches!(self.kind, MetricType::Binomial | MetricType::Quantile) {
-                return Err(AppError::validation(
-                    "winsorize",
-                    "winsorize does not apply to binomial and quantile metrics",
-                ));
-            }
-        }
-        if let Some(d) = &self.description {
-            check_text("description", d, 10_000)?;
-        }
-        Ok(())
-    }
-}
-
-/// Which direction of change a guardrail watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GuardrailDirection {
-    /// An increase beyond the threshold is a breach.
-    IncreaseIsBad,
-    /// A decrease beyond the threshold is a breach.
-    DecreaseIsBad,
-}
-
-/// What happens on a breach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AutoAction {
-    /// Kill the experiment.
-    Kill,
-    /// Alert the owners.
-    Alert,
-}
-
-/// A guardrail definition.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GuardrailDef {
-    /// Unique key.
-    pub key: String,
-    /// The metric watched (must be in the registry).
-    pub metric: String,
-    /// Breach threshold (absolute, or relative when `relative`).
-    pub threshold: f64,
-    /// Whether `threshold` is a relative change.
-    #[serde(default)]
-    pub relative: bool,
-    /// Which direction is bad.
-    pub direction: GuardrailDirection,
-    /// Evaluation window.
-    pub window_minutes: u32,
-    /// Minimum samples before it can fire.
-    #[serde(default)]
-    pub min_samples: u64,
-    /// Minimum experiment age before it can fire.
-    #[serde(default)]
-    pub min_age_minutes: u32,
-    /// `kill` or `alert`.
-    pub auto_action: AutoAction,
-}
-
-impl GuardrailDef {
-    /// Field checks (the metric is checked against the registry by the handler).
-    pub fn validate(&self) -> Result<(), AppError> {
-        check_key("key", &self.key)?;
-        check_key("metric", &self.metric)?;
-        if !self.threshold.is_finite() || self.threshold.abs() > 1e15 {
-            return Err(AppError::validation(
-                "threshold",
-                "threshold must be a finite number",
-            ));
-        }
-        if self.window_minutes == 0 || self.window_minutes > 60 * 24 * 90 {
-            return Err(AppError::validation(
-                "window_minutes",
-                "window_minutes must be between 1 and 129600",
-            ));
-        }
-        Ok(())
-    }
-}
+// The metric registry and guardrail definitions are the platform's
+// (strata-model), shared with the analysis so both apply one validation; their
+// OpenAPI schemas are in `crate::schema`.
+pub use strata_model::{GuardrailDef, Metric as MetricDef};
 
 /// The global holdout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

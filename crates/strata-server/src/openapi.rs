@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{admin, experiments, layers, registry, results};
-use crate::{model, sdk, store};
+use crate::{model, schema, sdk, store};
 
 struct Bearer;
 
@@ -41,9 +41,9 @@ impl Modify for Bearer {
     ),
     components(schemas(
         model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::Status,
-        model::Sequential, model::LayerRecord, model::LayerRequest, model::MetricDef,
-        model::MetricType, model::EventFilter, model::RatioPart, model::MetricDirection,
-        model::GuardrailDef, model::GuardrailDirection, model::AutoAction, model::HoldoutRecord,
+        schema::Sequential, model::LayerRecord, model::LayerRequest, schema::MetricDef,
+        schema::MetricType, schema::EventFilter, schema::RatioPart, schema::MetricDirection,
+        schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory,

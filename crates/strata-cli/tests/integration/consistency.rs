@@ -39,11 +39,15 @@ fn decision(a: &Value) -> (String, (String, String, bool)) {
 }
 
 async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    post(http, base, ADMIN, path, body).await
+}
+
+async fn post(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
     let (s, v) = call(
         http,
         Method::POST,
         format!("{base}{path}"),
-        ADMIN,
+        token,
         Some(body),
     )
     .await;
@@ -51,8 +55,16 @@ async fn admin(http: &reqwest::Client, base: &str, path: &str, body: Value) -> V
     v
 }
 
-/// Creates and starts an experiment.
-async fn running(http: &reqwest::Client, base: &str, key: &str, over: Value, ramp: f64) {
+/// Creates and starts an experiment as `team`, an experimenter of the
+/// `checkout` team that owns it.
+async fn running(
+    http: &reqwest::Client,
+    base: &str,
+    team: &str,
+    key: &str,
+    over: Value,
+    ramp: f64,
+) {
     let mut body = json!({
         "key": key, "name": key, "hypothesis": "it converts better", "owner_team": "checkout",
         "unit": "user_id",
@@ -64,10 +76,17 @@ async fn running(http: &reqwest::Client, base: &str, key: &str, over: Value, ram
     if let (Some(o), Value::Object(over)) = (body.as_object_mut(), over) {
         o.extend(over);
     }
-    admin(http, base, "/api/v1/experiments", body).await;
+    post(http, base, team, "/api/v1/experiments", body).await;
     let act = |a: &str| format!("/api/v1/experiments/{key}/{a}");
-    admin(http, base, &act("submit"), json!({})).await;
-    admin(http, base, &act("start"), json!({"ramp_percent": ramp})).await;
+    post(http, base, team, &act("submit"), json!({})).await;
+    post(
+        http,
+        base,
+        team,
+        &act("start"),
+        json!({"ramp_percent": ramp}),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +131,14 @@ async fn strata_assign_and_the_server_agree_on_100000_units() {
         ("won", json!({}), 100.0),
         ("dead", json!({}), 100.0),
     ];
+    let team = token(&dir, &["--role", "experimenter", "--team", "checkout"]);
     for (key, over, ramp) in experiments {
-        running(&http, &base, key, over, ramp).await;
+        running(&http, &base, &team, key, over, ramp).await;
     }
-    admin(
+    post(
         &http,
         &base,
+        &team,
         "/api/v1/experiments/won/conclude",
         json!({"winner": "treatment"}),
     )

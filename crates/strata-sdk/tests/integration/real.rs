@@ -23,6 +23,8 @@ pub struct Real {
     pub url: String,
     pub sdk_key: String,
     pub ingest_key: String,
+    /// An experimenter of the `checkout` team, which owns the experiments.
+    pub team_key: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
 }
@@ -66,11 +68,20 @@ impl Real {
             url,
             sdk_key: String::new(),
             ingest_key: String::new(),
+            team_key: String::new(),
             http: reqwest::Client::new(),
             dir,
         };
         real.sdk_key = real.key("sdk").await;
         real.ingest_key = real.key("ingest").await;
+        // Experiments belong to a team, and only that team runs them.
+        let v = real
+            .post(
+                "/api/v1/keys",
+                json!({"kind": "api", "role": "experimenter", "team": "checkout", "name": "checkout"}),
+            )
+            .await;
+        real.team_key = v["token"].as_str().unwrap().to_owned();
         for m in [json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}})]
         {
             real.post("/api/v1/metrics", m).await;
@@ -80,11 +91,17 @@ impl Real {
         real
     }
 
+    /// POST as the platform admin (layers, metrics, keys, pipeline).
     pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.post_as(ADMIN, path, body).await
+    }
+
+    /// POST as `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Value {
         let resp = self
             .http
             .post(format!("{}{path}", self.url))
-            .bearer_auth(ADMIN)
+            .bearer_auth(token)
             .json(&body)
             .send()
             .await
@@ -119,15 +136,21 @@ impl Real {
         if let (Some(o), Value::Object(over)) = (body.as_object_mut(), overrides) {
             o.extend(over);
         }
-        let created = self.post("/api/v1/experiments", body).await;
+        let created = self
+            .post_as(&self.team_key, "/api/v1/experiments", body)
+            .await;
         self.act(key, "submit", json!({})).await;
         self.act(key, "start", json!({"ramp_percent": ramp})).await;
         created["flag"].as_str().unwrap().to_owned()
     }
 
     pub async fn act(&self, key: &str, action: &str, body: Value) -> Value {
-        self.post(&format!("/api/v1/experiments/{key}/{action}"), body)
-            .await
+        self.post_as(
+            &self.team_key,
+            &format!("/api/v1/experiments/{key}/{action}"),
+            body,
+        )
+        .await
     }
 
     /// The snapshot SDKs get, as raw bytes.

@@ -1,0 +1,195 @@
+//! Guardrail definitions: a metric watched while an experiment runs, with a
+//! threshold and what happens when it is breached.
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::check_key;
+use crate::error::ModelError;
+
+/// The largest absolute threshold; beyond it a threshold is a typo, and the
+/// bound keeps comparisons clear of float overflow.
+const THRESHOLD_MAX: f64 = 1e15;
+
+/// The longest evaluation window: 90 days, in minutes.
+pub const WINDOW_MAX_MINUTES: u32 = 60 * 24 * 90;
+
+/// Which direction of change a guardrail watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailDirection {
+    /// An increase beyond the threshold is a breach.
+    IncreaseIsBad,
+    /// A decrease beyond the threshold is a breach.
+    DecreaseIsBad,
+}
+
+/// What happens on a breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoAction {
+    /// Kill the experiment.
+    Kill,
+    /// Alert the owners.
+    Alert,
+}
+
+/// A guardrail definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailDef {
+    /// Unique key.
+    pub key: String,
+    /// The metric watched (a key of the metric registry).
+    pub metric: String,
+    /// Breach threshold (absolute, or relative when `relative`).
+    pub threshold: f64,
+    /// Whether `threshold` is a relative change.
+    #[serde(default)]
+    pub relative: bool,
+    /// Which direction is bad.
+    pub direction: GuardrailDirection,
+    /// Evaluation window, in minutes.
+    pub window_minutes: u32,
+    /// Minimum samples before it can fire.
+    #[serde(default)]
+    pub min_samples: u64,
+    /// Minimum experiment age before it can fire, in minutes.
+    #[serde(default)]
+    pub min_age_minutes: u32,
+    /// `kill` or `alert`.
+    pub auto_action: AutoAction,
+}
+
+impl GuardrailDef {
+    /// Checks the fields. Whether `metric` is in the registry is for the
+    /// holder of the registry to check.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        check_key("key", &self.key)?;
+        check_key("metric", &self.metric)?;
+        if !self.threshold.is_finite() || self.threshold.abs() > THRESHOLD_MAX {
+            return Err(ModelError::invalid("threshold", "must be a finite number"));
+        }
+        if self.window_minutes == 0 || self.window_minutes > WINDOW_MAX_MINUTES {
+            return Err(ModelError::invalid(
+                "window_minutes",
+                format!("must be between 1 and {WINDOW_MAX_MINUTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> GuardrailDef {
+        GuardrailDef {
+            key: "latency_guard".into(),
+            metric: "page_load_p95".into(),
+            threshold: 50.0,
+            relative: false,
+            direction: GuardrailDirection::IncreaseIsBad,
+            window_minutes: 15,
+            min_samples: 10_000,
+            min_age_minutes: 120,
+            auto_action: AutoAction::Kill,
+        }
+    }
+
+    fn reject(g: GuardrailDef) -> (String, String) {
+        let e = g.validate().unwrap_err();
+        (e.field().to_owned(), e.to_string())
+    }
+
+    #[test]
+    fn valid_definition_passes() {
+        assert_eq!(def().validate(), Ok(()));
+        let edge = GuardrailDef {
+            threshold: -1e15,
+            window_minutes: WINDOW_MAX_MINUTES,
+            ..def()
+        };
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let (f, m) = reject(GuardrailDef {
+            key: "".into(),
+            ..def()
+        });
+        assert_eq!((f.as_str(), m.as_str()), ("key", "key must not be empty"));
+        let (f, _) = reject(GuardrailDef {
+            metric: "a b".into(),
+            ..def()
+        });
+        assert_eq!(f, "metric");
+    }
+
+    #[test]
+    fn threshold_must_be_finite_and_bounded() {
+        for t in [f64::NAN, f64::INFINITY, 2e15] {
+            let (f, m) = reject(GuardrailDef {
+                threshold: t,
+                ..def()
+            });
+            assert_eq!(
+                (f.as_str(), m.as_str()),
+                ("threshold", "threshold must be a finite number")
+            );
+        }
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        for w in [0, WINDOW_MAX_MINUTES + 1] {
+            let (f, m) = reject(GuardrailDef {
+                window_minutes: w,
+                ..def()
+            });
+            assert_eq!(
+                (f.as_str(), m.as_str()),
+                (
+                    "window_minutes",
+                    "window_minutes must be between 1 and 129600"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let text = r#"{"key":"latency_guard","metric":"page_load_p95","threshold":50.0,"relative":false,"direction":"increase_is_bad","window_minutes":15,"min_samples":10000,"min_age_minutes":120,"auto_action":"kill"}"#;
+        let g: GuardrailDef = serde_json::from_str(text).unwrap();
+        assert_eq!(g, def());
+        assert_eq!(serde_json::to_string(&g).unwrap(), text);
+        for (d, s) in [
+            (GuardrailDirection::IncreaseIsBad, "\"increase_is_bad\""),
+            (GuardrailDirection::DecreaseIsBad, "\"decrease_is_bad\""),
+        ] {
+            assert_eq!(serde_json::to_string(&d).unwrap(), s);
+            assert_eq!(serde_json::from_str::<GuardrailDirection>(s).unwrap(), d);
+        }
+        for (a, s) in [
+            (AutoAction::Kill, "\"kill\""),
+            (AutoAction::Alert, "\"alert\""),
+        ] {
+            assert_eq!(serde_json::to_string(&a).unwrap(), s);
+            assert_eq!(serde_json::from_str::<AutoAction>(s).unwrap(), a);
+        }
+        // Defaults of the optional fields, and unknown fields rejected.
+        let short: GuardrailDef = serde_json::from_str(
+            r#"{"key":"g","metric":"m","threshold":1,"direction":"decrease_is_bad","window_minutes":5,"auto_action":"alert"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (short.relative, short.min_samples, short.min_age_minutes),
+            (false, 0, 0)
+        );
+        assert!(serde_json::from_str::<GuardrailDef>(
+            r#"{"key":"g","metric":"m","threshold":1,"direction":"decrease_is_bad","window_minutes":5,"auto_action":"alert","x":1}"#
+        )
+        .is_err());
+    }
+}

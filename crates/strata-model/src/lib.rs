@@ -1,0 +1,27 @@
+//! The platform vocabulary Strata's planes share: the metric registry,
+//! guardrail definitions and the sequential testing method.
+//!
+//! The control plane (`strata-server`) stores and serves these definitions
+//! and the analysis engine (`strata-analysis`) computes them; both read the
+//! same documents, so both use these types and the one validation here. A
+//! definition the server accepts is one the analysis can run, and the reverse.
+//!
+//! The crate does no I/O: it is serde types and checks. Errors
+//! ([`ModelError`]) name the offending field as a path relative to the value
+//! validated (`numerator.filter.type`); validating a registry prefixes the
+//! metric's position (`metrics[2].numerator.filter.type`).
+
+pub mod check;
+pub mod error;
+pub mod guardrail;
+pub mod metric;
+pub mod sequential;
+
+pub use check::{check_key, check_text, KEY_MAX_BYTES};
+pub use error::ModelError;
+pub use guardrail::{AutoAction, GuardrailDef, GuardrailDirection};
+pub use metric::{
+    Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,
+    Scalar, SubMetric, DESCRIPTION_MAX_BYTES, EVENT_TYPE_MAX_BYTES,
+};
+pub use sequential::SequentialMethod;
