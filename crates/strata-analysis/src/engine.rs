@@ -14,8 +14,9 @@ use strata_stats::analysis::{
     ComparisonReport, MetricReport, SegmentInput, SequentialConfig, SequentialOutcome,
 };
 use strata_stats::decision::{simpsons_paradox, SegmentEffect, DEFAULT_MIN_SEGMENT_N};
-use strata_stats::effect::Comparison;
+use strata_stats::effect::{Comparison, WelchTest};
 use strata_stats::moments::{CupedStats, MeanStats, RatioStats};
+use strata_stats::novelty::novelty_decay;
 use strata_stats::quantile::QuantileSample;
 use strata_stats::sequential::{MixtureTuning, Spending};
 use strata_stats::{AnalysisConfig, MetricData, MetricInput, MetricRole, Sample, VariantInput};
@@ -54,8 +55,8 @@ pub struct EngineOptions {
     pub unfused_parts: bool,
 }
 
-/// A window effect and its `(difference, standard error, p-value)`.
-type WindowOutcome = (results::WindowEffect, Option<(f64, f64, f64)>);
+/// A window effect and its Welch test, when one was possible.
+type WindowOutcome = (results::WindowEffect, Option<WelchTest>);
 
 /// One metric of the analysis with its role and per-unit columns.
 #[derive(Debug, Clone)]
@@ -1299,25 +1300,21 @@ impl Analyzer {
                         ci: cmp.welch.map(|w| pair(&w.ci)),
                         p_value: cmp.p_value(),
                     },
-                    cmp.welch.map(|w| (w.difference, w.std_error, w.p_value)),
+                    cmp.welch,
                 ))
             };
             let (early_e, ew) = window(&per_window[0])?;
             let (late_e, lw) = window(&per_window[1])?;
-            let (decay_p_value, flagged) = match (ew, lw) {
-                (Some((de, se, pe)), Some((dl, sl, _))) if se > 0.0 || sl > 0.0 => {
-                    let z = (de - dl) / (se * se + sl * sl).sqrt();
-                    let pz = 2.0 * strata_stats::dist::norm_sf(z.abs());
-                    (Some(pz), pz < alpha && pe < alpha && dl.abs() < de.abs())
-                }
-                _ => (None, false),
+            let decay = match (ew, lw) {
+                (Some(e), Some(l)) => novelty_decay(&e, &l, alpha)?,
+                _ => None,
             };
             effects.push(results::NoveltyEffect {
                 variant: treatment.clone(),
                 early: early_e,
                 late: late_e,
-                decay_p_value,
-                flagged,
+                decay_p_value: decay.map(|d| d.p_value),
+                flagged: decay.is_some_and(|d| d.flagged),
             });
         }
         Ok(results::Novelty {

@@ -17,8 +17,8 @@
 //!   of sufficient statistics (and, for quantile metrics, the metric's event
 //!   values).
 //! * **All inference comes from `strata-stats`.** This crate computes no
-//!   p-value, interval or correction of its own except the novelty decay
-//!   test, a difference of two `strata-stats` Welch effects.
+//!   p-value, interval or correction of its own (the novelty decay test is
+//!   `strata_stats::novelty`).
 //! * **Bounded memory.** Events are streamed through DataFusion's join and
 //!   aggregation; what is held in memory is per unit (one row per exposed
 //!   unit), never per event.
