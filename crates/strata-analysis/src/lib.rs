@@ -36,12 +36,14 @@
 pub mod engine;
 pub mod error;
 mod fused;
-pub mod generate;
 pub mod metrics;
 pub mod plan;
 pub mod results;
 pub mod source;
 pub mod spec;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 
 use std::path::Path;
 
