@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use strata_analysis::generate::{write_parquet, GenConfig};
+use strata_analysis::testkit::{write_parquet, GenConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

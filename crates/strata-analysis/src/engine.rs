@@ -14,8 +14,9 @@ use strata_stats::analysis::{
     ComparisonReport, MetricReport, SegmentInput, SequentialConfig, SequentialOutcome,
 };
 use strata_stats::decision::{simpsons_paradox, SegmentEffect, DEFAULT_MIN_SEGMENT_N};
-use strata_stats::effect::Comparison;
+use strata_stats::effect::{Comparison, WelchTest};
 use strata_stats::moments::{CupedStats, MeanStats, RatioStats};
+use strata_stats::novelty::novelty_decay;
 use strata_stats::quantile::QuantileSample;
 use strata_stats::sequential::{MixtureTuning, Spending};
 use strata_stats::{AnalysisConfig, MetricData, MetricInput, MetricRole, Sample, VariantInput};
@@ -27,24 +28,38 @@ use crate::results::{self, Results};
 use crate::source::{self, Source};
 use crate::spec::{SequentialMethod, ValidSpec};
 
-/// Paths of the two inputs.
+/// Where an experiment's data is: paths of the two inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inputs {
+pub struct DataSource {
     /// Exposures: a file, directory or glob.
     pub exposures: String,
     /// Events: a file, directory or glob.
     pub events: String,
 }
 
+/// How far an analysis has got, reported through [`EngineOptions::on_progress`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The stage starting (`exposures → units`, `events → per-unit values`,
+    /// `per-unit values → statistics`), or `done`.
+    pub stage: &'static str,
+    /// Share of the stages of the current look done, in `[0, 1]`.
+    pub fraction: f64,
+}
+
+/// A receiver of [`Progress`] reports; called from the engine's tasks.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
 /// Engine settings that are not part of the experiment spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct EngineOptions {
     /// Query parallelism (0: one per core).
     pub target_partitions: usize,
     /// Skip deduplication by `event_id` when the pipeline guarantees unique ids.
     pub assume_unique_event_ids: bool,
-    /// Show progress on stderr when it is a terminal.
-    pub progress: bool,
+    /// Called as each stage of each look starts and when the look is done.
+    pub on_progress: Option<ProgressFn>,
     /// Memory limit of the query engine in bytes; aggregations beyond it
     /// spill to disk (`None`: no limit).
     pub memory_limit: Option<usize>,
@@ -54,8 +69,30 @@ pub struct EngineOptions {
     pub unfused_parts: bool,
 }
 
-/// A window effect and its `(difference, standard error, p-value)`.
-type WindowOutcome = (results::WindowEffect, Option<(f64, f64, f64)>);
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("target_partitions", &self.target_partitions)
+            .field("assume_unique_event_ids", &self.assume_unique_event_ids)
+            .field(
+                "on_progress",
+                &self.on_progress.as_ref().map(|_| "Fn(Progress)"),
+            )
+            .field("memory_limit", &self.memory_limit)
+            .field("unfused_parts", &self.unfused_parts)
+            .finish()
+    }
+}
+
+/// The stages of a look, in order, as [`Progress::stage`] names them.
+const STAGES: [&str; 3] = [
+    "exposures → units",
+    "events → per-unit values",
+    "per-unit values → statistics",
+];
+
+/// A window effect and its Welch test, when one was possible.
+type WindowOutcome = (results::WindowEffect, Option<WelchTest>);
 
 /// One metric of the analysis with its role and per-unit columns.
 #[derive(Debug, Clone)]
@@ -169,7 +206,7 @@ impl Analyzer {
     pub async fn new(
         spec: ValidSpec,
         registry: &MetricRegistry,
-        inputs: &Inputs,
+        data: &DataSource,
         options: EngineOptions,
     ) -> Result<Self> {
         let mut config = SessionConfig::new();
@@ -184,8 +221,8 @@ impl Analyzer {
         // (at 100 M events: 7.7 s -> 6.9 s with unique ids, 33.5 s -> 21.1 s
         // deduplicating).
         config.options_mut().optimizer.repartition_joins = false;
-        let exposures = source::list("exposures", &inputs.exposures)?;
-        let events = source::list("events", &inputs.events)?;
+        let exposures = source::list("exposures", &data.exposures)?;
+        let events = source::list("events", &data.events)?;
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
             use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
@@ -294,6 +331,16 @@ impl Analyzer {
             fused,
             options,
         })
+    }
+
+    /// Reports the start of stage `i` of [`STAGES`] (`STAGES.len()`: done).
+    fn progress(&self, i: usize) {
+        if let Some(report) = &self.options.on_progress {
+            report(Progress {
+                stage: STAGES.get(i).copied().unwrap_or("done"),
+                fraction: i as f64 / STAGES.len() as f64,
+            });
+        }
     }
 
     /// The DataFusion session (for inspection and tests).
@@ -446,7 +493,6 @@ impl Analyzer {
     ) -> Result<(Results, Option<f64>)> {
         let s = &self.spec.spec;
         let b = self.bounds(as_of);
-        let progress = Progress::new(self.options.progress);
         let order: Vec<String> = self
             .spec
             .variant_order()
@@ -457,7 +503,7 @@ impl Analyzer {
         let nseg = s.segments.len();
 
         // Stage 1: units.
-        progress.set("exposures → units");
+        self.progress(0);
         self.materialize("units_all", &plan::units_sql(&s.key, s.analysis, nseg, &b))
             .await?;
         let diagnose = format!(
@@ -506,7 +552,7 @@ impl Analyzer {
         .await?;
 
         // Stage 2: per-unit values.
-        progress.set("events → per-unit values");
+        self.progress(1);
         self.unit_parts(&b, !self.options.assume_unique_event_ids)
             .await?;
         self.materialize("unit_values", &plan::unit_values_sql(&self.parts, nseg))
@@ -516,7 +562,7 @@ impl Analyzer {
         // Each is a handful of aggregates over the materialized per-unit
         // values; they run concurrently, so both cores stay busy through
         // queries whose plans are short or partly serial.
-        progress.set("per-unit values → statistics");
+        self.progress(2);
         let per_metric = futures_util::future::try_join_all(
             self.planned.iter().map(|p| self.metric_data(p, &order, &b)),
         );
@@ -774,7 +820,7 @@ impl Analyzer {
                 });
             }
         }
-        progress.finish();
+        self.progress(STAGES.len());
 
         let end = as_of.map_or(self.spec.end, |t| t.min(self.spec.end));
         let results = Results {
@@ -1299,25 +1345,21 @@ impl Analyzer {
                         ci: cmp.welch.map(|w| pair(&w.ci)),
                         p_value: cmp.p_value(),
                     },
-                    cmp.welch.map(|w| (w.difference, w.std_error, w.p_value)),
+                    cmp.welch,
                 ))
             };
             let (early_e, ew) = window(&per_window[0])?;
             let (late_e, lw) = window(&per_window[1])?;
-            let (decay_p_value, flagged) = match (ew, lw) {
-                (Some((de, se, pe)), Some((dl, sl, _))) if se > 0.0 || sl > 0.0 => {
-                    let z = (de - dl) / (se * se + sl * sl).sqrt();
-                    let pz = 2.0 * strata_stats::dist::norm_sf(z.abs());
-                    (Some(pz), pz < alpha && pe < alpha && dl.abs() < de.abs())
-                }
-                _ => (None, false),
+            let decay = match (ew, lw) {
+                (Some(e), Some(l)) => novelty_decay(&e, &l, alpha)?,
+                _ => None,
             };
             effects.push(results::NoveltyEffect {
                 variant: treatment.clone(),
                 early: early_e,
                 late: late_e,
-                decay_p_value,
-                flagged,
+                decay_p_value: decay.map(|d| d.p_value),
+                flagged: decay.is_some_and(|d| d.flagged),
             });
         }
         Ok(results::Novelty {
@@ -1325,33 +1367,5 @@ impl Analyzer {
             window_days: self.spec.spec.novelty_days,
             effects,
         })
-    }
-}
-
-/// Progress on stderr, shown only when asked for and stderr is a terminal.
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        use std::io::IsTerminal;
-        if enabled && std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            Progress(Some(bar))
-        } else {
-            Progress(None)
-        }
-    }
-
-    fn set(&self, stage: &'static str) {
-        if let Some(b) = &self.0 {
-            b.set_message(stage);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
     }
 }

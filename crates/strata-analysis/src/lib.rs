@@ -8,6 +8,12 @@
 //! ([`spec`]). The data model is in `docs/data-model.md`, the output in
 //! `docs/results-schema.md`.
 //!
+//! The entry points are [`analyze`] and [`analyze_looks`]: a typed spec (read
+//! from a file with [`AnalysisSpec::from_path`], or built by any other means),
+//! the metric registry and a [`DataSource`] in, a [`Results`] document out.
+//! Rendering it for people, and showing progress, is the caller's business
+//! ([`EngineOptions::on_progress`] reports the stages).
+//!
 //! # Architecture invariants
 //! * **SQL plans, not a home-made query engine.** Every reduction of events
 //!   — first exposures, windows, deduplication, per-unit values, per-variant
@@ -17,8 +23,8 @@
 //!   of sufficient statistics (and, for quantile metrics, the metric's event
 //!   values).
 //! * **All inference comes from `strata-stats`.** This crate computes no
-//!   p-value, interval or correction of its own except the novelty decay
-//!   test, a difference of two `strata-stats` Welch effects.
+//!   p-value, interval or correction of its own (the novelty decay test is
+//!   `strata_stats::novelty`).
 //! * **Bounded memory.** Events are streamed through DataFusion's join and
 //!   aggregation; what is held in memory is per unit (one row per exposed
 //!   unit), never per event.
@@ -30,17 +36,18 @@
 pub mod engine;
 pub mod error;
 mod fused;
-pub mod generate;
 pub mod metrics;
 pub mod plan;
-pub mod render;
 pub mod results;
 pub mod source;
 pub mod spec;
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+pub mod testkit;
 
 use std::path::Path;
 
-pub use engine::{Analyzer, EngineOptions, Inputs};
+pub use engine::{Analyzer, DataSource, EngineOptions, Progress, ProgressFn};
 pub use error::{Error, Result};
 pub use metrics::MetricRegistry;
 pub use results::Results;
@@ -48,45 +55,8 @@ pub use spec::{AnalysisSpec, ValidSpec};
 
 use chrono::{DateTime, Utc};
 
-/// Output format of [`run_request`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Pretty-printed JSON (one document; an array for `looks`).
-    #[default]
-    Json,
-    /// A table for a terminal.
-    Table,
-}
-
-/// Everything `strata analyze` needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Analysis spec (JSON or YAML).
-    pub spec: String,
-    /// Metric registry (JSON or YAML).
-    pub metrics: String,
-    /// Exposures path.
-    pub exposures: String,
-    /// Events path.
-    pub events: String,
-    /// `--as-of` (RFC 3339).
-    pub as_of: Option<String>,
-    /// `--looks` (comma-separated RFC 3339 times).
-    pub looks: Option<String>,
-    /// Output format.
-    pub format: OutputFormat,
-    /// Engine options.
-    pub options: EngineOptions,
-}
-
-fn parse_option_time(option: &'static str, text: &str) -> Result<DateTime<Utc>> {
-    spec::parse_time(text.trim()).ok_or_else(|| Error::Option {
-        option,
-        reason: format!("`{}` is not an RFC 3339 timestamp", text.trim()),
-    })
-}
-
-/// Loads and validates a spec and a metric registry.
+/// Loads and validates a spec and a metric registry; errors in the spec
+/// name its file.
 pub fn load(spec_path: &Path, metrics_path: &Path) -> Result<(ValidSpec, MetricRegistry)> {
     let registry = MetricRegistry::from_path(metrics_path)?;
     let spec = AnalysisSpec::from_path(spec_path)?
@@ -94,75 +64,39 @@ pub fn load(spec_path: &Path, metrics_path: &Path) -> Result<(ValidSpec, MetricR
     Ok((spec, registry))
 }
 
-/// Runs a request and returns the analyses (one, or one per look).
-pub async fn run(req: &Request) -> Result<Vec<Results>> {
-    if req.as_of.is_some() && req.looks.is_some() {
-        return Err(Error::Option {
-            option: "looks",
-            reason: "give either --as-of or --looks".into(),
-        });
-    }
-    let as_of = req
-        .as_of
-        .as_deref()
-        .map(|t| parse_option_time("as-of", t))
-        .transpose()?;
-    let looks = req
-        .looks
-        .as_deref()
-        .map(|l| {
-            l.split(',')
-                .map(|t| parse_option_time("looks", t))
-                .collect::<Result<Vec<_>>>()
-        })
-        .transpose()?;
-    let (spec, registry) = load(Path::new(&req.spec), Path::new(&req.metrics))?;
-    let inputs = Inputs {
-        exposures: req.exposures.clone(),
-        events: req.events.clone(),
-    };
-    let analyzer = Analyzer::new(spec, &registry, &inputs, req.options.clone()).await?;
-    match looks {
-        Some(looks) => analyzer.run_looks(&looks).await,
-        None => Ok(vec![analyzer.run(as_of).await?]),
-    }
+/// Analyses the experiment `spec` on `data` as of `as_of` (default: the
+/// spec's end).
+///
+/// The spec is validated against `registry` first; its errors name the
+/// document `spec` (validate it with [`AnalysisSpec::validate`] beforehand
+/// to have them name a file).
+pub async fn analyze(
+    spec: &AnalysisSpec,
+    registry: &MetricRegistry,
+    data: &DataSource,
+    as_of: Option<DateTime<Utc>>,
+    options: EngineOptions,
+) -> Result<Results> {
+    let spec = spec.clone().validate("spec", registry)?;
+    Analyzer::new(spec, registry, data, options)
+        .await?
+        .run(as_of)
+        .await
 }
 
-/// Renders analyses in the requested format; `looks` selects the array form.
-pub fn render(results: &[Results], format: OutputFormat, looks: bool) -> Result<String> {
-    Ok(match format {
-        OutputFormat::Json => {
-            let text = if looks {
-                serde_json::to_string_pretty(results)
-            } else {
-                match results.first() {
-                    Some(r) => serde_json::to_string_pretty(r),
-                    None => Ok("null".into()),
-                }
-            };
-            text.map_err(|e| Error::Option {
-                option: "format",
-                reason: e.to_string(),
-            })? + "\n"
-        }
-        OutputFormat::Table => results
-            .iter()
-            .map(render::render_table)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    })
-}
-
-/// Runs a request on a fresh multi-threaded runtime and renders it: the whole
-/// of `strata analyze`.
-pub fn run_request(req: &Request) -> Result<String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            path: "tokio runtime".into(),
-            source,
-        })?;
-    let results = runtime.block_on(run(req))?;
-    render(&results, req.format, req.looks.is_some())
+/// Analyses the experiment `spec` on `data` at each of `looks` (increasing
+/// times); the group-sequential boundary at each look uses the information
+/// fractions of the looks before it. Validation as in [`analyze`].
+pub async fn analyze_looks(
+    spec: &AnalysisSpec,
+    registry: &MetricRegistry,
+    data: &DataSource,
+    looks: &[DateTime<Utc>],
+    options: EngineOptions,
+) -> Result<Vec<Results>> {
+    let spec = spec.clone().validate("spec", registry)?;
+    Analyzer::new(spec, registry, data, options)
+        .await?
+        .run_looks(looks)
+        .await
 }

@@ -28,6 +28,7 @@
 //! * [`cuped`]: variance reduction with a pre-experiment covariate.
 //! * [`srm`]: sample ratio mismatch check.
 //! * [`multiple`]: Bonferroni, Holm, Benjamini–Hochberg.
+//! * [`novelty`]: novelty decay test (early versus late effect).
 //! * [`sequential`]: group-sequential (Lan–DeMets) and always-valid tests.
 //! * [`power`]: sample size, minimum detectable effect, duration.
 //! * [`quantile`]: quantiles with distribution-free intervals and differences.
@@ -50,6 +51,7 @@ pub mod effect;
 pub mod error;
 pub mod moments;
 pub mod multiple;
+pub mod novelty;
 pub mod power;
 pub mod quantile;
 pub mod sequential;

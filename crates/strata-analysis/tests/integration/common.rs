@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_analysis::{AnalysisSpec, Analyzer, EngineOptions, Inputs, MetricRegistry, Results};
+use strata_analysis::{AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry, Results};
 
 pub const EXPOSURES: &str = r#"{"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-10T00:00:00Z","country":"US"}
 {"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}
@@ -127,7 +127,7 @@ pub fn analyze_with(
     let registry = MetricRegistry::from_str_named(metrics, Path::new("metrics.json"))?;
     let spec = AnalysisSpec::from_str_named(spec, Path::new("spec.json"))?
         .validate("spec.json", &registry)?;
-    let inputs = Inputs {
+    let inputs = DataSource {
         exposures: exposures.display().to_string(),
         events: events.display().to_string(),
     };
@@ -153,7 +153,7 @@ pub fn run_options(
         .unwrap()
         .validate("spec.json", &registry)
         .unwrap();
-    let inputs = Inputs {
+    let inputs = DataSource {
         exposures: exposures.to_string(),
         events: events.to_string(),
     };

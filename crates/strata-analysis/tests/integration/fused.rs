@@ -3,7 +3,7 @@
 //! aggregate a quantile metric's values come from the same pass, otherwise
 //! from a scan of their own.
 
-use strata_analysis::generate::{write_parquet, GenConfig};
+use strata_analysis::testkit::{write_parquet, GenConfig};
 use strata_analysis::EngineOptions;
 
 use super::common::*;

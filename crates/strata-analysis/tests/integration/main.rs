@@ -11,3 +11,4 @@ mod planted;
 mod schema;
 mod sequential;
 mod slices;
+mod testkit;

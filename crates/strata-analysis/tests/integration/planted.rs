@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use strata_analysis::generate::{generate_units, write_parquet, Event, Exposure, GenConfig};
+use strata_analysis::testkit::{generate_units, write_parquet, Event, Exposure, GenConfig};
 
 use super::common::*;
 

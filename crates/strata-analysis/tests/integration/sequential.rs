@@ -1,6 +1,6 @@
 //! `--looks`: group-sequential boundaries use every previous information fraction.
 
-use strata_analysis::{AnalysisSpec, Analyzer, EngineOptions, Inputs, MetricRegistry};
+use strata_analysis::{AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry};
 
 use super::common::*;
 
@@ -20,7 +20,7 @@ fn looks_accumulate_information_fractions() {
     .unwrap()
     .validate("s.json", &registry)
     .unwrap();
-    let inputs = Inputs {
+    let inputs = DataSource {
         exposures: f.path("exposures.ndjson").display().to_string(),
         events: f.path("events.ndjson").display().to_string(),
     };

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use strata_analysis::generate::{write_parquet, GenConfig};
+use strata_analysis::testkit::{write_parquet, GenConfig};
 use strata_analysis::{EngineOptions, Results};
 
 use super::common::*;

@@ -1,5 +1,6 @@
-//! A deterministic generator of realistic exposures and events, for tests
-//! and benchmarks.
+//! Test support, not part of the API: a deterministic generator of realistic
+//! exposures and events for this crate's tests, examples and benchmarks
+//! (feature `testkit`).
 //!
 //! Units are exposed uniformly over the first half of the experiment; each
 //! unit's activity is heavy-tailed (Pareto, α = 1.2, so a few units produce
@@ -7,12 +8,21 @@
 //! distribution over ten types; a `purchase` is more likely by a planted
 //! relative `effect` in every treatment. A share of each unit's activity
 //! falls in the week before the start, so CUPED has a covariate.
+//!
+//! The files have exactly the Arrow schema strata-pipeline writes
+//! (`strata_pipeline::parquet::{exposure_schema, event_schema}`, checked by
+//! the `testkit` integration test), so what is measured on them is what
+//! runs on the pipeline's output: the segment attribute `country` is a key
+//! of the `attributes` map, `received_at` is set, and `properties` is an
+//! empty map.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::array::builder::{MapBuilder, StringBuilder};
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use rand::rngs::StdRng;
@@ -79,7 +89,7 @@ pub struct Exposure {
     pub variant: String,
     /// µs since the epoch.
     pub ts_us: i64,
-    /// Segment attribute.
+    /// Segment attribute `country`, written as a key of `attributes`.
     pub country: String,
 }
 
@@ -99,6 +109,9 @@ pub struct Event {
 }
 
 const DAY_US: i64 = 86_400_000_000;
+/// `received_at − ts`: a fixed delivery delay (drawing one would change the
+/// random stream, and with it every data set generated so far).
+const RECEIVED_AFTER_US: i64 = 250_000;
 const COUNTRIES: [&str; 4] = ["US", "DE", "BR", "JP"];
 
 /// Generates the rows of `units` units starting at unit index `first`,
@@ -210,39 +223,72 @@ fn poisson(rng: &mut StdRng, lambda: f64) -> u64 {
     (lambda + z * lambda.sqrt()).round().max(0.0) as u64
 }
 
-/// Schema of generated exposures.
+/// The `map<string, string>` type of `attributes` and `properties`, built
+/// as strata-pipeline builds it.
+fn map_type() -> DataType {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+        .finish()
+        .data_type()
+        .clone()
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Schema of generated exposures: strata-pipeline's.
 pub fn exposure_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("unit_id", DataType::Utf8, false),
         Field::new("experiment", DataType::Utf8, false),
         Field::new("variant", DataType::Utf8, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("country", DataType::Utf8, false),
+        Field::new("assigned_variant", DataType::Utf8, false),
+        Field::new("opted_out", DataType::Boolean, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("received_at", ts_type(), false),
+        Field::new("attributes", map_type(), false),
     ]))
 }
 
-/// Schema of generated events.
+/// Schema of generated events: strata-pipeline's.
 pub fn event_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("event_id", DataType::Utf8, false),
         Field::new("unit_id", DataType::Utf8, false),
         Field::new("type", DataType::Utf8, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("ts", ts_type(), false),
+        Field::new("received_at", ts_type(), false),
         Field::new("value", DataType::Float64, true),
+        Field::new("properties", map_type(), false),
         Field::new("is_bot", DataType::Boolean, false),
     ]))
 }
 
+fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+}
+
+/// A map column with the entries `entries(row)` for each row.
+fn map_column<'a, I>(rows: usize, mut entries: impl FnMut(usize) -> I) -> Result<ArrayRef>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for row in 0..rows {
+        for (k, v) in entries(row) {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+        }
+        b.append(true).map_err(|e| Error::Engine(e.into()))?;
+    }
+    Ok(Arc::new(b.finish()))
+}
+
 /// Arrow batch of exposures.
 pub fn exposure_batch(experiment: &str, rows: &[Exposure]) -> Result<RecordBatch> {
+    let variants: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| r.variant.as_str()),
+    ));
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.unit_id.as_str()),
@@ -250,16 +296,13 @@ pub fn exposure_batch(experiment: &str, rows: &[Exposure]) -> Result<RecordBatch
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|_| experiment),
         )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.variant.as_str()),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts_us))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.country.as_str()),
-        )),
+        variants.clone(),
+        // Every unit is served what it was assigned.
+        variants,
+        Arc::new(BooleanArray::from(vec![false; rows.len()])),
+        timestamps(rows.iter().map(|r| r.ts_us)),
+        timestamps(rows.iter().map(|r| r.ts_us + RECEIVED_AFTER_US)),
+        map_column(rows.len(), |i| [("country", rows[i].country.as_str())])?,
     ];
     RecordBatch::try_new(exposure_schema(), cols).map_err(|e| Error::Engine(e.into()))
 }
@@ -274,13 +317,12 @@ pub fn event_batch(rows: &[Event]) -> Result<RecordBatch> {
             rows.iter().map(|r| r.unit_id.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.kind))),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.ts_us))
-                .with_timezone("UTC"),
-        ),
+        timestamps(rows.iter().map(|r| r.ts_us)),
+        timestamps(rows.iter().map(|r| r.ts_us + RECEIVED_AFTER_US)),
         Arc::new(Float64Array::from(
             rows.iter().map(|r| r.value).collect::<Vec<_>>(),
         )),
+        map_column(rows.len(), |_| [])?,
         Arc::new(BooleanArray::from(vec![false; rows.len()])),
     ];
     RecordBatch::try_new(event_schema(), cols).map_err(|e| Error::Engine(e.into()))

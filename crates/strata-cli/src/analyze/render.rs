@@ -1,8 +1,9 @@
-//! Human-readable rendering of results for a terminal.
+//! `strata analyze --format table`: the results document laid out for a
+//! terminal.
 
 use std::fmt::Write;
 
-use crate::results::Results;
+use strata_analysis::Results;
 
 fn num(x: Option<f64>) -> String {
     match x {
