@@ -13,6 +13,7 @@
 //! mounts only through the `Mount` trait.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod catalog;
 pub mod pipeline;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
 use serde_json::Value;
 use strata_pipeline::http::{Ingest, IngestConfig};
-use strata_pipeline::{AuthDenied, Authorizer, LocalStore, RetentionPolicy};
+use strata_pipeline::{AuthDenied, Authorizer, Catalog, LocalStore, RetentionPolicy};
 use strata_server::auth::{principal, Auth, KeyCache, KeyKind, Perm};
 use strata_server::mount::{BoxFuture, Mount};
 use strata_server::store::parse_rfc3339;
@@ -29,6 +29,8 @@ use strata_server::{AppError, AppState, ConfigStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
+
+use crate::catalog::StoreCatalog;
 
 /// How the pipeline runs.
 #[derive(Debug, Clone)]
@@ -72,13 +74,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Locks the directory, recovers the log and mounts ingestion over it.
-    pub async fn open(cfg: &PipelineConfig, auth: Arc<dyn Authorizer>) -> Result<Self, String> {
+    /// Exposures are checked against `catalog` when one is given.
+    pub async fn open(
+        cfg: &PipelineConfig,
+        auth: Arc<dyn Authorizer>,
+        catalog: Option<Arc<dyn Catalog>>,
+    ) -> Result<Self, String> {
         let lock = strata_pipeline::lock_dir(&cfg.dir).map_err(|e| e.to_string())?;
         let store = LocalStore::open(&cfg.dir, cfg.store.clone())
             .await
             .map_err(|e| format!("pipeline store: {e}"))?;
         let sink: Arc<dyn strata_pipeline::Sink> = store.clone();
-        let ingest = Ingest::new(sink, auth, cfg.ingest.clone());
+        let ingest = match catalog {
+            Some(c) => Ingest::with_catalog(sink, auth, c, cfg.ingest.clone()),
+            None => Ingest::new(sink, auth, cfg.ingest.clone()),
+        };
         Ok(Self {
             store,
             ingest,
@@ -222,14 +232,16 @@ pub struct PipelineMount {
 
 impl PipelineMount {
     /// Opens the pipeline under `cfg.dir`, authenticated by the control
-    /// plane's ingestion keys.
+    /// plane's ingestion keys, its exposures checked against the control
+    /// plane's experiments.
     pub async fn open(cfg: &PipelineConfig, state: &AppState) -> Result<Self, String> {
         let auth = Arc::new(IngestAuthorizer {
             store: state.store.clone(),
             keys: state.keys.clone(),
         });
+        let catalog = Arc::new(StoreCatalog::new(state));
         Ok(Self {
-            pipeline: Arc::new(Pipeline::open(cfg, auth).await?),
+            pipeline: Arc::new(Pipeline::open(cfg, auth, Some(catalog)).await?),
             state: state.clone(),
             retention_interval: cfg.retention_interval,
         })

@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::metrics::{IngestMetrics, RefusalReason};
 use crate::parse::{self, BatchError, BodyFormat, ParseLimits, Rejection};
 use crate::record::{Kind, RecordRef};
-use crate::{AuthDenied, Authorizer, Outcome, Pressure, Sink, SinkError};
+use crate::{AuthDenied, Authorizer, Catalog, Outcome, Pressure, Sink, SinkError};
 use strata_http::body::{discard_body, read_limited, BodyError};
 use strata_http::limit::{Rate, RateLimiter, Verdict};
 use strata_http::{retry_after_header, AppError};
@@ -158,6 +158,7 @@ impl std::fmt::Debug for Ingest {
 struct Inner {
     sink: Arc<dyn Sink>,
     auth: Arc<dyn Authorizer>,
+    catalog: Option<Arc<dyn Catalog>>,
     cfg: IngestConfig,
     units: RateLimiter,
     keys: RateLimiter,
@@ -168,6 +169,26 @@ struct Inner {
 impl Ingest {
     /// Ingestion into `sink`, authenticated by `auth`, limited by `cfg`.
     pub fn new(sink: Arc<dyn Sink>, auth: Arc<dyn Authorizer>, cfg: IngestConfig) -> Ingest {
+        Self::build(sink, auth, None, cfg)
+    }
+
+    /// Ingestion that also checks each exposure's experiment and variants
+    /// against `catalog` (see [`crate::catalog`]).
+    pub fn with_catalog(
+        sink: Arc<dyn Sink>,
+        auth: Arc<dyn Authorizer>,
+        catalog: Arc<dyn Catalog>,
+        cfg: IngestConfig,
+    ) -> Ingest {
+        Self::build(sink, auth, Some(catalog), cfg)
+    }
+
+    fn build(
+        sink: Arc<dyn Sink>,
+        auth: Arc<dyn Authorizer>,
+        catalog: Option<Arc<dyn Catalog>>,
+        cfg: IngestConfig,
+    ) -> Ingest {
         let units = RateLimiter::new(cfg.unit_rate, cfg.unit_limiter_capacity);
         let keys = RateLimiter::new(cfg.key_rate, 65_536);
         let ips = RateLimiter::new(cfg.ip_rate, 65_536);
@@ -176,6 +197,7 @@ impl Ingest {
             inner: Arc::new(Inner {
                 sink,
                 auth,
+                catalog,
                 cfg,
                 units,
                 keys,
@@ -361,9 +383,20 @@ impl Inner {
         let format =
             BodyFormat::from_content_type(header_str(&parts.headers, header::CONTENT_TYPE));
         let decoded = parse::decode_body(&bytes, encoding, limit).map_err(batch_error)?;
+        let catalog = match (&self.catalog, kind) {
+            (Some(c), Kind::Exposure) => c.current().await,
+            _ => None,
+        };
         let received_at = now_micros();
-        let batch = parse::parse_batch(&decoded, format, kind, received_at, &self.cfg.parse)
-            .map_err(batch_error)?;
+        let batch = parse::parse_batch_in(
+            &decoded,
+            format,
+            kind,
+            received_at,
+            &self.cfg.parse,
+            catalog.as_deref(),
+        )
+        .map_err(batch_error)?;
         let total = batch.len();
 
         // Per-key and per-IP limits count records, taken as debt so that one

@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod batch;
+pub mod catalog;
 pub mod codec;
 pub mod compact;
 pub mod dedup;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use batch::Batch;
+pub use catalog::{Catalog, CatalogEntry, Experiments};
 pub use compact::CompactionReport;
 pub use delete::DeletionReport;
 pub use error::StoreError;

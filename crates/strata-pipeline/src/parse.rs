@@ -27,6 +27,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use crate::batch::Batch;
+use crate::catalog::Experiments;
 use crate::record::{EventRef, ExposureRef, Kind, MapRef, RecordRef};
 
 /// Limits applied to one batch and its records.
@@ -223,10 +224,25 @@ pub fn parse_batch(
     now_micros: i64,
     limits: &ParseLimits,
 ) -> Result<ParsedBatch, BatchError> {
+    parse_batch_in(body, format, kind, now_micros, limits, None)
+}
+
+/// [`parse_batch`], with exposures checked against `catalog` when given:
+/// an exposure naming an unknown experiment or variant is rejected, and one
+/// naming an experiment by its flag is stored under the experiment's key.
+pub fn parse_batch_in(
+    body: &[u8],
+    format: BodyFormat,
+    kind: Kind,
+    now_micros: i64,
+    limits: &ParseLimits,
+    catalog: Option<&Experiments>,
+) -> Result<ParsedBatch, BatchError> {
     let ctx = Ctx {
         kind,
         now: now_micros,
         limits,
+        catalog,
     };
     let mut batch = ParsedBatch {
         // The encoding is smaller than the JSON it came from.
@@ -307,6 +323,7 @@ struct Ctx<'a> {
     kind: Kind,
     now: i64,
     limits: &'a ParseLimits,
+    catalog: Option<&'a Experiments>,
 }
 
 impl Ctx<'_> {
@@ -365,6 +382,18 @@ impl Ctx<'_> {
                 };
                 let opted_out = self.flag("opted_out", raw.opted_out)?;
                 let attributes = self.map("attributes", raw.map_attrs)?;
+                let experiment = match self.catalog {
+                    None => experiment,
+                    Some(c) => {
+                        match c.resolve(&experiment, &variant, assigned_variant.as_deref()) {
+                            // Named by its key: the body's string is stored as is.
+                            Ok(e) if e.key == *experiment => experiment,
+                            // Named by its flag: the key is stored.
+                            Ok(e) => Cow::Owned(e.key.clone()),
+                            Err(unknown) => return Err((unknown.reason, unknown.field.into())),
+                        }
+                    }
+                };
                 out.push(&RecordRef::Exposure(ExposureRef {
                     unit_id: &unit_id,
                     experiment: &experiment,
@@ -984,6 +1013,75 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         assert_eq!(e.properties, expected);
+    }
+
+    #[test]
+    fn with_a_catalog_exposures_name_known_experiments_and_variants_by_key_or_flag() {
+        use crate::catalog::{CatalogEntry, Experiments};
+        let catalog = Experiments::new([CatalogEntry {
+            key: "checkout".into(),
+            flag: "f-7c1".into(),
+            variants: vec!["control".into(), "treatment".into()],
+        }]);
+        let ts = NOW / 1000;
+        let body = format!(
+            r#"[{{"unit_id":"u1","experiment":"checkout","variant":"control","ts":{ts}}},
+               {{"unit_id":"u2","experiment":"f-7c1","variant":"treatment","ts":{ts}}},
+               {{"unit_id":"u3","experiment":"ghost","variant":"control","ts":{ts}}},
+               {{"unit_id":"u4","experiment":"checkout","variant":"b","ts":{ts}}},
+               {{"unit_id":"u5","experiment":"checkout","variant":"control","assigned_variant":"z","ts":{ts}}}]"#
+        );
+        let b = parse_batch_in(
+            body.as_bytes(),
+            BodyFormat::JsonArray,
+            Kind::Exposure,
+            NOW,
+            &ParseLimits::default(),
+            Some(&catalog),
+        )
+        .unwrap();
+        let stored: Vec<(usize, String, String)> = owned(&b)
+            .into_iter()
+            .map(|(i, r)| match r {
+                Record::Exposure(x) => (i, x.experiment, x.unit_id),
+                Record::Event(_) => panic!("an event in an exposure batch"),
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            [
+                (0, "checkout".into(), "u1".into()),
+                (1, "checkout".into(), "u2".into())
+            ],
+            "the flag is stored as the experiment's key"
+        );
+        let rejected: Vec<(usize, Option<&str>, &str)> = b
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_deref(), r.reason.as_str()))
+            .collect();
+        assert_eq!(rejected.len(), 3, "{rejected:?}");
+        assert_eq!(rejected[0].0, 2);
+        assert_eq!(rejected[0].1, Some("experiment"));
+        assert!(
+            rejected[0].2.contains("\"ghost\" does not exist"),
+            "{rejected:?}"
+        );
+        assert_eq!(
+            (rejected[1].0, rejected[1].1, rejected[1].2),
+            (
+                3,
+                Some("variant"),
+                "experiment \"checkout\" has no variant \"b\"; its variants are control, treatment"
+            )
+        );
+        assert_eq!(
+            (rejected[2].0, rejected[2].1),
+            (4, Some("assigned_variant"))
+        );
+        // Without a catalog the same batch is stored whole, as before.
+        let unchecked = exposures(&body).unwrap();
+        assert!(unchecked.rejected.is_empty(), "{:?}", unchecked.rejected);
     }
 
     #[test]

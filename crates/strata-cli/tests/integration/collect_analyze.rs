@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::serve::{call, strata_ok, token, Served, ADMIN};
+use crate::serve::{call, started_experiment, strata_ok, token, Served, ADMIN};
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
@@ -34,6 +34,7 @@ async fn collected_data_is_analysed_exactly_as_sent() {
     let dir = tmp.path().join("strata-data");
     let key = token(&dir, &["--kind", "ingest"]);
     let served = Served::start_in_runtime(&dir);
+    started_experiment(&served.base, &dir, "exp_e2e", &["control", "treatment"]).await;
     let http = reqwest::Client::new();
     let now = OffsetDateTime::now_utc();
     let exposed_at = rfc3339(now - Duration::from_secs(600));

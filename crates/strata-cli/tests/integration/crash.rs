@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::serve::{now_ms, strata_ok, token, Served};
+use crate::serve::{now_ms, started_experiment, strata_ok, token, Served};
 
 const SEED: u64 = 0x5EED_0006;
 const KILLS: usize = 12;
@@ -167,6 +167,7 @@ async fn acknowledged_records_survive_sigkill_exactly_once() {
     let dir = tmp.path().join("strata-data");
     let key = token(&dir, &["--kind", "ingest", "--name", "crash-test"]);
     let mut served = Served::start_in_runtime(&dir);
+    started_experiment(&served.base, &dir, "exp_crash", &["control", "treatment"]).await;
     let shared = Arc::new(Shared {
         base: Mutex::new(served.base.clone()),
         key,
@@ -270,6 +271,7 @@ async fn a_retried_batch_is_a_duplicate_across_restarts() {
         }
     };
     let served = Served::start_in_runtime(&dir);
+    started_experiment(&served.base, &dir, "e", &["a", "b"]).await;
     assert_eq!(send_both(served.base.clone()).await, [(50, 0); 2]);
     tokio::task::block_in_place(|| served.kill());
     let served = Served::start_in_runtime(&dir);

@@ -434,3 +434,164 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// Creates and starts, on the server at `base` with data directory `dir`,
+/// an experiment `key` of team `lab` with these variants (the first is the
+/// control) and a `purchase` conversion metric, as a team would; returns
+/// the experiment as the API answers it. The collection endpoints accept
+/// exposures only to experiments that started.
+pub(crate) async fn started_experiment(
+    base: &str,
+    dir: &Path,
+    key: &str,
+    variants: &[&str],
+) -> Value {
+    use reqwest::Method;
+    let c = reqwest::Client::new();
+    let api = |p: &str| format!("{base}/api/v1/{p}");
+    let analyst = token(dir, &["--role", "analyst"]);
+    let lab = token(dir, &["--role", "experimenter", "--team", "lab"]);
+    let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
+    let (s, v) = call(&c, Method::POST, api("metrics"), &analyst, Some(metric)).await;
+    assert!(
+        s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+        "metric: {s} {v}"
+    );
+    let variants: Vec<Value> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"key": v, "weight": 1, "control": i == 0}))
+        .collect();
+    let exp = json!({
+        "key": key, "name": key, "owner_team": "lab", "unit": "user_id",
+        "variants": variants, "primary_metric": "conversion",
+        "mde": 0.05, "planned_units": 10000, "requires_approval": false
+    });
+    let (s, v) = call(&c, Method::POST, api("experiments"), &lab, Some(exp)).await;
+    assert_eq!(s, StatusCode::CREATED, "create: {v}");
+    let mut last = v;
+    for action in ["submit", "start"] {
+        let (s, v) = call(
+            &c,
+            Method::POST,
+            api(&format!("experiments/{key}/{action}")),
+            &lab,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{action}: {v}");
+        last = v;
+    }
+    last
+}
+
+/// Exposures name an experiment that started and one of its variants; the
+/// experiment's flag stands for its key (OFREP and remote-evaluation
+/// clients know only the flag) and the key is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_exposures_to_unknown_experiments_and_stores_a_flag_as_its_key() {
+    use reqwest::Method;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("strata-data");
+    let served = Served::start_in_runtime(&dir);
+    let c = reqwest::Client::new();
+    let ingest = token(&dir, &["--kind", "ingest"]);
+    let now = now_ms();
+    let url = format!("{}/collect/v1/exposures", served.base);
+    // Before the experiment exists, its exposures are refused one by one.
+    let early =
+        json!([{"unit_id": "u0", "experiment": "exp_flagged", "variant": "control", "ts": now}]);
+    let (s, v) = call(&c, Method::POST, url.clone(), &ingest, Some(early)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 0, "{v}");
+    assert_eq!(v["rejected"][0]["field"], "experiment", "{v}");
+
+    let exp =
+        started_experiment(&served.base, &dir, "exp_flagged", &["control", "treatment"]).await;
+    let flag = exp["flag"].as_str().expect("flag").to_owned();
+    assert_ne!(flag, "exp_flagged");
+    let batch = json!([
+        {"unit_id": "u1", "experiment": "exp_flagged", "variant": "control", "ts": now},
+        {"unit_id": "u2", "experiment": flag, "variant": "treatment", "ts": now},
+        {"unit_id": "u3", "experiment": "exp_never", "variant": "control", "ts": now},
+        {"unit_id": "u4", "experiment": "exp_flagged", "variant": "blue", "ts": now},
+    ]);
+    let (s, v) = call(&c, Method::POST, url, &ingest, Some(batch)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    let rejected = v["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 2, "{v}");
+    assert_eq!(
+        (&rejected[0]["index"], &rejected[0]["field"]),
+        (&json!(2), &json!("experiment")),
+        "{v}"
+    );
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\"exp_never\" does not exist"),
+        "{v}"
+    );
+    assert_eq!(
+        (&rejected[1]["index"], &rejected[1]["field"]),
+        (&json!(3), &json!("variant")),
+        "{v}"
+    );
+    assert_eq!(
+        rejected[1]["reason"],
+        "experiment \"exp_flagged\" has no variant \"blue\"; its variants are control, treatment"
+    );
+
+    // Killed: late exposures are still data about it.
+    let lab = token(&dir, &["--role", "experimenter", "--team", "lab"]);
+    let api = |p: &str| format!("{}/api/v1/{p}", served.base);
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        api("experiments/exp_flagged/kill"),
+        &lab,
+        Some(json!({"reason": "enough"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let late =
+        json!([{"unit_id": "u5", "experiment": "exp_flagged", "variant": "treatment", "ts": now}]);
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{}/collect/v1/exposures", served.base),
+        &ingest,
+        Some(late),
+    )
+    .await;
+    assert_eq!((s, &v["accepted"]), (StatusCode::OK, &json!(1)), "{v}");
+
+    let (s, v) = call(&c, Method::POST, api("pipeline/compact"), ADMIN, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    tokio::task::block_in_place(|| served.terminate());
+    let mut stored = Vec::new();
+    for f in strata_pipeline::parquet::list_parquet_files(&dir.join("pipeline/parquet"))
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains("kind=exposures"))
+    {
+        let (_, batches) = strata_pipeline::parquet::read_file(&f).unwrap();
+        for b in &batches {
+            let units = strata_pipeline::parquet::string_column(b, "unit_id", &f).unwrap();
+            let exps = strata_pipeline::parquet::string_column(b, "experiment", &f).unwrap();
+            for (u, e) in units.iter().zip(exps.iter()) {
+                stored.push((u.unwrap().to_owned(), e.unwrap().to_owned()));
+            }
+        }
+    }
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            ("u1".to_owned(), "exp_flagged".to_owned()),
+            ("u2".to_owned(), "exp_flagged".to_owned()),
+            ("u5".to_owned(), "exp_flagged".to_owned()),
+        ]
+    );
+}
