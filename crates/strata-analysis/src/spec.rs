@@ -193,6 +193,63 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 impl AnalysisSpec {
+    /// The analysis an experiment pre-registered: its variants and weights,
+    /// control, start (`started_at`), end (`ended_at`, or `as_of` while it
+    /// runs), primary, secondary and guardrail metrics, alpha, minimum
+    /// detectable effect, planned units and sequential method. The
+    /// definition's guardrails may name guardrail definitions; the caller
+    /// passes them resolved to metric keys as `guardrail_metrics`. Settings
+    /// the definition does not carry (CUPED, segments, the correction) take
+    /// their defaults.
+    pub fn from_experiment(
+        def: &strata_model::ExperimentDefinition,
+        guardrail_metrics: Vec<String>,
+        as_of: DateTime<Utc>,
+    ) -> Result<Self> {
+        let doc = format!("experiment {}", def.key);
+        let model = |e: strata_model::ModelError| Error::Invalid {
+            document: doc.clone(),
+            field: e.field().to_owned(),
+            reason: e.to_string(),
+        };
+        let start = def.start().map_err(model)?.to_owned();
+        let end = match def.ended_at.as_deref() {
+            Some(end) => end.to_owned(),
+            None => as_of.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        };
+        Ok(AnalysisSpec {
+            key: def.key.clone(),
+            control: def.control().map_err(model)?.key.clone(),
+            variants: def
+                .variants
+                .iter()
+                .map(|v| VariantSpec {
+                    key: v.key.clone(),
+                    weight: f64::from(v.weight),
+                })
+                .collect(),
+            start,
+            end,
+            primary: def.primary_metric.clone(),
+            secondary: def.secondary_metrics.clone(),
+            guardrails: guardrail_metrics,
+            alpha: def.alpha,
+            power: None,
+            mde: Some(def.mde),
+            planned_units: Some(def.planned_units),
+            sequential: def.sequential,
+            cuped: None,
+            segments: Vec::new(),
+            srm_alpha: default_srm_alpha(),
+            multiple_testing: MultipleTesting::default(),
+            analysis: AnalysisMode::default(),
+            clock_skew_seconds: default_skew(),
+            novelty_days: default_novelty_days(),
+        })
+    }
+}
+
+impl AnalysisSpec {
     /// Parses a spec from JSON or YAML text; `name` is used in messages.
     pub fn from_str_named(text: &str, name: &Path) -> Result<Self> {
         parse_document(text, name)
@@ -313,5 +370,76 @@ impl AnalysisSpec {
             start,
             end,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(ended_at: Option<&str>) -> strata_model::ExperimentDefinition {
+        serde_json::from_value(serde_json::json!({
+            "key": "exp_checkout", "owner_team": "checkout", "status": "running",
+            "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 3}],
+            "primary_metric": "conversion", "secondary_metrics": ["revenue"],
+            "guardrails": ["latency_guard"], "mde": 0.02, "planned_units": 5000,
+            "alpha": 0.01, "sequential": "group_sequential",
+            "started_at": "2026-01-01T00:00:00Z", "ended_at": ended_at
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stored_experiment_is_analysed_as_pre_registered() {
+        let as_of = parse_time("2026-01-08T12:00:00Z").unwrap();
+        let spec =
+            AnalysisSpec::from_experiment(&definition(None), vec!["p95_latency".into()], as_of)
+                .unwrap();
+        assert_eq!(spec.key, "exp_checkout");
+        assert_eq!(spec.control, "control");
+        assert_eq!(
+            spec.variants,
+            [
+                VariantSpec {
+                    key: "control".into(),
+                    weight: 1.0
+                },
+                VariantSpec {
+                    key: "treatment".into(),
+                    weight: 3.0
+                }
+            ]
+        );
+        assert_eq!(spec.start, "2026-01-01T00:00:00Z");
+        assert_eq!(
+            spec.end, "2026-01-08T12:00:00Z",
+            "a running experiment ends at the look"
+        );
+        assert_eq!(
+            (spec.primary.as_str(), spec.secondary.as_slice()),
+            ("conversion", &["revenue".to_owned()][..])
+        );
+        assert_eq!(spec.guardrails, ["p95_latency"]);
+        assert_eq!(
+            (spec.alpha, spec.mde, spec.planned_units),
+            (0.01, Some(0.02), Some(5000))
+        );
+        assert_eq!(spec.sequential, SequentialMethod::GroupSequential);
+        let ended =
+            AnalysisSpec::from_experiment(&definition(Some("2026-01-05T00:00:00Z")), vec![], as_of)
+                .unwrap();
+        assert_eq!(ended.end, "2026-01-05T00:00:00Z");
+    }
+
+    #[test]
+    fn an_experiment_that_never_started_cannot_be_analysed() {
+        let mut d = definition(None);
+        d.started_at = None;
+        d.status = "draft".into();
+        let e = AnalysisSpec::from_experiment(&d, vec![], Utc::now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "experiment exp_checkout: field `started_at`: started_at is unset: experiment \"exp_checkout\" has not started (status draft), there is nothing to analyse"
+        );
     }
 }

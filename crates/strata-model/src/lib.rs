@@ -1,5 +1,6 @@
 //! The platform vocabulary Strata's planes share: the metric registry,
-//! guardrail definitions and the sequential testing method.
+//! guardrail definitions, the sequential testing method and an experiment's
+//! pre-registered definition.
 //!
 //! The control plane (`strata-server`) stores and serves these definitions
 //! and the analysis engine (`strata-analysis`) computes them; both read the
@@ -13,12 +14,14 @@
 
 pub mod check;
 pub mod error;
+pub mod experiment;
 pub mod guardrail;
 pub mod metric;
 pub mod sequential;
 
 pub use check::{check_key, check_text, KEY_MAX_BYTES};
 pub use error::ModelError;
+pub use experiment::{ExperimentDefinition, VariantDefinition};
 pub use guardrail::{AutoAction, GuardrailDef, GuardrailDirection};
 pub use metric::{
     Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,

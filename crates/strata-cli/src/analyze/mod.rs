@@ -1,13 +1,16 @@
 //! `strata analyze`: analyse an experiment from exposures and events.
 //!
-//! The command's part is its options, reading the spec and registry files,
-//! the progress spinner and rendering; the analysis itself is
+//! The command's part is its options, reading the spec and registry files
+//! (or, with `--server`, the experiment's stored definition and the
+//! registry from a running server, and publishing the look back to it), the
+//! progress spinner and rendering; the analysis itself is
 //! `strata_analysis::analyze`.
 
 mod progress;
+mod remote;
 mod render;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -28,17 +31,40 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
     /// Experiment analysis spec (JSON or YAML).
-    #[arg(long, value_name = "EXPERIMENT.yaml")]
-    spec: String,
+    #[arg(
+        long,
+        value_name = "EXPERIMENT.yaml",
+        required_unless_present = "server"
+    )]
+    spec: Option<String>,
     /// Metric registry (JSON or YAML).
-    #[arg(long, value_name = "METRICS.yaml")]
-    metrics: String,
+    #[arg(long, value_name = "METRICS.yaml", required_unless_present = "server")]
+    metrics: Option<String>,
     /// Exposures: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed) or a glob.
-    #[arg(long, value_name = "PATH")]
-    exposures: String,
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["server", "data"], requires = "events")]
+    exposures: Option<String>,
     /// Events: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed) or a glob.
-    #[arg(long, value_name = "PATH")]
-    events: String,
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["server", "data"], requires = "exposures")]
+    events: Option<String>,
+    /// The data directory of `strata serve`: exposures and events are read
+    /// from the Parquet it writes under DIR/pipeline/parquet (with `--server`
+    /// and neither this nor --exposures/--events: ./strata-data).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["exposures", "events"])]
+    data: Option<PathBuf>,
+    /// A running server (`http://host:port`): analyse the experiment as it
+    /// was pre-registered there, with the server's metric registry, instead
+    /// of --spec and --metrics.
+    #[arg(long, value_name = "URL", requires = "experiment", conflicts_with_all = ["spec", "metrics"])]
+    server: Option<String>,
+    /// API token for --server (default: the STRATA_TOKEN environment variable).
+    #[arg(long, value_name = "TOKEN", requires = "server")]
+    token: Option<String>,
+    /// Key of the experiment to analyse, with --server.
+    #[arg(long, value_name = "KEY", requires = "server")]
+    experiment: Option<String>,
+    /// Publish the results to the server as the experiment's next look.
+    #[arg(long, requires = "server", conflicts_with = "looks")]
+    publish: bool,
     /// Analyse the data as of this time (RFC 3339).
     #[arg(long, value_name = "RFC3339", conflicts_with = "looks")]
     as_of: Option<String>,
@@ -90,11 +116,58 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
                 .collect::<Result<Vec<_>>>()
         })
         .transpose()?;
-    // Validated here so that errors in the spec name its file.
-    let (spec, registry) = strata_analysis::load(Path::new(&args.spec), Path::new(&args.metrics))?;
-    let data = DataSource {
-        exposures: args.exposures.clone(),
-        events: args.events.clone(),
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let server = match (&args.server, &args.experiment) {
+        (Some(url), Some(key)) => Some(remote::Server::new(url, args.token.clone(), key)?),
+        _ => None,
+    };
+    let (spec, registry) = match (&server, &args.spec, &args.metrics) {
+        (Some(server), _, _) => {
+            // A look is analysed at one instant: the spec's end for a
+            // running experiment is that instant.
+            let at = looks
+                .as_ref()
+                .and_then(|l| l.iter().max().copied())
+                .or(as_of)
+                .unwrap_or_else(Utc::now);
+            runtime.block_on(server.pre_registered(at))?
+        }
+        (None, Some(spec), Some(metrics)) => {
+            // Validated here so that errors in the spec name its file.
+            let (spec, registry) = strata_analysis::load(Path::new(spec), Path::new(metrics))?;
+            (spec.spec, registry)
+        }
+        _ => {
+            return Err(anyhow!(
+                "give --spec and --metrics, or --server and --experiment"
+            ))
+        }
+    };
+    let data = match (&args.exposures, &args.events, &args.data) {
+        (Some(exposures), Some(events), _) => DataSource {
+            exposures: exposures.clone(),
+            events: events.clone(),
+        },
+        (_, _, dir) => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./strata-data"));
+            let parquet = dir.join("pipeline").join("parquet");
+            if !parquet.is_dir() {
+                return Err(anyhow!(
+                    "option `data`: {} holds no event pipeline output (expected {}); pass the --data-dir of `strata serve`, or --exposures and --events",
+                    dir.display(),
+                    parquet.display()
+                ));
+            }
+            DataSource {
+                exposures: parquet.join("kind=exposures").display().to_string(),
+                events: parquet.join("kind=events").display().to_string(),
+            }
+        }
     };
     let spinner = progress::Spinner::on_stderr();
     let options = EngineOptions {
@@ -104,22 +177,26 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
         unfused_parts: args.unfused_parts,
         ..EngineOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
     let results = runtime.block_on(async {
         match &looks {
             Some(looks) => {
-                strata_analysis::analyze_looks(&spec.spec, &registry, &data, looks, options).await
+                strata_analysis::analyze_looks(&spec, &registry, &data, looks, options).await
             }
-            None => strata_analysis::analyze(&spec.spec, &registry, &data, as_of, options)
+            None => strata_analysis::analyze(&spec, &registry, &data, as_of, options)
                 .await
                 .map(|r| vec![r]),
         }
     });
     spinner.finish();
-    render(&results?, args.format, looks.is_some())
+    let results = results?;
+    if let (true, Some(server), Some(r)) = (args.publish, &server, results.first()) {
+        let seq = runtime.block_on(server.publish(r))?;
+        eprintln!(
+            "published look {seq} of experiment {} (as of {})",
+            spec.key, r.as_of
+        );
+    }
+    render(&results, args.format, looks.is_some())
 }
 
 /// Renders analyses in `format`; `looks` selects the JSON array form.
@@ -159,10 +236,15 @@ mod tests {
     fn args(format: Format) -> AnalyzeArgs {
         let ex = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/analysis");
         AnalyzeArgs {
-            spec: format!("{ex}/experiment.yaml"),
-            metrics: format!("{ex}/metrics.yaml"),
-            exposures: format!("{ex}/data/exposures"),
-            events: format!("{ex}/data/events"),
+            spec: Some(format!("{ex}/experiment.yaml")),
+            metrics: Some(format!("{ex}/metrics.yaml")),
+            exposures: Some(format!("{ex}/data/exposures")),
+            events: Some(format!("{ex}/data/events")),
+            data: None,
+            server: None,
+            token: None,
+            experiment: None,
+            publish: false,
             as_of: None,
             looks: None,
             format,

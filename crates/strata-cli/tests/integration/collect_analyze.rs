@@ -172,3 +172,114 @@ async fn collected_data_is_analysed_exactly_as_sent() {
     keys.sort();
     assert_eq!(keys, ["DE", "US"], "{}", doc["segments"]);
 }
+
+/// `strata analyze --server … --experiment … --publish`: the experiment as
+/// pre-registered on a running `strata serve`, analysed from the Parquet
+/// that server wrote of the data it collected, published back as a look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_reads_the_stored_definition_and_publishes_a_look() {
+    const N: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("strata-data");
+    let served = Served::start_in_runtime(&dir);
+    let base = served.base.clone();
+    started_experiment(&base, &dir, "exp_look", &["control", "treatment"]).await;
+    let ingest = token(&dir, &["--kind", "ingest"]);
+    let analyst = token(&dir, &["--role", "analyst", "--name", "nightly-analysis"]);
+    let http = reqwest::Client::new();
+    let t0 = OffsetDateTime::now_utc();
+    let exposures: Vec<Value> = (0..N)
+        .map(|i| {
+            json!({"unit_id": format!("u{i}"), "experiment": "exp_look",
+                "variant": if i % 2 == 1 { "treatment" } else { "control" }, "ts": rfc3339(t0)})
+        })
+        .collect();
+    // Every third control unit and every second treatment unit converts.
+    let converts = |i: usize| if i % 2 == 1 { i % 4 == 1 } else { i % 3 == 0 };
+    let events: Vec<Value> = (0..N)
+        .filter(|i| converts(*i))
+        .map(|i| {
+            json!({"event_id": format!("p{i}"), "unit_id": format!("u{i}"), "type": "purchase",
+                "ts": rfc3339(t0 + Duration::from_millis(100))})
+        })
+        .collect();
+    for (kind, body) in [("exposures", exposures), ("events", events)] {
+        let (s, v) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/collect/v1/{kind}"),
+            &ingest,
+            Some(json!(body)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(v["rejected"].as_array().unwrap().is_empty(), "{v}");
+    }
+    let (s, v) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/pipeline/compact"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let analyze = |experiment: &str, publish: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.args(["analyze", "--server", &base, "--token", &analyst])
+            .args(["--experiment", experiment, "--data"])
+            .arg(&dir);
+        if publish {
+            cmd.arg("--publish");
+        }
+        tokio::task::block_in_place(|| cmd.output().unwrap())
+    };
+    let out = analyze("exp_look", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("published look 1 of experiment exp_look"),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["experiment"], "exp_look");
+    assert_eq!(doc["units"], json!({"control": N / 2, "treatment": N / 2}));
+    let conversion = doc["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "conversion")
+        .expect("the pre-registered primary metric");
+    for (variant, parity) in [("control", 0), ("treatment", 1)] {
+        let units: Vec<usize> = (0..N).filter(|i| i % 2 == parity).collect();
+        let want = units.iter().filter(|i| converts(**i)).count() as f64 / units.len() as f64;
+        let got = conversion["variants"][variant]["mean"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{variant}: {got} vs {want}");
+    }
+
+    // The look is the experiment's latest results.
+    let (s, v) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/api/v1/experiments/exp_look/results"),
+        &analyst,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["seq"], 1, "{v}");
+    assert_eq!(v["published_by"], "nightly-analysis", "{v}");
+    assert_eq!(v["results"]["as_of"], doc["as_of"], "{v}");
+
+    // An experiment the server does not know is an error, not an empty analysis.
+    let out = analyze("exp_never", false);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/api/v1/experiments/exp_never") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    tokio::task::block_in_place(|| served.terminate());
+}
