@@ -79,6 +79,65 @@ impl GuardrailDef {
     }
 }
 
+/// An entry of an experiment's `guardrails` list with the metric it watches.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ResolvedGuardrail {
+    /// The name as the experiment lists it.
+    pub name: String,
+    /// The key of the metric watched: the definition's `metric`, or the
+    /// name itself when it is a metric key.
+    pub metric: String,
+    /// The guardrail definition named, when the name is one.
+    pub definition: Option<GuardrailDef>,
+}
+
+/// Resolves an experiment's `guardrails` list, whose entries may name
+/// guardrail definitions or metrics, to the metrics watched, so that the
+/// analysis, which knows only metrics, reads one namespace.
+///
+/// A name that is both a guardrail definition and a metric is refused as
+/// ambiguous unless the definition watches that same metric; an unknown name
+/// is refused. Fields are `guardrails[i]`.
+pub fn resolve(
+    names: &[String],
+    guardrails: &[GuardrailDef],
+    metrics: &[&str],
+) -> Result<Vec<ResolvedGuardrail>, ModelError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let field = format!("guardrails[{i}]");
+            let def = guardrails.iter().find(|g| &g.key == name);
+            let is_metric = metrics.contains(&name.as_str());
+            match def {
+                Some(g) if is_metric && g.metric != *name => Err(ModelError::invalid(
+                    field,
+                    format!(
+                        "{name:?} is ambiguous: it is a guardrail definition watching metric {:?} and also a metric key",
+                        g.metric
+                    ),
+                )),
+                Some(g) => Ok(ResolvedGuardrail {
+                    name: name.clone(),
+                    metric: g.metric.clone(),
+                    definition: Some(g.clone()),
+                }),
+                None if is_metric => Ok(ResolvedGuardrail {
+                    name: name.clone(),
+                    metric: name.clone(),
+                    definition: None,
+                }),
+                None => Err(ModelError::invalid(
+                    field,
+                    format!("{name:?} is neither a guardrail definition nor a registered metric"),
+                )),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +250,43 @@ mod tests {
             r#"{"key":"g","metric":"m","threshold":1,"direction":"decrease_is_bad","window_minutes":5,"auto_action":"alert","x":1}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn names_resolve_to_metrics() {
+        let defs = [def()];
+        let names: Vec<String> = ["latency_guard", "conversion"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = resolve(&names, &defs, &["page_load_p95", "conversion"]).unwrap();
+        assert_eq!(
+            r.iter().map(|g| g.metric.as_str()).collect::<Vec<_>>(),
+            ["page_load_p95", "conversion"]
+        );
+        assert_eq!(r[0].definition.as_ref(), Some(&defs[0]));
+        assert_eq!(r[1].definition, None);
+        // A definition named after the metric it watches is not ambiguous.
+        let same = GuardrailDef {
+            key: "page_load_p95".into(),
+            ..def()
+        };
+        let r = resolve(&["page_load_p95".into()], &[same], &["page_load_p95"]).unwrap();
+        assert_eq!(r[0].metric, "page_load_p95");
+    }
+
+    #[test]
+    fn unknown_and_ambiguous_names_are_refused() {
+        let names: Vec<String> = vec!["conversion".into(), "nope".into()];
+        let e = resolve(&names, &[def()], &["conversion"]).unwrap_err();
+        assert_eq!(e.field(), "guardrails[1]");
+        assert_eq!(
+            e.to_string(),
+            "guardrails[1] \"nope\" is neither a guardrail definition nor a registered metric"
+        );
+        let names: Vec<String> = vec!["conversion".into(), "latency_guard".into()];
+        let e = resolve(&names, &[def()], &["conversion", "latency_guard"]).unwrap_err();
+        assert_eq!(e.field(), "guardrails[1]");
+        assert!(e.to_string().contains("ambiguous"), "{e}");
     }
 }

@@ -1,8 +1,9 @@
 //! Ingestion metrics in the Prometheus text format.
 //!
 //! Counters are atomics updated on the request path; the per-variant
-//! exposure counts, which the guardrail monitor's data-quality checks (SRM
-//! before analysis) read, are kept per (experiment, variant) with a cap on
+//! exposure counts, which let an operator watch each variant's traffic
+//! split live (an early sign of sample-ratio mismatch before the analysis
+//! tests it), are kept per (experiment, variant) with a cap on
 //! the number of series so a client sending random experiment keys cannot
 //! grow `/metrics` without bound.
 

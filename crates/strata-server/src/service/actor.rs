@@ -1,7 +1,7 @@
 //! Who acts: the holder of a token, or a job inside the server process.
 //!
 //! One type serves permission checks and the audit log alike, so that an
-//! operation called in-process (a scheduler, the guardrail monitor) is
+//! operation called in-process by a job of the server is
 //! checked against the same permission table and audited under a name just
 //! like a request made with a token.
 

@@ -126,18 +126,26 @@ async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(
             ));
         }
     }
-    for (i, g) in req.guardrails.iter().enumerate() {
-        let known = tx.definition::<Value>("guardrail", g).await?.is_some()
-            || tx.definition::<Value>("metric", g).await?.is_some();
-        if !known {
-            return Err(ServiceError::validation(
-                format!("guardrails[{i}]"),
-                format!(
-                    "guardrail {g:?} is neither a guardrail definition nor a registered metric"
-                ),
-            ));
+    // Entries name guardrail definitions or metrics; the model resolves
+    // them to the metrics watched and refuses unknown and ambiguous names.
+    let mut defs = Vec::new();
+    let mut metrics = Vec::new();
+    for g in &req.guardrails {
+        // A stored definition carries its registry revision and creation
+        // time beside the definition's own fields.
+        if let Some(Value::Object(mut doc)) = tx.definition::<Value>("guardrail", g).await? {
+            doc.remove("revision");
+            doc.remove("created_at");
+            let def: strata_model::GuardrailDef = serde_json::from_value(Value::Object(doc))
+                .map_err(|e| ServiceError::Internal(format!("stored guardrail {g:?}: {e}")))?;
+            defs.push(def);
+        }
+        if tx.definition::<Value>("metric", g).await?.is_some() {
+            metrics.push(g.as_str());
         }
     }
+    strata_model::guardrail::resolve(&req.guardrails, &defs, &metrics)
+        .map_err(|e| ServiceError::validation(e.field(), e.to_string()))?;
     Ok(())
 }
 

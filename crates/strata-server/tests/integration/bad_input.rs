@@ -210,3 +210,244 @@ async fn list_filters_and_paging() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     s.finish().await;
 }
+
+/// Words of Rust's and serde's vocabulary that no error message may contain.
+const RUST_WORDS: [&str; 20] = [
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "i32",
+    "i64",
+    "f32",
+    "f64",
+    "usize",
+    "struct ",
+    "enum ",
+    "Vec",
+    "Option",
+    "String",
+    "sequence",
+    "newtype",
+    "unit value",
+    "tuple",
+    "identifier",
+    "variant ",
+];
+
+#[tokio::test]
+async fn malformed_bodies_are_explained_in_the_api_language() {
+    let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
+    s.setup_registry().await;
+    let exp = |over: serde_json::Value| crate::common::experiment("exp_m", over);
+    let sdk = s.sdk_key().await;
+    let cases: Vec<(Method, &str, serde_json::Value)> = vec![
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"planned_units": "x"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"planned_units": -5})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"planned_units": 1.5})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"mde": "big"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"alpha": true})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"variants": {"a": 1}})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"variants": [1, 2]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(
+                json!({"variants": [{"key": "a", "weight": "x"}, {"key": "b", "weight": 4294967296u64}]}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"sequential": "foo"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"sequential": 3})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"range": [1]})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"range": "0-10"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"guardrails": "g"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"requires_approval": "no"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/experiments",
+            exp(json!({"surfaces": [1]})),
+        ),
+        (Method::POST, "/api/v1/experiments", json!("x")),
+        (Method::POST, "/api/v1/experiments", json!(7)),
+        (Method::POST, "/api/v1/layers", json!({"key": 5})),
+        (Method::POST, "/api/v1/layers", json!("checkout_layer")),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "binomial", "filter": "purchase"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "nope", "filter": {"type": "p"}}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "quantile", "quantile": "high", "filter": {"type": "p"}}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "sum", "filter": {"type": "p", "value": {"gt": "x"}}}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "binomial", "filter": {"type": 5}}),
+        ),
+        (Method::POST, "/api/v1/metrics", json!([])),
+        (
+            Method::POST,
+            "/api/v1/guardrails",
+            json!({"key": "g", "metric": "conversion", "threshold": "x", "direction": "increase_is_bad", "window_minutes": 5, "auto_action": "kill"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/guardrails",
+            json!({"key": "g", "metric": "conversion", "threshold": 1, "direction": "up", "window_minutes": 5, "auto_action": "kill"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/guardrails",
+            json!({"key": "g", "metric": "conversion", "threshold": 1, "direction": "increase_is_bad", "window_minutes": -5, "auto_action": "kill"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/guardrails",
+            json!({"key": "g", "metric": "conversion", "threshold": 1, "direction": "increase_is_bad", "window_minutes": 5, "auto_action": ["kill"]}),
+        ),
+        (Method::PUT, "/api/v1/holdout", json!({"percent": "x"})),
+        (Method::PUT, "/api/v1/holdout", json!([])),
+        (Method::PUT, "/api/v1/holdout", json!("x")),
+        (Method::POST, "/api/v1/keys", json!({"kind": 1})),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            json!({"kind": "api", "role": ["admin"]}),
+        ),
+        (Method::POST, "/api/v1/keys", json!(true)),
+        (
+            Method::POST,
+            "/sdk/v1/evaluate",
+            json!({"context": {}, "surface": 1}),
+        ),
+        (
+            Method::POST,
+            "/sdk/v1/evaluate",
+            json!({"context": {}, "surface": {}}),
+        ),
+        (Method::POST, "/sdk/v1/evaluate", json!(null)),
+    ];
+    for (method, path, body) in cases {
+        let token = if path.starts_with("/sdk") {
+            sdk.as_str()
+        } else {
+            crate::common::ADMIN
+        };
+        let (st, v) = s
+            .raw(method, path, token, body.to_string().into_bytes())
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        for word in RUST_WORDS {
+            assert!(
+                !msg.contains(word),
+                "{path} {body}: {msg:?} contains {word:?}"
+            );
+        }
+    }
+    let exact = [
+        (
+            json!({"planned_units": "x"}),
+            "planned_units",
+            r#"planned_units must be a whole number ≥ 0, got the string "x""#,
+        ),
+        (
+            json!({"variants": {"a": 1}}),
+            "variants",
+            "variants must be a list, got an object",
+        ),
+        (
+            json!({"sequential": "foo"}),
+            "sequential",
+            r#"sequential must be one of none, group_sequential, always_valid, got "foo""#,
+        ),
+        (
+            json!({"owner_team": 5}),
+            "owner_team",
+            "owner_team must be a string, got the number 5",
+        ),
+    ];
+    for (over, field, message) in exact {
+        let (st, v) = s.post("/api/v1/experiments", exp(over.clone())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{over}: {v}");
+        assert_eq!(v["error"]["field"], field, "{over}: {v}");
+        assert_eq!(v["error"]["message"], message, "{over}: {v}");
+    }
+    let (st, v) = s
+        .post(
+            "/api/v1/metrics",
+            json!({"key": "m", "type": "binomial", "filter": "purchase"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "filter", "{v}");
+    assert_eq!(
+        v["error"]["message"], "filter must be an object, got the string \"purchase\"",
+        "{v}"
+    );
+    s.finish().await;
+}

@@ -1,7 +1,6 @@
-//! The services called in-process, without HTTP: a job inside the server
-//! (the guardrail monitor) kills a running experiment as a system actor,
-//! with exactly the permissions it was built with; a scheduler creates and
-//! starts one.
+//! The services called in-process, without HTTP: a system actor kills a
+//! running experiment with exactly the permissions it was built with, and
+//! another creates and starts one.
 
 use serde_json::{json, Value};
 use strata_server::auth::Perm;

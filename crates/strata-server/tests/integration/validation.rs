@@ -156,3 +156,48 @@ async fn snapshot_validation_by_strata_core(s: TestServer) {
     strata_core::CompiledSnapshot::from_json(&snap.to_string()).expect("valid for strata-core");
     s.finish().await;
 }
+
+#[tokio::test]
+async fn guardrails_name_definitions_or_metrics_unambiguously() {
+    let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
+    s.setup_registry().await;
+    for (key, metric) in [
+        ("latency_guard", "page_load_p95"),
+        ("revenue", "page_load_p95"),
+    ] {
+        let (st, v) = s
+            .post(
+                "/api/v1/guardrails",
+                json!({"key": key, "metric": metric, "threshold": 50, "direction": "increase_is_bad",
+                       "window_minutes": 15, "auto_action": "alert"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    // A definition key and a metric key may be mixed.
+    s.create(
+        "exp_g",
+        json!({"guardrails": ["latency_guard", "conversion"]}),
+    )
+    .await;
+    // "revenue" is a definition watching page_load_p95 and also a metric.
+    let (st, v) = s
+        .post(
+            "/api/v1/experiments",
+            experiment(
+                "exp_h",
+                json!({"range": [400, 500], "guardrails": ["conversion", "revenue"]}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "guardrails[1]", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ambiguous"),
+        "{v}"
+    );
+    s.finish().await;
+}
