@@ -1,5 +1,7 @@
 //! The platform vocabulary Strata's planes share: the metric registry,
-//! guardrail definitions and the sequential testing method.
+//! guardrail definitions, the sequential testing method and the results
+//! document ([`results`]) the analysis engine writes and the control plane
+//! stores when it is published.
 //!
 //! The control plane (`strata-server`) stores and serves these definitions
 //! and the analysis engine (`strata-analysis`) computes them; both read the
@@ -15,6 +17,7 @@ pub mod check;
 pub mod error;
 pub mod guardrail;
 pub mod metric;
+pub mod results;
 pub mod sequential;
 
 pub use check::{check_key, check_text, KEY_MAX_BYTES};

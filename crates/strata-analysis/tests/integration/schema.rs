@@ -77,3 +77,17 @@ fn results_follow_the_json_schema() {
         check(&serde_json::to_value(&r).unwrap(), &schema, &defs, "$");
     }
 }
+
+#[test]
+fn a_document_round_trips_through_the_model_types() {
+    // The control plane reads published documents with strata-model's types:
+    // whatever this engine writes must come back byte for byte.
+    for extra in [
+        r#", "cuped": {"pre_period_days": 7}, "segments": ["country"]"#,
+        r#", "sequential": "always_valid", "planned_units": 100, "analysis": "per_protocol""#,
+    ] {
+        let written = serde_json::to_string(&analyze(extra)).unwrap();
+        let read: strata_model::results::Results = serde_json::from_str(&written).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), written);
+    }
+}
