@@ -149,8 +149,11 @@ fn validate(
     for v in doc.units.keys() {
         variant(format!("units.{v}"), v)?;
     }
-    for v in doc.srm.observed.keys().chain(doc.srm.expected.keys()) {
+    for v in doc.srm.observed.keys() {
         variant(format!("srm.observed.{v}"), v)?;
+    }
+    for v in doc.srm.expected.keys() {
+        variant(format!("srm.expected.{v}"), v)?;
     }
     for (i, m) in doc.metrics.iter().enumerate() {
         if !metrics.contains(&m.metric) {

@@ -190,6 +190,11 @@ async fn results_are_checked_against_the_experiment(s: TestServer) {
             "not a variant",
         ),
         (
+            with(&|d| d["srm"]["expected"]["v7"] = json!(1.0)),
+            "srm.expected.v7",
+            "not a variant",
+        ),
+        (
             with(&|d| d["metrics"][0]["effects"][0]["variant"] = json!("v9")),
             "metrics[0].effects[0].variant",
             "not a variant",
