@@ -1,6 +1,7 @@
 //! The platform vocabulary Strata's planes share: the metric registry,
-//! guardrail definitions, the sequential testing method and an experiment's
-//! pre-registered definition.
+//! guardrail definitions, the sequential testing method, an experiment's
+//! pre-registered definition, and the results document ([`results`]) the
+//! analysis engine writes and the control plane stores when it is published.
 //!
 //! The control plane (`strata-server`) stores and serves these definitions
 //! and the analysis engine (`strata-analysis`) computes them; both read the
@@ -17,6 +18,7 @@ pub mod error;
 pub mod experiment;
 pub mod guardrail;
 pub mod metric;
+pub mod results;
 pub mod sequential;
 
 pub use check::{check_key, check_text, KEY_MAX_BYTES};

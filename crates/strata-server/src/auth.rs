@@ -120,6 +120,9 @@ pub enum Perm {
     ResultsRead,
     /// Publish analysis results (analysts and admins; experimenters: their team's).
     ResultsWrite,
+    /// Retract a published look at the results (analysts and admins, every
+    /// team's): a correction of the record is not the publisher's to make alone.
+    ResultsRetract,
     /// Operate the event pipeline: compact now, delete a unit's data.
     DataAdmin,
 }
@@ -142,6 +145,7 @@ impl Perm {
             Perm::SdkRead => "sdk:read",
             Perm::ResultsRead => "results:read",
             Perm::ResultsWrite => "results:write",
+            Perm::ResultsRetract => "results:retract",
             Perm::DataAdmin => "data:admin",
         }
     }

@@ -433,6 +433,10 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         )
         .route("/api/v1/experiments/{key}/results/{seq}", get(results::one))
         .route(
+            "/api/v1/experiments/{key}/results/{seq}/retract",
+            post(results::retract),
+        )
+        .route(
             "/api/v1/experiments/{key}/{action}",
             post(experiments::action),
         )

@@ -30,7 +30,7 @@ impl Modify for Bearer {
     paths(
         experiments::create, experiments::get, experiments::list, experiments::update,
         experiments::action, experiments::audit,
-        results::publish, results::latest, results::one, results::history,
+        results::publish, results::latest, results::one, results::history, results::retract,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
@@ -46,7 +46,7 @@ impl Modify for Bearer {
         schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
-        sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory,
+        sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory, results::RetractRequest,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),

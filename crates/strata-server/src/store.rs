@@ -70,6 +70,11 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "results", include_str!("../migrations/0002_results.sql")),
+    (
+        3,
+        "results_retraction",
+        include_str!("../migrations/0003_results_retraction.sql"),
+    ),
 ];
 
 /// Who made a change (for the audit log): one type with the services.
@@ -168,6 +173,16 @@ pub struct ResultsMeta {
     pub published_at: String,
     /// The key name that published it.
     pub published_by: String,
+    /// When it was retracted (RFC 3339), if it was: a retracted look stays
+    /// in the history but is never the latest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retracted_at: Option<String>,
+    /// The key name that retracted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retracted_by: Option<String>,
+    /// Why it was retracted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retract_reason: Option<String>,
 }
 
 /// Connection settings.
@@ -509,7 +524,7 @@ impl ConfigStore {
     /// (documents not loaded).
     pub async fn results_history(&self, experiment: &str) -> Result<Vec<ResultsMeta>> {
         let rows = sqlx::query(
-            "SELECT seq, as_of, published_at, published_by FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
+            "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
         )
         .bind(experiment)
         .fetch_all(&self.pool)
@@ -517,7 +532,52 @@ impl ConfigStore {
         rows.iter().map(results_meta).collect()
     }
 
-    /// One publication (`seq`), or the latest by `as_of` when `seq` is `None`.
+    /// Retracts publication `seq` of `experiment` with a reason and audits
+    /// it (`results.retract`). `Ok(false)` when there is no such publication;
+    /// retracting a retracted look again is refused by the caller.
+    pub async fn retract_results(
+        &self,
+        experiment: &str,
+        seq: u64,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE results SET retracted_at = $1, retracted_by = $2, retract_reason = $3 WHERE experiment = $4 AND seq = $5 AND retracted_at IS NULL",
+        )
+        .bind(now)
+        .bind(actor.audit_name())
+        .bind(reason)
+        .bind(experiment)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let detail = format!("seq {seq}: {reason}");
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            "results.retract",
+            "experiment",
+            experiment,
+            None,
+            None,
+            None,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One publication (`seq`), or the latest by `as_of` when `seq` is `None`
+    /// (retracted publications are never the latest).
     pub async fn results(
         &self,
         experiment: &str,
@@ -525,19 +585,19 @@ impl ConfigStore {
     ) -> Result<Option<(ResultsMeta, Value)>> {
         let q = match seq {
             Some(seq) => sqlx::query(
-                "SELECT seq, as_of, published_at, published_by, doc FROM results WHERE experiment = $1 AND seq = $2",
+                "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason, doc FROM results WHERE experiment = $1 AND seq = $2",
             )
             .bind(experiment)
             .bind(i64::try_from(seq).unwrap_or(i64::MAX)),
             None => sqlx::query(
-                "SELECT seq, as_of, published_at, published_by, doc FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC LIMIT 1",
+                "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason, doc FROM results WHERE experiment = $1 AND retracted_at IS NULL ORDER BY as_of DESC, seq DESC LIMIT 1",
             )
             .bind(experiment),
         };
         let Some(r) = q.fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
-        let doc: Value = from_json("results", &r.try_get::<String, _>(4)?)?;
+        let doc: Value = from_json("results", &r.try_get::<String, _>(7)?)?;
         Ok(Some((results_meta(&r)?, doc)))
     }
 
@@ -656,6 +716,9 @@ fn results_meta(r: &sqlx::any::AnyRow) -> Result<ResultsMeta> {
         as_of: rfc3339(r.try_get(1)?),
         published_at: rfc3339(r.try_get(2)?),
         published_by: r.try_get(3)?,
+        retracted_at: r.try_get::<Option<i64>, _>(4)?.map(rfc3339),
+        retracted_by: r.try_get(5)?,
+        retract_reason: r.try_get(6)?,
     })
 }
 

@@ -77,3 +77,51 @@ fn results_follow_the_json_schema() {
         check(&serde_json::to_value(&r).unwrap(), &schema, &defs, "$");
     }
 }
+
+#[test]
+fn a_document_round_trips_through_the_model_types() {
+    // The control plane reads published documents with strata-model's types
+    // (and stores them as sent): every field this engine writes must come
+    // back. serde_json's default float parser may differ from the written
+    // decimal in the last bit, so numbers compare to a relative 1e-15.
+    for extra in [
+        r#", "cuped": {"pre_period_days": 7}, "segments": ["country"]"#,
+        r#", "sequential": "always_valid", "planned_units": 100, "analysis": "per_protocol""#,
+    ] {
+        let written = serde_json::to_value(analyze(extra)).unwrap();
+        let read: strata_model::results::Results =
+            serde_json::from_str(&written.to_string()).unwrap();
+        let back = serde_json::to_value(&read).unwrap();
+        if let Err(at) = same(&written, &back, "$") {
+            panic!("the document changed at {at}:\n{written}\n{back}");
+        }
+    }
+}
+
+/// Equal documents, numbers within a relative 1e-15; else the first path
+/// where they differ.
+fn same(a: &Value, b: &Value, path: &str) -> Result<(), String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            if x == y || (x - y).abs() <= 1e-15 * x.abs().max(y.abs()) {
+                Ok(())
+            } else {
+                Err(format!("{path}: {x} vs {y}"))
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .try_for_each(|(i, (x, y))| same(x, y, &format!("{path}[{i}]"))),
+        (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+            x.iter().try_for_each(|(k, v)| {
+                let w = y.get(k).ok_or_else(|| format!("{path}.{k}: missing"))?;
+                same(v, w, &format!("{path}.{k}"))
+            })
+        }
+        _ if a == b => Ok(()),
+        _ => Err(format!("{path}: {a} vs {b}")),
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::auth::{random_hex, Auth, Perm};
 use crate::error::AppError;
 use crate::json::ApiJson;
-use crate::model::{check_percent, GuardrailDef, HoldoutRecord, HoldoutRequest, MetricDef};
+use crate::model::{check_percent, GuardrailDef, HoldoutRecord, HoldoutRequest, MetricDef, Status};
 use crate::schema;
 use crate::state::AppState;
 use crate::store::rfc3339;
@@ -175,15 +175,63 @@ pub async fn get_metric(
     get_def(&state, "metric", &key).await
 }
 
-/// `DELETE /api/v1/metrics/{key}` (soft delete)
+/// The experiments, not archived, that reference metric `key`: as primary,
+/// as secondary, or as a guardrail (directly or through a guardrail
+/// definition watching it).
+async fn experiments_using_metric(state: &AppState, key: &str) -> Result<Vec<String>, AppError> {
+    // Stored definitions carry a revision beside the definition's fields:
+    // read as JSON, not as the (closed) `GuardrailDef`.
+    let guardrails: Vec<Value> = state
+        .store
+        .definitions("guardrail")
+        .await
+        .map_err(|e| state.store_error(e))?;
+    let watches = |g: &String| {
+        g == key
+            || guardrails
+                .iter()
+                .any(|d| d["key"] == g.as_str() && d["metric"] == key)
+    };
+    Ok(state
+        .store
+        .experiments()
+        .await
+        .map_err(|e| state.store_error(e))?
+        .into_iter()
+        .filter(|e| e.status != Status::Archived)
+        .filter(|e| {
+            e.primary_metric == key
+                || e.secondary_metrics.iter().any(|m| m == key)
+                || e.guardrails.iter().any(watches)
+        })
+        .map(|e| e.key)
+        .collect())
+}
+
+/// `DELETE /api/v1/metrics/{key}` (soft delete). Refused (409) while an
+/// experiment that is not archived uses the metric: its results could no
+/// longer be analysed or published.
 #[utoipa::path(delete, path = "/api/v1/metrics/{key}", tag = "metrics", params(("key" = String, Path)),
-    responses((status = 204), (status = 404)))]
+    responses((status = 204), (status = 404),
+        (status = 409, description = "used by experiments that are not archived")))]
 pub async fn delete_metric(
     State(state): State<AppState>,
     auth: Auth,
     Path(key): Path<String>,
 ) -> Result<StatusCode, AppError> {
     auth.require(&state, Perm::MetricsWrite).await?;
+    let users = experiments_using_metric(&state, &key).await?;
+    if !users.is_empty() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "metric {key:?} is used by experiments {}; archive them or change their metrics first",
+                users.join(", ")
+            ),
+        )
+        .with_extra(json!({ "experiments": users })));
+    }
     delete_def(&state, &auth, "metric", &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -50,6 +50,7 @@ pub const API_TABLE: &[(Perm, [Reach; 4])] = &[
     (Perm::SdkRead, [N, N, N, N]),
     (Perm::ResultsRead, [A, O, A, O]),
     (Perm::ResultsWrite, [A, O, A, N]),
+    (Perm::ResultsRetract, [A, N, A, N]),
     (Perm::DataAdmin, [A, N, N, N]),
 ];
 
@@ -133,7 +134,7 @@ mod tests {
     use super::*;
     use crate::auth::Principal;
 
-    const ALL_PERMS: [Perm; 15] = [
+    const ALL_PERMS: [Perm; 16] = [
         Perm::Read,
         Perm::ExperimentsWrite,
         Perm::ExperimentsApprove,
@@ -148,6 +149,7 @@ mod tests {
         Perm::SdkRead,
         Perm::ResultsRead,
         Perm::ResultsWrite,
+        Perm::ResultsRetract,
         Perm::DataAdmin,
     ];
 
@@ -189,9 +191,10 @@ mod tests {
                     Role::Experimenter,
                     ExperimentsWrite | ExperimentsKill | ResultsRead | ResultsWrite,
                 ) => (true, false, true),
-                (Role::Analyst, MetricsWrite | AuditRead | ResultsRead | ResultsWrite) => {
-                    (true, true, true)
-                }
+                (
+                    Role::Analyst,
+                    MetricsWrite | AuditRead | ResultsRead | ResultsWrite | ResultsRetract,
+                ) => (true, true, true),
                 (Role::Viewer, ResultsRead) => (true, false, true),
                 _ => (false, false, false),
             }

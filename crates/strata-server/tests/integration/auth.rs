@@ -35,7 +35,8 @@ async fn role_matrix(s: TestServer) {
         s.key("sdk", None, "", "web").await,
         s.key("ingest", None, "", "collector").await,
     ];
-    s.running("exp_m", json!({"range": [0, 100]}), 5.0).await;
+    let started = s.running("exp_m", json!({"range": [0, 100]}), 5.0).await;
+    let now = crate::results::after_start(&started, 1000);
     // An experiment authored by the experimenter, so that the admin may approve it.
     let (st, v) = s
         .post_as(
@@ -100,7 +101,7 @@ async fn role_matrix(s: TestServer) {
         (
             Method::POST,
             "/api/v1/experiments/exp_m/results",
-            Some(json!({"experiment": "exp_m", "as_of": "2026-01-15T00:00:00Z", "metrics": []})),
+            Some(crate::results::doc("exp_m", &now, 1)),
             "yynynnn",
         ),
         (

@@ -420,6 +420,7 @@ async fn prometheus_and_openapi(s: TestServer) {
         "/sdk/v1/config",
         "/ofrep/v1/evaluate/flags/{key}",
         "/api/v1/config/rollback",
+        "/api/v1/experiments/{key}/results/{seq}/retract",
     ] {
         assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }

@@ -92,6 +92,26 @@ async fn metrics_and_guardrails(s: TestServer) {
     // An experiment may name the guardrail definition.
     s.create("exp_g", json!({"guardrails": ["latency_guard"]}))
         .await;
+    // A metric an experiment uses cannot be deleted: as primary, secondary,
+    // or watched by a guardrail definition the experiment names.
+    for metric in ["conversion", "revenue", "page_load_p95"] {
+        let (st, v, _) = s
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/metrics/{metric}"),
+                Some(crate::common::ADMIN),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::CONFLICT, "{metric}: {v}");
+        assert_eq!(v["error"]["experiments"], json!(["exp_g"]), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("exp_g"),
+            "{v}"
+        );
+        let (st, _) = s.get(&format!("/api/v1/metrics/{metric}")).await;
+        assert_eq!(st, StatusCode::OK);
+    }
     // Soft delete: gone from the API, still in the audit log, key not reusable.
     let (st, _, _) = s
         .call(

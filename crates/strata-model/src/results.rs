@@ -1,0 +1,251 @@
+//! The results document (`docs/results-schema.md`, `docs/results.schema.json`):
+//! what the analysis engine writes and the control plane stores when it is
+//! published. Serde types only; the JSON they serialise to is the schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The analysis of one experiment at one point in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Experiment key.
+    pub experiment: String,
+    /// End of the data analysed: `min(end, --as-of)` (RFC 3339).
+    pub as_of: String,
+    /// Start of the experiment (RFC 3339).
+    pub start: String,
+    /// `itt` or `per_protocol`.
+    pub analysis: String,
+    /// Units per variant, in the analysis.
+    pub units: BTreeMap<String, u64>,
+    /// Sample ratio mismatch check.
+    pub srm: Srm,
+    /// Metrics: primary, secondary, guardrails, in spec order.
+    pub metrics: Vec<MetricResult>,
+    /// Per segment attribute: breakdowns and Simpson's paradox checks.
+    pub segments: BTreeMap<String, SegmentReport>,
+    /// Novelty report of the primary metric (absent for ratio and quantile primaries).
+    pub novelty: Option<Novelty>,
+    /// Data-quality and interpretation warnings.
+    pub warnings: Vec<Warning>,
+}
+
+/// Sample ratio mismatch check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Srm {
+    /// Pearson χ² statistic.
+    pub chi2: f64,
+    /// Degrees of freedom.
+    pub df: u32,
+    /// p-value.
+    pub p_value: f64,
+    /// True when `p_value < srm_alpha`.
+    pub flagged: bool,
+    /// Observed units per variant.
+    pub observed: BTreeMap<String, u64>,
+    /// Expected units per variant under the configured weights.
+    pub expected: BTreeMap<String, f64>,
+}
+
+/// Results of one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricResult {
+    /// Metric key.
+    pub metric: String,
+    /// `primary`, `secondary` or `guardrail`.
+    pub role: String,
+    /// Metric type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `increase_is_good` or `increase_is_bad`.
+    pub direction: String,
+    /// Probability level, for quantile metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// Winsorizing cap applied to per-unit values (ratio: numerator, denominator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winsorize_caps: Option<Vec<f64>>,
+    /// Per-variant summaries.
+    pub variants: BTreeMap<String, VariantResult>,
+    /// Each treatment against the control.
+    pub effects: Vec<Effect>,
+}
+
+/// One variant of one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    /// Units (mean metrics: units with matching events; quantile metrics: events).
+    pub n: u64,
+    /// Mean of the per-unit values (ratio: Σnum/Σden); raw, not CUPED-adjusted.
+    pub mean: Option<f64>,
+    /// Sample variance of the per-unit values (ratio: delta-method variance × n).
+    pub variance: Option<f64>,
+    /// CUPED-adjusted mean, when CUPED applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuped_mean: Option<f64>,
+    /// The quantile, for quantile metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Distribution-free interval of the quantile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci: Option<[f64; 2]>,
+}
+
+/// An effect without adjustments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unadjusted {
+    /// Treatment − control.
+    pub delta: Option<f64>,
+    /// Interval of `delta`.
+    pub ci: Option<[f64; 2]>,
+    /// p-value.
+    pub p_value: Option<f64>,
+}
+
+/// CUPED details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CupedInfo {
+    /// Pooled θ.
+    pub theta: f64,
+    /// `1 − var(y')/var(y)`, pooled.
+    pub variance_reduction: Option<f64>,
+}
+
+/// Sequential outcome of the primary metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequential {
+    /// `group_sequential` or `always_valid`.
+    pub method: String,
+    /// Information fraction of this look (group-sequential).
+    pub information_fraction: Option<f64>,
+    /// Test statistic (group-sequential: normal deviate).
+    pub z: Option<f64>,
+    /// Boundary at this look (group-sequential).
+    pub boundary: Option<f64>,
+    /// Always-valid interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci: Option<[f64; 2]>,
+    /// Always-valid p-value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// `significant`, `continue` or `not_significant` (final look), or `insufficient_data`.
+    pub decision: String,
+}
+
+/// One treatment against the control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// Treatment variant.
+    pub variant: String,
+    /// Control variant.
+    pub control: String,
+    /// Treatment − control (CUPED-adjusted when CUPED applies).
+    pub delta: Option<f64>,
+    /// Interval of `delta` at level 1 − α.
+    pub ci: Option<[f64; 2]>,
+    /// Relative lift `treatment/control − 1`.
+    pub relative: Option<f64>,
+    /// Interval of `relative`.
+    pub relative_ci: Option<[f64; 2]>,
+    /// Unadjusted (for multiplicity) p-value.
+    pub p_value: Option<f64>,
+    /// Multiplicity-adjusted p-value (non-primary metrics).
+    pub adjusted_p_value: Option<f64>,
+    /// Decision at level α (primary: `p_value` or the sequential decision; others: `adjusted_p_value`).
+    pub significant: bool,
+    /// `high`, `moderate` or `not_significant`.
+    pub tier: String,
+    /// CUPED details, when CUPED applies.
+    pub cuped: Option<CupedInfo>,
+    /// The effect before CUPED, when CUPED applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unadjusted: Option<Unadjusted>,
+    /// Sequential outcome (primary metric, when configured).
+    pub sequential: Option<Sequential>,
+    /// Why no test was possible, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insufficient_data: Option<String>,
+    /// Warnings of this comparison (`srm`, `underpowered`, `borderline`, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Breakdown of every metric by one segment attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentReport {
+    /// Per segment value: per metric, per variant `n` and `mean`.
+    pub values: BTreeMap<String, BTreeMap<String, BTreeMap<String, SegmentCell>>>,
+    /// Per metric, per treatment: Simpson's paradox check.
+    pub simpson: BTreeMap<String, BTreeMap<String, Simpson>>,
+}
+
+/// A metric in one segment and variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentCell {
+    /// Units.
+    pub n: u64,
+    /// Mean (ratio: Σnum/Σden).
+    pub mean: Option<f64>,
+}
+
+/// Simpson's paradox check of one comparison over one segment attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Simpson {
+    /// Segments large enough to count.
+    pub eligible_segments: usize,
+    /// Of those, segments whose effect has the opposite sign of the aggregate.
+    pub opposite_segments: usize,
+    /// Most eligible segments disagree with the aggregate.
+    pub flagged: bool,
+}
+
+/// The primary effect early and late in units' exposure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Novelty {
+    /// Primary metric.
+    pub metric: String,
+    /// Early window: `[first exposure, first exposure + window_days)`.
+    pub window_days: u32,
+    /// Per treatment.
+    pub effects: Vec<NoveltyEffect>,
+}
+
+/// Early and late effect of one treatment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoveltyEffect {
+    /// Treatment.
+    pub variant: String,
+    /// Effect over every unit's early window.
+    pub early: WindowEffect,
+    /// Effect over the late window of units exposed at least `window_days` before the end.
+    pub late: WindowEffect,
+    /// Two-sided p-value of early − late (normal approximation).
+    pub decay_p_value: Option<f64>,
+    /// Early effect significant, late effect smaller in magnitude, and the difference significant.
+    pub flagged: bool,
+}
+
+/// A Welch comparison within a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowEffect {
+    /// Units in control and treatment.
+    pub n: [u64; 2],
+    /// Treatment − control.
+    pub delta: Option<f64>,
+    /// Interval of `delta`.
+    pub ci: Option<[f64; 2]>,
+    /// p-value.
+    pub p_value: Option<f64>,
+}
+
+/// A warning about the data or its interpretation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    /// Machine-readable code.
+    pub code: String,
+    /// How many units (or comparisons) it concerns, when it counts something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Human-readable explanation.
+    pub message: String,
+}
