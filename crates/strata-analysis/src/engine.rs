@@ -1,7 +1,7 @@
 //! Runs an analysis: registers inputs, executes the compiled plan with
 //! DataFusion, and hands the per-variant statistics to strata-stats.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -28,7 +28,10 @@ use crate::results::{self, Results};
 use crate::source::{self, Source};
 use crate::spec::{SequentialMethod, ValidSpec};
 
-/// Where an experiment's data is: paths of the two inputs.
+/// Where an experiment's data is: paths of the two inputs. A directory
+/// that is the pipeline's Parquet root (`kind=exposures/…`,
+/// `kind=events/…`) may be given for both: each reads its own `kind=`
+/// directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSource {
     /// Exposures: a file, directory or glob.
@@ -456,6 +459,71 @@ impl Analyzer {
         Ok(())
     }
 
+    /// Fails with [`Error::NoExposures`] or [`Error::UnknownVariants`] when
+    /// the experiment key or variant keys of the spec do not match the data
+    /// (the rule is in `docs/data-model.md`, "Semantics").
+    ///
+    /// Runs after stage 1 (`units_all` registered): when every variant of
+    /// `order` has units in this look there is nothing to check; otherwise
+    /// the names are checked against all of the exposures, not only those
+    /// before the look, so that an early look with no units yet is not an
+    /// error.
+    async fn check_names(&self, order: &[String]) -> Result<()> {
+        let mut seen = BTreeSet::new();
+        for batch in self.sql("SELECT DISTINCT variant FROM units_all").await? {
+            seen.extend(column_str(&batch, "variant")?.into_iter().flatten());
+        }
+        if order.iter().all(|v| seen.contains(v)) {
+            return Ok(());
+        }
+        let key = &self.spec.spec.key;
+        let names = |batches: Vec<RecordBatch>, col: &str| -> Result<Vec<String>> {
+            let mut out = Vec::new();
+            for batch in batches {
+                out.extend(column_str(&batch, col)?.into_iter().flatten());
+            }
+            Ok(out)
+        };
+        let v = plan::variant_column(self.spec.spec.analysis);
+        let present = names(
+            self.sql(&format!(
+                "SELECT DISTINCT {v} AS name FROM exposures WHERE experiment = {key}                  AND {v} IS NOT NULL ORDER BY name",
+                key = source::literal(key)
+            ))
+            .await?,
+            "name",
+        )?;
+        if present.is_empty() {
+            let experiments = names(
+                self.sql(&format!(
+                    "SELECT DISTINCT experiment AS name FROM exposures                      WHERE experiment IS NOT NULL ORDER BY name LIMIT {}",
+                    crate::error::LISTED + 1
+                ))
+                .await?,
+                "name",
+            )?;
+            return Err(Error::NoExposures {
+                experiment: key.clone(),
+                path: self.exposures.path.clone(),
+                experiments,
+            });
+        }
+        let missing: Vec<String> = order
+            .iter()
+            .filter(|v| !present.contains(v))
+            .cloned()
+            .collect();
+        let unknown = present.iter().any(|p| !order.contains(p));
+        if missing.len() == order.len() || (!missing.is_empty() && unknown) {
+            return Err(Error::UnknownVariants {
+                experiment: key.clone(),
+                missing,
+                present,
+            });
+        }
+        Ok(())
+    }
+
     /// Analyses the experiment as of `as_of` (default: its end).
     pub async fn run(&self, as_of: Option<DateTime<Utc>>) -> Result<Results> {
         self.run_look(as_of, &[]).await.map(|(r, _)| r)
@@ -535,6 +603,7 @@ impl Analyzer {
             get(&diag, "unknown")?,
             get(&diag, "opted")?,
         );
+        self.check_names(&order).await?;
         let opt_filter = match s.analysis {
             crate::spec::AnalysisMode::Itt => "",
             crate::spec::AnalysisMode::PerProtocol => " AND NOT opted_out",

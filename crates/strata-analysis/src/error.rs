@@ -55,12 +55,71 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The exposures hold no exposure of the spec's experiment at any time:
+    /// most likely a wrong experiment key or exposures path.
+    #[error(
+        "no exposures of experiment \"{experiment}\" in {path}; {}",
+        holds_experiments(experiments)
+    )]
+    NoExposures {
+        /// The spec's experiment key.
+        experiment: String,
+        /// The exposures path given.
+        path: String,
+        /// The experiment keys the exposures do hold, sorted (beyond
+        /// [`LISTED`] of them, the message ends with `…`).
+        experiments: Vec<String>,
+    },
+    /// The experiment's exposures name none of the spec's variants, or lack
+    /// some of them while naming variants the spec does not have: most likely
+    /// misspelt variant keys. (A spec variant without exposures is not an
+    /// error by itself: a small experiment may have none yet.)
+    #[error("{} of the spec {} not in the data of experiment \"{experiment}\"; it holds {}", quoted_variants(missing), if missing.len() == 1 { "is" } else { "are" }, quoted_list(present))]
+    UnknownVariants {
+        /// The spec's experiment key.
+        experiment: String,
+        /// The spec's variants with no exposure in the data.
+        missing: Vec<String>,
+        /// The variants the experiment's exposures do name, sorted (beyond
+        /// [`LISTED`] of them, the message ends with `…`).
+        present: Vec<String>,
+    },
     /// The query engine failed.
     #[error("query engine: {0}")]
     Engine(#[from] datafusion::error::DataFusionError),
     /// The statistics engine rejected the statistics.
     #[error("statistics: {0}")]
     Stats(#[from] strata_stats::Error),
+}
+
+/// At most this many names are listed in [`Error::NoExposures`] and
+/// [`Error::UnknownVariants`]; a longer list ends with `…`.
+pub const LISTED: usize = 20;
+
+fn quoted_list(names: &[String]) -> String {
+    let mut list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    if list.len() > LISTED {
+        list.truncate(LISTED);
+        list.push("…".into());
+    }
+    list.join(", ")
+}
+
+fn quoted_variants(names: &[String]) -> String {
+    let noun = if names.len() == 1 {
+        "variant"
+    } else {
+        "variants"
+    };
+    format!("{noun} {}", quoted_list(names))
+}
+
+fn holds_experiments(names: &[String]) -> String {
+    if names.is_empty() {
+        "the data holds no exposures".into()
+    } else {
+        format!("the data holds experiments {}", quoted_list(names))
+    }
 }
 
 /// Result alias of the analysis engine.

@@ -274,7 +274,8 @@ fn experiment_exposures(key: &str, b: &Bounds) -> String {
     )
 }
 
-fn variant_column(mode: AnalysisMode) -> &'static str {
+/// The exposures' column a unit's variant is taken from under `mode`.
+pub(crate) fn variant_column(mode: AnalysisMode) -> &'static str {
     match mode {
         AnalysisMode::Itt => "assigned_variant",
         AnalysisMode::PerProtocol => "variant",

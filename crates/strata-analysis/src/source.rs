@@ -170,8 +170,20 @@ pub(crate) fn list(table: &'static str, path: &str) -> Result<Listing> {
             .ok_or_else(|| err(format!("unknown file extension `{ext}`: {KNOWN}")))?;
         return Ok(listing(format, ext, abs.display().to_string(), vec![abs]));
     }
+    // The pipeline's Parquet root holds both tables (`kind=exposures/…`,
+    // `kind=events/…`): read as one directory it would mix their schemas,
+    // so each table reads its own `kind=` directory of it.
+    if let Some(own) = pipeline_kind_dir(table, p).map_err(err)? {
+        return list(table, &own.display().to_string());
+    }
     let mut files = Vec::new();
     walk(p, &mut files).map_err(|e| err(e.to_string()))?;
+    if let Some(root) = files.iter().find_map(|f| pipeline_root_below(p, f)) {
+        return Err(err(format!(
+            "directory holds the pipeline's Parquet root {}; pass that root or its `kind={table}` directory",
+            root.display()
+        )));
+    }
     let exts: BTreeSet<String> = files
         .iter()
         .filter_map(|f| ext_of(f))
@@ -195,6 +207,42 @@ pub(crate) fn list(table: &'static str, path: &str) -> Result<Listing> {
         url.push('/');
     }
     Ok(listing(format, ext, url, files))
+}
+
+/// The `kind={table}` directory of `dir` when `dir` is the pipeline's
+/// Parquet root (it has `kind=exposures` or `kind=events` subdirectories,
+/// see `docs/data-model.md`, "Storage layout"); `None` for any other
+/// directory; an error when it is such a root without the table's own
+/// directory.
+fn pipeline_kind_dir(table: &'static str, dir: &Path) -> Result<Option<PathBuf>, String> {
+    const KINDS: [&str; 2] = ["kind=exposures", "kind=events"];
+    if !KINDS.iter().any(|k| dir.join(k).is_dir()) {
+        return Ok(None);
+    }
+    let own = dir.join(format!("kind={table}"));
+    if own.is_dir() {
+        Ok(Some(own))
+    } else {
+        Err(format!(
+            "a pipeline Parquet root without `kind={table}`: the pipeline has written no {table} yet"
+        ))
+    }
+}
+
+/// The pipeline's Parquet root that `file` is under, when it is strictly
+/// below `dir` (`dir` is then an ancestor of the root, such as the server's
+/// data directory, and would mix the two tables).
+fn pipeline_root_below(dir: &Path, file: &Path) -> Option<PathBuf> {
+    let below = file.strip_prefix(dir).ok()?;
+    let mut root = dir.to_path_buf();
+    for c in below.components() {
+        let name = c.as_os_str().to_str()?;
+        if name == "kind=exposures" || name == "kind=events" {
+            return (root != dir).then_some(root);
+        }
+        root.push(name);
+    }
+    None
 }
 
 /// The distinct `part=` directory values of `files` below `root` (the

@@ -146,3 +146,97 @@ fn missing_property_and_file_are_reported() {
         "{e}"
     );
 }
+
+/// Runs the fixture with `spec`, `exposures` and the fixture's events, as of `as_of`.
+fn run_names(
+    spec: &str,
+    exposures: &str,
+    as_of: Option<&str>,
+) -> (Fixture, strata_analysis::Result<strata_analysis::Results>) {
+    let f = Fixture::new();
+    std::fs::write(f.path("x.ndjson"), exposures).unwrap();
+    let r = analyze_with(
+        METRICS,
+        spec,
+        &f.path("x.ndjson"),
+        &f.path("events.ndjson"),
+        as_of,
+    );
+    (f, r)
+}
+
+#[test]
+fn wrong_experiment_key_names_the_experiments_of_the_data() {
+    let spec = spec_json("").replace("\"key\": \"exp\"", "\"key\": \"exp_x\"");
+    let (f, r) = run_names(&spec, EXPOSURES, None);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, strata_analysis::Error::NoExposures { .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "no exposures of experiment \"exp_x\" in {}; the data holds experiments \"exp\", \"other\"",
+            f.path("x.ndjson").display()
+        )
+    );
+}
+
+#[test]
+fn wrong_variant_keys_name_the_variants_of_the_data() {
+    let spec = spec_json("")
+        .replace("\"control\": \"control\"", "\"control\": \"a\"")
+        .replace("{\"key\": \"control\"", "{\"key\": \"a\"")
+        .replace("{\"key\": \"treatment\"", "{\"key\": \"b\"");
+    let (_, r) = run_names(&spec, EXPOSURES, None);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, strata_analysis::Error::UnknownVariants { .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "variants \"a\", \"b\" of the spec are not in the data of experiment \"exp\"; it holds \"control\", \"treatment\""
+    );
+    // One misspelt variant while the data holds one the spec lacks.
+    let spec = spec_json("").replace("{\"key\": \"treatment\"", "{\"key\": \"treatmnet\"");
+    let (_, r) = run_names(&spec, EXPOSURES, None);
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "variant \"treatmnet\" of the spec is not in the data of experiment \"exp\"; it holds \"control\", \"treatment\""
+    );
+}
+
+#[test]
+fn variants_without_units_are_not_errors() {
+    // A variant with no exposures at all, and nothing the spec lacks: a
+    // small experiment, not a misspelling.
+    let control_only: String = EXPOSURES
+        .lines()
+        .filter(|l| !l.contains("treatment"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (_, r) = run_names(&spec_json(""), &control_only, None);
+    let r = r.unwrap();
+    assert_eq!(r.units["treatment"], 0);
+    assert!(r.units["control"] > 0);
+    // An early look before any exposure: the names match the whole data.
+    let (_, r) = run_names(&spec_json(""), EXPOSURES, Some("2026-01-10T00:00:00Z"));
+    let r = r.unwrap();
+    assert!(r.units.values().all(|&n| n == 0));
+    // Data with a variant the spec lacks, all the spec's variants present:
+    // left out with the `unknown_variant_units` warning, as before.
+    let extra = format!(
+        "{EXPOSURES}{}\n",
+        r#"{"unit_id":"u9","experiment":"exp","variant":"legacy","ts":"2026-01-11T00:00:00Z","country":"US"}"#
+    );
+    let (_, r) = run_names(&spec_json(""), &extra, None);
+    let r = r.unwrap();
+    let w = r
+        .warnings
+        .iter()
+        .find(|w| w.code == "unknown_variant_units")
+        .unwrap();
+    assert_eq!(w.count, Some(1));
+}

@@ -83,3 +83,93 @@ fn ndjson_csv_and_parquet_agree() {
     let pq_glob = analyze_with(METRICS, &spec, &f.path("exposures_pq"), &glob, None).unwrap();
     assert_same(&json(&base), &json(&pq_glob), "glob");
 }
+
+/// The fixture's records as the pipeline's record types.
+fn pipeline_records() -> Vec<strata_pipeline::record::Record> {
+    use strata_pipeline::record::{Event, Exposure, Record};
+    let us = |v: &serde_json::Value| {
+        strata_analysis::spec::parse_time(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_micros()
+    };
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut out = Vec::new();
+    for line in EXPOSURES.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        out.push(Record::Exposure(Exposure {
+            unit_id: s(&v["unit_id"]),
+            experiment: s(&v["experiment"]),
+            variant: s(&v["variant"]),
+            assigned_variant: v["assigned_variant"]
+                .as_str()
+                .map_or_else(|| s(&v["variant"]), str::to_string),
+            opted_out: v["opted_out"].as_bool().unwrap_or(false),
+            ts: us(&v["ts"]),
+            received_at: us(&v["ts"]),
+            attributes: [("country".to_string(), s(&v["country"]))].into(),
+        }));
+    }
+    for line in EVENTS.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        out.push(Record::Event(Event {
+            event_id: s(&v["event_id"]),
+            unit_id: s(&v["unit_id"]),
+            event_type: s(&v["type"]),
+            ts: us(&v["ts"]),
+            received_at: us(&v["ts"]),
+            value: v["value"].as_f64(),
+            properties: v["properties"]
+                .as_object()
+                .map(|p| p.iter().map(|(k, x)| (k.clone(), s(x))).collect())
+                .unwrap_or_default(),
+            is_bot: v["is_bot"].as_bool().unwrap_or(false),
+        }));
+    }
+    out
+}
+
+#[test]
+fn the_pipeline_parquet_root_reads_as_its_two_tables() {
+    let f = Fixture::new();
+    let spec = spec_json(r#", "segments": ["country"]"#);
+    let base = analyze_with(
+        METRICS,
+        &spec,
+        &f.path("exposures.ndjson"),
+        &f.path("events.ndjson"),
+        None,
+    )
+    .unwrap();
+    let root = f.path("data/pipeline/parquet");
+    strata_pipeline::parquet::write_records(
+        &root,
+        &pipeline_records(),
+        &strata_pipeline::parquet::WriteOptions::new("seg-1-2"),
+    )
+    .unwrap();
+    // The root for both inputs, and the kind= directories, agree with NDJSON.
+    let from_root = analyze_with(METRICS, &spec, &root, &root, None).unwrap();
+    assert_same(&json(&base), &json(&from_root), "");
+    let from_kinds = analyze_with(
+        METRICS,
+        &spec,
+        &root.join("kind=exposures"),
+        &root.join("kind=events"),
+        None,
+    )
+    .unwrap();
+    assert_same(&json(&base), &json(&from_kinds), "");
+    // An ancestor of the root is not guessed at: the error says what to pass.
+    let data = f.path("data");
+    let e = analyze_with(METRICS, &spec, &data, &root, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "exposures input {}: directory holds the pipeline's Parquet root {}; pass that root or its `kind=exposures` directory",
+            data.display(),
+            root.display()
+        )
+    );
+}
