@@ -40,10 +40,12 @@ pub struct AnalyzeArgs {
     /// Metric registry (JSON or YAML).
     #[arg(long, value_name = "METRICS.yaml", required_unless_present = "server")]
     metrics: Option<String>,
-    /// Exposures: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed) or a glob.
+    /// Exposures: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed), a glob
+    /// or the pipeline's Parquet root (its `kind=exposures` directory is read).
     #[arg(long, value_name = "PATH", required_unless_present_any = ["server", "data"], requires = "events")]
     exposures: Option<String>,
-    /// Events: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed) or a glob.
+    /// Events: a Parquet, NDJSON or CSV file, a directory (Hive partitions allowed), a glob
+    /// or the pipeline's Parquet root (its `kind=events` directory is read).
     #[arg(long, value_name = "PATH", required_unless_present_any = ["server", "data"], requires = "exposures")]
     events: Option<String>,
     /// The data directory of `strata serve`: exposures and events are read

@@ -74,3 +74,33 @@ fn analyze_table_and_bad_input() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn analyze_of_an_experiment_not_in_the_data_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(example("experiment.yaml"))
+        .unwrap()
+        .replace("key: exp_checkout_v2", "key: exp_x");
+    let spec_path = dir.path().join("experiment.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("analyze")
+        .arg("--spec")
+        .arg(&spec_path)
+        .arg("--metrics")
+        .arg(example("metrics.yaml"))
+        .arg("--exposures")
+        .arg(example("data/exposures"))
+        .arg("--events")
+        .arg(example("data/events"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no exposures of experiment \"exp_x\" in ")
+            && stderr.contains("the data holds experiments \"exp_checkout_v2\""),
+        "{stderr}"
+    );
+}
