@@ -109,25 +109,23 @@ impl Server {
     }
 }
 
-/// The fields the server adds to a stored definition; they are not part of
-/// the definition format.
-const SERVER_FIELDS: [&str; 4] = ["revision", "created_at", "created_by", "updated_at"];
-
 /// The definitions of a listing (`{"items": [...]}`) without the fields the
-/// server manages.
+/// server stores beside each ([`strata_server::api::registry::definition_of`]).
 fn definitions(listing: Value) -> Value {
-    let mut items = match listing {
+    let items = match listing {
         Value::Object(mut o) => o.remove("items").unwrap_or(Value::Null),
         _ => Value::Null,
     };
-    if let Value::Array(items) = &mut items {
-        for item in items.iter_mut().filter_map(Value::as_object_mut) {
-            for f in SERVER_FIELDS {
-                item.remove(f);
-            }
-        }
+    match items {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(o) => strata_server::api::registry::definition_of(o),
+                other => other,
+            })
+            .collect(),
+        other => other,
     }
-    items
 }
 
 /// The JSON of a successful answer, or the server's error message.

@@ -17,7 +17,21 @@ use crate::state::AppState;
 use crate::store::rfc3339;
 use strata_model::MetricType;
 
-/// Stored form of a registry entry: the definition plus its revision.
+/// The fields a stored registry entry carries beside the definition's own
+/// ([`Stored`]); served with it, they are not part of the definition format.
+pub const STORED_FIELDS: [&str; 2] = ["revision", "created_at"];
+
+/// A stored registry entry (as stored and served) without [`STORED_FIELDS`]:
+/// the definition, ready to read with strata-model's types.
+pub fn definition_of(mut stored: serde_json::Map<String, Value>) -> Value {
+    for f in STORED_FIELDS {
+        stored.remove(f);
+    }
+    Value::Object(stored)
+}
+
+/// Stored form of a registry entry: the definition plus its revision
+/// (the fields named in [`STORED_FIELDS`]).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Stored<T> {
     #[serde(flatten)]

@@ -10,6 +10,7 @@
 use serde_json::Value;
 
 use crate::api::layers::{find_free, occupied, overlapping};
+use crate::api::registry::definition_of;
 use crate::auth::{random_hex, Perm};
 use crate::error::AppError;
 use crate::model::{
@@ -131,12 +132,8 @@ async fn check_references(tx: &mut WriteTx, req: &ExperimentRequest) -> Result<(
     let mut defs = Vec::new();
     let mut metrics = Vec::new();
     for g in &req.guardrails {
-        // A stored definition carries its registry revision and creation
-        // time beside the definition's own fields.
-        if let Some(Value::Object(mut doc)) = tx.definition::<Value>("guardrail", g).await? {
-            doc.remove("revision");
-            doc.remove("created_at");
-            let def: strata_model::GuardrailDef = serde_json::from_value(Value::Object(doc))
+        if let Some(Value::Object(doc)) = tx.definition::<Value>("guardrail", g).await? {
+            let def: strata_model::GuardrailDef = serde_json::from_value(definition_of(doc))
                 .map_err(|e| ServiceError::Internal(format!("stored guardrail {g:?}: {e}")))?;
             defs.push(def);
         }
