@@ -12,7 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -251,13 +251,6 @@ struct BatchResponse {
     rejected: Vec<Rejection>,
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 impl Inner {
     async fn collect(self: Arc<Self>, kind: Kind, req: Request) -> Response {
         let started = Instant::now();
@@ -387,7 +380,7 @@ impl Inner {
             (Some(c), Kind::Exposure) => c.current().await,
             _ => None,
         };
-        let received_at = now_micros();
+        let received_at = crate::record::now_micros();
         let batch = parse::parse_batch_in(
             &decoded,
             format,

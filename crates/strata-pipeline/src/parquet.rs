@@ -37,6 +37,7 @@ use arrow_array::{
 };
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{NaiveDate, TimeDelta};
 
 use crate::error::{Result, StoreError};
 use crate::log::sync_dir;
@@ -72,37 +73,26 @@ impl WriteOptions {
 }
 
 /// `YYYY-MM-DD` of a UTC day number (days since 1970-01-01).
+///
+/// Days beyond the calendar's range (some 262,000 years from now; stored
+/// timestamps lie within days of the present) are clamped to its ends.
 pub fn date_string(day: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or(NaiveDate::MIN);
+    let date = epoch
+        .checked_add_signed(TimeDelta::try_days(day).unwrap_or(TimeDelta::MAX))
+        .unwrap_or(if day < 0 {
+            NaiveDate::MIN
+        } else {
+            NaiveDate::MAX
+        });
+    date.format("%Y-%m-%d").to_string()
 }
 
-/// The UTC day number of a `YYYY-MM-DD` string.
+/// The UTC day number of a `YYYY-MM-DD` string (a real calendar date).
 pub fn parse_date(s: &str) -> Option<i64> {
-    let mut it = s.splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
+    let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some(date.signed_duration_since(epoch).num_days())
 }
 
 /// The directory of one partition.
@@ -608,6 +598,7 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("2026-02-30"), None);
         assert_eq!(parse_date("x"), None);
     }
 

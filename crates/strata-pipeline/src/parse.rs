@@ -591,8 +591,11 @@ fn wrong_type(field: &str, expected: &str, found: &Loose<'_>) -> (String, String
 
 /// Parses an RFC 3339 timestamp with an offset into µs since the epoch.
 pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+    Some(
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()?
+            .timestamp_micros(),
+    )
 }
 
 /// A JSON value read leniently: scalars are kept, arrays and objects are

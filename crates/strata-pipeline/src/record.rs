@@ -331,6 +331,11 @@ impl Record {
     }
 }
 
+/// The present, µs since the epoch: the `received_at` of what arrives now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 /// Microseconds in a UTC day.
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 

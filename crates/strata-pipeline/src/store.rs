@@ -31,7 +31,7 @@ use std::hash::BuildHasherDefault;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -123,13 +123,6 @@ impl StoreOptions {
     fn window_days(&self) -> i32 {
         i32::try_from(self.dedup_window.as_secs().div_ceil(86_400)).unwrap_or(i32::MAX)
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A sealed or active segment waiting for compaction.
@@ -300,7 +293,7 @@ impl LocalStore {
             segment_bytes: opts.segment_bytes,
             max_group_bytes: opts.max_group_bytes,
             window_days: opts.window_days(),
-            expired_on: utc_day(now_micros()),
+            expired_on: utc_day(crate::record::now_micros()),
             poisoned: None,
         };
         std::thread::Builder::new()
@@ -803,7 +796,7 @@ fn recover(layout: &Layout, opts: &StoreOptions) -> Result<Recovered> {
         compaction_recovery: compact::recover(layout)?,
         ..Default::default()
     };
-    let today = utc_day(now_micros());
+    let today = utc_day(crate::record::now_micros());
     let first_day = i32::try_from(today)
         .unwrap_or(i32::MAX)
         .saturating_sub(opts.window_days());
@@ -1060,7 +1053,7 @@ impl Writer {
 
     /// Forgets keys past the window, once per UTC day.
     fn expire(&mut self) {
-        let today = utc_day(now_micros());
+        let today = utc_day(crate::record::now_micros());
         if today != self.expired_on {
             self.expired_on = today;
             let first = i32::try_from(today)

@@ -24,8 +24,6 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER
 use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::backoff::full_jitter;
@@ -37,9 +35,7 @@ use crate::hooks::{DropReason, RecordKind, SdkEvent, KINDS, REASONS};
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 fn rfc3339(t: SystemTime) -> String {
-    OffsetDateTime::from(t)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 #[derive(Serialize)]

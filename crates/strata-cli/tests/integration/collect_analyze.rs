@@ -6,16 +6,15 @@
 use std::io::Write;
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::serve::{call, started_experiment, strata_ok, token, Served, ADMIN};
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 const UNITS: usize = 400;
@@ -36,7 +35,7 @@ async fn collected_data_is_analysed_exactly_as_sent() {
     let served = Served::start_in_runtime(&dir);
     started_experiment(&served.base, &dir, "exp_e2e", &["control", "treatment"]).await;
     let http = reqwest::Client::new();
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     let exposed_at = rfc3339(now - Duration::from_secs(600));
     let bought_at = rfc3339(now - Duration::from_secs(60));
 
@@ -187,7 +186,7 @@ async fn analyze_reads_the_stored_definition_and_publishes_a_look() {
     let ingest = token(&dir, &["--kind", "ingest"]);
     let analyst = token(&dir, &["--role", "analyst", "--name", "nightly-analysis"]);
     let http = reqwest::Client::new();
-    let t0 = OffsetDateTime::now_utc();
+    let t0 = Utc::now();
     let exposures: Vec<Value> = (0..N)
         .map(|i| {
             json!({"unit_id": format!("u{i}"), "experiment": "exp_look",
