@@ -574,6 +574,14 @@ impl Analyzer {
         self.progress(0);
         self.materialize("units_all", &plan::units_sql(&s.key, s.analysis, nseg, &b))
             .await?;
+        // Only per-protocol analysis drops opted-out units, so only it reads
+        // the events' flag (when the events have one at all).
+        if s.analysis == crate::spec::AnalysisMode::PerProtocol
+            && self.events.column("opted_out").is_some()
+        {
+            self.materialize("units_all", &plan::units_opted_out_by_events_sql(nseg, &b))
+                .await?;
+        }
         let diagnose = format!(
             "SELECT SUM(CASE WHEN multi_variant THEN 1 ELSE 0 END) AS multi, \
              SUM(CASE WHEN variant NOT IN ({known}) THEN 1 ELSE 0 END) AS unknown, \

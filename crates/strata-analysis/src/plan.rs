@@ -264,6 +264,21 @@ pub(crate) fn units_first_sql(
     )
 }
 
+/// Stage 1 under per-protocol analysis, over `units_all`: a unit is also
+/// opted out when one of its events before the end says so (an event's
+/// `opted_out`), as when one of its exposures does.
+pub(crate) fn units_opted_out_by_events_sql(n_segments: usize, b: &Bounds) -> String {
+    let segs: String = (0..n_segments).map(|i| format!(", u.seg_{i}")).collect();
+    format!(
+        "SELECT u.unit_id, u.variant, u.first_ts, u.multi_variant, \
+         u.opted_out OR o.unit_id IS NOT NULL AS opted_out{segs}, u.ambiguous \
+         FROM units_all u LEFT JOIN (\
+         SELECT DISTINCT unit_id FROM events WHERE opted_out AND ts < {end}\
+         ) o ON u.unit_id = o.unit_id",
+        end = b.end
+    )
+}
+
 /// The experiment's exposures before the end: both passes of stage 1 must
 /// read the same rows.
 fn experiment_exposures(key: &str, b: &Bounds) -> String {

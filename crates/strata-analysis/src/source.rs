@@ -413,6 +413,8 @@ pub(crate) fn nested_expr(
 
 /// The canonical exposures view: `unit_id`, `experiment`, `variant`,
 /// `assigned_variant`, `opted_out`, `ts` (ns) and `seg_0..` for segments.
+/// A bot's exposures (`is_bot`) are left out here, as a bot's events are
+/// by every query over events: no stage of the analysis sees them.
 pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String> {
     let unit = key_expr(src, "unit_id")?;
     let experiment = key_expr(src, "experiment")?;
@@ -426,6 +428,7 @@ pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String
         ),
     };
     let opted = bool_expr(src, "opted_out")?;
+    let bot = bool_expr(src, "is_bot")?;
     let ts = ts_expr(src, "ts")?;
     let mut cols = vec![
         format!("{unit} AS unit_id"),
@@ -444,14 +447,14 @@ pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String
         cols.push(format!("CAST({e} AS VARCHAR) AS seg_{i}"));
     }
     Ok(format!(
-        "SELECT {} FROM exposures_raw WHERE {} IS NOT NULL",
+        "SELECT {} FROM exposures_raw WHERE {} IS NOT NULL AND NOT {bot}",
         cols.join(", "),
         ident("ts")
     ))
 }
 
 /// The canonical events view: `event_id`, `unit_id`, `type`, `ts` (ns),
-/// `value` (double), `is_bot`, the property columns `prop_0..` and, with
+/// `value` (double), `is_bot`, `opted_out`, the property columns `prop_0..` and, with
 /// `part`, the partition column `part` (for slicing; a filter on it prunes
 /// directories).
 pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Result<String> {
@@ -465,6 +468,7 @@ pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Re
         Some(t) => return Err(src.error(format!("column `value` has type {t}; expected a number"))),
     };
     let bot = bool_expr(src, "is_bot")?;
+    let opted = bool_expr(src, "opted_out")?;
     let mut cols = vec![
         format!("{event_id} AS event_id"),
         format!("{unit} AS unit_id"),
@@ -472,6 +476,7 @@ pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Re
         format!("{ts} AS ts"),
         format!("{value} AS value"),
         format!("{bot} AS is_bot"),
+        format!("{opted} AS opted_out"),
     ];
     for (i, p) in properties.iter().enumerate() {
         let e = nested_expr(src, "properties", p, false).ok_or_else(|| {

@@ -247,6 +247,10 @@ pub fn exposure_schema() -> SchemaRef {
         Field::new("ts", ts_type(), false),
         Field::new("received_at", ts_type(), false),
         Field::new("attributes", map_type(), false),
+        // Nullable, unlike the others: files written before it was added
+        // lack it, and a reader merging both kinds of files fills it with
+        // nulls there (read as false).
+        Field::new("is_bot", DataType::Boolean, true),
     ]))
 }
 
@@ -261,6 +265,8 @@ pub fn event_schema() -> SchemaRef {
         Field::new("value", DataType::Float64, true),
         Field::new("properties", map_type(), false),
         Field::new("is_bot", DataType::Boolean, false),
+        // Nullable for the reason `is_bot` of exposures is.
+        Field::new("opted_out", DataType::Boolean, true),
     ]))
 }
 
@@ -303,6 +309,7 @@ pub fn exposure_batch(experiment: &str, rows: &[Exposure]) -> Result<RecordBatch
         timestamps(rows.iter().map(|r| r.ts_us)),
         timestamps(rows.iter().map(|r| r.ts_us + RECEIVED_AFTER_US)),
         map_column(rows.len(), |i| [("country", rows[i].country.as_str())])?,
+        Arc::new(BooleanArray::from(vec![false; rows.len()])),
     ];
     RecordBatch::try_new(exposure_schema(), cols).map_err(|e| Error::Engine(e.into()))
 }
@@ -323,6 +330,7 @@ pub fn event_batch(rows: &[Event]) -> Result<RecordBatch> {
             rows.iter().map(|r| r.value).collect::<Vec<_>>(),
         )),
         map_column(rows.len(), |_| [])?,
+        Arc::new(BooleanArray::from(vec![false; rows.len()])),
         Arc::new(BooleanArray::from(vec![false; rows.len()])),
     ];
     RecordBatch::try_new(event_schema(), cols).map_err(|e| Error::Engine(e.into()))

@@ -57,6 +57,7 @@ fn event(i: u64) -> Record {
         value: (i % 3 == 2).then_some(12.5),
         properties,
         is_bot: false,
+        opted_out: false,
     })
 }
 

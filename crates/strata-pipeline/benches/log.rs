@@ -46,6 +46,7 @@ fn event(i: u64) -> Record {
         value: Some(12.5),
         properties,
         is_bot: false,
+        opted_out: false,
     })
 }
 

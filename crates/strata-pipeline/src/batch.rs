@@ -193,6 +193,7 @@ mod tests {
             ts: 1_767_225_600_000_000,
             received_at: 1_767_225_600_000_001,
             attributes: Default::default(),
+            is_bot: false,
         }));
         let batch = Batch::from(records.as_slice()).select(|i| i != 1);
         assert_eq!(batch.meta().len(), 4);

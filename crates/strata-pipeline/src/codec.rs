@@ -14,9 +14,13 @@
 //! event:    0x02 str(event_id) str(unit_id) str(type) flags
 //!           ivar(ts) ivar(received_at) [f64 LE value if flags&2] map(properties)
 //! str = uvar(len) bytes (UTF-8)      map = uvar(n) n × (str str)
-//! exposure flags: 1 opted_out, 2 assigned_variant == variant
-//! event flags:    1 is_bot, 2 has value
+//! exposure flags: 1 opted_out, 2 assigned_variant == variant, 4 is_bot
+//! event flags:    1 is_bot, 2 has value, 4 opted_out
 //! ```
+//!
+//! Flags 4 were added without a version change: a frame written before
+//! them has the bit clear, which decodes as `false`, the value such a
+//! record was accepted with.
 //!
 //! Decoding is total: any byte string either decodes to a record or yields a
 //! [`DecodeError`]; it never panics and never allocates more than the input
@@ -66,7 +70,7 @@ pub fn encode_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) {
             put_str(out, x.experiment);
             put_str(out, x.variant);
             let same = x.assigned_variant == x.variant;
-            out.push(u8::from(x.opted_out) | (u8::from(same) << 1));
+            out.push(u8::from(x.opted_out) | (u8::from(same) << 1) | (u8::from(x.is_bot) << 2));
             if !same {
                 put_str(out, x.assigned_variant);
             }
@@ -79,7 +83,11 @@ pub fn encode_ref(record: &RecordRef<'_>, out: &mut Vec<u8>) {
             put_str(out, e.event_id);
             put_str(out, e.unit_id);
             put_str(out, e.event_type);
-            out.push(u8::from(e.is_bot) | (u8::from(e.value.is_some()) << 1));
+            out.push(
+                u8::from(e.is_bot)
+                    | (u8::from(e.value.is_some()) << 1)
+                    | (u8::from(e.opted_out) << 2),
+            );
             put_ivar(out, e.ts);
             put_ivar(out, e.received_at);
             if let Some(v) = e.value {
@@ -120,6 +128,7 @@ pub fn decode_ref(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
                 ts,
                 received_at,
                 attributes,
+                is_bot: flags & 4 != 0,
             })
         }
         TAG_EVENT => {
@@ -147,6 +156,7 @@ pub fn decode_ref(buf: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
                 value,
                 properties,
                 is_bot: flags & 1 != 0,
+                opted_out: flags & 4 != 0,
             })
         }
         tag => return Err(DecodeError::Tag(tag)),
@@ -294,6 +304,7 @@ pub(crate) mod tests {
             },
             properties,
             is_bot: i % 7 == 0,
+            opted_out: i % 11 == 0,
         })
     }
 
@@ -313,6 +324,7 @@ pub(crate) mod tests {
                 ts: -5,
                 received_at: i64::MAX,
                 attributes,
+                is_bot: true,
             }),
             Record::Exposure(Exposure {
                 unit_id: String::new(),
@@ -323,8 +335,47 @@ pub(crate) mod tests {
                 ts: i64::MIN,
                 received_at: 0,
                 attributes: BTreeMap::new(),
+                is_bot: false,
             }),
         ] {
+            let mut buf = Vec::new();
+            encode(&rec, &mut buf);
+            assert_eq!(decode(&buf), Ok(rec));
+        }
+    }
+
+    #[test]
+    fn frames_written_before_the_bot_and_opt_out_flags_decode_as_false() {
+        // Bytes of an exposure and an event as written before flag 4
+        // existed (exposure flags 2: assigned == served; event flags 2:
+        // has a value), kept literally so an encoder change cannot hide
+        // an incompatibility.
+        let exposure: &[u8] = &[1, 1, b'u', 1, b'e', 1, b'a', 2, 2, 4, 0];
+        let RecordRef::Exposure(x) = decode_ref(exposure).unwrap() else {
+            panic!("not an exposure")
+        };
+        assert_eq!((x.unit_id, x.variant, x.assigned_variant), ("u", "a", "a"));
+        assert!(!x.is_bot && !x.opted_out);
+        let mut event = vec![2, 1, b'i', 1, b'u', 1, b't', 3, 2, 4];
+        event.extend_from_slice(&1.5f64.to_le_bytes());
+        event.push(0);
+        let RecordRef::Event(e) = decode_ref(&event).unwrap() else {
+            panic!("not an event")
+        };
+        assert_eq!((e.ts, e.received_at, e.value), (1, 2, Some(1.5)));
+        assert!(e.is_bot && !e.opted_out);
+        // And the new flags round-trip on both kinds.
+        let mut bot = decode(exposure).unwrap();
+        let Record::Exposure(x) = &mut bot else {
+            unreachable!()
+        };
+        x.is_bot = true;
+        let mut opted = decode(&event).unwrap();
+        let Record::Event(e) = &mut opted else {
+            unreachable!()
+        };
+        e.opted_out = true;
+        for rec in [bot, opted] {
             let mut buf = Vec::new();
             encode(&rec, &mut buf);
             assert_eq!(decode(&buf), Ok(rec));
@@ -368,6 +419,7 @@ pub(crate) mod tests {
             ts: 0,
             received_at: 0,
             attributes: BTreeMap::new(),
+            is_bot: false,
         });
         let mut base = Vec::new();
         encode(&x, &mut base);
@@ -390,10 +442,10 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn events_round_trip(id in ".{0,20}", unit in ".{0,20}", ts in any::<i64>(), v in proptest::option::of(any::<f64>()), bot in any::<bool>()) {
+        fn events_round_trip(id in ".{0,20}", unit in ".{0,20}", ts in any::<i64>(), v in proptest::option::of(any::<f64>()), bot in any::<bool>(), opted in any::<bool>()) {
             let rec = Record::Event(Event {
                 event_id: id, unit_id: unit, event_type: "t".into(), ts, received_at: ts.wrapping_add(1),
-                value: v, properties: BTreeMap::new(), is_bot: bot,
+                value: v, properties: BTreeMap::new(), is_bot: bot, opted_out: opted,
             });
             let mut buf = Vec::new();
             encode(&rec, &mut buf);

@@ -305,6 +305,7 @@ mod tests {
             ts,
             received_at: ts,
             attributes: BTreeMap::new(),
+            is_bot: false,
         })
     }
 

@@ -502,6 +502,7 @@ mod tests {
             ts,
             received_at: ts,
             attributes: BTreeMap::new(),
+            is_bot: false,
         })
     }
 
@@ -532,6 +533,7 @@ mod tests {
             value: None,
             properties: BTreeMap::new(),
             is_bot: false,
+            opted_out: false,
         });
         assert_eq!(message_id(&e.view()), "e:abc");
         // Same unit, experiment and day: same id; any of them differs: not.

@@ -125,6 +125,10 @@ pub fn exposure_schema() -> SchemaRef {
         Field::new("ts", ts_type(), false),
         Field::new("received_at", ts_type(), false),
         Field::new("attributes", map_type(), false),
+        // Nullable, unlike the others: files written before it was added
+        // lack it, and a reader merging both kinds of files fills it with
+        // nulls there (read as false).
+        Field::new("is_bot", DataType::Boolean, true),
     ]))
 }
 
@@ -139,6 +143,8 @@ pub fn event_schema() -> SchemaRef {
         Field::new("value", DataType::Float64, true),
         Field::new("properties", map_type(), false),
         Field::new("is_bot", DataType::Boolean, false),
+        // Nullable for the reason `is_bot` of exposures is.
+        Field::new("opted_out", DataType::Boolean, true),
     ]))
 }
 
@@ -219,6 +225,9 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
                 ts_array(xs.iter().map(|x| x.ts).collect()),
                 ts_array(xs.iter().map(|x| x.received_at).collect()),
                 map_array(xs.iter().map(|x| x.attributes), path)?,
+                Arc::new(BooleanArray::from(
+                    xs.iter().map(|x| x.is_bot).collect::<Vec<_>>(),
+                )),
             ]
         }
         Kind::Event => {
@@ -241,6 +250,9 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
                 map_array(es.iter().map(|e| e.properties), path)?,
                 Arc::new(BooleanArray::from(
                     es.iter().map(|e| e.is_bot).collect::<Vec<_>>(),
+                )),
+                Arc::new(BooleanArray::from(
+                    es.iter().map(|e| e.opted_out).collect::<Vec<_>>(),
                 )),
             ]
         }
@@ -524,6 +536,7 @@ pub(crate) mod tests {
                             value: v.is_valid(i).then(|| v.value(i)),
                             properties: map_at(b, "properties", i),
                             is_bot: flag("is_bot", i),
+                            opted_out: flag("opted_out", i),
                         })
                     } else {
                         Record::Exposure(Exposure {
@@ -535,6 +548,7 @@ pub(crate) mod tests {
                             ts: t("ts", i),
                             received_at: t("received_at", i),
                             attributes: map_at(b, "attributes", i),
+                            is_bot: flag("is_bot", i),
                         })
                     });
                 }
@@ -566,6 +580,7 @@ pub(crate) mod tests {
                 ts: 1_767_225_600_000_000 + i as i64 * 1_000,
                 received_at: 1_767_225_600_000_000 + i as i64 * 1_000 + 3,
                 attributes,
+                is_bot: i % 6 == 1,
             }));
         }
         out

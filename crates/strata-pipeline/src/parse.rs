@@ -359,6 +359,7 @@ impl Ctx<'_> {
                     Some(other) => return Err(wrong_type("value", "a number", &other)),
                 };
                 let is_bot = self.flag("is_bot", raw.is_bot)?;
+                let opted_out = self.flag("opted_out", raw.opted_out)?;
                 let properties = self.map("properties", raw.map_props)?;
                 out.push(&RecordRef::Event(EventRef {
                     event_id: &event_id,
@@ -369,6 +370,7 @@ impl Ctx<'_> {
                     value,
                     properties: MapRef::entries(&properties),
                     is_bot,
+                    opted_out,
                 }));
             }
             Kind::Exposure => {
@@ -381,6 +383,7 @@ impl Ctx<'_> {
                     some => Some(self.id("assigned_variant", some)?),
                 };
                 let opted_out = self.flag("opted_out", raw.opted_out)?;
+                let is_bot = self.flag("is_bot", raw.is_bot)?;
                 let attributes = self.map("attributes", raw.map_attrs)?;
                 let experiment = match self.catalog {
                     None => experiment,
@@ -403,6 +406,7 @@ impl Ctx<'_> {
                     ts,
                     received_at: self.now,
                     attributes: MapRef::entries(&attributes),
+                    is_bot,
                 }));
             }
         }
@@ -1108,6 +1112,34 @@ mod tests {
             (y.variant.as_str(), y.assigned_variant.as_str(), y.opted_out),
             ("a", "b", true)
         );
+    }
+
+    #[test]
+    fn bot_exposures_and_opted_out_events_keep_their_flags() {
+        let ts = NOW / 1000;
+        let x = exposures(&format!(
+            r#"[{{"unit_id":"u","experiment":"x","variant":"a","ts":{ts},"is_bot":true}},
+               {{"unit_id":"v","experiment":"x","variant":"a","ts":{ts},"is_bot":false}}]"#
+        ))
+        .unwrap();
+        let bots: Vec<bool> = owned(&x)
+            .into_iter()
+            .map(|(_, r)| matches!(r, Record::Exposure(x) if x.is_bot))
+            .collect();
+        assert_eq!(bots, [true, false]);
+        let e = events(&format!(
+            r#"[{{"event_id":"1","unit_id":"u","type":"t","ts":{ts},"opted_out":true}},
+               {{"event_id":"2","unit_id":"u","type":"t","ts":{ts}}},
+               {{"event_id":"3","unit_id":"u","type":"t","ts":{ts},"opted_out":"no"}}]"#
+        ))
+        .unwrap();
+        let opted: Vec<bool> = owned(&e)
+            .into_iter()
+            .map(|(_, r)| matches!(r, Record::Event(e) if e.opted_out))
+            .collect();
+        assert_eq!(opted, [true, false]);
+        assert_eq!(e.rejected.len(), 1);
+        assert_eq!(e.rejected[0].field.as_deref(), Some("opted_out"));
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Exposure {
     pub received_at: i64,
     /// Segment attributes (`country`, `platform`, …).
     pub attributes: BTreeMap<String, String>,
+    /// Bot traffic: the analysis leaves the exposure out, as it does a bot's
+    /// events.
+    #[serde(default)]
+    pub is_bot: bool,
 }
 
 /// A behavioural event.
@@ -73,6 +77,10 @@ pub struct Event {
     pub properties: BTreeMap<String, String>,
     /// Bot traffic (excluded by the analysis).
     pub is_bot: bool,
+    /// The unit had opted out of experimentation: under per-protocol
+    /// analysis the unit is dropped, as for an opted-out exposure.
+    #[serde(default)]
+    pub opted_out: bool,
 }
 
 /// One stored record.
@@ -135,6 +143,7 @@ pub struct ExposureRef<'a> {
     pub ts: i64,
     pub received_at: i64,
     pub attributes: MapRef<'a>,
+    pub is_bot: bool,
 }
 
 /// A borrowed [`Event`].
@@ -149,6 +158,7 @@ pub struct EventRef<'a> {
     pub value: Option<f64>,
     pub properties: MapRef<'a>,
     pub is_bot: bool,
+    pub opted_out: bool,
 }
 
 /// A borrowed string map: the encoded entries of a log frame (checked by
@@ -288,6 +298,7 @@ impl<'a> RecordRef<'a> {
                 ts: x.ts,
                 received_at: x.received_at,
                 attributes: x.attributes.to_map(),
+                is_bot: x.is_bot,
             }),
             RecordRef::Event(e) => Record::Event(Event {
                 event_id: e.event_id.to_owned(),
@@ -298,6 +309,7 @@ impl<'a> RecordRef<'a> {
                 value: e.value,
                 properties: e.properties.to_map(),
                 is_bot: e.is_bot,
+                opted_out: e.opted_out,
             }),
         }
     }
@@ -316,6 +328,7 @@ impl Record {
                 ts: x.ts,
                 received_at: x.received_at,
                 attributes: MapRef::owned(&x.attributes),
+                is_bot: x.is_bot,
             }),
             Record::Event(e) => RecordRef::Event(EventRef {
                 event_id: &e.event_id,
@@ -326,6 +339,7 @@ impl Record {
                 value: e.value,
                 properties: MapRef::owned(&e.properties),
                 is_bot: e.is_bot,
+                opted_out: e.opted_out,
             }),
         }
     }

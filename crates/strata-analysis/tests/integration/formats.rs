@@ -107,6 +107,7 @@ fn pipeline_records() -> Vec<strata_pipeline::record::Record> {
             ts: us(&v["ts"]),
             received_at: us(&v["ts"]),
             attributes: [("country".to_string(), s(&v["country"]))].into(),
+            is_bot: v["is_bot"].as_bool().unwrap_or(false),
         }));
     }
     for line in EVENTS.lines() {
@@ -123,6 +124,7 @@ fn pipeline_records() -> Vec<strata_pipeline::record::Record> {
                 .map(|p| p.iter().map(|(k, x)| (k.clone(), s(x))).collect())
                 .unwrap_or_default(),
             is_bot: v["is_bot"].as_bool().unwrap_or(false),
+            opted_out: v["opted_out"].as_bool().unwrap_or(false),
         }));
     }
     out
@@ -172,4 +174,116 @@ fn the_pipeline_parquet_root_reads_as_its_two_tables() {
             root.display()
         )
     );
+}
+
+/// A bot's exposure and an opted-out event, stored by the pipeline beside
+/// files written before those flags existed (no `is_bot` column among the
+/// exposures, no `opted_out` among the events).
+#[test]
+fn bot_exposures_and_opted_out_events_are_honoured_beside_older_files() {
+    use strata_pipeline::parquet::{list_parquet_files, write_records, WriteOptions};
+    use strata_pipeline::record::{Event, Exposure, Record};
+    let f = Fixture::new();
+    let spec = spec_json(r#", "segments": ["country"]"#);
+    let base = analyze_with(
+        METRICS,
+        &spec,
+        &f.path("exposures.ndjson"),
+        &f.path("events.ndjson"),
+        None,
+    )
+    .unwrap();
+    let root = f.path("parquet");
+    // The fixture as older files: written by the pipeline, then rewritten
+    // without the new column.
+    let staged = f.path("staged");
+    write_records(&staged, &pipeline_records(), &WriteOptions::new("seg-1-2")).unwrap();
+    for file in list_parquet_files(&staged).unwrap() {
+        let rel = file.strip_prefix(&staged).unwrap();
+        let dropped = if rel.starts_with("kind=exposures") {
+            "is_bot"
+        } else {
+            "opted_out"
+        };
+        let (schema, batches) = strata_pipeline::parquet::read_file(&file).unwrap();
+        let keep: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| schema.field(i).name() != dropped)
+            .collect();
+        assert_eq!(keep.len(), schema.fields().len() - 1);
+        let out = root.join(rel).with_file_name("old.parquet");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let projected = std::sync::Arc::new(schema.project(&keep).unwrap());
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&out).unwrap(),
+            projected,
+            None,
+        )
+        .unwrap();
+        for b in &batches {
+            w.write(&b.project(&keep).unwrap()).unwrap();
+        }
+        w.close().unwrap();
+    }
+    // New records: a bot exposed to treatment who then purchased, and a
+    // non-metric event by u1 saying u1 had opted out.
+    let ts = |t: &str| {
+        strata_analysis::spec::parse_time(t)
+            .unwrap()
+            .timestamp_micros()
+    };
+    let new = vec![
+        Record::Exposure(Exposure {
+            unit_id: "u8".into(),
+            experiment: "exp".into(),
+            variant: "treatment".into(),
+            assigned_variant: "treatment".into(),
+            opted_out: false,
+            ts: ts("2026-01-11T00:00:00Z"),
+            received_at: ts("2026-01-11T00:00:00Z"),
+            attributes: [("country".to_string(), "US".to_string())].into(),
+            is_bot: true,
+        }),
+        Record::Event(Event {
+            event_id: "e16".into(),
+            unit_id: "u8".into(),
+            event_type: "purchase".into(),
+            ts: ts("2026-01-12T00:00:00Z"),
+            received_at: ts("2026-01-12T00:00:00Z"),
+            value: Some(1000.0),
+            properties: Default::default(),
+            is_bot: false,
+            opted_out: false,
+        }),
+        Record::Event(Event {
+            event_id: "e17".into(),
+            unit_id: "u1".into(),
+            event_type: "settings".into(),
+            ts: ts("2026-01-11T00:00:00Z"),
+            received_at: ts("2026-01-11T00:00:00Z"),
+            value: None,
+            properties: Default::default(),
+            is_bot: false,
+            opted_out: true,
+        }),
+    ];
+    write_records(&root, &new, &WriteOptions::new("seg-3-3")).unwrap();
+    assert!(list_parquet_files(&root).unwrap().len() >= 4);
+
+    // Intent-to-treat: the bot is not a unit, so nothing changes.
+    let itt = analyze_with(METRICS, &spec, &root, &root, None).unwrap();
+    assert_same(&json(&base), &json(&itt), "");
+    assert_eq!(itt.units["treatment"], 3);
+
+    // Per-protocol: u1 is dropped for its opted-out event, as u5 is for its
+    // opted-out exposure.
+    let pp_spec = spec_json(r#", "segments": ["country"], "analysis": "per_protocol""#);
+    let pp = analyze_with(METRICS, &pp_spec, &root, &root, None).unwrap();
+    assert_eq!(pp.units["control"], 1);
+    assert_eq!(pp.units["treatment"], 2);
+    let opted = pp
+        .warnings
+        .iter()
+        .find(|w| w.code == "opted_out_units_excluded")
+        .unwrap();
+    assert_eq!(opted.count, Some(2));
 }

@@ -34,6 +34,7 @@ pub fn event(id: &str, unit: &str, ty: &str, ts: i64, value: Option<f64>) -> Rec
         value,
         properties,
         is_bot: false,
+        opted_out: false,
     })
 }
 
@@ -49,6 +50,7 @@ pub fn exposure(unit: &str, exp: &str, variant: &str, ts: i64) -> Record {
         ts,
         received_at: now_micros(),
         attributes,
+        is_bot: false,
     })
 }
 

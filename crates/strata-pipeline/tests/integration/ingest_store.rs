@@ -273,6 +273,7 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         value: None,
         properties: Default::default(),
         is_bot: false,
+        opted_out: false,
     });
     let subject_of_unit = sink.subject(&record.view());
     assert_eq!(
