@@ -713,7 +713,7 @@ impl Analyzer {
         let config = AnalysisConfig {
             alpha: s.alpha,
             srm_alpha: s.srm_alpha,
-            correction: s.multiple_testing.correction(),
+            correction: crate::spec::correction(s.multiple_testing),
             planned_n_per_variant: planned_per_variant,
             sequential,
             bayesian: None,
@@ -904,10 +904,7 @@ impl Analyzer {
             experiment: s.key.clone(),
             as_of: rfc3339(end),
             start: rfc3339(self.spec.start),
-            analysis: match s.analysis {
-                crate::spec::AnalysisMode::Itt => "itt".into(),
-                crate::spec::AnalysisMode::PerProtocol => "per_protocol".into(),
-            },
+            analysis: s.analysis.as_str().into(),
             units: units.clone(),
             srm: results::Srm {
                 chi2: report.srm.chi_squared,

@@ -25,50 +25,19 @@ pub struct VariantSpec {
 /// with the control plane's pre-registration).
 pub use strata_model::SequentialMethod;
 
-/// Which variant a unit is analysed in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnalysisMode {
-    /// Intent-to-treat: `assigned_variant`, opted-out units included.
-    #[default]
-    Itt,
-    /// Per-protocol: served `variant`, opted-out units dropped.
-    PerProtocol,
-}
+/// The pre-registered analysis settings (intent-to-treat or per-protocol,
+/// the multiple-testing correction, CUPED), shared with the control plane:
+/// a spec file states them with the names and checks an experiment does.
+pub use strata_model::{AnalysisMode, CupedSpec, MultipleTesting};
 
-/// Multiple-testing correction over non-primary metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MultipleTesting {
-    /// No adjustment.
-    None,
-    /// Bonferroni.
-    Bonferroni,
-    /// Holm step-down.
-    Holm,
-    /// Benjamini–Hochberg (false discovery rate).
-    #[default]
-    BenjaminiHochberg,
-}
-
-impl MultipleTesting {
-    /// The strata-stats correction.
-    pub fn correction(self) -> Correction {
-        match self {
-            MultipleTesting::None => Correction::None,
-            MultipleTesting::Bonferroni => Correction::Bonferroni,
-            MultipleTesting::Holm => Correction::Holm,
-            MultipleTesting::BenjaminiHochberg => Correction::BenjaminiHochberg,
-        }
+/// The strata-stats correction of a [`MultipleTesting`] setting.
+pub fn correction(m: MultipleTesting) -> Correction {
+    match m {
+        MultipleTesting::None => Correction::None,
+        MultipleTesting::Bonferroni => Correction::Bonferroni,
+        MultipleTesting::Holm => Correction::Holm,
+        MultipleTesting::BenjaminiHochberg => Correction::BenjaminiHochberg,
     }
-}
-
-/// CUPED settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CupedSpec {
-    /// Length of the pre-period `[start − days, start)`.
-    pub pre_period_days: u32,
 }
 
 fn default_alpha() -> f64 {
@@ -238,11 +207,11 @@ impl AnalysisSpec {
             mde: Some(def.mde),
             planned_units: Some(def.planned_units),
             sequential: def.sequential,
-            cuped: None,
-            segments: Vec::new(),
+            cuped: def.cuped,
+            segments: def.segments.clone(),
             srm_alpha: default_srm_alpha(),
-            multiple_testing: MultipleTesting::default(),
-            analysis: AnalysisMode::default(),
+            multiple_testing: def.multiple_testing,
+            analysis: def.analysis,
             clock_skew_seconds: default_skew(),
             novelty_days: default_novelty_days(),
         })
@@ -321,9 +290,9 @@ impl AnalysisSpec {
         if self.novelty_days == 0 {
             return Err(bad("novelty_days", "must be positive".into()));
         }
-        if self.cuped.is_some_and(|c| c.pre_period_days == 0) {
-            return Err(bad("cuped.pre_period_days", "must be positive".into()));
-        }
+        let model = |e: strata_model::ModelError| Error::invalid(doc, e.field(), e.reason());
+        strata_model::plan::check_cuped(self.cuped.as_ref()).map_err(model)?;
+        strata_model::plan::check_segments(&self.segments).map_err(model)?;
         if self.sequential == SequentialMethod::GroupSequential
             && self
                 .planned_units
@@ -354,15 +323,6 @@ impl AnalysisSpec {
             }
             if !used.insert(key.as_str()) {
                 return Err(bad(&field, format!("metric `{key}` is listed twice")));
-            }
-        }
-        let mut segs = BTreeSet::new();
-        for (i, s) in self.segments.iter().enumerate() {
-            if s.is_empty() || !segs.insert(s.as_str()) {
-                return Err(bad(
-                    &format!("segments[{i}]"),
-                    "segment attributes must be non-empty and distinct".into(),
-                ));
             }
         }
         Ok(ValidSpec {
@@ -425,6 +385,31 @@ mod tests {
             (0.01, Some(0.02), Some(5000))
         );
         assert_eq!(spec.sequential, SequentialMethod::GroupSequential);
+        // Settings the definition does not state are the documented defaults.
+        assert_eq!(
+            (spec.analysis, spec.multiple_testing, spec.cuped),
+            (AnalysisMode::Itt, MultipleTesting::BenjaminiHochberg, None)
+        );
+        assert!(spec.segments.is_empty());
+        let mut planned = definition(None);
+        planned.analysis = AnalysisMode::PerProtocol;
+        planned.multiple_testing = MultipleTesting::Holm;
+        planned.cuped = Some(CupedSpec {
+            pre_period_days: 14,
+        });
+        planned.segments = vec!["country".into()];
+        let spec = AnalysisSpec::from_experiment(&planned, vec![], as_of).unwrap();
+        assert_eq!(
+            (spec.analysis, spec.multiple_testing, spec.cuped),
+            (
+                AnalysisMode::PerProtocol,
+                MultipleTesting::Holm,
+                Some(CupedSpec {
+                    pre_period_days: 14
+                })
+            )
+        );
+        assert_eq!(spec.segments, ["country"]);
         let ended =
             AnalysisSpec::from_experiment(&definition(Some("2026-01-05T00:00:00Z")), vec![], as_of)
                 .unwrap();

@@ -3,12 +3,15 @@
 //!
 //! What was pre-registered — variants and weights, the control, the primary,
 //! secondary and guardrail metrics, alpha, the minimum detectable effect,
-//! the planned units and the sequential method — is what an analysis of the
-//! experiment runs with; nobody restates it in a separate spec file.
+//! the planned units, the sequential method, and the analysis settings of
+//! [`crate::plan`] (intent-to-treat or per-protocol, the multiple-testing
+//! correction, CUPED, segments) — is what an analysis of the experiment runs
+//! with; nobody restates it in a separate spec file.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::plan::{AnalysisMode, CupedSpec, MultipleTesting};
 use crate::sequential::SequentialMethod;
 
 /// One variant of a definition.
@@ -56,6 +59,18 @@ pub struct ExperimentDefinition {
     /// Sequential method.
     #[serde(default)]
     pub sequential: SequentialMethod,
+    /// Intent-to-treat or per-protocol.
+    #[serde(default)]
+    pub analysis: AnalysisMode,
+    /// Correction over the non-primary metrics.
+    #[serde(default)]
+    pub multiple_testing: MultipleTesting,
+    /// CUPED; none for off.
+    #[serde(default)]
+    pub cuped: Option<CupedSpec>,
+    /// Exposure attributes results are broken down by.
+    #[serde(default)]
+    pub segments: Vec<String>,
     /// When it started (RFC 3339); none if it never did.
     #[serde(default)]
     pub started_at: Option<String>,
@@ -125,6 +140,8 @@ mod tests {
                 "primary_metric": "conversion", "secondary_metrics": ["revenue"],
                 "guardrails": ["latency_guard"], "mde": 0.02, "planned_units": 1000,
                 "alpha": 0.05, "sequential": "always_valid", "revision": 4,
+                "analysis": "per_protocol", "multiple_testing": "holm",
+                "cuped": {"pre_period_days": 14}, "segments": ["country"],
                 "started_at": "2026-01-01T00:00:00Z", "ended_at": null}"#,
         )
         .unwrap()
@@ -137,6 +154,15 @@ mod tests {
         assert_eq!(d.sequential, SequentialMethod::AlwaysValid);
         assert_eq!(d.variants[1].weight, 3);
         assert_eq!(d.start().unwrap(), "2026-01-01T00:00:00Z");
+        assert_eq!(d.analysis, AnalysisMode::PerProtocol);
+        assert_eq!(d.multiple_testing, MultipleTesting::Holm);
+        assert_eq!(
+            d.cuped,
+            Some(CupedSpec {
+                pre_period_days: 14
+            })
+        );
+        assert_eq!(d.segments, ["country"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The platform vocabulary Strata's planes share: the metric registry,
 //! guardrail definitions, the sequential testing method, an experiment's
-//! pre-registered definition, and the results document ([`results`]) the
+//! pre-registered definition and analysis settings ([`plan`]), and the results document ([`results`]) the
 //! analysis engine writes and the control plane stores when it is published.
 //!
 //! The control plane (`strata-server`) stores and serves these definitions
@@ -18,6 +18,7 @@ pub mod error;
 pub mod experiment;
 pub mod guardrail;
 pub mod metric;
+pub mod plan;
 pub mod results;
 pub mod sequential;
 
@@ -29,4 +30,5 @@ pub use metric::{
     Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,
     Scalar, SubMetric, DESCRIPTION_MAX_BYTES, EVENT_TYPE_MAX_BYTES,
 };
+pub use plan::{AnalysisMode, CupedSpec, MultipleTesting};
 pub use sequential::SequentialMethod;

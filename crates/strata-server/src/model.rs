@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use strata_model::SequentialMethod;
+use strata_model::{AnalysisMode, CupedSpec, MultipleTesting, SequentialMethod};
 use utoipa::ToSchema;
 
 use crate::error::AppError;
@@ -149,6 +149,21 @@ pub struct ExperimentRequest {
     #[serde(default)]
     #[schema(value_type = crate::schema::Sequential)]
     pub sequential: SequentialMethod,
+    /// Intent-to-treat (default) or per-protocol analysis.
+    #[serde(default)]
+    #[schema(value_type = crate::schema::AnalysisMode)]
+    pub analysis: AnalysisMode,
+    /// Correction over the non-primary metrics (default Benjamini–Hochberg).
+    #[serde(default)]
+    #[schema(value_type = crate::schema::MultipleTesting)]
+    pub multiple_testing: MultipleTesting,
+    /// CUPED variance reduction; absent for off.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::schema::Cuped>)]
+    pub cuped: Option<CupedSpec>,
+    /// Exposure attributes results are broken down by.
+    #[serde(default)]
+    pub segments: Vec<String>,
     /// Whether `approve` (by someone other than the author) is required before `start`.
     #[serde(default)]
     pub requires_approval: bool,
@@ -215,6 +230,21 @@ pub struct ExperimentRecord {
     /// Sequential method.
     #[schema(value_type = crate::schema::Sequential)]
     pub sequential: SequentialMethod,
+    /// Intent-to-treat or per-protocol analysis.
+    #[serde(default)]
+    #[schema(value_type = crate::schema::AnalysisMode)]
+    pub analysis: AnalysisMode,
+    /// Correction over the non-primary metrics.
+    #[serde(default)]
+    #[schema(value_type = crate::schema::MultipleTesting)]
+    pub multiple_testing: MultipleTesting,
+    /// CUPED variance reduction, or null.
+    #[serde(default)]
+    #[schema(value_type = Option<crate::schema::Cuped>)]
+    pub cuped: Option<CupedSpec>,
+    /// Exposure attributes results are broken down by.
+    #[serde(default)]
+    pub segments: Vec<String>,
     /// Whether approval is required before start.
     pub requires_approval: bool,
     /// Whether the global holdout applies.
@@ -472,6 +502,9 @@ impl ExperimentRequest {
                 format!("alpha must be in (0, 0.5], got {}", self.alpha),
             ));
         }
+        strata_model::plan::check_cuped(self.cuped.as_ref())
+            .and_then(|()| strata_model::plan::check_segments(&self.segments))
+            .map_err(|e| AppError::validation(e.field(), e.to_string()))?;
         if let Some([s, e]) = self.range {
             if !(0..i64::from(strata_core::hash::BUCKETS)).contains(&s)
                 || !(1..=i64::from(strata_core::hash::BUCKETS)).contains(&e)

@@ -41,7 +41,7 @@ impl Modify for Bearer {
     ),
     components(schemas(
         model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::Status,
-        schema::Sequential, model::LayerRecord, model::LayerRequest, schema::MetricDef,
+        schema::Sequential, schema::AnalysisMode, schema::MultipleTesting, schema::Cuped, model::LayerRecord, model::LayerRequest, schema::MetricDef,
         schema::MetricType, schema::EventFilter, schema::RatioPart, schema::MetricDirection,
         schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,

@@ -23,6 +23,37 @@ pub enum Sequential {
     AlwaysValid,
 }
 
+/// Which variant a unit is analysed in.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AnalysisMode {
+    /// Intent-to-treat: the assigned variant; opted-out units included.
+    Itt,
+    /// Per-protocol: the served variant; opted-out units dropped.
+    PerProtocol,
+}
+
+/// Multiple-testing correction over the non-primary metrics.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum MultipleTesting {
+    /// No adjustment.
+    None,
+    /// Bonferroni.
+    Bonferroni,
+    /// Holm step-down.
+    Holm,
+    /// Benjamini–Hochberg (false discovery rate).
+    BenjaminiHochberg,
+}
+
+/// CUPED variance reduction.
+#[derive(ToSchema)]
+pub struct Cuped {
+    /// Length of the pre-period before the start, 1 to 365 days.
+    pub pre_period_days: u32,
+}
+
 /// Metric types of the registry.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]

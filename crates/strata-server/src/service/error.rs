@@ -80,7 +80,7 @@ pub enum ServiceError {
         key: String,
     },
     /// The definition of an experiment is frozen once it leaves draft.
-    #[error("experiment {key:?} is {}: its definition, including the pre-registered hypothesis, primary metric, mde, planned units, alpha and sequential method, is frozen once it leaves draft", .status.as_str())]
+    #[error("experiment {key:?} is {}: its definition, including the pre-registered hypothesis, metrics, mde, planned units, alpha, sequential method and analysis settings, is frozen once it leaves draft", .status.as_str())]
     Frozen {
         /// The experiment.
         key: String,

@@ -174,6 +174,10 @@ fn with_definition(
         planned_units: req.planned_units,
         alpha: req.alpha,
         sequential: req.sequential,
+        analysis: req.analysis,
+        multiple_testing: req.multiple_testing,
+        cuped: req.cuped,
+        segments: req.segments,
         requires_approval: req.requires_approval,
         respect_holdout: req.respect_holdout,
         ..base

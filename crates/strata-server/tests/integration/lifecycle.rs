@@ -333,18 +333,60 @@ async fn optimistic_concurrency(s: TestServer) {
 
 async fn frozen_after_draft(s: TestServer) {
     s.setup_registry().await;
-    s.create("exp_f", json!({})).await;
-    s.act("exp_f", "submit", json!({})).await;
+    let plan = json!({"analysis": "per_protocol", "multiple_testing": "holm",
+                      "cuped": {"pre_period_days": 14}, "segments": ["country", "platform"]});
+    let created = s.create("exp_f", plan.clone()).await;
+    // A draft stores and serves the pre-registered analysis settings, and
+    // may still change them.
+    for field in ["analysis", "multiple_testing", "cuped", "segments"] {
+        assert_eq!(created[field], plan[field], "{field}");
+    }
     let (st, v) = s
         .put(
             "/api/v1/experiments/exp_f",
-            crate::common::experiment("exp_f", json!({"mde": 0.5, "revision": 2})),
+            crate::common::experiment(
+                "exp_f",
+                json!({"multiple_testing": "bonferroni", "segments": ["country"], "revision": 1}),
+            ),
         )
         .await;
-    assert_eq!(st, StatusCode::CONFLICT, "{v}");
-    assert_eq!(v["error"]["code"], "frozen");
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            &v["multiple_testing"],
+            &v["segments"],
+            &v["analysis"],
+            &v["cuped"]
+        ),
+        (
+            &json!("bonferroni"),
+            &json!(["country"]),
+            &json!("itt"),
+            &Value::Null
+        ),
+        "an update states the whole definition: what it omits is the default"
+    );
+    s.act("exp_f", "submit", json!({})).await;
+    for change in [
+        json!({"mde": 0.5, "revision": 3}),
+        json!({"multiple_testing": "none", "segments": ["country"], "revision": 3}),
+        json!({"multiple_testing": "bonferroni", "segments": [], "revision": 3}),
+    ] {
+        let (st, v) = s
+            .put(
+                "/api/v1/experiments/exp_f",
+                crate::common::experiment("exp_f", change.clone()),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CONFLICT, "{change}: {v}");
+        assert_eq!(v["error"]["code"], "frozen");
+    }
     let (_, got) = s.get("/api/v1/experiments/exp_f").await;
     assert_eq!(got["mde"], 0.02);
+    assert_eq!(
+        (&got["multiple_testing"], &got["segments"]),
+        (&json!("bonferroni"), &json!(["country"]))
+    );
     s.finish().await;
 }
 
