@@ -49,6 +49,17 @@ impl From<ServiceError> for AppError {
             ServiceError::RangeOverlap { overlaps, .. } => {
                 Self::validation("range", message).with_extra(json!({ "overlaps": overlaps }))
             }
+            ServiceError::LayerFull { free, .. } => {
+                Self::new(StatusCode::CONFLICT, "layer_full", message)
+                    .with_field("size")
+                    .with_extra(json!({ "free": free }))
+            }
+            ServiceError::InUse { by, .. } => Self::new(StatusCode::CONFLICT, "conflict", message)
+                .with_extra(json!({ "experiments": by })),
+            ServiceError::NotStarted { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_started", message)
+            }
+            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ServiceError::Internal(m) => Self::internal(m),
             ServiceError::InvalidSnapshot(e) => crate::state::invalid_snapshot(e),
             ServiceError::Store(e) => Self::from(e),

@@ -346,13 +346,8 @@ impl ConfigStore {
 
     /// Every experiment that is not soft-deleted, oldest first.
     pub async fn experiments(&self) -> Result<Vec<ExperimentRecord>> {
-        let rows =
-            sqlx::query("SELECT doc FROM experiments WHERE deleted = 0 ORDER BY created_at, key")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
-            .collect()
+        let mut c = self.conn().await?;
+        load_experiments(&mut c).await
     }
 
     /// The experiments of one layer.
@@ -373,15 +368,8 @@ impl ConfigStore {
 
     /// Every definition of a kind.
     pub async fn definitions<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
-        let rows = sqlx::query(
-            "SELECT doc FROM definitions WHERE kind = $1 AND deleted = 0 ORDER BY created_at, key",
-        )
-        .bind(kind)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| from_json(kind, &r.try_get::<String, _>(0)?))
-            .collect()
+        let mut c = self.conn().await?;
+        load_definitions(&mut c, kind).await
     }
 
     /// Audit log entries, newest first.
@@ -770,6 +758,31 @@ async fn load_experiment(c: &mut AnyConnection, key: &str) -> Result<Option<Expe
         .transpose()
 }
 
+async fn load_experiments(c: &mut AnyConnection) -> Result<Vec<ExperimentRecord>> {
+    let rows =
+        sqlx::query("SELECT doc FROM experiments WHERE deleted = 0 ORDER BY created_at, key")
+            .fetch_all(&mut *c)
+            .await?;
+    rows.iter()
+        .map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+async fn load_definitions<T: DeserializeOwned>(
+    c: &mut AnyConnection,
+    kind: &str,
+) -> Result<Vec<T>> {
+    let rows = sqlx::query(
+        "SELECT doc FROM definitions WHERE kind = $1 AND deleted = 0 ORDER BY created_at, key",
+    )
+    .bind(kind)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|r| from_json(kind, &r.try_get::<String, _>(0)?))
+        .collect()
+}
+
 async fn load_layer_experiments(
     c: &mut AnyConnection,
     layer: &str,
@@ -884,6 +897,16 @@ impl WriteTx {
     /// The experiments of a layer.
     pub async fn experiments_in_layer(&mut self, layer: &str) -> Result<Vec<ExperimentRecord>> {
         load_layer_experiments(&mut self.tx, layer).await
+    }
+
+    /// Every experiment that is not soft-deleted, as this change sees them.
+    pub async fn experiments(&mut self) -> Result<Vec<ExperimentRecord>> {
+        load_experiments(&mut self.tx).await
+    }
+
+    /// Every definition of a kind, as this change sees them.
+    pub async fn definitions<T: DeserializeOwned>(&mut self, kind: &str) -> Result<Vec<T>> {
+        load_definitions(&mut self.tx, kind).await
     }
 
     /// A definition.

@@ -3,9 +3,9 @@
 //! In-process callers match on these; the API converts them into
 //! [`AppError`](crate::AppError), the only thing that renders HTTP.
 
-use crate::api::layers::Allocation;
 use crate::auth::Perm;
 use crate::model::Status;
+use crate::service::layers::Allocation;
 use crate::service::lifecycle::Action;
 use crate::store::StoreError;
 
@@ -97,6 +97,38 @@ pub enum ServiceError {
         /// The ranges it overlaps.
         overlaps: Vec<Allocation>,
     },
+    /// A layer has no free range of the size asked for.
+    #[error("layer {layer:?} has no free range of size {size}")]
+    LayerFull {
+        /// The layer.
+        layer: String,
+        /// The size asked for.
+        size: u16,
+        /// Its free ranges.
+        free: Vec<[u16; 2]>,
+    },
+    /// A definition is still used and cannot be deleted.
+    #[error("{what} {key:?} is used by experiments {}; archive them or change their {what}s first", .by.join(", "))]
+    InUse {
+        /// What, e.g. `metric`.
+        what: &'static str,
+        /// Its key.
+        key: String,
+        /// The experiments (not archived) using it.
+        by: Vec<String>,
+    },
+    /// Results are published only for an experiment that has started.
+    #[error("experiment {key:?} has not started (status {}); results can only be published once it has", .status.as_str())]
+    NotStarted {
+        /// The experiment.
+        key: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The change conflicts with the entity's state (e.g. a look already
+    /// retracted).
+    #[error("{0}")]
+    Conflict(String),
     /// A failure that is a bug or of the machine (no randomness).
     #[error("{0}")]
     Internal(String),

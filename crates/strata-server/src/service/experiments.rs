@@ -9,16 +9,16 @@
 
 use serde_json::Value;
 
-use crate::api::layers::{find_free, occupied, overlapping};
-use crate::api::registry::definition_of;
 use crate::auth::{random_hex, Perm};
 use crate::error::AppError;
 use crate::model::{
     check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
     DEFAULT_LAYER,
 };
+use crate::service::layers::{find_free, occupied, overlapping};
 use crate::service::lifecycle::{self, Action};
 use crate::service::permissions::{authorize, deny};
+use crate::service::registry::definition_of;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
 use crate::store::{rfc3339, StoreError, WriteTx};

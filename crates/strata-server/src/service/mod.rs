@@ -1,19 +1,31 @@
 //! The operations of the control plane, callable in-process without HTTP.
 //!
-//! The management API is the one caller of these services today; they take
-//! an [`Actor`] rather than a request so that a job inside the server can
-//! call them as a system actor (the integration tests do). Every operation checks the caller's permissions against the one
-//! table of [`permissions`], applies the lifecycle of [`lifecycle`], writes
-//! through the store with an audit entry under the caller's name, and
-//! refuses with a [`ServiceError`] that the API turns into its HTTP error.
+//! One service per kind of thing the control plane manages: experiments and
+//! their lifecycle ([`experiments`]), layers ([`layers`]), the metric
+//! registry, guardrail definitions and holdout ([`registry`]), and results
+//! ([`results`]). The management API's handlers only parse, call one of
+//! them and render; a job inside the process (the scheduler, the guardrail
+//! monitor) calls them as a system actor.
+//!
+//! Every operation takes an [`Actor`] rather than a request, checks its
+//! permissions against the one table of [`permissions`], applies the
+//! lifecycle of [`lifecycle`], writes through the store with an audit entry
+//! under the actor's name, and refuses with a [`ServiceError`] that the API
+//! turns into its HTTP error.
 
 mod actor;
 mod error;
 pub mod experiments;
+pub mod layers;
 pub mod lifecycle;
 pub mod permissions;
+pub mod registry;
+pub mod results;
 
 pub use actor::{Actor, SystemActor};
 pub use error::ServiceError;
 pub use experiments::{ActParams, ExperimentService};
+pub use layers::LayerService;
 pub use lifecycle::Action;
+pub use registry::RegistryService;
+pub use results::{Publication, ResultsService};

@@ -112,6 +112,24 @@ async fn metrics_and_guardrails(s: TestServer) {
         let (st, _) = s.get(&format!("/api/v1/metrics/{metric}")).await;
         assert_eq!(st, StatusCode::OK);
     }
+    // Nor can a guardrail definition it names: its look could no longer
+    // be checked against what the guardrail watches.
+    let (st, v, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/guardrails/latency_guard",
+            Some(crate::common::ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["experiments"], json!(["exp_g"]), "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "guardrail \"latency_guard\" is used by experiments exp_g; archive them or change their guardrails first"
+    );
+    let (st, _) = s.get("/api/v1/guardrails/latency_guard").await;
+    assert_eq!(st, StatusCode::OK);
     // Soft delete: gone from the API, still in the audit log, key not reusable.
     let (st, _, _) = s
         .call(

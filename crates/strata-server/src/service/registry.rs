@@ -1,0 +1,409 @@
+//! The metric registry, guardrail definitions and the global holdout: the
+//! definitions experiments refer to.
+//!
+//! A definition is stored with a revision beside its own fields
+//! ([`STORED_FIELDS`]) and deleted softly: its key is never reused, so a
+//! look published under an old definition cannot be confused with a new
+//! one. A metric or guardrail definition still used by an experiment that is
+//! not archived is not deleted ([`ServiceError::InUse`]); the check and the
+//! deletion happen in one write, so no experiment can start using it in
+//! between.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use strata_model::{MetricRegistry, MetricType};
+
+use crate::auth::{random_hex, Perm};
+use crate::model::{
+    check_percent, ExperimentRecord, GuardrailDef, HoldoutRecord, MetricDef, Status,
+};
+use crate::service::permissions::authorize;
+use crate::service::{Actor, ServiceError};
+use crate::state::AppState;
+use crate::store::{rfc3339, StoreError, WriteTx};
+
+/// The fields a stored registry entry carries beside the definition's own
+/// ([`Stored`]); served with it, they are not part of the definition format.
+pub const STORED_FIELDS: [&str; 2] = ["revision", "created_at"];
+
+/// A stored registry entry (as stored and served) without [`STORED_FIELDS`]:
+/// the definition, ready to read with strata-model's types.
+pub fn definition_of(mut stored: serde_json::Map<String, Value>) -> Value {
+    for f in STORED_FIELDS {
+        stored.remove(f);
+    }
+    Value::Object(stored)
+}
+
+/// Stored form of a registry entry: the definition plus its revision
+/// (the fields named in [`STORED_FIELDS`]).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Stored<T> {
+    #[serde(flatten)]
+    def: T,
+    revision: i64,
+    created_at: String,
+}
+
+/// The kinds of definitions kept here, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A metric of the registry.
+    Metric,
+    /// A guardrail definition.
+    Guardrail,
+}
+
+impl Kind {
+    /// The stored kind and the word used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Metric => "metric",
+            Kind::Guardrail => "guardrail",
+        }
+    }
+}
+
+/// The API requires a non-empty `filter` on every metric but a ratio, and
+/// on both parts of a ratio (`docs/api.md`), although the registry format
+/// (and the analysis) reads an absent filter as "every event": a metric
+/// defined over the API states which events it counts.
+pub fn require_filter(def: &MetricDef) -> Result<(), ServiceError> {
+    let parts = [
+        ("numerator", &def.numerator),
+        ("denominator", &def.denominator),
+    ];
+    let missing = if def.kind == MetricType::Ratio {
+        parts
+            .into_iter()
+            .find(|(_, p)| p.as_ref().is_some_and(|p| p.filter.is_empty()))
+            .map(|(name, _)| format!("{name}.filter"))
+    } else {
+        def.filter.is_empty().then(|| "filter".to_owned())
+    };
+    match missing {
+        Some(field) => Err(ServiceError::validation(
+            field.clone(),
+            format!("{field} is required for this metric type"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn model(e: strata_model::ModelError) -> ServiceError {
+    ServiceError::validation(e.field(), e.to_string())
+}
+
+/// Whether experiment `e` uses `key` of `kind`: a metric as its primary,
+/// secondary or guardrail metric (directly or through one of `guardrails`
+/// watching it), a guardrail definition in its guardrails.
+fn uses(e: &ExperimentRecord, kind: Kind, key: &str, guardrails: &[Value]) -> bool {
+    match kind {
+        Kind::Metric => {
+            let watches = |g: &String| {
+                g == key
+                    || guardrails
+                        .iter()
+                        .any(|d| d["key"] == g.as_str() && d["metric"] == key)
+            };
+            e.primary_metric == key
+                || e.secondary_metrics.iter().any(|m| m == key)
+                || e.guardrails.iter().any(watches)
+        }
+        Kind::Guardrail => e.guardrails.iter().any(|g| g == key),
+    }
+}
+
+/// Reads and changes the registry, the guardrail definitions and the holdout.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    state: AppState,
+}
+
+impl RegistryService {
+    /// The service over a server's state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn store_error(&self, e: StoreError) -> ServiceError {
+        self.state.service_store_error(e)
+    }
+
+    async fn begin(&self, actor: &Actor) -> Result<WriteTx, ServiceError> {
+        self.state
+            .store
+            .begin_write(actor)
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// Stores a new definition (revision 1) and audits `KIND.create`.
+    async fn create<T: Serialize + DeserializeOwned>(
+        &self,
+        mut tx: WriteTx,
+        kind: Kind,
+        key: &str,
+        def: T,
+    ) -> Result<Value, ServiceError> {
+        let kind = kind.as_str();
+        if tx.definition_key_taken(kind, key).await? {
+            return Err(ServiceError::AlreadyExists {
+                what: kind,
+                key: key.to_owned(),
+            });
+        }
+        let stored = Stored {
+            def,
+            revision: 1,
+            created_at: rfc3339(tx.now),
+        };
+        let after = serde_json::to_value(&stored)
+            .map_err(|e| ServiceError::Internal(format!("serialise {kind} {key:?}: {e}")))?;
+        tx.put_definition(kind, key, &stored, 1, false).await?;
+        tx.audit(
+            &format!("{kind}.create"),
+            kind,
+            key,
+            None,
+            Some(&after),
+            None,
+        )
+        .await?;
+        self.state
+            .publish(tx, &format!("create {kind} {key}"))
+            .await?;
+        Ok(after)
+    }
+
+    /// Every stored definition of `kind` (with [`STORED_FIELDS`]), oldest
+    /// first; readable by every role.
+    pub async fn list(&self, actor: &Actor, kind: Kind) -> Result<Vec<Value>, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        self.state
+            .store
+            .definitions(kind.as_str())
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+
+    /// One stored definition of `kind`.
+    pub async fn get(&self, actor: &Actor, kind: Kind, key: &str) -> Result<Value, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        self.state
+            .store
+            .definition(kind.as_str(), key)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: kind.as_str(),
+                key: key.to_owned(),
+            })
+    }
+
+    /// Soft-deletes a definition of `kind` (`metrics:write` for a metric,
+    /// `guardrails:write` for a guardrail definition), unless an experiment
+    /// that is not archived uses it; audited as `KIND.delete`.
+    pub async fn delete(&self, actor: &Actor, kind: Kind, key: &str) -> Result<(), ServiceError> {
+        let perm = match kind {
+            Kind::Metric => Perm::MetricsWrite,
+            Kind::Guardrail => Perm::GuardrailsWrite,
+        };
+        authorize(&self.state.store, actor, perm, None).await?;
+        let mut tx = self.begin(actor).await?;
+        let name = kind.as_str();
+        let old: Stored<Value> =
+            tx.definition(name, key)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: name,
+                    key: key.to_owned(),
+                })?;
+        let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
+        let by: Vec<String> = tx
+            .experiments()
+            .await?
+            .into_iter()
+            .filter(|e| e.status != Status::Archived && uses(e, kind, key, &guardrails))
+            .map(|e| e.key)
+            .collect();
+        if !by.is_empty() {
+            return Err(ServiceError::InUse {
+                what: name,
+                key: key.to_owned(),
+                by,
+            });
+        }
+        let before = serde_json::to_value(&old).unwrap_or(Value::Null);
+        let new = Stored {
+            revision: old.revision + 1,
+            ..old
+        };
+        tx.put_definition(name, key, &new, new.revision, true)
+            .await?;
+        tx.audit(
+            &format!("{name}.delete"),
+            name,
+            key,
+            Some(&before),
+            None,
+            None,
+        )
+        .await?;
+        self.state
+            .publish(tx, &format!("delete {name} {key}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a metric to the registry (`metrics:write`: analysts and
+    /// admins); audited as `metric.create`.
+    pub async fn create_metric(
+        &self,
+        actor: &Actor,
+        def: MetricDef,
+    ) -> Result<Value, ServiceError> {
+        authorize(&self.state.store, actor, Perm::MetricsWrite, None).await?;
+        def.validate().map_err(model)?;
+        require_filter(&def)?;
+        let key = def.key.clone();
+        let tx = self.begin(actor).await?;
+        self.create(tx, Kind::Metric, &key, def).await
+    }
+
+    /// Adds a guardrail definition (`guardrails:write`: admins) watching a
+    /// metric of the registry; audited as `guardrail.create`.
+    pub async fn create_guardrail(
+        &self,
+        actor: &Actor,
+        def: GuardrailDef,
+    ) -> Result<Value, ServiceError> {
+        authorize(&self.state.store, actor, Perm::GuardrailsWrite, None).await?;
+        def.validate().map_err(model)?;
+        let mut tx = self.begin(actor).await?;
+        // Checked in the write, so the metric cannot be deleted in between.
+        if tx
+            .definition::<Value>(Kind::Metric.as_str(), &def.metric)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::validation(
+                "metric",
+                format!("metric {:?} is not in the metric registry", def.metric),
+            ));
+        }
+        let key = def.key.clone();
+        self.create(tx, Kind::Guardrail, &key, def).await
+    }
+
+    /// The metric registry as the platform's type, for in-process callers
+    /// (an analysis of a stored experiment).
+    pub async fn registry(&self) -> Result<MetricRegistry, ServiceError> {
+        let stored: Vec<serde_json::Map<String, Value>> = self
+            .state
+            .store
+            .definitions(Kind::Metric.as_str())
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let metrics = stored
+            .into_iter()
+            .map(|m| {
+                serde_json::from_value(definition_of(m))
+                    .map_err(|e| ServiceError::Internal(format!("stored metric: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(MetricRegistry { metrics })
+    }
+
+    /// Every guardrail definition as the platform's type.
+    pub async fn guardrail_definitions(&self) -> Result<Vec<GuardrailDef>, ServiceError> {
+        let stored: Vec<serde_json::Map<String, Value>> = self
+            .state
+            .store
+            .definitions(Kind::Guardrail.as_str())
+            .await
+            .map_err(|e| self.store_error(e))?;
+        stored
+            .into_iter()
+            .map(|g| {
+                serde_json::from_value(definition_of(g))
+                    .map_err(|e| ServiceError::Internal(format!("stored guardrail: {e}")))
+            })
+            .collect()
+    }
+
+    /// The global holdout, if one is set.
+    pub async fn holdout(&self, actor: &Actor) -> Result<HoldoutRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        self.state
+            .store
+            .definition("holdout", "global")
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "holdout",
+                key: "global".to_owned(),
+            })
+    }
+
+    /// Sets the holdout (`holdout:write`: admins): `percent` if given (it is
+    /// required when there is no holdout yet), a new salt on creation and
+    /// when `rotate`; audited as `holdout.set` or `holdout.rotate`.
+    pub async fn set_holdout(
+        &self,
+        actor: &Actor,
+        percent: Option<f64>,
+        rotate: bool,
+    ) -> Result<HoldoutRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::HoldoutWrite, None).await?;
+        if let Some(p) = percent {
+            check_percent("percent", p)
+                .map_err(|e| ServiceError::validation("percent", e.message))?;
+        }
+        let salt = || {
+            random_hex(8)
+                .map(|h| format!("H-{h}"))
+                .map_err(|e| ServiceError::Internal(e.message))
+        };
+        let mut tx = self.begin(actor).await?;
+        let old: Option<HoldoutRecord> = tx.definition("holdout", "global").await?;
+        let rec = match &old {
+            Some(o) => HoldoutRecord {
+                salt: if rotate { salt()? } else { o.salt.clone() },
+                percent: percent.unwrap_or(o.percent),
+                revision: o.revision + 1,
+                updated_at: rfc3339(tx.now),
+            },
+            None => HoldoutRecord {
+                salt: salt()?,
+                percent: percent.ok_or_else(|| ServiceError::NotFound {
+                    what: "holdout",
+                    key: "global".to_owned(),
+                })?,
+                revision: 1,
+                updated_at: rfc3339(tx.now),
+            },
+        };
+        tx.put_definition("holdout", "global", &rec, rec.revision, false)
+            .await?;
+        let action = if rotate && old.is_some() {
+            "holdout.rotate"
+        } else {
+            "holdout.set"
+        };
+        tx.audit(
+            action,
+            "holdout",
+            "global",
+            old.as_ref()
+                .and_then(|o| serde_json::to_value(o).ok())
+                .as_ref(),
+            serde_json::to_value(&rec).ok().as_ref(),
+            None,
+        )
+        .await?;
+        self.state.publish(tx, action).await?;
+        Ok(rec)
+    }
+}

@@ -1,0 +1,401 @@
+//! Analysis results of experiments: the documents the analysis writes
+//! (`docs/results-schema.md`), published as looks and read by the portal.
+//!
+//! Results are team data (Part 13 of the design): analysts and admins read
+//! every team's, experimenters and viewers only their own team's, so that a
+//! competitor team cannot watch an experiment's effect before it concludes.
+//! Every publication is kept (a history of looks) and audited.
+//!
+//! A published document is read as strata-model's results type and checked
+//! against the stored experiment (its key, variants, metrics and a plausible
+//! `as_of`), since one wrong look would otherwise hide every later one. A
+//! look found wrong afterwards is retracted, never deleted: it stays in the
+//! history, marked.
+
+use serde::Serialize;
+use serde_json::Value;
+use strata_model::results::Results;
+
+use crate::auth::Perm;
+use crate::model::ExperimentRecord;
+use crate::service::permissions::authorize;
+use crate::service::registry::RegistryService;
+use crate::service::{Actor, ServiceError};
+use crate::state::AppState;
+use crate::store::{now_ms, parse_rfc3339, ResultsMeta, StoreError};
+
+/// How far in the future a published `as_of` may lie: the clocks of the
+/// analysis job and the server may disagree by this much. A later `as_of`
+/// would hide every honest look until that date.
+pub const AS_OF_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// The longest accepted retraction reason, in bytes.
+pub const RETRACT_REASON_MAX_BYTES: usize = 1000;
+
+/// A results document to publish: the typed document that is checked, and
+/// the document as it is stored (as published, so that a field a newer
+/// analysis engine adds is kept rather than dropped).
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// The document, read as the platform's type.
+    pub results: Results,
+    /// The document as stored.
+    pub document: Value,
+}
+
+impl Publication {
+    /// The publication of a document computed in-process.
+    pub fn of(results: Results) -> Result<Self, ServiceError> {
+        let document = serde_json::to_value(&results)
+            .map_err(|e| ServiceError::Internal(format!("serialise results: {e}")))?;
+        Ok(Self { results, document })
+    }
+}
+
+/// An experiment whose results an actor may publish, from
+/// [`ResultsService::target`].
+#[derive(Debug)]
+pub struct PublishTarget {
+    experiment: ExperimentRecord,
+    actor: Actor,
+}
+
+/// A published results document with its publication metadata.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublishedResults {
+    /// The experiment.
+    pub experiment: String,
+    /// Publication metadata.
+    #[serde(flatten)]
+    pub meta: ResultsMeta,
+    /// The results document, as published.
+    #[schema(value_type = Object)]
+    pub results: Value,
+}
+
+/// Publishes, retracts and reads experiments' results.
+#[derive(Debug, Clone)]
+pub struct ResultsService {
+    state: AppState,
+}
+
+impl ResultsService {
+    /// The service over a server's state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn store_error(&self, e: StoreError) -> ServiceError {
+        self.state.service_store_error(e)
+    }
+
+    /// The experiment `key`, once `actor` may use `perm` on its team's
+    /// results (the role is checked before the experiment is looked up, so
+    /// a caller without the permission learns nothing of which exist).
+    async fn experiment_for(
+        &self,
+        actor: &Actor,
+        perm: Perm,
+        key: &str,
+    ) -> Result<ExperimentRecord, ServiceError> {
+        let store = &self.state.store;
+        authorize(store, actor, perm, None).await?;
+        let e = store
+            .experiment(key)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "experiment",
+                key: key.to_owned(),
+            })?;
+        authorize(store, actor, perm, Some(&e.owner_team)).await?;
+        Ok(e)
+    }
+
+    /// The metrics an experiment's results may report: its primary,
+    /// secondary and guardrail metrics, each guardrail resolved by the model
+    /// to the metric it watches (and kept as named, as the analysis of a
+    /// spec file names guardrails by their metric keys).
+    async fn reported_metrics(&self, e: &ExperimentRecord) -> Result<Vec<String>, ServiceError> {
+        let defs = RegistryService::new(self.state.clone())
+            .guardrail_definitions()
+            .await?;
+        // A guardrail entry that is no definition names a metric: experiments
+        // were checked against the registry when defined, and a used metric
+        // or definition cannot be deleted.
+        let metrics: Vec<&str> = e
+            .guardrails
+            .iter()
+            .filter(|g| !defs.iter().any(|d| &d.key == *g))
+            .map(String::as_str)
+            .collect();
+        let resolved =
+            strata_model::guardrail::resolve(&e.guardrails, &defs, &metrics).map_err(|err| {
+                ServiceError::Internal(format!(
+                    "stored guardrails of experiment {:?}: {err}",
+                    e.key
+                ))
+            })?;
+        let mut keys = vec![e.primary_metric.clone()];
+        keys.extend(e.secondary_metrics.iter().cloned());
+        keys.extend(e.guardrails.iter().cloned());
+        keys.extend(resolved.into_iter().map(|g| g.metric));
+        Ok(keys)
+    }
+
+    /// The first half of a publication: checks that `actor` may publish
+    /// results of experiment `key` (`results:write` on its team) and that it
+    /// has started. The caller then reads the document and hands both to
+    /// [`ResultsService::publish`]: a caller that may not publish, or an
+    /// experiment that cannot have results, is refused before the document
+    /// is read.
+    pub async fn target(&self, actor: &Actor, key: &str) -> Result<PublishTarget, ServiceError> {
+        let experiment = self.experiment_for(actor, Perm::ResultsWrite, key).await?;
+        if experiment.started_at.is_none() {
+            return Err(ServiceError::NotStarted {
+                key: experiment.key,
+                status: experiment.status,
+            });
+        }
+        Ok(PublishTarget {
+            experiment,
+            actor: actor.clone(),
+        })
+    }
+
+    /// Publishes `publication` as the next look of the target's experiment,
+    /// once checked against its stored definition; audited under the
+    /// target's actor. Returns the look's metadata.
+    pub async fn publish(
+        &self,
+        target: PublishTarget,
+        publication: &Publication,
+    ) -> Result<ResultsMeta, ServiceError> {
+        let PublishTarget {
+            experiment: e,
+            actor,
+        } = target;
+        let metrics = self.reported_metrics(&e).await?;
+        let as_of = check(&e, &publication.results, &metrics, now_ms())?;
+        let store = &self.state.store;
+        let seq = store
+            .insert_results(&e.key, &e.owner_team, as_of, &publication.document, &actor)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let (meta, _) = store
+            .results(&e.key, Some(seq))
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| ServiceError::Internal("published results vanished".into()))?;
+        Ok(meta)
+    }
+
+    /// [`target`](Self::target) then [`publish`](Self::publish), for a
+    /// document computed in-process.
+    pub async fn publish_results(
+        &self,
+        actor: &Actor,
+        key: &str,
+        results: Results,
+    ) -> Result<ResultsMeta, ServiceError> {
+        let target = self.target(actor, key).await?;
+        self.publish(target, &Publication::of(results)?).await
+    }
+
+    /// Retracts look `seq` of experiment `key` (`results:retract`: analysts
+    /// and admins) for `reason`; audited. It stays in the history, readable
+    /// by `seq` and marked, and is never the latest again.
+    pub async fn retract(
+        &self,
+        actor: &Actor,
+        key: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<ResultsMeta, ServiceError> {
+        let e = self
+            .experiment_for(actor, Perm::ResultsRetract, key)
+            .await?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ServiceError::validation(
+                "reason",
+                "a retraction needs a reason",
+            ));
+        }
+        if reason.len() > RETRACT_REASON_MAX_BYTES {
+            return Err(ServiceError::validation(
+                "reason",
+                format!("longer than {RETRACT_REASON_MAX_BYTES} bytes"),
+            ));
+        }
+        let missing = || ServiceError::NotFound {
+            what: "results",
+            key: format!("{key}/{seq}"),
+        };
+        let already =
+            || ServiceError::Conflict(format!("results {key}/{seq} are already retracted"));
+        let store = &self.state.store;
+        let (meta, _) = store
+            .results(&e.key, Some(seq))
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(missing)?;
+        if meta.retracted_at.is_some() {
+            return Err(already());
+        }
+        let done = store
+            .retract_results(&e.key, seq, reason, actor)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        if !done {
+            // Retracted by someone else between the read and the update.
+            return Err(already());
+        }
+        let (meta, _) = store
+            .results(&e.key, Some(seq))
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(missing)?;
+        Ok(meta)
+    }
+
+    /// Look `seq` of experiment `key`, or its latest look (by `as_of`,
+    /// retracted looks left out) when `seq` is none (`results:read` on its
+    /// team).
+    pub async fn read(
+        &self,
+        actor: &Actor,
+        key: &str,
+        seq: Option<u64>,
+    ) -> Result<PublishedResults, ServiceError> {
+        let e = self.experiment_for(actor, Perm::ResultsRead, key).await?;
+        let (meta, results) = self
+            .state
+            .store
+            .results(&e.key, seq)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .ok_or_else(|| match seq {
+                Some(seq) => ServiceError::NotFound {
+                    what: "results",
+                    key: format!("{key}/{seq}"),
+                },
+                None => ServiceError::NotFound {
+                    what: "results of experiment",
+                    key: key.to_owned(),
+                },
+            })?;
+        Ok(PublishedResults {
+            experiment: e.key,
+            meta,
+            results,
+        })
+    }
+
+    /// Every look of experiment `key`, latest `as_of` first (`results:read`
+    /// on its team).
+    pub async fn history(
+        &self,
+        actor: &Actor,
+        key: &str,
+    ) -> Result<Vec<ResultsMeta>, ServiceError> {
+        let e = self.experiment_for(actor, Perm::ResultsRead, key).await?;
+        self.state
+            .store
+            .results_history(&e.key)
+            .await
+            .map_err(|e| self.store_error(e))
+    }
+}
+
+/// Checks a results document against the experiment it is published for:
+/// the experiment has started, and the document's key, variants, metrics
+/// and `as_of` (between the start of the experiment and `now`, give or take
+/// the clock skew) agree with it. Returns `as_of` in ms.
+fn check(
+    e: &ExperimentRecord,
+    doc: &Results,
+    metrics: &[String],
+    now: i64,
+) -> Result<i64, ServiceError> {
+    let key = &e.key;
+    // No data to analyse before the start, and a draft's definition may
+    // still change under the results.
+    let started = e
+        .started_at
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .ok_or_else(|| ServiceError::NotStarted {
+            key: key.clone(),
+            status: e.status,
+        })?;
+    if &doc.experiment != key {
+        return Err(ServiceError::validation(
+            "experiment",
+            format!(
+                "the results are of experiment {:?}, not {key:?}",
+                doc.experiment
+            ),
+        ));
+    }
+    let as_of = parse_rfc3339(&doc.as_of).ok_or_else(|| {
+        ServiceError::validation(
+            "as_of",
+            format!("{:?} is not an rfc 3339 timestamp", doc.as_of),
+        )
+    })?;
+    if as_of > now + AS_OF_CLOCK_SKEW_MS {
+        return Err(ServiceError::validation(
+            "as_of",
+            format!("{} is in the future", doc.as_of),
+        ));
+    }
+    if as_of < started {
+        return Err(ServiceError::validation(
+            "as_of",
+            format!(
+                "{} is before the experiment started ({})",
+                doc.as_of,
+                e.started_at.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let variant = |field: String, v: &str| -> Result<(), ServiceError> {
+        if e.variants.iter().any(|d| d.key == v) {
+            Ok(())
+        } else {
+            Err(ServiceError::validation(
+                field,
+                format!("{v:?} is not a variant of experiment {key:?}"),
+            ))
+        }
+    };
+    for v in doc.units.keys() {
+        variant(format!("units.{v}"), v)?;
+    }
+    for v in doc.srm.observed.keys() {
+        variant(format!("srm.observed.{v}"), v)?;
+    }
+    for v in doc.srm.expected.keys() {
+        variant(format!("srm.expected.{v}"), v)?;
+    }
+    for (i, m) in doc.metrics.iter().enumerate() {
+        if !metrics.contains(&m.metric) {
+            return Err(ServiceError::validation(
+                format!("metrics[{i}].metric"),
+                format!(
+                    "{:?} is not a primary, secondary or guardrail metric of experiment {key:?}",
+                    m.metric
+                ),
+            ));
+        }
+        for v in m.variants.keys() {
+            variant(format!("metrics[{i}].variants.{v}"), v)?;
+        }
+        for (j, x) in m.effects.iter().enumerate() {
+            variant(format!("metrics[{i}].effects[{j}].variant"), &x.variant)?;
+            variant(format!("metrics[{i}].effects[{j}].control"), &x.control)?;
+        }
+    }
+    Ok(as_of)
+}
