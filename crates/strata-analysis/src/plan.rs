@@ -546,6 +546,143 @@ pub(crate) fn unit_expr(kind: MetricType, cols: &[usize], cuped_col: Option<usiz
     }
 }
 
+/// Registers a canonical input view (`exposures`, `events`) over its
+/// source's own columns ([`crate::source`]).
+pub(crate) fn create_view_sql(name: &str, select: &str) -> String {
+    format!("CREATE VIEW {name} AS {select}")
+}
+
+/// Stage 1's counts over `units_all`: units seen in several variants, in a
+/// variant outside `known` (an SQL list of the spec's variants), opted out,
+/// and whose variant or segments need their first exposure
+/// ([`units_first_sql`]).
+pub(crate) fn units_diagnosis_sql(known: &str) -> String {
+    format!(
+        "SELECT SUM(CASE WHEN multi_variant THEN 1 ELSE 0 END) AS multi, \
+         SUM(CASE WHEN variant NOT IN ({known}) THEN 1 ELSE 0 END) AS unknown, \
+         SUM(CASE WHEN opted_out THEN 1 ELSE 0 END) AS opted, \
+         SUM(CASE WHEN ambiguous THEN 1 ELSE 0 END) AS ambiguous FROM units_all"
+    )
+}
+
+/// Stage 1's result, `units`: the units of `units_all` in one of the
+/// `known` variants (opted-out units dropped under per-protocol analysis),
+/// each with a dense index `uidx` and the start `lo` of its event window
+/// (its first exposure less the clock skew, not before the start).
+pub(crate) fn analysed_units_sql(known: &str, mode: AnalysisMode, b: &Bounds) -> String {
+    let opted = match mode {
+        AnalysisMode::Itt => "",
+        AnalysisMode::PerProtocol => " AND NOT opted_out",
+    };
+    format!(
+        "SELECT *, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, \
+         CASE WHEN first_ts - {skew} > {start} THEN first_ts - {skew} ELSE {start} END AS lo \
+         FROM units_all WHERE variant IN ({known}){opted}",
+        skew = b.skew,
+        start = b.start
+    )
+}
+
+/// The columns of `units` that stage 2's join reads.
+pub(crate) const UNIT_KEYS_SQL: &str = "SELECT unit_id, uidx, lo, first_ts FROM units";
+
+/// The variants with units in this look.
+pub(crate) const UNIT_VARIANTS_SQL: &str = "SELECT DISTINCT variant FROM units_all";
+
+/// Units per variant.
+pub(crate) const UNITS_PER_VARIANT_SQL: &str =
+    "SELECT variant, COUNT(*) AS n FROM units GROUP BY variant";
+
+/// The variant names (`column`: assigned or served) among all exposures of
+/// experiment `key`, whatever their time.
+pub(crate) fn exposure_variants_sql(column: &str, key: &str) -> String {
+    format!(
+        "SELECT DISTINCT {column} AS name FROM exposures WHERE experiment = {key} \
+         AND {column} IS NOT NULL ORDER BY name",
+        key = literal(key)
+    )
+}
+
+/// The first `limit` experiment keys among the exposures.
+pub(crate) fn exposure_experiments_sql(limit: usize) -> String {
+    format!(
+        "SELECT DISTINCT experiment AS name FROM exposures \
+         WHERE experiment IS NOT NULL ORDER BY name LIMIT {limit}"
+    )
+}
+
+/// Each unit's list of values of part `col` (a quantile metric's values
+/// gathered in stage 2a), with its variant.
+pub(crate) fn unit_value_lists_sql(col: usize) -> String {
+    format!("SELECT variant, p{col} AS v FROM unit_values")
+}
+
+/// ` WHERE …` of the conditions, or nothing.
+fn where_clause<'a>(conds: impl IntoIterator<Item = &'a str>) -> String {
+    let conds: Vec<&str> = conds.into_iter().collect();
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// The `w` quantile (linear interpolation) of per-unit expression `ex` over
+/// the units matching `filter`: a winsorizing cap.
+pub(crate) fn winsorize_cap_sql(w: f64, ex: &str, filter: Option<&str>) -> String {
+    format!(
+        "SELECT percentile_cont({w:?}) WITHIN GROUP (ORDER BY v) AS cap \
+         FROM (SELECT {ex} AS v FROM unit_values{})",
+        where_clause(filter)
+    )
+}
+
+/// `ex` capped at `cap` (unchanged when the cap is not finite: no cap).
+pub(crate) fn capped(ex: &str, cap: f64) -> String {
+    if cap.is_finite() {
+        format!("CASE WHEN {ex} > {cap:?} THEN {cap:?} ELSE {ex} END")
+    } else {
+        ex.to_string()
+    }
+}
+
+/// Stage 3: the centred moments of per-unit `y` and `x` (0 when there is no
+/// `x`) per variant, and per value of `group` (a segment column) when
+/// given, over the units matching `filter`.
+pub(crate) fn moments_sql(
+    y: &str,
+    x: Option<&str>,
+    filter: Option<&str>,
+    group: Option<&str>,
+) -> String {
+    let group_sel = group.map(|g| format!(", {g}")).unwrap_or_default();
+    format!(
+        "SELECT variant{group_sel}, COUNT(*) AS n, AVG(y) AS my, VAR_POP(y) AS vy, AVG(x) AS mx, \
+         VAR_POP(x) AS vx, COVAR_POP(x, y) AS cxy FROM (SELECT variant{group_sel}, {y} AS y, {x} AS x \
+         FROM unit_values{where_}) GROUP BY variant{group_sel}",
+        x = x.unwrap_or("0.0"),
+        where_ = where_clause(filter),
+    )
+}
+
+/// The novelty report's moments of the primary metric per variant, in the
+/// early window of every unit, or (`late_only`) in the late window of the
+/// units whose late window lies before the end.
+pub(crate) fn novelty_window_sql(e: &UnitExpr, late_only: bool, b: &Bounds) -> String {
+    let late = format!("first_ts + {} < {}", b.novelty, b.end);
+    let conds = e
+        .filter
+        .as_deref()
+        .into_iter()
+        .chain(late_only.then_some(late.as_str()));
+    format!(
+        "SELECT variant, COUNT(*) AS n, AVG(y) AS my, VAR_POP(y) AS vy FROM \
+         (SELECT variant, {} AS y FROM unit_values{}) GROUP BY variant",
+        e.y,
+        where_clause(conds)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
