@@ -1,8 +1,9 @@
 //! What a process mounts beside the control plane.
 //!
 //! `strata serve` is assembled outside this crate (strata-app): the control
-//! plane is one part, and the event pipeline's collection endpoints, and
-//! later background jobs and the portal, are others. Each registers its
+//! plane is one part, the event pipeline's collection endpoints and its
+//! retention task another, and any background job of the process would be
+//! one more. Each registers its
 //! routes, its background tasks, its `/metrics` text and its OpenAPI paths
 //! through [`Mount`], and is shut down by the server in order: stop taking
 //! requests, signal the tasks and wait for them, then let each mount drain.
