@@ -69,6 +69,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             None,
         ));
     }
+    // Every body of the API is an object; serde would also read a struct
+    // from an array of its fields in order (`[1]` as `{"percent": 1}`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AppError::bad_json(
+            "request body must be a json object, not an array",
+            None,
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -350,6 +358,19 @@ mod tests {
     fn reject(body: &str) -> (Option<String>, String) {
         let e = parse::<Body>(body.as_bytes()).unwrap_err();
         (e.field.clone(), e.message.clone())
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_of_fields() {
+        let e = parse::<Body>(b" [5, \"always_valid\"]").unwrap_err();
+        assert_eq!(
+            (e.code, e.field, e.message.as_str()),
+            (
+                "invalid_json",
+                None,
+                "request body must be a json object, not an array"
+            )
+        );
     }
 
     #[test]

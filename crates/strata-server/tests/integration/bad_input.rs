@@ -371,6 +371,7 @@ async fn malformed_bodies_are_explained_in_the_api_language() {
         ),
         (Method::PUT, "/api/v1/holdout", json!({"percent": "x"})),
         (Method::PUT, "/api/v1/holdout", json!([])),
+        (Method::PUT, "/api/v1/holdout", json!([1])),
         (Method::PUT, "/api/v1/holdout", json!("x")),
         (Method::POST, "/api/v1/keys", json!({"kind": 1})),
         (
