@@ -1,0 +1,172 @@
+//! Compaction of the store: sealed segments into Parquet, on demand and in
+//! the background.
+//!
+//! The background task checks every `compact_poll` and compacts when the
+//! backlog passes `compact_bytes`, when its oldest record passes
+//! `compact_age`, or when a failed attempt waits to be retried;
+//! [`LocalStore::compact_now`](super::LocalStore::compact_now) compacts
+//! immediately. See [`crate::compact`] for the crash-safety argument.
+//!
+//! Every pass runs under the compaction lock, which retention and deletion
+//! take too, so no two of them ever touch a Parquet file at once. The lock
+//! holds the range of a failed attempt: a failed compaction is redone with
+//! exactly the same segments, so its files are overwritten rather than
+//! joined by others. A pass first asks the writer to seal the active
+//! segment, then compacts sealed segments oldest first, at most
+//! `compact_max_bytes` of log at a time to bound its memory, and drops them
+//! from the segment table only once their range has committed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Inner;
+use crate::compact::{self, CompactionReport, Layout};
+use crate::error::{Result, StoreError};
+use crate::log;
+
+/// Result of a compaction pass, with the count of one unit's records for
+/// a deletion's audit.
+#[derive(Default)]
+pub(super) struct Compacted {
+    pub(super) report: CompactionReport,
+    pub(super) unit_records: u64,
+}
+
+impl Inner {
+    pub(super) async fn compact_now(&self) -> Result<CompactionReport> {
+        let mut guard = self.compact_lock.lock().await;
+        Ok(self.compact_locked(&mut guard, None).await?.report)
+    }
+
+    /// Seals the active segment and compacts every sealed segment. `retry`
+    /// (the lock's content) is the range of a failed attempt, which must be
+    /// redone exactly. With `count_unit`, also counts that unit's records
+    /// among them (a second read of the segments, so only for deletions).
+    pub(super) async fn compact_locked(
+        &self,
+        retry: &mut Option<Vec<u64>>,
+        count_unit: Option<&str>,
+    ) -> Result<Compacted> {
+        let sealed = self.rotate().await?;
+        let mut total = Compacted::default();
+        loop {
+            let ids = match retry.clone() {
+                Some(ids) => ids,
+                None => {
+                    let Ok(s) = self.segments.lock() else {
+                        return Err(StoreError::Closed("segment table poisoned".into()));
+                    };
+                    let mut ids = Vec::new();
+                    let mut bytes = 0;
+                    for (&id, info) in s.map.range(..=sealed) {
+                        if id == s.active
+                            || (!ids.is_empty() && bytes + info.bytes > self.opts.compact_max_bytes)
+                        {
+                            break;
+                        }
+                        bytes += info.bytes;
+                        ids.push(id);
+                    }
+                    ids
+                }
+            };
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            *retry = Some(ids.clone());
+            let layout = self.layout.clone();
+            let (partitions, rg) = (self.opts.partitions, self.opts.row_group_rows);
+            let ids2 = ids.clone();
+            let unit = count_unit.map(str::to_owned);
+            let started = Instant::now();
+            let mut buffers = self
+                .segment_buffers
+                .lock()
+                .map(|mut b| std::mem::take(&mut *b))
+                .unwrap_or_default();
+            let (res, buffers) = tokio::task::spawn_blocking(move || {
+                let units = unit.map_or(0, |u| unit_records(&layout, &ids2, &u));
+                let res = compact::compact_range_with(&layout, &ids2, partitions, rg, &mut buffers)
+                    .map(|r| (r, units));
+                (res, buffers)
+            })
+            .await
+            .map_err(|e| StoreError::Closed(format!("compaction task failed: {e}")))?;
+            if let Ok(mut b) = self.segment_buffers.lock() {
+                *b = buffers;
+            }
+            let m = &self.metrics;
+            match res {
+                Ok((r, units)) => {
+                    *retry = None;
+                    if let Ok(mut s) = self.segments.lock() {
+                        for id in &ids {
+                            s.map.remove(id);
+                        }
+                    }
+                    m.compactions.fetch_add(1, Ordering::Relaxed);
+                    m.compacted[0].fetch_add(r.exposures, Ordering::Relaxed);
+                    m.compacted[1].fetch_add(r.events, Ordering::Relaxed);
+                    m.parquet_files.fetch_add(r.files, Ordering::Relaxed);
+                    m.compaction_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    total.report.add(&r);
+                    total.unit_records += units;
+                }
+                Err(e) => {
+                    m.compaction_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Records of `unit_id` in the segments `ids`; read errors surface in
+/// `compact_range` itself.
+fn unit_records(layout: &Layout, ids: &[u64], unit_id: &str) -> u64 {
+    ids.iter()
+        .filter_map(|&id| log::read_segment_bytes(&log::segment_path(&layout.log, id)).ok())
+        .map(|bytes| {
+            log::scan_refs(&bytes)
+                .records
+                .iter()
+                .filter(|r| r.unit_id() == unit_id)
+                .count() as u64
+        })
+        .sum()
+}
+
+/// The background compactor: runs until the store's shutdown notifies
+/// `stop_compactor`.
+pub(super) async fn background(inner: Arc<Inner>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(inner.opts.compact_poll) => {}
+            () = inner.stop_compactor.notified() => return,
+        }
+        let (bytes, oldest) = inner.backlog();
+        let age = oldest
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        let retry_pending = inner
+            .compact_lock
+            .try_lock()
+            .map(|g| g.is_some())
+            .unwrap_or(false);
+        if bytes >= inner.opts.compact_bytes
+            || (bytes > 0 && age >= inner.opts.compact_age)
+            || retry_pending
+        {
+            if let Err(e) = inner.compact_now().await {
+                tracing::warn!(error = %e, "background compaction failed; will retry");
+                // Back off a little so a persistent failure does not spin.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = inner.stop_compactor.notified() => return,
+                }
+            }
+        }
+    }
+}
