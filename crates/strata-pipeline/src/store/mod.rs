@@ -277,7 +277,8 @@ impl LocalStore {
     }
 
     /// Applies a retention policy at time `now_micros` to the Parquet
-    /// store, and forgets deduplication key files past the window.
+    /// store. Deduplication key files past the window are not touched
+    /// here: they are dropped when the store is next opened.
     pub async fn apply_retention(
         &self,
         now_micros: i64,
