@@ -1,0 +1,180 @@
+//! Published analysis results, kept as a history of looks per experiment.
+//!
+//! Publishing and retracting are not config changes: they publish no
+//! snapshot and bump no config version, but each is audited in the same
+//! transaction (`results.publish`, `results.retract`). A retracted look stays
+//! in the history, marked, and is never the latest.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::audit::insert_audit;
+use super::{from_json, now_ms, rfc3339, to_json, Actor, ConfigStore, Result};
+
+/// One publication of an experiment's results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResultsMeta {
+    /// Sequence number of the publication.
+    pub seq: u64,
+    /// The `as_of` of the analysis (RFC 3339).
+    pub as_of: String,
+    /// When it was published (RFC 3339).
+    pub published_at: String,
+    /// The key name that published it.
+    pub published_by: String,
+    /// When it was retracted (RFC 3339), if it was: a retracted look stays
+    /// in the history but is never the latest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retracted_at: Option<String>,
+    /// The key name that retracted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retracted_by: Option<String>,
+    /// Why it was retracted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retract_reason: Option<String>,
+}
+
+impl ConfigStore {
+    /// Stores a published results document of `experiment` and audits it.
+    /// Returns its sequence number.
+    pub async fn insert_results(
+        &self,
+        experiment: &str,
+        owner_team: &str,
+        as_of: i64,
+        doc: &Value,
+        actor: &Actor,
+    ) -> Result<u64> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE counters SET value = value + 1 WHERE name = 'results' RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let seq: i64 = row.try_get(0)?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO results (seq, experiment, owner_team, as_of, published_at, published_by, doc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(seq)
+        .bind(experiment)
+        .bind(owner_team)
+        .bind(as_of)
+        .bind(now)
+        .bind(actor.audit_name())
+        .bind(to_json(doc)?)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("seq {seq}, as of {}", rfc3339(as_of));
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            "results.publish",
+            "experiment",
+            experiment,
+            None,
+            None,
+            None,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// The publications of `experiment`'s results, latest `as_of` first
+    /// (documents not loaded).
+    pub async fn results_history(&self, experiment: &str) -> Result<Vec<ResultsMeta>> {
+        let rows = sqlx::query(
+            "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
+        )
+        .bind(experiment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(results_meta).collect()
+    }
+
+    /// Retracts publication `seq` of `experiment` with a reason and audits
+    /// it (`results.retract`). `Ok(false)` when there is no such publication;
+    /// retracting a retracted look again is refused by the caller.
+    pub async fn retract_results(
+        &self,
+        experiment: &str,
+        seq: u64,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE results SET retracted_at = $1, retracted_by = $2, retract_reason = $3 WHERE experiment = $4 AND seq = $5 AND retracted_at IS NULL",
+        )
+        .bind(now)
+        .bind(actor.audit_name())
+        .bind(reason)
+        .bind(experiment)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let detail = format!("seq {seq}: {reason}");
+        insert_audit(
+            &mut tx,
+            now,
+            actor,
+            "results.retract",
+            "experiment",
+            experiment,
+            None,
+            None,
+            None,
+            Some(&detail),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// One publication (`seq`), or the latest by `as_of` when `seq` is `None`
+    /// (retracted publications are never the latest).
+    pub async fn results(
+        &self,
+        experiment: &str,
+        seq: Option<u64>,
+    ) -> Result<Option<(ResultsMeta, Value)>> {
+        let q = match seq {
+            Some(seq) => sqlx::query(
+                "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason, doc FROM results WHERE experiment = $1 AND seq = $2",
+            )
+            .bind(experiment)
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX)),
+            None => sqlx::query(
+                "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason, doc FROM results WHERE experiment = $1 AND retracted_at IS NULL ORDER BY as_of DESC, seq DESC LIMIT 1",
+            )
+            .bind(experiment),
+        };
+        let Some(r) = q.fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let doc: Value = from_json("results", &r.try_get::<String, _>(7)?)?;
+        Ok(Some((results_meta(&r)?, doc)))
+    }
+}
+
+fn results_meta(r: &sqlx::any::AnyRow) -> Result<ResultsMeta> {
+    Ok(ResultsMeta {
+        seq: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+        as_of: rfc3339(r.try_get(1)?),
+        published_at: rfc3339(r.try_get(2)?),
+        published_by: r.try_get(3)?,
+        retracted_at: r.try_get::<Option<i64>, _>(4)?.map(rfc3339),
+        retracted_by: r.try_get(5)?,
+        retract_reason: r.try_get(6)?,
+    })
+}
