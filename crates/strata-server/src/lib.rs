@@ -408,7 +408,7 @@ pub fn router(state: AppState) -> Router {
 /// middleware around all of them; `/metrics` and the OpenAPI document
 /// include the mounts'.
 pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
-    use api::{admin, experiments, layers, registry, results};
+    use api::{admin, experiments, layers, lifecycle, registry, results};
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -438,7 +438,7 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         )
         .route(
             "/api/v1/experiments/{key}/{action}",
-            post(experiments::action),
+            post(lifecycle::action),
         )
         .route("/api/v1/layers", get(layers::list).post(layers::create))
         .route("/api/v1/layers/{key}", get(layers::get))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, experiments, layers, registry, results};
+use crate::api::{admin, experiments, layers, lifecycle, registry, results};
 use crate::{model, schema, sdk, store};
 
 struct Bearer;
@@ -29,7 +29,7 @@ impl Modify for Bearer {
     security(("bearer" = [])),
     paths(
         experiments::create, experiments::get, experiments::list, experiments::update,
-        experiments::action, experiments::audit,
+        lifecycle::action, experiments::audit,
         results::publish, results::latest, results::one, results::history, results::retract,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,

@@ -1,8 +1,8 @@
-//! Experiments over HTTP: create, read, list, update while draft, and the
-//! lifecycle. The handlers parse, call [`crate::service::ExperimentService`]
-//! and render.
+//! Experiments over HTTP: create, read, list, update while draft, and one
+//! experiment's audit trail; the lifecycle actions are in
+//! [`super::lifecycle`]. The handlers parse, call
+//! [`crate::service::ExperimentService`] and render.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -10,11 +10,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+pub use super::lifecycle::action;
 use crate::auth::{Auth, Perm};
 use crate::error::AppError;
-use crate::json::{parse, ApiJson, ApiQuery};
+use crate::json::{ApiJson, ApiQuery};
 use crate::model::{ExperimentRecord, ExperimentRequest, Status};
-use crate::service::{ActParams, Action, ExperimentService};
+use crate::service::ExperimentService;
 use crate::state::AppState;
 use crate::store::{parse_rfc3339, AuditQuery};
 
@@ -160,121 +161,6 @@ pub async fn update(
         .update(&auth.actor(), &key, req)
         .await?;
     Ok(Json(rec))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlainBody {
-    #[serde(default)]
-    revision: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RampBody {
-    #[serde(default)]
-    ramp_percent: Option<f64>,
-    #[serde(default)]
-    revision: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KillBody {
-    reason: String,
-    #[serde(default)]
-    revision: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConcludeBody {
-    winner: Value,
-    #[serde(default)]
-    revision: Option<i64>,
-}
-
-fn body_or_empty<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, AppError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        parse(bytes)
-    }
-}
-
-/// `POST /api/v1/experiments/{key}/{action}`: `submit`, `approve`, `start`,
-/// `ramp`, `pause`, `resume`, `kill`, `conclude`, `archive`.
-#[utoipa::path(post, path = "/api/v1/experiments/{key}/{action}", tag = "experiments",
-    params(("key" = String, Path), ("action" = String, Path, description = "submit | approve | start | ramp | pause | resume | kill | conclude | archive")),
-    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1}; kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
-    responses((status = 200, body = ExperimentRecord), (status = 409, description = "illegal transition, with the allowed next states")))]
-pub async fn action(
-    State(state): State<AppState>,
-    auth: Auth,
-    Path((key, action)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<Json<ExperimentRecord>, AppError> {
-    let Some(act) = Action::parse(&action) else {
-        return Err(AppError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_action",
-            format!("unknown action {action:?}; expected submit, approve, start, ramp, pause, resume, kill, conclude or archive"),
-        ));
-    };
-    // Parse the body before touching the store.
-    let params = match act {
-        Action::Submit | Action::Approve | Action::Pause | Action::Resume | Action::Archive => {
-            ActParams {
-                revision: body_or_empty::<PlainBody>(&body)?.revision,
-                ..ActParams::default()
-            }
-        }
-        Action::Start | Action::Ramp => {
-            let b: RampBody = if body.iter().all(u8::is_ascii_whitespace) {
-                RampBody {
-                    ramp_percent: None,
-                    revision: None,
-                }
-            } else {
-                parse(&body)?
-            };
-            ActParams {
-                revision: b.revision,
-                ramp_percent: b.ramp_percent,
-                ..ActParams::default()
-            }
-        }
-        Action::Kill => {
-            let b: KillBody = parse(&body)?;
-            ActParams {
-                revision: b.revision,
-                reason: Some(b.reason),
-                ..ActParams::default()
-            }
-        }
-        Action::Conclude => {
-            let b: ConcludeBody = parse(&body)?;
-            let winner = match b.winner {
-                Value::Null => None,
-                Value::String(s) => Some(s),
-                _ => {
-                    return Err(AppError::validation(
-                        "winner",
-                        "winner must be a variant key or null",
-                    ))
-                }
-            };
-            ActParams {
-                revision: b.revision,
-                winner,
-                ..ActParams::default()
-            }
-        }
-    };
-    let e = ExperimentService::new(state)
-        .act(&auth.actor(), &key, act, params)
-        .await?;
-    Ok(Json(e))
 }
 
 /// `GET /api/v1/experiments/{key}/audit`

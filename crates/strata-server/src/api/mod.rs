@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod experiments;
 pub mod layers;
+pub mod lifecycle;
 pub mod registry;
 pub mod results;
