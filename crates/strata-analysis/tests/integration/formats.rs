@@ -14,14 +14,7 @@ fn json(r: &strata_analysis::Results) -> serde_json::Value {
 fn ndjson_csv_and_parquet_agree() {
     let f = Fixture::new();
     let spec = spec_json(r#", "cuped": {"pre_period_days": 7}, "segments": ["country"]"#);
-    let base = analyze_with(
-        METRICS,
-        &spec,
-        &f.path("exposures.ndjson"),
-        &f.path("events.ndjson"),
-        None,
-    )
-    .unwrap();
+    let base = from_ndjson(&f, &spec);
     let csv = analyze_with(
         METRICS,
         &spec,
@@ -84,6 +77,19 @@ fn ndjson_csv_and_parquet_agree() {
     assert_same(&json(&base), &json(&pq_glob), "glob");
 }
 
+/// The analysis of `spec` over the fixture's NDJSON files: what every other
+/// input must reproduce.
+fn from_ndjson(f: &Fixture, spec: &str) -> strata_analysis::Results {
+    analyze_with(
+        METRICS,
+        spec,
+        &f.path("exposures.ndjson"),
+        &f.path("events.ndjson"),
+        None,
+    )
+    .unwrap()
+}
+
 /// The fixture's records as the pipeline's record types.
 fn pipeline_records() -> Vec<strata_pipeline::record::Record> {
     use strata_pipeline::record::{Event, Exposure, Record};
@@ -134,14 +140,7 @@ fn pipeline_records() -> Vec<strata_pipeline::record::Record> {
 fn the_pipeline_parquet_root_reads_as_its_two_tables() {
     let f = Fixture::new();
     let spec = spec_json(r#", "segments": ["country"]"#);
-    let base = analyze_with(
-        METRICS,
-        &spec,
-        &f.path("exposures.ndjson"),
-        &f.path("events.ndjson"),
-        None,
-    )
-    .unwrap();
+    let base = from_ndjson(&f, &spec);
     let root = f.path("data/pipeline/parquet");
     strata_pipeline::parquet::write_records(
         &root,
@@ -185,14 +184,7 @@ fn bot_exposures_and_opted_out_events_are_honoured_beside_older_files() {
     use strata_pipeline::record::{Event, Exposure, Record};
     let f = Fixture::new();
     let spec = spec_json(r#", "segments": ["country"]"#);
-    let base = analyze_with(
-        METRICS,
-        &spec,
-        &f.path("exposures.ndjson"),
-        &f.path("events.ndjson"),
-        None,
-    )
-    .unwrap();
+    let base = from_ndjson(&f, &spec);
     let root = f.path("parquet");
     // The fixture as older files: written by the pipeline, then rewritten
     // without the new column.

@@ -164,7 +164,7 @@ pub async fn update(
 }
 
 /// `GET /api/v1/experiments/{key}/audit`
-#[utoipa::path(get, path = "/api/v1/experiments/{key}/audit", tag = "audit",
+#[utoipa::path(get, path = "/api/v1/experiments/{key}/audit", tag = "audit", operation_id = "experiment_audit",
     params(("key" = String, Path)), responses((status = 200, description = "{items: [AuditEntry]}")))]
 pub async fn audit(
     State(state): State<AppState>,

@@ -280,6 +280,40 @@ pub struct ExperimentRecord {
 }
 
 impl ExperimentRecord {
+    /// The platform's view of this experiment: what it pre-registered, as
+    /// an analysis runs it (strata-model's `ExperimentDefinition`, the type
+    /// in-process jobs and `strata analyze --server` read). A test holds it
+    /// equal to the served JSON read as that type.
+    pub fn definition(&self) -> strata_model::ExperimentDefinition {
+        strata_model::ExperimentDefinition {
+            key: self.key.clone(),
+            owner_team: self.owner_team.clone(),
+            status: self.status.as_str().to_owned(),
+            variants: self
+                .variants
+                .iter()
+                .map(|v| strata_model::VariantDefinition {
+                    key: v.key.clone(),
+                    weight: v.weight,
+                    control: v.control,
+                })
+                .collect(),
+            primary_metric: self.primary_metric.clone(),
+            secondary_metrics: self.secondary_metrics.clone(),
+            guardrails: self.guardrails.clone(),
+            mde: self.mde,
+            planned_units: self.planned_units,
+            alpha: self.alpha,
+            sequential: self.sequential,
+            analysis: self.analysis,
+            multiple_testing: self.multiple_testing,
+            cuped: self.cuped,
+            segments: self.segments.clone(),
+            started_at: self.started_at.clone(),
+            ended_at: self.ended_at.clone(),
+        }
+    }
+
     /// The index of the control variant.
     pub fn control_index(&self) -> usize {
         self.variants
@@ -492,5 +526,51 @@ impl ExperimentRequest {
             }
         }
         Ok(ordered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_the_served_record_read_as_the_platforms_type() {
+        let record = ExperimentRecord {
+            key: "exp_checkout".into(),
+            owner_team: "checkout".into(),
+            status: Status::Running,
+            variants: vec![
+                VariantDef {
+                    key: "control".into(),
+                    weight: 1,
+                    control: Some(true),
+                },
+                VariantDef {
+                    key: "treatment".into(),
+                    weight: 3,
+                    control: None,
+                },
+            ],
+            primary_metric: "conversion".into(),
+            secondary_metrics: vec!["revenue".into()],
+            guardrails: vec!["latency_guard".into()],
+            mde: 0.02,
+            planned_units: 5000,
+            alpha: 0.01,
+            sequential: SequentialMethod::AlwaysValid,
+            analysis: AnalysisMode::PerProtocol,
+            multiple_testing: MultipleTesting::Holm,
+            cuped: Some(CupedSpec {
+                pre_period_days: 14,
+            }),
+            segments: vec!["country".into()],
+            started_at: Some("2026-01-01T00:00:00.000Z".into()),
+            ended_at: None,
+            ..ExperimentRecord::default()
+        };
+        let served: strata_model::ExperimentDefinition =
+            serde_json::from_value(serde_json::to_value(&record).unwrap()).unwrap();
+        assert_eq!(record.definition(), served);
+        assert_eq!(served.control().unwrap().key, "control");
     }
 }

@@ -3,7 +3,8 @@
 //! Requests are parsed into `*Request` types (unknown fields rejected);
 //! stored records carry the server-managed fields (status, revision, salt,
 //! flag, timestamps). Field-level validation that needs no other entity lives
-//! here; checks against the registry and the layer live in the handlers.
+//! here; checks against the registry and the layers live in the services
+//! ([`crate::service`]).
 //!
 //! One part per kind of thing described: experiments with their lifecycle
 //! status and variants (`experiment`), what divides traffic before any

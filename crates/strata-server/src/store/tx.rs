@@ -177,7 +177,8 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Inserts or replaces a definition. `expected_revision` = `None` inserts.
+    /// Stores a definition at `revision`: revision 1 of a live definition
+    /// inserts it, any other revision (or a deletion) replaces the stored one.
     pub async fn put_definition<T: Serialize>(
         &mut self,
         kind: &str,
