@@ -408,7 +408,7 @@ pub fn router(state: AppState) -> Router {
 /// middleware around all of them; `/metrics` and the OpenAPI document
 /// include the mounts'.
 pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
-    use api::{admin, experiments, layers, lifecycle, registry, results};
+    use api::{admin, experiments, layers, lifecycle, power, registry, results};
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -465,6 +465,7 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             get(registry::get_holdout).put(registry::put_holdout),
         )
         .route("/api/v1/holdout/rotate", post(registry::rotate_holdout))
+        .route("/api/v1/power", post(power::plan))
         .route(
             "/api/v1/keys",
             get(admin::list_keys).post(admin::create_key),

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, experiments, layers, lifecycle, registry, results};
+use crate::api::{admin, experiments, layers, lifecycle, power, registry, results};
 use crate::{model, schema, sdk, store};
 
 struct Bearer;
@@ -35,6 +35,7 @@ impl Modify for Bearer {
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
         registry::get_holdout, registry::put_holdout, registry::rotate_holdout,
+        power::plan,
         admin::create_key, admin::list_keys, admin::revoke_key, admin::audit,
         admin::config_info, admin::config_version, admin::rollback,
         sdk::config, sdk::stream, sdk::evaluate, sdk::ofrep_flag, sdk::ofrep_bulk,
@@ -47,11 +48,14 @@ impl Modify for Bearer {
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory, results::RetractRequest,
+        crate::service::power::PowerRequest, crate::service::power::PowerPlan,
+        crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
         (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
         (name = "results", description = "analysis results; team-restricted"),
+        (name = "power", description = "sample size, detectable effect and duration"),
         (name = "sdk", description = "for SDK keys"),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol"),
     )

@@ -23,10 +23,11 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("strata-pipeline", &["strata-http", "strata-model"][..]),
         ("strata-analysis", &["strata-stats", "strata-model"][..]),
         // The control plane links neither the pipeline nor the analysis
-        // engine (no DataFusion in the control plane).
+        // engine (no DataFusion in the control plane); the statistics engine
+        // (pure functions) serves its power calculator.
         (
             "strata-server",
-            &["strata-core", "strata-model", "strata-http"][..],
+            &["strata-core", "strata-model", "strata-http", "strata-stats"][..],
         ),
         // The composition root and the binary assemble the rest.
         (

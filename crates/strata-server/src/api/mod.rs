@@ -4,5 +4,6 @@ pub mod admin;
 pub mod experiments;
 pub mod layers;
 pub mod lifecycle;
+pub mod power;
 pub mod registry;
 pub mod results;

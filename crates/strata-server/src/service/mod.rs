@@ -2,8 +2,8 @@
 //!
 //! One service per kind of thing the control plane manages: experiments and
 //! their lifecycle ([`experiments`]), layers ([`layers`]), the metric
-//! registry, guardrail definitions and holdout ([`registry`]), and results
-//! ([`results`]). The management API's handlers only parse, call one of
+//! registry, guardrail definitions and holdout ([`registry`]), results
+//! ([`results`]) and the power calculator ([`power`]). The management API's handlers only parse, call one of
 //! them and render; a job inside the process (the scheduler, the guardrail
 //! monitor) calls them as a system actor.
 //!
@@ -19,6 +19,7 @@ pub mod experiments;
 pub mod layers;
 pub mod lifecycle;
 pub mod permissions;
+pub mod power;
 pub mod registry;
 pub mod results;
 
@@ -27,5 +28,6 @@ pub use error::ServiceError;
 pub use experiments::{ActParams, ExperimentService};
 pub use layers::LayerService;
 pub use lifecycle::Action;
+pub use power::PowerService;
 pub use registry::RegistryService;
 pub use results::{Publication, ResultsService};

@@ -210,3 +210,42 @@ async fn guardrails_name_definitions_or_metrics_unambiguously() {
     );
     s.finish().await;
 }
+
+/// The power calculator over HTTP: any role may ask; statsmodels'
+/// `NormalIndPower` figures (strata-stats' reference fixtures, case
+/// `rate_relative`) come back; a bad request names its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_plans_an_experiment() {
+    let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
+    let (st, v) = s
+        .post(
+            "/api/v1/power",
+            json!({"metric": "binomial", "baseline_rate": 0.1, "mde": 0.05,
+                   "daily_traffic": 10000, "allocation": 0.5}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["units_per_variant"], &v["total_units"], &v["days"]),
+        (&json!(56512), &json!(113024), &json!(23))
+    );
+    let (st, v) = s
+        .post(
+            "/api/v1/power",
+            json!({"metric": "binomial", "baseline_rate": 0.1, "units_per_variant": 5000}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let d = v["mde"]["effect_size"].as_f64().unwrap();
+    assert!((d - 0.056_031_635_740_271_58).abs() < 1e-9, "{v}");
+    assert!(v["days"].is_null());
+    let (st, v) = s
+        .post(
+            "/api/v1/power",
+            json!({"metric": "continuous", "baseline_rate": 0.1, "mde": 0.05}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "baseline_rate");
+    s.finish().await;
+}
