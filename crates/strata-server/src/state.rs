@@ -86,13 +86,13 @@ impl AppState {
     }
 
     /// Commits a change whose snapshot was already stored, and swaps it in.
-    pub async fn finish(
+    pub async fn install(
         &self,
         tx: WriteTx,
         live: crate::live::LiveConfig,
-    ) -> Result<u64, AppError> {
+    ) -> Result<u64, ServiceError> {
         let version = tx.version;
-        tx.commit().await.map_err(|e| self.store_error(e))?;
+        tx.commit().await.map_err(|e| self.service_store_error(e))?;
         self.live.install(live);
         self.metrics.set_config_version(self.live.version());
         Ok(version)

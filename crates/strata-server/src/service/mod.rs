@@ -3,7 +3,8 @@
 //! One service per kind of thing the control plane manages: experiments and
 //! their lifecycle ([`experiments`]), layers ([`layers`]), the metric
 //! registry, guardrail definitions and holdout ([`registry`]), results
-//! ([`results`]) and the power calculator ([`power`]). The management API's handlers only parse, call one of
+//! ([`results`]), the power calculator ([`power`]), and keys, the audit log
+//! and config rollback ([`admin`]). The management API's handlers only parse, call one of
 //! them and render; a job inside the process (the scheduler, the guardrail
 //! monitor) calls them as a system actor.
 //!
@@ -14,6 +15,7 @@
 //! turns into its HTTP error.
 
 mod actor;
+pub mod admin;
 mod error;
 pub mod experiments;
 pub mod layers;
@@ -24,6 +26,7 @@ pub mod registry;
 pub mod results;
 
 pub use actor::{Actor, SystemActor};
+pub use admin::AdminService;
 pub use error::ServiceError;
 pub use experiments::{ActParams, ExperimentService};
 pub use layers::LayerService;
