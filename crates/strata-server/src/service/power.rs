@@ -125,7 +125,6 @@ fn api_field(stats_field: &str) -> &str {
         "mean" => "baseline_mean",
         "variance" => "baseline_variance",
         "n_per_variant" => "units_per_variant",
-        "mde" | "effect" => "mde",
         other => other,
     }
 }
