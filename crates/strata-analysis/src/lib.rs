@@ -33,9 +33,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod decision;
 pub mod engine;
 pub mod error;
 mod fused;
+pub mod health;
 pub mod metrics;
 pub mod plan;
 pub mod results;

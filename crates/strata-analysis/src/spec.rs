@@ -111,6 +111,12 @@ pub struct AnalysisSpec {
     /// Length of the early window of the novelty report, in days since exposure.
     #[serde(default = "default_novelty_days")]
     pub novelty_days: u32,
+    /// Days the experiment must run before a look may decide `ship`.
+    #[serde(default = "strata_model::plan::default_min_duration_days")]
+    pub min_duration_days: u32,
+    /// Whether results carry the Bayesian summary of each comparison.
+    #[serde(default)]
+    pub bayesian: bool,
 }
 
 /// A spec checked against itself and the metric registry, with parsed times.
@@ -165,11 +171,13 @@ impl AnalysisSpec {
     /// The analysis an experiment pre-registered: its variants and weights,
     /// control, start (`started_at`), end (`ended_at`, or `as_of` while it
     /// runs), primary, secondary and guardrail metrics, alpha, minimum
-    /// detectable effect, planned units and sequential method. The
-    /// definition's guardrails may name guardrail definitions; the caller
-    /// passes them resolved to metric keys as `guardrail_metrics`. Settings
-    /// the definition does not carry (CUPED, segments, the correction) take
-    /// their defaults.
+    /// detectable effect, planned units, sequential method and the analysis
+    /// settings of `strata_model::plan` (analysis mode, correction, CUPED,
+    /// segments, minimum duration, Bayesian summary). The definition's
+    /// guardrails may name guardrail definitions; the caller passes them
+    /// resolved to metric keys as `guardrail_metrics`. Settings the
+    /// definition does not carry (the SRM threshold, the clock skew, the
+    /// novelty window) take their defaults.
     pub fn from_experiment(
         def: &strata_model::ExperimentDefinition,
         guardrail_metrics: Vec<String>,
@@ -214,6 +222,8 @@ impl AnalysisSpec {
             analysis: def.analysis,
             clock_skew_seconds: default_skew(),
             novelty_days: default_novelty_days(),
+            min_duration_days: def.min_duration_days,
+            bayesian: def.bayesian,
         })
     }
 }
@@ -293,6 +303,7 @@ impl AnalysisSpec {
         let model = |e: strata_model::ModelError| Error::invalid(doc, e.field(), e.reason());
         strata_model::plan::check_cuped(self.cuped.as_ref()).map_err(model)?;
         strata_model::plan::check_segments(&self.segments).map_err(model)?;
+        strata_model::plan::check_min_duration(self.min_duration_days).map_err(model)?;
         if self.sequential == SequentialMethod::GroupSequential
             && self
                 .planned_units
@@ -391,7 +402,10 @@ mod tests {
             (AnalysisMode::Itt, MultipleTesting::BenjaminiHochberg, None)
         );
         assert!(spec.segments.is_empty());
+        assert_eq!((spec.min_duration_days, spec.bayesian), (7, false));
         let mut planned = definition(None);
+        planned.min_duration_days = 21;
+        planned.bayesian = true;
         planned.analysis = AnalysisMode::PerProtocol;
         planned.multiple_testing = MultipleTesting::Holm;
         planned.cuped = Some(CupedSpec {
@@ -410,6 +424,7 @@ mod tests {
             )
         );
         assert_eq!(spec.segments, ["country"]);
+        assert_eq!((spec.min_duration_days, spec.bayesian), (21, true));
         let ended =
             AnalysisSpec::from_experiment(&definition(Some("2026-01-05T00:00:00Z")), vec![], as_of)
                 .unwrap();

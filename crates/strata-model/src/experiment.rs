@@ -5,13 +5,14 @@
 //! secondary and guardrail metrics, alpha, the minimum detectable effect,
 //! the planned units, the sequential method, and the analysis settings of
 //! [`crate::plan`] (intent-to-treat or per-protocol, the multiple-testing
-//! correction, CUPED, segments) — is what an analysis of the experiment runs
-//! with; nobody restates it in a separate spec file.
+//! correction, CUPED, segments, the minimum duration, the Bayesian summary,
+//! the action on a sample ratio mismatch) — is what an analysis of the
+//! experiment runs with; nobody restates it in a separate spec file.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::plan::{AnalysisMode, CupedSpec, MultipleTesting};
+use crate::plan::{default_min_duration_days, AnalysisMode, CupedSpec, MultipleTesting, SrmAction};
 use crate::sequential::SequentialMethod;
 
 /// One variant of a definition.
@@ -71,6 +72,15 @@ pub struct ExperimentDefinition {
     /// Exposure attributes results are broken down by.
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Days it must run before a look may decide `ship`.
+    #[serde(default = "default_min_duration_days")]
+    pub min_duration_days: u32,
+    /// Whether results carry the Bayesian summary.
+    #[serde(default)]
+    pub bayesian: bool,
+    /// What a failing sample ratio mismatch check does.
+    #[serde(default)]
+    pub srm_action: SrmAction,
     /// When it started (RFC 3339); none if it never did.
     #[serde(default)]
     pub started_at: Option<String>,
@@ -142,6 +152,7 @@ mod tests {
                 "alpha": 0.05, "sequential": "always_valid", "revision": 4,
                 "analysis": "per_protocol", "multiple_testing": "holm",
                 "cuped": {"pre_period_days": 14}, "segments": ["country"],
+                "min_duration_days": 14, "srm_action": "pause",
                 "started_at": "2026-01-01T00:00:00Z", "ended_at": null}"#,
         )
         .unwrap()
@@ -163,6 +174,8 @@ mod tests {
             })
         );
         assert_eq!(d.segments, ["country"]);
+        assert_eq!((d.min_duration_days, d.srm_action), (14, SrmAction::Pause));
+        assert!(!d.bayesian);
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub use metric::{
     Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,
     Scalar, SubMetric, DESCRIPTION_MAX_BYTES, EVENT_TYPE_MAX_BYTES,
 };
-pub use plan::{AnalysisMode, CupedSpec, MultipleTesting};
+pub use plan::{AnalysisMode, CupedSpec, MultipleTesting, SrmAction};
 pub use sequential::SequentialMethod;

@@ -1,6 +1,8 @@
 //! The analysis settings an experiment pre-registers besides its metrics:
 //! which variant a unit is analysed in, the multiple-testing correction,
-//! CUPED and the segments to break results down by.
+//! CUPED, the segments to break results down by, the minimum duration before
+//! a `ship` decision, the opt-in Bayesian summary and what a failing sample
+//! ratio mismatch check does.
 //!
 //! They are fixed before the first look, like the hypothesis and the primary
 //! metric: choosing the correction or the segments after seeing the data is
@@ -57,6 +59,52 @@ pub enum MultipleTesting {
 pub struct CupedSpec {
     /// Length of the pre-period `[start − days, start)`, in days.
     pub pre_period_days: u32,
+}
+
+/// What a look whose sample ratio mismatch check fails does, besides
+/// marking its results untrustworthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SrmAction {
+    /// Record and report it (the audit log, the results' health checks,
+    /// metrics); the experiment keeps running.
+    #[default]
+    Alert,
+    /// Also pause the experiment: a broken assignment or logging path stops
+    /// collecting data that cannot be analysed.
+    Pause,
+}
+
+impl SrmAction {
+    /// The name in documents (`alert`, `pause`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrmAction::Alert => "alert",
+            SrmAction::Pause => "pause",
+        }
+    }
+}
+
+/// Default minimum duration before a `ship` decision, in days: one whole
+/// week, so that every weekday is in the data.
+pub const DEFAULT_MIN_DURATION_DAYS: u32 = 7;
+/// Longest minimum duration, in days.
+pub const MAX_MIN_DURATION_DAYS: u32 = 365;
+
+/// The default of `min_duration_days` in documents.
+pub fn default_min_duration_days() -> u32 {
+    DEFAULT_MIN_DURATION_DAYS
+}
+
+/// Checks a minimum duration: 1 to [`MAX_MIN_DURATION_DAYS`] days.
+pub fn check_min_duration(days: u32) -> Result<(), ModelError> {
+    if days == 0 || days > MAX_MIN_DURATION_DAYS {
+        return Err(ModelError::Invalid {
+            field: "min_duration_days".into(),
+            reason: format!("must be between 1 and {MAX_MIN_DURATION_DAYS} days, got {days}"),
+        });
+    }
+    Ok(())
 }
 
 /// Longest CUPED pre-period, in days.
@@ -123,6 +171,21 @@ mod tests {
         let a: AnalysisMode = serde_json::from_str(r#""per_protocol""#).unwrap();
         assert_eq!(a.as_str(), "per_protocol");
         assert!(serde_json::from_str::<CupedSpec>(r#"{"pre_period_days": 7, "x": 1}"#).is_err());
+    }
+
+    #[test]
+    fn minimum_durations_are_bounded() {
+        assert!(check_min_duration(DEFAULT_MIN_DURATION_DAYS).is_ok());
+        assert!(check_min_duration(365).is_ok());
+        for days in [0, 366] {
+            let e = check_min_duration(days).unwrap_err();
+            assert_eq!(e.field(), "min_duration_days");
+            assert!(e.to_string().contains(&days.to_string()), "{e}");
+        }
+        let a: SrmAction = serde_json::from_str(r#""pause""#).unwrap();
+        assert_eq!(a.as_str(), "pause");
+        assert_eq!(SrmAction::default(), SrmAction::Alert);
+        assert!(serde_json::from_str::<SrmAction>(r#""stop""#).is_err());
     }
 
     #[test]

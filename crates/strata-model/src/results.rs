@@ -29,6 +29,128 @@ pub struct Results {
     pub novelty: Option<Novelty>,
     /// Data-quality and interpretation warnings.
     pub warnings: Vec<Warning>,
+    /// Health checks of this look: whether its numbers can be trusted
+    /// (empty in documents written before they existed).
+    #[serde(default)]
+    pub health: Vec<HealthCheck>,
+    /// What the look supports doing, with its reasons (absent in documents
+    /// written before decisions existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// How a health check came out, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Nothing wrong found.
+    Ok,
+    /// Something to look at; the numbers may still be used, but no `ship`.
+    Warn,
+    /// The numbers are not to be trusted.
+    Fail,
+}
+
+impl HealthStatus {
+    /// The name in documents (`ok`, `warn`, `fail`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Warn => "warn",
+            HealthStatus::Fail => "fail",
+        }
+    }
+}
+
+/// The health checks every look carries, in order.
+pub const HEALTH_CHECKS: [&str; 8] = [
+    "srm",
+    "multiple_exposures",
+    "pre_exposure_bias",
+    "missing_data",
+    "minimum_duration",
+    "underpowered",
+    "novelty",
+    "simpsons_paradox",
+];
+
+/// One health check of a look (`docs/results-schema.md` lists them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Which check, one of [`HEALTH_CHECKS`].
+    pub check: String,
+    /// Its outcome.
+    pub status: HealthStatus,
+    /// The figures it was decided on (p-values, shares, days, units).
+    pub figures: BTreeMap<String, f64>,
+    /// What it found, in a sentence a product manager understands.
+    pub message: String,
+}
+
+/// What a look supports doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The primary metric improved significantly, no guardrail metric got
+    /// significantly worse, every health check is ok and the minimum
+    /// duration is reached.
+    Ship,
+    /// The primary or a guardrail metric got significantly worse.
+    RollBack,
+    /// Not enough evidence yet either way.
+    KeepRunning,
+    /// A health check failed: the numbers are not to be trusted.
+    Unhealthy,
+}
+
+impl Verdict {
+    /// The name in documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ship => "ship",
+            Verdict::RollBack => "roll_back",
+            Verdict::KeepRunning => "keep_running",
+            Verdict::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// The decision of a look, with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What the look supports.
+    pub verdict: Verdict,
+    /// The treatment to ship (`ship`) or the one that did harm
+    /// (`roll_back`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Why, one sentence each, most important first.
+    pub reasons: Vec<String>,
+    /// `keep_running`: days until the planned units are reached at the
+    /// observed daily traffic (0 when they are), when it can be estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<f64>,
+}
+
+/// Bayesian summary of one comparison (experiments with `bayesian: true`),
+/// under a flat prior and the normal approximation: descriptive only, the
+/// decision rules are the frequentist ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bayesian {
+    /// Posterior mean of treatment − control.
+    pub posterior_mean: f64,
+    /// Posterior standard deviation of treatment − control.
+    pub posterior_std_dev: f64,
+    /// Probability that the treatment is better, in the metric's direction
+    /// (for a metric where an increase is bad: the probability that it is
+    /// lower).
+    pub prob_treatment_better: f64,
+    /// Expected loss of choosing the treatment, in the metric's units and
+    /// direction: how much worse it is expected to be, counting only the
+    /// outcomes where it is worse.
+    pub expected_loss_treatment: f64,
+    /// Expected loss of keeping the control, likewise.
+    pub expected_loss_control: f64,
 }
 
 /// Sample ratio mismatch check.
@@ -119,6 +241,10 @@ pub struct Sequential {
     pub method: String,
     /// Information fraction of this look (group-sequential).
     pub information_fraction: Option<f64>,
+    /// Information fractions of the earlier looks the boundary accounts for
+    /// (group-sequential), in order; the next look adds this one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_fractions: Vec<f64>,
     /// Test statistic (group-sequential: normal deviate).
     pub z: Option<f64>,
     /// Boundary at this look (group-sequential).
@@ -163,6 +289,9 @@ pub struct Effect {
     pub unadjusted: Option<Unadjusted>,
     /// Sequential outcome (primary metric, when configured).
     pub sequential: Option<Sequential>,
+    /// Bayesian summary (experiments with `bayesian: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bayesian: Option<Bayesian>,
     /// Why no test was possible, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insufficient_data: Option<String>,

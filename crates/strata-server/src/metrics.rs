@@ -1,8 +1,8 @@
 //! Prometheus metrics: request counts and latency by route, the config
-//! version, connected streaming SDKs and store errors, rendered as text at
-//! `GET /metrics`.
+//! version, connected streaming SDKs, store errors and the health checks of
+//! published looks, rendered as text at `GET /metrics`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -39,6 +39,8 @@ pub struct Metrics {
     config_version: AtomicU64,
     sse_clients: AtomicI64,
     store_errors: AtomicU64,
+    /// Health checks of published looks by (experiment, check, status).
+    health_checks: RwLock<BTreeMap<(String, String, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -94,6 +96,16 @@ impl Metrics {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one health check of a published look.
+    pub fn health_check(&self, experiment: &str, check: &str, status: &'static str) {
+        *self
+            .health_checks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((experiment.to_owned(), check.to_owned(), status))
+            .or_default() += 1;
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -144,6 +156,21 @@ impl Metrics {
             "# HELP strata_store_errors_total Failed store operations.\n# TYPE strata_store_errors_total counter\nstrata_store_errors_total {}",
             self.store_errors.load(Ordering::Relaxed)
         );
+        let checks = self
+            .health_checks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !checks.is_empty() {
+            out.push_str("# HELP strata_health_checks Health checks of published looks by experiment, check and status.\n# TYPE strata_health_checks counter\n");
+            for ((experiment, check, status), n) in checks.iter() {
+                let _ = writeln!(
+                    out,
+                    "strata_health_checks{{experiment=\"{}\",check=\"{}\",status=\"{status}\"}} {n}",
+                    label(experiment),
+                    label(check)
+                );
+            }
+        }
         out
     }
 }
@@ -170,4 +197,11 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// A label value escaped for the text exposition format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

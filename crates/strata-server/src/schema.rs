@@ -47,6 +47,16 @@ pub enum MultipleTesting {
     BenjaminiHochberg,
 }
 
+/// What a failing sample ratio mismatch check does.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum SrmAction {
+    /// Record and report it; the experiment keeps running.
+    Alert,
+    /// Also pause the experiment.
+    Pause,
+}
+
 /// CUPED variance reduction.
 #[derive(ToSchema)]
 pub struct Cuped {

@@ -164,6 +164,35 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// Per CUPED metric and treatment, the p-value of the difference between
+/// treatment and control in the pre-period covariate (Welch): before the
+/// experiment the groups should not differ.
+fn covariate_p_values(
+    inputs: &[MetricInput],
+    order: &[String],
+    alpha: f64,
+) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    for m in inputs {
+        let MetricData::Cuped(v) = &m.data else {
+            continue;
+        };
+        let Some(control) = v.first().map(|c| Sample::from_mean(&c.covariate())) else {
+            continue;
+        };
+        for (t, name) in v.iter().zip(order).skip(1) {
+            let treatment = Sample::from_mean(&t.covariate());
+            let p = Comparison::new(control.as_ref(), treatment.as_ref(), alpha)
+                .ok()
+                .and_then(|c| c.p_value());
+            if let Some(p) = p {
+                out.push((m.name.clone(), name.clone(), p));
+            }
+        }
+    }
+    out
+}
+
 impl Analyzer {
     /// Registers the inputs and compiles the metrics of `spec`.
     pub async fn new(
@@ -332,6 +361,19 @@ impl Analyzer {
         self.run_look(as_of, &[]).await.map(|(r, _)| r)
     }
 
+    /// Analyses the experiment as of `as_of` as the look after looks at
+    /// information fractions `previous` (in order, as the previous look's
+    /// `sequential.previous_fractions` plus its `information_fraction`):
+    /// the group-sequential boundary accounts for them. Fractions not below
+    /// this look's are left out (a look with no new units is the same look).
+    pub async fn run_after(
+        &self,
+        as_of: Option<DateTime<Utc>>,
+        previous: &[f64],
+    ) -> Result<Results> {
+        self.run_look(as_of, previous).await.map(|(r, _)| r)
+    }
+
     /// Analyses each look in turn; group-sequential boundaries at each look
     /// use the information fractions of the looks before it.
     pub async fn run_looks(&self, looks: &[DateTime<Utc>]) -> Result<Vec<Results>> {
@@ -477,11 +519,17 @@ impl Analyzer {
             let n = variants[0].units + variants[1].units;
             (n as f64 / (2 * p) as f64).min(1.0)
         });
-        let previous: Vec<f64> = previous_fractions
-            .iter()
-            .copied()
-            .filter(|&f| fraction.is_some_and(|now| f < now))
-            .collect();
+        // Earlier looks below this one, strictly increasing: a look at the
+        // same fraction saw no new units and spends no new alpha.
+        let mut previous: Vec<f64> = Vec::new();
+        for &f in previous_fractions {
+            if f > 0.0
+                && fraction.is_some_and(|now| f < now)
+                && previous.last().is_none_or(|&l| f > l)
+            {
+                previous.push(f);
+            }
+        }
         let sequential = match s.sequential {
             SequentialMethod::None => None,
             SequentialMethod::GroupSequential => Some(SequentialConfig::GroupSequential {
@@ -498,7 +546,8 @@ impl Analyzer {
             correction: crate::spec::correction(s.multiple_testing),
             planned_n_per_variant: planned_per_variant,
             sequential,
-            bayesian: None,
+            // The flat prior: the summary restates the data, it adds no belief.
+            bayesian: s.bayesian.then_some(None),
             min_segment_n: DEFAULT_MIN_SEGMENT_N,
         };
         // The multiplicity family is the secondary metrics only: the primary
@@ -604,7 +653,18 @@ impl Analyzer {
         self.progress(STAGES.len());
 
         let end = as_of.map_or(self.spec.end, |t| t.min(self.spec.end));
-        let results = Results {
+        let facts = crate::health::LookFacts {
+            srm_alpha: s.srm_alpha,
+            multi_exposure_units: multi,
+            covariate_p_values: covariate_p_values(&inputs, &order, s.alpha),
+            elapsed_days: (end - self.spec.start).num_milliseconds().max(0) as f64 / 86_400_000.0,
+            min_duration_days: s.min_duration_days,
+            planned_units: s.planned_units,
+            sequential: s.sequential != SequentialMethod::None,
+            mde: s.mde,
+            alpha: s.alpha,
+        };
+        let mut results = Results {
             experiment: s.key.clone(),
             as_of: rfc3339(end),
             start: rfc3339(self.spec.start),
@@ -626,7 +686,11 @@ impl Analyzer {
             segments,
             novelty,
             warnings,
+            health: Vec::new(),
+            decision: None,
         };
+        results.health = crate::health::checks(&results, &facts);
+        results.decision = Some(crate::decision::decide(&results, &facts));
         Ok((results, fraction))
     }
 }

@@ -8,6 +8,34 @@ pub(super) fn pair(i: &strata_stats::Interval) -> [f64; 2] {
     [i.lower, i.upper]
 }
 
+/// strata-stats' posterior summary, read in the metric's direction: where
+/// an increase is bad, "better" is `P(δ < 0)` and the expected losses swap.
+fn bayesian(
+    b: &strata_stats::bayes::BayesSummary,
+    direction: crate::metrics::Direction,
+) -> results::Bayesian {
+    let increase_is_good = direction == crate::metrics::Direction::IncreaseIsGood;
+    results::Bayesian {
+        posterior_mean: b.posterior_mean,
+        posterior_std_dev: b.posterior_std_dev,
+        prob_treatment_better: if increase_is_good {
+            b.prob_treatment_better
+        } else {
+            1.0 - b.prob_treatment_better
+        },
+        expected_loss_treatment: if increase_is_good {
+            b.expected_loss_treatment
+        } else {
+            b.expected_loss_control
+        },
+        expected_loss_control: if increase_is_good {
+            b.expected_loss_control
+        } else {
+            b.expected_loss_treatment
+        },
+    }
+}
+
 impl Analyzer {
     pub(super) fn metric_result(
         &self,
@@ -146,6 +174,10 @@ impl Analyzer {
             SequentialOutcome::GroupSequential(g) => results::Sequential {
                 method: "group_sequential".into(),
                 information_fraction: g.looks.last().map(|l| l.information_fraction),
+                previous_fractions: g.looks[..g.looks.len().saturating_sub(1)]
+                    .iter()
+                    .map(|l| l.information_fraction)
+                    .collect(),
                 z: Some(g.z),
                 boundary: Some(g.boundary),
                 ci: None,
@@ -155,6 +187,7 @@ impl Analyzer {
             SequentialOutcome::AlwaysValid(cs) => results::Sequential {
                 method: "always_valid".into(),
                 information_fraction: None,
+                previous_fractions: Vec::new(),
                 z: None,
                 boundary: None,
                 ci: Some(pair(&cs.ci)),
@@ -168,6 +201,7 @@ impl Analyzer {
                 }
                 .into(),
                 information_fraction: None,
+                previous_fractions: Vec::new(),
                 z: None,
                 boundary: None,
                 ci: None,
@@ -205,6 +239,7 @@ impl Analyzer {
             }),
             unadjusted,
             sequential,
+            bayesian: c.bayesian.map(|b| bayesian(&b, p.metric.direction())),
             insufficient_data: c
                 .comparison
                 .insufficient_data

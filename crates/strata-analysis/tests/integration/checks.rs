@@ -1,7 +1,8 @@
 //! The experiment-level checks on purpose-built data sets, each with a case
 //! that triggers the check and one that does not: Simpson's paradox over a
-//! segment, the novelty report, SRM, the multiple-testing family, and the
-//! rule that events before `start` never count.
+//! segment, the novelty report, SRM, the multiple-testing family, the
+//! rule that events before `start` never count, the health checks and
+//! decision of a look, and the opt-in Bayesian summary.
 //!
 //! Expected values are worked out from how the data sets are built.
 
@@ -324,4 +325,124 @@ fn events_before_start_never_count_even_within_the_clock_skew() {
     let m = metric(&r, "purchases");
     assert_eq!(m.variants["control"].mean, Some(0.0));
     assert_eq!(m.variants["treatment"].mean, Some(1.0));
+}
+
+/// `run` with the data analysed as of `as_of`.
+fn run_as_of(spec: &str, cells: &[Cell], as_of: &str) -> strata_analysis::Results {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, e) = write_cells(dir.path(), "2026-01-01T00:00:00Z", cells);
+    analyze_with(
+        CONVERSION,
+        spec,
+        std::path::Path::new(&x),
+        std::path::Path::new(&e),
+        Some(as_of),
+    )
+    .unwrap()
+}
+
+fn health(r: &strata_analysis::Results, check: &str) -> strata_analysis::results::HealthStatus {
+    r.health
+        .iter()
+        .find(|c| c.check == check)
+        .unwrap_or_else(|| panic!("no {check} check in {:#?}", r.health))
+        .status
+}
+
+/// `n` units a variant, converting at the `control` and `treatment` rates
+/// on days 1 and 8 after exposure (the same effect early and late: no
+/// novelty).
+fn planted(control: f64, treatment: f64, n: [usize; 2]) -> Vec<Cell> {
+    let cell = |variant, n: usize, rate: f64| Cell {
+        variant,
+        platform: "web",
+        n,
+        converters: (n as f64 * rate).round() as usize,
+        days: &[1, 8],
+    };
+    vec![
+        cell("control", n[0], control),
+        cell("treatment", n[1], treatment),
+    ]
+}
+
+#[test]
+fn a_planted_effect_ships_only_after_the_minimum_duration() {
+    use strata_analysis::results::{HealthStatus, Verdict};
+    let cells = planted(0.10, 0.20, [2000, 2000]);
+    // Day 3 of 20: the effect is there, the week is not.
+    let early = run_as_of(&spec(""), &cells, "2026-01-04T00:00:00Z");
+    assert!(metric(&early, "conversion").effects[0].significant);
+    assert_eq!(health(&early, "minimum_duration"), HealthStatus::Warn);
+    let d = early.decision.as_ref().unwrap();
+    assert_eq!(d.verdict, Verdict::KeepRunning, "{d:#?}");
+    assert_eq!(d.days_left, Some(4.0));
+    assert!(d.reasons[0].contains("improved significantly in treatment"));
+    // Day 10: every check ok, ship the treatment.
+    let later = run_as_of(&spec(""), &cells, "2026-01-11T00:00:00Z");
+    assert!(
+        later.health.iter().all(|c| c.status == HealthStatus::Ok),
+        "{:#?}",
+        later.health
+    );
+    let d = later.decision.as_ref().unwrap();
+    assert_eq!(
+        (d.verdict, d.variant.as_deref()),
+        (Verdict::Ship, Some("treatment"))
+    );
+    // A longer pre-registered minimum holds it back again.
+    let r = run_as_of(
+        &spec(r#", "min_duration_days": 14"#),
+        &cells,
+        "2026-01-11T00:00:00Z",
+    );
+    assert_eq!(r.decision.unwrap().verdict, Verdict::KeepRunning);
+    // The opposite effect rolls back, whatever the duration.
+    let r = run_as_of(
+        &spec(""),
+        &planted(0.20, 0.10, [2000, 2000]),
+        "2026-01-04T00:00:00Z",
+    );
+    let d = r.decision.unwrap();
+    assert_eq!(
+        (d.verdict, d.variant.as_deref()),
+        (Verdict::RollBack, Some("treatment"))
+    );
+}
+
+#[test]
+fn a_planted_srm_or_a_silent_variant_makes_the_look_unhealthy() {
+    use strata_analysis::results::{HealthStatus, Verdict};
+    // 2,300 against 1,700 units for a 50/50 split: χ² = 90.
+    let r = run(&spec(""), &planted(0.10, 0.20, [2300, 1700]));
+    assert_eq!(health(&r, "srm"), HealthStatus::Fail);
+    let d = r.decision.as_ref().unwrap();
+    assert_eq!(d.verdict, Verdict::Unhealthy);
+    assert!(d.reasons[0].contains("Sample ratio mismatch"), "{d:#?}");
+    // Treatment logs no purchases at all.
+    let r = run(&spec(""), &planted(0.10, 0.0, [2000, 2000]));
+    assert_eq!(health(&r, "missing_data"), HealthStatus::Fail);
+    assert_eq!(r.decision.unwrap().verdict, Verdict::Unhealthy);
+}
+
+#[test]
+fn the_bayesian_summary_is_opt_in() {
+    let cells = planted(0.10, 0.12, [2000, 2000]);
+    let off = run(&spec(""), &cells);
+    assert!(off
+        .metrics
+        .iter()
+        .all(|m| m.effects.iter().all(|e| e.bayesian.is_none())));
+    let on = run(&spec(r#", "bayesian": true"#), &cells);
+    let e = &metric(&on, "conversion").effects[0];
+    let b = e.bayesian.as_ref().expect("bayesian summary");
+    // Flat prior: the posterior is N(Δ̂, se²), so P(δ > 0) = Φ(Δ̂/se) with
+    // se read off the Welch interval (normal-approximation width).
+    let delta = e.delta.unwrap();
+    assert!(close(b.posterior_mean, delta));
+    assert!(
+        b.prob_treatment_better > 0.95 && b.prob_treatment_better < 1.0,
+        "{b:?}"
+    );
+    assert!(b.expected_loss_treatment < b.expected_loss_control);
 }

@@ -203,5 +203,33 @@ pub fn render_table(r: &Results) -> String {
             );
         }
     }
+    if !r.health.is_empty() {
+        out.push_str(
+            "
+health:
+",
+        );
+        for c in &r.health {
+            let _ = writeln!(out, "  {:<4} {}: {}", c.status.as_str(), c.check, c.message);
+        }
+    }
+    if let Some(d) = &r.decision {
+        let _ = write!(
+            out,
+            "
+decision: {}",
+            d.verdict.as_str()
+        );
+        if let Some(v) = &d.variant {
+            let _ = write!(out, " ({v})");
+        }
+        if let Some(days) = d.days_left {
+            let _ = write!(out, ", about {days:.1} days left");
+        }
+        out.push('\n');
+        for reason in &d.reasons {
+            let _ = writeln!(out, "  - {reason}");
+        }
+    }
     out
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use strata_model::{AnalysisMode, CupedSpec, MultipleTesting, SequentialMethod};
+use strata_model::{AnalysisMode, CupedSpec, MultipleTesting, SequentialMethod, SrmAction};
 use utoipa::ToSchema;
 
 use super::{check_key, check_targeting, check_text, percent_to_permille};
@@ -162,6 +162,16 @@ pub struct ExperimentRequest {
     /// Exposure attributes results are broken down by.
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Days it must run before a look may decide `ship`, 1 to 365 (default 7).
+    #[serde(default = "strata_model::plan::default_min_duration_days")]
+    pub min_duration_days: u32,
+    /// Whether results carry the Bayesian summary (default false).
+    #[serde(default)]
+    pub bayesian: bool,
+    /// What a failing sample ratio mismatch check does: `alert` (default) or `pause`.
+    #[serde(default)]
+    #[schema(value_type = crate::schema::SrmAction)]
+    pub srm_action: SrmAction,
     /// Whether `approve` (by someone other than the author) is required before `start`.
     #[serde(default)]
     pub requires_approval: bool,
@@ -243,6 +253,16 @@ pub struct ExperimentRecord {
     /// Exposure attributes results are broken down by.
     #[serde(default)]
     pub segments: Vec<String>,
+    /// Days it must run before a look may decide `ship`.
+    #[serde(default = "strata_model::plan::default_min_duration_days")]
+    pub min_duration_days: u32,
+    /// Whether results carry the Bayesian summary.
+    #[serde(default)]
+    pub bayesian: bool,
+    /// What a failing sample ratio mismatch check does.
+    #[serde(default)]
+    #[schema(value_type = crate::schema::SrmAction)]
+    pub srm_action: SrmAction,
     /// Whether approval is required before start.
     pub requires_approval: bool,
     /// Whether the global holdout applies.
@@ -309,6 +329,9 @@ impl ExperimentRecord {
             multiple_testing: self.multiple_testing,
             cuped: self.cuped,
             segments: self.segments.clone(),
+            min_duration_days: self.min_duration_days,
+            bayesian: self.bayesian,
+            srm_action: self.srm_action,
             started_at: self.started_at.clone(),
             ended_at: self.ended_at.clone(),
         }
@@ -502,6 +525,7 @@ impl ExperimentRequest {
         }
         strata_model::plan::check_cuped(self.cuped.as_ref())
             .and_then(|()| strata_model::plan::check_segments(&self.segments))
+            .and_then(|()| strata_model::plan::check_min_duration(self.min_duration_days))
             .map_err(|e| AppError::validation(e.field(), e.to_string()))?;
         if let Some([s, e]) = self.range {
             if !(0..i64::from(strata_core::hash::BUCKETS)).contains(&s)
@@ -564,6 +588,9 @@ mod tests {
                 pre_period_days: 14,
             }),
             segments: vec!["country".into()],
+            min_duration_days: 14,
+            bayesian: true,
+            srm_action: SrmAction::Pause,
             started_at: Some("2026-01-01T00:00:00.000Z".into()),
             ended_at: None,
             ..ExperimentRecord::default()

@@ -36,7 +36,7 @@ pub struct ActParams {
     /// `start` (default 1) and `ramp` (required): the percentage of the
     /// experiment's range that is assigned.
     pub ramp_percent: Option<f64>,
-    /// `kill` (required): why.
+    /// `kill` (required) and `pause` (optional): why; audited.
     pub reason: Option<String>,
     /// `conclude`: the variant rolled out to every targeted unit, or none to
     /// revert.
@@ -74,9 +74,12 @@ fn check_params(action: Action, params: &ActParams) -> Result<Checked, ServiceEr
             })?;
             checked.ramp = Some(p);
         }
-        Action::Kill => {
+        Action::Kill | Action::Pause => {
             let r = params.reason.as_deref().unwrap_or("").trim();
             if r.is_empty() {
+                if action == Action::Pause {
+                    return Ok(checked);
+                }
                 return Err(ServiceError::validation(
                     "reason",
                     "reason must not be empty",
@@ -178,6 +181,9 @@ fn with_definition(
         multiple_testing: req.multiple_testing,
         cuped: req.cuped,
         segments: req.segments,
+        min_duration_days: req.min_duration_days,
+        bayesian: req.bayesian,
+        srm_action: req.srm_action,
         requires_approval: req.requires_approval,
         respect_holdout: req.respect_holdout,
         ..base

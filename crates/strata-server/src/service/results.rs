@@ -14,10 +14,13 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use strata_model::results::Results;
+use strata_model::results::{HealthStatus, Results, HEALTH_CHECKS};
+use strata_model::SrmAction;
 
 use crate::auth::Perm;
-use crate::model::ExperimentRecord;
+use crate::model::{ExperimentRecord, Status};
+use crate::service::experiments::{ActParams, ExperimentService};
+use crate::service::lifecycle::Action;
 use crate::service::permissions::authorize;
 use crate::service::registry::RegistryService;
 use crate::service::{Actor, ServiceError};
@@ -58,6 +61,13 @@ impl Publication {
 pub struct PublishTarget {
     experiment: ExperimentRecord,
     actor: Actor,
+}
+
+impl PublishTarget {
+    /// The experiment, as stored when the target was checked.
+    pub fn experiment(&self) -> &ExperimentRecord {
+        &self.experiment
+    }
 }
 
 /// A published results document with its publication metadata.
@@ -176,18 +186,73 @@ impl ResultsService {
             actor,
         } = target;
         let metrics = self.reported_metrics(&e).await?;
-        let as_of = check(&e, &publication.results, &metrics, now_ms())?;
+        let doc = &publication.results;
+        let as_of = check(&e, doc, &metrics, now_ms())?;
+        let failed: Vec<String> = doc
+            .health
+            .iter()
+            .filter(|c| c.status == HealthStatus::Fail)
+            .map(|c| format!("{}: {}", c.check, c.message))
+            .collect();
         let store = &self.state.store;
         let seq = store
-            .insert_results(&e.key, &e.owner_team, as_of, &publication.document, &actor)
+            .insert_results(
+                &e.key,
+                &e.owner_team,
+                as_of,
+                &publication.document,
+                &actor,
+                &failed,
+            )
             .await
             .map_err(|e| self.store_error(e))?;
+        for c in &doc.health {
+            self.state
+                .metrics
+                .health_check(&e.key, &c.check, c.status.as_str());
+        }
+        if e.srm_action == SrmAction::Pause
+            && e.status == Status::Running
+            && doc
+                .health
+                .iter()
+                .any(|c| c.check == "srm" && c.status == HealthStatus::Fail)
+        {
+            self.pause_for_srm(&e.key, seq).await;
+        }
         let (meta, _) = store
             .results(&e.key, Some(seq))
             .await
             .map_err(|e| self.store_error(e))?
             .ok_or_else(|| ServiceError::Internal("published results vanished".into()))?;
         Ok(meta)
+    }
+
+    /// Pauses experiment `key`, whose look `seq` failed its sample ratio
+    /// mismatch check and whose `srm_action` is `pause`, as the system
+    /// actor `system:srm`. The look is published either way: a pause that
+    /// fails (the experiment changed meanwhile) is logged, not returned.
+    async fn pause_for_srm(&self, key: &str, seq: u64) {
+        let actor = Actor::system("srm").granting([Perm::ExperimentsWrite]);
+        let params = ActParams {
+            reason: Some(format!(
+                "sample ratio mismatch in results look {seq} (srm_action: pause)"
+            )),
+            ..ActParams::default()
+        };
+        match ExperimentService::new(self.state.clone())
+            .act(&actor, key, Action::Pause, params)
+            .await
+        {
+            Ok(_) => tracing::warn!(
+                experiment = key,
+                look = seq,
+                "paused on a sample ratio mismatch"
+            ),
+            Err(err) => {
+                tracing::error!(experiment = key, look = seq, error = %err, "could not pause on a sample ratio mismatch")
+            }
+        }
     }
 
     /// [`target`](Self::target) then [`publish`](Self::publish), for a
@@ -378,6 +443,21 @@ fn check(
     }
     for v in doc.srm.expected.keys() {
         variant(format!("srm.expected.{v}"), v)?;
+    }
+    for (i, c) in doc.health.iter().enumerate() {
+        if !HEALTH_CHECKS.contains(&c.check.as_str()) {
+            return Err(ServiceError::validation(
+                format!("health[{i}].check"),
+                format!(
+                    "{:?} is not a health check (one of {})",
+                    c.check,
+                    HEALTH_CHECKS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(v) = doc.decision.as_ref().and_then(|d| d.variant.as_deref()) {
+        variant("decision.variant".to_owned(), v)?;
     }
     for (i, m) in doc.metrics.iter().enumerate() {
         if !metrics.contains(&m.metric) {

@@ -36,8 +36,9 @@ pub struct ResultsMeta {
 }
 
 impl ConfigStore {
-    /// Stores a published results document of `experiment` and audits it.
-    /// Returns its sequence number.
+    /// Stores a published results document of `experiment` and audits it,
+    /// with one `results.check_failed` entry per `failed_checks` (each a
+    /// `check: message` line). Returns its sequence number.
     pub async fn insert_results(
         &self,
         experiment: &str,
@@ -45,6 +46,7 @@ impl ConfigStore {
         as_of: i64,
         doc: &Value,
         actor: &Actor,
+        failed_checks: &[String],
     ) -> Result<u64> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -81,6 +83,23 @@ impl ConfigStore {
             Some(&detail),
         )
         .await?;
+        // Each failing health check of the look, with the look, atomically.
+        for failed in failed_checks {
+            let detail = format!("seq {seq}: {failed}");
+            insert_audit(
+                &mut tx,
+                now,
+                actor,
+                "results.check_failed",
+                "experiment",
+                experiment,
+                None,
+                None,
+                None,
+                Some(&detail),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(u64::try_from(seq).unwrap_or(0))
     }

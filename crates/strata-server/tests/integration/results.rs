@@ -12,6 +12,7 @@ crate::on_both_backends!(
     results_are_kept_and_team_restricted,
     results_are_checked_against_the_experiment,
     a_look_is_retracted,
+    failing_health_checks_are_audited_counted_and_pause_on_srm,
 );
 
 /// A valid results document of the example experiment (variants `control`
@@ -325,5 +326,128 @@ async fn a_look_is_retracted(s: TestServer) {
     assert_eq!(st, StatusCode::OK, "{v}");
     let (st, v) = s.get(path).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    s.finish().await;
+}
+
+/// `doc` with the health checks of a look, `srm` set to `srm_status`.
+fn doc_with_health(exp: &str, as_of: &str, srm_status: &str) -> Value {
+    let mut d = doc(exp, as_of, 7);
+    let checks: Vec<Value> = strata_model::results::HEALTH_CHECKS
+        .iter()
+        .map(|&c| {
+            let status = if c == "srm" { srm_status } else { "ok" };
+            json!({"check": c, "status": status, "figures": {"p_value": 1e-9},
+                   "message": format!("{c} is {status}")})
+        })
+        .collect();
+    d["health"] = Value::from(checks);
+    d["decision"] = json!({"verdict": "unhealthy", "reasons": ["srm is fail"]});
+    d
+}
+
+async fn failing_health_checks_are_audited_counted_and_pause_on_srm(s: TestServer) {
+    s.setup_registry().await;
+    let analyst = s.key("api", Some("analyst"), "", "nightly").await;
+    let paused = s
+        .running(
+            "exp_p",
+            json!({"range": [0, 100], "srm_action": "pause"}),
+            5.0,
+        )
+        .await;
+    let alerted = s.running("exp_a", json!({"range": [100, 200]}), 5.0).await;
+    assert_eq!(alerted["srm_action"], "alert", "the default");
+
+    // A healthy look changes nothing.
+    let path = "/api/v1/experiments/exp_p/results";
+    let (st, v) = s
+        .post_as(
+            &analyst,
+            path,
+            doc_with_health("exp_p", &after_start(&paused, 1000), "ok"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, e) = s.get("/api/v1/experiments/exp_p").await;
+    assert_eq!(e["status"], "running");
+
+    // A failing SRM check pauses exp_p as system:srm, audited with the look.
+    let (st, look) = s
+        .post_as(
+            &analyst,
+            path,
+            doc_with_health("exp_p", &after_start(&paused, 2000), "fail"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{look}");
+    let (_, e) = s.get("/api/v1/experiments/exp_p").await;
+    assert_eq!(e["status"], "paused", "{e}");
+    let (_, audit) = s.get("/api/v1/audit?entity=experiment:exp_p").await;
+    let items = audit["items"].as_array().unwrap();
+    let pause = items
+        .iter()
+        .find(|i| i["action"] == "experiment.pause")
+        .expect("pause audited");
+    assert_eq!(pause["actor"], "system:srm");
+    let seq = look["seq"].as_u64().unwrap();
+    assert!(
+        pause["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("look {seq}")),
+        "{pause}"
+    );
+    let failed: Vec<&Value> = items
+        .iter()
+        .filter(|i| i["action"] == "results.check_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "one failing check: {audit}");
+    assert_eq!(failed[0]["detail"], format!("seq {seq}: srm: srm is fail"));
+    assert_eq!(failed[0]["actor"], "nightly");
+
+    // exp_a only alerts: audited, counted, still running.
+    let (st, v) = s
+        .post_as(
+            &analyst,
+            "/api/v1/experiments/exp_a/results",
+            doc_with_health("exp_a", &after_start(&alerted, 1000), "fail"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, e) = s.get("/api/v1/experiments/exp_a").await;
+    assert_eq!(e["status"], "running");
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"strata_health_checks{experiment="exp_p",check="srm",status="ok"} 1"#,
+        r#"strata_health_checks{experiment="exp_p",check="srm",status="fail"} 1"#,
+        r#"strata_health_checks{experiment="exp_a",check="srm",status="fail"} 1"#,
+        r#"strata_health_checks{experiment="exp_p",check="novelty",status="ok"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
+    // Unknown checks and decision variants are refused, naming the field.
+    let mut bad = doc_with_health("exp_a", &after_start(&alerted, 2000), "ok");
+    bad["health"][3]["check"] = json!("vibes");
+    let (st, v) = s
+        .post_as(&analyst, "/api/v1/experiments/exp_a/results", bad)
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "health[3].check");
+    let mut bad = doc_with_health("exp_a", &after_start(&alerted, 2000), "ok");
+    bad["decision"]["variant"] = json!("nope");
+    let (st, v) = s
+        .post_as(&analyst, "/api/v1/experiments/exp_a/results", bad)
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "decision.variant");
     s.finish().await;
 }
