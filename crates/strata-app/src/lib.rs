@@ -3,16 +3,18 @@
 //! The process is assembled here, not inside any one plane: the control
 //! plane (strata-server) opens its store and builds its state; the parts
 //! served beside it — the event pipeline's collection endpoints and admin
-//! operations ([`pipeline`]), and the process's background jobs — are built
+//! operations ([`pipeline`]), and the process's background jobs (the
+//! scheduled analysis, [`analysis`]) — are built
 //! over that state and registered through [`strata_server::Mount`], each
 //! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
 //! server then serves them all and shuts them down in order.
 //!
 //! Architecture invariant: this is the only crate that links the control
-//! plane and the data-collection plane together; strata-server knows its
-//! mounts only through the `Mount` trait.
+//! plane, the data-collection plane and the analysis engine together;
+//! strata-server knows its mounts only through the `Mount` trait.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 pub mod catalog;
 pub mod pipeline;
 
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 use strata_server::{Server, ServerConfig, ServerError};
 
+pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use pipeline::{PipelineConfig, PipelineMount};
 
 /// What `strata serve` runs.
@@ -29,6 +32,9 @@ pub struct ServeConfig {
     pub server: ServerConfig,
     /// The event pipeline mounted at `/collect/v1/*` (none: not mounted).
     pub pipeline: Option<PipelineConfig>,
+    /// The scheduled analysis of the pipeline's data (none: off; it needs
+    /// the pipeline).
+    pub analysis: Option<AnalysisConfig>,
 }
 
 /// Why the process could not start.
@@ -51,6 +57,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
         let mount = PipelineMount::open(p, prepared.state())
             .await
             .map_err(StartError::Pipeline)?;
+        if let Some(a) = &cfg.analysis {
+            let scheduler =
+                AnalysisMount::new(prepared.state(), mount.pipeline().clone(), a.clone());
+            prepared = prepared.mount(Arc::new(scheduler));
+        }
         prepared = prepared.mount(Arc::new(mount));
     }
     Ok(prepared.serve().await?)

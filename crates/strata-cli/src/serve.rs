@@ -1,5 +1,5 @@
-//! `strata serve`: the process assembled by `strata-app` (the control plane
-//! and the event pipeline), and
+//! `strata serve`: the process assembled by `strata-app` (the control plane,
+//! the event pipeline and the scheduled analysis), and
 //! `strata token create`: a key created directly in the store.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use strata_app::{PipelineConfig, ServeConfig};
+use strata_app::{AnalysisConfig, PipelineConfig, ServeConfig};
 use strata_server::auth::{hash_token, new_key_record, new_token, KeyKind, Role};
 use strata_server::store::Actor;
 use strata_server::{ConfigStore, ServerConfig, Settings, StoreOptions};
@@ -69,9 +69,16 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Do not mount the event pipeline (`/collect/v1/*`, under DATA_DIR/pipeline).
+    /// Do not mount the event pipeline (`/collect/v1/*`, under DATA_DIR/pipeline)
+    /// nor the scheduled analysis, which reads its data.
     #[arg(long)]
     no_pipeline: bool,
+    /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
+    #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
+    analysis_interval: Duration,
+    /// Do not run the scheduled analysis of running experiments.
+    #[arg(long)]
+    no_analysis: bool,
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -119,6 +126,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let cfg = ServeConfig {
         server: cfg,
         pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
+        analysis: (!args.no_analysis).then(|| AnalysisConfig::every(args.analysis_interval)),
     };
     runtime(args.threads)?.block_on(async move {
         let server = strata_app::start(cfg).await?;

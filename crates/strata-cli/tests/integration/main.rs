@@ -7,4 +7,5 @@ mod collect_analyze;
 mod conformance;
 mod consistency;
 mod crash;
+mod scheduled;
 mod serve;

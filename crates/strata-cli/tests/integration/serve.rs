@@ -26,9 +26,20 @@ impl Served {
     }
 
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Served::start_with`] from inside a multi-threaded tokio test.
+    pub(crate) fn start_with_in_runtime(dir: &Path, args: &[&str]) -> Self {
+        tokio::task::block_in_place(|| Self::start_with(dir, args))
+    }
+
+    /// [`Served::start`] with more arguments of `strata serve`.
+    pub(crate) fn start_with(dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
             .args(["--sdk-rate-limit", "0"])
+            .args(args)
             .arg("--data-dir")
             .arg(dir)
             .env("STRATA_BOOTSTRAP_ADMIN_TOKEN", ADMIN)

@@ -59,6 +59,7 @@ impl Real {
                 bootstrap_admin_token: Some(ADMIN.to_owned()),
             },
             pipeline: pipeline.then(|| strata_app::PipelineConfig::under(dir.path())),
+            analysis: None,
         })
         .await
         .expect("server starts");

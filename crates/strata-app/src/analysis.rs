@@ -1,0 +1,740 @@
+//! Scheduled analysis: results nobody has to run.
+//!
+//! A background job of `strata serve` analyses every running and paused
+//! experiment (and a killed one until it is concluded or archived) every
+//! `--analysis-interval`, from the pipeline's data, with its stored
+//! definition and the metric registry, and publishes the results as the
+//! experiment's next look under the system actor `system:analysis`
+//! (through [`ResultsService`], so a scheduled look is checked, audited and
+//! acted on — health checks, SRM pause — exactly like a published one).
+//!
+//! * **Fresh data.** Each run first compacts the pipeline's log, so a look
+//!   includes every record acknowledged before the run started; late events
+//!   are counted whatever their timestamp, since every look reads all the
+//!   data there is.
+//! * **One run at a time.** Runs and refresh requests are served by one
+//!   task, in order; the next scheduled run is an interval after the end of
+//!   the last, so runs never overlap.
+//! * **Failures stay local.** An experiment whose analysis fails is
+//!   recorded with its error (in the run and in
+//!   `GET /api/v1/experiments/{key}/health`) and retried at the next run;
+//!   the others are published.
+//! * **Sequential looks accumulate by themselves.** A group-sequential
+//!   boundary needs the information fractions of the looks before; each
+//!   look's document carries them, so the next look reads them from the
+//!   latest stored look, and a restart continues the sequence.
+//!
+//! `POST /api/v1/experiments/{key}/results/refresh` asks for a look of one
+//! experiment now; `GET /api/v1/analysis/runs` lists the recent runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use strata_analysis::results::Results;
+use strata_analysis::spec::AnalysisSpec;
+use strata_analysis::{Analyzer, DataSource, EngineOptions, MetricRegistry};
+use strata_server::auth::{Auth, Perm};
+use strata_server::mount::Mount;
+use strata_server::service::{Actor, Publication, RegistryService, ResultsService, ServiceError};
+use strata_server::{AppError, AppState};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+use crate::pipeline::Pipeline;
+
+/// How long a refresh request waits for its look before answering `202`.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(5);
+/// Runs kept for `GET /api/v1/analysis/runs`.
+pub const RUNS_KEPT: usize = 100;
+/// Refresh requests waiting for the scheduler at most.
+const QUEUE: usize = 64;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct AnalysisConfig {
+    /// Time from the end of one run to the start of the next.
+    pub interval: Duration,
+    /// Delay of the first run after the server starts (a restarted server
+    /// refreshes soon rather than an interval later).
+    pub first_run: Duration,
+    /// Memory limit of the query engine in bytes (aggregations spill beyond it).
+    pub memory_limit: Option<usize>,
+}
+
+impl AnalysisConfig {
+    /// Runs every `interval`, the first one minute after start (or
+    /// `interval`, if shorter).
+    pub fn every(interval: Duration) -> Self {
+        Self {
+            interval,
+            first_run: interval.min(Duration::from_secs(60)),
+            memory_limit: None,
+        }
+    }
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self::every(Duration::from_secs(3600))
+    }
+}
+
+/// Parses an interval such as `30s`, `5m`, `1h` or `1d` (a number and a unit).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval such as 30s, 5m, 1h or 1d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("{text:?}: the interval must be positive"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A look published by a run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunLook {
+    /// The experiment.
+    pub experiment: String,
+    /// The look's sequence number.
+    pub seq: u64,
+}
+
+/// An experiment whose analysis failed in a run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunFailure {
+    /// The experiment.
+    pub experiment: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// One run of the scheduler.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AnalysisRun {
+    /// Its number, increasing from 1 since the server started.
+    pub id: u64,
+    /// `schedule`, or `refresh` for a run asked for by a request.
+    pub trigger: String,
+    /// When it started (RFC 3339); the looks are as of this time.
+    pub started_at: String,
+    /// When it ended; none while it runs.
+    pub ended_at: Option<String>,
+    /// The experiments it analysed.
+    pub experiments: Vec<String>,
+    /// The looks it published.
+    pub published: Vec<RunLook>,
+    /// The experiments whose analysis failed, with why.
+    pub failures: Vec<RunFailure>,
+}
+
+/// The last failed analysis of an experiment.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AnalysisFailure {
+    /// The run.
+    pub run: u64,
+    /// When the run started.
+    pub at: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What the scheduler has done: recent runs and the experiments whose last
+/// analysis failed.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    next: AtomicU64,
+    runs: Mutex<VecDeque<AnalysisRun>>,
+    failing: Mutex<HashMap<String, AnalysisFailure>>,
+}
+
+impl RunLog {
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn record(&self, run: &AnalysisRun) {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = runs.iter_mut().find(|r| r.id == run.id) {
+            *r = run.clone();
+        } else {
+            runs.push_front(run.clone());
+            runs.truncate(RUNS_KEPT);
+        }
+    }
+
+    /// Recent runs, the latest first.
+    pub fn runs(&self) -> Vec<AnalysisRun> {
+        let runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.iter().cloned().collect()
+    }
+
+    /// The last failure of `experiment`'s analysis, unless a later run
+    /// analysed it successfully.
+    pub fn failure(&self, experiment: &str) -> Option<AnalysisFailure> {
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        failing.get(experiment).cloned()
+    }
+
+    fn set_failure(&self, experiment: &str, failure: Option<AnalysisFailure>) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        match failure {
+            Some(f) => failing.insert(experiment.to_owned(), f),
+            None => failing.remove(experiment),
+        };
+    }
+}
+
+/// What the scheduler's task does next.
+enum Step {
+    Scheduled,
+    Refresh(Refresh),
+    Stop,
+}
+
+/// The outcome of a refresh, sent back to the waiting request.
+type Refreshed = Result<RunLook, String>;
+
+/// A request for a look of one experiment now.
+struct Refresh {
+    run: u64,
+    experiment: String,
+    reply: oneshot::Sender<Refreshed>,
+}
+
+/// The scheduler: its configuration, the data it reads and what it did.
+#[derive(Debug)]
+pub struct Scheduler {
+    state: AppState,
+    pipeline: Arc<Pipeline>,
+    cfg: AnalysisConfig,
+    log: Arc<RunLog>,
+}
+
+impl Scheduler {
+    /// A scheduler of the experiments in `state` over `pipeline`'s data.
+    pub fn new(state: AppState, pipeline: Arc<Pipeline>, cfg: AnalysisConfig) -> Self {
+        Self {
+            state,
+            pipeline,
+            cfg,
+            log: Arc::new(RunLog::default()),
+        }
+    }
+
+    /// What the scheduler did.
+    pub fn log(&self) -> &Arc<RunLog> {
+        &self.log
+    }
+
+    fn data(&self) -> DataSource {
+        let root: PathBuf = self.pipeline.store.parquet_dir().to_path_buf();
+        let root = root.display().to_string();
+        DataSource {
+            exposures: root.clone(),
+            events: root,
+        }
+    }
+
+    /// The experiments a scheduled run analyses: started, and not concluded
+    /// or archived.
+    async fn due(&self) -> Result<Vec<String>, String> {
+        let all = self
+            .state
+            .store
+            .experiments()
+            .await
+            .map_err(|e| format!("cannot list experiments: {e}"))?;
+        Ok(all
+            .into_iter()
+            .filter(|e| {
+                e.started_at.is_some()
+                    && matches!(e.status.as_str(), "running" | "paused" | "killed")
+            })
+            .map(|e| e.key)
+            .collect())
+    }
+
+    /// Runs one analysis of experiment `only` (none: every due experiment)
+    /// and publishes the looks. When `stop` turns true the run ends after
+    /// the experiment being analysed, so that shutdown waits for one
+    /// analysis at most.
+    pub async fn run(
+        &self,
+        id: u64,
+        trigger: &'static str,
+        only: Option<&str>,
+        stop: &watch::Receiver<bool>,
+    ) -> AnalysisRun {
+        let started = Utc::now();
+        let mut run = AnalysisRun {
+            id,
+            trigger: trigger.to_owned(),
+            started_at: rfc3339(started),
+            ended_at: None,
+            experiments: Vec::new(),
+            published: Vec::new(),
+            failures: Vec::new(),
+        };
+        self.log.record(&run);
+        let fail_all = |run: &mut AnalysisRun, keys: Vec<String>, error: String| {
+            for k in keys {
+                run.failures.push(RunFailure {
+                    experiment: k,
+                    error: error.clone(),
+                });
+            }
+        };
+        let keys = match only {
+            Some(k) => vec![k.to_owned()],
+            None => match self.due().await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(run = id, error = %e, "analysis run failed");
+                    run.failures.push(RunFailure {
+                        experiment: String::new(),
+                        error: e,
+                    });
+                    return self.finish(run);
+                }
+            },
+        };
+        run.experiments = keys.clone();
+        self.log.record(&run);
+        // Everything acknowledged before the run started goes into Parquet
+        // first: a look never misses data the pipeline has accepted.
+        if let Err(e) = self.pipeline.store.compact_now().await {
+            let error = format!("the pipeline could not compact its log: {e}");
+            fail_all(&mut run, keys, error);
+            return self.finish(run);
+        }
+        let inputs = match self.inputs().await {
+            Ok(i) => i,
+            Err(e) => {
+                fail_all(&mut run, keys, e);
+                return self.finish(run);
+            }
+        };
+        for key in keys {
+            if *stop.borrow() {
+                break;
+            }
+            match self.analyse(&inputs, &key, started).await {
+                Ok(seq) => {
+                    self.log.set_failure(&key, None);
+                    run.published.push(RunLook {
+                        experiment: key,
+                        seq,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(run = id, experiment = %key, error = %error, "analysis failed");
+                    self.log.set_failure(
+                        &key,
+                        Some(AnalysisFailure {
+                            run: id,
+                            at: run.started_at.clone(),
+                            error: error.clone(),
+                        }),
+                    );
+                    run.failures.push(RunFailure {
+                        experiment: key,
+                        error,
+                    });
+                }
+            }
+            // Progress is visible while the run goes on.
+            self.log.record(&run);
+        }
+        self.finish(run)
+    }
+
+    fn finish(&self, mut run: AnalysisRun) -> AnalysisRun {
+        run.ended_at = Some(rfc3339(Utc::now()));
+        self.log.record(&run);
+        tracing::info!(
+            run = run.id,
+            experiments = run.experiments.len(),
+            published = run.published.len(),
+            failures = run.failures.len(),
+            "analysis run done"
+        );
+        run
+    }
+
+    /// The registry and guardrail definitions, read once per run.
+    async fn inputs(&self) -> Result<Inputs, String> {
+        let registry = RegistryService::new(self.state.clone());
+        let metrics = registry
+            .registry()
+            .await
+            .map_err(|e| format!("cannot read the metric registry: {e}"))?;
+        let guardrails = registry
+            .guardrail_definitions()
+            .await
+            .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
+        Ok(Inputs {
+            registry: MetricRegistry::from(metrics),
+            guardrails,
+        })
+    }
+
+    /// Analyses experiment `key` as of `as_of` and publishes the look.
+    async fn analyse(
+        &self,
+        inputs: &Inputs,
+        key: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<u64, String> {
+        let actor = Actor::system("analysis").granting([Perm::ResultsRead, Perm::ResultsWrite]);
+        let service = ResultsService::new(self.state.clone());
+        let target = service
+            .target(&actor, key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let def = target.experiment().definition();
+        let metric_keys: Vec<&str> = inputs
+            .registry
+            .metrics
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect();
+        let guardrail_metrics =
+            strata_model::guardrail::resolve(&def.guardrails, &inputs.guardrails, &metric_keys)
+                .map_err(|e| format!("guardrails: {e}"))?
+                .into_iter()
+                .map(|g| g.metric)
+                .collect();
+        let spec = AnalysisSpec::from_experiment(&def, guardrail_metrics, as_of)
+            .and_then(|s| s.validate(&format!("experiment {key}"), &inputs.registry))
+            .map_err(|e| e.to_string())?;
+        let previous = match service.read(&actor, key, None).await {
+            Ok(latest) => serde_json::from_value::<Results>(latest.results)
+                .map(|r| sequential_fractions(&r))
+                .unwrap_or_default(),
+            Err(ServiceError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(format!("cannot read the latest look: {e}")),
+        };
+        let options = EngineOptions {
+            memory_limit: self.cfg.memory_limit,
+            ..EngineOptions::default()
+        };
+        let analyzer = Analyzer::new(spec, &inputs.registry, &self.data(), options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let results = analyzer
+            .run_after(Some(as_of), &previous)
+            .await
+            .map_err(|e| e.to_string())?;
+        let publication = Publication::of(results).map_err(|e| e.to_string())?;
+        let meta = service
+            .publish(target, &publication)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(meta.seq)
+    }
+}
+
+/// The information fractions of a look and the looks before it, from its
+/// primary metric's group-sequential block (empty without one).
+fn sequential_fractions(r: &Results) -> Vec<f64> {
+    let Some(s) = r
+        .metrics
+        .iter()
+        .find(|m| m.role == "primary")
+        .and_then(|m| m.effects.first())
+        .and_then(|e| e.sequential.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut out = s.previous_fractions.clone();
+    out.extend(s.information_fraction);
+    out
+}
+
+/// What every experiment of a run is analysed with.
+struct Inputs {
+    registry: MetricRegistry,
+    guardrails: Vec<strata_model::GuardrailDef>,
+}
+
+/// The scheduler as a part of `strata serve`: its task, the refresh and
+/// runs endpoints.
+#[derive(Debug)]
+pub struct AnalysisMount {
+    scheduler: Arc<Scheduler>,
+    state: AppState,
+    requests: mpsc::Sender<Refresh>,
+    queue: Mutex<Option<mpsc::Receiver<Refresh>>>,
+}
+
+impl AnalysisMount {
+    /// The scheduler of `state`'s experiments over `pipeline`'s data.
+    pub fn new(state: &AppState, pipeline: Arc<Pipeline>, cfg: AnalysisConfig) -> Self {
+        let (requests, queue) = mpsc::channel(QUEUE);
+        Self {
+            scheduler: Arc::new(Scheduler::new(state.clone(), pipeline, cfg)),
+            state: state.clone(),
+            requests,
+            queue: Mutex::new(Some(queue)),
+        }
+    }
+
+    /// The scheduler.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+}
+
+/// The answer of a refresh that took longer than [`REFRESH_WAIT`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RefreshPending {
+    /// The run that will publish the look (`GET /api/v1/analysis/runs`).
+    pub run: u64,
+}
+
+/// What the refresh and runs handlers share.
+#[derive(Debug, Clone)]
+struct Handle {
+    requests: mpsc::Sender<Refresh>,
+    log: Arc<RunLog>,
+}
+
+/// `POST /api/v1/experiments/{key}/results/refresh`: a look now.
+#[utoipa::path(post, path = "/api/v1/experiments/{key}/results/refresh", tag = "results",
+    params(("key" = String, Path)),
+    responses((status = 201, body = RunLook, description = "the look, published"),
+        (status = 202, body = RefreshPending, description = "still running"),
+        (status = 403), (status = 404), (status = 409, description = "the experiment has not started"),
+        (status = 422, description = "the analysis failed"),
+        (status = 503, description = "the scheduler is not running")))]
+async fn refresh(
+    State(state): State<AppState>,
+    Extension(handle): Extension<Handle>,
+    auth: Auth,
+    UrlPath(key): UrlPath<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    // The owning team's experimenters, analysts and admins; started only.
+    ResultsService::new(state)
+        .target(&auth.actor(), &key)
+        .await?;
+    let run = handle.log.next_id();
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "analysis_unavailable",
+            "the analysis scheduler is not running or has too many requests queued",
+        )
+    };
+    handle
+        .requests
+        .try_send(Refresh {
+            run,
+            experiment: key.clone(),
+            reply,
+        })
+        .map_err(|_| unavailable())?;
+    match tokio::time::timeout(REFRESH_WAIT, answer).await {
+        Ok(Ok(Ok(look))) => Ok((
+            StatusCode::CREATED,
+            Json(serde_json::to_value(look).unwrap_or_default()),
+        )),
+        Ok(Ok(Err(error))) => Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "analysis_failed",
+            format!("the analysis of experiment {key:?} failed: {error}"),
+        )),
+        Ok(Err(_)) => Err(unavailable()),
+        Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "run": run })),
+        )),
+    }
+}
+
+/// The recent runs of the scheduler.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnalysisRuns {
+    /// The latest first (at most [`RUNS_KEPT`]).
+    pub items: Vec<AnalysisRun>,
+}
+
+/// `GET /api/v1/analysis/runs`: the scheduler's recent runs.
+#[utoipa::path(get, path = "/api/v1/analysis/runs", tag = "results",
+    responses((status = 200, body = AnalysisRuns), (status = 403)))]
+async fn runs(
+    State(state): State<AppState>,
+    Extension(handle): Extension<Handle>,
+    auth: Auth,
+) -> Result<Json<AnalysisRuns>, AppError> {
+    auth.require(&state, Perm::Read).await?;
+    Ok(Json(AnalysisRuns {
+        items: handle.log.runs(),
+    }))
+}
+
+/// The health of an experiment: its latest look's checks and decision, and
+/// the last failure of its scheduled analysis.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExperimentHealth {
+    /// The experiment.
+    pub experiment: String,
+    /// The latest look's number; none before the first look.
+    pub seq: Option<u64>,
+    /// The latest look's `as_of`.
+    pub as_of: Option<String>,
+    /// Its health checks (`docs/results-schema.md`).
+    #[schema(value_type = Vec<Object>)]
+    pub health: Vec<strata_model::results::HealthCheck>,
+    /// Its decision.
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<strata_model::results::Decision>,
+    /// The last scheduled analysis of the experiment, when it failed (a
+    /// later success clears it).
+    pub analysis_error: Option<AnalysisFailure>,
+}
+
+/// `GET /api/v1/experiments/{key}/health`: is the experiment's data to be trusted?
+#[utoipa::path(get, path = "/api/v1/experiments/{key}/health", tag = "results",
+    params(("key" = String, Path)),
+    responses((status = 200, body = ExperimentHealth), (status = 403), (status = 404)))]
+async fn health(
+    State(state): State<AppState>,
+    Extension(handle): Extension<Handle>,
+    auth: Auth,
+    UrlPath(key): UrlPath<String>,
+) -> Result<Json<ExperimentHealth>, AppError> {
+    let mut out = ExperimentHealth {
+        experiment: key.clone(),
+        seq: None,
+        as_of: None,
+        health: Vec::new(),
+        decision: None,
+        analysis_error: handle.log.failure(&key),
+    };
+    match ResultsService::new(state)
+        .read(&auth.actor(), &key, None)
+        .await
+    {
+        Ok(latest) => {
+            out.seq = Some(latest.meta.seq);
+            out.as_of = Some(latest.meta.as_of.clone());
+            // A document published before health checks existed has none.
+            if let Ok(r) = serde_json::from_value::<Results>(latest.results) {
+                out.health = r.health;
+                out.decision = r.decision;
+            }
+        }
+        // The experiment exists (and may be read) but has no look yet.
+        Err(ServiceError::NotFound { what, .. }) if what != "experiment" => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Json(out))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(refresh, runs, health),
+    components(schemas(
+        RunLook,
+        RunFailure,
+        AnalysisRun,
+        AnalysisRuns,
+        RefreshPending,
+        AnalysisFailure,
+        ExperimentHealth
+    ))
+)]
+struct AnalysisDoc;
+
+impl Mount for AnalysisMount {
+    fn name(&self) -> &'static str {
+        "analysis"
+    }
+
+    fn routes(&self) -> Router {
+        let handle = Handle {
+            requests: self.requests.clone(),
+            log: self.scheduler.log.clone(),
+        };
+        Router::new()
+            .route("/api/v1/experiments/{key}/results/refresh", post(refresh))
+            .route("/api/v1/analysis/runs", get(runs))
+            .route("/api/v1/experiments/{key}/health", get(health))
+            .layer(Extension(handle))
+            .with_state(self.state.clone())
+    }
+
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        Some(AnalysisDoc::openapi())
+    }
+
+    fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let Some(mut queue) = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Vec::new();
+        };
+        let scheduler = self.scheduler.clone();
+        vec![tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + scheduler.cfg.first_run;
+            loop {
+                // One task serves both the schedule and refreshes, so no
+                // two runs ever overlap; the next scheduled run is an
+                // interval after the end of the last.
+                let step = tokio::select! {
+                    () = tokio::time::sleep_until(next) => Step::Scheduled,
+                    Some(r) = queue.recv() => Step::Refresh(r),
+                    _ = shutdown.wait_for(|s| *s) => Step::Stop,
+                };
+                match step {
+                    Step::Scheduled => {
+                        let id = scheduler.log.next_id();
+                        scheduler.run(id, "schedule", None, &shutdown).await;
+                        next = tokio::time::Instant::now() + scheduler.cfg.interval;
+                    }
+                    Step::Refresh(r) => {
+                        let run = scheduler
+                            .run(r.run, "refresh", Some(&r.experiment), &shutdown)
+                            .await;
+                        let answer = match (run.published.first(), run.failures.first()) {
+                            (Some(look), _) => Ok(look.clone()),
+                            (None, Some(f)) => Err(f.error.clone()),
+                            (None, None) => Err("the server is stopping".to_owned()),
+                        };
+                        // The requester may have stopped waiting.
+                        let _ = r.reply.send(answer);
+                    }
+                    Step::Stop => return,
+                }
+            }
+        })]
+    }
+}
