@@ -268,6 +268,16 @@ mod tests {
         }
     }
 
+    /// The primary `conv` (an increase is good) with one treatment effect.
+    fn conv(delta: f64, significant: bool) -> MetricResult {
+        metric(
+            "conv",
+            "primary",
+            "increase_is_good",
+            vec![effect("treatment", delta, significant)],
+        )
+    }
+
     fn look(metrics: Vec<MetricResult>, health: &[HealthStatus]) -> Results {
         let units: BTreeMap<String, u64> =
             [("control".to_owned(), 5000), ("treatment".to_owned(), 5000)].into();
@@ -319,12 +329,7 @@ mod tests {
     fn a_significant_improvement_with_healthy_data_ships() {
         let r = look(
             vec![
-                metric(
-                    "conv",
-                    "primary",
-                    "increase_is_good",
-                    vec![effect("treatment", 0.5, true)],
-                ),
+                conv(0.5, true),
                 metric(
                     "latency",
                     "guardrail",
@@ -361,12 +366,7 @@ mod tests {
         }
         let r = look(
             vec![
-                metric(
-                    "conv",
-                    "primary",
-                    "increase_is_good",
-                    vec![effect("treatment", 0.5, true)],
-                ),
+                conv(0.5, true),
                 metric(
                     "latency",
                     "guardrail",
@@ -382,12 +382,7 @@ mod tests {
         // A secondary metric getting worse is no reason to roll back.
         let r = look(
             vec![
-                metric(
-                    "conv",
-                    "primary",
-                    "increase_is_good",
-                    vec![effect("treatment", 0.5, true)],
-                ),
+                conv(0.5, true),
                 metric(
                     "other",
                     "secondary",
@@ -403,12 +398,7 @@ mod tests {
     #[test]
     fn a_failing_check_makes_any_look_unhealthy() {
         let r = look(
-            vec![metric(
-                "conv",
-                "primary",
-                "increase_is_good",
-                vec![effect("treatment", -0.5, true)],
-            )],
+            vec![conv(-0.5, true)],
             &[HealthStatus::Ok, HealthStatus::Fail],
         );
         let d = decide(&r, &facts());
@@ -420,30 +410,17 @@ mod tests {
 
     #[test]
     fn a_warning_or_too_short_a_run_keeps_it_running_with_the_days_left() {
-        let primary = || {
-            metric(
-                "conv",
-                "primary",
-                "increase_is_good",
-                vec![effect("treatment", 0.5, true)],
-            )
-        };
-        let r = look(vec![primary()], &[HealthStatus::Ok, HealthStatus::Warn]);
+        let r = look(
+            vec![conv(0.5, true)],
+            &[HealthStatus::Ok, HealthStatus::Warn],
+        );
         let d = decide(&r, &facts());
         assert_eq!(d.verdict, Verdict::KeepRunning);
         assert_eq!(d.reasons[1], "check 1 is warn");
         // 10,000 units in 10 days, 20,000 planned: 10 more days.
         assert_eq!(d.days_left, Some(10.0));
         // Nothing significant: keep running; at the planned units, say so.
-        let flat = look(
-            vec![metric(
-                "conv",
-                "primary",
-                "increase_is_good",
-                vec![effect("treatment", 0.1, false)],
-            )],
-            OK,
-        );
+        let flat = look(vec![conv(0.1, false)], OK);
         let d = decide(&flat, &facts());
         assert_eq!((d.verdict, d.days_left), (Verdict::KeepRunning, Some(10.0)));
         let reached = LookFacts {
@@ -464,15 +441,7 @@ mod tests {
 
     #[test]
     fn without_planned_units_the_mde_sizes_the_experiment() {
-        let flat = look(
-            vec![metric(
-                "conv",
-                "primary",
-                "increase_is_good",
-                vec![effect("treatment", 0.1, false)],
-            )],
-            OK,
-        );
+        let flat = look(vec![conv(0.1, false)], OK);
         let f = LookFacts {
             planned_units: None,
             mde: Some(0.05),

@@ -86,6 +86,25 @@ pub async fn analyze(
         .await
 }
 
+/// Analyses the experiment `spec` on `data` as of `as_of` as the look after
+/// looks at information fractions `previous` ([`Analyzer::run_after`]):
+/// how a look of a stored experiment continues its group-sequential
+/// sequence. Validation as in [`analyze`].
+pub async fn analyze_after(
+    spec: &AnalysisSpec,
+    registry: &MetricRegistry,
+    data: &DataSource,
+    as_of: Option<DateTime<Utc>>,
+    previous: &[f64],
+    options: EngineOptions,
+) -> Result<Results> {
+    let spec = spec.clone().validate("spec", registry)?;
+    Analyzer::new(spec, registry, data, options)
+        .await?
+        .run_after(as_of, previous)
+        .await
+}
+
 /// Analyses the experiment `spec` on `data` at each of `looks` (increasing
 /// times); the group-sequential boundary at each look uses the information
 /// fractions of the looks before it. Validation as in [`analyze`].

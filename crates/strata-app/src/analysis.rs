@@ -433,7 +433,7 @@ impl Scheduler {
             .map_err(|e| e.to_string())?;
         let previous = match service.read(&actor, key, None).await {
             Ok(latest) => serde_json::from_value::<Results>(latest.results)
-                .map(|r| sequential_fractions(&r))
+                .map(|r| r.sequential_fractions())
                 .unwrap_or_default(),
             Err(ServiceError::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(format!("cannot read the latest look: {e}")),
@@ -456,23 +456,6 @@ impl Scheduler {
             .map_err(|e| e.to_string())?;
         Ok(meta.seq)
     }
-}
-
-/// The information fractions of a look and the looks before it, from its
-/// primary metric's group-sequential block (empty without one).
-fn sequential_fractions(r: &Results) -> Vec<f64> {
-    let Some(s) = r
-        .metrics
-        .iter()
-        .find(|m| m.role == "primary")
-        .and_then(|m| m.effects.first())
-        .and_then(|e| e.sequential.as_ref())
-    else {
-        return Vec::new();
-    };
-    let mut out = s.previous_fractions.clone();
-    out.extend(s.information_fraction);
-    out
 }
 
 /// What every experiment of a run is analysed with.

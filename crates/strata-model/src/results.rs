@@ -39,6 +39,26 @@ pub struct Results {
     pub decision: Option<Decision>,
 }
 
+impl Results {
+    /// The information fractions of this look and the looks before it, in
+    /// order, from its primary metric's group-sequential block (empty
+    /// without one): what the next look's boundary must account for.
+    pub fn sequential_fractions(&self) -> Vec<f64> {
+        let Some(s) = self
+            .metrics
+            .iter()
+            .find(|m| m.role == "primary")
+            .and_then(|m| m.effects.first())
+            .and_then(|e| e.sequential.as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut out = s.previous_fractions.clone();
+        out.extend(s.information_fraction);
+        out
+    }
+}
+
 /// How a health check came out, from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -377,4 +397,32 @@ pub struct Warning {
     pub count: Option<u64>,
     /// Human-readable explanation.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_of_a_look_is_its_earlier_fractions_then_its_own() {
+        let mut r: Results = serde_json::from_value(serde_json::json!({
+            "experiment": "e", "as_of": "2026-01-02T00:00:00Z", "start": "2026-01-01T00:00:00Z",
+            "analysis": "itt", "units": {}, "segments": {}, "novelty": null, "warnings": [],
+            "srm": {"chi2": 0.0, "df": 1, "p_value": 1.0, "flagged": false, "observed": {}, "expected": {}},
+            "metrics": [{"metric": "m", "role": "primary", "type": "mean", "direction": "increase_is_good",
+                "variants": {}, "effects": [{"variant": "t", "control": "c", "delta": null, "ci": null,
+                "relative": null, "relative_ci": null, "p_value": null, "adjusted_p_value": null,
+                "significant": false, "tier": "not_significant", "cuped": null, "warnings": [],
+                "sequential": {"method": "group_sequential", "information_fraction": 0.5,
+                    "previous_fractions": [0.2, 0.3], "z": 1.0, "boundary": 3.0, "decision": "continue"}}]}]
+        }))
+        .unwrap();
+        assert!(
+            r.health.is_empty() && r.decision.is_none(),
+            "older documents read"
+        );
+        assert_eq!(r.sequential_fractions(), [0.2, 0.3, 0.5]);
+        r.metrics[0].effects[0].sequential = None;
+        assert!(r.sequential_fractions().is_empty());
+    }
 }

@@ -67,6 +67,11 @@ fn spec(extra: &str) -> String {
 }
 
 fn run(spec: &str, cells: &[Cell]) -> strata_analysis::Results {
+    run_until(spec, cells, None)
+}
+
+/// `run` with the data analysed as of `as_of` (default: the spec's end).
+fn run_until(spec: &str, cells: &[Cell], as_of: Option<&str>) -> strata_analysis::Results {
     let dir = tempfile::tempdir().unwrap();
     let (x, e) = write_cells(dir.path(), "2026-01-01T00:00:00Z", cells);
     analyze_with(
@@ -74,7 +79,7 @@ fn run(spec: &str, cells: &[Cell]) -> strata_analysis::Results {
         spec,
         std::path::Path::new(&x),
         std::path::Path::new(&e),
-        None,
+        as_of,
     )
     .unwrap()
 }
@@ -327,18 +332,8 @@ fn events_before_start_never_count_even_within_the_clock_skew() {
     assert_eq!(m.variants["treatment"].mean, Some(1.0));
 }
 
-/// `run` with the data analysed as of `as_of`.
 fn run_as_of(spec: &str, cells: &[Cell], as_of: &str) -> strata_analysis::Results {
-    let dir = tempfile::tempdir().unwrap();
-    let (x, e) = write_cells(dir.path(), "2026-01-01T00:00:00Z", cells);
-    analyze_with(
-        CONVERSION,
-        spec,
-        std::path::Path::new(&x),
-        std::path::Path::new(&e),
-        Some(as_of),
-    )
-    .unwrap()
+    run_until(spec, cells, Some(as_of))
 }
 
 fn health(r: &strata_analysis::Results, check: &str) -> strata_analysis::results::HealthStatus {

@@ -179,10 +179,21 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
         unfused_parts: args.unfused_parts,
         ..EngineOptions::default()
     };
+    // The group-sequential looks of a stored experiment so far.
+    let previous = match (&server, &looks) {
+        (Some(s), None) => runtime.block_on(s.previous_fractions())?,
+        _ => Vec::new(),
+    };
     let results = runtime.block_on(async {
         match &looks {
             Some(looks) => {
                 strata_analysis::analyze_looks(&spec, &registry, &data, looks, options).await
+            }
+            // A look of a stored experiment continues its sequence.
+            None if server.is_some() => {
+                strata_analysis::analyze_after(&spec, &registry, &data, as_of, &previous, options)
+                    .await
+                    .map(|r| vec![r])
             }
             None => strata_analysis::analyze(&spec, &registry, &data, as_of, options)
                 .await

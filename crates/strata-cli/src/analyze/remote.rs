@@ -91,6 +91,35 @@ impl Server {
         Ok((spec, registry))
     }
 
+    /// The information fractions of the experiment's looks so far, from its
+    /// latest published look (none before the first): the next look's
+    /// group-sequential boundary accounts for them, as a scheduled look's does.
+    pub async fn previous_fractions(&self) -> Result<Vec<f64>> {
+        let url = format!("{}/api/v1/experiments/{}/results", self.base, self.key);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {url}"))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            // No look yet; an unknown experiment was refused before.
+            if v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("results"))
+            {
+                return Ok(Vec::new());
+            }
+            bail!("{url}: 404 Not Found: {v}");
+        }
+        let v = answer(&url, resp).await?;
+        let latest: Results = serde_json::from_value(v["results"].clone())
+            .with_context(|| format!("{url}: the latest look"))?;
+        Ok(latest.sequential_fractions())
+    }
+
     /// Publishes `results` as the experiment's next look; returns its number.
     pub async fn publish(&self, results: &Results) -> Result<u64> {
         let url = format!("{}/api/v1/experiments/{}/results", self.base, self.key);
