@@ -39,7 +39,65 @@ pub struct Results {
     pub decision: Option<Decision>,
 }
 
+/// The figures of a look a trend chart needs, kept with each published look
+/// so that an experiment's history is read without its documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookSummary {
+    /// The decision's verdict (none in documents without one).
+    pub verdict: Option<Verdict>,
+    /// The worst status among the health checks (none without checks).
+    pub health: Option<HealthStatus>,
+    /// Units in the analysis, all variants.
+    pub units: u64,
+    /// The primary metric's effects, one per treatment.
+    pub primary: Vec<SummaryEffect>,
+}
+
+/// One treatment's effect on the primary metric, in a [`LookSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryEffect {
+    /// Treatment variant.
+    pub variant: String,
+    /// Treatment − control.
+    pub delta: Option<f64>,
+    /// Interval of `delta`.
+    pub ci: Option<[f64; 2]>,
+    /// Relative lift.
+    pub relative: Option<f64>,
+    /// p-value.
+    pub p_value: Option<f64>,
+    /// Whether it is significant (the sequential decision, when there is one).
+    pub significant: bool,
+}
+
 impl Results {
+    /// This look's [`LookSummary`].
+    pub fn summary(&self) -> LookSummary {
+        LookSummary {
+            verdict: self.decision.as_ref().map(|d| d.verdict),
+            health: self.health.iter().map(|c| c.status).max(),
+            units: self.units.values().sum(),
+            primary: self
+                .metrics
+                .iter()
+                .find(|m| m.role == "primary")
+                .map(|m| {
+                    m.effects
+                        .iter()
+                        .map(|e| SummaryEffect {
+                            variant: e.variant.clone(),
+                            delta: e.delta,
+                            ci: e.ci,
+                            relative: e.relative,
+                            p_value: e.p_value,
+                            significant: e.significant,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// The information fractions of this look and the looks before it, in
     /// order, from its primary metric's group-sequential block (empty
     /// without one): what the next look's boundary must account for.
@@ -422,6 +480,13 @@ mod tests {
             "older documents read"
         );
         assert_eq!(r.sequential_fractions(), [0.2, 0.3, 0.5]);
+        let summary = r.summary();
+        assert_eq!(
+            (summary.verdict, summary.health, summary.units),
+            (None, None, 0)
+        );
+        assert_eq!(summary.primary.len(), 1);
+        assert_eq!(summary.primary[0].variant, "t");
         r.metrics[0].effects[0].sequential = None;
         assert!(r.sequential_fractions().is_empty());
     }

@@ -47,7 +47,7 @@ impl Modify for Bearer {
         schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
-        sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::ResultsHistory, results::RetractRequest,
+        sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
     )),

@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::store::ResultsMeta;
 
 pub use crate::service::results::{
-    PublishedResults, AS_OF_CLOCK_SKEW_MS, RETRACT_REASON_MAX_BYTES,
+    HistoryItem, PublishedResults, AS_OF_CLOCK_SKEW_MS, RETRACT_REASON_MAX_BYTES,
 };
 
 /// The publications of an experiment's results.
@@ -24,7 +24,7 @@ pub struct ResultsHistory {
     /// The experiment.
     pub experiment: String,
     /// Latest `as_of` first.
-    pub items: Vec<ResultsMeta>,
+    pub items: Vec<HistoryItem>,
 }
 
 /// `POST /api/v1/experiments/{key}/results`: publishes a results document.

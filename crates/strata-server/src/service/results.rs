@@ -25,7 +25,7 @@ use crate::service::permissions::authorize;
 use crate::service::registry::RegistryService;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
-use crate::store::{now_ms, parse_rfc3339, ResultsMeta, StoreError};
+use crate::store::{now_ms, parse_rfc3339, NewLook, ResultsMeta, StoreError};
 
 /// How far in the future a published `as_of` may lie: the clocks of the
 /// analysis job and the server may disagree by this much. A later `as_of`
@@ -81,6 +81,20 @@ pub struct PublishedResults {
     /// The results document, as published.
     #[schema(value_type = Object)]
     pub results: Value,
+}
+
+/// One look in an experiment's history: its publication metadata and the
+/// figures a trend chart needs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryItem {
+    /// Publication metadata.
+    #[serde(flatten)]
+    pub meta: ResultsMeta,
+    /// Decision, worst health status, units and primary effects
+    /// (strata-model's `LookSummary`); null for looks published before
+    /// summaries were kept.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<Value>,
 }
 
 /// Publishes, retracts and reads experiments' results.
@@ -194,15 +208,20 @@ impl ResultsService {
             .filter(|c| c.status == HealthStatus::Fail)
             .map(|c| format!("{}: {}", c.check, c.message))
             .collect();
+        let summary = serde_json::to_value(doc.summary())
+            .map_err(|e| ServiceError::Internal(format!("serialise a look's summary: {e}")))?;
         let store = &self.state.store;
         let seq = store
             .insert_results(
-                &e.key,
-                &e.owner_team,
-                as_of,
-                &publication.document,
+                &NewLook {
+                    experiment: &e.key,
+                    owner_team: &e.owner_team,
+                    as_of,
+                    doc: &publication.document,
+                    summary: &summary,
+                    failed_checks: &failed,
+                },
                 &actor,
-                &failed,
             )
             .await
             .map_err(|e| self.store_error(e))?;
@@ -357,19 +376,24 @@ impl ResultsService {
         })
     }
 
-    /// Every look of experiment `key`, latest `as_of` first (`results:read`
-    /// on its team).
+    /// Every look of experiment `key` with its summary, latest `as_of`
+    /// first (`results:read` on its team).
     pub async fn history(
         &self,
         actor: &Actor,
         key: &str,
-    ) -> Result<Vec<ResultsMeta>, ServiceError> {
+    ) -> Result<Vec<HistoryItem>, ServiceError> {
         let e = self.experiment_for(actor, Perm::ResultsRead, key).await?;
-        self.state
+        let rows = self
+            .state
             .store
             .results_history(&e.key)
             .await
-            .map_err(|e| self.store_error(e))
+            .map_err(|e| self.store_error(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(meta, summary)| HistoryItem { meta, summary })
+            .collect())
     }
 }
 

@@ -47,7 +47,7 @@ pub use crate::backend::{Backend, ChangeListener, NOTIFY_CHANNEL};
 pub use audit::{AuditEntry, AuditQuery};
 pub use keys::KeyRecord;
 pub use read::StoredSnapshot;
-pub use results::ResultsMeta;
+pub use results::{NewLook, ResultsMeta};
 pub use time::{now_ms, parse_rfc3339, rfc3339};
 pub use tx::WriteTx;
 
@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "results_retraction",
         include_str!("../../migrations/0003_results_retraction.sql"),
+    ),
+    (
+        4,
+        "results_summary",
+        include_str!("../../migrations/0004_results_summary.sql"),
     ),
 ];
 

@@ -35,19 +35,36 @@ pub struct ResultsMeta {
     pub retract_reason: Option<String>,
 }
 
+/// A look to store ([`ConfigStore::insert_results`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewLook<'a> {
+    /// The experiment.
+    pub experiment: &'a str,
+    /// Its owning team (results are team data).
+    pub owner_team: &'a str,
+    /// The look's `as_of`, ms.
+    pub as_of: i64,
+    /// The document as published.
+    pub doc: &'a Value,
+    /// Its summary for the history.
+    pub summary: &'a Value,
+    /// Each failing health check as a `check: message` line.
+    pub failed_checks: &'a [String],
+}
+
 impl ConfigStore {
-    /// Stores a published results document of `experiment` and audits it,
-    /// with one `results.check_failed` entry per `failed_checks` (each a
-    /// `check: message` line). Returns its sequence number.
-    pub async fn insert_results(
-        &self,
-        experiment: &str,
-        owner_team: &str,
-        as_of: i64,
-        doc: &Value,
-        actor: &Actor,
-        failed_checks: &[String],
-    ) -> Result<u64> {
+    /// Stores a published look and audits it, with one
+    /// `results.check_failed` entry per failing health check. Returns its
+    /// sequence number.
+    pub async fn insert_results(&self, look: &NewLook<'_>, actor: &Actor) -> Result<u64> {
+        let NewLook {
+            experiment,
+            owner_team,
+            as_of,
+            doc,
+            summary,
+            failed_checks,
+        } = *look;
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -58,7 +75,7 @@ impl ConfigStore {
         let seq: i64 = row.try_get(0)?;
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO results (seq, experiment, owner_team, as_of, published_at, published_by, doc) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO results (seq, experiment, owner_team, as_of, published_at, published_by, doc, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(seq)
         .bind(experiment)
@@ -67,6 +84,7 @@ impl ConfigStore {
         .bind(now)
         .bind(actor.audit_name())
         .bind(to_json(doc)?)
+        .bind(to_json(summary)?)
         .execute(&mut *tx)
         .await?;
         let detail = format!("seq {seq}, as of {}", rfc3339(as_of));
@@ -104,16 +122,28 @@ impl ConfigStore {
         Ok(u64::try_from(seq).unwrap_or(0))
     }
 
-    /// The publications of `experiment`'s results, latest `as_of` first
-    /// (documents not loaded).
-    pub async fn results_history(&self, experiment: &str) -> Result<Vec<ResultsMeta>> {
+    /// The publications of `experiment`'s results, latest `as_of` first,
+    /// each with its summary (null for looks published before summaries
+    /// were kept); documents not loaded.
+    pub async fn results_history(
+        &self,
+        experiment: &str,
+    ) -> Result<Vec<(ResultsMeta, Option<Value>)>> {
         let rows = sqlx::query(
-            "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
+            "SELECT seq, as_of, published_at, published_by, retracted_at, retracted_by, retract_reason, summary FROM results WHERE experiment = $1 ORDER BY as_of DESC, seq DESC",
         )
         .bind(experiment)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(results_meta).collect()
+        rows.iter()
+            .map(|r| {
+                let summary = r
+                    .try_get::<Option<String>, _>(7)?
+                    .map(|s| from_json("results summary", &s))
+                    .transpose()?;
+                Ok((results_meta(r)?, summary))
+            })
+            .collect()
     }
 
     /// Retracts publication `seq` of `experiment` with a reason and audits

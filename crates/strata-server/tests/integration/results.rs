@@ -434,6 +434,19 @@ async fn failing_health_checks_are_audited_counted_and_pause_on_srm(s: TestServe
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 
+    // The history carries each look's summary for trend charts.
+    let (_, history) = s.get("/api/v1/experiments/exp_p/results/history").await;
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{history}");
+    assert_eq!(items[0]["seq"], look["seq"]);
+    assert_eq!(
+        items[0]["summary"],
+        json!({"verdict": "unhealthy", "health": "fail", "units": 14,
+               "primary": [{"variant": "treatment", "delta": 0.0, "ci": [-0.1, 0.1],
+                            "relative": 0.0, "p_value": 1.0, "significant": false}]})
+    );
+    assert_eq!(items[1]["summary"]["health"], "ok");
+
     // Unknown checks and decision variants are refused, naming the field.
     let mut bad = doc_with_health("exp_a", &after_start(&alerted, 2000), "ok");
     bad["health"][3]["check"] = json!("vibes");
