@@ -46,7 +46,8 @@ impl Server {
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    /// `GET path`: its URL and the answer, whatever its status.
+    async fn send(&self, path: &str) -> Result<(String, reqwest::Response)> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .http
@@ -55,6 +56,11 @@ impl Server {
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {url}"))?;
+        Ok((url, resp))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let (url, resp) = self.send(path).await?;
         answer(&url, resp).await
     }
 
@@ -95,14 +101,9 @@ impl Server {
     /// latest published look (none before the first): the next look's
     /// group-sequential boundary accounts for them, as a scheduled look's does.
     pub async fn previous_fractions(&self) -> Result<Vec<f64>> {
-        let url = format!("{}/api/v1/experiments/{}/results", self.base, self.key);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {url}"))?;
+        let (url, resp) = self
+            .send(&format!("/api/v1/experiments/{}/results", self.key))
+            .await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             let v: Value = resp.json().await.unwrap_or(Value::Null);
             // No look yet; an unknown experiment was refused before.

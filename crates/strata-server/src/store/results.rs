@@ -87,28 +87,21 @@ impl ConfigStore {
         .bind(to_json(summary)?)
         .execute(&mut *tx)
         .await?;
-        let detail = format!("seq {seq}, as of {}", rfc3339(as_of));
-        insert_audit(
-            &mut tx,
-            now,
-            actor,
+        // The publication and each failing health check of the look, with
+        // the look, atomically.
+        let published = (
             "results.publish",
-            "experiment",
-            experiment,
-            None,
-            None,
-            None,
-            Some(&detail),
-        )
-        .await?;
-        // Each failing health check of the look, with the look, atomically.
-        for failed in failed_checks {
-            let detail = format!("seq {seq}: {failed}");
+            format!("seq {seq}, as of {}", rfc3339(as_of)),
+        );
+        let failed = failed_checks
+            .iter()
+            .map(|f| ("results.check_failed", format!("seq {seq}: {f}")));
+        for (action, detail) in std::iter::once(published).chain(failed) {
             insert_audit(
                 &mut tx,
                 now,
                 actor,
-                "results.check_failed",
+                action,
                 "experiment",
                 experiment,
                 None,

@@ -290,6 +290,18 @@ impl TestServer {
         )
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let (s, v, _) = self.call(Method::GET, path, Some(TEAM_ADMIN), None).await;
         (s, v)

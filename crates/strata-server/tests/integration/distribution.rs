@@ -79,16 +79,7 @@ async fn sse_pushes_every_version(s: TestServer) {
     }
     eprintln!("sse push latency after the response (worst of 2): {worst:?}");
     assert!(worst < Duration::from_millis(500), "push took {worst:?}");
-    let (_, metrics) = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| ((), t))
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert!(metrics.contains("strata_sse_clients 1"), "{metrics}");
     s.finish().await;
 }
@@ -366,15 +357,7 @@ async fn store_outage_keeps_sdk_endpoints_serving(s: TestServer) {
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     let (st, _, _) = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::OK);
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     let errors: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("strata_store_errors_total "))
@@ -390,15 +373,7 @@ async fn prometheus_and_openapi(s: TestServer) {
     get_config(&s, &sdk, None).await;
     let (st, _, _) = s.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(st, StatusCode::OK);
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.contains(
             "strata_http_requests_total{method=\"GET\",route=\"/sdk/v1/config\",status=\"200\"} 1"

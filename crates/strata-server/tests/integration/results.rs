@@ -416,15 +416,7 @@ async fn failing_health_checks_are_audited_counted_and_pause_on_srm(s: TestServe
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (_, e) = s.get("/api/v1/experiments/exp_a").await;
     assert_eq!(e["status"], "running");
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     for line in [
         r#"strata_health_checks{experiment="exp_p",check="srm",status="ok"} 1"#,
         r#"strata_health_checks{experiment="exp_p",check="srm",status="fail"} 1"#,
