@@ -154,6 +154,17 @@ async fn seed(base: &str, admin: &str, n: usize) {
         )
         .await;
     }
+    // An admin runs the platform, not the teams' experiments: the
+    // experiments are created and run by an admin key of their team.
+    let team = post(
+        &c,
+        base,
+        admin,
+        "/api/v1/keys",
+        json!({"kind": "api", "role": "admin", "team": "bench", "name": "bench-team"}),
+    )
+    .await;
+    let team = team["token"].as_str().expect("a token for team bench");
     let t = Instant::now();
     for i in 0..n {
         let slot = (i / 50) % 62;
@@ -169,11 +180,11 @@ async fn seed(base: &str, admin: &str, n: usize) {
             body["targeting"] =
                 json!({"all": [{"attr": "country", "op": "in", "values": ["US", "CA"]}]});
         }
-        post(&c, base, admin, "/api/v1/experiments", body).await;
+        post(&c, base, team, "/api/v1/experiments", body).await;
         post(
             &c,
             base,
-            admin,
+            team,
             &format!("/api/v1/experiments/{key}/submit"),
             json!({}),
         )
@@ -181,7 +192,7 @@ async fn seed(base: &str, admin: &str, n: usize) {
         post(
             &c,
             base,
-            admin,
+            team,
             &format!("/api/v1/experiments/{key}/start"),
             json!({"ramp_percent": 100}),
         )
