@@ -229,6 +229,30 @@ impl AnalysisSpec {
 }
 
 impl AnalysisSpec {
+    /// [`AnalysisSpec::from_experiment`] with the definition's guardrails
+    /// resolved against the platform's registry and guardrail definitions
+    /// (a definition stands for the metric it watches, a metric key for
+    /// itself), then validated against `registry`: the spec of a stored
+    /// experiment, as every in-process or remote look of it uses.
+    pub fn pre_registered(
+        def: &strata_model::ExperimentDefinition,
+        registry: &MetricRegistry,
+        guardrails: &[strata_model::GuardrailDef],
+        as_of: DateTime<Utc>,
+    ) -> Result<ValidSpec> {
+        let doc = format!("experiment {}", def.key);
+        let metric_keys: Vec<&str> = registry.metrics.iter().map(|m| m.key.as_str()).collect();
+        let guardrail_metrics =
+            strata_model::guardrail::resolve(&def.guardrails, guardrails, &metric_keys)
+                .map_err(|e| Error::invalid(&doc, e.field(), e.reason()))?
+                .into_iter()
+                .map(|g| g.metric)
+                .collect();
+        Self::from_experiment(def, guardrail_metrics, as_of)?.validate(&doc, registry)
+    }
+}
+
+impl AnalysisSpec {
     /// Parses a spec from JSON or YAML text; `name` is used in messages.
     pub fn from_str_named(text: &str, name: &Path) -> Result<Self> {
         parse_document(text, name)
@@ -429,6 +453,34 @@ mod tests {
             AnalysisSpec::from_experiment(&definition(Some("2026-01-05T00:00:00Z")), vec![], as_of)
                 .unwrap();
         assert_eq!(ended.end, "2026-01-05T00:00:00Z");
+    }
+
+    #[test]
+    fn a_stored_experiment_s_guardrails_resolve_to_the_metrics_they_watch() {
+        let registry = MetricRegistry::from_str_named(
+            r#"{"metrics": [
+              {"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}},
+              {"key": "revenue", "type": "sum", "filter": {"type": "purchase"}},
+              {"key": "p95_latency", "type": "quantile", "quantile": 0.95, "filter": {"type": "page_load"}}]}"#,
+            Path::new("registry.json"),
+        )
+        .unwrap();
+        let guard: strata_model::GuardrailDef = serde_json::from_value(serde_json::json!({
+            "key": "latency_guard", "metric": "p95_latency", "threshold": 50.0,
+            "direction": "increase_is_bad", "window_minutes": 15, "auto_action": "kill"
+        }))
+        .unwrap();
+        let as_of = parse_time("2026-01-08T12:00:00Z").unwrap();
+        let spec =
+            AnalysisSpec::pre_registered(&definition(None), &registry, &[guard], as_of).unwrap();
+        assert_eq!(spec.spec.guardrails, ["p95_latency"]);
+        // A name that is neither a definition nor a metric is refused where it stands.
+        let e = AnalysisSpec::pre_registered(&definition(None), &registry, &[], as_of).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("experiment exp_checkout: field `guardrails[0]`"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -415,22 +415,13 @@ impl Scheduler {
             .target(&actor, key)
             .await
             .map_err(|e| e.to_string())?;
-        let def = target.experiment().definition();
-        let metric_keys: Vec<&str> = inputs
-            .registry
-            .metrics
-            .iter()
-            .map(|m| m.key.as_str())
-            .collect();
-        let guardrail_metrics =
-            strata_model::guardrail::resolve(&def.guardrails, &inputs.guardrails, &metric_keys)
-                .map_err(|e| format!("guardrails: {e}"))?
-                .into_iter()
-                .map(|g| g.metric)
-                .collect();
-        let spec = AnalysisSpec::from_experiment(&def, guardrail_metrics, as_of)
-            .and_then(|s| s.validate(&format!("experiment {key}"), &inputs.registry))
-            .map_err(|e| e.to_string())?;
+        let spec = AnalysisSpec::pre_registered(
+            &target.experiment().definition(),
+            &inputs.registry,
+            &inputs.guardrails,
+            as_of,
+        )
+        .map_err(|e| e.to_string())?;
         let previous = match service.read(&actor, key, None).await {
             Ok(latest) => serde_json::from_value::<Results>(latest.results)
                 .map(|r| r.sequential_fractions())

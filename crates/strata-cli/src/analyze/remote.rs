@@ -84,16 +84,7 @@ impl Server {
         let guardrails: Vec<GuardrailDef> =
             serde_json::from_value(definitions(self.get("/api/v1/guardrails").await?))
                 .context("the server's guardrail definitions")?;
-        // One namespace: a guardrail definition stands for the metric it
-        // watches, a metric key for itself.
-        let metric_keys: Vec<&str> = registry.metrics.iter().map(|m| m.key.as_str()).collect();
-        let guardrail_metrics =
-            strata_model::guardrail::resolve(&def.guardrails, &guardrails, &metric_keys)
-                .map_err(|e| anyhow!("experiment {}: {e}", def.key))?
-                .into_iter()
-                .map(|g| g.metric)
-                .collect();
-        let spec = AnalysisSpec::from_experiment(&def, guardrail_metrics, as_of)?;
+        let spec = AnalysisSpec::pre_registered(&def, &registry, &guardrails, as_of)?.spec;
         Ok((spec, registry))
     }
 
