@@ -28,7 +28,6 @@
 //! experiment now; `GET /api/v1/analysis/runs` lists the recent runs.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -43,6 +42,7 @@ use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
 use strata_analysis::{Analyzer, DataSource, EngineOptions, MetricRegistry};
 use strata_server::auth::{Auth, Perm};
+use strata_server::model::Status;
 use strata_server::mount::Mount;
 use strata_server::service::{Actor, Publication, RegistryService, ResultsService, ServiceError};
 use strata_server::{AppError, AppState};
@@ -251,8 +251,7 @@ impl Scheduler {
     }
 
     fn data(&self) -> DataSource {
-        let root: PathBuf = self.pipeline.store.parquet_dir().to_path_buf();
-        let root = root.display().to_string();
+        let root = self.pipeline.store.parquet_dir().display().to_string();
         DataSource {
             exposures: root.clone(),
             events: root,
@@ -272,7 +271,7 @@ impl Scheduler {
             .into_iter()
             .filter(|e| {
                 e.started_at.is_some()
-                    && matches!(e.status.as_str(), "running" | "paused" | "killed")
+                    && matches!(e.status, Status::Running | Status::Paused | Status::Killed)
             })
             .map(|e| e.key)
             .collect())

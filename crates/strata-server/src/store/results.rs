@@ -97,19 +97,7 @@ impl ConfigStore {
             .iter()
             .map(|f| ("results.check_failed", format!("seq {seq}: {f}")));
         for (action, detail) in std::iter::once(published).chain(failed) {
-            insert_audit(
-                &mut tx,
-                now,
-                actor,
-                action,
-                "experiment",
-                experiment,
-                None,
-                None,
-                None,
-                Some(&detail),
-            )
-            .await?;
+            audit_look(&mut tx, now, actor, action, experiment, &detail).await?;
         }
         tx.commit().await?;
         Ok(u64::try_from(seq).unwrap_or(0))
@@ -166,19 +154,7 @@ impl ConfigStore {
             return Ok(false);
         }
         let detail = format!("seq {seq}: {reason}");
-        insert_audit(
-            &mut tx,
-            now,
-            actor,
-            "results.retract",
-            "experiment",
-            experiment,
-            None,
-            None,
-            None,
-            Some(&detail),
-        )
-        .await?;
+        audit_look(&mut tx, now, actor, "results.retract", experiment, &detail).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -207,6 +183,30 @@ impl ConfigStore {
         let doc: Value = from_json("results", &r.try_get::<String, _>(7)?)?;
         Ok(Some((results_meta(&r)?, doc)))
     }
+}
+
+/// Audits `action` on a look of `experiment`, its detail naming the look.
+async fn audit_look(
+    c: &mut sqlx::AnyConnection,
+    now: i64,
+    actor: &Actor,
+    action: &str,
+    experiment: &str,
+    detail: &str,
+) -> Result<()> {
+    insert_audit(
+        c,
+        now,
+        actor,
+        action,
+        "experiment",
+        experiment,
+        None,
+        None,
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 fn results_meta(r: &sqlx::any::AnyRow) -> Result<ResultsMeta> {
