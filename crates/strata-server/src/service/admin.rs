@@ -67,10 +67,6 @@ pub struct RolledBack {
     pub rolled_back_to: u64,
 }
 
-fn validation(e: crate::AppError) -> ServiceError {
-    ServiceError::validation(e.field.unwrap_or_default(), e.message)
-}
-
 /// Keys, the audit log and config versions.
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -123,8 +119,8 @@ impl AdminService {
         if req.name.trim().is_empty() {
             return Err(ServiceError::validation("name", "name must not be empty"));
         }
-        crate::model::check_text("name", &req.name, 128).map_err(validation)?;
-        crate::model::check_text("team", &req.team, 128).map_err(validation)?;
+        crate::model::check_text("name", &req.name, 128).map_err(ServiceError::from_request)?;
+        crate::model::check_text("team", &req.team, 128).map_err(ServiceError::from_request)?;
         if kind == KeyKind::Api && role == Role::Experimenter && req.team.is_empty() {
             return Err(ServiceError::validation(
                 "team",

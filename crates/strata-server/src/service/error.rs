@@ -148,6 +148,12 @@ impl ServiceError {
             message: message.into(),
         }
     }
+
+    /// A request model's validation error (`crate::model`'s checks answer
+    /// in the HTTP error type) as a service error of the same field.
+    pub fn from_request(e: crate::AppError) -> Self {
+        Self::validation(e.field.unwrap_or_default(), e.message)
+    }
 }
 
 /// `a, b, c`, or `none`.

@@ -10,7 +10,6 @@
 use serde_json::Value;
 
 use crate::auth::{random_hex, Perm};
-use crate::error::AppError;
 use crate::model::{
     check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
     DEFAULT_LAYER,
@@ -100,11 +99,6 @@ fn check_params(action: Action, params: &ActParams) -> Result<Checked, ServiceEr
 
 fn to_value(e: &ExperimentRecord) -> Value {
     serde_json::to_value(e).unwrap_or(Value::Null)
-}
-
-/// A validation error of the request model as a service error.
-fn invalid(e: AppError) -> ServiceError {
-    ServiceError::validation(e.field.unwrap_or_default(), e.message)
 }
 
 /// Checks the metric and guardrail references of a request against the registry.
@@ -273,7 +267,7 @@ impl ExperimentService {
     ) -> Result<ExperimentRecord, ServiceError> {
         let store = &self.state.store;
         authorize(store, actor, Perm::ExperimentsWrite, Some(&req.owner_team)).await?;
-        let variants = req.validate().map_err(invalid)?;
+        let variants = req.validate().map_err(ServiceError::from_request)?;
         if req.revision.is_some() {
             return Err(ServiceError::validation(
                 "revision",
@@ -336,7 +330,7 @@ impl ExperimentService {
     ) -> Result<ExperimentRecord, ServiceError> {
         let store = &self.state.store;
         authorize(store, actor, Perm::ExperimentsWrite, None).await?;
-        let variants = req.validate().map_err(invalid)?;
+        let variants = req.validate().map_err(ServiceError::from_request)?;
         if req.key != key {
             return Err(ServiceError::validation(
                 "key",
