@@ -403,7 +403,12 @@ impl Auth {
         perm: Perm,
         team: Option<&str>,
     ) -> Result<(), AppError> {
-        Ok(permissions::authorize(&state.store, &self.actor(), perm, team).await?)
+        match permissions::check_principal(self, perm, team) {
+            Ok(()) => Ok(()),
+            Err(detail) => Err(permissions::deny(&state.store, &self.actor(), perm, detail)
+                .await
+                .into()),
+        }
     }
 
     /// Audits a denial and returns the 403.

@@ -409,11 +409,21 @@ pub fn router(state: AppState) -> Router {
 /// include the mounts'.
 pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
     use api::{admin, experiments, layers, lifecycle, power, registry, results};
+    // Handed to the two handlers that need them rather than layered onto
+    // every request as an extension.
+    let metrics_mounts = Mounted(mounts.to_vec().into());
+    let openapi_mounts = metrics_mounts.clone();
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
-        .route("/api/v1/openapi.json", get(openapi_json))
+        .route(
+            "/metrics",
+            get(move |s: State<AppState>| prometheus(s, metrics_mounts)),
+        )
+        .route(
+            "/api/v1/openapi.json",
+            get(move || openapi_json(openapi_mounts)),
+        )
         .route(
             "/api/v1/experiments",
             get(experiments::list).post(experiments::create),
@@ -486,7 +496,6 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         .route("/sdk/v1/evaluate", post(sdk::evaluate))
         .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
-        .layer(axum::Extension(Mounted(mounts.to_vec().into())))
         .with_state(state.clone());
     let routes = mounts
         .iter()
@@ -544,10 +553,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 #[derive(Clone)]
 struct Mounted(Arc<[Arc<dyn Mount>]>);
 
-async fn prometheus(
-    State(state): State<AppState>,
-    axum::Extension(Mounted(mounts)): axum::Extension<Mounted>,
-) -> Response {
+async fn prometheus(State(state): State<AppState>, Mounted(mounts): Mounted) -> Response {
     let mut text = state.metrics.render();
     for m in mounts.iter() {
         m.render_metrics(&mut text);
@@ -555,7 +561,7 @@ async fn prometheus(
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi_json(axum::Extension(Mounted(mounts)): axum::Extension<Mounted>) -> Response {
+async fn openapi_json(Mounted(mounts): Mounted) -> Response {
     let extra = mounts.iter().filter_map(|m| m.openapi());
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -12,7 +12,7 @@
 //! experiments; an analyst reads every team's results and writes metrics; a
 //! viewer reads.
 
-use crate::auth::{KeyKind, Perm, Role};
+use crate::auth::{KeyKind, Perm, Principal, Role};
 use crate::service::{Actor, ServiceError};
 use crate::store::ConfigStore;
 
@@ -74,23 +74,28 @@ pub fn reach(kind: KeyKind, role: Role, perm: Perm) -> Reach {
 /// a platform-wide thing, or a check of the role alone). `Err` carries the
 /// detail of the refusal, if any.
 pub fn check(actor: &Actor, perm: Perm, team: Option<&str>) -> Result<(), Option<String>> {
-    let granted = match actor {
-        Actor::System(_) => actor.system_perms().contains(&perm),
-        Actor::Token(p) => match reach(p.kind, p.role, perm) {
-            Reach::None => false,
-            Reach::AllTeams => true,
-            Reach::OwnTeam => match team {
-                Some(t) if t != p.team => {
-                    return Err(Some(format!("the experiment belongs to team {t:?}")))
-                }
-                _ => true,
-            },
+    match actor {
+        Actor::System(_) if actor.system_perms().contains(&perm) => Ok(()),
+        Actor::System(_) => Err(None),
+        Actor::Token(p) => check_principal(p, perm, team),
+    }
+}
+
+/// [`check`] for the holder of a token, without building an [`Actor`]: the
+/// request path checks every request, and an actor is only needed to audit
+/// a refusal.
+pub fn check_principal(
+    p: &Principal,
+    perm: Perm,
+    team: Option<&str>,
+) -> Result<(), Option<String>> {
+    match reach(p.kind, p.role, perm) {
+        Reach::None => Err(None),
+        Reach::AllTeams => Ok(()),
+        Reach::OwnTeam => match team {
+            Some(t) if t != p.team => Err(Some(format!("the experiment belongs to team {t:?}"))),
+            _ => Ok(()),
         },
-    };
-    if granted {
-        Ok(())
-    } else {
-        Err(None)
     }
 }
 
