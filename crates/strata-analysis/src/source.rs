@@ -80,6 +80,27 @@ impl Source {
         part_values(Path::new(&self.path), &self.files)
     }
 
+    /// Checks, after a query, that it read what was listed: the pipeline
+    /// merges its small files into larger ones, and a query that ran while a
+    /// merge replaced files could have read some rows twice or not at all.
+    /// A file listed before and gone now, or a merge not yet finished, fails
+    /// the analysis (run it again) rather than answer from such a read.
+    /// Inputs outside the pipeline's layout are not checked.
+    pub(crate) fn check_unchanged(&self) -> Result<()> {
+        if !self.files.iter().any(|f| segment_range(f).is_some()) {
+            return Ok(());
+        }
+        if let Some(gone) = self.files.iter().find(|f| !f.exists()) {
+            return Err(self.error(format!(
+                "{} was merged or removed while the analysis read it; run it again",
+                gone.display()
+            )));
+        }
+        let mut now = Vec::new();
+        walk(Path::new(&self.path), &mut now).map_err(|e| self.error(e.to_string()))?;
+        merge_in_progress(&self.path, &now).map_err(|reason| self.error(reason))
+    }
+
     pub(crate) fn column(&self, name: &str) -> Option<&DataType> {
         self.schema
             .fields()
@@ -112,6 +133,43 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
             walk(&path, out)?;
         } else {
             out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The segment range of a file of the pipeline's layout
+/// (`seg-<first>-<last>.parquet`, `docs/data-model.md`).
+fn segment_range(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let (a, b) = name
+        .strip_suffix(".parquet")?
+        .strip_prefix("seg-")?
+        .split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// An error when a directory of the pipeline's layout holds a file whose
+/// segment range lies inside another file's: the input of a merge of small
+/// files whose output is written but which is not finished, so its rows
+/// are in two files.
+fn merge_in_progress(dir: &str, files: &[PathBuf]) -> std::result::Result<(), String> {
+    let mut by_dir: std::collections::BTreeMap<&Path, Vec<(u64, u64)>> = Default::default();
+    for f in files {
+        if let (Some(r), Some(parent)) = (segment_range(f), f.parent()) {
+            by_dir.entry(parent).or_default().push(r);
+        }
+    }
+    for ranges in by_dir.values() {
+        let inside = |&(a, b): &(u64, u64)| {
+            ranges
+                .iter()
+                .any(|&(c, d)| (c, d) != (a, b) && c <= a && b <= d)
+        };
+        if ranges.iter().any(inside) {
+            return Err(format!(
+                "the pipeline is merging small files in {dir}; run the analysis again in a moment"
+            ));
         }
     }
     Ok(())
@@ -202,6 +260,7 @@ pub(crate) fn list(table: &'static str, path: &str) -> Result<Listing> {
     let format = InputFormat::from_extension(&ext).ok_or_else(|| err(KNOWN.into()))?;
     files.retain(|f| ext_of(f).as_deref() == Some(ext.as_str()));
     files.sort();
+    merge_in_progress(path, &files).map_err(err)?;
     let mut url = abs.display().to_string();
     if !url.ends_with('/') {
         url.push('/');

@@ -12,6 +12,8 @@
 //!   includes every record acknowledged before the run started; late events
 //!   are counted whatever their timestamp, since every look reads all the
 //!   data there is.
+//! * **Each row once.** A run reads the Parquet tree under the store's read
+//!   lease, so no merge of small files is half done while it reads.
 //! * **One run at a time.** Runs and refresh requests are served by one
 //!   task, in order; the next scheduled run is an interval after the end of
 //!   the last, so runs never overlap.
@@ -330,6 +332,8 @@ impl Scheduler {
             fail_all(&mut run, keys, error);
             return self.finish(run);
         }
+        // Held to the end of the run: no merge replaces files under it.
+        let _lease = self.pipeline.store.read_lease().await;
         let inputs = match self.inputs().await {
             Ok(i) => i,
             Err(e) => {

@@ -239,7 +239,7 @@ pub struct CompactArgs {
 }
 
 /// Runs `strata compact`: recovers the log, compacts everything durable into
-/// Parquet and prints the report as JSON. Refuses while a server holds the
+/// Parquet, merges small files and prints the report as JSON. Refuses while a server holds the
 /// directory (use `POST /api/v1/pipeline/compact` then).
 pub fn compact(args: &CompactArgs) -> Result<()> {
     let cfg = PipelineConfig::under(&args.data_dir);
@@ -253,8 +253,13 @@ pub fn compact(args: &CompactArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot open the event log in {}", cfg.dir.display()))?;
         let r = store.compact_now().await.context("compaction failed")?;
+        let merged = store
+            .merge_now()
+            .await
+            .context("merging small files failed")?;
         store.shutdown().await;
         let mut out = serde_json::to_value(&r).context("cannot encode the report")?;
+        out["merged"] = serde_json::to_value(&merged).context("cannot encode the report")?;
         out["parquet"] = serde_json::json!(cfg.dir.join("parquet"));
         println!("{out}");
         Ok(())

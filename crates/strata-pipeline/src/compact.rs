@@ -69,7 +69,8 @@ pub fn range_stem(first: u64, last: u64) -> String {
     format!("seg-{first:020}-{last:020}")
 }
 
-fn parse_range_stem(file_name: &str) -> Option<(u64, u64)> {
+/// The segment range of a Parquet file name (`seg-<first>-<last>.parquet`).
+pub(crate) fn parse_range_stem(file_name: &str) -> Option<(u64, u64)> {
     let s = file_name.strip_suffix(".parquet")?.strip_prefix("seg-")?;
     let (a, b) = s.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
@@ -228,6 +229,9 @@ pub struct CompactionRecovery {
     pub uncommitted_files_removed: u64,
     /// Temporary files removed.
     pub temp_files_removed: u64,
+    /// Inputs of merges of small files that a crash cut short, deleted
+    /// (their rows are in the merged file; see [`crate::merge`]).
+    pub merge_inputs_removed: u64,
     /// The largest segment id any file refers to (segment, key file or
     /// Parquet file name); new segments get larger ids.
     pub max_id: u64,
@@ -236,7 +240,10 @@ pub struct CompactionRecovery {
 /// Finishes or undoes the compactions a crash interrupted. Must run before
 /// the log is replayed.
 pub fn recover(layout: &Layout) -> Result<CompactionRecovery> {
-    let mut out = CompactionRecovery::default();
+    let mut out = CompactionRecovery {
+        merge_inputs_removed: crate::merge::recover(layout)?.inputs_removed,
+        ..Default::default()
+    };
     let committed = list_key_files(&layout.dedup)?;
     let committed_set: BTreeSet<(u64, u64)> = committed.iter().copied().collect();
     let mut remaining = BTreeSet::new();

@@ -24,6 +24,7 @@ pub use strata_http::limit as limits;
 pub mod lock;
 pub mod log;
 pub mod memory;
+pub mod merge;
 pub mod metrics;
 pub mod nats;
 pub mod parquet;
@@ -43,10 +44,11 @@ pub use compact::CompactionReport;
 pub use delete::DeletionReport;
 pub use error::StoreError;
 pub use lock::{lock_dir, LockError};
+pub use merge::{MergeOptions, MergeReport};
 pub use partition::user_partition;
 pub use record::{Event, Exposure, Kind, Record};
 pub use retention::{RetentionPolicy, RetentionReport};
-pub use store::{LocalStore, StoreOptions};
+pub use store::{LocalStore, ReadLease, StoreOptions};
 
 /// A boxed future, so that [`Sink`] and [`Authorizer`] can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -691,6 +691,9 @@ impl Analyzer {
         };
         results.health = crate::health::checks(&results, &facts);
         results.decision = Some(crate::decision::decide(&results, &facts));
+        // Answer only from a read the pipeline's merges did not disturb.
+        self.exposures.check_unchanged()?;
+        self.events.check_unchanged()?;
         Ok((results, fraction))
     }
 }

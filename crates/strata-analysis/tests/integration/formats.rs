@@ -175,6 +175,29 @@ fn the_pipeline_parquet_root_reads_as_its_two_tables() {
     );
 }
 
+/// A directory where the pipeline has written a merged file but not yet
+/// deleted its inputs holds some rows twice: the analysis refuses it.
+#[test]
+fn a_merge_in_progress_is_not_read() {
+    use strata_pipeline::parquet::{write_records, WriteOptions};
+    let f = Fixture::new();
+    let spec = spec_json("");
+    let root = f.path("parquet");
+    let records = pipeline_records();
+    write_records(&root, &records, &WriteOptions::new("seg-1-4")).unwrap();
+    let e = analyze_with(METRICS, &spec, &root, &root, None).map(|_| ());
+    assert!(e.is_ok(), "{e:?}");
+    write_records(&root, &records, &WriteOptions::new("seg-2-2")).unwrap();
+    let e = analyze_with(METRICS, &spec, &root, &root, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the pipeline is merging small files in")
+            && e.contains("run the analysis again"),
+        "{e}"
+    );
+}
+
 /// A bot's exposure and an opted-out event, stored by the pipeline beside
 /// files written before those flags existed (no `is_bot` column among the
 /// exposures, no `opted_out` among the events).

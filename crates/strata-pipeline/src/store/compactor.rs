@@ -7,6 +7,10 @@
 //! [`LocalStore::compact_now`](super::LocalStore::compact_now) compacts
 //! immediately. See [`crate::compact`] for the crash-safety argument.
 //!
+//! After compacting, the background task merges small files
+//! ([`crate::merge`]) when files were written since the last merge and
+//! `merge_interval` has passed, unless a reader holds a read lease.
+//!
 //! Every pass runs under the compaction lock, which retention and deletion
 //! take too, so no two of them ever touch a Parquet file at once. The lock
 //! holds the range of a failed attempt: a failed compaction is redone with
@@ -24,6 +28,7 @@ use super::Inner;
 use crate::compact::{self, CompactionReport, Layout};
 use crate::error::{Result, StoreError};
 use crate::log;
+use crate::merge::{self, MergeReport};
 
 /// Result of a compaction pass, with the count of one unit's records for
 /// a deletion's audit.
@@ -109,6 +114,9 @@ impl Inner {
                     m.compacted[0].fetch_add(r.exposures, Ordering::Relaxed);
                     m.compacted[1].fetch_add(r.events, Ordering::Relaxed);
                     m.parquet_files.fetch_add(r.files, Ordering::Relaxed);
+                    if let Ok(mut st) = self.merge_state.lock() {
+                        st.0 += r.files;
+                    }
                     m.compaction_micros
                         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                     total.report.add(&r);
@@ -120,6 +128,63 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+impl Inner {
+    /// Merges small files, holding `lease` (exclusive: no reader is in the
+    /// tree) and the compaction lock. Nothing is merged while a failed
+    /// compaction waits to be retried: its range must be redone as it was.
+    pub(super) async fn merge_with(
+        &self,
+        lease: tokio::sync::OwnedRwLockWriteGuard<()>,
+    ) -> Result<MergeReport> {
+        let Some(opts) = self.opts.merge.clone() else {
+            return Ok(MergeReport::default());
+        };
+        let guard = self.compact_lock.lock().await;
+        if guard.is_some() {
+            return Ok(MergeReport::default());
+        }
+        // Every range below the oldest segment still in the log is
+        // committed; nothing will ever be compacted into it.
+        let below = match self.segments.lock() {
+            Ok(s) => s.map.keys().next().copied().unwrap_or(s.active),
+            Err(_) => return Err(StoreError::Closed("segment table poisoned".into())),
+        };
+        if let Ok(mut st) = self.merge_state.lock() {
+            *st = (0, Some(Instant::now()));
+        }
+        let layout = self.layout.clone();
+        let res =
+            tokio::task::spawn_blocking(move || merge::merge_small_files(&layout, below, &opts))
+                .await
+                .map_err(|e| StoreError::Closed(format!("merge task failed: {e}")))?;
+        drop(guard);
+        drop(lease);
+        let m = &self.metrics;
+        match res {
+            Ok(r) => {
+                m.merged_files
+                    .fetch_add(r.parquet_merged + r.keys_merged, Ordering::Relaxed);
+                Ok(r)
+            }
+            Err(e) => {
+                m.merge_errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut st) = self.merge_state.lock() {
+                    st.0 += 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the background task should merge now.
+    fn merge_due(&self) -> bool {
+        self.opts.merge.is_some()
+            && self.merge_state.lock().is_ok_and(|st| {
+                st.0 > 0 && st.1.is_none_or(|t| t.elapsed() >= self.opts.merge_interval)
+            })
     }
 }
 
@@ -165,6 +230,16 @@ pub(super) async fn background(inner: Arc<Inner>) {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     () = inner.stop_compactor.notified() => return,
+                }
+                continue;
+            }
+        }
+        if inner.merge_due() {
+            // A reader holds the tree: merge at a later poll rather than
+            // keep it waiting.
+            if let Ok(lease) = Arc::clone(&inner.read_lease).try_write_owned() {
+                if let Err(e) = inner.merge_with(lease).await {
+                    tracing::warn!(error = %e, "merging small files failed; will retry");
                 }
             }
         }

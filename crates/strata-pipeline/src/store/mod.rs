@@ -20,8 +20,11 @@
 //!   on [`LocalStore::compact_now`];
 //! - `stats` holds the counters and renders them with the backlog gauges.
 //!
-//! Retention and deletion rewrite Parquet under the same lock as
-//! compaction, so the three never touch a file at once.
+//! Retention, deletion and the merging of small files ([`crate::merge`])
+//! rewrite Parquet under the same lock as compaction, so none of them ever
+//! touch a file at once. A reader in the process that must see each row
+//! exactly once holds a [`ReadLease`] while it reads: merges are skipped
+//! while one is held.
 
 mod compactor;
 mod recovery;
@@ -40,6 +43,7 @@ use crate::compact::{self, CompactionReport, Layout};
 use crate::delete::{self, DeletionReport};
 use crate::error::{Result, StoreError};
 use crate::log::HEADER_LEN;
+use crate::merge::{MergeOptions, MergeReport};
 use crate::retention::{self, RetentionPolicy, RetentionReport};
 use crate::{Batch, BoxFuture, Outcome, Pressure, Sink, SinkError};
 
@@ -76,6 +80,12 @@ pub struct StoreOptions {
     /// Append requests queued for the writer before `append` waits
     /// (default 4096).
     pub queue_depth: usize,
+    /// Merging of the small files compaction leaves behind (none: never
+    /// merge); see [`crate::merge`].
+    pub merge: Option<MergeOptions>,
+    /// The background compactor merges at most this often, when new files
+    /// were written since (default 30 s).
+    pub merge_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +102,8 @@ impl Default for StoreOptions {
             row_group_rows: crate::parquet::DEFAULT_ROW_GROUP_ROWS,
             max_group_bytes: 32 << 20,
             queue_depth: 4096,
+            merge: Some(MergeOptions::default()),
+            merge_interval: Duration::from_secs(30),
         }
     }
 }
@@ -151,10 +163,20 @@ struct Inner {
     metrics: Metrics,
     closed: AtomicBool,
     compact_lock: tokio::sync::Mutex<Option<Vec<u64>>>,
+    /// Held (shared) by readers that must not see a merge half done.
+    read_lease: Arc<tokio::sync::RwLock<()>>,
+    /// Parquet files written since the last merge, and when that was.
+    merge_state: Mutex<(u64, Option<std::time::Instant>)>,
     /// Kept between compactions (see [`compact::SegmentBuffers`]).
     segment_buffers: Mutex<compact::SegmentBuffers>,
     stop_compactor: Notify,
     compactor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A reader's hold on the Parquet tree (see [`LocalStore::read_lease`]).
+#[derive(Debug)]
+pub struct ReadLease {
+    _guard: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// The embedded durable store; see the module documentation.
@@ -222,6 +244,8 @@ impl LocalStore {
             metrics,
             closed: AtomicBool::new(false),
             compact_lock: tokio::sync::Mutex::new(None),
+            read_lease: Arc::default(),
+            merge_state: Mutex::new((0, None)),
             segment_buffers: Mutex::default(),
             stop_compactor: Notify::new(),
             compactor: Mutex::new(None),
@@ -249,6 +273,23 @@ impl LocalStore {
     /// Compacts every record durable now into Parquet.
     pub async fn compact_now(&self) -> Result<CompactionReport> {
         self.inner.compact_now().await
+    }
+
+    /// Merges the small files compaction left behind now ([`crate::merge`]),
+    /// waiting for readers holding a [`ReadLease`] to finish. Does nothing
+    /// when merging is disabled or a failed compaction waits to be retried.
+    pub async fn merge_now(&self) -> Result<MergeReport> {
+        let lease = Arc::clone(&self.inner.read_lease).write_owned().await;
+        self.inner.merge_with(lease).await
+    }
+
+    /// A lease under which the Parquet tree shows every compacted row
+    /// exactly once: merges of small files wait until it is dropped.
+    /// Compaction goes on (it only adds files).
+    pub async fn read_lease(&self) -> ReadLease {
+        ReadLease {
+            _guard: Arc::clone(&self.inner.read_lease).read_owned().await,
+        }
     }
 
     /// Removes every stored record of `unit_id`: compacts the log, then

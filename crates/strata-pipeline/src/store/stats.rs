@@ -27,6 +27,8 @@ pub(super) struct Metrics {
     pub(super) compaction_errors: AtomicU64,
     pub(super) compacted: [AtomicU64; 2],
     pub(super) parquet_files: AtomicU64,
+    pub(super) merged_files: AtomicU64,
+    pub(super) merge_errors: AtomicU64,
     pub(super) compaction_micros: AtomicU64,
     pub(super) dedup_keys: AtomicU64,
     pub(super) dedup_bytes: AtomicU64,
@@ -163,6 +165,18 @@ impl Inner {
             "counter",
             "Parquet files written by the compactor.",
             &[("", get(&m.parquet_files).to_string())],
+        );
+        metric(
+            "merged_files_total",
+            "counter",
+            "Small Parquet and key files merged into larger ones.",
+            &[("", get(&m.merged_files).to_string())],
+        );
+        metric(
+            "merge_errors_total",
+            "counter",
+            "Merges of small files that failed (retried).",
+            &[("", get(&m.merge_errors).to_string())],
         );
         metric(
             "compaction_seconds_total",

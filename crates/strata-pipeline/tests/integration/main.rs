@@ -6,4 +6,5 @@ mod ingest_http;
 mod ingest_store;
 mod store_lifecycle;
 mod store_log;
+mod store_merge;
 mod store_partition;

@@ -1,0 +1,545 @@
+//! Merging the small files compaction leaves behind, crash-safely.
+//!
+//! Every compaction writes one Parquet file per (kind, date, partition) it
+//! has records for and one deduplication key file, so a store that compacts
+//! a trickle of records every few seconds would gain files in proportion to
+//! compaction runs, not to data: a few thousand records sent by one new
+//! user became dozens of files, and every analysis pays for each file it
+//! opens. A merge replaces a run of small files by one, so the count stays
+//! proportional to the data.
+//!
+//! ## Which files
+//!
+//! In each directory, the files named after segment ranges
+//! (`seg-<first>-<last>.parquet`, `<first>-<last>.keys`) are ordered by
+//! range. A *run* is a sequence of consecutive files (no other file of the
+//! directory between them) each smaller than [`MergeOptions::small_bytes`],
+//! every one of them of ranges below `below` (the oldest segment not yet
+//! compacted, so no future compaction can write a range inside a merged
+//! one). A run of at least [`MergeOptions::min_files`] files becomes one file
+//! named after the union of its ranges, `seg-<first of first>-<last of
+//! last>`. Files at the front of a run larger than the rest of it together
+//! are left out of it, so a merged file is rewritten only when as many
+//! bytes again have arrived behind it: each byte is rewritten a logarithmic
+//! number of times, not once per merge.
+//!
+//! ## Crash safety
+//!
+//! The merged file is written atomically (temporary name, fsync, rename),
+//! then the inputs are deleted. A crash before the rename leaves the inputs
+//! (and a temporary file recovery removes); a crash after it leaves the
+//! merged file *and* some inputs, whose rows it holds. [`recover`] ends
+//! such a merge: in a directory, a file whose range lies strictly inside
+//! another file's range is an input of a finished merge and is deleted.
+//! Compaction never writes such a file by itself: compaction ranges are
+//! disjoint, a retried compaction reuses exactly its range, and merges stay
+//! below every segment that may still be compacted. Rows are never in two
+//! files after recovery and never in none.
+//!
+//! ## Readers
+//!
+//! Between the rename and the last deletion a reader listing the directory
+//! would see rows twice. Inside the process, readers take a
+//! [`crate::store::ReadLease`] and merges wait for none (they are skipped
+//! while a lease is held); a reader in another process detects the state
+//! with [`overlapping_files`] and reads again.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
+use arrow_schema::SchemaRef;
+
+use crate::compact::{range_stem, Layout};
+use crate::dedup::{keys_path, list_key_files, read_key_file, write_key_file};
+use crate::error::{Result, StoreError};
+use crate::log::sync_dir;
+use crate::parquet::{list_parquet_files, read_file, write_file_atomic};
+
+/// When and how far small files are merged.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    /// A run is merged once it has this many files (default 8).
+    pub min_files: usize,
+    /// Files at least this large are not merged (default 4 MiB).
+    pub small_bytes: u64,
+    /// Rows per Parquet row group of a merged file.
+    pub row_group_rows: usize,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            min_files: 8,
+            small_bytes: 4 << 20,
+            row_group_rows: crate::parquet::DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// What a merge pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MergeReport {
+    /// Parquet files written by merges.
+    pub parquet_written: u64,
+    /// Parquet files merged (and deleted).
+    pub parquet_merged: u64,
+    /// Key files written by merges.
+    pub keys_written: u64,
+    /// Key files merged (and deleted).
+    pub keys_merged: u64,
+}
+
+/// The segment range `(first, last)` a Parquet file is named after.
+fn parquet_range(path: &Path) -> Option<(u64, u64)> {
+    crate::compact::parse_range_stem(path.file_name()?.to_str()?)
+}
+
+/// A file named after a segment range.
+#[derive(Debug, Clone)]
+struct Ranged {
+    first: u64,
+    last: u64,
+    bytes: u64,
+    path: PathBuf,
+}
+
+/// The runs of `files` (sorted by range) worth merging.
+fn runs(files: &[Ranged], below: u64, opts: &MergeOptions) -> Vec<Vec<Ranged>> {
+    let mut out = Vec::new();
+    let mut run: Vec<Ranged> = Vec::new();
+    let mut close = |run: &mut Vec<Ranged>| {
+        // Leave out front files larger than the rest of the run together.
+        let mut rest: u64 = run.iter().map(|f| f.bytes).sum();
+        let mut skip = 0;
+        for f in run.iter() {
+            rest -= f.bytes;
+            if f.bytes > rest {
+                skip += 1;
+            } else {
+                break;
+            }
+        }
+        let kept: Vec<Ranged> = run.drain(..).skip(skip).collect();
+        if kept.len() >= opts.min_files.max(2) {
+            out.push(kept);
+        }
+    };
+    for f in files {
+        if f.last < below && f.bytes < opts.small_bytes {
+            run.push(f.clone());
+        } else {
+            close(&mut run);
+        }
+    }
+    close(&mut run);
+    out
+}
+
+/// Merges runs of small Parquet and key files whose ranges all lie below
+/// segment id `below`. Blocking; the caller holds the store's compaction
+/// lock (nothing else writes Parquet meanwhile) and no read lease is held.
+pub fn merge_small_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Result<MergeReport> {
+    let mut report = MergeReport::default();
+    for files in parquet_dirs(&layout.parquet)?.into_values() {
+        for run in runs(&files, below, opts) {
+            let (written, merged) = merge_parquet(&run, opts.row_group_rows)?;
+            report.parquet_written += written;
+            report.parquet_merged += merged;
+        }
+    }
+    let keys = key_files(&layout.dedup)?;
+    for run in runs(&keys, below, opts) {
+        // A damaged key file still commits its range; leave such a run alone
+        // rather than lose the keys it could not read.
+        let mut all = Vec::new();
+        let mut readable = true;
+        for f in &run {
+            match read_key_file(&f.path) {
+                Ok(k) => all.extend(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable key file; its run is not merged");
+                    readable = false;
+                    break;
+                }
+            }
+        }
+        if !readable {
+            continue;
+        }
+        let (first, last) = (run[0].first, run[run.len() - 1].last);
+        write_key_file(&layout.dedup, first, last, &all)?;
+        remove_all(&run, &layout.dedup)?;
+        report.keys_written += 1;
+        report.keys_merged += run.len() as u64;
+    }
+    Ok(report)
+}
+
+/// Writes the rows of `run` as one file per stretch of files with the same
+/// columns (files written before a column was added keep their own),
+/// sorted by time then unit like a compaction's, then deletes the inputs.
+/// Returns the files written and the files merged into them.
+fn merge_parquet(run: &[Ranged], row_group_rows: usize) -> Result<(u64, u64)> {
+    let mut stretches: Vec<(SchemaRef, Vec<RecordBatch>, Vec<Ranged>)> = Vec::new();
+    for f in run {
+        let (schema, batches) = read_file(&f.path)?;
+        let batches = batches.into_iter().filter(|b| b.num_rows() > 0);
+        match stretches.last_mut() {
+            Some((s, b, files)) if *s == schema => {
+                b.extend(batches);
+                files.push(f.clone());
+            }
+            _ => stretches.push((schema, batches.collect(), vec![f.clone()])),
+        }
+    }
+    let (mut written, mut merged) = (0, 0);
+    for (schema, batches, files) in stretches {
+        if files.len() < 2 {
+            continue;
+        }
+        let (first, last) = (files[0].first, files[files.len() - 1].last);
+        let dir = files[0]
+            .path
+            .parent()
+            .ok_or_else(|| StoreError::parquet(&files[0].path, "no parent directory"))?;
+        let path = dir.join(format!("{}.parquet", range_stem(first, last)));
+        let all = arrow_select::concat::concat_batches(&schema, &batches)
+            .map_err(|e| StoreError::parquet(&path, e))?;
+        let sorted = sort_by_time_and_unit(&all, &path)?;
+        write_file_atomic(&path, schema, &[sorted], row_group_rows)?;
+        remove_all(&files, dir)?;
+        written += 1;
+        merged += files.len() as u64;
+    }
+    Ok((written, merged))
+}
+
+/// Deletes the inputs of a finished merge, then makes that durable.
+fn remove_all(run: &[Ranged], dir: &Path) -> Result<()> {
+    for f in run {
+        fs::remove_file(&f.path).map_err(|e| StoreError::io("remove merged file", &f.path, e))?;
+    }
+    sync_dir(dir)
+}
+
+/// `batch` ordered by `ts`, then `unit_id`.
+fn sort_by_time_and_unit(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
+    let ts = batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| StoreError::parquet(path, "no timestamp column `ts`"))?;
+    let unit = batch
+        .column_by_name("unit_id")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| StoreError::parquet(path, "no string column `unit_id`"))?;
+    let n = u32::try_from(batch.num_rows())
+        .map_err(|_| StoreError::parquet(path, "too many rows to merge into one file"))?;
+    let mut idx: Vec<u32> = (0..n).collect();
+    idx.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        ts.value(a)
+            .cmp(&ts.value(b))
+            .then_with(|| unit.value(a).cmp(unit.value(b)))
+    });
+    arrow_select::take::take_record_batch(batch, &UInt32Array::from(idx))
+        .map_err(|e| StoreError::parquet(path, e))
+}
+
+/// The range-named Parquet files of every directory under `root`, each
+/// directory's sorted by range.
+fn parquet_dirs(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Ranged>>> {
+    let mut dirs: BTreeMap<PathBuf, Vec<Ranged>> = BTreeMap::new();
+    for path in list_parquet_files(root)? {
+        let Some((first, last)) = parquet_range(&path) else {
+            continue;
+        };
+        let Some(dir) = path.parent().map(Path::to_path_buf) else {
+            continue;
+        };
+        let bytes = fs::metadata(&path)
+            .map_err(|e| StoreError::io("stat parquet file", &path, e))?
+            .len();
+        dirs.entry(dir).or_default().push(Ranged {
+            first,
+            last,
+            bytes,
+            path,
+        });
+    }
+    for files in dirs.values_mut() {
+        files.sort_by_key(|f| (f.first, f.last));
+    }
+    Ok(dirs)
+}
+
+/// The key files of `dir`, sorted by range.
+fn key_files(dir: &Path) -> Result<Vec<Ranged>> {
+    let mut out = Vec::new();
+    for (first, last) in list_key_files(dir)? {
+        let path = keys_path(dir, first, last);
+        let bytes = fs::metadata(&path)
+            .map_err(|e| StoreError::io("stat key file", &path, e))?
+            .len();
+        out.push(Ranged {
+            first,
+            last,
+            bytes,
+            path,
+        });
+    }
+    out.sort_by_key(|f| (f.first, f.last));
+    Ok(out)
+}
+
+/// Files of `files` (sorted by range) whose range lies inside another's:
+/// the inputs of a merge that has written its output.
+fn contained(files: &[Ranged]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for f in files {
+        if files.iter().any(|g| {
+            (g.first, g.last) != (f.first, f.last) && g.first <= f.first && f.last <= g.last
+        }) {
+            out.push(f.path.clone());
+        }
+    }
+    out
+}
+
+/// The files under the Parquet root `root` that are inputs of a merge still
+/// being finished (their rows are also in the merged file). Empty when the
+/// directory can be read as it is.
+pub fn overlapping_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for files in parquet_dirs(root)?.values() {
+        out.extend(contained(files));
+    }
+    Ok(out)
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeRecovery {
+    /// Inputs of finished merges deleted.
+    pub inputs_removed: u64,
+}
+
+/// Finishes the merges a crash interrupted: deletes every Parquet or key
+/// file whose range lies inside another's of the same directory.
+pub fn recover(layout: &Layout) -> Result<MergeRecovery> {
+    let mut out = MergeRecovery::default();
+    for (dir, files) in parquet_dirs(&layout.parquet)? {
+        let gone = contained(&files);
+        for p in &gone {
+            fs::remove_file(p).map_err(|e| StoreError::io("remove merged file", p, e))?;
+        }
+        if !gone.is_empty() {
+            sync_dir(&dir)?;
+            out.inputs_removed += gone.len() as u64;
+        }
+    }
+    let gone = contained(&key_files(&layout.dedup)?);
+    for p in &gone {
+        fs::remove_file(p).map_err(|e| StoreError::io("remove merged key file", p, e))?;
+    }
+    if !gone.is_empty() {
+        sync_dir(&layout.dedup)?;
+        out.inputs_removed += gone.len() as u64;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::sample_event;
+    use crate::compact::compact_range;
+    use crate::log::{encode_frame, list_segments, ActiveSegment};
+    use crate::parquet::tests::{read_back, sorted};
+    use crate::record::Record;
+
+    fn layout() -> (tempfile::TempDir, Layout) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        (dir, layout)
+    }
+
+    /// Compacts records `from..from + n` as segment `id`, alone.
+    fn compact_one(layout: &Layout, id: u64, from: u64, n: u64) {
+        let mut seg = ActiveSegment::create(&layout.log, id).unwrap();
+        let mut frames = Vec::new();
+        for i in from..from + n {
+            encode_frame(&sample_event(i), &mut frames);
+        }
+        seg.append_durable(&frames).unwrap();
+        compact_range(layout, &[id], 4, 1000).unwrap();
+    }
+
+    fn count(layout: &Layout) -> (usize, usize) {
+        (
+            list_parquet_files(&layout.parquet).unwrap().len(),
+            list_key_files(&layout.dedup).unwrap().len(),
+        )
+    }
+
+    fn opts(min_files: usize) -> MergeOptions {
+        MergeOptions {
+            min_files,
+            small_bytes: 1 << 20,
+            row_group_rows: 1000,
+        }
+    }
+
+    fn ranged(first: u64, bytes: u64) -> Ranged {
+        Ranged {
+            first,
+            last: first,
+            bytes,
+            path: PathBuf::from(format!("{first}")),
+        }
+    }
+
+    #[test]
+    fn runs_are_consecutive_small_files_below_the_bound() {
+        let o = MergeOptions {
+            min_files: 3,
+            small_bytes: 100,
+            row_group_rows: 10,
+        };
+        let firsts = |rs: Vec<Vec<Ranged>>| -> Vec<Vec<u64>> {
+            rs.iter()
+                .map(|r| r.iter().map(|f| f.first).collect())
+                .collect()
+        };
+        // A large file splits the runs; the second run is too short.
+        let files: Vec<_> = [(1, 10), (2, 10), (3, 10), (4, 500), (5, 10), (6, 10)]
+            .map(|(a, b)| ranged(a, b))
+            .into();
+        assert_eq!(firsts(runs(&files, 100, &o)), vec![vec![1, 2, 3]]);
+        // Files at or above the bound are not merged.
+        assert_eq!(firsts(runs(&files, 3, &o)), Vec::<Vec<u64>>::new());
+        // A front file larger than the rest together waits for more.
+        let files: Vec<_> = [(1, 90), (2, 10), (3, 10), (4, 10)]
+            .map(|(a, b)| ranged(a, b))
+            .into();
+        assert_eq!(firsts(runs(&files, 100, &o)), vec![vec![2, 3, 4]]);
+        let files: Vec<_> = [(1, 30), (2, 10), (3, 10), (4, 10)]
+            .map(|(a, b)| ranged(a, b))
+            .into();
+        assert_eq!(firsts(runs(&files, 100, &o)), vec![vec![1, 2, 3, 4]]);
+    }
+
+    #[test]
+    fn merging_keeps_every_row_once_and_bounds_the_file_count() {
+        let (_d, layout) = layout();
+        let mut expected: Vec<Record> = Vec::new();
+        for id in 1..=40u64 {
+            compact_one(&layout, id, id * 10, 10);
+            expected.extend((id * 10..id * 10 + 10).map(sample_event));
+        }
+        let (files_before, keys_before) = count(&layout);
+        assert_eq!(keys_before, 40);
+        let r = merge_small_files(&layout, 41, &opts(4)).unwrap();
+        assert!(r.parquet_merged > 0 && r.keys_merged == 40, "{r:?}");
+        let (files_after, keys_after) = count(&layout);
+        assert!(
+            files_after * 4 <= files_before,
+            "{files_before} -> {files_after}"
+        );
+        assert_eq!(keys_after, 1);
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected.clone()));
+        assert!(overlapping_files(&layout.parquet).unwrap().is_empty());
+        // Every merged file is sorted by time, like a compaction's.
+        for f in list_parquet_files(&layout.parquet).unwrap() {
+            let (_, batches) = read_file(&f).unwrap();
+            for b in batches {
+                let ts = b
+                    .column_by_name("ts")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
+                assert!(ts.values().windows(2).all(|w| w[0] <= w[1]));
+            }
+        }
+        // The merged key file still commits every range: recovery keeps
+        // the files and the keys load.
+        let rec = crate::compact::recover(&layout).unwrap();
+        assert_eq!(rec.uncommitted_files_removed, 0);
+        assert_eq!(rec.max_id, 40);
+        let keys = read_key_file(&keys_path(&layout.dedup, 1, 40)).unwrap();
+        assert_eq!(keys.len(), 400);
+        // Further compactions and merges go on from there.
+        for id in 41..=48u64 {
+            compact_one(&layout, id, id * 10, 10);
+            expected.extend((id * 10..id * 10 + 10).map(sample_event));
+        }
+        merge_small_files(&layout, 49, &opts(4)).unwrap();
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected));
+        assert!(list_segments(&layout.log).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_merge_cut_short_by_a_crash_is_finished_by_recovery() {
+        let (_d, layout) = layout();
+        let mut expected = Vec::new();
+        for id in 1..=6u64 {
+            compact_one(&layout, id, id * 100, 50);
+            expected.extend((id * 100..id * 100 + 50).map(sample_event));
+        }
+        // Keep copies of the inputs, merge, then put them back as if the
+        // crash came between the merged file's rename and their deletion.
+        let inputs: Vec<(PathBuf, Vec<u8>)> = list_parquet_files(&layout.parquet)
+            .unwrap()
+            .into_iter()
+            .chain((1..=6).map(|i| keys_path(&layout.dedup, i, i)))
+            .map(|p| {
+                let b = fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        merge_small_files(&layout, 7, &opts(2)).unwrap();
+        let merged = count(&layout);
+        for (p, b) in &inputs {
+            fs::write(p, b).unwrap();
+        }
+        assert!(!overlapping_files(&layout.parquet).unwrap().is_empty());
+        let rec = recover(&layout).unwrap();
+        assert_eq!(rec.inputs_removed, inputs.len() as u64);
+        assert_eq!(count(&layout), merged);
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected.clone()));
+        // A crash before the rename leaves a temporary file beside the
+        // inputs; the store's recovery removes it and keeps the inputs.
+        let some_dir = list_parquet_files(&layout.parquet).unwrap()[0]
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        fs::write(
+            some_dir.join(".seg-00000000000000000001-00000000000000000009.parquet.tmp"),
+            b"partial",
+        )
+        .unwrap();
+        let rec = crate::compact::recover(&layout).unwrap();
+        assert_eq!(rec.temp_files_removed, 1);
+        assert_eq!(
+            (rec.uncommitted_files_removed, rec.merge_inputs_removed),
+            (0, 0)
+        );
+        assert_eq!(count(&layout), merged);
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected));
+    }
+
+    #[test]
+    fn nothing_at_or_above_the_oldest_uncompacted_segment_is_merged() {
+        let (_d, layout) = layout();
+        for id in 1..=6u64 {
+            compact_one(&layout, id, id * 10, 10);
+        }
+        let before = count(&layout);
+        let r = merge_small_files(&layout, 1, &opts(2)).unwrap();
+        assert_eq!(r, MergeReport::default());
+        assert_eq!(count(&layout), before);
+    }
+}
