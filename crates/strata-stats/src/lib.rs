@@ -30,6 +30,7 @@
 //! * [`multiple`]: Bonferroni, Holm, Benjamini–Hochberg.
 //! * [`novelty`]: novelty decay test (early versus late effect).
 //! * [`sequential`]: group-sequential (Lan–DeMets) and always-valid tests.
+//! * [`guardrail`]: always-valid one-sided test of harm beyond a threshold.
 //! * [`power`]: sample size, minimum detectable effect, duration.
 //! * [`quantile`]: quantiles with distribution-free intervals and differences.
 //! * [`bayes`]: optional Bayesian summary.
@@ -49,6 +50,7 @@ pub mod decision;
 pub mod dist;
 pub mod effect;
 pub mod error;
+pub mod guardrail;
 pub mod moments;
 pub mod multiple;
 pub mod novelty;

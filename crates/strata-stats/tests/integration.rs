@@ -7,6 +7,8 @@ mod prec;
 
 #[path = "integration/calibration.rs"]
 mod calibration;
+#[path = "integration/guardrail.rs"]
+mod guardrail;
 #[path = "integration/published_tables.rs"]
 mod published_tables;
 #[path = "integration/reference.rs"]
