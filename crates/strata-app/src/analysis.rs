@@ -39,7 +39,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
 use strata_analysis::{Analyzer, DataSource, EngineOptions, MetricRegistry};
@@ -117,7 +117,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// A look published by a run.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunLook {
     /// The experiment.
     pub experiment: String,
@@ -126,7 +126,7 @@ pub struct RunLook {
 }
 
 /// An experiment whose analysis failed in a run.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunFailure {
     /// The experiment.
     pub experiment: String,
@@ -135,9 +135,9 @@ pub struct RunFailure {
 }
 
 /// One run of the scheduler.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnalysisRun {
-    /// Its number, increasing from 1 since the server started.
+    /// Its number, increasing from 1 and going on across restarts.
     pub id: u64,
     /// `schedule`, or `refresh` for a run asked for by a request.
     pub trigger: String,
@@ -199,6 +199,43 @@ impl RunLog {
     pub fn failure(&self, experiment: &str) -> Option<AnalysisFailure> {
         let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         failing.get(experiment).cloned()
+    }
+
+    /// Records what a finished run says of each experiment: a published
+    /// look clears its failure, a failed analysis sets it.
+    fn apply_outcomes(&self, run: &AnalysisRun) {
+        for look in &run.published {
+            self.set_failure(&look.experiment, None);
+        }
+        for f in run.failures.iter().filter(|f| !f.experiment.is_empty()) {
+            let failure = AnalysisFailure {
+                run: run.id,
+                at: run.started_at.clone(),
+                error: f.error.clone(),
+            };
+            self.set_failure(&f.experiment, Some(failure));
+        }
+    }
+
+    /// Takes up the runs an earlier process stored (any order): the list,
+    /// the run numbers (which go on after the last) and each experiment's
+    /// last failure among them.
+    fn restore(&self, mut stored: Vec<AnalysisRun>) {
+        stored.sort_by_key(|r| r.id);
+        let last = stored.last().map_or(0, |r| r.id);
+        self.next.fetch_max(last, Ordering::Relaxed);
+        for r in &stored {
+            self.apply_outcomes(r);
+        }
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in stored {
+            if !runs.iter().any(|x| x.id == r.id) {
+                runs.push_back(r);
+            }
+        }
+        runs.make_contiguous()
+            .sort_by_key(|r| std::cmp::Reverse(r.id));
+        runs.truncate(RUNS_KEPT);
     }
 
     fn set_failure(&self, experiment: &str, failure: Option<AnalysisFailure>) {
@@ -319,7 +356,7 @@ impl Scheduler {
                         experiment: String::new(),
                         error: e,
                     });
-                    return self.finish(run);
+                    return self.finish(run).await;
                 }
             },
         };
@@ -330,7 +367,7 @@ impl Scheduler {
         if let Err(e) = self.pipeline.store.compact_now().await {
             let error = format!("the pipeline could not compact its log: {e}");
             fail_all(&mut run, keys, error);
-            return self.finish(run);
+            return self.finish(run).await;
         }
         // Held to the end of the run: no merge replaces files under it.
         let _lease = self.pipeline.store.read_lease().await;
@@ -338,7 +375,7 @@ impl Scheduler {
             Ok(i) => i,
             Err(e) => {
                 fail_all(&mut run, keys, e);
-                return self.finish(run);
+                return self.finish(run).await;
             }
         };
         for key in keys {
@@ -372,11 +409,15 @@ impl Scheduler {
             // Progress is visible while the run goes on.
             self.log.record(&run);
         }
-        self.finish(run)
+        self.finish(run).await
     }
 
-    fn finish(&self, mut run: AnalysisRun) -> AnalysisRun {
+    async fn finish(&self, mut run: AnalysisRun) -> AnalysisRun {
         run.ended_at = Some(rfc3339(Utc::now()));
+        // Stored before it shows as ended, so an ended run outlives a
+        // restart.
+        self.persist(&run).await;
+        self.log.apply_outcomes(&run);
         self.log.record(&run);
         tracing::info!(
             run = run.id,
@@ -386,6 +427,40 @@ impl Scheduler {
             "analysis run done"
         );
         run
+    }
+
+    /// Stores `run` so that the list of runs and the experiments' failures
+    /// outlive a restart. A store that is down holds the run up for a few
+    /// seconds at most (its looks are published already).
+    async fn persist(&self, run: &AnalysisRun) {
+        let Ok(doc) = serde_json::to_value(run) else {
+            return;
+        };
+        let save = self
+            .state
+            .store
+            .save_analysis_run(run.id, &doc, RUNS_KEPT as u64);
+        match tokio::time::timeout(Duration::from_secs(5), save).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(run = run.id, error = %e, "could not store the analysis run")
+            }
+            Err(_) => tracing::warn!(run = run.id, "storing the analysis run timed out"),
+        }
+    }
+
+    /// Takes up the runs stored by an earlier process.
+    pub async fn restore(&self) {
+        match self.state.store.analysis_runs(RUNS_KEPT as u64).await {
+            Ok(docs) => {
+                let runs = docs
+                    .into_iter()
+                    .filter_map(|d| serde_json::from_value::<AnalysisRun>(d).ok())
+                    .collect();
+                self.log.restore(runs);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the stored analysis runs"),
+        }
     }
 
     /// The registry and guardrail definitions, read once per run.
@@ -681,6 +756,7 @@ impl Mount for AnalysisMount {
         };
         let scheduler = self.scheduler.clone();
         vec![tokio::spawn(async move {
+            scheduler.restore().await;
             let mut next = tokio::time::Instant::now() + scheduler.cfg.first_run;
             loop {
                 // One task serves both the schedule and refreshes, so no

@@ -318,9 +318,69 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     let last = look_after(&c, &base, &lab, "exp_seq", 0).await["seq"]
         .as_u64()
         .unwrap();
+    let (_, runs) = call(
+        &c,
+        Method::GET,
+        format!("{base}/api/v1/analysis/runs"),
+        &lab,
+        None,
+    )
+    .await;
+    let ids = |runs: &Value| -> Vec<u64> {
+        runs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["ended_at"].is_null())
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    let before = ids(&runs);
     tokio::task::block_in_place(|| served.terminate());
     let served = Served::start_with_in_runtime(&dir, &["--analysis-interval", "2s"]);
     let base = served.base.clone();
+    // The runs and exp_silent's failure outlive the restart (once the
+    // scheduler has taken them up); run numbers go on after the last.
+    until("the stored runs after the restart", || async {
+        let (_, runs) = call(
+            &c,
+            Method::GET,
+            format!("{base}/api/v1/analysis/runs"),
+            &lab,
+            None,
+        )
+        .await;
+        let after = ids(&runs);
+        before.iter().all(|id| after.contains(id)).then_some(())
+    })
+    .await;
+    let (_, h) = call(
+        &c,
+        Method::GET,
+        format!("{base}/api/v1/experiments/exp_silent/health"),
+        &lab,
+        None,
+    )
+    .await;
+    assert!(
+        h["analysis_error"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exp_silent")),
+        "{h}"
+    );
+    let newest = until("a run after the restart", || async {
+        let (_, runs) = call(
+            &c,
+            Method::GET,
+            format!("{base}/api/v1/analysis/runs"),
+            &lab,
+            None,
+        )
+        .await;
+        ids(&runs).into_iter().find(|id| !before.contains(id))
+    })
+    .await;
+    assert!(before.iter().all(|&id| id < newest), "{before:?} {newest}");
     send(&c, &base, &ingest, "exp_seq", 200, 200, 2).await;
     let next = look_with(&c, &base, &lab, "exp_seq", last, 400).await;
     let seq = primary_sequential(&next);

@@ -40,6 +40,7 @@ mod audit;
 mod keys;
 mod read;
 mod results;
+mod runs;
 mod time;
 mod tx;
 
@@ -110,6 +111,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "results_summary",
         include_str!("../../migrations/0004_results_summary.sql"),
+    ),
+    (
+        5,
+        "analysis_runs",
+        include_str!("../../migrations/0005_analysis_runs.sql"),
     ),
 ];
 

@@ -13,7 +13,27 @@ crate::on_both_backends!(
     results_are_checked_against_the_experiment,
     a_look_is_retracted,
     failing_health_checks_are_audited_counted_and_pause_on_srm,
+    analysis_runs_are_stored_replaced_and_pruned,
 );
+
+/// The scheduled analysis's runs: a later state of a run replaces the
+/// earlier one, the latest come first, and only the last `keep` are kept.
+async fn analysis_runs_are_stored_replaced_and_pruned(s: TestServer) {
+    let store = &s.state().store;
+    assert!(store.analysis_runs(10).await.unwrap().is_empty());
+    for id in 1..=5u64 {
+        let doc = json!({"id": id, "ended_at": null});
+        store.save_analysis_run(id, &doc, 3).await.unwrap();
+        let ended = json!({"id": id, "ended_at": "2026-12-05T00:00:00Z"});
+        store.save_analysis_run(id, &ended, 3).await.unwrap();
+    }
+    let runs = store.analysis_runs(10).await.unwrap();
+    let ids: Vec<u64> = runs.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![5, 4, 3], "{runs:?}");
+    assert!(runs.iter().all(|r| r["ended_at"] == "2026-12-05T00:00:00Z"));
+    assert_eq!(store.analysis_runs(1).await.unwrap().len(), 1);
+    s.finish().await;
+}
 
 /// A valid results document of the example experiment (variants `control`
 /// and `treatment`, primary metric `conversion`), as `strata analyze`
