@@ -46,7 +46,9 @@ use strata_analysis::{Analyzer, DataSource, EngineOptions, MetricRegistry};
 use strata_server::auth::{Auth, Perm};
 use strata_server::model::Status;
 use strata_server::mount::Mount;
-use strata_server::service::{Actor, Publication, RegistryService, ResultsService, ServiceError};
+use strata_server::service::{
+    Actor, Alert, AlertService, Publication, RegistryService, ResultsService, ServiceError,
+};
 use strata_server::{AppError, AppState};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -392,6 +394,18 @@ impl Scheduler {
                 }
                 Err(error) => {
                     tracing::warn!(run = id, experiment = %key, error = %error, "analysis failed");
+                    // Alert when an experiment starts failing, not at every
+                    // run while it keeps failing.
+                    if self.log.failure(&key).is_none() {
+                        AlertService::new(self.state.clone())
+                            .raise(Alert {
+                                event: "analysis.failed",
+                                experiment: Some(key.clone()),
+                                text: format!("the scheduled analysis of {key} failed: {error}"),
+                                fields: serde_json::json!({"run": id, "error": error}),
+                            })
+                            .await;
+                    }
                     self.log.set_failure(
                         &key,
                         Some(AnalysisFailure {

@@ -4,7 +4,7 @@
 //! plane (strata-server) opens its store and builds its state; the parts
 //! served beside it — the event pipeline's collection endpoints and admin
 //! operations ([`pipeline`]), and the process's background jobs (the
-//! scheduled analysis, [`analysis`]) — are built
+//! scheduled analysis, [`analysis`]; the sender of alerts, [`alerts`]) — are built
 //! over that state and registered through [`strata_server::Mount`], each
 //! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
 //! server then serves them all and shuts them down in order.
@@ -14,6 +14,7 @@
 //! strata-server knows its mounts only through the `Mount` trait.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alerts;
 pub mod analysis;
 pub mod catalog;
 pub mod pipeline;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use strata_server::{Server, ServerConfig, ServerError};
 
+pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use pipeline::{PipelineConfig, PipelineMount};
 
@@ -47,12 +49,18 @@ pub enum StartError {
     /// The event pipeline could not be opened.
     #[error("event pipeline: {0}")]
     Pipeline(String),
+    /// The alert sender could not be built.
+    #[error("alerts: {0}")]
+    Alerts(String),
 }
 
 /// Opens the control plane, mounts the configured parts over its state and
 /// starts serving. [`Server::stop`] stops them all.
 pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
     let mut prepared = Server::prepare(cfg.server).await?;
+    let alerts =
+        AlertsMount::new(prepared.state(), AlertsConfig::default()).map_err(StartError::Alerts)?;
+    prepared = prepared.mount(Arc::new(alerts));
     if let Some(p) = &cfg.pipeline {
         let mount = PipelineMount::open(p, prepared.state())
             .await

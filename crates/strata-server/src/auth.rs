@@ -125,6 +125,8 @@ pub enum Perm {
     ResultsRetract,
     /// Operate the event pipeline: compact now, delete a unit's data.
     DataAdmin,
+    /// Register and remove alert webhooks; read their deliveries.
+    AlertsWrite,
 }
 
 impl Perm {
@@ -147,6 +149,7 @@ impl Perm {
             Perm::ResultsWrite => "results:write",
             Perm::ResultsRetract => "results:retract",
             Perm::DataAdmin => "data:admin",
+            Perm::AlertsWrite => "alerts:write",
         }
     }
 }
@@ -196,7 +199,8 @@ impl Principal {
     }
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -408,7 +408,7 @@ pub fn router(state: AppState) -> Router {
 /// middleware around all of them; `/metrics` and the OpenAPI document
 /// include the mounts'.
 pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
-    use api::{admin, experiments, layers, lifecycle, power, registry, results};
+    use api::{admin, alerts, experiments, layers, lifecycle, power, registry, results};
     // Handed to the two handlers that need them rather than layered onto
     // every request as an extension.
     let metrics_mounts = Mounted(mounts.to_vec().into());
@@ -485,6 +485,15 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             axum::routing::delete(admin::revoke_key),
         )
         .route("/api/v1/audit", get(admin::audit))
+        .route(
+            "/api/v1/alerts/webhooks",
+            get(alerts::list_webhooks).post(alerts::create_webhook),
+        )
+        .route(
+            "/api/v1/alerts/webhooks/{id}",
+            axum::routing::delete(alerts::delete_webhook),
+        )
+        .route("/api/v1/alerts/deliveries", get(alerts::deliveries))
         .route("/api/v1/config", get(admin::config_info))
         .route(
             "/api/v1/config/versions/{version}",

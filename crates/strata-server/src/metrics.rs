@@ -41,6 +41,8 @@ pub struct Metrics {
     store_errors: AtomicU64,
     /// Health checks of published looks by (experiment, check, status).
     health_checks: RwLock<BTreeMap<(String, String, &'static str), u64>>,
+    /// Alerts raised by event.
+    alerts: RwLock<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -106,6 +108,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts one alert raised.
+    pub fn alert(&self, event: &'static str) {
+        *self
+            .alerts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(event)
+            .or_default() += 1;
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -160,6 +172,13 @@ impl Metrics {
             .health_checks
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        let alerts = self.alerts.read().unwrap_or_else(PoisonError::into_inner);
+        if !alerts.is_empty() {
+            out.push_str("# HELP strata_alerts_total Alerts raised, by event.\n# TYPE strata_alerts_total counter\n");
+            for (event, n) in alerts.iter() {
+                let _ = writeln!(out, "strata_alerts_total{{event=\"{event}\"}} {n}");
+            }
+        }
         if !checks.is_empty() {
             out.push_str("# HELP strata_health_checks Health checks of published looks by experiment, check and status.\n# TYPE strata_health_checks counter\n");
             for ((experiment, check, status), n) in checks.iter() {

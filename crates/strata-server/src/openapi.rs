@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, experiments, layers, lifecycle, power, registry, results};
+use crate::api::{admin, alerts, experiments, layers, lifecycle, power, registry, results};
 use crate::{model, schema, sdk, store};
 
 struct Bearer;
@@ -38,6 +38,7 @@ impl Modify for Bearer {
         power::plan,
         admin::create_key, admin::list_keys, admin::revoke_key, admin::audit,
         admin::config_info, admin::config_version, admin::rollback,
+        alerts::create_webhook, alerts::list_webhooks, alerts::delete_webhook, alerts::deliveries,
         sdk::config, sdk::stream, sdk::evaluate, sdk::ofrep_flag, sdk::ofrep_bulk,
     ),
     components(schemas(
@@ -50,10 +51,12 @@ impl Modify for Bearer {
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
+        alerts::WebhookRequest, store::Webhook, store::Delivery,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),
         (name = "holdout"), (name = "keys"), (name = "audit"), (name = "config"),
+        (name = "alerts", description = "webhooks for the platform's alerts; admins"),
         (name = "results", description = "analysis results; team-restricted"),
         (name = "power", description = "sample size, detectable effect and duration"),
         (name = "sdk", description = "for SDK keys"),

@@ -149,6 +149,59 @@ fn primary_sequential(look: &Value) -> &Value {
     &look["results"]["metrics"][0]["effects"][0]["sequential"]
 }
 
+/// One request a webhook receiver got: its headers (lowercase names) and body.
+type Received = (Vec<(String, String)>, String);
+
+/// A webhook receiver on loopback: answers `500` to the first request (so
+/// the sender must retry) and `200` to the next ones, and hands every
+/// request to the returned channel.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut r = BufReader::new(stream);
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            loop {
+                line.clear();
+                r.read_line(&mut line).await.unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).await.unwrap();
+            n += 1;
+            let status = if n == 1 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            r.get_mut().write_all(answer.as_bytes()).await.unwrap();
+            let _ = tx.send((headers, String::from_utf8(body).unwrap()));
+        }
+    });
+    (url, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     let tmp = tempfile::tempdir().unwrap();
@@ -156,9 +209,24 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     let ingest = token(&dir, &["--kind", "ingest"]);
     let analyst = token(&dir, &["--role", "analyst"]);
     let lab = token(&dir, &["--role", "experimenter", "--team", "lab"]);
+    let admin = token(&dir, &["--role", "admin"]);
     let served = Served::start_with(&dir, &["--analysis-interval", "2s"]);
     let base = served.base.clone();
     let c = reqwest::Client::new();
+    // Alerts of SRM and automatic pauses go to a webhook.
+    let (hook_url, mut hook) = receiver().await;
+    const SECRET: &str = "a-shared-secret-of-some-length";
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{base}/api/v1/alerts/webhooks"),
+        &admin,
+        Some(json!({"url": hook_url, "secret": SECRET,
+            "events": ["health.srm", "experiment.auto_paused", "analysis.failed"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v.get("secret").is_none(), "{v}");
     let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
     let (s, v) = call(
         &c,
@@ -233,6 +301,66 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     })
     .await;
     assert_eq!(paused["status"], "paused");
+
+    // The webhook received the alerts, signed; the first attempt (answered
+    // 500) was retried.
+    let mut events = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(events.contains("health.srm") && events.contains("experiment.auto_paused")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (headers, body) = tokio::time::timeout(left, hook.recv())
+            .await
+            .unwrap_or_else(|_| panic!("alerts received so far: {events:?}"))
+            .unwrap();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            header("x-strata-signature"),
+            strata_server::service::alerts::signature(SECRET, &body),
+            "{body}"
+        );
+        let alert: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            alert["text"].as_str().is_some_and(|t| !t.is_empty()),
+            "{alert}"
+        );
+        assert_eq!(alert["event"].as_str().unwrap(), header("x-strata-event"));
+        if alert["experiment"] == "exp_srm" {
+            events.insert(alert["event"].as_str().unwrap().to_owned());
+        }
+    }
+    until("a delivery retried once, then delivered", || async {
+        let (s, d) = call(
+            &c,
+            Method::GET,
+            format!("{base}/api/v1/alerts/deliveries"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["status"] == "delivered" && i["attempts"] == 2)
+            .then_some(())
+    })
+    .await;
+    let (s, _) = call(
+        &c,
+        Method::GET,
+        format!("{base}/api/v1/alerts/deliveries"),
+        &lab,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
 
     // exp_silent fails, the others are published; its health says why.
     let h = until("the failure of exp_silent", || async {

@@ -1,6 +1,7 @@
 //! The management API (`/api/v1`).
 
 pub mod admin;
+pub mod alerts;
 pub mod experiments;
 pub mod layers;
 pub mod lifecycle;

@@ -16,6 +16,7 @@
 
 mod actor;
 pub mod admin;
+pub mod alerts;
 mod error;
 pub mod experiments;
 pub mod layers;
@@ -27,6 +28,7 @@ pub mod results;
 
 pub use actor::{Actor, SystemActor};
 pub use admin::AdminService;
+pub use alerts::{Alert, AlertService};
 pub use error::ServiceError;
 pub use experiments::{ActParams, ExperimentService};
 pub use layers::LayerService;

@@ -52,6 +52,7 @@ pub const API_TABLE: &[(Perm, [Reach; 4])] = &[
     (Perm::ResultsWrite, [A, O, A, N]),
     (Perm::ResultsRetract, [A, N, A, N]),
     (Perm::DataAdmin, [A, N, N, N]),
+    (Perm::AlertsWrite, [A, N, N, N]),
 ];
 
 /// The reach of `perm` for a key of `kind` and `role`.
@@ -139,7 +140,7 @@ mod tests {
     use super::*;
     use crate::auth::Principal;
 
-    const ALL_PERMS: [Perm; 16] = [
+    const ALL_PERMS: [Perm; 17] = [
         Perm::Read,
         Perm::ExperimentsWrite,
         Perm::ExperimentsApprove,
@@ -156,6 +157,7 @@ mod tests {
         Perm::ResultsWrite,
         Perm::ResultsRetract,
         Perm::DataAdmin,
+        Perm::AlertsWrite,
     ];
 
     fn token(kind: KeyKind, role: Role, team: &str) -> Actor {

@@ -19,6 +19,7 @@ use strata_model::SrmAction;
 
 use crate::auth::Perm;
 use crate::model::{ExperimentRecord, Status};
+use crate::service::alerts::{Alert, AlertService};
 use crate::service::experiments::{ActParams, ExperimentService};
 use crate::service::lifecycle::Action;
 use crate::service::permissions::authorize;
@@ -230,14 +231,22 @@ impl ResultsService {
                 .metrics
                 .health_check(&e.key, &c.check, c.status.as_str());
         }
-        if e.srm_action == SrmAction::Pause
-            && e.status == Status::Running
-            && doc
-                .health
-                .iter()
-                .any(|c| c.check == "srm" && c.status == HealthStatus::Fail)
+        if let Some(srm) = doc
+            .health
+            .iter()
+            .find(|c| c.check == "srm" && c.status == HealthStatus::Fail)
         {
-            self.pause_for_srm(&e.key, seq).await;
+            AlertService::new(self.state.clone())
+                .raise(Alert {
+                    event: "health.srm",
+                    experiment: Some(e.key.clone()),
+                    text: format!("{}: {} (look {seq})", e.key, srm.message),
+                    fields: serde_json::json!({"look": seq, "check": srm}),
+                })
+                .await;
+            if e.srm_action == SrmAction::Pause && e.status == Status::Running {
+                self.pause_for_srm(&e.key, seq).await;
+            }
         }
         let (meta, _) = store
             .results(&e.key, Some(seq))
@@ -263,11 +272,21 @@ impl ResultsService {
             .act(&actor, key, Action::Pause, params)
             .await
         {
-            Ok(_) => tracing::warn!(
-                experiment = key,
-                look = seq,
-                "paused on a sample ratio mismatch"
-            ),
+            Ok(_) => {
+                tracing::warn!(
+                    experiment = key,
+                    look = seq,
+                    "paused on a sample ratio mismatch"
+                );
+                AlertService::new(self.state.clone())
+                    .raise(Alert {
+                        event: "experiment.auto_paused",
+                        experiment: Some(key.to_owned()),
+                        text: format!("{key} was paused: sample ratio mismatch in results look {seq} (srm_action: pause)"),
+                        fields: serde_json::json!({"look": seq, "reason": "srm", "actor": "system:srm"}),
+                    })
+                    .await;
+            }
             Err(err) => {
                 tracing::error!(experiment = key, look = seq, error = %err, "could not pause on a sample ratio mismatch")
             }

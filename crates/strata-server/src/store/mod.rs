@@ -36,6 +36,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyPool;
 
+mod alerts;
 mod audit;
 mod keys;
 mod read;
@@ -45,6 +46,7 @@ mod time;
 mod tx;
 
 pub use crate::backend::{Backend, ChangeListener, NOTIFY_CHANNEL};
+pub use alerts::{Attempt, Delivery, Webhook};
 pub use audit::{AuditEntry, AuditQuery};
 pub use keys::KeyRecord;
 pub use read::StoredSnapshot;
@@ -116,6 +118,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "analysis_runs",
         include_str!("../../migrations/0005_analysis_runs.sql"),
+    ),
+    (
+        6,
+        "alerts",
+        include_str!("../../migrations/0006_alerts.sql"),
     ),
 ];
 
