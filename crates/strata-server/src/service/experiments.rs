@@ -14,13 +14,14 @@ use crate::model::{
     check_percent, ExperimentRecord, ExperimentRequest, LayerRecord, Status, VariantDef,
     DEFAULT_LAYER,
 };
+use crate::service::alerts::{Alert, AlertService};
 use crate::service::layers::{find_free, occupied, overlapping};
 use crate::service::lifecycle::{self, Action};
 use crate::service::permissions::{authorize, deny};
 use crate::service::registry::definition_of;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
-use crate::store::{rfc3339, StoreError, WriteTx};
+use crate::store::{now_ms, parse_rfc3339, rfc3339, AuditQuery, StoreError, WriteTx};
 
 /// The longest kill reason, bytes.
 const MAX_REASON_BYTES: usize = 2000;
@@ -401,6 +402,7 @@ impl ExperimentService {
         self.state
             .publish(tx, &format!("update experiment {key}"))
             .await?;
+        self.watch_changes(key).await;
         Ok(rec)
     }
 
@@ -549,9 +551,60 @@ impl ExperimentService {
         self.state
             .publish(tx, &format!("{} experiment {key}", action.as_str()))
             .await?;
+        self.watch_changes(key).await;
         Ok(e)
     }
+
+    /// Raises `experiment.change_anomaly` at an experiment's
+    /// [`CHANGE_ANOMALY_CHANGES`]th change within an hour (seed Part 13: an
+    /// experiment changed that often is being fiddled with, or fought
+    /// over). Once per burst: the next alert needs the count to drop below
+    /// and reach it again.
+    async fn watch_changes(&self, key: &str) {
+        let q = AuditQuery {
+            entity_type: Some("experiment".into()),
+            entity_key: Some(key.into()),
+            action: None,
+            before_seq: None,
+            limit: 50,
+        };
+        let entries = match self.state.store.audit(&q).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(experiment = key, error = %e, "cannot count an experiment's changes");
+                return;
+            }
+        };
+        let since = now_ms() - 3_600_000;
+        let changes: Vec<_> = entries
+            .iter()
+            .filter(|e| e.action.starts_with("experiment."))
+            .filter(|e| parse_rfc3339(&e.at).is_some_and(|t| t >= since))
+            .collect();
+        if changes.len() != CHANGE_ANOMALY_CHANGES {
+            return;
+        }
+        let actions: Vec<&str> = changes.iter().rev().map(|e| e.action.as_str()).collect();
+        let actors: std::collections::BTreeSet<&str> =
+            changes.iter().map(|e| e.actor.as_str()).collect();
+        AlertService::new(self.state.clone())
+            .raise(Alert {
+                event: "experiment.change_anomaly",
+                experiment: Some(key.to_owned()),
+                text: format!(
+                    "{key} changed {CHANGE_ANOMALY_CHANGES} times within an hour ({}) by {}",
+                    actions.join(", "),
+                    actors.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+                fields: serde_json::json!({"changes": actions, "window_minutes": 60}),
+            })
+            .await;
+    }
 }
+
+/// Changes to one experiment within an hour that raise
+/// `experiment.change_anomaly`.
+pub const CHANGE_ANOMALY_CHANGES: usize = 5;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,45 @@ use strata_server::store::Attempt;
 
 use crate::common::{TestServer, TEAM_ADMIN};
 
-crate::on_both_backends!(webhooks_are_registered_by_admins_and_receive_their_events);
+crate::on_both_backends!(
+    webhooks_are_registered_by_admins_and_receive_their_events,
+    the_fifth_change_within_an_hour_raises_a_change_anomaly,
+);
+
+/// Seed Part 13: an experiment changed five times within an hour raises one
+/// alert per burst.
+async fn the_fifth_change_within_an_hour_raises_a_change_anomaly(s: TestServer) {
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef",
+        "events": ["experiment.change_anomaly"]});
+    let (st, w) = s.post("/api/v1/alerts/webhooks", hook).await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let anomalies = || async {
+        let (_, d) = s.get("/api/v1/alerts/deliveries").await;
+        d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["event"] == "experiment.change_anomaly")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    s.setup_registry().await;
+    // create, submit, start: three changes.
+    s.running("exp_c", json!({"range": [0, 100]}), 5.0).await;
+    let (st, v) = s.act("exp_c", "pause", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(anomalies().await.is_empty());
+    let (st, v) = s.act("exp_c", "resume", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let found = anomalies().await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["experiment"], "exp_c");
+    // The burst goes on: no second alert for it.
+    let (st, v) = s.act("exp_c", "pause", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(anomalies().await.len(), 1);
+    s.finish().await;
+}
 
 async fn webhooks_are_registered_by_admins_and_receive_their_events(s: TestServer) {
     let path = "/api/v1/alerts/webhooks";
