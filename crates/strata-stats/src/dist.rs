@@ -320,6 +320,50 @@ pub fn chi2_sf(x: f64, k: u32) -> f64 {
     }
 }
 
+/// Relative tolerance of the boundary root searches (in units of
+/// `max(x, 1)`).
+pub(crate) const ROOT_TOL: f64 = 1e-12;
+
+/// Iterations of a root search before it gives up.
+pub(crate) const ROOT_MAX_ITER: usize = 200;
+
+/// The root of an increasing-or-decreasing function in `[lo, hi]` by
+/// safeguarded Newton iteration from `start`: `step(x)` says whether the
+/// root lies above `x` and returns the Newton step's next point (NaN when
+/// it has none); a step that leaves the bracket is replaced by bisection.
+/// Converges when a step moves less than [`ROOT_TOL`]` · max(x, 1)` or the
+/// bracket is that narrow; `what` names the search in the error when it
+/// does not within [`ROOT_MAX_ITER`] steps.
+pub(crate) fn safeguarded_newton(
+    mut step: impl FnMut(f64) -> (bool, f64),
+    (mut lo, mut hi): (f64, f64),
+    start: f64,
+    what: &'static str,
+) -> crate::Result<f64> {
+    let mut x = start;
+    for _ in 0..ROOT_MAX_ITER {
+        let (below, newton) = step(x);
+        if below {
+            lo = x;
+        } else {
+            hi = x;
+        }
+        let tol = ROOT_TOL * x.max(1.0);
+        if (newton - x).abs() <= tol {
+            return Ok(newton.clamp(lo, hi));
+        }
+        if hi - lo <= tol {
+            return Ok(0.5 * (lo + hi));
+        }
+        x = if newton > lo && newton < hi {
+            newton
+        } else {
+            0.5 * (lo + hi)
+        };
+    }
+    Err(crate::Error::NoConvergence { what })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,11 +138,6 @@ use crate::effect::{InsufficientData, Sample};
 use crate::error::{check_alpha, finite, Error, Result};
 use crate::sequential::{optimal_rho, MixtureTuning};
 
-/// Relative tolerance of the boundary root search.
-const BOUNDARY_TOL: f64 = 1e-12;
-/// Iteration cap of the boundary root search (bisection alone reaches the
-/// tolerance in well under 100 steps).
-const BOUNDARY_MAX_ITER: usize = 200;
 /// Cap on the level `2α` at which [`optimal_rho`] tunes a one-sided test.
 const MAX_TUNING_LEVEL: f64 = 0.5;
 
@@ -348,35 +343,15 @@ fn mixture_boundary(v: f64, alpha: f64) -> Result<f64> {
     // Brackets: the two-sided boundaries at 2α (where Φ = 1 would put the
     // root) and at α (where Φ = ½ would).
     let two_sided = |level: f64| (2.0 / a * (half_ln - level.ln())).max(0.0).sqrt();
-    let (mut lo, mut hi) = (two_sided(2.0 * alpha), two_sided(alpha));
+    let (lo, hi) = (two_sided(2.0 * alpha), two_sided(alpha));
     if !hi.is_finite() {
         return Ok(f64::INFINITY);
     }
-    let mut z = lo;
-    for _ in 0..BOUNDARY_MAX_ITER {
+    let step = |z: f64| {
         let (value, slope) = f(z);
-        if value < 0.0 {
-            lo = z;
-        } else {
-            hi = z;
-        }
-        let newton = z - value / slope;
-        let tol = BOUNDARY_TOL * z.max(1.0);
-        if (newton - z).abs() <= tol {
-            return Ok(newton.clamp(lo, hi));
-        }
-        if hi - lo <= tol {
-            return Ok(0.5 * (lo + hi));
-        }
-        z = if newton > lo && newton < hi {
-            newton
-        } else {
-            0.5 * (lo + hi)
-        };
-    }
-    Err(Error::NoConvergence {
-        what: "guardrail boundary search",
-    })
+        (value < 0.0, z - value / slope)
+    };
+    crate::dist::safeguarded_newton(step, (lo, hi), lo, "guardrail boundary search")
 }
 
 fn check_sample(mean: &'static str, variance: &'static str, s: &Sample) -> Result<()> {

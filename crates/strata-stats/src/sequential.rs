@@ -267,38 +267,23 @@ fn solve_boundary(
     r: f64,
     s: f64,
 ) -> Result<f64> {
-    let (mut lo, mut hi) = (0.0_f64, upper);
     let ln_target = target.ln();
-    let mut b = start.clamp(0.0, upper);
-    for _ in 0..200 {
+    let step = |b: f64| {
         let (p, dp) = crossing(b, z, wh, r, s);
-        if p > target {
-            lo = b;
-        } else {
-            hi = b;
-        }
         // Newton on ln p, which is nearly linear in b² in the tail.
         let newton = if p > 0.0 && dp < 0.0 {
             b - (p.ln() - ln_target) * p / dp
         } else {
             f64::NAN
         };
-        let tol = 1e-12 * b.max(1.0);
-        if (newton - b).abs() <= tol {
-            return Ok(newton.clamp(lo, hi));
-        }
-        if hi - lo <= tol {
-            return Ok(0.5 * (lo + hi));
-        }
-        b = if newton > lo && newton < hi {
-            newton
-        } else {
-            0.5 * (lo + hi)
-        };
-    }
-    Err(Error::NoConvergence {
-        what: "group-sequential boundary search",
-    })
+        (p > target, newton)
+    };
+    crate::dist::safeguarded_newton(
+        step,
+        (0.0, upper),
+        start.clamp(0.0, upper),
+        "group-sequential boundary search",
+    )
 }
 
 fn check_fractions(fractions: &[f64]) -> Result<()> {
