@@ -45,6 +45,9 @@ pub(crate) struct Options {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub dedup_capacity: usize,
+    /// Sent as `X-Strata-Instance` with every config request, so the
+    /// server knows which version each SDK instance has applied.
+    pub instance: HeaderValue,
 }
 
 /// Builds a [`Client`]: `Client::builder(server_url, sdk_key)…build()`.
@@ -58,8 +61,12 @@ pub struct ClientBuilder {
     sdk_key: String,
     ingest_key: Option<String>,
     collector_url: Option<String>,
+    instance_id: Option<String>,
     opts: Options,
 }
+
+/// Longest accepted instance id, in bytes.
+pub const MAX_INSTANCE_ID_BYTES: usize = 128;
 
 fn header(key: &str, field: &'static str) -> Result<HeaderValue, BuildError> {
     let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
@@ -88,6 +95,7 @@ impl ClientBuilder {
             sdk_key: sdk_key.to_owned(),
             ingest_key: None,
             collector_url: None,
+            instance_id: None,
             opts: Options {
                 server_url: String::new(),
                 sdk_auth: HeaderValue::from_static(""),
@@ -113,6 +121,7 @@ impl ClientBuilder {
                 retry_base: Duration::from_millis(200),
                 retry_cap: Duration::from_secs(30),
                 dedup_capacity: 1_000_000,
+                instance: HeaderValue::from_static(""),
             },
         }
     }
@@ -135,6 +144,16 @@ impl ClientBuilder {
     /// the stream is up, and is the only path while it is down.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.opts.poll_interval = every;
+        self
+    }
+
+    /// The id this client reports to the server with its config requests
+    /// (`X-Strata-Instance`), so the server knows which config version each
+    /// instance has applied before it counts a started experiment as active
+    /// (default: random per client; set it to a stable name such as the
+    /// host and process to follow an instance across restarts).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
         self
     }
 
@@ -263,6 +282,17 @@ impl ClientBuilder {
             None => o.server_url.clone(),
         };
         o.sdk_auth = header(&self.sdk_key, "sdk_key")?;
+        let instance = self
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", crate::backoff::random_u64()));
+        o.instance = HeaderValue::from_str(&instance)
+            .ok()
+            .filter(|_| !instance.is_empty() && instance.len() <= MAX_INSTANCE_ID_BYTES)
+            .ok_or(BuildError::InvalidOption {
+                option: "instance_id",
+                reason: "must be 1 to 128 visible ASCII characters",
+            })?;
         o.ingest_auth = match &self.ingest_key {
             Some(k) => Some(header(k, "ingest_key")?),
             None => None,

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, IF_NONE_MATCH};
+
+/// The header naming the SDK instance on config requests.
+const INSTANCE_HEADER: &str = "x-strata-instance";
 use reqwest::StatusCode;
 
 use crate::backoff::full_jitter;
@@ -158,6 +161,7 @@ async fn fetch(shared: &Shared) -> Result<Fetched, String> {
         .http
         .get(format!("{}/sdk/v1/config", shared.opts.server_url))
         .header(AUTHORIZATION, shared.opts.sdk_auth.clone())
+        .header(INSTANCE_HEADER, shared.opts.instance.clone())
         .timeout(shared.opts.request_timeout);
     if current.present {
         req = req.header(IF_NONE_MATCH, format!("\"{}\"", current.version));
@@ -248,6 +252,7 @@ async fn stream_once(shared: &Shared, attempt: &mut u32) -> String {
         .http
         .get(format!("{}/sdk/v1/stream", shared.opts.server_url))
         .header(AUTHORIZATION, shared.opts.sdk_auth.clone())
+        .header(INSTANCE_HEADER, shared.opts.instance.clone())
         .header(ACCEPT, "text/event-stream")
         .send();
     let mut resp = match tokio::time::timeout(shared.opts.request_timeout, req).await {

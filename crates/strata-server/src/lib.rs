@@ -33,6 +33,7 @@
 //!   `{"error": {"code", "message", "field"}}`; no panic reaches a client.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod activation;
 pub mod api;
 pub mod auth;
 pub mod backend;
@@ -221,6 +222,7 @@ impl Server {
             sdk_limiter: Arc::new(RateLimiter::new(cfg.settings.sdk_rate_limit)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(cfg.settings.clone()),
+            instances: Arc::default(),
         };
         if let Some(token) = cfg
             .bootstrap_admin_token
@@ -434,6 +436,10 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         )
         .route("/api/v1/experiments/{key}/audit", get(experiments::audit))
         .route(
+            "/api/v1/experiments/{key}/activation",
+            get(experiments::activation),
+        )
+        .route(
             "/api/v1/experiments/{key}/results",
             get(results::latest).post(results::publish),
         )
@@ -564,6 +570,12 @@ struct Mounted(Arc<[Arc<dyn Mount>]>);
 
 async fn prometheus(State(state): State<AppState>, Mounted(mounts): Mounted) -> Response {
     let mut text = state.metrics.render();
+    let current = state.live.version();
+    let reach = state.instances.reach(current, std::time::Instant::now());
+    text.push_str(&format!(
+        "# HELP strata_sdk_instances SDK instances that asked for the config in the last five minutes, and of them those on the current version.\n# TYPE strata_sdk_instances gauge\nstrata_sdk_instances{{version=\"any\"}} {}\nstrata_sdk_instances{{version=\"current\"}} {}\n",
+        reach.instances, reach.applied
+    ));
     for m in mounts.iter() {
         m.render_metrics(&mut text);
     }
@@ -602,6 +614,7 @@ mod tests {
             sdk_limiter: Arc::new(RateLimiter::new(0.0)),
             metrics: Arc::new(Metrics::default()),
             settings: Arc::new(Settings::default()),
+            instances: Arc::default(),
         }
     }
 

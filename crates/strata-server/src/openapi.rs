@@ -29,7 +29,7 @@ impl Modify for Bearer {
     security(("bearer" = [])),
     paths(
         experiments::create, experiments::get, experiments::list, experiments::update,
-        lifecycle::action, experiments::audit,
+        lifecycle::action, experiments::audit, experiments::activation,
         results::publish, results::latest, results::one, results::history, results::retract,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
@@ -51,7 +51,7 @@ impl Modify for Bearer {
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
-        alerts::WebhookRequest, store::Webhook, store::Delivery,
+        alerts::WebhookRequest, store::Webhook, store::Delivery, experiments::Activation,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),

@@ -39,6 +39,9 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == bare)
 }
 
+/// The header SDKs name their instance in (see [`crate::activation`]).
+pub const INSTANCE_HEADER: &str = "x-strata-instance";
+
 fn not_modified(etag: HeaderValue) -> Response {
     let mut r = StatusCode::NOT_MODIFIED.into_response();
     r.headers_mut().insert(header::ETAG, etag);
@@ -55,6 +58,13 @@ pub async fn config(
 ) -> Result<Response, AppError> {
     auth.require(&state, Perm::SdkRead).await?;
     let live = state.live.load();
+    // The instance holds the version it is answered with: the one it
+    // already has (304) or the current one (200).
+    if let Some(id) = headers.get(INSTANCE_HEADER).and_then(|v| v.to_str().ok()) {
+        state
+            .instances
+            .seen(id, live.version, std::time::Instant::now());
+    }
     if etag_matches(&headers, live.etag.to_str().unwrap_or("")) {
         return Ok(not_modified(live.etag.clone()));
     }

@@ -28,6 +28,10 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// How often to reload the active keys (revocations made on other instances).
     pub key_refresh: Duration,
+    /// A started or changed experiment counts as active after this long
+    /// even if fewer than 95 % of the SDK instances have applied its
+    /// version (see [`crate::activation`]).
+    pub activation_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +44,7 @@ impl Default for Settings {
             keep_alive: Duration::from_secs(15),
             poll_interval: Duration::from_secs(1),
             key_refresh: Duration::from_secs(5),
+            activation_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Tunables.
     pub settings: Arc<Settings>,
+    /// The SDK instances seen and the config version each holds.
+    pub instances: Arc<crate::activation::Instances>,
 }
 
 impl AppState {

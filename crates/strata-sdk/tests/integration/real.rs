@@ -295,6 +295,24 @@ async fn ramp_and_kill_reach_the_sdk_through_the_stream() {
         })
         .await
     );
+    // The client names itself on its config requests: the server counts
+    // the ramp's version as applied by the one instance there is.
+    let activation: Value = real
+        .http
+        .get(format!(
+            "{}/api/v1/experiments/exp_ramp/activation",
+            real.url
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(activation["state"], "active", "{activation}");
+    assert_eq!(activation["instances"], 1, "{activation}");
+    assert_eq!(activation["applied"], 1, "{activation}");
     // Ramping keeps the units already in: a ramp only adds.
     // Kill: the default within one second of the commit.
     let unit = units

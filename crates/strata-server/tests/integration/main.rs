@@ -6,6 +6,7 @@
 
 mod common;
 
+mod activation;
 mod alerts;
 mod auth;
 mod bad_input;
