@@ -136,7 +136,7 @@ use serde::{Deserialize, Serialize};
 use crate::dist::{norm_pdf, norm_sf};
 use crate::effect::{InsufficientData, Sample};
 use crate::error::{check_alpha, finite, Error, Result};
-use crate::sequential::{optimal_rho, MixtureTuning};
+use crate::sequential::{check_rho, optimal_rho, MixtureTuning};
 
 /// Cap on the level `2α` at which [`optimal_rho`] tunes a one-sided test.
 const MAX_TUNING_LEVEL: f64 = 0.5;
@@ -290,17 +290,7 @@ pub fn one_sided_rho(tuning: MixtureTuning, alpha: f64) -> Result<f64> {
     check_alpha("alpha", alpha)?;
     match tuning {
         MixtureTuning::PlannedUnits(n) => optimal_rho(n, (2.0 * alpha).min(MAX_TUNING_LEVEL)),
-        MixtureTuning::Rho(r) => {
-            finite("rho", r)?;
-            if !(r > 0.0) {
-                return Err(Error::OutOfRange {
-                    field: "rho",
-                    expected: "positive",
-                    value: r,
-                });
-            }
-            Ok(r)
-        }
+        MixtureTuning::Rho(r) => check_rho(r),
     }
 }
 
@@ -311,14 +301,7 @@ pub fn one_sided_rho(tuning: MixtureTuning, alpha: f64) -> Result<f64> {
 /// Infinite with no units (or when `units·ρ²` underflows): no evidence yet.
 pub fn one_sided_boundary(units: u64, rho: f64, alpha: f64) -> Result<f64> {
     check_alpha("alpha", alpha)?;
-    finite("rho", rho)?;
-    if !(rho > 0.0) {
-        return Err(Error::OutOfRange {
-            field: "rho",
-            expected: "positive",
-            value: rho,
-        });
-    }
+    let rho = check_rho(rho)?;
     mixture_boundary(units as f64 * rho * rho, alpha)
 }
 

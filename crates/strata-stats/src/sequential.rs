@@ -476,17 +476,7 @@ pub fn always_valid(
     check_alpha("alpha", alpha)?;
     let rho = match tuning {
         MixtureTuning::PlannedUnits(n) => optimal_rho(n, alpha)?,
-        MixtureTuning::Rho(r) => {
-            finite("rho", r)?;
-            if !(r > 0.0) {
-                return Err(Error::OutOfRange {
-                    field: "rho",
-                    expected: "positive",
-                    value: r,
-                });
-            }
-            r
-        }
+        MixtureTuning::Rho(r) => check_rho(r)?,
     };
     if control.n < 2 || treatment.n < 2 {
         return Ok(Err(InsufficientData::TooFewUnits));
@@ -518,6 +508,20 @@ pub fn always_valid(
             SequentialDecision::Significant
         },
     }))
+}
+
+/// `rho`, a mixture parameter given by hand, if it is finite and positive.
+pub(crate) fn check_rho(rho: f64) -> Result<f64> {
+    finite("rho", rho)?;
+    if rho > 0.0 {
+        Ok(rho)
+    } else {
+        Err(Error::OutOfRange {
+            field: "rho",
+            expected: "positive",
+            value: rho,
+        })
+    }
 }
 
 #[cfg(test)]
