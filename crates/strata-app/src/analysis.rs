@@ -180,7 +180,10 @@ impl RunLog {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Records the state of `run` and what it says so far of each
+    /// experiment ([`RunLog::apply_outcomes`]).
     fn record(&self, run: &AnalysisRun) {
+        self.apply_outcomes(run);
         let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(r) = runs.iter_mut().find(|r| r.id == run.id) {
             *r = run.clone();
@@ -386,7 +389,6 @@ impl Scheduler {
             }
             match self.analyse(&inputs, &key, started).await {
                 Ok(seq) => {
-                    self.log.set_failure(&key, None);
                     run.published.push(RunLook {
                         experiment: key,
                         seq,
@@ -406,21 +408,14 @@ impl Scheduler {
                             })
                             .await;
                     }
-                    self.log.set_failure(
-                        &key,
-                        Some(AnalysisFailure {
-                            run: id,
-                            at: run.started_at.clone(),
-                            error: error.clone(),
-                        }),
-                    );
                     run.failures.push(RunFailure {
                         experiment: key,
                         error,
                     });
                 }
             }
-            // Progress is visible while the run goes on.
+            // Progress (and each experiment's failure) is visible while the
+            // run goes on.
             self.log.record(&run);
         }
         self.finish(run).await
@@ -431,7 +426,6 @@ impl Scheduler {
         // Stored before it shows as ended, so an ended run outlives a
         // restart.
         self.persist(&run).await;
-        self.log.apply_outcomes(&run);
         self.log.record(&run);
         tracing::info!(
             run = run.id,

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::model::{ExperimentRecord, Status};
+use crate::store::{now_ms, parse_rfc3339};
+
 /// Share of recently seen instances that must hold a version.
 pub const ACTIVE_SHARE: f64 = 0.95;
 
@@ -55,6 +58,58 @@ impl Reach {
     /// (vacuously, when none were seen).
     pub fn is_active(&self) -> bool {
         self.applied as f64 >= ACTIVE_SHARE * self.instances as f64
+    }
+}
+
+/// How far a running experiment's config has reached the SDK instances.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Activation {
+    /// The experiment.
+    pub experiment: String,
+    /// Its status.
+    pub status: Status,
+    /// `activating` (a running experiment whose version fewer than 95 % of
+    /// the SDK instances seen in the last five minutes hold, within the
+    /// activation timeout), `active` (a running experiment past that), or
+    /// `inactive` (not running).
+    pub state: &'static str,
+    /// The config version of its last change, which the SDKs must apply.
+    pub version: u64,
+    /// When that change was made (RFC 3339): activation counts from here.
+    pub since: String,
+    /// SDK instances seen in the last five minutes, and of them those at or
+    /// past `version`.
+    pub instances: u64,
+    /// See `instances`.
+    pub applied: u64,
+    /// Whether it became active by the timeout rather than by the SDKs.
+    pub timed_out: bool,
+}
+
+impl Activation {
+    /// The activation of experiment `e` now: the SDK instances' reach of
+    /// the version of its last change, or `timeout` after that change.
+    pub fn of(e: &ExperimentRecord, instances: &Instances, timeout: Duration) -> Self {
+        let reach = instances.reach(e.version, Instant::now());
+        let age_ms = parse_rfc3339(&e.updated_at).map_or(i64::MAX, |t| now_ms().saturating_sub(t));
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let running = e.status == Status::Running;
+        let timed_out = running && !reach.is_active() && age_ms >= timeout_ms;
+        let state = match (running, reach.is_active() || timed_out) {
+            (false, _) => "inactive",
+            (true, false) => "activating",
+            (true, true) => "active",
+        };
+        Activation {
+            experiment: e.key.clone(),
+            status: e.status,
+            state,
+            version: e.version,
+            since: e.updated_at.clone(),
+            instances: reach.instances,
+            applied: reach.applied,
+            timed_out,
+        }
     }
 }
 

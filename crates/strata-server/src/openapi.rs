@@ -51,7 +51,7 @@ impl Modify for Bearer {
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
-        alerts::WebhookRequest, store::Webhook, store::Delivery, experiments::Activation,
+        alerts::WebhookRequest, store::Webhook, store::Delivery, crate::activation::Activation,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),

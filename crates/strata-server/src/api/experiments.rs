@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use super::lifecycle::action;
+use crate::activation::Activation;
 use crate::auth::{Auth, Perm};
 use crate::error::AppError;
 use crate::json::{ApiJson, ApiQuery};
@@ -48,31 +49,6 @@ pub async fn get(
     Ok(Json(e))
 }
 
-/// How far a running experiment's config has reached the SDK instances.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct Activation {
-    /// The experiment.
-    pub experiment: String,
-    /// Its status.
-    pub status: crate::model::Status,
-    /// `activating` (a running experiment whose version fewer than 95 % of
-    /// the SDK instances seen in the last five minutes hold, within the
-    /// activation timeout), `active` (a running experiment past that), or
-    /// `inactive` (not running).
-    pub state: &'static str,
-    /// The config version of its last change, which the SDKs must apply.
-    pub version: u64,
-    /// When that change was made (RFC 3339): activation counts from here.
-    pub since: String,
-    /// SDK instances seen in the last five minutes, and of them those at or
-    /// past `version`.
-    pub instances: u64,
-    /// See `instances`.
-    pub applied: u64,
-    /// Whether it became active by the timeout rather than by the SDKs.
-    pub timed_out: bool,
-}
-
 /// `GET /api/v1/experiments/{key}/activation`: whether the SDKs have applied
 /// the experiment's current config (`docs/api.md`, *Activation*).
 #[utoipa::path(get, path = "/api/v1/experiments/{key}/activation", tag = "experiments",
@@ -85,28 +61,11 @@ pub async fn activation(
     let e = ExperimentService::new(state.clone())
         .get(&auth.actor(), &key)
         .await?;
-    let reach = state.instances.reach(e.version, std::time::Instant::now());
-    let age_ms = crate::store::parse_rfc3339(&e.updated_at)
-        .map_or(i64::MAX, |t| crate::store::now_ms().saturating_sub(t));
-    let timeout_ms =
-        i64::try_from(state.settings.activation_timeout.as_millis()).unwrap_or(i64::MAX);
-    let running = e.status == crate::model::Status::Running;
-    let timed_out = running && !reach.is_active() && age_ms >= timeout_ms;
-    let state = match (running, reach.is_active() || timed_out) {
-        (false, _) => "inactive",
-        (true, false) => "activating",
-        (true, true) => "active",
-    };
-    Ok(Json(Activation {
-        experiment: e.key,
-        status: e.status,
-        state,
-        version: e.version,
-        since: e.updated_at,
-        instances: reach.instances,
-        applied: reach.applied,
-        timed_out,
-    }))
+    Ok(Json(Activation::of(
+        &e,
+        &state.instances,
+        state.settings.activation_timeout,
+    )))
 }
 
 /// Filters of `GET /api/v1/experiments`.
