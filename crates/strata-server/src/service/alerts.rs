@@ -187,15 +187,14 @@ impl AlertService {
             url: url.to_owned(),
             events,
             created_at: String::new(),
-            created_by: actor.audit_name().to_owned(),
+            created_by: String::new(),
             secret: req.secret,
         };
         self.state
             .store
-            .insert_webhook(&w, actor)
+            .insert_webhook(w, actor)
             .await
-            .map_err(|e| self.store_error(e))?;
-        Ok(w)
+            .map_err(|e| self.store_error(e))
     }
 
     /// Every webhook (`alerts:write`).

@@ -113,8 +113,9 @@ fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery> {
 }
 
 impl ConfigStore {
-    /// Registers a webhook, audited (`alerts.webhook.create`).
-    pub async fn insert_webhook(&self, w: &Webhook, actor: &Actor) -> Result<()> {
+    /// Registers a webhook, audited (`alerts.webhook.create`); returns it
+    /// as stored (with its registration time and registrar).
+    pub async fn insert_webhook(&self, mut w: Webhook, actor: &Actor) -> Result<Webhook> {
         let _guard = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
@@ -144,7 +145,9 @@ impl ConfigStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        w.created_at = rfc3339(now);
+        w.created_by = actor.audit_name().to_owned();
+        Ok(w)
     }
 
     /// Every webhook, oldest first.

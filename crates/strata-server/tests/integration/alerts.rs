@@ -57,6 +57,13 @@ async fn webhooks_are_registered_by_admins_and_receive_their_events(s: TestServe
     assert_eq!(st, StatusCode::CREATED, "{w}");
     assert!(w.get("secret").is_none(), "{w}");
     assert_eq!(w["events"], json!(["health.srm", "analysis.failed"]));
+    // Answered as stored: listing it shows the same record.
+    let (_, list) = s.get(path).await;
+    assert_eq!(list["items"][0], w, "{list}");
+    assert!(
+        w["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{w}"
+    );
     let id = w["id"].as_str().unwrap().to_owned();
 
     // Bad input names the field; only admins manage webhooks.
