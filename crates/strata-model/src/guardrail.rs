@@ -27,10 +27,43 @@ pub enum GuardrailDirection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoAction {
-    /// Kill the experiment.
+    /// Kill the experiment: every unit is served the default.
     Kill,
+    /// Pause the experiment: no new unit enters, those in keep their variant.
+    Pause,
     /// Alert the owners.
     Alert,
+}
+
+impl AutoAction {
+    /// The name used in documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoAction::Kill => "kill",
+            AutoAction::Pause => "pause",
+            AutoAction::Alert => "alert",
+        }
+    }
+}
+
+/// Which experiments a guardrail definition watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliesTo {
+    /// The experiments that list it in their `guardrails`.
+    #[default]
+    Listed,
+    /// Every running experiment, listed or not (an organisation-wide
+    /// guardrail; definitions are admins').
+    All,
+}
+
+/// The default of [`GuardrailDef::min_age_minutes`]: two hours, the
+/// design's protection of a launch whose first events are still in flight.
+pub const DEFAULT_MIN_AGE_MINUTES: u32 = 120;
+
+fn default_min_age_minutes() -> u32 {
+    DEFAULT_MIN_AGE_MINUTES
 }
 
 /// A guardrail definition.
@@ -53,11 +86,20 @@ pub struct GuardrailDef {
     /// Minimum samples before it can fire.
     #[serde(default)]
     pub min_samples: u64,
-    /// Minimum experiment age before it can fire, in minutes.
-    #[serde(default)]
+    /// Minimum time since the experiment's activation before it can fire,
+    /// in minutes (default [`DEFAULT_MIN_AGE_MINUTES`]).
+    #[serde(default = "default_min_age_minutes")]
     pub min_age_minutes: u32,
-    /// `kill` or `alert`.
+    /// `kill`, `pause` or `alert`.
     pub auto_action: AutoAction,
+    /// Which experiments it watches (default: those listing it).
+    #[serde(default)]
+    pub applies_to: AppliesTo,
+    /// Whether its kill or pause acts on an experiment that requires
+    /// approval too (otherwise a breach there alerts and waits for a
+    /// person to confirm or dismiss it).
+    #[serde(default)]
+    pub force: bool,
 }
 
 impl GuardrailDef {
@@ -68,6 +110,23 @@ impl GuardrailDef {
         check_key("metric", &self.metric)?;
         if !self.threshold.is_finite() || self.threshold.abs() > THRESHOLD_MAX {
             return Err(ModelError::invalid("threshold", "must be a finite number"));
+        }
+        // The threshold is the harm tolerated, in the bad direction: a
+        // negative one would call an improvement a breach.
+        if self.threshold < 0.0 {
+            return Err(ModelError::invalid(
+                "threshold",
+                "must not be negative: it is the harm tolerated, in the direction `direction` names",
+            ));
+        }
+        if self.relative
+            && self.direction == GuardrailDirection::DecreaseIsBad
+            && self.threshold >= 1.0
+        {
+            return Err(ModelError::invalid(
+                "threshold",
+                "must be below 1 for a relative decrease: a positive metric cannot fall by 100 % or more",
+            ));
         }
         if self.window_minutes == 0 || self.window_minutes > WINDOW_MAX_MINUTES {
             return Err(ModelError::invalid(
@@ -153,6 +212,8 @@ mod tests {
             min_samples: 10_000,
             min_age_minutes: 120,
             auto_action: AutoAction::Kill,
+            applies_to: AppliesTo::Listed,
+            force: false,
         }
     }
 
@@ -165,7 +226,7 @@ mod tests {
     fn valid_definition_passes() {
         assert_eq!(def().validate(), Ok(()));
         let edge = GuardrailDef {
-            threshold: -1e15,
+            threshold: 1e15,
             window_minutes: WINDOW_MAX_MINUTES,
             ..def()
         };
@@ -201,6 +262,33 @@ mod tests {
     }
 
     #[test]
+    fn threshold_is_a_tolerated_harm() {
+        let (f, m) = reject(GuardrailDef {
+            threshold: -0.5,
+            ..def()
+        });
+        assert_eq!(f, "threshold");
+        assert!(m.contains("must not be negative"), "{m}");
+        let relative_drop = GuardrailDef {
+            relative: true,
+            direction: GuardrailDirection::DecreaseIsBad,
+            threshold: 1.0,
+            ..def()
+        };
+        let (f, m) = reject(relative_drop.clone());
+        assert_eq!(f, "threshold");
+        assert!(m.contains("below 1"), "{m}");
+        assert_eq!(
+            GuardrailDef {
+                threshold: 0.99,
+                ..relative_drop
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn window_is_bounded() {
         for w in [0, WINDOW_MAX_MINUTES + 1] {
             let (f, m) = reject(GuardrailDef {
@@ -219,7 +307,7 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let text = r#"{"key":"latency_guard","metric":"page_load_p95","threshold":50.0,"relative":false,"direction":"increase_is_bad","window_minutes":15,"min_samples":10000,"min_age_minutes":120,"auto_action":"kill"}"#;
+        let text = r#"{"key":"latency_guard","metric":"page_load_p95","threshold":50.0,"relative":false,"direction":"increase_is_bad","window_minutes":15,"min_samples":10000,"min_age_minutes":120,"auto_action":"kill","applies_to":"listed","force":false}"#;
         let g: GuardrailDef = serde_json::from_str(text).unwrap();
         assert_eq!(g, def());
         assert_eq!(serde_json::to_string(&g).unwrap(), text);
@@ -230,12 +318,17 @@ mod tests {
             assert_eq!(serde_json::to_string(&d).unwrap(), s);
             assert_eq!(serde_json::from_str::<GuardrailDirection>(s).unwrap(), d);
         }
+        for a in [AutoAction::Kill, AutoAction::Pause, AutoAction::Alert] {
+            let s = format!("\"{}\"", a.as_str());
+            assert_eq!(serde_json::to_string(&a).unwrap(), s);
+            assert_eq!(serde_json::from_str::<AutoAction>(&s).unwrap(), a);
+        }
         for (a, s) in [
-            (AutoAction::Kill, "\"kill\""),
-            (AutoAction::Alert, "\"alert\""),
+            (AppliesTo::Listed, "\"listed\""),
+            (AppliesTo::All, "\"all\""),
         ] {
             assert_eq!(serde_json::to_string(&a).unwrap(), s);
-            assert_eq!(serde_json::from_str::<AutoAction>(s).unwrap(), a);
+            assert_eq!(serde_json::from_str::<AppliesTo>(s).unwrap(), a);
         }
         // Defaults of the optional fields, and unknown fields rejected.
         let short: GuardrailDef = serde_json::from_str(
@@ -244,8 +337,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             (short.relative, short.min_samples, short.min_age_minutes),
-            (false, 0, 0)
+            (false, 0, DEFAULT_MIN_AGE_MINUTES)
         );
+        assert_eq!((short.applies_to, short.force), (AppliesTo::Listed, false));
         assert!(serde_json::from_str::<GuardrailDef>(
             r#"{"key":"g","metric":"m","threshold":1,"direction":"decrease_is_bad","window_minutes":5,"auto_action":"alert","x":1}"#
         )

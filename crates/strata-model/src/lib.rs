@@ -25,7 +25,7 @@ pub mod sequential;
 pub use check::{check_key, check_text, KEY_MAX_BYTES};
 pub use error::ModelError;
 pub use experiment::{ExperimentDefinition, VariantDefinition};
-pub use guardrail::{AutoAction, GuardrailDef, GuardrailDirection, ResolvedGuardrail};
+pub use guardrail::{AppliesTo, AutoAction, GuardrailDef, GuardrailDirection, ResolvedGuardrail};
 pub use metric::{
     Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,
     Scalar, SubMetric, DESCRIPTION_MAX_BYTES, EVENT_TYPE_MAX_BYTES,

@@ -38,6 +38,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 mod error;
+pub mod guardrail;
 pub mod json;
 pub mod live;
 pub mod metrics;
@@ -410,7 +411,9 @@ pub fn router(state: AppState) -> Router {
 /// middleware around all of them; `/metrics` and the OpenAPI document
 /// include the mounts'.
 pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
-    use api::{admin, alerts, experiments, layers, lifecycle, power, registry, results};
+    use api::{
+        admin, alerts, experiments, guardrails, layers, lifecycle, power, registry, results,
+    };
     // Handed to the two handlers that need them rather than layered onto
     // every request as an extension.
     let metrics_mounts = Mounted(mounts.to_vec().into());
@@ -448,6 +451,22 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             get(results::history),
         )
         .route("/api/v1/experiments/{key}/results/{seq}", get(results::one))
+        .route(
+            "/api/v1/experiments/{key}/guardrails",
+            get(guardrails::view),
+        )
+        .route(
+            "/api/v1/experiments/{key}/guardrails/{guardrail}/confirm",
+            post(guardrails::confirm),
+        )
+        .route(
+            "/api/v1/experiments/{key}/guardrails/{guardrail}/dismiss",
+            post(guardrails::dismiss),
+        )
+        .route(
+            "/api/v1/experiments/{key}/guardrails/evaluations/{id}/replay",
+            post(guardrails::replay),
+        )
         .route(
             "/api/v1/experiments/{key}/results/{seq}/retract",
             post(results::retract),

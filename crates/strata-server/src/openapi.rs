@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, alerts, experiments, layers, lifecycle, power, registry, results};
+use crate::api::{
+    admin, alerts, experiments, guardrails, layers, lifecycle, power, registry, results,
+};
 use crate::{model, schema, sdk, store};
 
 struct Bearer;
@@ -39,19 +41,24 @@ impl Modify for Bearer {
         admin::create_key, admin::list_keys, admin::revoke_key, admin::audit,
         admin::config_info, admin::config_version, admin::rollback,
         alerts::create_webhook, alerts::list_webhooks, alerts::delete_webhook, alerts::deliveries,
+        guardrails::view, guardrails::confirm, guardrails::dismiss, guardrails::replay,
         sdk::config, sdk::stream, sdk::evaluate, sdk::ofrep_flag, sdk::ofrep_bulk,
     ),
     components(schemas(
         model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::Status,
         schema::Sequential, schema::AnalysisMode, schema::MultipleTesting, schema::Cuped, model::LayerRecord, model::LayerRequest, schema::MetricDef,
         schema::MetricType, schema::EventFilter, schema::RatioPart, schema::MetricDirection,
-        schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, model::HoldoutRecord,
+        schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, schema::AppliesTo, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,
         alerts::WebhookRequest, store::Webhook, store::Delivery, crate::activation::Activation,
+        store::EvaluationRecord, crate::service::guardrails::GuardrailsView,
+        crate::service::guardrails::GuardrailState, crate::service::guardrails::Review,
+        crate::service::guardrails::Replay, crate::guardrail::Evaluation, crate::guardrail::Gate,
+        crate::guardrail::TreatmentCheck, crate::guardrail::Outcome, crate::guardrail::Action,
     )),
     tags(
         (name = "experiments"), (name = "layers"), (name = "metrics"), (name = "guardrails"),

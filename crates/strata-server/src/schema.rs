@@ -158,8 +158,20 @@ pub enum GuardrailDirection {
 pub enum AutoAction {
     /// Kill the experiment.
     Kill,
+    /// Pause the experiment.
+    Pause,
     /// Alert the owners.
     Alert,
+}
+
+/// Which experiments a guardrail definition watches.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AppliesTo {
+    /// Those that list it in their `guardrails`.
+    Listed,
+    /// Every running experiment.
+    All,
 }
 
 /// A guardrail definition.
@@ -169,7 +181,8 @@ pub struct GuardrailDef {
     pub key: String,
     /// The metric watched (must be in the registry).
     pub metric: String,
-    /// Breach threshold (absolute, or relative when `relative`).
+    /// The harm tolerated (≥ 0; absolute, or relative when `relative`, below
+    /// 1 for a relative decrease).
     pub threshold: f64,
     /// Whether `threshold` is a relative change.
     #[schema(default = false)]
@@ -181,11 +194,17 @@ pub struct GuardrailDef {
     /// Minimum samples before it can fire.
     #[schema(default = 0)]
     pub min_samples: Option<u64>,
-    /// Minimum experiment age before it can fire.
-    #[schema(default = 0)]
+    /// Minimum time since activation before it can fire.
+    #[schema(default = 120)]
     pub min_age_minutes: Option<u32>,
-    /// `kill` or `alert`.
+    /// `kill`, `pause` or `alert`.
     pub auto_action: AutoAction,
+    /// Which experiments it watches.
+    #[schema(default = "listed")]
+    pub applies_to: Option<AppliesTo>,
+    /// Whether a kill or pause acts on an experiment requiring approval.
+    #[schema(default = false)]
+    pub force: Option<bool>,
 }
 
 #[cfg(test)]
@@ -239,7 +258,7 @@ mod tests {
         }
         let names = |v: Vec<Value>| Value::Array(v);
         use strata_model::{
-            AutoAction, Direction, GuardrailDirection, MetricType, SequentialMethod,
+            AppliesTo, AutoAction, Direction, GuardrailDirection, MetricType, SequentialMethod,
         };
         assert_eq!(
             values::<super::Sequential>(),
@@ -294,7 +313,16 @@ mod tests {
         assert_eq!(
             values::<super::AutoAction>(),
             names(
-                [AutoAction::Kill, AutoAction::Alert]
+                [AutoAction::Kill, AutoAction::Pause, AutoAction::Alert]
+                    .iter()
+                    .map(|m| serde_json::to_value(m).unwrap())
+                    .collect()
+            )
+        );
+        assert_eq!(
+            values::<super::AppliesTo>(),
+            names(
+                [AppliesTo::Listed, AppliesTo::All]
                     .iter()
                     .map(|m| serde_json::to_value(m).unwrap())
                     .collect()

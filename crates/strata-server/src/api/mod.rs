@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod experiments;
+pub mod guardrails;
 pub mod layers;
 pub mod lifecycle;
 pub mod power;

@@ -3,7 +3,8 @@
 //! One service per kind of thing the control plane manages: experiments and
 //! their lifecycle ([`experiments`]), layers ([`layers`]), the metric
 //! registry, guardrail definitions and holdout ([`registry`]), results
-//! ([`results`]), the power calculator ([`power`]), and keys, the audit log
+//! ([`results`]), the guardrail monitor's evaluations and their review
+//! ([`guardrails`]), the power calculator ([`power`]), and keys, the audit log
 //! and config rollback ([`admin`]). The management API's handlers only parse, call one of
 //! them and render; a job inside the process (the scheduler, the guardrail
 //! monitor) calls them as a system actor.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod alerts;
 mod error;
 pub mod experiments;
+pub mod guardrails;
 pub mod layers;
 pub mod lifecycle;
 pub mod permissions;
@@ -31,6 +33,7 @@ pub use admin::AdminService;
 pub use alerts::{Alert, AlertService};
 pub use error::ServiceError;
 pub use experiments::{ActParams, ExperimentService};
+pub use guardrails::GuardrailService;
 pub use layers::LayerService;
 pub use lifecycle::Action;
 pub use power::PowerService;

@@ -22,6 +22,7 @@
 //!   and commit;
 //! - `audit` — the append-only audit log and its query;
 //! - `results` — published analysis results: publish, history, retract;
+//! - `guardrails` — the guardrail monitor's evaluations and their reviews;
 //! - `keys` — API keys, stored by the hash of their token;
 //! - `time` — the timestamps the store keeps (ms) and shows (RFC 3339).
 
@@ -38,6 +39,7 @@ use sqlx::AnyPool;
 
 mod alerts;
 mod audit;
+mod guardrails;
 mod keys;
 mod read;
 mod results;
@@ -48,6 +50,7 @@ mod tx;
 pub use crate::backend::{Backend, ChangeListener, NOTIFY_CHANNEL};
 pub use alerts::{Attempt, Delivery, Webhook};
 pub use audit::{AuditEntry, AuditQuery};
+pub use guardrails::EvaluationRecord;
 pub use keys::KeyRecord;
 pub use read::StoredSnapshot;
 pub use results::{NewLook, ResultsMeta};
@@ -123,6 +126,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "alerts",
         include_str!("../../migrations/0006_alerts.sql"),
+    ),
+    (
+        7,
+        "guardrail_evaluations",
+        include_str!("../../migrations/0007_guardrail_evaluations.sql"),
     ),
 ];
 
