@@ -14,6 +14,10 @@
 //! Rendering it for people, and showing progress, is the caller's business
 //! ([`EngineOptions::on_progress`] reports the stages).
 //!
+//! The guardrail monitor's data — per-variant statistics of guardrail
+//! metrics over each unit's window after its first exposure, and how fresh
+//! each user partition's events are — comes from [`monitor`].
+//!
 //! # Architecture invariants
 //! * **SQL plans, not a home-made query engine.** Every reduction of events
 //!   — first exposures, windows, deduplication, per-unit values, per-variant
@@ -39,6 +43,7 @@ pub mod error;
 mod fused;
 pub mod health;
 pub mod metrics;
+pub mod monitor;
 pub mod plan;
 pub mod results;
 pub mod source;

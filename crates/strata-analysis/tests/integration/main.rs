@@ -6,6 +6,7 @@ mod errors;
 mod exact;
 mod formats;
 mod fused;
+mod monitor;
 mod output;
 mod planted;
 mod schema;

@@ -1,0 +1,813 @@
+//! The data half of the guardrail monitor: per-variant sufficient statistics
+//! of guardrail metrics over each unit's measurement window, and facts about
+//! how complete the data is.
+//!
+//! A guardrail monitor checks a running experiment every few minutes with an
+//! always-valid sequential test (`strata_stats::guardrail`). [`monitor`]
+//! computes what that test reads, per variant: the units, their events, and
+//! for each guardrail metric `n`, the mean and the variance of the per-unit
+//! value. [`partition_freshness`] tells, per user partition of the events,
+//! how many recent events there are and when the last one happened, so the
+//! caller can tell a partition whose data is late from a real change (the
+//! *partition-7 incident* of `docs/data-model.md`). Like the rest of the
+//! crate, every per-unit value and every aggregate is a SQL plan run by
+//! DataFusion, and all inference is `strata-stats`'.
+//!
+//! # Semantics, and why
+//! * **Units.** A unit belongs to the variant of its *first* exposure to the
+//!   experiment with `start ≤ ts < cutoff`, read from `assigned_variant`
+//!   (intent-to-treat, the analysis's default; ties on `ts` go to the
+//!   smallest variant key, as in the analysis). Exposures before `start`
+//!   (before activation) and exposures to a variant the spec does not name
+//!   are ignored, so such an exposure neither makes a unit nor moves its
+//!   first exposure. Bots' exposures and events are left out by the crate's
+//!   canonical views ([`crate::source`]), as for every stage of the analysis.
+//!   A unit's first exposure cannot change once seen, since later data only
+//!   adds later exposures.
+//! * **Maturity.** For a metric with a window of `w` minutes, a unit is
+//!   *mature* when `first_exposure + w ≤ cutoff`, and only mature units
+//!   count in that metric's statistics. Its value is computed from its
+//!   matching events with `first_exposure − clock_skew ≤ ts <
+//!   first_exposure + w` (events up to the clock skew before the first
+//!   exposure count, as in the analysis: client clocks run behind). So a
+//!   unit's value is final the moment it enters the sample, and the sample
+//!   only grows from check to check: that is what the always-valid test
+//!   assumes (its statistic is a running sum over units). A sliding window
+//!   of recent data would instead restart the test at every check and void
+//!   its guarantee, and a unit whose window has not elapsed, whose events
+//!   may still be in flight, would enter with a value that is too small.
+//!   Unlike the analysis, the window is not clamped at `start`: there is no
+//!   pre-period to keep apart.
+//! * **Per-unit values**, as the analysis computes them from the registry's
+//!   definition (the same filters, compiled by [`crate::plan`]): `binomial`
+//!   1 with at least one matching event, else 0; `count` the number of
+//!   matching events; `sum` the sum of their `value` (null values count 0);
+//!   both zero-filled for units without a matching event; `mean` the mean
+//!   `value` of matching events with a value, units without one excluded;
+//!   `ratio` the per-unit numerator and denominator, the variant's mean
+//!   being `Σnum / Σden` and its variance the delta method's per-unit
+//!   variance. The statistics are those of [`Sample::from_mean`] and
+//!   [`Sample::from_ratio`], built from SQL's centred moments (`COUNT`,
+//!   `AVG`, `VAR_POP`, `COVAR_POP`) as the analysis builds them.
+//! * **Quantile metrics are refused**: the always-valid test compares means
+//!   of independent per-unit values, and a quantile over events is not one.
+//! * **Winsorizing** is applied as the analysis applies it: per-unit values
+//!   (a ratio's numerator and denominator separately) are capped at the
+//!   metric's pooled percentile, here over the units mature for it. The cap
+//!   is recomputed at each check, so a unit's capped value can move until
+//!   the cap settles (a fixed cap would need a history the monitor does not
+//!   keep); both variants share the cap, so its movement cancels out of
+//!   their difference to first order.
+//! * **Deduplication** is the analysis's: events are reduced to one per
+//!   unit and `event_id` (the earliest `ts`, the largest `value`, `type` and
+//!   filtered properties), so the monitor and the analysis count the same
+//!   events.
+//! * **Volume**: per variant, the units first exposed in `[start, cutoff)`
+//!   and their events of any type (deduplicated, bots left out) with
+//!   `first_exposure − clock_skew ≤ ts < cutoff`, mature or not: how much
+//!   data the check saw, to compare between variants and between checks.
+//! * `cutoff` should trail the wall clock by the pipeline's delivery delay:
+//!   an event with `ts < cutoff` that has not arrived yet is missing from a
+//!   unit already counted as mature. [`partition_freshness`] shows whether
+//!   a partition lags.
+//!
+//! # Cost
+//! One DataFusion session per call, each input registered once. A call runs
+//! one scan of the exposures (the units, materialized in memory, one row
+//! per unit) and one scan of the events in `[start − clock_skew, cutoff)`
+//! for every metric and the volume together (joined to the units,
+//! deduplicated, aggregated per unit into one column per metric part,
+//! materialized), then one aggregate over the per-unit rows for every
+//! metric (and one more per winsorized metric, for its caps). Memory is per
+//! unit, except for the deduplication aggregate, which holds one entry per
+//! event of the experiment's units in the scanned range, as the analysis's
+//! does when read whole. The time range prunes row groups and pages by the
+//! Parquet statistics, as in the analysis; like the analysis, the monitor
+//! does not filter on the `date=` directories (the plan does not depend on
+//! the layout).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use strata_stats::moments::{MeanStats, RatioStats};
+use strata_stats::Sample;
+
+use crate::engine::DataSource;
+use crate::error::{Error, Result};
+use crate::metrics::{Metric, MetricRegistry, MetricType};
+use crate::plan::{self, Agg, Part, Window, NS};
+use crate::source::{self, literal, literal_list, Source};
+
+/// The document name in the errors of a [`MonitorSpec`].
+const DOC: &str = "monitor";
+
+/// One guardrail metric and its per-unit measurement window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowedMetric {
+    /// The metric's key in the registry.
+    pub metric: String,
+    /// The length of each unit's window from its first exposure, in minutes
+    /// (at least 1).
+    pub window_minutes: u32,
+}
+
+/// What one check of the monitor reads: an experiment, its variants, the
+/// time range and the guardrail metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSpec {
+    /// The experiment key in the exposures.
+    pub experiment: String,
+    /// Every variant key, control included; the output follows this order.
+    pub variants: Vec<String>,
+    /// Activation: exposures before it are ignored.
+    pub start: DateTime<Utc>,
+    /// The data considered: timestamps before it.
+    pub cutoff: DateTime<Utc>,
+    /// The guardrail metrics with their windows.
+    pub metrics: Vec<WindowedMetric>,
+    /// Events up to this many seconds before a unit's first exposure count
+    /// (client clocks run behind), as `clock_skew_seconds` of an analysis
+    /// spec; non-negative.
+    pub clock_skew_seconds: f64,
+}
+
+/// How much data a variant has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantVolume {
+    /// The variant key.
+    pub variant: String,
+    /// Units first exposed in `[start, cutoff)`.
+    pub exposed: u64,
+    /// Events of any type of those units (deduplicated, bots left out) with
+    /// `first_exposure − clock_skew ≤ ts < cutoff`.
+    pub events: u64,
+}
+
+/// One metric's statistics in one variant: what [`Sample`] holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantStats {
+    /// The variant key.
+    pub variant: String,
+    /// Units mature for the metric (for a mean metric: those with a
+    /// matching event with a value).
+    pub n: u64,
+    /// Mean of the per-unit values, or `Σnum / Σden` for a ratio; 0 with no
+    /// units; NaN for a ratio whose denominators sum to 0 (undefined).
+    pub mean: f64,
+    /// Sample variance (denominator `n − 1`) of the per-unit values, or the
+    /// delta method's per-unit variance for a ratio: [`Sample::from_mean`]'s
+    /// and [`Sample::from_ratio`]'s. 0 with fewer than two units; NaN for a
+    /// ratio whose denominators sum to 0.
+    pub variance: f64,
+}
+
+impl VariantStats {
+    /// The statistics as `strata-stats` takes them; `None` with fewer than
+    /// two units or when they are undefined (a ratio whose denominators sum
+    /// to 0).
+    pub fn sample(&self) -> Option<Sample> {
+        if self.n < 2 {
+            return None;
+        }
+        Sample::new(self.n, self.mean, self.variance).ok()
+    }
+}
+
+/// One guardrail metric's statistics in every variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricStats {
+    /// The metric's key.
+    pub metric: String,
+    /// Its window, in minutes.
+    pub window_minutes: u32,
+    /// One per variant of the spec, in its order (`n = 0` for a variant
+    /// without mature units).
+    pub variants: Vec<VariantStats>,
+}
+
+/// What one check of the monitor computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorData {
+    /// The volume of every variant of the spec, in its order.
+    pub variants: Vec<VariantVolume>,
+    /// The statistics of every metric of the spec, in its order.
+    pub metrics: Vec<MetricStats>,
+}
+
+/// How recent the events of one user partition are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionFreshness {
+    /// The value of the partition's `part=` directories.
+    pub part: String,
+    /// Events (bots left out, not deduplicated) with `since ≤ ts < cutoff`.
+    pub events: u64,
+    /// The latest `ts` of its events before `cutoff` (bots left out), at
+    /// any time; `None` when it has none.
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// One metric of the spec, compiled: the columns of its parts among the
+/// per-unit values.
+struct Planned {
+    metric: Metric,
+    window_minutes: u32,
+    /// The window in ns.
+    window: i64,
+    cols: Vec<usize>,
+}
+
+/// A per-unit column: a part of a metric within a window from first
+/// exposure (ns).
+#[derive(Debug, Clone, PartialEq)]
+struct WindowPart {
+    part: Part,
+    window: i64,
+}
+
+fn ts_ns(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+fn session() -> SessionContext {
+    let mut config = SessionConfig::new();
+    // As in the analysis: every join has the per-unit table on its build
+    // side, so no join is repartitioned.
+    config.options_mut().optimizer.repartition_joins = false;
+    SessionContext::new_with_config(config)
+}
+
+/// Checks the spec's names and values and compiles its metrics into parts.
+fn compile(
+    registry: &MetricRegistry,
+    spec: &MonitorSpec,
+) -> Result<(Vec<Planned>, Vec<WindowPart>)> {
+    if spec.variants.is_empty() {
+        return Err(Error::invalid(
+            DOC,
+            "variants",
+            "at least one variant is required",
+        ));
+    }
+    for (i, v) in spec.variants.iter().enumerate() {
+        if spec.variants[..i].contains(v) {
+            return Err(Error::invalid(
+                DOC,
+                format!("variants[{i}]"),
+                format!("variant `{v}` is listed twice"),
+            ));
+        }
+    }
+    if !(spec.clock_skew_seconds >= 0.0 && spec.clock_skew_seconds.is_finite()) {
+        return Err(Error::invalid(
+            DOC,
+            "clock_skew_seconds",
+            "must be non-negative",
+        ));
+    }
+    let mut planned = Vec::new();
+    let mut parts: Vec<WindowPart> = Vec::new();
+    for (i, w) in spec.metrics.iter().enumerate() {
+        let field = format!("metrics[{i}]");
+        let metric = registry.get(&w.metric).cloned().ok_or_else(|| {
+            Error::invalid(
+                DOC,
+                format!("{field}.metric"),
+                format!("unknown metric `{}`", w.metric),
+            )
+        })?;
+        if metric.kind == MetricType::Quantile {
+            return Err(Error::invalid(
+                DOC,
+                format!("{field}.metric"),
+                format!(
+                    "quantile metric `{}` cannot be a guardrail of the monitor: its sequential test compares means of per-unit values",
+                    w.metric
+                ),
+            ));
+        }
+        if w.window_minutes == 0 {
+            return Err(Error::invalid(
+                DOC,
+                format!("{field}.window_minutes"),
+                "must be at least 1",
+            ));
+        }
+        let window = i64::from(w.window_minutes).saturating_mul(60 * NS);
+        let cols = plan::parts_of(&metric, Window::Analysis)
+            .into_iter()
+            .map(|part| {
+                let wp = WindowPart { part, window };
+                match parts.iter().position(|x| *x == wp) {
+                    Some(c) => c,
+                    None => {
+                        parts.push(wp);
+                        parts.len() - 1
+                    }
+                }
+            })
+            .collect();
+        planned.push(Planned {
+            metric,
+            window_minutes: w.window_minutes,
+            window,
+            cols,
+        });
+    }
+    Ok((planned, parts))
+}
+
+/// The variants' codes in SQL: their rank in key order, so that the
+/// smallest code of a tie is the smallest key, as in the analysis.
+fn variant_codes(variants: &[String]) -> Vec<(usize, &str)> {
+    let mut sorted: Vec<&str> = variants.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.into_iter().enumerate().collect()
+}
+
+/// The units: one row per unit first exposed in `[start, cutoff)` to a
+/// variant of the spec (`variant` its code), with a dense key `uidx`.
+fn units_sql(spec: &MonitorSpec, start: i64, cutoff: i64) -> String {
+    let codes = variant_codes(&spec.variants);
+    let case: String = codes
+        .iter()
+        .map(|(c, v)| format!(" WHEN {} THEN {c}", literal(v)))
+        .collect();
+    format!(
+        "SELECT unit_id, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, variant, first_ts FROM (\
+         SELECT unit_id, MIN(ts) AS first_ts, first_value(v ORDER BY ts, v) AS variant FROM (\
+         SELECT unit_id, ts, CASE assigned_variant{case} END AS v FROM exposures \
+         WHERE experiment = {key} AND ts >= {start} AND ts < {cutoff} \
+         AND assigned_variant IN ({known})) GROUP BY unit_id)",
+        key = literal(&spec.experiment),
+        known = literal_list(spec.variants.iter().map(String::as_str)),
+    )
+}
+
+/// The per-unit values: one row per unit of `units` with its number of
+/// events `n_events` (volume) and each part as column `p{i}`, zero-filled,
+/// from one scan of the events, deduplicated by `event_id` as in the
+/// analysis ([`plan::unit_parts_sql`]).
+fn unit_values_sql(
+    parts: &[WindowPart],
+    properties: &[String],
+    start: i64,
+    cutoff: i64,
+    skew: i64,
+) -> String {
+    let lo = start.saturating_sub(skew);
+    let props: String = (0..properties.len())
+        .map(|i| format!(", prop_{i}"))
+        .collect();
+    let dprops: String = (0..properties.len())
+        .map(|i| format!(", MAX(e.prop_{i}) AS prop_{i}"))
+        .collect();
+    let aggs: String = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut cond = format!(
+                "e.dt < {} AND {}",
+                p.window,
+                plan::filter_sql(&p.part.filter, properties)
+            );
+            if p.part.needs_value {
+                cond.push_str(" AND e.value IS NOT NULL");
+            }
+            let agg = match p.part.agg {
+                Agg::Sum => "SUM(e.value)",
+                Agg::Count | Agg::Values => "COUNT(*)",
+            };
+            format!(", {agg} FILTER (WHERE {cond}) AS p{i}")
+        })
+        .collect();
+    let zero_filled: String = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p.part.agg {
+            Agg::Sum => format!(", COALESCE(a.p{i}, 0.0) AS p{i}"),
+            Agg::Count | Agg::Values => format!(", COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
+        })
+        .collect();
+    // `dt` is the event's time from the unit's first exposure: windows are
+    // bounds on it (no sum of timestamps and windows that could overflow).
+    // Duplicates are copies of one event; the kept row takes the earliest
+    // `ts` and the largest of each other column, as in the analysis.
+    format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {cutoff}), \
+         d AS (SELECT u.uidx, e.event_id, MIN(e.ts) - u.first_ts AS dt, MAX(e.value) AS value, \
+         MAX(e.type) AS type{dprops} \
+         FROM ev e JOIN units u ON e.unit_id = u.unit_id GROUP BY u.uidx, e.event_id, u.first_ts), \
+         a AS (SELECT e.uidx, COUNT(*) AS n_events{aggs} FROM d e WHERE e.dt >= {neg_skew} \
+         GROUP BY e.uidx) \
+         SELECT u.uidx, u.variant, u.first_ts, COALESCE(a.n_events, CAST(0 AS BIGINT)) AS n_events\
+         {zero_filled} FROM units u LEFT JOIN a ON u.uidx = a.uidx",
+        neg_skew = -skew,
+    )
+}
+
+/// One metric's per-unit expressions over `unit_values` and the condition
+/// selecting its units.
+struct MetricExpr {
+    y: String,
+    x: Option<String>,
+    cond: String,
+}
+
+fn metric_expr(p: &Planned, cutoff: i64) -> MetricExpr {
+    let e = plan::unit_expr(p.metric.kind, &p.cols, None);
+    let mature = format!("first_ts <= {}", cutoff.saturating_sub(p.window));
+    let cond = match &e.filter {
+        Some(f) => format!("{mature} AND {f}"),
+        None => mature,
+    };
+    MetricExpr {
+        y: e.y,
+        x: e.x,
+        cond,
+    }
+}
+
+/// Per variant (code): units, events and every metric's centred moments
+/// (`n{j}`, `my{j}`, `vy{j}`, and for a ratio `mx{j}`, `vx{j}`, `cxy{j}`).
+fn stats_sql(exprs: &[MetricExpr]) -> String {
+    let mut cols = String::new();
+    for (j, m) in exprs.iter().enumerate() {
+        let f = format!("FILTER (WHERE {})", m.cond);
+        cols.push_str(&format!(
+            ", COUNT(*) {f} AS n{j}, AVG({y}) {f} AS my{j}, VAR_POP({y}) {f} AS vy{j}",
+            y = m.y
+        ));
+        if let Some(x) = &m.x {
+            cols.push_str(&format!(
+                ", AVG({x}) {f} AS mx{j}, VAR_POP({x}) {f} AS vx{j}, COVAR_POP({x}, {y}) {f} AS cxy{j}",
+                y = m.y
+            ));
+        }
+    }
+    format!(
+        "SELECT variant, COUNT(*) AS exposed, SUM(n_events) AS events{cols} \
+         FROM unit_values GROUP BY variant"
+    )
+}
+
+/// Runs a query; a failure on a timestamp that does not parse names its
+/// file and line.
+async fn collect(ctx: &SessionContext, sources: &[&Source], sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await?;
+    run(ctx, sources, df).await
+}
+
+async fn run(
+    ctx: &SessionContext,
+    sources: &[&Source],
+    df: datafusion::dataframe::DataFrame,
+) -> Result<Vec<RecordBatch>> {
+    match df.collect().await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            for src in sources {
+                if let Some(diag) = source::diagnose_timestamps(ctx, src).await {
+                    return Err(diag);
+                }
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Runs a query and registers its rows, in memory, as table `name`.
+async fn materialize(
+    ctx: &SessionContext,
+    sources: &[&Source],
+    name: &str,
+    sql: &str,
+) -> Result<()> {
+    let df = ctx.sql(sql).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = run(ctx, sources, df).await?;
+    let table = MemTable::try_new(schema, vec![batches])?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+fn internal(what: String) -> Error {
+    Error::Engine(datafusion::error::DataFusionError::Internal(what))
+}
+
+fn column_i64(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| internal(format!("missing column {name}")))?;
+    let c = cast(col, &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
+    let a = c.as_primitive::<Int64Type>();
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect())
+}
+
+fn column_f64(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| internal(format!("missing column {name}")))?;
+    let c = cast(col, &DataType::Float64).map_err(datafusion::error::DataFusionError::from)?;
+    let a = c.as_primitive::<Float64Type>();
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect())
+}
+
+fn column_str(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| internal(format!("missing column {name}")))?;
+    let c = cast(col, &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
+    let a = c.as_string::<i32>();
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+        .collect())
+}
+
+/// The `w` percentile of per-unit expression `ex` pooled over the units
+/// matching `cond`: a winsorizing cap; infinite (no cap) without units.
+async fn cap(
+    ctx: &SessionContext,
+    sources: &[&Source],
+    w: f64,
+    ex: &str,
+    cond: &str,
+) -> Result<f64> {
+    let batches = collect(ctx, sources, &plan::winsorize_cap_sql(w, ex, Some(cond))).await?;
+    let cap = match batches.iter().find(|b| b.num_rows() > 0) {
+        Some(b) => column_f64(b, "cap")?.first().copied().flatten(),
+        None => None,
+    };
+    Ok(cap.unwrap_or(f64::INFINITY))
+}
+
+/// One variant's moments of one metric, as read from [`stats_sql`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: u64,
+    my: f64,
+    vy: f64,
+    mx: f64,
+    vx: f64,
+    cxy: f64,
+}
+
+/// [`VariantStats`] from moments, through `strata-stats`' types.
+fn variant_stats(variant: &str, kind: MetricType, o: Moments) -> Result<VariantStats> {
+    let nf = o.n as f64;
+    let (mean, variance) = if kind == MetricType::Ratio {
+        let r = RatioStats::from_moments(o.n, o.my, o.mx, o.vy * nf, o.vx * nf, o.cxy * nf)?;
+        match Sample::from_ratio(&r) {
+            Some(s) => (s.mean, s.variance),
+            None if o.n == 0 => (0.0, 0.0),
+            None if r.mean_den() == 0.0 => (f64::NAN, f64::NAN),
+            None => (r.mean_num() / r.mean_den(), 0.0),
+        }
+    } else {
+        let m = MeanStats::from_moments(o.n, o.my, o.vy * nf)?;
+        match Sample::from_mean(&m) {
+            Some(s) => (s.mean, s.variance),
+            None => (m.mean(), 0.0),
+        }
+    };
+    Ok(VariantStats {
+        variant: variant.to_string(),
+        n: o.n,
+        mean,
+        variance,
+    })
+}
+
+/// Computes the data of one check of the guardrail monitor: per variant of
+/// `spec`, its volume and each metric's statistics over the units mature
+/// for it (module documentation).
+///
+/// Errors on an unknown or quantile metric, a window of 0 minutes, no or
+/// repeated variants, a negative clock skew, and on unreadable inputs.
+/// An experiment without exposures yet is no error: every `n` is 0.
+pub async fn monitor(
+    data: &DataSource,
+    registry: &MetricRegistry,
+    spec: &MonitorSpec,
+) -> Result<MonitorData> {
+    let (planned, parts) = compile(registry, spec)?;
+    let (start, cutoff) = (ts_ns(spec.start), ts_ns(spec.cutoff));
+    let skew = (spec.clock_skew_seconds * NS as f64) as i64;
+    let ctx = session();
+    let exposures = source::list("exposures", &data.exposures)?;
+    let events = source::list("events", &data.events)?;
+    let exposures = source::register(&ctx, exposures).await?;
+    let events = source::register(&ctx, events).await?;
+    let properties =
+        plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
+    let ex_sql = source::exposures_view(&exposures, &[])?;
+    let ev_sql = source::events_view(&events, &properties, false)?;
+    ctx.sql(&plan::create_view_sql("exposures", &ex_sql))
+        .await?;
+    ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
+    let sources = [&exposures, &events];
+
+    materialize(&ctx, &sources, "units", &units_sql(spec, start, cutoff)).await?;
+    materialize(
+        &ctx,
+        &sources,
+        "unit_values",
+        &unit_values_sql(&parts, &properties, start, cutoff, skew),
+    )
+    .await?;
+    let mut exprs: Vec<MetricExpr> = planned.iter().map(|p| metric_expr(p, cutoff)).collect();
+    for (p, e) in planned.iter().zip(exprs.iter_mut()) {
+        if let Some(w) = p.metric.winsorize {
+            // Each cap reads the values before capping, as in the analysis.
+            let y = plan::capped(&e.y, cap(&ctx, &sources, w, &e.y, &e.cond).await?);
+            if let Some(x) = &e.x {
+                e.x = Some(plan::capped(x, cap(&ctx, &sources, w, x, &e.cond).await?));
+            }
+            e.y = y;
+        }
+    }
+    let batches = collect(&ctx, &sources, &stats_sql(&exprs)).await?;
+
+    // Code → (exposed, events, moments per metric).
+    let mut rows: BTreeMap<usize, (u64, u64, Vec<Moments>)> = BTreeMap::new();
+    let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+    for batch in &batches {
+        let codes = column_i64(batch, "variant")?;
+        let exposed = column_i64(batch, "exposed")?;
+        let n_events = column_i64(batch, "events")?;
+        let mut per_metric = Vec::with_capacity(exprs.len());
+        for (j, e) in exprs.iter().enumerate() {
+            let f = |c: &str| column_f64(batch, &format!("{c}{j}"));
+            let (mx, vx, cxy) = if e.x.is_some() {
+                (f("mx")?, f("vx")?, f("cxy")?)
+            } else {
+                let none = vec![None; batch.num_rows()];
+                (none.clone(), none.clone(), none)
+            };
+            per_metric.push((
+                column_i64(batch, &format!("n{j}"))?,
+                f("my")?,
+                f("vy")?,
+                mx,
+                vx,
+                cxy,
+            ));
+        }
+        for (i, code) in codes.iter().enumerate() {
+            let Some(code) = code.and_then(|c| usize::try_from(c).ok()) else {
+                continue;
+            };
+            let get = |v: &Vec<Option<f64>>| v[i].unwrap_or(0.0);
+            let moments = per_metric
+                .iter()
+                .map(|(n, my, vy, mx, vx, cxy)| Moments {
+                    n: count(n[i]),
+                    my: get(my),
+                    vy: get(vy).max(0.0),
+                    mx: get(mx),
+                    vx: get(vx).max(0.0),
+                    cxy: get(cxy),
+                })
+                .collect();
+            rows.insert(code, (count(exposed[i]), count(n_events[i]), moments));
+        }
+    }
+    let codes = variant_codes(&spec.variants);
+    let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(c, _)| *c);
+    let row = |v: &str| code_of(v).and_then(|c| rows.get(&c));
+    let variants = spec
+        .variants
+        .iter()
+        .map(|v| {
+            let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
+            VariantVolume {
+                variant: v.clone(),
+                exposed,
+                events,
+            }
+        })
+        .collect();
+    let metrics = planned
+        .iter()
+        .enumerate()
+        .map(|(j, p)| {
+            let variants = spec
+                .variants
+                .iter()
+                .map(|v| {
+                    let o = row(v).map(|r| r.2[j]).unwrap_or_default();
+                    variant_stats(v, p.metric.kind, o)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(MetricStats {
+                metric: p.metric.key.clone(),
+                window_minutes: p.window_minutes,
+                variants,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Answer only from a read the pipeline's merges did not disturb.
+    exposures.check_unchanged()?;
+    events.check_unchanged()?;
+    Ok(MonitorData { variants, metrics })
+}
+
+/// Per user partition of the events (the value of their `part=`
+/// directories): the events with `since ≤ ts < cutoff` and the latest event
+/// before `cutoff`, bots left out.
+///
+/// A partition whose events stopped shows it twice: fewer recent events
+/// than its peers, and an older `last_event_at`. Every partition of the
+/// listed files is reported, in order of its value, those without a recent
+/// event included (their latest event is looked for before `since`, in
+/// their own directories only); a glob lists no files, so with one only
+/// the partitions with recent events are reported. Events are counted as
+/// stored, not deduplicated: a copy left by a recovery is rare, and does
+/// not change whether a partition is on time. An empty list when the
+/// events have no `part` column.
+pub async fn partition_freshness(
+    data: &DataSource,
+    since: DateTime<Utc>,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<PartitionFreshness>> {
+    let ctx = session();
+    let events = source::register(&ctx, source::list("events", &data.events)?).await?;
+    if events.column("part").is_none() {
+        return Ok(Vec::new());
+    }
+    let ev_sql = source::events_view(&events, &[], true)?;
+    ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
+    let sources = [&events];
+    let hi = ts_ns(cutoff);
+    let lo = ts_ns(since).min(hi);
+    let mut out: BTreeMap<String, (u64, Option<i64>)> = events
+        .slices()
+        .into_iter()
+        .map(|p| (p, (0, None)))
+        .collect();
+    let recent = format!(
+        "SELECT part, COUNT(*) AS events, MAX(ts) AS last FROM events \
+         WHERE NOT is_bot AND part IS NOT NULL AND ts >= {lo} AND ts < {hi} GROUP BY part"
+    );
+    for batch in collect(&ctx, &sources, &recent).await? {
+        let (part, n, last) = (
+            column_str(&batch, "part")?,
+            column_i64(&batch, "events")?,
+            column_i64(&batch, "last")?,
+        );
+        for ((part, n), last) in part.into_iter().zip(n).zip(last) {
+            if let Some(part) = part {
+                out.insert(part, (n.unwrap_or(0).max(0) as u64, last));
+            }
+        }
+    }
+    let idle: Vec<&str> = out
+        .iter()
+        .filter(|(_, (_, last))| last.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    if !idle.is_empty() {
+        // Only the idle partitions' directories are read (a filter on the
+        // partition column prunes the others).
+        let older = format!(
+            "SELECT part, MAX(ts) AS last FROM events \
+             WHERE NOT is_bot AND ts < {lo} AND part IN ({}) GROUP BY part",
+            literal_list(idle)
+        );
+        let mut found = Vec::new();
+        for batch in collect(&ctx, &sources, &older).await? {
+            let (part, last) = (column_str(&batch, "part")?, column_i64(&batch, "last")?);
+            found.extend(part.into_iter().zip(last));
+        }
+        for (part, last) in found {
+            if let (Some(part), Some(last)) = (part, last) {
+                if let Some(e) = out.get_mut(&part) {
+                    e.1 = Some(last);
+                }
+            }
+        }
+    }
+    events.check_unchanged()?;
+    Ok(out
+        .into_iter()
+        .map(|(part, (events, last))| PartitionFreshness {
+            part,
+            events,
+            last_event_at: last.map(DateTime::from_timestamp_nanos),
+        })
+        .collect())
+}

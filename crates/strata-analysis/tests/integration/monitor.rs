@@ -1,0 +1,653 @@
+//! The guardrail monitor's data (`strata_analysis::monitor`) on hand-made
+//! Parquet in the pipeline's layout (`date=…/part=…` directories, the
+//! generator's schema), against values computed by hand from the rows.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::parquet::arrow::ArrowWriter;
+use strata_analysis::monitor::{
+    monitor, partition_freshness, MonitorData, MonitorSpec, PartitionFreshness, VariantStats,
+    WindowedMetric,
+};
+use strata_analysis::testkit::{self, Event, Exposure};
+use strata_analysis::{DataSource, MetricRegistry};
+
+use super::common::*;
+
+/// 2026-01-10T00:00:00Z, the experiment's start, in µs.
+const T0_US: i64 = 1_768_003_200_000_000;
+
+/// `T0 + minutes + seconds`, in µs.
+fn at(minutes: i64, seconds: i64) -> i64 {
+    T0_US + minutes * 60_000_000 + seconds * 1_000_000
+}
+
+fn time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap()
+}
+
+struct X {
+    unit: &'static str,
+    experiment: &'static str,
+    variant: &'static str,
+    ts: i64,
+    bot: bool,
+    part: &'static str,
+}
+
+fn x(unit: &'static str, variant: &'static str, minutes: i64, part: &'static str) -> X {
+    X {
+        unit,
+        experiment: "exp",
+        variant,
+        ts: at(minutes, 0),
+        bot: false,
+        part,
+    }
+}
+
+struct E {
+    id: &'static str,
+    unit: &'static str,
+    kind: &'static str,
+    ts: i64,
+    value: Option<f64>,
+    bot: bool,
+    part: &'static str,
+    file: &'static str,
+}
+
+fn e(
+    id: &'static str,
+    unit: &'static str,
+    kind: &'static str,
+    ts: i64,
+    value: Option<f64>,
+    part: &'static str,
+) -> E {
+    E {
+        id,
+        unit,
+        kind,
+        ts,
+        value,
+        bot: false,
+        part,
+        file: "a",
+    }
+}
+
+/// `batch` with columns `name` replaced.
+fn replace(batch: RecordBatch, columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    let schema = batch.schema();
+    let mut cols = batch.columns().to_vec();
+    for (name, c) in columns {
+        cols[schema.index_of(name).unwrap()] = c;
+    }
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn write(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+fn date_of(us: i64) -> String {
+    time(us).format("%Y-%m-%d").to_string()
+}
+
+/// Writes exposures as the pipeline lays them out:
+/// `dir/date=YYYY-MM-DD/part=NN/data.parquet`, the date of each row's `ts`.
+fn write_exposures(dir: &Path, rows: &[X]) {
+    let mut files: BTreeMap<(String, &str), Vec<&X>> = BTreeMap::new();
+    for r in rows {
+        files.entry((date_of(r.ts), r.part)).or_default().push(r);
+    }
+    for ((date, part), rows) in files {
+        let exposures: Vec<Exposure> = rows
+            .iter()
+            .map(|r| Exposure {
+                unit_id: r.unit.into(),
+                variant: r.variant.into(),
+                ts_us: r.ts,
+                country: "US".into(),
+            })
+            .collect();
+        let batch = replace(
+            testkit::exposure_batch("", &exposures).unwrap(),
+            vec![
+                (
+                    "experiment",
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.experiment),
+                    )),
+                ),
+                (
+                    "is_bot",
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| Some(r.bot)).collect::<Vec<_>>(),
+                    )),
+                ),
+            ],
+        );
+        write(
+            &dir.join(format!("date={date}/part={part}/data.parquet")),
+            &batch,
+        );
+    }
+}
+
+/// Writes events as the pipeline lays them out:
+/// `dir/date=YYYY-MM-DD/part=NN/{file}.parquet`.
+fn write_events(dir: &Path, rows: &[E]) {
+    let mut files: BTreeMap<(String, &str, &str), Vec<&E>> = BTreeMap::new();
+    for r in rows {
+        files
+            .entry((date_of(r.ts), r.part, r.file))
+            .or_default()
+            .push(r);
+    }
+    for ((date, part, file), rows) in files {
+        let events: Vec<Event> = rows
+            .iter()
+            .map(|r| Event {
+                event_id: r.id.into(),
+                unit_id: r.unit.into(),
+                kind: r.kind,
+                ts_us: r.ts,
+                value: r.value,
+            })
+            .collect();
+        let batch = replace(
+            testkit::event_batch(&events).unwrap(),
+            vec![(
+                "is_bot",
+                Arc::new(BooleanArray::from(
+                    rows.iter().map(|r| r.bot).collect::<Vec<_>>(),
+                )),
+            )],
+        );
+        write(
+            &dir.join(format!("date={date}/part={part}/{file}.parquet")),
+            &batch,
+        );
+    }
+}
+
+/// Units and first exposures (minutes after the start; the cutoff is at 600):
+///
+/// | unit | variant | first | notes |
+/// | --- | --- | --- | --- |
+/// | c1 | control | 60 | a later exposure to treatment |
+/// | c2 | control | 120 | |
+/// | c3 | control | 180 | |
+/// | c4 | control | 570 | 30 minutes before the cutoff: immature for 60 |
+/// | y1 | control | 120 | exposed to both at once: the smaller key |
+/// | t1 | treatment | 60 | |
+/// | t2 | treatment | 240 | an exposure to control before the start |
+/// | t3 | treatment | 300 | no events |
+/// | x1 | treatment | 360 | an earlier exposure to a variant not in the spec |
+/// | t6 | treatment | 510 | mature for 60, not for 120 |
+///
+/// Not units: t4 (first exposed at the cutoff), b1 (a bot's exposure),
+/// o1 (another experiment).
+fn exposures() -> Vec<X> {
+    vec![
+        x("c1", "control", 60, "00"),
+        x("c1", "treatment", 120, "00"),
+        x("c2", "control", 120, "00"),
+        x("c3", "control", 180, "01"),
+        x("c4", "control", 570, "01"),
+        x("y1", "treatment", 120, "00"),
+        x("y1", "control", 120, "00"),
+        x("t1", "treatment", 60, "00"),
+        x("t2", "control", -60, "01"),
+        x("t2", "treatment", 240, "01"),
+        x("t3", "treatment", 300, "01"),
+        x("x1", "ghost", 60, "01"),
+        x("x1", "treatment", 360, "01"),
+        x("t6", "treatment", 510, "01"),
+        x("t4", "treatment", 600, "01"),
+        x("t4", "treatment", 610, "01"),
+        X {
+            bot: true,
+            ..x("b1", "control", 60, "00")
+        },
+        X {
+            experiment: "other",
+            ..x("o1", "control", 60, "01")
+        },
+    ]
+}
+
+fn events() -> Vec<E> {
+    let p = |v: f64| Some(v);
+    vec![
+        // c1, first exposed at 60.
+        e("c1-1", "c1", "purchase", at(70, 0), p(10.0), "00"),
+        // The same event again, in another file (a recovery's copy).
+        E {
+            file: "b",
+            ..e("c1-1", "c1", "purchase", at(70, 0), p(10.0), "00")
+        },
+        e("c1-2", "c1", "purchase", at(90, 0), p(5.0), "00"),
+        // 70 minutes after exposure: outside a 60-minute window.
+        e("c1-3", "c1", "purchase", at(130, 0), p(100.0), "00"),
+        // 3 s before exposure (within the 5 s skew), and 10 s before (not).
+        e("c1-4", "c1", "page_view", at(59, 57), None, "00"),
+        e("c1-5", "c1", "page_view", at(59, 50), None, "00"),
+        e("c1-6", "c1", "page_view", at(80, 0), None, "00"),
+        // After the cutoff.
+        e("c1-7", "c1", "page_view", at(605, 0), None, "00"),
+        // c2, at 120.
+        e("c2-1", "c2", "page_view", at(125, 0), None, "00"),
+        e("c2-2", "c2", "error", at(121, 0), None, "00"),
+        // c3, at 180: a purchase without a value, one a second before its
+        // window ends.
+        e("c3-1", "c3", "purchase", at(185, 0), None, "01"),
+        e("c3-2", "c3", "purchase", at(239, 59), p(7.0), "01"),
+        // c4, at 570 (immature).
+        e("c4-1", "c4", "purchase", at(580, 0), p(3.0), "01"),
+        // y1, at 120.
+        e("y1-1", "y1", "purchase", at(150, 0), p(2.0), "00"),
+        // t1, at 60: a bot's purchase.
+        e("t1-1", "t1", "purchase", at(75, 0), p(20.0), "00"),
+        E {
+            bot: true,
+            ..e("t1-2", "t1", "purchase", at(76, 0), p(1000.0), "00")
+        },
+        e("t1-3", "t1", "page_view", at(61, 0), None, "00"),
+        e("t1-4", "t1", "page_view", at(62, 0), None, "00"),
+        // t2, at 240: a page view long before its exposure.
+        e("t2-1", "t2", "purchase", at(241, 0), p(4.0), "01"),
+        e("t2-2", "t2", "purchase", at(242, 0), p(6.0), "01"),
+        e("t2-3", "t2", "page_view", at(-30, 0), None, "01"),
+        // x1, at 360: a purchase 61 minutes after exposure.
+        e("x1-1", "x1", "purchase", at(421, 0), p(8.0), "01"),
+        e("x1-2", "x1", "page_view", at(370, 0), None, "01"),
+        // t6, at 510.
+        e("t6-1", "t6", "purchase", at(530, 0), p(9.0), "01"),
+        e("t6-2", "t6", "page_view", at(515, 0), None, "01"),
+        // Not units.
+        e("b1-1", "b1", "purchase", at(70, 0), p(50.0), "00"),
+        e("t4-1", "t4", "purchase", at(601, 0), p(1.0), "01"),
+        e("o1-1", "o1", "purchase", at(65, 0), p(30.0), "01"),
+    ]
+}
+
+const REGISTRY: &str = r#"{"metrics": [
+  {"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}},
+  {"key": "purchases", "type": "count", "filter": {"type": "purchase"}},
+  {"key": "revenue", "type": "sum", "filter": {"type": "purchase"}},
+  {"key": "order_value", "type": "mean", "filter": {"type": "purchase"}},
+  {"key": "errors", "type": "count", "filter": {"type": "error"}},
+  {"key": "big_purchases", "type": "count", "filter": {"type": "purchase", "value": {"gt": 6}}},
+  {"key": "revenue_w", "type": "sum", "filter": {"type": "purchase"}, "winsorize": 0.75},
+  {"key": "revenue_per_view", "type": "ratio",
+   "numerator": {"type": "sum", "filter": {"type": "purchase"}},
+   "denominator": {"type": "count", "filter": {"type": "page_view"}}},
+  {"key": "load_p50", "type": "quantile", "quantile": 0.5, "filter": {"type": "page_load"}}
+]}"#;
+
+fn registry() -> MetricRegistry {
+    MetricRegistry::from_str_named(REGISTRY, Path::new("metrics.json")).unwrap()
+}
+
+struct Data {
+    _dir: tempfile::TempDir,
+    source: DataSource,
+}
+
+fn data() -> Data {
+    let dir = tempfile::tempdir().unwrap();
+    write_exposures(&dir.path().join("exposures"), &exposures());
+    write_events(&dir.path().join("events"), &events());
+    let source = DataSource {
+        exposures: dir.path().join("exposures").display().to_string(),
+        events: dir.path().join("events").display().to_string(),
+    };
+    Data { _dir: dir, source }
+}
+
+fn spec(cutoff_minutes: i64, metrics: &[(&str, u32)]) -> MonitorSpec {
+    MonitorSpec {
+        experiment: "exp".into(),
+        variants: vec!["control".into(), "treatment".into(), "treatment_b".into()],
+        start: time(T0_US),
+        cutoff: time(at(cutoff_minutes, 0)),
+        metrics: metrics
+            .iter()
+            .map(|&(metric, window_minutes)| WindowedMetric {
+                metric: metric.into(),
+                window_minutes,
+            })
+            .collect(),
+        clock_skew_seconds: 5.0,
+    }
+}
+
+fn run(data: &Data, spec: &MonitorSpec) -> strata_analysis::Result<MonitorData> {
+    rt().block_on(monitor(&data.source, &registry(), spec))
+}
+
+/// Equal within a relative 1e-9 (exactly, for 0).
+fn rel_close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs()
+}
+
+/// Mean and sample variance (n − 1), by the textbook formulas.
+fn mean_var(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+    (m, v)
+}
+
+/// `Σnum / Σden` and the delta method's per-unit variance
+/// `(s²_num − 2r·s_num,den + r²·s²_den) / mean_den²`.
+fn ratio_mean_var(num: &[f64], den: &[f64]) -> (f64, f64) {
+    let n = num.len() as f64;
+    let (mn, md) = (num.iter().sum::<f64>() / n, den.iter().sum::<f64>() / n);
+    let r = num.iter().sum::<f64>() / den.iter().sum::<f64>();
+    let vn = num.iter().map(|a| (a - mn) * (a - mn)).sum::<f64>() / (n - 1.0);
+    let vd = den.iter().map(|b| (b - md) * (b - md)).sum::<f64>() / (n - 1.0);
+    let c = num
+        .iter()
+        .zip(den)
+        .map(|(a, b)| (a - mn) * (b - md))
+        .sum::<f64>()
+        / (n - 1.0);
+    (r, (vn - 2.0 * r * c + r * r * vd) / (md * md))
+}
+
+fn assert_stats(got: &VariantStats, variant: &str, n: u64, (mean, variance): (f64, f64)) {
+    assert_eq!(got.variant, variant);
+    assert_eq!(got.n, n, "{got:?}");
+    assert!(rel_close(got.mean, mean), "{got:?}: mean, expected {mean}");
+    assert!(
+        rel_close(got.variance, variance),
+        "{got:?}: variance, expected {variance}"
+    );
+}
+
+const ALL: [(&str, u32); 8] = [
+    ("conversion", 60),
+    ("purchases", 60),
+    ("revenue", 60),
+    ("order_value", 60),
+    ("errors", 60),
+    ("big_purchases", 60),
+    ("revenue_w", 60),
+    ("revenue_per_view", 120),
+];
+
+#[test]
+fn statistics_of_mature_units_in_their_windows() {
+    let d = data();
+    let r = run(&d, &spec(600, &ALL)).unwrap();
+
+    // Volume: c1, c2, c3, c4 and y1 in control, t1, t2, t3, x1 and t6 in
+    // treatment (not b1, a bot, t4, exposed at the cutoff, o1, another
+    // experiment). Events within [first exposure − 5 s, cutoff),
+    // deduplicated, bots left out: c1 5 (c1-1 once, c1-2, c1-3, c1-4, c1-6),
+    // c2 2, c3 2, c4 1, y1 1; t1 3, t2 2, t3 0, x1 2, t6 2.
+    let volume: Vec<(&str, u64, u64)> = r
+        .variants
+        .iter()
+        .map(|v| (v.variant.as_str(), v.exposed, v.events))
+        .collect();
+    assert_eq!(
+        volume,
+        [
+            ("control", 5, 11),
+            ("treatment", 5, 9),
+            ("treatment_b", 0, 0)
+        ]
+    );
+
+    // Per-unit values over the units mature for 60 minutes (first exposure
+    // at 540 or before: all but c4), control c1, c2, c3, y1 and treatment
+    // t1, t2, t3, x1, t6; c1-3 and x1-1 are past their window.
+    let expected: [(&str, &[f64], &[f64]); 7] = [
+        (
+            "conversion",
+            &[1.0, 0.0, 1.0, 1.0],
+            &[1.0, 1.0, 0.0, 0.0, 1.0],
+        ),
+        (
+            "purchases",
+            &[2.0, 0.0, 2.0, 1.0],
+            &[1.0, 2.0, 0.0, 0.0, 1.0],
+        ),
+        // Zero-filled; c3's purchase without a value adds 0; t1's bot
+        // purchase of 1000 does not count.
+        (
+            "revenue",
+            &[15.0, 0.0, 7.0, 2.0],
+            &[20.0, 10.0, 0.0, 0.0, 9.0],
+        ),
+        // Units with a valued purchase only: c1 (10 + 5) / 2, c3 7, y1 2;
+        // t1 20, t2 (4 + 6) / 2, t6 9.
+        ("order_value", &[7.5, 7.0, 2.0], &[20.0, 5.0, 9.0]),
+        ("errors", &[0.0, 1.0, 0.0, 0.0], &[0.0, 0.0, 0.0, 0.0, 0.0]),
+        // Value > 6: c1-1, c3-2; t1-1, t6-1.
+        (
+            "big_purchases",
+            &[1.0, 0.0, 1.0, 0.0],
+            &[1.0, 0.0, 0.0, 0.0, 1.0],
+        ),
+        // Revenue capped at its pooled 75th percentile: sorted
+        // 0 0 0 2 7 9 10 15 20, position 8 × 0.75 = 6: 10.
+        (
+            "revenue_w",
+            &[10.0, 0.0, 7.0, 2.0],
+            &[10.0, 10.0, 0.0, 0.0, 9.0],
+        ),
+    ];
+    assert_eq!(r.metrics.len(), ALL.len());
+    for (m, (key, control, treatment)) in r.metrics.iter().zip(expected) {
+        assert_eq!(m.metric, key);
+        assert_eq!(m.window_minutes, 60);
+        assert_eq!(m.variants.len(), 3, "{key}");
+        assert_stats(
+            &m.variants[0],
+            "control",
+            control.len() as u64,
+            mean_var(control),
+        );
+        assert_stats(
+            &m.variants[1],
+            "treatment",
+            treatment.len() as u64,
+            mean_var(treatment),
+        );
+        assert_stats(&m.variants[2], "treatment_b", 0, (0.0, 0.0));
+        assert!(m.variants[2].sample().is_none());
+    }
+
+    // The ratio over 120 minutes: units first exposed at 480 or before (not
+    // c4 or t6). Numerator: purchases' values, c1 10 + 5 + 100 (c1-3 is in
+    // this window); denominator: page views, c1 2 (c1-4 within the skew,
+    // c1-6), t2 0 (its page view is long before its exposure).
+    let ratio = &r.metrics[7];
+    assert_eq!(
+        (ratio.metric.as_str(), ratio.window_minutes),
+        ("revenue_per_view", 120)
+    );
+    assert_stats(
+        &ratio.variants[0],
+        "control",
+        4,
+        ratio_mean_var(&[115.0, 0.0, 7.0, 2.0], &[2.0, 1.0, 0.0, 0.0]),
+    );
+    assert_stats(
+        &ratio.variants[1],
+        "treatment",
+        4,
+        ratio_mean_var(&[20.0, 10.0, 0.0, 8.0], &[2.0, 0.0, 0.0, 1.0]),
+    );
+    let s = ratio.variants[0].sample().unwrap();
+    assert_eq!(s.n, 4);
+    assert!(rel_close(s.mean, 124.0 / 3.0));
+}
+
+#[test]
+fn an_earlier_check_sees_fewer_units_with_the_same_values() {
+    let d = data();
+    let r = run(&d, &spec(180, &[("purchases", 60), ("revenue", 60)])).unwrap();
+    // At 180: control c1, c2, y1 (c3's exposure at 180 is not before the
+    // cutoff) and treatment t1 (t2's exposure to control came before the
+    // start and is ignored; its exposure to treatment comes later).
+    // Events before 180: c1 5, c2 2, y1 1; t1 3.
+    let volume: Vec<(u64, u64)> = r.variants.iter().map(|v| (v.exposed, v.events)).collect();
+    assert_eq!(volume, [(3, 8), (1, 3), (0, 0)]);
+    // Mature for 60 minutes (first exposure at 120 or before): all of
+    // them, with the values they have at the later check.
+    let purchases = &r.metrics[0];
+    assert_stats(
+        &purchases.variants[0],
+        "control",
+        3,
+        mean_var(&[2.0, 0.0, 1.0]),
+    );
+    // One unit: its value, no variance, and no sample for strata-stats.
+    assert_stats(&purchases.variants[1], "treatment", 1, (1.0, 0.0));
+    assert!(purchases.variants[1].sample().is_none());
+    assert_stats(
+        &r.metrics[1].variants[0],
+        "control",
+        3,
+        mean_var(&[15.0, 0.0, 2.0]),
+    );
+
+    // A unit exposed less than a window before the cutoff is left out: at
+    // 130 with a 60-minute window, only units exposed by 70 (c1, t1).
+    let r = run(&d, &spec(130, &[("purchases", 60)])).unwrap();
+    assert_eq!(r.variants[0].exposed, 3);
+    let p = &r.metrics[0].variants;
+    assert_stats(&p[0], "control", 1, (2.0, 0.0));
+    assert_stats(&p[1], "treatment", 1, (1.0, 0.0));
+}
+
+#[test]
+fn quantile_and_unknown_metrics_are_refused() {
+    let d = data();
+    let err = run(&d, &spec(600, &[("purchases", 60), ("load_p50", 60)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("quantile metric `load_p50` cannot be a guardrail of the monitor"),
+        "{err}"
+    );
+    assert!(err.contains("metrics[1]"), "{err}");
+    let err = run(&d, &spec(600, &[("nope", 60)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown metric `nope`"), "{err}");
+    let err = run(&d, &spec(600, &[("purchases", 0)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("window_minutes"), "{err}");
+}
+
+#[test]
+fn an_experiment_without_exposures_has_empty_variants() {
+    let d = data();
+    let mut s = spec(600, &[("conversion", 60), ("revenue_per_view", 60)]);
+    s.experiment = "not_started".into();
+    let r = run(&d, &s).unwrap();
+    assert!(r.variants.iter().all(|v| v.exposed == 0 && v.events == 0));
+    for m in &r.metrics {
+        assert_eq!(m.variants.len(), 3);
+        assert!(m.variants.iter().all(|v| v.n == 0 && v.sample().is_none()));
+    }
+}
+
+fn fresh(part: &str, events: u64, last: Option<i64>) -> PartitionFreshness {
+    PartitionFreshness {
+        part: part.into(),
+        events,
+        last_event_at: last.map(time),
+    }
+}
+
+#[test]
+fn partition_freshness_counts_recent_events_and_finds_the_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = |id, part, minutes| e(id, "u", "page_view", at(minutes, 0), None, part);
+    let rows = vec![
+        // Part 00 stops 30 minutes before the cutoff (600); a bot's later
+        // event does not count.
+        ev("a0", "00", 520),
+        ev("a1", "00", 550),
+        ev("a2", "00", 560),
+        ev("a3", "00", 570),
+        E {
+            bot: true,
+            ..ev("a4", "00", 590)
+        },
+        // Part 01 is on time; events at and after the cutoff do not count.
+        ev("b0", "01", 545),
+        ev("b1", "01", 580),
+        ev("b2", "01", 599),
+        ev("b3", "01", 600),
+        ev("b4", "01", 610),
+        // Part 02 has nothing since 540: its latest event is older.
+        ev("c0", "02", -100),
+        ev("c1", "02", 100),
+        ev("c2", "02", 300),
+    ];
+    write_events(&dir.path().join("events"), &rows);
+    let source = DataSource {
+        exposures: dir.path().join("no-exposures-needed").display().to_string(),
+        events: dir.path().join("events").display().to_string(),
+    };
+    let got = rt()
+        .block_on(partition_freshness(
+            &source,
+            time(at(540, 0)),
+            time(at(600, 0)),
+        ))
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            fresh("00", 3, Some(at(570, 0))),
+            fresh("01", 3, Some(at(599, 0))),
+            fresh("02", 0, Some(at(300, 0))),
+        ]
+    );
+
+    // Without `part=` directories there are no partitions.
+    let flat = dir.path().join("flat.parquet");
+    let events: Vec<Event> = ["x", "y"]
+        .iter()
+        .map(|id| Event {
+            event_id: id.to_string(),
+            unit_id: "u".into(),
+            kind: "page_view",
+            ts_us: at(570, 0),
+            value: None,
+        })
+        .collect();
+    write(&flat, &testkit::event_batch(&events).unwrap());
+    let source = DataSource {
+        events: flat.display().to_string(),
+        ..source
+    };
+    let got = rt()
+        .block_on(partition_freshness(
+            &source,
+            time(at(540, 0)),
+            time(at(600, 0)),
+        ))
+        .unwrap();
+    assert!(got.is_empty(), "{got:?}");
+}
