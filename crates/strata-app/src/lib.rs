@@ -4,7 +4,8 @@
 //! plane (strata-server) opens its store and builds its state; the parts
 //! served beside it — the event pipeline's collection endpoints and admin
 //! operations ([`pipeline`]), and the process's background jobs (the
-//! scheduled analysis, [`analysis`]; the sender of alerts, [`alerts`]) — are built
+//! scheduled analysis, [`analysis`]; the guardrail monitor,
+//! [`guardrails`]; the sender of alerts, [`alerts`]) — are built
 //! over that state and registered through [`strata_server::Mount`], each
 //! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
 //! server then serves them all and shuts them down in order.
@@ -17,6 +18,7 @@
 pub mod alerts;
 pub mod analysis;
 pub mod catalog;
+pub mod guardrails;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use strata_server::{Server, ServerConfig, ServerError};
 
 pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
+pub use guardrails::{GuardrailConfig, GuardrailMount};
 pub use pipeline::{PipelineConfig, PipelineMount};
 
 /// What `strata serve` runs.
@@ -37,6 +40,9 @@ pub struct ServeConfig {
     /// The scheduled analysis of the pipeline's data (none: off; it needs
     /// the pipeline).
     pub analysis: Option<AnalysisConfig>,
+    /// The guardrail monitor of the pipeline's data (none: off; it needs
+    /// the pipeline). Its partition count is the pipeline's.
+    pub guardrails: Option<GuardrailConfig>,
 }
 
 /// Why the process could not start.
@@ -69,6 +75,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
             let scheduler =
                 AnalysisMount::new(prepared.state(), mount.pipeline().clone(), a.clone());
             prepared = prepared.mount(Arc::new(scheduler));
+        }
+        if let Some(g) = &cfg.guardrails {
+            let g = GuardrailConfig {
+                partitions: p.store.partitions,
+                ..g.clone()
+            };
+            let monitor = GuardrailMount::new(prepared.state(), mount.pipeline().clone(), g);
+            prepared = prepared.mount(Arc::new(monitor));
         }
         prepared = prepared.mount(Arc::new(mount));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use strata_app::{AnalysisConfig, PipelineConfig, ServeConfig};
+use strata_app::{AnalysisConfig, GuardrailConfig, PipelineConfig, ServeConfig};
 use strata_server::auth::{hash_token, new_key_record, new_token, KeyKind, Role};
 use strata_server::store::Actor;
 use strata_server::{ConfigStore, ServerConfig, Settings, StoreOptions};
@@ -79,6 +79,16 @@ pub struct ServeArgs {
     /// Do not run the scheduled analysis of running experiments.
     #[arg(long)]
     no_analysis: bool,
+    /// Time between guardrail monitor cycles: 10s, 1m, 5m.
+    #[arg(long, value_name = "INTERVAL", default_value = "5m", value_parser = strata_app::analysis::parse_interval)]
+    guardrail_interval: Duration,
+    /// Each experiment's error budget for automatic kills over its whole
+    /// life, split across its guardrails and treatments.
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.01)]
+    guardrail_alpha: f64,
+    /// Do not run the guardrail monitor.
+    #[arg(long)]
+    no_guardrails: bool,
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -110,6 +120,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if !(args.sdk_rate_limit.is_finite() && args.sdk_rate_limit >= 0.0) {
         bail!("--sdk-rate-limit must be a non-negative number");
     }
+    if !(args.guardrail_alpha > 0.0 && args.guardrail_alpha < 0.5) {
+        bail!(
+            "--guardrail-alpha must be above 0 and below 0.5, got {}",
+            args.guardrail_alpha
+        );
+    }
     let cfg = ServerConfig {
         listen: args.listen,
         store: args.store.options(),
@@ -127,6 +143,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         server: cfg,
         pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
         analysis: (!args.no_analysis).then(|| AnalysisConfig::every(args.analysis_interval)),
+        guardrails: (!args.no_guardrails).then(|| GuardrailConfig {
+            budget: args.guardrail_alpha,
+            ..GuardrailConfig::every(args.guardrail_interval)
+        }),
     };
     runtime(args.threads)?.block_on(async move {
         let server = strata_app::start(cfg).await?;

@@ -7,5 +7,6 @@ mod collect_analyze;
 mod conformance;
 mod consistency;
 mod crash;
+mod guardrails;
 mod scheduled;
 mod serve;

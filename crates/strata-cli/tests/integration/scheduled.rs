@@ -88,12 +88,21 @@ async fn send(
 }
 
 /// Waits until `check` returns a value (polling every 200 ms, at most 90 s).
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn until<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    until_within(Duration::from_secs(90), what, check).await
+}
+
+/// [`until`] with a limit of `limit`.
+pub(crate) async fn until_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
             return v;
@@ -150,12 +159,12 @@ fn primary_sequential(look: &Value) -> &Value {
 }
 
 /// One request a webhook receiver got: its headers (lowercase names) and body.
-type Received = (Vec<(String, String)>, String);
+pub(crate) type Received = (Vec<(String, String)>, String);
 
 /// A webhook receiver on loopback: answers `500` to the first request (so
 /// the sender must retry) and `200` to the next ones, and hands every
 /// request to the returned channel.
-async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

@@ -60,6 +60,7 @@ impl Real {
             },
             pipeline: pipeline.then(|| strata_app::PipelineConfig::under(dir.path())),
             analysis: None,
+            guardrails: None,
         })
         .await
         .expect("server starts");

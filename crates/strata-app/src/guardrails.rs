@@ -1,0 +1,877 @@
+//! The guardrail monitor: kill a bad experiment within minutes, and never
+//! on incomplete data.
+//!
+//! A background job of `strata serve`. Every `--guardrail-interval`
+//! (default 5 minutes; the next cycle starts an interval after the end of
+//! the last, so cycles never overlap) it evaluates, for every running
+//! experiment, every guardrail definition that applies to it (those it
+//! lists, and the organisation-wide ones with `"applies_to": "all"`):
+//!
+//! 1. **Fresh data, its own fast path.** It reads the pipeline's Parquet
+//!    tree directly — no compaction, no hourly analysis — under the
+//!    store's read lease. The background compactor makes a record visible
+//!    within seconds of its acknowledgement; the pipeline's lag (the age of
+//!    the oldest record not yet visible) is measured at the start of the
+//!    cycle and is a gate: above 60 s the evaluation is skipped. The data's
+//!    cutoff is [`DELIVERY_ALLOWANCE`] before the cycle's start, so the
+//!    last events of a unit counted have had time to arrive.
+//! 2. **The metric per variant** over each unit's first `window_minutes`
+//!    after its first exposure since activation, for units whose window
+//!    has elapsed (`strata_analysis::monitor`), and the data's
+//!    completeness: exposures and events per variant, each user
+//!    partition's freshness.
+//! 3. **The decision** ([`strata_server::guardrail::evaluate`]): gates,
+//!    then an always-valid one-sided test of every treatment at its share
+//!    of the experiment's error budget (`--guardrail-alpha`).
+//! 4. **The record**: every evaluation, with its input, through
+//!    [`GuardrailService::record`] — replayable, so every kill can be
+//!    audited.
+//! 5. **The action**, as the system actor `system:guardrails` through
+//!    [`ExperimentService`] (so a kill is checked, audited and pushed to
+//!    the SDKs' streams like any other): `kill`, `pause` or `alert`; an
+//!    experiment that requires approval is never killed or paused unless
+//!    the guardrail says `force` — its breach alerts and waits for a person
+//!    (`…/guardrails/{guardrail}/confirm | dismiss`).
+//!
+//! Alerts: `guardrail.breach` when a breach episode starts (not at every
+//! check while it lasts), `experiment.auto_killed` / `experiment.auto_paused`
+//! when the monitor acts, `data.stale` when the pipeline's data turns
+//! incomplete (its lag or a user partition behind).
+//!
+//! **Activation.** The windows and the age gate count from the moment the
+//! experiment's current version reached the SDK instances
+//! ([`Activation`]): the first cycle that sees it active, or the change
+//! itself when no SDK instance was seen (nothing to wait for) or the
+//! activation timeout's end when it timed out. The moment is stored with
+//! each evaluation, so a restarted server continues from it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use strata_analysis::monitor::{monitor, partition_freshness, MonitorSpec, WindowedMetric};
+use strata_analysis::{DataSource, MetricRegistry};
+use strata_model::{AppliesTo, GuardrailDef};
+use strata_pipeline::Sink;
+use strata_server::activation::Activation;
+use strata_server::auth::{Auth, Perm};
+use strata_server::guardrail::{
+    evaluate, lag_gate, partitions_gate, Action as GuardrailAction, Evaluation, EvaluationInput,
+    Gate, Outcome, PartitionFacts, VariantFacts, FRESHNESS_LOOKBACK_MINUTES,
+};
+use strata_server::model::{ExperimentRecord, Status};
+use strata_server::mount::Mount;
+use strata_server::service::{
+    ActParams, Action, Actor, Alert, AlertService, ExperimentService, GuardrailService,
+    RegistryService,
+};
+use strata_server::store::EvaluationRecord;
+use strata_server::{AppError, AppState};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+
+use crate::pipeline::Pipeline;
+
+/// Cycles kept for `GET /api/v1/guardrail-monitor`.
+pub const CYCLES_KEPT: usize = 50;
+/// Evaluations that decided nothing are kept this long.
+pub const KEEP_QUIET_EVALUATIONS: Duration = Duration::from_secs(30 * 86_400);
+/// The data's cutoff trails the start of a cycle by this much: the events
+/// of a unit whose window ends just before the cutoff have had this long
+/// to be flushed by the SDK, acknowledged and compacted.
+pub const DELIVERY_ALLOWANCE: Duration = Duration::from_secs(30);
+/// Events up to this long before a unit's first exposure count (clock skew
+/// between the SDK's exposure and the event's source), as in the analysis.
+const CLOCK_SKEW_SECONDS: f64 = 5.0;
+
+/// How the monitor runs.
+#[derive(Debug, Clone)]
+pub struct GuardrailConfig {
+    /// Time from the end of one cycle to the start of the next.
+    pub interval: Duration,
+    /// Delay of the first cycle after the server starts.
+    pub first_run: Duration,
+    /// Each experiment's error budget for kills over its whole life.
+    pub budget: f64,
+    /// The pipeline's user partitions (for the freshness gate).
+    pub partitions: u32,
+}
+
+impl GuardrailConfig {
+    /// Cycles every `interval` with the default budget (0.01), the first
+    /// one after `interval` or 10 s, whichever is shorter.
+    pub fn every(interval: Duration) -> Self {
+        Self {
+            interval,
+            first_run: interval.min(Duration::from_secs(10)),
+            budget: 0.01,
+            partitions: strata_pipeline::partition::DEFAULT_PARTITIONS,
+        }
+    }
+}
+
+impl Default for GuardrailConfig {
+    fn default() -> Self {
+        Self::every(Duration::from_secs(300))
+    }
+}
+
+/// One cycle of the monitor.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Cycle {
+    /// When it started (RFC 3339): the data's cutoff.
+    pub started_at: String,
+    /// When it ended; none while it runs.
+    pub ended_at: Option<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// The pipeline's lag at the start, seconds.
+    pub pipeline_lag_seconds: f64,
+    /// Running experiments with at least one guardrail.
+    pub experiments: u64,
+    /// Evaluations recorded.
+    pub evaluations: u64,
+    /// Of them, skipped by a gate.
+    pub skipped: u64,
+    /// Of them, breaches.
+    pub breaches: u64,
+    /// Experiments killed or paused.
+    pub actions: u64,
+    /// What went wrong outside single evaluations (store, freshness).
+    pub errors: Vec<String>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    cycles: AtomicU64,
+    evaluations: [AtomicU64; 4],
+    kills: AtomicU64,
+    pauses: AtomicU64,
+    last_cycle_micros: AtomicU64,
+}
+
+/// The monitor: its configuration, the data it reads and what it did.
+#[derive(Debug)]
+pub struct Monitor {
+    state: AppState,
+    pipeline: Arc<Pipeline>,
+    cfg: GuardrailConfig,
+    /// Per experiment: the config version seen active and since when.
+    activations: Mutex<HashMap<String, (u64, DateTime<Utc>)>>,
+    /// Whether the last cycle found the data incomplete.
+    stale: AtomicBool,
+    cycles: Mutex<VecDeque<Cycle>>,
+    counters: Counters,
+}
+
+/// What a cycle reads once for all experiments.
+struct Shared {
+    data: DataSource,
+    /// The pipeline has written no file yet (nothing to read, no error).
+    empty: bool,
+    registry: MetricRegistry,
+    defs: Vec<GuardrailDef>,
+    cutoff: DateTime<Utc>,
+    lag: f64,
+    partitions: Vec<PartitionFacts>,
+}
+
+fn actor() -> Actor {
+    Actor::system("guardrails").granting([
+        Perm::Read,
+        Perm::ResultsRead,
+        Perm::ResultsWrite,
+        Perm::ExperimentsKill,
+        Perm::ExperimentsWrite,
+    ])
+}
+
+impl Monitor {
+    /// A monitor of `state`'s experiments over `pipeline`'s data.
+    pub fn new(state: AppState, pipeline: Arc<Pipeline>, cfg: GuardrailConfig) -> Self {
+        Self {
+            state,
+            pipeline,
+            cfg,
+            activations: Mutex::new(HashMap::new()),
+            stale: AtomicBool::new(false),
+            cycles: Mutex::new(VecDeque::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The recent cycles, the latest first.
+    pub fn cycles(&self) -> Vec<Cycle> {
+        let c = self.cycles.lock().unwrap_or_else(PoisonError::into_inner);
+        c.iter().cloned().collect()
+    }
+
+    fn keep(&self, cycle: &Cycle) {
+        let mut c = self.cycles.lock().unwrap_or_else(PoisonError::into_inner);
+        c.push_front(cycle.clone());
+        c.truncate(CYCLES_KEPT);
+    }
+
+    fn data(&self) -> DataSource {
+        let root = self.pipeline.store.parquet_dir().display().to_string();
+        DataSource {
+            exposures: root.clone(),
+            events: root,
+        }
+    }
+
+    /// Runs one cycle over every running experiment. When `stop` turns true
+    /// the cycle ends after the experiment being evaluated.
+    pub async fn cycle(&self, stop: &watch::Receiver<bool>) -> Cycle {
+        let clock = Instant::now();
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(DELIVERY_ALLOWANCE).unwrap_or_default();
+        let lag = self
+            .pipeline
+            .store
+            .pressure()
+            .compaction_lag
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut cycle = Cycle {
+            started_at: rfc3339(cutoff),
+            pipeline_lag_seconds: lag,
+            ..Cycle::default()
+        };
+        match self.inputs(cutoff, lag).await {
+            Ok((experiments, shared)) => {
+                self.check_staleness(&shared).await;
+                for e in experiments {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    let guardrails: Vec<&GuardrailDef> = shared
+                        .defs
+                        .iter()
+                        .filter(|g| g.applies_to == AppliesTo::All || e.guardrails.contains(&g.key))
+                        .collect();
+                    if guardrails.is_empty() {
+                        continue;
+                    }
+                    cycle.experiments += 1;
+                    self.experiment(&e, &guardrails, &shared, &mut cycle).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "guardrail cycle failed");
+                cycle.errors.push(e);
+            }
+        }
+        let before =
+            Utc::now() - chrono::Duration::from_std(KEEP_QUIET_EVALUATIONS).unwrap_or_default();
+        if let Err(e) = GuardrailService::new(self.state.clone())
+            .prune(before.timestamp_millis())
+            .await
+        {
+            cycle
+                .errors
+                .push(format!("cannot prune old evaluations: {e}"));
+        }
+        cycle.seconds = clock.elapsed().as_secs_f64();
+        cycle.ended_at = Some(rfc3339(Utc::now()));
+        self.counters.cycles.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .last_cycle_micros
+            .store(clock.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.keep(&cycle);
+        tracing::info!(
+            experiments = cycle.experiments,
+            evaluations = cycle.evaluations,
+            skipped = cycle.skipped,
+            breaches = cycle.breaches,
+            actions = cycle.actions,
+            seconds = cycle.seconds,
+            "guardrail cycle done"
+        );
+        cycle
+    }
+
+    /// The running experiments and what every evaluation of the cycle reads.
+    async fn inputs(
+        &self,
+        cutoff: DateTime<Utc>,
+        lag: f64,
+    ) -> Result<(Vec<ExperimentRecord>, Shared), String> {
+        let experiments: Vec<ExperimentRecord> = self
+            .state
+            .store
+            .experiments()
+            .await
+            .map_err(|e| format!("cannot list experiments: {e}"))?
+            .into_iter()
+            .filter(|e| e.status == Status::Running)
+            .collect();
+        let registry = RegistryService::new(self.state.clone());
+        let metrics = registry
+            .registry()
+            .await
+            .map_err(|e| format!("cannot read the metric registry: {e}"))?;
+        let defs = registry
+            .guardrail_definitions()
+            .await
+            .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
+        let data = self.data();
+        let since = cutoff - chrono::Duration::minutes(FRESHNESS_LOOKBACK_MINUTES);
+        let empty = !has_files(self.pipeline.store.parquet_dir());
+        let partitions = if empty {
+            Vec::new()
+        } else {
+            let _lease = self.pipeline.store.read_lease().await;
+            partition_freshness(&data, since, cutoff)
+                .await
+                .map_err(|e| format!("cannot measure the partitions' freshness: {e}"))?
+        };
+        let partitions = partitions
+            .into_iter()
+            .map(|p| PartitionFacts {
+                part: p.part,
+                events: p.events,
+                silent_seconds: p
+                    .last_event_at
+                    .map_or((FRESHNESS_LOOKBACK_MINUTES * 60) as f64, |t| {
+                        (cutoff - t).num_milliseconds().max(0) as f64 / 1000.0
+                    }),
+            })
+            .collect();
+        Ok((
+            experiments,
+            Shared {
+                data,
+                empty,
+                registry: MetricRegistry::from(metrics),
+                defs,
+                cutoff,
+                lag,
+                partitions,
+            },
+        ))
+    }
+
+    /// When experiment `e`'s current version became active (see the module
+    /// documentation); none while it is activating.
+    async fn activated_at(
+        &self,
+        e: &ExperimentRecord,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let act = Activation::of(
+            e,
+            &self.state.instances,
+            self.state.settings.activation_timeout,
+        );
+        if act.state != "active" {
+            return None;
+        }
+        {
+            let map = self
+                .activations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((v, at)) = map.get(&e.key) {
+                if *v == act.version {
+                    return Some(*at);
+                }
+            }
+        }
+        // A restarted server continues from its stored evaluations.
+        let stored = GuardrailService::new(self.state.clone())
+            .recent_of_experiment(&e.key, 1)
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| serde_json::from_value::<EvaluationInput>(r.doc["input"].clone()).ok())
+            .filter(|i| i.config_version == act.version)
+            .and_then(|i| i.activated_at.as_deref().and_then(parse));
+        let since = parse(&act.since).unwrap_or(now);
+        let at = stored.unwrap_or(if act.instances == 0 {
+            since
+        } else if act.timed_out {
+            since
+                + chrono::Duration::from_std(self.state.settings.activation_timeout)
+                    .unwrap_or_default()
+        } else {
+            now
+        });
+        let mut map = self
+            .activations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(e.key.clone(), (act.version, at));
+        Some(at)
+    }
+
+    /// Evaluates every guardrail of one experiment, records and acts.
+    async fn experiment(
+        &self,
+        e: &ExperimentRecord,
+        guardrails: &[&GuardrailDef],
+        shared: &Shared,
+        cycle: &mut Cycle,
+    ) {
+        let cutoff = shared.cutoff;
+        let activated_at = self.activated_at(e, cutoff).await;
+        let definition = e.definition();
+        let control = definition
+            .control()
+            .map(|c| c.key.clone())
+            .unwrap_or_default();
+        let mut facts: Vec<VariantFacts> = e
+            .variants
+            .iter()
+            .map(|v| VariantFacts {
+                key: v.key.clone(),
+                weight: f64::from(v.weight),
+                exposed: 0,
+                events: 0,
+                n: 0,
+                mean: 0.0,
+                variance: 0.0,
+            })
+            .collect();
+        let mut data_error = None;
+        let mut stats = None;
+        if let (Some(start), false) = (activated_at, shared.empty) {
+            let spec = MonitorSpec {
+                experiment: e.key.clone(),
+                variants: e.variants.iter().map(|v| v.key.clone()).collect(),
+                start,
+                cutoff,
+                metrics: guardrails
+                    .iter()
+                    .map(|g| WindowedMetric {
+                        metric: g.metric.clone(),
+                        window_minutes: g.window_minutes,
+                    })
+                    .collect(),
+                clock_skew_seconds: CLOCK_SKEW_SECONDS,
+            };
+            let result = {
+                let _lease = self.pipeline.store.read_lease().await;
+                monitor(&shared.data, &shared.registry, &spec).await
+            };
+            match result {
+                Ok(d) => {
+                    for f in &mut facts {
+                        if let Some(v) = d.variants.iter().find(|v| v.variant == f.key) {
+                            f.exposed = v.exposed;
+                            f.events = v.events;
+                        }
+                    }
+                    stats = Some(d.metrics);
+                }
+                Err(err) => data_error = Some(err.to_string()),
+            }
+        }
+        let age_minutes = activated_at.map_or(0.0, |a| {
+            (cutoff - a).num_milliseconds().max(0) as f64 / 60_000.0
+        });
+        for g in guardrails {
+            let mut variants = facts.clone();
+            if let Some(metrics) = &stats {
+                if let Some(m) = metrics
+                    .iter()
+                    .find(|m| m.metric == g.metric && m.window_minutes == g.window_minutes)
+                {
+                    for f in &mut variants {
+                        // An undefined statistic (a ratio whose denominators
+                        // sum to zero) is no usable unit.
+                        let v = m.variants.iter().find(|v| v.variant == f.key);
+                        if let Some(v) = v.filter(|v| v.mean.is_finite() && v.variance.is_finite())
+                        {
+                            f.n = v.n;
+                            f.mean = v.mean;
+                            f.variance = v.variance;
+                        }
+                    }
+                }
+            }
+            let input = EvaluationInput {
+                experiment: e.key.clone(),
+                guardrail: (*g).clone(),
+                requires_approval: e.requires_approval,
+                control: control.clone(),
+                budget: self.cfg.budget,
+                guardrails: guardrails.len(),
+                planned_units: e.planned_units,
+                config_version: e.version,
+                cutoff: rfc3339(cutoff),
+                activated_at: activated_at.map(rfc3339),
+                age_minutes,
+                pipeline_lag_seconds: shared.lag,
+                partitions: shared.partitions.clone(),
+                partition_count: self.cfg.partitions,
+                variants,
+                data_error: data_error.clone(),
+            };
+            let evaluation = evaluate(&input);
+            self.count(&evaluation, cycle);
+            if let Some(true) = self.record_and_act(e, &input, &evaluation).await {
+                // Killed or paused: the other guardrails have nothing left
+                // to act on until a person resumes it.
+                cycle.actions += 1;
+                break;
+            }
+        }
+    }
+
+    fn count(&self, evaluation: &Evaluation, cycle: &mut Cycle) {
+        cycle.evaluations += 1;
+        let slot = match evaluation.outcome {
+            Outcome::Skipped => {
+                cycle.skipped += 1;
+                0
+            }
+            Outcome::Breach => {
+                cycle.breaches += 1;
+                1
+            }
+            Outcome::NoBreach => 2,
+            Outcome::Insufficient => 3,
+        };
+        self.counters.evaluations[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Raises `data.stale` when the pipeline's data turns incomplete (its
+    /// lag, or a user partition behind), once per episode; the episode
+    /// ends at the first cycle with complete data.
+    async fn check_staleness(&self, shared: &Shared) {
+        let failed: Vec<Gate> = [
+            lag_gate(shared.lag),
+            partitions_gate(&shared.partitions, self.cfg.partitions),
+        ]
+        .into_iter()
+        .filter(|g| !g.passed)
+        .collect();
+        if failed.is_empty() {
+            self.stale.store(false, Ordering::Relaxed);
+            return;
+        }
+        if self.stale.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let detail: Vec<String> = failed.iter().map(|g| g.detail.clone()).collect();
+        AlertService::new(self.state.clone())
+            .raise(Alert {
+                event: "data.stale",
+                experiment: None,
+                text: format!(
+                    "guardrail actions are on hold, the pipeline's data is incomplete: {}",
+                    detail.join("; ")
+                ),
+                fields: serde_json::json!({
+                    "gates": failed.iter().map(|g| g.gate.clone()).collect::<Vec<_>>(),
+                    "detail": detail,
+                }),
+            })
+            .await;
+    }
+
+    /// Stores the evaluation and applies its action; returns whether it
+    /// killed or paused the experiment (none when recording failed).
+    async fn record_and_act(
+        &self,
+        e: &ExperimentRecord,
+        input: &EvaluationInput,
+        evaluation: &Evaluation,
+    ) -> Option<bool> {
+        let service = GuardrailService::new(self.state.clone());
+        let key = &e.key;
+        let g = &input.guardrail;
+        let (rec, continues) = match service.record(&actor(), input, evaluation).await {
+            Ok(r) => (r.record, r.continues),
+            Err(err) => {
+                tracing::error!(experiment = %key, guardrail = %g.key, error = %err, "cannot record a guardrail evaluation");
+                return None;
+            }
+        };
+        if evaluation.outcome != Outcome::Breach {
+            return Some(false);
+        }
+        let summary = breach_summary(input, evaluation, &rec);
+        if !continues {
+            self.alert("guardrail.breach", key, &summary, input, evaluation, &rec)
+                .await;
+        }
+        let (taken, acted) = match evaluation.action {
+            GuardrailAction::Kill | GuardrailAction::Pause => {
+                let (action, event, done) = if evaluation.action == GuardrailAction::Kill {
+                    (Action::Kill, "experiment.auto_killed", "killed")
+                } else {
+                    (Action::Pause, "experiment.auto_paused", "paused")
+                };
+                let params = ActParams {
+                    reason: Some(summary.clone()),
+                    ..ActParams::default()
+                };
+                match ExperimentService::new(self.state.clone())
+                    .act(&actor(), key, action, params)
+                    .await
+                {
+                    Ok(_) => {
+                        let counter = if action == Action::Kill {
+                            &self.counters.kills
+                        } else {
+                            &self.counters.pauses
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(experiment = %key, guardrail = %g.key, action = done, "guardrail acted");
+                        let text = format!("{key} was {done} by the guardrail monitor: {summary}");
+                        self.alert(event, key, &text, input, evaluation, &rec).await;
+                        (done.to_owned(), true)
+                    }
+                    Err(err) => (format!("failed: {err}"), false),
+                }
+            }
+            GuardrailAction::Alert if continues => ("alerted earlier".to_owned(), false),
+            GuardrailAction::Alert => ("alerted".to_owned(), false),
+            GuardrailAction::AwaitApproval if rec.review.as_deref() == Some("dismissed") => {
+                // A person looked at this episode and let it run.
+                ("dismissed earlier".to_owned(), false)
+            }
+            GuardrailAction::AwaitApproval => ("awaiting_approval".to_owned(), false),
+            GuardrailAction::None => return Some(false),
+        };
+        if let Err(err) = service.taken(&rec.id, &taken).await {
+            tracing::warn!(experiment = %key, error = %err, "cannot record what a guardrail did");
+        }
+        Some(acted)
+    }
+
+    async fn alert(
+        &self,
+        event: &'static str,
+        key: &str,
+        text: &str,
+        input: &EvaluationInput,
+        evaluation: &Evaluation,
+        rec: &EvaluationRecord,
+    ) {
+        let worst = evaluation.worst();
+        let variants: serde_json::Map<String, serde_json::Value> = input
+            .variants
+            .iter()
+            .map(|v| {
+                (
+                    v.key.clone(),
+                    serde_json::json!({"n": v.n, "mean": v.mean, "exposed": v.exposed}),
+                )
+            })
+            .collect();
+        AlertService::new(self.state.clone())
+            .raise(Alert {
+                event,
+                experiment: Some(key.to_owned()),
+                text: text.to_owned(),
+                fields: serde_json::json!({
+                    "guardrail": input.guardrail.key,
+                    "metric": input.guardrail.metric,
+                    "treatment": worst.map(|w| w.treatment.clone()),
+                    "harm": worst.and_then(|w| w.test.harm),
+                    "lower_bound": worst.and_then(|w| w.test.lower_bound),
+                    "threshold": input.guardrail.threshold,
+                    "relative": input.guardrail.relative,
+                    "window_minutes": input.guardrail.window_minutes,
+                    "alpha": evaluation.alpha,
+                    "action": evaluation.action.as_str(),
+                    "evaluation": rec.id,
+                    "variants": variants,
+                }),
+            })
+            .await;
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP strata_guardrail_cycles_total Guardrail monitor cycles run."
+        );
+        let _ = writeln!(out, "# TYPE strata_guardrail_cycles_total counter");
+        let _ = writeln!(out, "strata_guardrail_cycles_total {}", get(&c.cycles));
+        let _ = writeln!(
+            out,
+            "# HELP strata_guardrail_evaluations_total Guardrail evaluations by outcome."
+        );
+        let _ = writeln!(out, "# TYPE strata_guardrail_evaluations_total counter");
+        for (i, o) in ["skipped", "breach", "no_breach", "insufficient"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "strata_guardrail_evaluations_total{{outcome=\"{o}\"}} {}",
+                get(&c.evaluations[i])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_guardrail_actions_total Experiments the monitor killed or paused."
+        );
+        let _ = writeln!(out, "# TYPE strata_guardrail_actions_total counter");
+        let _ = writeln!(
+            out,
+            "strata_guardrail_actions_total{{action=\"kill\"}} {}",
+            get(&c.kills)
+        );
+        let _ = writeln!(
+            out,
+            "strata_guardrail_actions_total{{action=\"pause\"}} {}",
+            get(&c.pauses)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_guardrail_last_cycle_seconds Duration of the last monitor cycle."
+        );
+        let _ = writeln!(out, "# TYPE strata_guardrail_last_cycle_seconds gauge");
+        let _ = writeln!(
+            out,
+            "strata_guardrail_last_cycle_seconds {:.6}",
+            get(&c.last_cycle_micros) as f64 / 1e6
+        );
+    }
+}
+
+/// Whether `dir` holds any file (at any depth): the pipeline has
+/// compacted something. Stops at the first one.
+fn has_files(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| match e.file_type() {
+        Ok(t) if t.is_dir() => has_files(&e.path()),
+        Ok(t) => t.is_file() && e.path().extension().is_some_and(|x| x == "parquet"),
+        Err(_) => false,
+    })
+}
+
+/// One sentence naming the guardrail, the delta, the bound and the window.
+fn breach_summary(
+    input: &EvaluationInput,
+    evaluation: &Evaluation,
+    rec: &EvaluationRecord,
+) -> String {
+    let g = &input.guardrail;
+    let unit = if g.relative { " (relative)" } else { "" };
+    match evaluation.worst() {
+        Some(w) => format!(
+            "guardrail {} breached: {} is worse than control on {} by {:.4}{unit}, always-valid lower bound {:.4} > threshold {} over {}-minute windows (evaluation {})",
+            g.key,
+            w.treatment,
+            g.metric,
+            w.test.harm.unwrap_or(f64::NAN),
+            w.test.lower_bound.unwrap_or(f64::NAN),
+            g.threshold,
+            g.window_minutes,
+            rec.id
+        ),
+        None => format!("guardrail {} breached (evaluation {})", g.key, rec.id),
+    }
+}
+
+/// The monitor as a part of `strata serve`: its task, its cycles endpoint
+/// and its metrics.
+#[derive(Debug)]
+pub struct GuardrailMount {
+    monitor: Arc<Monitor>,
+    state: AppState,
+}
+
+impl GuardrailMount {
+    /// The monitor of `state`'s experiments over `pipeline`'s data.
+    pub fn new(state: &AppState, pipeline: Arc<Pipeline>, cfg: GuardrailConfig) -> Self {
+        Self {
+            monitor: Arc::new(Monitor::new(state.clone(), pipeline, cfg)),
+            state: state.clone(),
+        }
+    }
+
+    /// The monitor.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
+    }
+}
+
+/// The monitor's recent cycles.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Cycles {
+    /// The latest first (at most [`CYCLES_KEPT`]).
+    pub items: Vec<Cycle>,
+}
+
+/// `GET /api/v1/guardrail-monitor`: the monitor's recent cycles.
+#[utoipa::path(get, path = "/api/v1/guardrail-monitor", tag = "guardrails",
+    responses((status = 200, body = Cycles), (status = 403)))]
+async fn cycles(
+    State(state): State<AppState>,
+    Extension(monitor): Extension<Arc<Monitor>>,
+    auth: Auth,
+) -> Result<Json<Cycles>, AppError> {
+    auth.require(&state, Perm::Read).await?;
+    Ok(Json(Cycles {
+        items: monitor.cycles(),
+    }))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(cycles), components(schemas(Cycle, Cycles)))]
+struct MonitorDoc;
+
+impl Mount for GuardrailMount {
+    fn name(&self) -> &'static str {
+        "guardrails"
+    }
+
+    fn routes(&self) -> Router {
+        Router::new()
+            .route("/api/v1/guardrail-monitor", get(cycles))
+            .layer(Extension(self.monitor.clone()))
+            .with_state(self.state.clone())
+    }
+
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        Some(MonitorDoc::openapi())
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.monitor.render_metrics(out);
+    }
+
+    fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let monitor = self.monitor.clone();
+        vec![tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + monitor.cfg.first_run;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                monitor.cycle(&shutdown).await;
+                next = tokio::time::Instant::now() + monitor.cfg.interval;
+            }
+        })]
+    }
+}
