@@ -45,7 +45,7 @@ impl Modify for Bearer {
         sdk::config, sdk::stream, sdk::evaluate, sdk::ofrep_flag, sdk::ofrep_bulk,
     ),
     components(schemas(
-        model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::Status,
+        model::ExperimentRequest, model::ExperimentRecord, model::VariantDef, model::RampStage, model::Status,
         schema::Sequential, schema::AnalysisMode, schema::MultipleTesting, schema::Cuped, model::LayerRecord, model::LayerRequest, schema::MetricDef,
         schema::MetricType, schema::EventFilter, schema::RatioPart, schema::MetricDirection,
         schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, schema::AppliesTo, model::HoldoutRecord,

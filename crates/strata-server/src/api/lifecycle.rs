@@ -32,6 +32,8 @@ struct RampBody {
     #[serde(default)]
     ramp_percent: Option<f64>,
     #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     revision: Option<i64>,
 }
 
@@ -63,7 +65,7 @@ fn body_or_empty<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Resu
 /// `ramp`, `pause`, `resume`, `kill`, `conclude`, `archive`.
 #[utoipa::path(post, path = "/api/v1/experiments/{key}/{action}", tag = "experiments",
     params(("key" = String, Path), ("action" = String, Path, description = "submit | approve | start | ramp | pause | resume | kill | conclude | archive")),
-    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1}; kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
+    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1} (ramp: optional \"reason\"); kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
     responses((status = 200, body = ExperimentRecord), (status = 409, description = "illegal transition, with the allowed next states")))]
 pub async fn action(
     State(state): State<AppState>,
@@ -90,6 +92,7 @@ pub async fn action(
             let b: RampBody = if body.iter().all(u8::is_ascii_whitespace) {
                 RampBody {
                     ramp_percent: None,
+                    reason: None,
                     revision: None,
                 }
             } else {
@@ -98,6 +101,7 @@ pub async fn action(
             ActParams {
                 revision: b.revision,
                 ramp_percent: b.ramp_percent,
+                reason: b.reason,
                 ..ActParams::default()
             }
         }

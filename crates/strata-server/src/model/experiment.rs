@@ -10,7 +10,7 @@ use serde_json::Value;
 use strata_model::{AnalysisMode, CupedSpec, MultipleTesting, SequentialMethod, SrmAction};
 use utoipa::ToSchema;
 
-use super::{check_key, check_targeting, check_text, percent_to_permille};
+use super::{check_key, check_percent, check_targeting, check_text, percent_to_permille};
 use crate::error::AppError;
 
 /// Lifecycle status of an experiment in the control plane.
@@ -92,6 +92,73 @@ pub struct VariantDef {
     /// Marks the control; when no variant sets it, the variant keyed `control` is the control.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<bool>,
+}
+
+/// Most stages of a ramp plan.
+pub const MAX_RAMP_STAGES: usize = 20;
+
+/// The longest stage of a ramp plan, in hours (a year).
+pub const MAX_RAMP_HOURS: f64 = 8760.0;
+
+/// One stage of a ramp plan: the share of the experiment's range assigned,
+/// and how long at least before the guardrail monitor may ramp further.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RampStage {
+    /// `ramp_percent` of the stage, in (0, 100], steps of 0.1.
+    pub percent: f64,
+    /// Hours at this stage before the next; required except on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_hours: Option<f64>,
+}
+
+/// Checks a ramp plan: stages strictly increasing in (0, 100], every stage
+/// but the last with `min_hours` in [0, [`MAX_RAMP_HOURS`]].
+pub fn check_ramp_plan(plan: &[RampStage]) -> Result<(), AppError> {
+    if plan.len() > MAX_RAMP_STAGES {
+        return Err(AppError::validation(
+            "ramp_plan",
+            format!("a ramp plan has at most {MAX_RAMP_STAGES} stages"),
+        ));
+    }
+    let mut last = 0.0;
+    for (i, stage) in plan.iter().enumerate() {
+        let f = format!("ramp_plan[{i}].percent");
+        check_percent(&f, stage.percent)?;
+        if stage.percent <= 0.0 {
+            return Err(AppError::validation(
+                f,
+                "a ramp stage must assign more than 0 %",
+            ));
+        }
+        if stage.percent <= last {
+            return Err(AppError::validation(
+                f,
+                format!(
+                    "ramp stages must increase: {} does not exceed {last}",
+                    stage.percent
+                ),
+            ));
+        }
+        last = stage.percent;
+        let f = format!("ramp_plan[{i}].min_hours");
+        match stage.min_hours {
+            Some(h) if !(h.is_finite() && (0.0..=MAX_RAMP_HOURS).contains(&h)) => {
+                return Err(AppError::validation(
+                    f,
+                    format!("min_hours must be between 0 and {MAX_RAMP_HOURS}, got {h}"),
+                ))
+            }
+            None if i + 1 < plan.len() => {
+                return Err(AppError::validation(
+                    f,
+                    "min_hours is required on every stage but the last",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The body of `POST /api/v1/experiments` and `PUT /api/v1/experiments/{key}`.
@@ -178,6 +245,10 @@ pub struct ExperimentRequest {
     /// Whether units in the global holdout are excluded (default true).
     #[serde(default = "default_true")]
     pub respect_holdout: bool,
+    /// The graduated ramp the guardrail monitor follows (empty: ramped by
+    /// hand).
+    #[serde(default)]
+    pub ramp_plan: Vec<RampStage>,
     /// Free-form description.
     #[serde(default)]
     pub description: String,
@@ -267,6 +338,9 @@ pub struct ExperimentRecord {
     pub requires_approval: bool,
     /// Whether the global holdout applies.
     pub respect_holdout: bool,
+    /// The graduated ramp the guardrail monitor follows.
+    #[serde(default)]
+    pub ramp_plan: Vec<RampStage>,
     /// Lifecycle status.
     pub status: Status,
     /// Optimistic-concurrency revision, +1 on every change.
@@ -397,6 +471,7 @@ impl ExperimentRequest {
     /// with the control first.
     pub fn validate(&self) -> Result<Vec<VariantDef>, AppError> {
         check_key("key", &self.key)?;
+        check_ramp_plan(&self.ramp_plan)?;
         if self.name.trim().is_empty() {
             return Err(AppError::validation("name", "name must not be empty"));
         }
@@ -556,6 +631,44 @@ impl ExperimentRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stages(v: serde_json::Value) -> Vec<RampStage> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn ramp_plans_increase_and_name_their_hours() {
+        let ok = stages(serde_json::json!([
+            {"percent": 1, "min_hours": 24}, {"percent": 5, "min_hours": 24},
+            {"percent": 25, "min_hours": 48}, {"percent": 50}
+        ]));
+        assert!(check_ramp_plan(&ok).is_ok());
+        assert!(check_ramp_plan(&[]).is_ok());
+        let refused = |v: serde_json::Value| {
+            let e = check_ramp_plan(&stages(v)).unwrap_err();
+            (e.field.unwrap_or_default(), e.message)
+        };
+        let (f, m) = refused(serde_json::json!([{"percent": 5, "min_hours": 1}, {"percent": 5}]));
+        assert_eq!(f, "ramp_plan[1].percent");
+        assert!(m.contains("must increase"), "{m}");
+        let (f, _) = refused(serde_json::json!([{"percent": 0, "min_hours": 1}, {"percent": 5}]));
+        assert_eq!(f, "ramp_plan[0].percent");
+        let (f, _) = refused(serde_json::json!([{"percent": 100.05}]));
+        assert_eq!(f, "ramp_plan[0].percent");
+        let (f, m) = refused(serde_json::json!([{"percent": 5}, {"percent": 50}]));
+        assert_eq!(f, "ramp_plan[0].min_hours");
+        assert!(m.contains("required"), "{m}");
+        let (f, _) = refused(serde_json::json!([{"percent": 5, "min_hours": -1}, {"percent": 50}]));
+        assert_eq!(f, "ramp_plan[0].min_hours");
+        let many: Vec<serde_json::Value> = (1..=21)
+            .map(|i| serde_json::json!({"percent": i, "min_hours": 1}))
+            .collect();
+        assert_eq!(refused(serde_json::Value::from(many)).0, "ramp_plan");
+        assert!(
+            serde_json::from_value::<RampStage>(serde_json::json!({"percent": 1, "hours": 2}))
+                .is_err()
+        );
+    }
 
     #[test]
     fn the_definition_is_the_served_record_read_as_the_platforms_type() {

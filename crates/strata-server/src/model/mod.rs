@@ -16,7 +16,10 @@ mod experiment;
 mod traffic;
 
 pub use check::{check_key, check_percent, check_targeting, check_text, percent_to_permille};
-pub use experiment::{ExperimentRecord, ExperimentRequest, Status, VariantDef};
+pub use experiment::{
+    check_ramp_plan, ExperimentRecord, ExperimentRequest, RampStage, Status, VariantDef,
+    MAX_RAMP_HOURS, MAX_RAMP_STAGES,
+};
 pub use traffic::{HoldoutRecord, HoldoutRequest, LayerRecord, LayerRequest, DEFAULT_LAYER};
 
 // The metric registry and guardrail definitions are the platform's

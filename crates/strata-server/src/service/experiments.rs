@@ -33,10 +33,11 @@ pub struct ActParams {
     /// The revision last read: the action is refused if the experiment has
     /// changed since (none: not checked).
     pub revision: Option<i64>,
-    /// `start` (default 1) and `ramp` (required): the percentage of the
-    /// experiment's range that is assigned.
+    /// `start` (default: the ramp plan's first stage, else 1) and `ramp`
+    /// (required): the percentage of the experiment's range that is
+    /// assigned.
     pub ramp_percent: Option<f64>,
-    /// `kill` (required) and `pause` (optional): why; audited.
+    /// `kill` (required), `pause` and `ramp` (optional): why; audited.
     pub reason: Option<String>,
     /// `conclude`: the variant rolled out to every targeted unit, or none to
     /// revert.
@@ -58,7 +59,8 @@ fn check_params(action: Action, params: &ActParams) -> Result<Checked, ServiceEr
         Action::Start | Action::Ramp => {
             let p = match (params.ramp_percent, action) {
                 (Some(p), _) => p,
-                (None, Action::Start) => 1.0,
+                // The ramp plan's first stage, or 1 %: decided by `act`.
+                (None, Action::Start) => return Ok(checked),
                 (None, _) => {
                     return Err(ServiceError::validation(
                         "ramp_percent",
@@ -73,6 +75,21 @@ fn check_params(action: Action, params: &ActParams) -> Result<Checked, ServiceEr
                 )
             })?;
             checked.ramp = Some(p);
+            // A ramp may say why (the guardrail monitor's ramp plan does).
+            if let Some(r) = params
+                .reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+            {
+                if r.len() > MAX_REASON_BYTES {
+                    return Err(ServiceError::validation(
+                        "reason",
+                        "reason must be at most 2000 bytes",
+                    ));
+                }
+                checked.reason = Some(r.to_owned());
+            }
         }
         Action::Kill | Action::Pause => {
             let r = params.reason.as_deref().unwrap_or("").trim();
@@ -181,6 +198,7 @@ fn with_definition(
         srm_action: req.srm_action,
         requires_approval: req.requires_approval,
         respect_holdout: req.respect_holdout,
+        ramp_plan: req.ramp_plan,
         ..base
     }
 }
@@ -497,7 +515,10 @@ impl ExperimentService {
         match action {
             Action::Approve => e.approved_by = Some(actor.audit_name().to_owned()),
             Action::Start => {
-                e.ramp_percent = checked.ramp.unwrap_or(1.0);
+                e.ramp_percent = checked
+                    .ramp
+                    .or(e.ramp_plan.first().map(|s| s.percent))
+                    .unwrap_or(1.0);
                 e.started_at = Some(now.clone());
             }
             Action::Ramp => {
@@ -617,9 +638,16 @@ mod tests {
             reason: reason.map(str::to_owned),
             ..ActParams::default()
         };
+        // A start without a percentage takes the ramp plan's first stage
+        // (or 1 %), which `act` knows.
         assert_eq!(
             check_params(Action::Start, &p(None, None)).unwrap().ramp,
-            Some(1.0)
+            None
+        );
+        let ramp = check_params(Action::Ramp, &p(Some(5.0), Some(" stage 2 "))).unwrap();
+        assert_eq!(
+            (ramp.ramp, ramp.reason.as_deref()),
+            (Some(5.0), Some("stage 2"))
         );
         let field = |r: Result<Checked, ServiceError>| match r {
             Err(ServiceError::Validation { field, .. }) => field,
