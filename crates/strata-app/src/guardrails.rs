@@ -33,17 +33,28 @@
 //!    the guardrail says `force` — its breach alerts and waits for a person
 //!    (`…/guardrails/{guardrail}/confirm | dismiss`).
 //!
+//! **Ramp plans.** An experiment with a `ramp_plan` is advanced to its
+//! next stage (`ramp` as `system:guardrails`, audited with the reason)
+//! when its stage's `min_hours` have passed since its last change, every
+//! guardrail evaluated at this check found no breach, and its latest
+//! analysis look — taken since the stage began — has no failing health
+//! check; otherwise it holds, and the cycle says why.
+//!
 //! Alerts: `guardrail.breach` when a breach episode starts (not at every
 //! check while it lasts), `experiment.auto_killed` / `experiment.auto_paused`
 //! when the monitor acts, `data.stale` when the pipeline's data turns
 //! incomplete (its lag or a user partition behind).
 //!
 //! **Activation.** The windows and the age gate count from the moment the
-//! experiment's current version reached the SDK instances
-//! ([`Activation`]): the first cycle that sees it active, or the change
+//! experiment first became active ([`Activation`]: its version reached the
+//! SDK instances) — the first cycle that sees it active, or the start
 //! itself when no SDK instance was seen (nothing to wait for) or the
-//! activation timeout's end when it timed out. The moment is stored with
-//! each evaluation, so a restarted server continues from it.
+//! activation timeout's end when it timed out. While a later version (a
+//! ramp, a resume) is activating, evaluations are skipped (gate
+//! `activation`), but the sample is not restarted: the always-valid test
+//! is about one growing sample, and restarting it at every ramp would
+//! spend the experiment's error budget once per ramp. The moment is stored
+//! with each evaluation, so a restarted server continues from it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,7 +67,9 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use strata_analysis::monitor::{monitor, partition_freshness, MonitorSpec, WindowedMetric};
+use strata_analysis::results::Results;
 use strata_analysis::{DataSource, MetricRegistry};
+use strata_model::results::HealthStatus;
 use strata_model::{AppliesTo, GuardrailDef};
 use strata_pipeline::Sink;
 use strata_server::activation::Activation;
@@ -69,7 +82,7 @@ use strata_server::model::{ExperimentRecord, Status};
 use strata_server::mount::Mount;
 use strata_server::service::{
     ActParams, Action, Actor, Alert, AlertService, ExperimentService, GuardrailService,
-    RegistryService,
+    RegistryService, ResultsService, ServiceError,
 };
 use strata_server::store::EvaluationRecord;
 use strata_server::{AppError, AppState};
@@ -126,8 +139,10 @@ impl Default for GuardrailConfig {
 /// One cycle of the monitor.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Cycle {
-    /// When it started (RFC 3339): the data's cutoff.
+    /// When it started (RFC 3339).
     pub started_at: String,
+    /// The data's cutoff: [`DELIVERY_ALLOWANCE`] before the start.
+    pub cutoff: String,
     /// When it ended; none while it runs.
     pub ended_at: Option<String>,
     /// Seconds it took.
@@ -146,6 +161,8 @@ pub struct Cycle {
     pub actions: u64,
     /// What went wrong outside single evaluations (store, freshness).
     pub errors: Vec<String>,
+    /// The ramp plans it followed.
+    pub ramps: Vec<RampDecision>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -156,6 +173,31 @@ fn parse(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// What one guardrail check of an experiment found.
+struct Checked {
+    /// Every guardrail evaluated found no breach.
+    green: bool,
+    /// The monitor killed or paused the experiment.
+    acted: bool,
+}
+
+/// What the monitor did with an experiment's ramp plan in a cycle.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RampDecision {
+    /// The experiment.
+    pub experiment: String,
+    /// Its current stage (1-based; 0: below the plan's first) …
+    pub stage: usize,
+    /// … of this many.
+    pub stages: usize,
+    /// Its ramp_percent before the decision.
+    pub percent: f64,
+    /// The ramp_percent it advanced to; none: held.
+    pub to: Option<f64>,
+    /// Why it advanced or held.
+    pub reason: String,
 }
 
 /// Counters for `/metrics`.
@@ -174,8 +216,8 @@ pub struct Monitor {
     state: AppState,
     pipeline: Arc<Pipeline>,
     cfg: GuardrailConfig,
-    /// Per experiment: the config version seen active and since when.
-    activations: Mutex<HashMap<String, (u64, DateTime<Utc>)>>,
+    /// Per experiment: when it first became active.
+    activations: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Whether the last cycle found the data incomplete.
     stale: AtomicBool,
     cycles: Mutex<VecDeque<Cycle>>,
@@ -242,8 +284,8 @@ impl Monitor {
     /// the cycle ends after the experiment being evaluated.
     pub async fn cycle(&self, stop: &watch::Receiver<bool>) -> Cycle {
         let clock = Instant::now();
-        let cutoff =
-            Utc::now() - chrono::Duration::from_std(DELIVERY_ALLOWANCE).unwrap_or_default();
+        let started = Utc::now();
+        let cutoff = started - chrono::Duration::from_std(DELIVERY_ALLOWANCE).unwrap_or_default();
         let lag = self
             .pipeline
             .store
@@ -251,7 +293,8 @@ impl Monitor {
             .compaction_lag
             .map_or(0.0, |d| d.as_secs_f64());
         let mut cycle = Cycle {
-            started_at: rfc3339(cutoff),
+            started_at: rfc3339(started),
+            cutoff: rfc3339(cutoff),
             pipeline_lag_seconds: lag,
             ..Cycle::default()
         };
@@ -267,11 +310,19 @@ impl Monitor {
                         .iter()
                         .filter(|g| g.applies_to == AppliesTo::All || e.guardrails.contains(&g.key))
                         .collect();
-                    if guardrails.is_empty() {
-                        continue;
+                    let mut green = true;
+                    if !guardrails.is_empty() {
+                        cycle.experiments += 1;
+                        let checked = self.experiment(&e, &guardrails, &shared, &mut cycle).await;
+                        if checked.acted {
+                            continue;
+                        }
+                        green = checked.green;
                     }
-                    cycle.experiments += 1;
-                    self.experiment(&e, &guardrails, &shared, &mut cycle).await;
+                    if !e.ramp_plan.is_empty() {
+                        let decision = self.ramp(&e, green, shared.cutoff).await;
+                        cycle.ramps.push(decision);
+                    }
                 }
             }
             Err(e) => {
@@ -369,8 +420,10 @@ impl Monitor {
         ))
     }
 
-    /// When experiment `e`'s current version became active (see the module
-    /// documentation); none while it is activating.
+    /// When experiment `e` first became active — the start of its
+    /// guardrails' samples and of the age gate (see the module
+    /// documentation) — or none while its current version is activating
+    /// (after its start, a ramp or a resume).
     async fn activated_at(
         &self,
         e: &ExperimentRecord,
@@ -384,26 +437,24 @@ impl Monitor {
         if act.state != "active" {
             return None;
         }
-        {
+        let known = {
             let map = self
                 .activations
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some((v, at)) = map.get(&e.key) {
-                if *v == act.version {
-                    return Some(*at);
-                }
-            }
+            map.get(&e.key).copied()
+        };
+        if let Some(at) = known {
+            return Some(at);
         }
         // A restarted server continues from its stored evaluations.
         let stored = GuardrailService::new(self.state.clone())
-            .recent_of_experiment(&e.key, 1)
+            .recent_of_experiment(&e.key, 50)
             .await
-            .ok()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|r| serde_json::from_value::<EvaluationInput>(r.doc["input"].clone()).ok())
-            .filter(|i| i.config_version == act.version)
-            .and_then(|i| i.activated_at.as_deref().and_then(parse));
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| serde_json::from_value::<EvaluationInput>(r.doc["input"].clone()).ok())
+            .find_map(|i| i.activated_at.as_deref().and_then(parse));
         let since = parse(&act.since).unwrap_or(now);
         let at = stored.unwrap_or(if act.instances == 0 {
             since
@@ -418,7 +469,7 @@ impl Monitor {
             .activations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.insert(e.key.clone(), (act.version, at));
+        map.insert(e.key.clone(), at);
         Some(at)
     }
 
@@ -429,7 +480,11 @@ impl Monitor {
         guardrails: &[&GuardrailDef],
         shared: &Shared,
         cycle: &mut Cycle,
-    ) {
+    ) -> Checked {
+        let mut checked = Checked {
+            green: true,
+            acted: false,
+        };
         let cutoff = shared.cutoff;
         let activated_at = self.activated_at(e, cutoff).await;
         let definition = e.definition();
@@ -527,13 +582,113 @@ impl Monitor {
             };
             let evaluation = evaluate(&input);
             self.count(&evaluation, cycle);
+            checked.green &= evaluation.outcome == Outcome::NoBreach;
             if let Some(true) = self.record_and_act(e, &input, &evaluation).await {
                 // Killed or paused: the other guardrails have nothing left
                 // to act on until a person resumes it.
                 cycle.actions += 1;
+                checked.acted = true;
                 break;
             }
         }
+        checked
+    }
+
+    /// Advances experiment `e` along its ramp plan when its stage's time
+    /// has passed, its guardrails are `green` (every one evaluated this
+    /// cycle found no breach) and its latest look, taken since the stage
+    /// began, has no failing health check; otherwise holds, saying why.
+    async fn ramp(&self, e: &ExperimentRecord, green: bool, now: DateTime<Utc>) -> RampDecision {
+        let plan = &e.ramp_plan;
+        // The stage reached (none: ramped by hand below the first one,
+        // which then comes next with no time to wait).
+        let reached = plan
+            .iter()
+            .rposition(|s| s.percent <= e.ramp_percent + 1e-9);
+        let next_index = reached.map_or(0, |i| i + 1);
+        let mut decision = RampDecision {
+            experiment: e.key.clone(),
+            stage: reached.map_or(0, |i| i + 1),
+            stages: plan.len(),
+            percent: e.ramp_percent,
+            to: None,
+            reason: String::new(),
+        };
+        let Some(next) = plan.get(next_index) else {
+            decision.reason = "at the plan's last stage".to_owned();
+            return decision;
+        };
+        // A running experiment's definition is frozen: its last change is
+        // the ramp to this stage (or a resume, which restarts the stage).
+        let since = parse(&e.updated_at).unwrap_or(now);
+        let hours = (now - since).num_seconds().max(0) as f64 / 3600.0;
+        let need = reached.and_then(|i| plan[i].min_hours).unwrap_or(0.0);
+        if hours < need {
+            decision.reason = format!("{hours:.2} of the stage's {need} hours have passed");
+            return decision;
+        }
+        if !green {
+            decision.reason = "not every guardrail found no breach at this check".to_owned();
+            return decision;
+        }
+        let look = match ResultsService::new(self.state.clone())
+            .read(&actor(), &e.key, None)
+            .await
+        {
+            Ok(l) => l,
+            Err(ServiceError::NotFound { what, .. }) if what != "experiment" => {
+                decision.reason = "no analysis look yet".to_owned();
+                return decision;
+            }
+            Err(err) => {
+                decision.reason = format!("cannot read the latest look: {err}");
+                return decision;
+            }
+        };
+        if parse(&look.meta.as_of).is_none_or(|t| t < since) {
+            decision.reason = format!(
+                "the latest look (as of {}) is older than the stage",
+                look.meta.as_of
+            );
+            return decision;
+        }
+        let failing: Vec<String> = serde_json::from_value::<Results>(look.results)
+            .map(|r| {
+                r.health
+                    .iter()
+                    .filter(|h| h.status == HealthStatus::Fail)
+                    .map(|h| h.check.clone())
+                    .collect()
+            })
+            .unwrap_or_else(|_| vec!["unreadable look".to_owned()]);
+        if !failing.is_empty() {
+            decision.reason = format!("failing health checks: {}", failing.join(", "));
+            return decision;
+        }
+        let reason = format!(
+            "ramp plan stage {} of {}: {}% after {hours:.2} hours at {}%, guardrails and health green",
+            next_index + 1,
+            plan.len(),
+            next.percent,
+            e.ramp_percent
+        );
+        let params = ActParams {
+            ramp_percent: Some(next.percent),
+            reason: Some(reason.clone()),
+            ..ActParams::default()
+        };
+        match ExperimentService::new(self.state.clone())
+            .act(&actor(), &e.key, Action::Ramp, params)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(experiment = %e.key, to = next.percent, "ramp plan advanced");
+                decision.to = Some(next.percent);
+                decision.reason = reason;
+            }
+            Err(err) => decision.reason = format!("the ramp failed: {err}"),
+        }
+        decision
     }
 
     fn count(&self, evaluation: &Evaluation, cycle: &mut Cycle) {
@@ -837,7 +992,7 @@ async fn cycles(
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(cycles), components(schemas(Cycle, Cycles)))]
+#[openapi(paths(cycles), components(schemas(Cycle, Cycles, RampDecision)))]
 struct MonitorDoc;
 
 impl Mount for GuardrailMount {

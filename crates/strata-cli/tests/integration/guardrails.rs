@@ -16,7 +16,10 @@
 //!   the gate;
 //! * one user partition 30 minutes behind holds a revenue guardrail's kill
 //!   (a recorded skip naming the gate, a `data.stale` alert) until the
-//!   partition catches up.
+//!   partition catches up;
+//! * a ramp plan holds while its guardrail cannot be judged, advances once
+//!   it is green and a healthy look was taken since the stage began
+//!   (audited as the monitor), and waits out a stage's hours.
 
 use std::time::{Duration, Instant};
 
@@ -60,13 +63,25 @@ impl Env {
     /// and starts it at 100 %; one that requires approval is approved by
     /// the admin first.
     async fn start(&self, key: &str, guardrails: &[&str], requires_approval: bool) -> Value {
-        let exp = json!({
+        let extra = json!({"guardrails": guardrails, "requires_approval": requires_approval});
+        self.start_with(key, extra, json!({"ramp_percent": 100}))
+            .await
+    }
+
+    /// [`Env::start`] with `extra` fields of the experiment and `start` as
+    /// the body of the start action.
+    async fn start_with(&self, key: &str, extra: Value, start: Value) -> Value {
+        let mut exp = json!({
             "key": key, "name": key, "owner_team": "lab", "unit": "user_id",
             "variants": [{"key": "control", "weight": 1, "control": true},
                          {"key": "treatment", "weight": 1}],
-            "primary_metric": "errors", "guardrails": guardrails,
-            "mde": 0.05, "planned_units": 2000, "requires_approval": requires_approval
+            "primary_metric": "errors",
+            "mde": 0.05, "planned_units": 2000, "requires_approval": false
         });
+        for (k, v) in extra.as_object().unwrap() {
+            exp[k] = v.clone();
+        }
+        let requires_approval = exp["requires_approval"] == true;
         self.ok(Method::POST, "experiments", &self.lab, exp).await;
         self.ok(
             Method::POST,
@@ -88,7 +103,7 @@ impl Env {
             Method::POST,
             &format!("experiments/{key}/start"),
             &self.lab,
-            json!({"ramp_percent": 100}),
+            start,
         )
         .await
     }
@@ -212,11 +227,13 @@ impl Env {
 async fn setup(
     dir: &std::path::Path,
     events: &[&str],
+    analysis: &[&str],
 ) -> (Env, Served, tokio::sync::mpsc::UnboundedReceiver<Received>) {
     let ingest = token(dir, &["--kind", "ingest"]);
     let lab = token(dir, &["--role", "experimenter", "--team", "lab"]);
-    let served =
-        Served::start_with_in_runtime(dir, &["--guardrail-interval", "2s", "--no-analysis"]);
+    let mut args = vec!["--guardrail-interval", "2s"];
+    args.extend_from_slice(analysis);
+    let served = Served::start_with_in_runtime(dir, &args);
     let env = Env {
         c: reqwest::Client::new(),
         base: served.base.clone(),
@@ -308,6 +325,61 @@ async fn alerts(
     }
 }
 
+/// Page views of new units every second, leaving out those `skip` names
+/// (their partition's consumer is stuck), until aborted.
+fn live_traffic(
+    env: &Env,
+    prefix: &'static str,
+    skip: fn(&str) -> bool,
+) -> tokio::task::JoinHandle<()> {
+    let (base, ingest, c) = (env.base.clone(), env.ingest.clone(), env.c.clone());
+    tokio::spawn(async move {
+        for round in 0u64.. {
+            let ts = now_ms();
+            let batch: Vec<Value> = (0..40)
+                .map(|i| format!("{prefix}-{round}-{i}"))
+                .filter(|u| !skip(u))
+                .map(|u| json!({"event_id": u, "unit_id": u, "type": "page_view", "ts": ts}))
+                .collect();
+            let _ = call(
+                &c,
+                Method::POST,
+                format!("{base}/collect/v1/events"),
+                &ingest,
+                Some(Value::from(batch)),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// The latest ramp decision of the monitor's cycles about `key` matching
+/// `pred` (waiting at most [`MATURE`]; the panic shows the last decision).
+async fn ramp_decision(env: &Env, key: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + MATURE;
+    loop {
+        let cycles = env.get("guardrail-monitor").await;
+        let mut decisions = cycles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["ramps"].as_array().unwrap().iter())
+            .filter(|d| d["experiment"] == key);
+        let latest = decisions.clone().next().cloned();
+        if let Some(d) = decisions.find(|d| pred(d)) {
+            return d.clone();
+        }
+        if Instant::now() >= deadline {
+            let runs = env.get("analysis/runs").await;
+            panic!(
+                "no matching ramp decision of {key}; the latest: {latest:?}; analysis runs: {runs}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn has(alerts: &[Value], event: &str, experiment: &str) -> bool {
     alerts
         .iter()
@@ -318,8 +390,12 @@ fn has(alerts: &[Value], event: &str, experiment: &str) -> bool {
 async fn a_regression_is_killed_and_incomplete_or_approved_experiments_are_not() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let (env, served, mut hook) =
-        setup(&dir, &["guardrail.breach", "experiment.auto_killed"]).await;
+    let (env, served, mut hook) = setup(
+        &dir,
+        &["guardrail.breach", "experiment.auto_killed"],
+        &["--no-analysis"],
+    )
+    .await;
     let bad = env.start("exp_bad", &["errors_guard"], false).await;
     env.start("exp_aa", &["errors_guard"], false).await;
     env.start("exp_approval", &["errors_guard"], true).await;
@@ -579,12 +655,37 @@ async fn a_regression_is_killed_and_incomplete_or_approved_experiments_are_not()
 async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let (env, served, mut hook) = setup(&dir, &["data.stale", "experiment.auto_killed"]).await;
+    let (env, served, mut hook) = setup(
+        &dir,
+        &["data.stale", "experiment.auto_killed"],
+        &["--analysis-interval", "5s"],
+    )
+    .await;
     env.start("exp_price", &["revenue_guard"], false).await;
+    // Ramp plans: one advances once its guardrail is green and a look since
+    // its stage began is healthy; one waits for its stage's 24 hours.
+    let plan = |hours: f64| json!([{"percent": 10, "min_hours": hours}, {"percent": 50}]);
+    let ramped = env
+        .start_with(
+            "exp_ramp",
+            json!({"guardrails": ["revenue_guard"], "primary_metric": "conversion", "ramp_plan": plan(0.0)}),
+            json!({}),
+        )
+        .await;
+    assert_eq!(ramped["ramp_percent"], 10.0, "{ramped}");
+    env.start_with(
+        "exp_ramp_slow",
+        json!({"primary_metric": "revenue", "ramp_plan": plan(24.0)}),
+        json!({}),
+    )
+    .await;
     env.activated("exp_price").await;
+    env.activated("exp_ramp").await;
     // Background traffic over the last hour on every user partition but
     // 07, whose events stopped 30 minutes ago (its consumer is stuck).
-    let behind = |u: &str| strata_pipeline::user_partition(u, 16) == 7;
+    fn behind(u: &str) -> bool {
+        strata_pipeline::user_partition(u, 16) == 7
+    }
     let now = now_ms();
     let mut history = Vec::new();
     for i in 0..4000u64 {
@@ -599,28 +700,7 @@ async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
     }
     env.collect("events", history).await;
     // Traffic goes on on the other partitions while the test runs.
-    let live = {
-        let (base, ingest, c) = (env.base.clone(), env.ingest.clone(), env.c.clone());
-        tokio::spawn(async move {
-            for round in 0u64.. {
-                let ts = now_ms();
-                let batch: Vec<Value> = (0..40)
-                    .map(|i| format!("live-{round}-{i}"))
-                    .filter(|u| !behind(u))
-                    .map(|u| json!({"event_id": u, "unit_id": u, "type": "page_view", "ts": ts}))
-                    .collect();
-                let _ = call(
-                    &c,
-                    Method::POST,
-                    format!("{base}/collect/v1/events"),
-                    &ingest,
-                    Some(Value::from(batch)),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let live = live_traffic(&env, "live", behind);
     // A real revenue drop of 50 % (it would be killed on complete data);
     // partition 07's events of it are held up too.
     let held = env
@@ -634,6 +714,20 @@ async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
         )
         .await;
     assert!(!held.is_empty());
+    // An A/A revenue experiment on its ramp plan.
+    let held_ramp = env
+        .traffic("exp_ramp", 400, [0, 0], [200, 200], [false, false], &behind)
+        .await;
+    // (Its partition-07 units' events stay held up for good.)
+    env.traffic(
+        "exp_ramp_slow",
+        100,
+        [0, 0],
+        [50, 50],
+        [false, false],
+        &behind,
+    )
+    .await;
     let skip = env
         .evaluation("exp_price", "revenue_guard", "a mature skip", |e| {
             e["doc"]["input"]["variants"][0]["n"] == 400
@@ -652,6 +746,13 @@ async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
         .clone();
     assert!(detail.as_str().unwrap().contains("07 (silent"), "{detail}");
     assert_eq!(env.status("exp_price").await, "running");
+    // While the partition is behind, the ramp plan holds.
+    let hold = ramp_decision(&env, "exp_ramp", |d| {
+        d["reason"].as_str().unwrap().contains("guardrail")
+    })
+    .await;
+    assert!(hold["to"].is_null(), "{hold}");
+    assert_eq!(env.get("experiments/exp_ramp").await["ramp_percent"], 10.0);
     let mut got = Vec::new();
     alerts(&mut hook, &mut got, |a| {
         a.iter().any(|x| x["event"] == "data.stale")
@@ -667,28 +768,9 @@ async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
         .collect();
     env.collect("events", delayed).await;
     env.collect("events", held).await;
+    env.collect("events", held_ramp).await;
     live.abort();
-    let live = {
-        let (base, ingest, c) = (env.base.clone(), env.ingest.clone(), env.c.clone());
-        tokio::spawn(async move {
-            for round in 0u64.. {
-                let ts = now_ms();
-                let batch: Vec<Value> = (0..40)
-                    .map(|i| format!("all-{round}-{i}"))
-                    .map(|u| json!({"event_id": u, "unit_id": u, "type": "page_view", "ts": ts}))
-                    .collect();
-                let _ = call(
-                    &c,
-                    Method::POST,
-                    format!("{base}/collect/v1/events"),
-                    &ingest,
-                    Some(Value::from(batch)),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let live = live_traffic(&env, "all", |_| false);
     let kill = env
         .evaluation("exp_price", "revenue_guard", "the kill", |e| {
             e["taken"] == "killed"
@@ -700,6 +782,35 @@ async fn a_partition_behind_holds_the_kill_until_it_catches_up() {
         .iter()
         .all(|g| g["passed"] == true));
     assert_eq!(env.status("exp_price").await, "killed");
+    // Complete data again: exp_ramp's guardrail is green and it advances,
+    // audited by the monitor; exp_ramp_slow still waits for its hours.
+    let advanced = ramp_decision(&env, "exp_ramp", |d| !d["to"].is_null()).await;
+    assert_eq!(advanced["to"], 50.0, "{advanced}");
+    let e = env.get("experiments/exp_ramp").await;
+    assert_eq!(
+        (e["status"].as_str(), e["ramp_percent"].as_f64()),
+        (Some("running"), Some(50.0)),
+        "{e}"
+    );
+    let audit = env.get("experiments/exp_ramp/audit").await.to_string();
+    assert!(
+        audit.contains("system:guardrails") && audit.contains("ramp plan stage 2 of 2"),
+        "{audit}"
+    );
+    let last = ramp_decision(&env, "exp_ramp", |d| {
+        d["reason"] == "at the plan's last stage"
+    })
+    .await;
+    assert_eq!(last["stage"], 2);
+    let slow = ramp_decision(&env, "exp_ramp_slow", |_| true).await;
+    assert!(
+        slow["reason"]
+            .as_str()
+            .unwrap()
+            .contains("of the stage's 24 hours"),
+        "{slow}"
+    );
+    assert_eq!(slow["stage"], 1);
     live.abort();
     tokio::task::block_in_place(|| served.terminate());
 }
