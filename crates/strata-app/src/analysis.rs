@@ -42,7 +42,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
-use strata_analysis::{Analyzer, DataSource, EngineOptions, MetricRegistry};
+use strata_analysis::{Analyzer, EngineOptions, MetricRegistry};
 use strata_server::auth::{Auth, Perm};
 use strata_server::model::Status;
 use strata_server::mount::Mount;
@@ -114,7 +114,8 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+/// `t` as RFC 3339 with milliseconds, as the control plane shows times.
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -292,14 +293,6 @@ impl Scheduler {
     /// What the scheduler did.
     pub fn log(&self) -> &Arc<RunLog> {
         &self.log
-    }
-
-    fn data(&self) -> DataSource {
-        let root = self.pipeline.store.parquet_dir().display().to_string();
-        DataSource {
-            exposures: root.clone(),
-            events: root,
-        }
     }
 
     /// The experiments a scheduled run analyses: started, and not concluded
@@ -519,9 +512,14 @@ impl Scheduler {
             memory_limit: self.cfg.memory_limit,
             ..EngineOptions::default()
         };
-        let analyzer = Analyzer::new(spec, &inputs.registry, &self.data(), options)
-            .await
-            .map_err(|e| e.to_string())?;
+        let analyzer = Analyzer::new(
+            spec,
+            &inputs.registry,
+            &self.pipeline.data_source(),
+            options,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let results = analyzer
             .run_after(Some(as_of), &previous)
             .await

@@ -64,10 +64,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use strata_analysis::monitor::{monitor, partition_freshness, MonitorSpec, WindowedMetric};
 use strata_analysis::results::Results;
+use strata_analysis::spec::parse_time;
 use strata_analysis::{DataSource, MetricRegistry};
 use strata_model::results::HealthStatus;
 use strata_model::{AppliesTo, GuardrailDef};
@@ -80,6 +81,7 @@ use strata_server::guardrail::{
 };
 use strata_server::model::{ExperimentRecord, Status};
 use strata_server::mount::Mount;
+use strata_server::service::guardrails::stored_input;
 use strata_server::service::{
     ActParams, Action, Actor, Alert, AlertService, ExperimentService, GuardrailService,
     RegistryService, ResultsService, ServiceError,
@@ -90,6 +92,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
+use crate::analysis::rfc3339;
 use crate::pipeline::Pipeline;
 
 /// Cycles kept for `GET /api/v1/guardrail-monitor`.
@@ -163,16 +166,6 @@ pub struct Cycle {
     pub errors: Vec<String>,
     /// The ramp plans it followed.
     pub ramps: Vec<RampDecision>,
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse(t: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// What one guardrail check of an experiment found.
@@ -270,14 +263,6 @@ impl Monitor {
         let mut c = self.cycles.lock().unwrap_or_else(PoisonError::into_inner);
         c.push_front(cycle.clone());
         c.truncate(CYCLES_KEPT);
-    }
-
-    fn data(&self) -> DataSource {
-        let root = self.pipeline.store.parquet_dir().display().to_string();
-        DataSource {
-            exposures: root.clone(),
-            events: root,
-        }
     }
 
     /// Runs one cycle over every running experiment. When `stop` turns true
@@ -383,7 +368,7 @@ impl Monitor {
             .guardrail_definitions()
             .await
             .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
-        let data = self.data();
+        let data = self.pipeline.data_source();
         let since = cutoff - chrono::Duration::minutes(FRESHNESS_LOOKBACK_MINUTES);
         let empty = !has_files(self.pipeline.store.parquet_dir());
         let partitions = if empty {
@@ -453,9 +438,9 @@ impl Monitor {
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|r| serde_json::from_value::<EvaluationInput>(r.doc["input"].clone()).ok())
-            .find_map(|i| i.activated_at.as_deref().and_then(parse));
-        let since = parse(&act.since).unwrap_or(now);
+            .filter_map(|r| stored_input(&r).ok())
+            .find_map(|i| i.activated_at.as_deref().and_then(parse_time));
+        let since = parse_time(&act.since).unwrap_or(now);
         let at = stored.unwrap_or(if act.instances == 0 {
             since
         } else if act.timed_out {
@@ -620,7 +605,7 @@ impl Monitor {
         };
         // A running experiment's definition is frozen: its last change is
         // the ramp to this stage (or a resume, which restarts the stage).
-        let since = parse(&e.updated_at).unwrap_or(now);
+        let since = parse_time(&e.updated_at).unwrap_or(now);
         let hours = (now - since).num_seconds().max(0) as f64 / 3600.0;
         let need = reached.and_then(|i| plan[i].min_hours).unwrap_or(0.0);
         if hours < need {
@@ -645,7 +630,7 @@ impl Monitor {
                 return decision;
             }
         };
-        if parse(&look.meta.as_of).is_none_or(|t| t < since) {
+        if parse_time(&look.meta.as_of).is_none_or(|t| t < since) {
             decision.reason = format!(
                 "the latest look (as of {}) is older than the stage",
                 look.meta.as_of

@@ -97,6 +97,16 @@ impl Pipeline {
         })
     }
 
+    /// The Parquet tree as the analysis engine reads it (exposures and
+    /// events under one root, told apart by their `kind=` directories).
+    pub fn data_source(&self) -> strata_analysis::DataSource {
+        let root = self.store.parquet_dir().display().to_string();
+        strata_analysis::DataSource {
+            exposures: root.clone(),
+            events: root,
+        }
+    }
+
     /// Prometheus text of ingestion and storage.
     pub fn render_metrics(&self, out: &mut String) {
         self.ingest.render_metrics(out);

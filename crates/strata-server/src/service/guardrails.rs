@@ -10,7 +10,7 @@
 //! it; both are audited. A stored evaluation can be replayed: its input is
 //! evaluated again and must give the same outcome and action.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{random_hex, Perm};
@@ -76,6 +76,16 @@ pub struct Replay {
     pub replayed: Evaluation,
     /// Whether the replay decided the same (outcome and action).
     pub same: bool,
+}
+
+/// The input a stored evaluation was decided on (its document's `input`).
+pub fn stored_input(rec: &EvaluationRecord) -> Result<EvaluationInput, ServiceError> {
+    let input = rec
+        .doc
+        .get("input")
+        .ok_or_else(|| ServiceError::Internal("stored evaluation without its input".into()))?;
+    EvaluationInput::deserialize(input)
+        .map_err(|e| ServiceError::Internal(format!("stored evaluation input: {e}")))
 }
 
 /// A stored evaluation and whether it continues a breach episode.
@@ -266,12 +276,7 @@ impl GuardrailService {
         let experiments = ExperimentService::new(self.state.clone());
         let experiment = experiments.get(actor, key).await?;
         let breach = self.pending(key, guardrail).await?;
-        let def = breach
-            .doc
-            .get("input")
-            .and_then(|i| serde_json::from_value::<EvaluationInput>(i.clone()).ok())
-            .map(|i| i.guardrail)
-            .ok_or_else(|| ServiceError::Internal("stored evaluation without its input".into()))?;
+        let def = stored_input(&breach)?.guardrail;
         let action = match def.auto_action {
             strata_model::AutoAction::Pause => Lifecycle::Pause,
             _ => Lifecycle::Kill,
@@ -372,15 +377,7 @@ impl GuardrailService {
             .map_err(|e| self.store_error(e))?
             .filter(|r| r.experiment == key)
             .ok_or_else(not_found)?;
-        let input: EvaluationInput = rec
-            .doc
-            .get("input")
-            .cloned()
-            .ok_or_else(|| ServiceError::Internal("stored evaluation without its input".into()))
-            .and_then(|i| {
-                serde_json::from_value(i)
-                    .map_err(|e| ServiceError::Internal(format!("stored evaluation input: {e}")))
-            })?;
+        let input = stored_input(&rec)?;
         let replayed = evaluate(&input);
         let same =
             replayed.outcome.as_str() == rec.outcome && replayed.action.as_str() == rec.action;
