@@ -72,19 +72,24 @@
 //!   a partition lags.
 //!
 //! # Cost
-//! One DataFusion session per call, each input registered once. A call runs
-//! one scan of the exposures (the units, materialized in memory, one row
-//! per unit) and one scan of the events in `[start − clock_skew, cutoff)`
-//! for every metric and the volume together (joined to the units,
-//! deduplicated, aggregated per unit into one column per metric part,
-//! materialized), then one aggregate over the per-unit rows for every
-//! metric (and one more per winsorized metric, for its caps). Memory is per
+//! [`monitor_many`] answers every running experiment of a check at once,
+//! so that the cost grows with the data, not with the data times the
+//! experiments ([`monitor`] is the case of one). One DataFusion session
+//! per call, each input registered once. A call runs one scan of the
+//! exposures (the units of every experiment, materialized in memory, one
+//! row per experiment and unit) and one scan of the events in
+//! `[earliest start − clock_skew, latest cutoff)` for every metric and the
+//! volume together (joined to the units — an event of a unit in several
+//! experiments joins once per experiment — deduplicated, aggregated per
+//! unit into one column per metric part, materialized), then one aggregate
+//! over the per-unit rows for every experiment and metric (and one more
+//! per winsorized metric, for its caps, per experiment). Memory is per
 //! unit, except for the deduplication aggregate, which holds one entry per
-//! event of the experiment's units in the scanned range, as the analysis's
-//! does when read whole. The time range prunes row groups and pages by the
-//! Parquet statistics, as in the analysis; like the analysis, the monitor
-//! does not filter on the `date=` directories (the plan does not depend on
-//! the layout).
+//! event of the experiments' units in the scanned range, as the
+//! analysis's does when read whole. The time range prunes row groups and
+//! pages by the Parquet statistics, as in the analysis; like the analysis,
+//! the monitor does not filter on the `date=` directories (the plan does
+//! not depend on the layout).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -246,11 +251,15 @@ fn session() -> SessionContext {
     SessionContext::new_with_config(config)
 }
 
-/// Checks the spec's names and values and compiles its metrics into parts.
+/// Checks one spec's names and values and compiles its metrics into the
+/// shared list of metrics and of per-unit parts: the indexes of its
+/// metrics in `planned`.
 fn compile(
     registry: &MetricRegistry,
     spec: &MonitorSpec,
-) -> Result<(Vec<Planned>, Vec<WindowPart>)> {
+    planned: &mut Vec<Planned>,
+    parts: &mut Vec<WindowPart>,
+) -> Result<Vec<usize>> {
     if spec.variants.is_empty() {
         return Err(Error::invalid(
             DOC,
@@ -274,11 +283,10 @@ fn compile(
             "must be non-negative",
         ));
     }
-    let mut planned = Vec::new();
-    let mut parts: Vec<WindowPart> = Vec::new();
+    let mut found = Vec::with_capacity(spec.metrics.len());
     for (i, w) in spec.metrics.iter().enumerate() {
         let field = format!("metrics[{i}]");
-        let metric = registry.get(&w.metric).cloned().ok_or_else(|| {
+        let metric = registry.get(&w.metric).ok_or_else(|| {
             Error::invalid(
                 DOC,
                 format!("{field}.metric"),
@@ -302,28 +310,53 @@ fn compile(
                 "must be at least 1",
             ));
         }
-        let window = i64::from(w.window_minutes).saturating_mul(60 * NS);
-        let cols = plan::parts_of(&metric, Window::Analysis)
-            .into_iter()
-            .map(|part| {
-                let wp = WindowPart { part, window };
-                match parts.iter().position(|x| *x == wp) {
-                    Some(c) => c,
-                    None => {
-                        parts.push(wp);
-                        parts.len() - 1
-                    }
-                }
-            })
-            .collect();
-        planned.push(Planned {
-            metric,
-            window_minutes: w.window_minutes,
-            window,
-            cols,
-        });
+        found.push((metric, w.window_minutes));
     }
-    Ok((planned, parts))
+    // Only a valid spec adds to the shared lists.
+    Ok(found
+        .into_iter()
+        .map(|(metric, window_minutes)| {
+            if let Some(j) = planned
+                .iter()
+                .position(|p| p.metric.key == metric.key && p.window_minutes == window_minutes)
+            {
+                return j;
+            }
+            let window = i64::from(window_minutes).saturating_mul(60 * NS);
+            let cols = plan::parts_of(metric, Window::Analysis)
+                .into_iter()
+                .map(|part| {
+                    let wp = WindowPart { part, window };
+                    match parts.iter().position(|x| *x == wp) {
+                        Some(c) => c,
+                        None => {
+                            parts.push(wp);
+                            parts.len() - 1
+                        }
+                    }
+                })
+                .collect();
+            planned.push(Planned {
+                metric: metric.clone(),
+                window_minutes,
+                window,
+                cols,
+            });
+            planned.len() - 1
+        })
+        .collect())
+}
+
+/// One spec of a call, compiled.
+struct Compiled<'a> {
+    spec: &'a MonitorSpec,
+    /// Its index among the call's valid specs: `eidx` in SQL.
+    eidx: usize,
+    /// Its metrics, as indexes of the call's shared list.
+    metrics: Vec<usize>,
+    start: i64,
+    cutoff: i64,
+    skew: i64,
 }
 
 /// The variants' codes in SQL: their rank in key order, so that the
@@ -334,37 +367,87 @@ fn variant_codes(variants: &[String]) -> Vec<(usize, &str)> {
     sorted.into_iter().enumerate().collect()
 }
 
-/// The units: one row per unit first exposed in `[start, cutoff)` to a
-/// variant of the spec (`variant` its code), with a dense key `uidx`.
-fn units_sql(spec: &MonitorSpec, start: i64, cutoff: i64) -> String {
-    let codes = variant_codes(&spec.variants);
-    let case: String = codes
+/// The specs as a table: `eidx`, `experiment`, `start`, `lo` (the earliest
+/// event counted: `start` minus the clock skew), `cutoff`, `skew` (ns).
+fn specs_sql(specs: &[Compiled]) -> String {
+    let rows: Vec<String> = specs
         .iter()
-        .map(|(c, v)| format!(" WHEN {} THEN {c}", literal(v)))
+        .map(|c| {
+            format!(
+                "(CAST({} AS BIGINT), {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT))",
+                c.eidx,
+                literal(&c.spec.experiment),
+                c.start,
+                c.start.saturating_sub(c.skew),
+                c.cutoff,
+                c.skew
+            )
+        })
         .collect();
     format!(
-        "SELECT unit_id, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, variant, first_ts FROM (\
-         SELECT unit_id, MIN(ts) AS first_ts, first_value(v ORDER BY ts, v) AS variant FROM (\
-         SELECT unit_id, ts, CASE assigned_variant{case} END AS v FROM exposures \
-         WHERE experiment = {key} AND ts >= {start} AND ts < {cutoff} \
-         AND assigned_variant IN ({known})) GROUP BY unit_id)",
-        key = literal(&spec.experiment),
-        known = literal_list(spec.variants.iter().map(String::as_str)),
+        "SELECT column1 AS eidx, column2 AS experiment, column3 AS start, column4 AS lo, \
+         column5 AS cutoff, column6 AS skew FROM (VALUES {})",
+        rows.join(", ")
     )
 }
 
-/// The per-unit values: one row per unit of `units` with its number of
+/// Every spec's variants as a table: `eidx`, `variant` (the key) and
+/// `code` (its rank, [`variant_codes`]).
+fn codes_sql(specs: &[Compiled]) -> String {
+    let rows: Vec<String> = specs
+        .iter()
+        .flat_map(|c| {
+            variant_codes(&c.spec.variants)
+                .into_iter()
+                .map(move |(code, v)| {
+                    format!(
+                        "(CAST({} AS BIGINT), {}, CAST({code} AS BIGINT))",
+                        c.eidx,
+                        literal(v)
+                    )
+                })
+        })
+        .collect();
+    format!(
+        "SELECT column1 AS eidx, column2 AS variant, column3 AS code FROM (VALUES {})",
+        rows.join(", ")
+    )
+}
+
+/// The units: one row per spec (`eidx`) and unit first exposed in
+/// `[start, cutoff)` to one of the spec's variants (`variant` its code),
+/// with a dense key `uidx` and the spec's bounds.
+fn units_sql(specs: &[Compiled]) -> String {
+    let lo = specs.iter().map(|c| c.start).min().unwrap_or(0);
+    let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
+    // The literal bounds and experiment list prune the scan; the join
+    // applies each spec's own.
+    format!(
+        "SELECT unit_id, eidx, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, variant, first_ts, \
+         lo, cutoff, skew FROM (\
+         SELECT e.unit_id AS unit_id, x.eidx AS eidx, MIN(e.ts) AS first_ts, \
+         first_value(c.code ORDER BY e.ts, c.code) AS variant, x.lo AS lo, x.cutoff AS cutoff, \
+         x.skew AS skew \
+         FROM exposures e JOIN specs x ON e.experiment = x.experiment \
+         JOIN codes c ON c.eidx = x.eidx AND c.variant = e.assigned_variant \
+         WHERE e.experiment IN ({keys}) AND e.ts >= {lo} AND e.ts < {hi} \
+         AND e.ts >= x.start AND e.ts < x.cutoff \
+         GROUP BY e.unit_id, x.eidx, x.lo, x.cutoff, x.skew)",
+        keys = literal_list(specs.iter().map(|c| c.spec.experiment.as_str())),
+    )
+}
+
+/// The per-unit values: one row per row of `units` with its number of
 /// events `n_events` (volume) and each part as column `p{i}`, zero-filled,
 /// from one scan of the events, deduplicated by `event_id` as in the
 /// analysis ([`plan::unit_parts_sql`]).
-fn unit_values_sql(
-    parts: &[WindowPart],
-    properties: &[String],
-    start: i64,
-    cutoff: i64,
-    skew: i64,
-) -> String {
-    let lo = start.saturating_sub(skew);
+fn unit_values_sql(parts: &[WindowPart], properties: &[String], specs: &[Compiled]) -> String {
+    let lo = specs
+        .iter()
+        .map(|c| c.start.saturating_sub(c.skew))
+        .min()
+        .unwrap_or(0);
+    let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
     let props: String = (0..properties.len())
         .map(|i| format!(", prop_{i}"))
         .collect();
@@ -401,18 +484,22 @@ fn unit_values_sql(
     // `dt` is the event's time from the unit's first exposure: windows are
     // bounds on it (no sum of timestamps and windows that could overflow).
     // Duplicates are copies of one event; the kept row takes the earliest
-    // `ts` and the largest of each other column, as in the analysis.
+    // `ts` and the largest of each other column, as in the analysis. A
+    // unit exposed to several experiments joins each of its events once
+    // per experiment: one scan serves them all.
     format!(
         "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {cutoff}), \
-         d AS (SELECT u.uidx, e.event_id, MIN(e.ts) - u.first_ts AS dt, MAX(e.value) AS value, \
-         MAX(e.type) AS type{dprops} \
-         FROM ev e JOIN units u ON e.unit_id = u.unit_id GROUP BY u.uidx, e.event_id, u.first_ts), \
-         a AS (SELECT e.uidx, COUNT(*) AS n_events{aggs} FROM d e WHERE e.dt >= {neg_skew} \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {hi}), \
+         d AS (SELECT u.uidx, e.event_id, MIN(e.ts) - u.first_ts AS dt, u.skew AS skew, \
+         MAX(e.value) AS value, MAX(e.type) AS type{dprops} \
+         FROM ev e JOIN units u ON e.unit_id = u.unit_id \
+         WHERE e.ts >= u.lo AND e.ts < u.cutoff \
+         GROUP BY u.uidx, e.event_id, u.first_ts, u.skew), \
+         a AS (SELECT e.uidx, COUNT(*) AS n_events{aggs} FROM d e WHERE e.dt >= -e.skew \
          GROUP BY e.uidx) \
-         SELECT u.uidx, u.variant, u.first_ts, COALESCE(a.n_events, CAST(0 AS BIGINT)) AS n_events\
+         SELECT u.uidx, u.eidx, u.variant, u.first_ts, u.cutoff, \
+         COALESCE(a.n_events, CAST(0 AS BIGINT)) AS n_events\
          {zero_filled} FROM units u LEFT JOIN a ON u.uidx = a.uidx",
-        neg_skew = -skew,
     )
 }
 
@@ -424,9 +511,10 @@ struct MetricExpr {
     cond: String,
 }
 
-fn metric_expr(p: &Planned, cutoff: i64) -> MetricExpr {
+fn metric_expr(p: &Planned) -> MetricExpr {
     let e = plan::unit_expr(p.metric.kind, &p.cols, None);
-    let mature = format!("first_ts <= {}", cutoff.saturating_sub(p.window));
+    // Each unit carries its spec's cutoff; both are far from overflow.
+    let mature = format!("first_ts <= cutoff - {}", p.window);
     let cond = match &e.filter {
         Some(f) => format!("{mature} AND {f}"),
         None => mature,
@@ -438,8 +526,9 @@ fn metric_expr(p: &Planned, cutoff: i64) -> MetricExpr {
     }
 }
 
-/// Per variant (code): units, events and every metric's centred moments
-/// (`n{j}`, `my{j}`, `vy{j}`, and for a ratio `mx{j}`, `vx{j}`, `cxy{j}`).
+/// Per spec and variant (code): units, events and every metric's centred
+/// moments (`n{j}`, `my{j}`, `vy{j}`, and for a ratio `mx{j}`, `vx{j}`,
+/// `cxy{j}`).
 fn stats_sql(exprs: &[MetricExpr]) -> String {
     let mut cols = String::new();
     for (j, m) in exprs.iter().enumerate() {
@@ -456,8 +545,8 @@ fn stats_sql(exprs: &[MetricExpr]) -> String {
         }
     }
     format!(
-        "SELECT variant, COUNT(*) AS exposed, SUM(n_events) AS events{cols} \
-         FROM unit_values GROUP BY variant"
+        "SELECT eidx, variant, COUNT(*) AS exposed, SUM(n_events) AS events{cols} \
+         FROM unit_values GROUP BY eidx, variant"
     )
 }
 
@@ -538,21 +627,42 @@ fn column_str(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
         .collect())
 }
 
-/// The `w` percentile of per-unit expression `ex` pooled over the units
-/// matching `cond`: a winsorizing cap; infinite (no cap) without units.
-async fn cap(
+/// `ex` capped at the `w` percentile of its values pooled over each spec's
+/// units matching `cond` (the spec's winsorizing cap), for the specs of
+/// `eidxs`; unchanged for a spec without such units (no cap).
+async fn capped(
     ctx: &SessionContext,
     sources: &[&Source],
     w: f64,
     ex: &str,
     cond: &str,
-) -> Result<f64> {
-    let batches = collect(ctx, sources, &plan::winsorize_cap_sql(w, ex, Some(cond))).await?;
-    let cap = match batches.iter().find(|b| b.num_rows() > 0) {
-        Some(b) => column_f64(b, "cap")?.first().copied().flatten(),
-        None => None,
-    };
-    Ok(cap.unwrap_or(f64::INFINITY))
+    eidxs: &[usize],
+) -> Result<String> {
+    let list: Vec<String> = eidxs.iter().map(|i| i.to_string()).collect();
+    let sql = format!(
+        "SELECT eidx, percentile_cont({w:?}) WITHIN GROUP (ORDER BY v) AS cap \
+         FROM (SELECT eidx, {ex} AS v FROM unit_values WHERE ({cond}) AND eidx IN ({})) \
+         GROUP BY eidx",
+        list.join(", ")
+    );
+    let mut arms = String::new();
+    for batch in collect(ctx, sources, &sql).await? {
+        for (eidx, cap) in column_i64(&batch, "eidx")?
+            .into_iter()
+            .zip(column_f64(&batch, "cap")?)
+        {
+            if let (Some(eidx), Some(cap)) = (eidx, cap.filter(|c| c.is_finite())) {
+                arms.push_str(&format!(" WHEN {eidx} THEN {}", plan::capped(ex, cap)));
+            }
+        }
+    }
+    // Every arm is the analysis's capped expression; the `ELSE` keeps the
+    // expression non-null where `ex` is.
+    Ok(if arms.is_empty() {
+        ex.to_string()
+    } else {
+        format!("CASE eidx{arms} ELSE {ex} END")
+    })
 }
 
 /// One variant's moments of one metric, as read from [`stats_sql`].
@@ -604,9 +714,66 @@ pub async fn monitor(
     registry: &MetricRegistry,
     spec: &MonitorSpec,
 ) -> Result<MonitorData> {
-    let (planned, parts) = compile(registry, spec)?;
-    let (start, cutoff) = (ts_ns(spec.start), ts_ns(spec.cutoff));
-    let skew = (spec.clock_skew_seconds * NS as f64) as i64;
+    monitor_many(data, registry, std::slice::from_ref(spec))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(internal("no answer for the spec".to_string())))
+}
+
+/// [`monitor`] for many specs at once — every running experiment of a
+/// monitor's cycle — from one scan of the exposures and one of the events:
+/// the cost grows with the data, not with the data times the experiments.
+/// Each spec's answer is what [`monitor`] gives for it alone.
+///
+/// The outer error is about the inputs (unreadable, changed while read);
+/// a spec that is wrong in itself has its own error in its place of the
+/// answer, and the others are computed.
+pub async fn monitor_many(
+    data: &DataSource,
+    registry: &MetricRegistry,
+    specs: &[MonitorSpec],
+) -> Result<Vec<Result<MonitorData>>> {
+    let mut planned = Vec::new();
+    let mut parts = Vec::new();
+    let mut compiled: Vec<Compiled> = Vec::new();
+    let mut answers: Vec<Option<Result<MonitorData>>> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match compile(registry, spec, &mut planned, &mut parts) {
+            Ok(metrics) => {
+                compiled.push(Compiled {
+                    spec,
+                    eidx: compiled.len(),
+                    metrics,
+                    start: ts_ns(spec.start),
+                    cutoff: ts_ns(spec.cutoff),
+                    skew: (spec.clock_skew_seconds * NS as f64) as i64,
+                });
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    if !compiled.is_empty() {
+        let mut computed = compute(data, &compiled, &planned, &parts)
+            .await?
+            .into_iter();
+        for a in answers.iter_mut().filter(|a| a.is_none()) {
+            *a = computed.next().map(Ok);
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(internal("no answer for a spec".to_string()))))
+        .collect())
+}
+
+/// The answers of the valid specs, in their order.
+async fn compute(
+    data: &DataSource,
+    compiled: &[Compiled<'_>],
+    planned: &[Planned],
+    parts: &[WindowPart],
+) -> Result<Vec<MonitorData>> {
     let ctx = session();
     let exposures = source::list("exposures", &data.exposures)?;
     let events = source::list("events", &data.events)?;
@@ -621,31 +788,39 @@ pub async fn monitor(
     ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
     let sources = [&exposures, &events];
 
-    materialize(&ctx, &sources, "units", &units_sql(spec, start, cutoff)).await?;
+    materialize(&ctx, &sources, "specs", &specs_sql(compiled)).await?;
+    materialize(&ctx, &sources, "codes", &codes_sql(compiled)).await?;
+    materialize(&ctx, &sources, "units", &units_sql(compiled)).await?;
     materialize(
         &ctx,
         &sources,
         "unit_values",
-        &unit_values_sql(&parts, &properties, start, cutoff, skew),
+        &unit_values_sql(parts, &properties, compiled),
     )
     .await?;
-    let mut exprs: Vec<MetricExpr> = planned.iter().map(|p| metric_expr(p, cutoff)).collect();
-    for (p, e) in planned.iter().zip(exprs.iter_mut()) {
+    let mut exprs: Vec<MetricExpr> = planned.iter().map(metric_expr).collect();
+    for (j, (p, e)) in planned.iter().zip(exprs.iter_mut()).enumerate() {
         if let Some(w) = p.metric.winsorize {
+            let listing: Vec<usize> = compiled
+                .iter()
+                .filter(|c| c.metrics.contains(&j))
+                .map(|c| c.eidx)
+                .collect();
             // Each cap reads the values before capping, as in the analysis.
-            let y = plan::capped(&e.y, cap(&ctx, &sources, w, &e.y, &e.cond).await?);
+            let y = capped(&ctx, &sources, w, &e.y, &e.cond, &listing).await?;
             if let Some(x) = &e.x {
-                e.x = Some(plan::capped(x, cap(&ctx, &sources, w, x, &e.cond).await?));
+                e.x = Some(capped(&ctx, &sources, w, x, &e.cond, &listing).await?);
             }
             e.y = y;
         }
     }
     let batches = collect(&ctx, &sources, &stats_sql(&exprs)).await?;
 
-    // Code → (exposed, events, moments per metric).
-    let mut rows: BTreeMap<usize, (u64, u64, Vec<Moments>)> = BTreeMap::new();
+    // (spec, code) → (exposed, events, moments per metric).
+    let mut rows: BTreeMap<(usize, usize), (u64, u64, Vec<Moments>)> = BTreeMap::new();
     let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
     for batch in &batches {
+        let eidxs = column_i64(batch, "eidx")?;
         let codes = column_i64(batch, "variant")?;
         let exposed = column_i64(batch, "exposed")?;
         let n_events = column_i64(batch, "events")?;
@@ -667,8 +842,11 @@ pub async fn monitor(
                 cxy,
             ));
         }
-        for (i, code) in codes.iter().enumerate() {
-            let Some(code) = code.and_then(|c| usize::try_from(c).ok()) else {
+        for (i, (eidx, code)) in eidxs.iter().zip(&codes).enumerate() {
+            let (Some(eidx), Some(code)) = (
+                eidx.and_then(|c| usize::try_from(c).ok()),
+                code.and_then(|c| usize::try_from(c).ok()),
+            ) else {
                 continue;
             };
             let get = |v: &Vec<Option<f64>>| v[i].unwrap_or(0.0);
@@ -683,47 +861,59 @@ pub async fn monitor(
                     cxy: get(cxy),
                 })
                 .collect();
-            rows.insert(code, (count(exposed[i]), count(n_events[i]), moments));
+            rows.insert(
+                (eidx, code),
+                (count(exposed[i]), count(n_events[i]), moments),
+            );
         }
     }
-    let codes = variant_codes(&spec.variants);
-    let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(c, _)| *c);
-    let row = |v: &str| code_of(v).and_then(|c| rows.get(&c));
-    let variants = spec
-        .variants
+    let answers = compiled
         .iter()
-        .map(|v| {
-            let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
-            VariantVolume {
-                variant: v.clone(),
-                exposed,
-                events,
-            }
-        })
-        .collect();
-    let metrics = planned
-        .iter()
-        .enumerate()
-        .map(|(j, p)| {
-            let variants = spec
+        .map(|c| {
+            let codes = variant_codes(&c.spec.variants);
+            let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(code, _)| *code);
+            let row = |v: &str| code_of(v).and_then(|code| rows.get(&(c.eidx, code)));
+            let variants = c
+                .spec
                 .variants
                 .iter()
                 .map(|v| {
-                    let o = row(v).map(|r| r.2[j]).unwrap_or_default();
-                    variant_stats(v, p.metric.kind, o)
+                    let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
+                    VariantVolume {
+                        variant: v.clone(),
+                        exposed,
+                        events,
+                    }
+                })
+                .collect();
+            let metrics = c
+                .metrics
+                .iter()
+                .map(|&j| {
+                    let p = &planned[j];
+                    let variants = c
+                        .spec
+                        .variants
+                        .iter()
+                        .map(|v| {
+                            let o = row(v).map(|r| r.2[j]).unwrap_or_default();
+                            variant_stats(v, p.metric.kind, o)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(MetricStats {
+                        metric: p.metric.key.clone(),
+                        window_minutes: p.window_minutes,
+                        variants,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(MetricStats {
-                metric: p.metric.key.clone(),
-                window_minutes: p.window_minutes,
-                variants,
-            })
+            Ok(MonitorData { variants, metrics })
         })
         .collect::<Result<Vec<_>>>()?;
     // Answer only from a read the pipeline's merges did not disturb.
     exposures.check_unchanged()?;
     events.check_unchanged()?;
-    Ok(MonitorData { variants, metrics })
+    Ok(answers)
 }
 
 /// Per user partition of the events (the value of their `part=`

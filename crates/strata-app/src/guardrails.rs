@@ -66,7 +66,9 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use strata_analysis::monitor::{monitor, partition_freshness, MonitorSpec, WindowedMetric};
+use strata_analysis::monitor::{
+    monitor_many, partition_freshness, MonitorData, MonitorSpec, WindowedMetric,
+};
 use strata_analysis::results::Results;
 use strata_analysis::spec::parse_time;
 use strata_analysis::{DataSource, MetricRegistry};
@@ -286,26 +288,49 @@ impl Monitor {
         match self.inputs(cutoff, lag).await {
             Ok((experiments, shared)) => {
                 self.check_staleness(&shared).await;
-                for e in experiments {
-                    if *stop.borrow() {
-                        break;
-                    }
+                // What each experiment needs, then every experiment's data
+                // from one read of the pipeline's tree.
+                let mut work = Vec::with_capacity(experiments.len());
+                for e in &experiments {
                     let guardrails: Vec<&GuardrailDef> = shared
                         .defs
                         .iter()
                         .filter(|g| g.applies_to == AppliesTo::All || e.guardrails.contains(&g.key))
                         .collect();
+                    let activated_at = if guardrails.is_empty() {
+                        None
+                    } else {
+                        self.activated_at(e, shared.cutoff).await
+                    };
+                    work.push((e, guardrails, activated_at));
+                }
+                let specs: Vec<MonitorSpec> = work
+                    .iter()
+                    .filter_map(|(e, g, at)| Some(spec(e, g, (*at)?, shared.cutoff)))
+                    .filter(|_| !shared.empty)
+                    .collect();
+                let mut data = self.data(&shared, &specs).await.into_iter();
+                for (e, guardrails, activated_at) in work {
+                    if *stop.borrow() {
+                        break;
+                    }
                     let mut green = true;
                     if !guardrails.is_empty() {
                         cycle.experiments += 1;
-                        let checked = self.experiment(&e, &guardrails, &shared, &mut cycle).await;
+                        let found = match (activated_at, shared.empty) {
+                            (Some(_), false) => data.next(),
+                            _ => None,
+                        };
+                        let checked = self
+                            .experiment(e, &guardrails, activated_at, found, &shared, &mut cycle)
+                            .await;
                         if checked.acted {
                             continue;
                         }
                         green = checked.green;
                     }
                     if !e.ramp_plan.is_empty() {
-                        let decision = self.ramp(&e, green, shared.cutoff).await;
+                        let decision = self.ramp(e, green, shared.cutoff).await;
                         cycle.ramps.push(decision);
                     }
                 }
@@ -458,11 +483,38 @@ impl Monitor {
         Some(at)
     }
 
-    /// Evaluates every guardrail of one experiment, records and acts.
+    /// Every spec's data, from one read under the store's read lease; a
+    /// failed read is every experiment's error.
+    async fn data(
+        &self,
+        shared: &Shared,
+        specs: &[MonitorSpec],
+    ) -> Vec<Result<MonitorData, String>> {
+        if specs.is_empty() {
+            return Vec::new();
+        }
+        let all = {
+            let _lease = self.pipeline.store.read_lease().await;
+            monitor_many(&shared.data, &shared.registry, specs).await
+        };
+        match all {
+            Ok(all) => all
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => vec![Err(e.to_string()); specs.len()],
+        }
+    }
+
+    /// Evaluates every guardrail of one experiment on its data (`found`:
+    /// none when it is not active yet or there is no data), records and
+    /// acts.
     async fn experiment(
         &self,
         e: &ExperimentRecord,
         guardrails: &[&GuardrailDef],
+        activated_at: Option<DateTime<Utc>>,
+        found: Option<Result<MonitorData, String>>,
         shared: &Shared,
         cycle: &mut Cycle,
     ) -> Checked {
@@ -471,7 +523,6 @@ impl Monitor {
             acted: false,
         };
         let cutoff = shared.cutoff;
-        let activated_at = self.activated_at(e, cutoff).await;
         let definition = e.definition();
         let control = definition
             .control()
@@ -492,37 +543,18 @@ impl Monitor {
             .collect();
         let mut data_error = None;
         let mut stats = None;
-        if let (Some(start), false) = (activated_at, shared.empty) {
-            let spec = MonitorSpec {
-                experiment: e.key.clone(),
-                variants: e.variants.iter().map(|v| v.key.clone()).collect(),
-                start,
-                cutoff,
-                metrics: guardrails
-                    .iter()
-                    .map(|g| WindowedMetric {
-                        metric: g.metric.clone(),
-                        window_minutes: g.window_minutes,
-                    })
-                    .collect(),
-                clock_skew_seconds: CLOCK_SKEW_SECONDS,
-            };
-            let result = {
-                let _lease = self.pipeline.store.read_lease().await;
-                monitor(&shared.data, &shared.registry, &spec).await
-            };
-            match result {
-                Ok(d) => {
-                    for f in &mut facts {
-                        if let Some(v) = d.variants.iter().find(|v| v.variant == f.key) {
-                            f.exposed = v.exposed;
-                            f.events = v.events;
-                        }
+        match found {
+            Some(Ok(d)) => {
+                for f in &mut facts {
+                    if let Some(v) = d.variants.iter().find(|v| v.variant == f.key) {
+                        f.exposed = v.exposed;
+                        f.events = v.events;
                     }
-                    stats = Some(d.metrics);
                 }
-                Err(err) => data_error = Some(err.to_string()),
+                stats = Some(d.metrics);
             }
+            Some(Err(err)) => data_error = Some(err),
+            None => {}
         }
         let age_minutes = activated_at.map_or(0.0, |a| {
             (cutoff - a).num_milliseconds().max(0) as f64 / 60_000.0
@@ -892,6 +924,30 @@ impl Monitor {
             "strata_guardrail_last_cycle_seconds {:.6}",
             get(&c.last_cycle_micros) as f64 / 1e6
         );
+    }
+}
+
+/// What the monitor reads for experiment `e` and its `guardrails`: units
+/// first exposed since `start` (its first activation), data before `cutoff`.
+fn spec(
+    e: &ExperimentRecord,
+    guardrails: &[&GuardrailDef],
+    start: DateTime<Utc>,
+    cutoff: DateTime<Utc>,
+) -> MonitorSpec {
+    MonitorSpec {
+        experiment: e.key.clone(),
+        variants: e.variants.iter().map(|v| v.key.clone()).collect(),
+        start,
+        cutoff,
+        metrics: guardrails
+            .iter()
+            .map(|g| WindowedMetric {
+                metric: g.metric.clone(),
+                window_minutes: g.window_minutes,
+            })
+            .collect(),
+        clock_skew_seconds: CLOCK_SKEW_SECONDS,
     }
 }
 

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::parquet::arrow::ArrowWriter;
 use strata_analysis::monitor::{
-    monitor, partition_freshness, MonitorData, MonitorSpec, PartitionFreshness, VariantStats,
-    WindowedMetric,
+    monitor, monitor_many, partition_freshness, MonitorData, MonitorSpec, PartitionFreshness,
+    VariantStats, WindowedMetric,
 };
 use strata_analysis::testkit::{self, Event, Exposure};
 use strata_analysis::{DataSource, MetricRegistry};
@@ -568,6 +568,74 @@ fn an_experiment_without_exposures_has_empty_variants() {
         assert_eq!(m.variants.len(), 3);
         assert!(m.variants.iter().all(|v| v.n == 0 && v.sample().is_none()));
     }
+}
+
+/// Two answers that are the same up to the order of floating-point sums.
+fn assert_same(a: &MonitorData, b: &MonitorData) {
+    assert_eq!(a.variants, b.variants);
+    assert_eq!(a.metrics.len(), b.metrics.len());
+    for (x, y) in a.metrics.iter().zip(&b.metrics) {
+        assert_eq!((&x.metric, x.window_minutes), (&y.metric, y.window_minutes));
+        for (u, v) in x.variants.iter().zip(&y.variants) {
+            assert_eq!((&u.variant, u.n), (&v.variant, v.n), "{}", x.metric);
+            let close = |p: f64, q: f64| {
+                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * q.abs().max(1.0)
+            };
+            assert!(
+                close(u.mean, v.mean) && close(u.variance, v.variance),
+                "{}: {u:?} {v:?}",
+                x.metric
+            );
+        }
+    }
+}
+
+#[test]
+fn many_specs_at_once_answer_as_each_alone() {
+    let d = data();
+    let mut later = spec(
+        600,
+        &[("revenue_w", 60), ("revenue_per_view", 30), ("errors", 60)],
+    );
+    later.start = time(at(100, 0));
+    later.clock_skew_seconds = 0.0;
+    let mut other = spec(600, &[("revenue", 60), ("conversion", 60)]);
+    other.experiment = "other".into();
+    other.variants = vec!["control".into()];
+    let mut two = spec(600, &[("conversion", 60)]);
+    two.variants = vec!["treatment".into(), "control".into()];
+    let specs = vec![
+        spec(600, &ALL),
+        // An earlier cutoff: fewer mature units, its own winsorizing cap.
+        spec(400, &[("revenue_w", 60), ("conversion", 60)]),
+        spec(600, &[("load_p50", 60)]),
+        later,
+        other,
+        two,
+        spec(600, &ALL),
+    ];
+    let all = rt()
+        .block_on(monitor_many(&d.source, &registry(), &specs))
+        .unwrap();
+    assert_eq!(all.len(), specs.len());
+    for (s, got) in specs.iter().zip(&all) {
+        match (got, run(&d, s)) {
+            (Ok(got), Ok(alone)) => assert_same(got, &alone),
+            (Err(got), Err(alone)) => assert_eq!(got.to_string(), alone.to_string()),
+            (got, alone) => panic!("{got:?} against {alone:?}"),
+        }
+    }
+    assert!(all[2].is_err());
+    // The experiments really differ: another experiment's units are not
+    // this one's, and an earlier cutoff sees fewer units.
+    let (full, early) = (all[0].as_ref().unwrap(), all[1].as_ref().unwrap());
+    assert!(early.variants[0].exposed < full.variants[0].exposed);
+    assert_eq!(all[4].as_ref().unwrap().variants[0].exposed, 1);
+    // With no spec, nothing is read.
+    assert!(rt()
+        .block_on(monitor_many(&d.source, &registry(), &[]))
+        .unwrap()
+        .is_empty());
 }
 
 fn fresh(part: &str, events: u64, last: Option<i64>) -> PartitionFreshness {
