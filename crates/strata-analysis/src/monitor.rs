@@ -91,7 +91,7 @@
 //! the monitor does not filter on the `date=` directories (the plan does
 //! not depend on the layout).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -203,6 +203,129 @@ pub struct MonitorData {
     pub variants: Vec<VariantVolume>,
     /// The statistics of every metric of the spec, in its order.
     pub metrics: Vec<MetricStats>,
+    /// The earliest event time the check read: the start less the clock
+    /// skew, or later when earlier checks' folds ([`MonitorState`]) made
+    /// older events unnecessary.
+    pub events_since: DateTime<Utc>,
+}
+
+/// What earlier checks established, so that a check reads only recent
+/// events: per experiment and guardrail metric, the statistics of the
+/// units already mature at the last check ("folded"), and the bound on
+/// first exposure below which units are folded.
+///
+/// A unit's value is final once it is mature (module documentation), so
+/// the units mature at one check keep their values at the next: a check
+/// with a state computes only the units that matured since (their first
+/// exposure in `(settled, cutoff − window]`), from the events since
+/// `settled − clock_skew`, and merges their moments into the fold. The
+/// cost of a check is then bounded by the window and the interval between
+/// checks, not by the experiment's age. What the fold leaves out is an
+/// event that arrives after its unit was folded — later than the caller's
+/// cutoff allowed for; dropping the state ([`MonitorState::default`])
+/// recomputes everything from the start, which the monitor does
+/// periodically. A fold restarts by itself when its experiment's start,
+/// variants or clock skew, or its metric's definition change; winsorized
+/// metrics are never folded (their cap pools every mature unit at every
+/// check), and a spec with one reads all its events at every check.
+#[derive(Debug, Default)]
+pub struct MonitorState {
+    folds: HashMap<FoldKey, Fold>,
+}
+
+impl MonitorState {
+    /// The number of folds held (per experiment and metric).
+    pub fn len(&self) -> usize {
+        self.folds.len()
+    }
+
+    /// Whether no fold is held.
+    pub fn is_empty(&self) -> bool {
+        self.folds.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FoldKey {
+    experiment: String,
+    metric: String,
+    window_minutes: u32,
+}
+
+/// The folded units of one experiment and metric.
+#[derive(Debug, Clone)]
+struct Fold {
+    /// What it is valid for: a change of any of these restarts it.
+    start: i64,
+    skew: i64,
+    variants: Vec<String>,
+    metric: Metric,
+    /// Units first exposed at or before it are in `accs`.
+    settled: i64,
+    /// One per variant, in `variants`' order.
+    accs: Vec<Acc>,
+}
+
+/// One variant's statistics of one metric, mergeable.
+#[derive(Debug, Clone)]
+enum Acc {
+    Mean(MeanStats),
+    Ratio(RatioStats),
+}
+
+impl Acc {
+    fn from_moments(kind: MetricType, o: Moments) -> Result<Self> {
+        let nf = o.n as f64;
+        Ok(if kind == MetricType::Ratio {
+            Acc::Ratio(RatioStats::from_moments(
+                o.n,
+                o.my,
+                o.mx,
+                o.vy * nf,
+                o.vx * nf,
+                o.cxy * nf,
+            )?)
+        } else {
+            Acc::Mean(MeanStats::from_moments(o.n, o.my, o.vy * nf)?)
+        })
+    }
+
+    fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Mean(a), Acc::Mean(b)) => a.merge(b),
+            (Acc::Ratio(a), Acc::Ratio(b)) => a.merge(b),
+            // A fold of another kind is never kept (its metric changed).
+            _ => {}
+        }
+    }
+
+    /// [`VariantStats`] through `strata-stats`' types.
+    fn stats(&self, variant: &str) -> VariantStats {
+        let (n, mean, variance) = match self {
+            Acc::Ratio(r) => {
+                let (mean, variance) = match Sample::from_ratio(r) {
+                    Some(s) => (s.mean, s.variance),
+                    None if r.n() == 0 => (0.0, 0.0),
+                    None if r.mean_den() == 0.0 => (f64::NAN, f64::NAN),
+                    None => (r.mean_num() / r.mean_den(), 0.0),
+                };
+                (r.n(), mean, variance)
+            }
+            Acc::Mean(m) => {
+                let (mean, variance) = match Sample::from_mean(m) {
+                    Some(s) => (s.mean, s.variance),
+                    None => (m.mean(), 0.0),
+                };
+                (m.n(), mean, variance)
+            }
+        };
+        VariantStats {
+            variant: variant.to_string(),
+            n,
+            mean,
+            variance,
+        }
+    }
 }
 
 /// How recent the events of one user partition are.
@@ -357,6 +480,10 @@ struct Compiled<'a> {
     start: i64,
     cutoff: i64,
     skew: i64,
+    /// Per metric of the call: the bound of its valid fold, if any.
+    settled: HashMap<usize, i64>,
+    /// The earliest event time read.
+    lo: i64,
 }
 
 /// The variants' codes in SQL: their rank in key order, so that the
@@ -368,7 +495,7 @@ fn variant_codes(variants: &[String]) -> Vec<(usize, &str)> {
 }
 
 /// The specs as a table: `eidx`, `experiment`, `start`, `lo` (the earliest
-/// event counted: `start` minus the clock skew), `cutoff`, `skew` (ns).
+/// event read), `cutoff`, `skew` (ns).
 fn specs_sql(specs: &[Compiled]) -> String {
     let rows: Vec<String> = specs
         .iter()
@@ -378,7 +505,7 @@ fn specs_sql(specs: &[Compiled]) -> String {
                 c.eidx,
                 literal(&c.spec.experiment),
                 c.start,
-                c.start.saturating_sub(c.skew),
+                c.lo,
                 c.cutoff,
                 c.skew
             )
@@ -442,11 +569,7 @@ fn units_sql(specs: &[Compiled]) -> String {
 /// from one scan of the events, deduplicated by `event_id` as in the
 /// analysis ([`plan::unit_parts_sql`]).
 fn unit_values_sql(parts: &[WindowPart], properties: &[String], specs: &[Compiled]) -> String {
-    let lo = specs
-        .iter()
-        .map(|c| c.start.saturating_sub(c.skew))
-        .min()
-        .unwrap_or(0);
+    let lo = specs.iter().map(|c| c.lo).min().unwrap_or(0);
     let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
     let props: String = (0..properties.len())
         .map(|i| format!(", prop_{i}"))
@@ -676,32 +799,6 @@ struct Moments {
     cxy: f64,
 }
 
-/// [`VariantStats`] from moments, through `strata-stats`' types.
-fn variant_stats(variant: &str, kind: MetricType, o: Moments) -> Result<VariantStats> {
-    let nf = o.n as f64;
-    let (mean, variance) = if kind == MetricType::Ratio {
-        let r = RatioStats::from_moments(o.n, o.my, o.mx, o.vy * nf, o.vx * nf, o.cxy * nf)?;
-        match Sample::from_ratio(&r) {
-            Some(s) => (s.mean, s.variance),
-            None if o.n == 0 => (0.0, 0.0),
-            None if r.mean_den() == 0.0 => (f64::NAN, f64::NAN),
-            None => (r.mean_num() / r.mean_den(), 0.0),
-        }
-    } else {
-        let m = MeanStats::from_moments(o.n, o.my, o.vy * nf)?;
-        match Sample::from_mean(&m) {
-            Some(s) => (s.mean, s.variance),
-            None => (m.mean(), 0.0),
-        }
-    };
-    Ok(VariantStats {
-        variant: variant.to_string(),
-        n: o.n,
-        mean,
-        variance,
-    })
-}
-
 /// Computes the data of one check of the guardrail monitor: per variant of
 /// `spec`, its volume and each metric's statistics over the units mature
 /// for it (module documentation).
@@ -733,6 +830,21 @@ pub async fn monitor_many(
     registry: &MetricRegistry,
     specs: &[MonitorSpec],
 ) -> Result<Vec<Result<MonitorData>>> {
+    monitor_incremental(data, registry, specs, &mut MonitorState::default()).await
+}
+
+/// [`monitor_many`] continuing from what earlier checks folded into
+/// `state`, and updating it (see [`MonitorState`]): the same statistics
+/// for units mature at an earlier check as long as none of their events
+/// arrived after it, from only the events since the earliest unfolded
+/// first exposure. `state` keeps the folds of this call's specs only, and
+/// is left as it was when the call fails.
+pub async fn monitor_incremental(
+    data: &DataSource,
+    registry: &MetricRegistry,
+    specs: &[MonitorSpec],
+    state: &mut MonitorState,
+) -> Result<Vec<Result<MonitorData>>> {
     let mut planned = Vec::new();
     let mut parts = Vec::new();
     let mut compiled: Vec<Compiled> = Vec::new();
@@ -740,26 +852,52 @@ pub async fn monitor_many(
     for spec in specs {
         match compile(registry, spec, &mut planned, &mut parts) {
             Ok(metrics) => {
-                compiled.push(Compiled {
+                let mut c = Compiled {
                     spec,
                     eidx: compiled.len(),
                     metrics,
                     start: ts_ns(spec.start),
                     cutoff: ts_ns(spec.cutoff),
                     skew: (spec.clock_skew_seconds * NS as f64) as i64,
-                });
+                    settled: HashMap::new(),
+                    lo: 0,
+                };
+                for &j in &c.metrics {
+                    if let Some(f) = state.folds.get(&fold_key(spec, &planned[j])) {
+                        let valid = f.start == c.start
+                            && f.skew == c.skew
+                            && f.variants == spec.variants
+                            && f.metric == planned[j].metric
+                            && planned[j].metric.winsorize.is_none();
+                        if valid {
+                            c.settled.insert(j, f.settled);
+                        }
+                    }
+                }
+                let first = c.start.saturating_sub(c.skew);
+                c.lo = if !c.metrics.is_empty()
+                    && c.metrics.iter().all(|j| c.settled.contains_key(j))
+                {
+                    let settled = c.settled.values().copied().min().unwrap_or(c.start);
+                    settled.saturating_sub(c.skew).max(first)
+                } else {
+                    first
+                };
+                compiled.push(c);
                 answers.push(None);
             }
             Err(e) => answers.push(Some(Err(e))),
         }
     }
     if !compiled.is_empty() {
-        let mut computed = compute(data, &compiled, &planned, &parts)
-            .await?
-            .into_iter();
+        let (computed, folds) = compute(data, &compiled, &planned, &parts, state).await?;
+        state.folds = folds;
+        let mut computed = computed.into_iter();
         for a in answers.iter_mut().filter(|a| a.is_none()) {
             *a = computed.next().map(Ok);
         }
+    } else {
+        state.folds.clear();
     }
     Ok(answers
         .into_iter()
@@ -767,13 +905,23 @@ pub async fn monitor_many(
         .collect())
 }
 
-/// The answers of the valid specs, in their order.
+fn fold_key(spec: &MonitorSpec, p: &Planned) -> FoldKey {
+    FoldKey {
+        experiment: spec.experiment.clone(),
+        metric: p.metric.key.clone(),
+        window_minutes: p.window_minutes,
+    }
+}
+
+/// The answers of the valid specs, in their order, and the folds that
+/// continue from them.
 async fn compute(
     data: &DataSource,
     compiled: &[Compiled<'_>],
     planned: &[Planned],
     parts: &[WindowPart],
-) -> Result<Vec<MonitorData>> {
+    state: &MonitorState,
+) -> Result<(Vec<MonitorData>, HashMap<FoldKey, Fold>)> {
     let ctx = session();
     let exposures = source::list("exposures", &data.exposures)?;
     let events = source::list("events", &data.events)?;
@@ -812,6 +960,18 @@ async fn compute(
                 e.x = Some(capped(&ctx, &sources, w, x, &e.cond, &listing).await?);
             }
             e.y = y;
+        }
+        // Only the units that matured since a spec's fold are computed.
+        let arms: String = compiled
+            .iter()
+            .filter_map(|c| {
+                c.settled
+                    .get(&j)
+                    .map(|s| format!(" WHEN {} THEN first_ts > {s}", c.eidx))
+            })
+            .collect();
+        if !arms.is_empty() {
+            e.cond = format!("{} AND (CASE eidx{arms} ELSE TRUE END)", e.cond);
         }
     }
     let batches = collect(&ctx, &sources, &stats_sql(&exprs)).await?;
@@ -867,53 +1027,76 @@ async fn compute(
             );
         }
     }
-    let answers = compiled
-        .iter()
-        .map(|c| {
-            let codes = variant_codes(&c.spec.variants);
-            let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(code, _)| *code);
-            let row = |v: &str| code_of(v).and_then(|code| rows.get(&(c.eidx, code)));
-            let variants = c
-                .spec
-                .variants
-                .iter()
-                .map(|v| {
-                    let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
-                    VariantVolume {
-                        variant: v.clone(),
-                        exposed,
-                        events,
-                    }
-                })
-                .collect();
-            let metrics = c
-                .metrics
-                .iter()
-                .map(|&j| {
-                    let p = &planned[j];
-                    let variants = c
-                        .spec
-                        .variants
-                        .iter()
-                        .map(|v| {
-                            let o = row(v).map(|r| r.2[j]).unwrap_or_default();
-                            variant_stats(v, p.metric.kind, o)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Ok(MetricStats {
-                        metric: p.metric.key.clone(),
-                        window_minutes: p.window_minutes,
-                        variants,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(MonitorData { variants, metrics })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut folds = HashMap::new();
+    let mut answers = Vec::with_capacity(compiled.len());
+    for c in compiled {
+        let codes = variant_codes(&c.spec.variants);
+        let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(code, _)| *code);
+        let row = |v: &str| code_of(v).and_then(|code| rows.get(&(c.eidx, code)));
+        let variants = c
+            .spec
+            .variants
+            .iter()
+            .map(|v| {
+                let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
+                VariantVolume {
+                    variant: v.clone(),
+                    exposed,
+                    events,
+                }
+            })
+            .collect();
+        let mut metrics = Vec::with_capacity(c.metrics.len());
+        for &j in &c.metrics {
+            let p = &planned[j];
+            let key = fold_key(c.spec, p);
+            let earlier = c.settled.get(&j).and_then(|_| state.folds.get(&key));
+            let mut accs = Vec::with_capacity(c.spec.variants.len());
+            for (i, v) in c.spec.variants.iter().enumerate() {
+                let o = row(v).map(|r| r.2[j]).unwrap_or_default();
+                let mut acc = Acc::from_moments(p.metric.kind, o)?;
+                if let Some(f) = earlier {
+                    let mut merged = f.accs[i].clone();
+                    merged.merge(&acc);
+                    acc = merged;
+                }
+                accs.push(acc);
+            }
+            metrics.push(MetricStats {
+                metric: p.metric.key.clone(),
+                window_minutes: p.window_minutes,
+                variants: c
+                    .spec
+                    .variants
+                    .iter()
+                    .zip(&accs)
+                    .map(|(v, a)| a.stats(v))
+                    .collect(),
+            });
+            if p.metric.winsorize.is_none() {
+                folds.insert(
+                    key,
+                    Fold {
+                        start: c.start,
+                        skew: c.skew,
+                        variants: c.spec.variants.clone(),
+                        metric: p.metric.clone(),
+                        settled: c.cutoff.saturating_sub(p.window),
+                        accs,
+                    },
+                );
+            }
+        }
+        answers.push(MonitorData {
+            variants,
+            metrics,
+            events_since: DateTime::from_timestamp_nanos(c.lo),
+        });
+    }
     // Answer only from a read the pipeline's merges did not disturb.
     exposures.check_unchanged()?;
     events.check_unchanged()?;
-    Ok(answers)
+    Ok((answers, folds))
 }
 
 /// Per user partition of the events (the value of their `part=`

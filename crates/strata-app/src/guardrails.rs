@@ -19,7 +19,12 @@
 //!    after its first exposure since activation, for units whose window
 //!    has elapsed (`strata_analysis::monitor`), and the data's
 //!    completeness: exposures and events per variant, each user
-//!    partition's freshness.
+//!    partition's freshness. One read serves every running experiment,
+//!    and it continues from the units the earlier cycles folded (their
+//!    values are final), so a cycle reads the events of the last window
+//!    and interval, not of the experiments' whole lives; every
+//!    [`FULL_RECOMPUTE`] a cycle starts over from the experiments' starts,
+//!    counting what arrived too late for an earlier cycle.
 //! 3. **The decision** ([`strata_server::guardrail::evaluate`]): gates,
 //!    then an always-valid one-sided test of every treatment at its share
 //!    of the experiment's error budget (`--guardrail-alpha`).
@@ -67,7 +72,8 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use strata_analysis::monitor::{
-    monitor_many, partition_freshness, MonitorData, MonitorSpec, WindowedMetric,
+    monitor_incremental, partition_freshness, MonitorData, MonitorSpec, MonitorState,
+    WindowedMetric,
 };
 use strata_analysis::results::Results;
 use strata_analysis::spec::parse_time;
@@ -108,6 +114,11 @@ pub const DELIVERY_ALLOWANCE: Duration = Duration::from_secs(30);
 /// Events up to this long before a unit's first exposure count (clock skew
 /// between the SDK's exposure and the event's source), as in the analysis.
 const CLOCK_SKEW_SECONDS: f64 = 5.0;
+/// Every this long, a cycle drops the folds of earlier cycles and reads
+/// every experiment's events from its start: events that arrived after
+/// their unit was folded are counted again (see
+/// `strata_analysis::monitor::MonitorState`).
+pub const FULL_RECOMPUTE: Duration = Duration::from_secs(3600);
 
 /// How the monitor runs.
 #[derive(Debug, Clone)]
@@ -215,6 +226,9 @@ pub struct Monitor {
     activations: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Whether the last cycle found the data incomplete.
     stale: AtomicBool,
+    /// What earlier cycles folded, and when the folds were last rebuilt
+    /// from the start; only the running cycle uses them.
+    folds: Mutex<(MonitorState, Option<Instant>)>,
     cycles: Mutex<VecDeque<Cycle>>,
     counters: Counters,
 }
@@ -250,6 +264,7 @@ impl Monitor {
             cfg,
             activations: Mutex::new(HashMap::new()),
             stale: AtomicBool::new(false),
+            folds: Mutex::new((MonitorState::default(), None)),
             cycles: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
         }
@@ -395,7 +410,11 @@ impl Monitor {
             .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
         let data = self.pipeline.data_source();
         let since = cutoff - chrono::Duration::minutes(FRESHNESS_LOOKBACK_MINUTES);
-        let empty = !has_files(self.pipeline.store.parquet_dir());
+        // Both kinds are needed: right after a start the exposures may be
+        // compacted before any event is.
+        let root = self.pipeline.store.parquet_dir();
+        let empty =
+            !(has_files(&root.join("kind=exposures")) && has_files(&root.join("kind=events")));
         let partitions = if empty {
             Vec::new()
         } else {
@@ -483,8 +502,9 @@ impl Monitor {
         Some(at)
     }
 
-    /// Every spec's data, from one read under the store's read lease; a
-    /// failed read is every experiment's error.
+    /// Every spec's data, from one read under the store's read lease,
+    /// continuing from the earlier cycles' folds (rebuilt from the start
+    /// every [`FULL_RECOMPUTE`]); a failed read is every experiment's error.
     async fn data(
         &self,
         shared: &Shared,
@@ -493,10 +513,19 @@ impl Monitor {
         if specs.is_empty() {
             return Vec::new();
         }
+        let (mut state, mut rebuilt) = {
+            let mut f = self.folds.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::take(&mut *f)
+        };
+        if rebuilt.is_none_or(|at| at.elapsed() >= FULL_RECOMPUTE) {
+            state = MonitorState::default();
+            rebuilt = Some(Instant::now());
+        }
         let all = {
             let _lease = self.pipeline.store.read_lease().await;
-            monitor_many(&shared.data, &shared.registry, specs).await
+            monitor_incremental(&shared.data, &shared.registry, specs, &mut state).await
         };
+        *self.folds.lock().unwrap_or_else(PoisonError::into_inner) = (state, rebuilt);
         match all {
             Ok(all) => all
                 .into_iter()

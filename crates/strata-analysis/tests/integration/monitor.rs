@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
 use datafusion::parquet::arrow::ArrowWriter;
 use strata_analysis::monitor::{
-    monitor, monitor_many, partition_freshness, MonitorData, MonitorSpec, PartitionFreshness,
-    VariantStats, WindowedMetric,
+    monitor, monitor_incremental, monitor_many, partition_freshness, MonitorData, MonitorSpec,
+    MonitorState, PartitionFreshness, VariantStats, WindowedMetric,
 };
 use strata_analysis::testkit::{self, Event, Exposure};
 use strata_analysis::{DataSource, MetricRegistry};
@@ -636,6 +636,107 @@ fn many_specs_at_once_answer_as_each_alone() {
         .block_on(monitor_many(&d.source, &registry(), &[]))
         .unwrap()
         .is_empty());
+}
+
+/// The same metrics, the same units and the same statistics up to the
+/// order of floating-point sums.
+fn assert_metrics_close(got: &MonitorData, want: &MonitorData, at: &str) {
+    assert_eq!(got.metrics.len(), want.metrics.len());
+    for (g, w) in got.metrics.iter().zip(&want.metrics) {
+        assert_eq!((&g.metric, g.window_minutes), (&w.metric, w.window_minutes));
+        for (u, v) in g.variants.iter().zip(&w.variants) {
+            let close = |p: f64, q: f64| {
+                (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-9 * q.abs().max(1.0)
+            };
+            assert!(
+                u.n == v.n && close(u.mean, v.mean) && close(u.variance, v.variance),
+                "{at}, {}: {u:?} against {v:?}",
+                g.metric
+            );
+        }
+    }
+}
+
+/// Checks every few minutes, each continuing from the last one's folds,
+/// give what one check from the start gives, while reading only recent
+/// events; a change of the experiment's start restarts its folds.
+#[test]
+fn checks_continuing_from_their_folds_equal_one_from_the_start() {
+    let d = data();
+    let metrics = [
+        ("conversion", 60),
+        ("revenue", 60),
+        ("order_value", 60),
+        ("errors", 60),
+        ("revenue_per_view", 120),
+        ("big_purchases", 30),
+    ];
+    let mut other = spec(600, &[("revenue", 60)]);
+    other.experiment = "other".into();
+    other.variants = vec!["control".into()];
+    let mut state = MonitorState::default();
+    for cutoff in [50, 130, 185, 241, 300, 420, 480, 531, 600] {
+        let specs = [spec(cutoff, &metrics), {
+            let mut o = other.clone();
+            o.cutoff = time(at(cutoff, 0));
+            o
+        }];
+        let got = rt()
+            .block_on(monitor_incremental(
+                &d.source,
+                &registry(),
+                &specs,
+                &mut state,
+            ))
+            .unwrap();
+        for (s, got) in specs.iter().zip(got) {
+            let got = got.unwrap();
+            let full = run(&d, s).unwrap();
+            assert_metrics_close(&got, &full, &format!("cutoff {cutoff}"));
+            // Every unit is counted; events only from the recent range.
+            let exposed =
+                |m: &MonitorData| m.variants.iter().map(|v| v.exposed).collect::<Vec<_>>();
+            assert_eq!(exposed(&got), exposed(&full));
+            assert!(got.events_since >= full.events_since);
+        }
+        assert_eq!(state.len(), metrics.len() + 1);
+    }
+    // At another check, only events since the earliest unfolded first
+    // exposure (the 120-minute window's bound at the previous check,
+    // 600 − 120 minutes, less the 5 s skew) are read.
+    let last = rt()
+        .block_on(monitor_incremental(
+            &d.source,
+            &registry(),
+            &[spec(600, &metrics)],
+            &mut state,
+        ))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.events_since, time(at(600 - 120, 0) - 5_000_000));
+    assert_eq!(
+        state.len(),
+        metrics.len(),
+        "the other experiment's folds are dropped"
+    );
+    // Another start restarts the folds: all events since it are read.
+    let mut moved = spec(600, &metrics);
+    moved.start = time(at(100, 0));
+    let again = rt()
+        .block_on(monitor_incremental(
+            &d.source,
+            &registry(),
+            &[moved.clone()],
+            &mut state,
+        ))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.events_since, time(at(100, 0) - 5_000_000));
+    assert_metrics_close(&again, &run(&d, &moved).unwrap(), "moved start");
 }
 
 fn fresh(part: &str, events: u64, last: Option<i64>) -> PartitionFreshness {
