@@ -165,6 +165,10 @@ pub struct Cycle {
     pub seconds: f64,
     /// The pipeline's lag at the start, seconds.
     pub pipeline_lag_seconds: f64,
+    /// Of `seconds`, reading the inputs and the partitions' freshness.
+    pub freshness_seconds: f64,
+    /// Of `seconds`, reading every experiment's data.
+    pub data_seconds: f64,
     /// Running experiments with at least one guardrail.
     pub experiments: u64,
     /// Evaluations recorded.
@@ -300,7 +304,10 @@ impl Monitor {
             pipeline_lag_seconds: lag,
             ..Cycle::default()
         };
-        match self.inputs(cutoff, lag).await {
+        let read = Instant::now();
+        let inputs = self.inputs(cutoff, lag).await;
+        cycle.freshness_seconds = read.elapsed().as_secs_f64();
+        match inputs {
             Ok((experiments, shared)) => {
                 self.check_staleness(&shared).await;
                 // What each experiment needs, then every experiment's data
@@ -324,7 +331,9 @@ impl Monitor {
                     .filter_map(|(e, g, at)| Some(spec(e, g, (*at)?, shared.cutoff)))
                     .filter(|_| !shared.empty)
                     .collect();
+                let read = Instant::now();
                 let mut data = self.data(&shared, &specs).await.into_iter();
+                cycle.data_seconds = read.elapsed().as_secs_f64();
                 for (e, guardrails, activated_at) in work {
                     if *stop.borrow() {
                         break;

@@ -1593,9 +1593,9 @@ fn print_report(
     let _ = writeln!(o, "\n### Monitor cycles\n");
     let _ = writeln!(
         o,
-        "| # | started | +s from ingestion start | seconds | experiments | evaluations | skipped | breaches | actions | pipeline lag s | errors |"
+        "| # | started | +s from ingestion start | seconds | of which freshness / data | experiments | evaluations | skipped | breaches | actions | pipeline lag s | errors |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut max_secs: f64 = 0.0;
     let mut max_lag: f64 = 0.0;
     let mut loaded_secs: f64 = 0.0;
@@ -1613,10 +1613,12 @@ fn print_report(
         let errors = c["errors"].as_array().map_or(0, Vec::len);
         let _ = writeln!(
             o,
-            "| {} | {} | {:+.0} | {secs:.2} | {} | {} | {} | {} | {} | {lag:.1} | {errors} |",
+            "| {} | {} | {:+.0} | {secs:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {lag:.1} | {errors} |",
             n + 1,
             hms(started),
             (started - r.ingest_started_ms as i64) as f64 / 1000.0,
+            c["freshness_seconds"].as_f64().unwrap_or(0.0),
+            c["data_seconds"].as_f64().unwrap_or(0.0),
             c["experiments"],
             c["evaluations"],
             c["skipped"],
