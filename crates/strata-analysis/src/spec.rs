@@ -233,7 +233,11 @@ impl AnalysisSpec {
     /// resolved against the platform's registry and guardrail definitions
     /// (a definition stands for the metric it watches, a metric key for
     /// itself), then validated against `registry`: the spec of a stored
-    /// experiment, as every in-process or remote look of it uses.
+    /// experiment, as every in-process or remote look of it uses. A metric
+    /// watched by several guardrails, or also the primary or a secondary
+    /// metric, is analysed once, in its first role: the automatic monitor
+    /// tests each guardrail definition on its own, and the analysis reports
+    /// each metric once.
     pub fn pre_registered(
         def: &strata_model::ExperimentDefinition,
         registry: &MetricRegistry,
@@ -246,9 +250,17 @@ impl AnalysisSpec {
             strata_model::guardrail::resolve(&def.guardrails, guardrails, &metric_keys)
                 .map_err(|e| Error::invalid(&doc, e.field(), e.reason()))?
                 .into_iter()
-                .map(|g| g.metric)
-                .collect();
-        Self::from_experiment(def, guardrail_metrics, as_of)?.validate(&doc, registry)
+                .map(|g| g.metric);
+        let mut seen: BTreeSet<&str> = std::iter::once(def.primary_metric.as_str())
+            .chain(def.secondary_metrics.iter().map(String::as_str))
+            .collect();
+        let mut unique = Vec::new();
+        for m in guardrail_metrics {
+            if !seen.contains(m.as_str()) && !unique.contains(&m) {
+                unique.push(m);
+            }
+        }
+        Self::from_experiment(def, unique, as_of)?.validate(&doc, registry)
     }
 }
 
@@ -472,8 +484,32 @@ mod tests {
         .unwrap();
         let as_of = parse_time("2026-01-08T12:00:00Z").unwrap();
         let spec =
-            AnalysisSpec::pre_registered(&definition(None), &registry, &[guard], as_of).unwrap();
+            AnalysisSpec::pre_registered(&definition(None), &registry, &[guard.clone()], as_of)
+                .unwrap();
         assert_eq!(spec.spec.guardrails, ["p95_latency"]);
+        // A metric watched twice, or also primary or secondary, is analysed
+        // once, in its first role.
+        let mut twice = definition(None);
+        twice.guardrails = vec![
+            "latency_guard".into(),
+            "conversion".into(),
+            "p95_latency".into(),
+            "revenue".into(),
+        ];
+        let spec =
+            AnalysisSpec::pre_registered(&twice, &registry, &[guard.clone()], as_of).unwrap();
+        assert_eq!(
+            (
+                spec.spec.primary.as_str(),
+                spec.spec.secondary.as_slice(),
+                spec.spec.guardrails.as_slice()
+            ),
+            (
+                "conversion",
+                &["revenue".to_string()][..],
+                &["p95_latency".to_string()][..]
+            )
+        );
         // A name that is neither a definition nor a metric is refused where it stands.
         let e = AnalysisSpec::pre_registered(&definition(None), &registry, &[], as_of).unwrap_err();
         let msg = e.to_string();
