@@ -26,6 +26,16 @@ struct PlainBody {
     revision: Option<i64>,
 }
 
+/// `pause`: why, optionally (audited).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    revision: Option<i64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RampBody {
@@ -65,7 +75,7 @@ fn body_or_empty<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Resu
 /// `ramp`, `pause`, `resume`, `kill`, `conclude`, `archive`.
 #[utoipa::path(post, path = "/api/v1/experiments/{key}/{action}", tag = "experiments",
     params(("key" = String, Path), ("action" = String, Path, description = "submit | approve | start | ramp | pause | resume | kill | conclude | archive")),
-    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1} (ramp: optional \"reason\"); kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
+    request_body(content = Object, description = "start/ramp: {\"ramp_percent\": 1} (ramp: optional \"reason\"); pause: optional {\"reason\": \"…\"}; kill: {\"reason\": \"…\"}; conclude: {\"winner\": \"treatment\" | null}; every action: optional \"revision\""),
     responses((status = 200, body = ExperimentRecord), (status = 409, description = "illegal transition, with the allowed next states")))]
 pub async fn action(
     State(state): State<AppState>,
@@ -82,9 +92,15 @@ pub async fn action(
     };
     // Parse the body before touching the store.
     let params = match act {
-        Action::Submit | Action::Approve | Action::Pause | Action::Resume | Action::Archive => {
+        Action::Submit | Action::Approve | Action::Resume | Action::Archive => ActParams {
+            revision: body_or_empty::<PlainBody>(&body)?.revision,
+            ..ActParams::default()
+        },
+        Action::Pause => {
+            let b = body_or_empty::<PauseBody>(&body)?;
             ActParams {
-                revision: body_or_empty::<PlainBody>(&body)?.revision,
+                revision: b.revision,
+                reason: b.reason,
                 ..ActParams::default()
             }
         }

@@ -97,8 +97,21 @@ async fn whole_lifecycle(s: TestServer) {
         505
     );
 
-    let (st, v) = s.act("exp_checkout_v2", "pause", json!({})).await;
+    let (st, v) = s
+        .act("exp_checkout_v2", "pause", json!({"reason": 5}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "a reason is text: {v}");
+    let (st, v) = s
+        .act(
+            "exp_checkout_v2",
+            "pause",
+            json!({"reason": "waiting for the payment fix"}),
+        )
+        .await;
     assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("paused")));
+    let (_, audit) = s.get("/api/v1/experiments/exp_checkout_v2/audit").await;
+    assert_eq!(audit["items"][0]["action"], "experiment.pause");
+    assert_eq!(audit["items"][0]["detail"], "waiting for the payment fix");
     assert!(
         find(&s.sdk_snapshot(&sdk).await, "exp_checkout_v2").is_none(),
         "paused serves nothing"
