@@ -251,7 +251,7 @@ impl AnalysisSpec {
                 .map_err(|e| Error::invalid(&doc, e.field(), e.reason()))?
                 .into_iter()
                 .map(|g| g.metric);
-        let mut seen: BTreeSet<&str> = std::iter::once(def.primary_metric.as_str())
+        let seen: BTreeSet<&str> = std::iter::once(def.primary_metric.as_str())
             .chain(def.secondary_metrics.iter().map(String::as_str))
             .collect();
         let mut unique = Vec::new();
@@ -483,9 +483,13 @@ mod tests {
         }))
         .unwrap();
         let as_of = parse_time("2026-01-08T12:00:00Z").unwrap();
-        let spec =
-            AnalysisSpec::pre_registered(&definition(None), &registry, &[guard.clone()], as_of)
-                .unwrap();
+        let spec = AnalysisSpec::pre_registered(
+            &definition(None),
+            &registry,
+            std::slice::from_ref(&guard),
+            as_of,
+        )
+        .unwrap();
         assert_eq!(spec.spec.guardrails, ["p95_latency"]);
         // A metric watched twice, or also primary or secondary, is analysed
         // once, in its first role.
@@ -497,7 +501,8 @@ mod tests {
             "revenue".into(),
         ];
         let spec =
-            AnalysisSpec::pre_registered(&twice, &registry, &[guard.clone()], as_of).unwrap();
+            AnalysisSpec::pre_registered(&twice, &registry, std::slice::from_ref(&guard), as_of)
+                .unwrap();
         assert_eq!(
             (
                 spec.spec.primary.as_str(),
