@@ -7,7 +7,7 @@
 #
 #   bench/guardrails/run.sh [ARGS]
 #
-# ARGS go to the generator (crates/strata-cli/examples/guardrail_bench.rs),
+# ARGS go to the generator (bench/guardrails/src/main.rs, a crate of its own),
 # e.g. `--rate 150000 --seconds 240`; its defaults are the target's figures
 # (--experiments 300 --guardrails 3 --rate 300000 --seconds 180
 # --subscribers 10000 --interval 30s --exposures-per-unit 3). The server runs
@@ -29,11 +29,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:--1}"
-cargo build --release -p strata-cli --bin strata --example guardrail_bench
+cargo build --release -p strata-cli --bin strata
+cargo build --release --manifest-path bench/guardrails/Cargo.toml
 target="${CARGO_TARGET_DIR:-target}"
+bench_target="${CARGO_TARGET_DIR:-bench/guardrails/target}"
 hard="$(ulimit -Hn)"
 if [ "$hard" = unlimited ] || [ "$(ulimit -n)" -lt "$hard" ]; then
   ulimit -n "$hard" 2>/dev/null || true
 fi
 echo "== $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), open files $(ulimit -n)"
-"$target/release/examples/guardrail_bench" --strata "$target/release/strata" "$@"
+"$bench_target/release/guardrail_bench" --strata "$target/release/strata" "$@"

@@ -38,8 +38,8 @@
 //! default: one per 50,000 records/s).
 //!
 //! ```text
-//! cargo build --release -p strata-cli --bin strata --example guardrail_bench
-//! cargo run --release -p strata-cli --example guardrail_bench -- \
+//! cargo build --release -p strata-cli --bin strata
+//! cargo run --release --manifest-path bench/guardrails/Cargo.toml -- \
 //!     --experiments 300 --guardrails 3 --rate 300000 --seconds 180 \
 //!     --subscribers 10000 --interval 30s --exposures-per-unit 3
 //! bench/guardrails/run.sh [ARGS]            (the same, with the machine printed first)
