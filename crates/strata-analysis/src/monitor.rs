@@ -91,7 +91,8 @@
 //! the monitor does not filter on the `date=` directories (the plan does
 //! not depend on the layout).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -228,9 +229,18 @@ pub struct MonitorData {
 /// variants or clock skew, or its metric's definition change; winsorized
 /// metrics are never folded (their cap pools every mature unit at every
 /// check), and a spec with one reads all its events at every check.
+///
+/// The units are folded too: per experiment, a 64-bit hash of every unit
+/// counted and the count per variant, and in full only the units first
+/// exposed after the earliest metric's bound (those that can still enter a
+/// sample). A check then reads the exposures since the last one, and a
+/// unit exposed there that an earlier check counted keeps its first
+/// exposure. An exposure that arrives after the check that should have
+/// read it is not counted until the state is dropped, as for events.
 #[derive(Debug, Default)]
 pub struct MonitorState {
     folds: HashMap<FoldKey, Fold>,
+    units: HashMap<String, UnitFold>,
 }
 
 impl MonitorState {
@@ -243,6 +253,39 @@ impl MonitorState {
     pub fn is_empty(&self) -> bool {
         self.folds.is_empty()
     }
+
+    /// The units held in full (those that can still enter a sample), over
+    /// every experiment; the others are held as a hash each.
+    pub fn units_held(&self) -> usize {
+        self.units.values().map(|u| u.recent.len()).sum()
+    }
+}
+
+/// One experiment's units as earlier checks found them: the exposures
+/// before `read_until` have been read, every unit first exposed then is
+/// counted, and only the units that can still enter a metric's sample are
+/// kept in full. Valid only while every metric of the experiment has a
+/// valid fold (otherwise a metric needs units the fold no longer holds).
+#[derive(Debug, Clone)]
+struct UnitFold {
+    start: i64,
+    skew: i64,
+    variants: Vec<String>,
+    read_until: i64,
+    /// A hash of every unit counted (64 bits: a collision among 10⁸ units
+    /// has a probability below 10⁻³, and would drop one unit).
+    seen: HashSet<u64>,
+    /// Units counted per variant, in `variants`' order.
+    exposed: Vec<u64>,
+    /// Units first exposed after the earliest metric's `settled`:
+    /// `(unit_id, first_ts, variant code)`.
+    recent: Vec<(String, i64, usize)>,
+}
+
+fn unit_hash(unit: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    unit.hash(&mut h);
+    h.finish()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -484,6 +527,9 @@ struct Compiled<'a> {
     settled: HashMap<usize, i64>,
     /// The earliest event time read.
     lo: i64,
+    /// The earliest exposure time read: after the valid unit fold's
+    /// `read_until`, else the start.
+    read_from: i64,
 }
 
 /// The variants' codes in SQL: their rank in key order, so that the
@@ -494,8 +540,8 @@ fn variant_codes(variants: &[String]) -> Vec<(usize, &str)> {
     sorted.into_iter().enumerate().collect()
 }
 
-/// The specs as a table: `eidx`, `experiment`, `start`, `lo` (the earliest
-/// event read), `cutoff`, `skew` (ns).
+/// The specs as a table: `eidx`, `experiment`, `read_from` (the earliest
+/// exposure read), `lo` (the earliest event read), `cutoff`, `skew` (ns).
 fn specs_sql(specs: &[Compiled]) -> String {
     let rows: Vec<String> = specs
         .iter()
@@ -504,7 +550,7 @@ fn specs_sql(specs: &[Compiled]) -> String {
                 "(CAST({} AS BIGINT), {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT))",
                 c.eidx,
                 literal(&c.spec.experiment),
-                c.start,
+                c.read_from,
                 c.lo,
                 c.cutoff,
                 c.skew
@@ -512,7 +558,7 @@ fn specs_sql(specs: &[Compiled]) -> String {
         })
         .collect();
     format!(
-        "SELECT column1 AS eidx, column2 AS experiment, column3 AS start, column4 AS lo, \
+        "SELECT column1 AS eidx, column2 AS experiment, column3 AS read_from, column4 AS lo, \
          column5 AS cutoff, column6 AS skew FROM (VALUES {})",
         rows.join(", ")
     )
@@ -541,27 +587,74 @@ fn codes_sql(specs: &[Compiled]) -> String {
     )
 }
 
-/// The units: one row per spec (`eidx`) and unit first exposed in
-/// `[start, cutoff)` to one of the spec's variants (`variant` its code),
-/// with a dense key `uidx` and the spec's bounds.
-fn units_sql(specs: &[Compiled]) -> String {
-    let lo = specs.iter().map(|c| c.start).min().unwrap_or(0);
+/// The units whose first exposure the check reads: one row per spec
+/// (`eidx`) and unit exposed in `[read_from, cutoff)` to one of the spec's
+/// variants, with its first exposure there (`first_ts`) and that
+/// exposure's variant code. A unit an earlier check counted is among them
+/// again when it was exposed again; the caller drops it.
+fn new_units_sql(specs: &[Compiled]) -> String {
+    let lo = specs.iter().map(|c| c.read_from).min().unwrap_or(0);
     let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
     // The literal bounds and experiment list prune the scan; the join
     // applies each spec's own.
     format!(
-        "SELECT unit_id, eidx, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, variant, first_ts, \
-         lo, cutoff, skew FROM (\
-         SELECT e.unit_id AS unit_id, x.eidx AS eidx, MIN(e.ts) AS first_ts, \
-         first_value(c.code ORDER BY e.ts, c.code) AS variant, x.lo AS lo, x.cutoff AS cutoff, \
-         x.skew AS skew \
+        "SELECT x.eidx AS eidx, e.unit_id AS unit_id, MIN(e.ts) AS first_ts, \
+         first_value(c.code ORDER BY e.ts, c.code) AS variant \
          FROM exposures e JOIN specs x ON e.experiment = x.experiment \
          JOIN codes c ON c.eidx = x.eidx AND c.variant = e.assigned_variant \
          WHERE e.experiment IN ({keys}) AND e.ts >= {lo} AND e.ts < {hi} \
-         AND e.ts >= x.start AND e.ts < x.cutoff \
-         GROUP BY e.unit_id, x.eidx, x.lo, x.cutoff, x.skew)",
+         AND e.ts >= x.read_from AND e.ts < x.cutoff \
+         GROUP BY e.unit_id, x.eidx",
         keys = literal_list(specs.iter().map(|c| c.spec.experiment.as_str())),
     )
+}
+
+/// The `units` table: per spec, the units it still needs, with a dense
+/// key `uidx`, their first exposure and variant code, and the spec's
+/// bounds (`lo`, `cutoff`, `skew`).
+fn units_table(specs: &[Compiled], units: &[UnitFold]) -> Result<MemTable> {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let (mut unit_id, mut eidx, mut variant, mut first_ts, mut lo, mut cutoff, mut skew) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (c, u) in specs.iter().zip(units) {
+        for (id, ts, code) in &u.recent {
+            unit_id.push(id.as_str());
+            eidx.push(c.eidx as i64);
+            variant.push(*code as i64);
+            first_ts.push(*ts);
+            lo.push(c.lo);
+            cutoff.push(c.cutoff);
+            skew.push(c.skew);
+        }
+    }
+    let uidx: Vec<i64> = (1..=unit_id.len() as i64).collect();
+    let int = |name: &str| Field::new(name, DataType::Int64, false);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("unit_id", DataType::Utf8, false),
+        int("eidx"),
+        int("uidx"),
+        int("variant"),
+        int("first_ts"),
+        int("lo"),
+        int("cutoff"),
+        int("skew"),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(unit_id)),
+            Arc::new(Int64Array::from(eidx)),
+            Arc::new(Int64Array::from(uidx)),
+            Arc::new(Int64Array::from(variant)),
+            Arc::new(Int64Array::from(first_ts)),
+            Arc::new(Int64Array::from(lo)),
+            Arc::new(Int64Array::from(cutoff)),
+            Arc::new(Int64Array::from(skew)),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
 }
 
 /// The per-unit values: one row per row of `units` with its number of
@@ -837,8 +930,10 @@ pub async fn monitor_many(
 /// `state`, and updating it (see [`MonitorState`]): the same statistics
 /// for units mature at an earlier check as long as none of their events
 /// arrived after it, from only the events since the earliest unfolded
-/// first exposure. `state` keeps the folds of this call's specs only, and
-/// is left as it was when the call fails.
+/// first exposure and the exposures since the last check. `state` keeps
+/// the folds of this call's specs only; when the call fails, it keeps the
+/// metrics' folds but not the units' (the next call reads the exposures
+/// from the start).
 pub async fn monitor_incremental(
     data: &DataSource,
     registry: &MetricRegistry,
@@ -849,6 +944,14 @@ pub async fn monitor_incremental(
     let mut parts = Vec::new();
     let mut compiled: Vec<Compiled> = Vec::new();
     let mut answers: Vec<Option<Result<MonitorData>>> = Vec::with_capacity(specs.len());
+    // One unit fold per experiment: an experiment named by two specs has
+    // none (both read from its start).
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|o| o.experiment == spec.experiment) {
+            state.units.remove(&spec.experiment);
+        }
+    }
+    let named_twice = |key: &str| specs.iter().filter(|o| o.experiment == key).count() > 1;
     for spec in specs {
         match compile(registry, spec, &mut planned, &mut parts) {
             Ok(metrics) => {
@@ -861,6 +964,7 @@ pub async fn monitor_incremental(
                     skew: (spec.clock_skew_seconds * NS as f64) as i64,
                     settled: HashMap::new(),
                     lo: 0,
+                    read_from: 0,
                 };
                 for &j in &c.metrics {
                     if let Some(f) = state.folds.get(&fold_key(spec, &planned[j])) {
@@ -875,14 +979,28 @@ pub async fn monitor_incremental(
                     }
                 }
                 let first = c.start.saturating_sub(c.skew);
-                c.lo = if !c.metrics.is_empty()
-                    && c.metrics.iter().all(|j| c.settled.contains_key(j))
-                {
+                let folded =
+                    !c.metrics.is_empty() && c.metrics.iter().all(|j| c.settled.contains_key(j));
+                c.lo = if folded {
                     let settled = c.settled.values().copied().min().unwrap_or(c.start);
                     settled.saturating_sub(c.skew).max(first)
                 } else {
                     first
                 };
+                // A unit fold of another start, variants or skew, or of an
+                // experiment with a metric to recompute, starts over.
+                if !folded
+                    || named_twice(&spec.experiment)
+                    || !state.units.get(&spec.experiment).is_some_and(|u| {
+                        u.start == c.start && u.skew == c.skew && u.variants == spec.variants
+                    })
+                {
+                    state.units.remove(&spec.experiment);
+                }
+                c.read_from = state
+                    .units
+                    .get(&spec.experiment)
+                    .map_or(c.start, |u| u.read_until.max(c.start));
                 compiled.push(c);
                 answers.push(None);
             }
@@ -890,14 +1008,20 @@ pub async fn monitor_incremental(
         }
     }
     if !compiled.is_empty() {
-        let (computed, folds) = compute(data, &compiled, &planned, &parts, state).await?;
+        // Taken out: a failed call leaves no unit fold (the next one starts
+        // over), and a successful one puts back those of its specs.
+        let units = std::mem::take(&mut state.units);
+        let (computed, folds, units) =
+            compute(data, &compiled, &planned, &parts, state, units).await?;
         state.folds = folds;
+        state.units = units;
         let mut computed = computed.into_iter();
         for a in answers.iter_mut().filter(|a| a.is_none()) {
             *a = computed.next().map(Ok);
         }
     } else {
         state.folds.clear();
+        state.units.clear();
     }
     Ok(answers
         .into_iter()
@@ -921,7 +1045,12 @@ async fn compute(
     planned: &[Planned],
     parts: &[WindowPart],
     state: &MonitorState,
-) -> Result<(Vec<MonitorData>, HashMap<FoldKey, Fold>)> {
+    mut held: HashMap<String, UnitFold>,
+) -> Result<(
+    Vec<MonitorData>,
+    HashMap<FoldKey, Fold>,
+    HashMap<String, UnitFold>,
+)> {
     let ctx = session();
     let exposures = source::list("exposures", &data.exposures)?;
     let events = source::list("events", &data.events)?;
@@ -938,7 +1067,60 @@ async fn compute(
 
     materialize(&ctx, &sources, "specs", &specs_sql(compiled)).await?;
     materialize(&ctx, &sources, "codes", &codes_sql(compiled)).await?;
-    materialize(&ctx, &sources, "units", &units_sql(compiled)).await?;
+    // Each spec's unit fold (a fresh one unless a valid fold continues),
+    // with the units first exposed since it was last read.
+    let mut units: Vec<UnitFold> = compiled
+        .iter()
+        .map(|c| {
+            held.remove(&c.spec.experiment).unwrap_or_else(|| UnitFold {
+                start: c.start,
+                skew: c.skew,
+                variants: c.spec.variants.clone(),
+                read_until: c.start,
+                seen: HashSet::new(),
+                exposed: vec![0; c.spec.variants.len()],
+                recent: Vec::new(),
+            })
+        })
+        .collect();
+    // The variant codes' places in each spec's order.
+    let places: Vec<Vec<usize>> = compiled
+        .iter()
+        .map(|c| {
+            variant_codes(&c.spec.variants)
+                .into_iter()
+                .map(|(_, k)| c.spec.variants.iter().position(|v| v == k).unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    for batch in collect(&ctx, &sources, &new_units_sql(compiled)).await? {
+        let eidxs = column_i64(&batch, "eidx")?;
+        let ids = column_str(&batch, "unit_id")?;
+        let firsts = column_i64(&batch, "first_ts")?;
+        let codes = column_i64(&batch, "variant")?;
+        for (((eidx, id), first), code) in eidxs.into_iter().zip(ids).zip(firsts).zip(codes) {
+            let (Some(eidx), Some(id), Some(first), Some(code)) = (
+                eidx.and_then(|e| usize::try_from(e).ok()),
+                id,
+                first,
+                code.and_then(|c| usize::try_from(c).ok()),
+            ) else {
+                continue;
+            };
+            let (Some(u), Some(&place)) = (
+                units.get_mut(eidx),
+                places.get(eidx).and_then(|p| p.get(code)),
+            ) else {
+                continue;
+            };
+            // Counted by an earlier check: its first exposure was then.
+            if u.seen.insert(unit_hash(&id)) {
+                u.exposed[place] += 1;
+                u.recent.push((id, first, code));
+            }
+        }
+    }
+    ctx.register_table("units", Arc::new(units_table(compiled, &units)?))?;
     materialize(
         &ctx,
         &sources,
@@ -1029,21 +1211,20 @@ async fn compute(
     }
     let mut folds = HashMap::new();
     let mut answers = Vec::with_capacity(compiled.len());
-    for c in compiled {
+    for (c, u) in compiled.iter().zip(&units) {
         let codes = variant_codes(&c.spec.variants);
         let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(code, _)| *code);
         let row = |v: &str| code_of(v).and_then(|code| rows.get(&(c.eidx, code)));
+        // Every unit counted so far; events of the units still held.
         let variants = c
             .spec
             .variants
             .iter()
-            .map(|v| {
-                let (exposed, events) = row(v).map_or((0, 0), |r| (r.0, r.1));
-                VariantVolume {
-                    variant: v.clone(),
-                    exposed,
-                    events,
-                }
+            .zip(&u.exposed)
+            .map(|(v, &exposed)| VariantVolume {
+                variant: v.clone(),
+                exposed,
+                events: row(v).map_or(0, |r| r.1),
             })
             .collect();
         let mut metrics = Vec::with_capacity(c.metrics.len());
@@ -1096,7 +1277,29 @@ async fn compute(
     // Answer only from a read the pipeline's merges did not disturb.
     exposures.check_unchanged()?;
     events.check_unchanged()?;
-    Ok((answers, folds))
+    // The unit folds that continue: those of experiments whose every
+    // metric folds, holding only the units that can still mature.
+    let mut kept = HashMap::new();
+    for (c, mut u) in compiled.iter().zip(units) {
+        let bounds: Option<Vec<i64>> = c
+            .metrics
+            .iter()
+            .map(|&j| {
+                let p = &planned[j];
+                p.metric
+                    .winsorize
+                    .is_none()
+                    .then(|| c.cutoff.saturating_sub(p.window))
+            })
+            .collect();
+        let Some(settled) = bounds.and_then(|b| b.into_iter().min()) else {
+            continue;
+        };
+        u.recent.retain(|r| r.1 > settled);
+        u.read_until = c.cutoff;
+        kept.insert(c.spec.experiment.clone(), u);
+    }
+    Ok((answers, folds, kept))
 }
 
 /// Per user partition of the events (the value of their `part=`

@@ -203,6 +203,9 @@ fn exposures() -> Vec<X> {
         x("c1", "control", 60, "00"),
         x("c1", "treatment", 120, "00"),
         x("c2", "control", 120, "00"),
+        // Exposed again, checks later: still one unit, first exposed at 120.
+        x("c2", "control", 300, "00"),
+        x("t1", "treatment", 400, "00"),
         x("c3", "control", 180, "01"),
         x("c4", "control", 570, "01"),
         x("y1", "treatment", 120, "00"),
@@ -716,6 +719,11 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
         .unwrap()
         .unwrap();
     assert_eq!(last.events_since, time(at(600 - 120, 0) - 5_000_000));
+    // Only the units first exposed after the earliest bound (480) are held
+    // in full: t6 (510), c4 (570); the others are counted by hash.
+    assert_eq!(state.units_held(), 2);
+    let exposed: u64 = last.variants.iter().map(|v| v.exposed).sum();
+    assert_eq!(exposed, 10);
     assert_eq!(
         state.len(),
         metrics.len(),
