@@ -22,7 +22,8 @@
 //!    partition's freshness. One read serves every running experiment,
 //!    and it continues from the units the earlier cycles folded (their
 //!    values are final), so a cycle reads the events of the last window
-//!    and interval, not of the experiments' whole lives; every
+//!    and interval and the exposures since the last cycle, not those of
+//!    the experiments' whole lives; every
 //!    [`FULL_RECOMPUTE`] a cycle starts over from the experiments' starts,
 //!    counting what arrived too late for an earlier cycle.
 //! 3. **The decision** ([`strata_server::guardrail::evaluate`]): gates,
