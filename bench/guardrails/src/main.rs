@@ -91,6 +91,11 @@ struct Opts {
     /// Experiments each new unit is exposed to.
     #[arg(long, default_value_t = 3)]
     exposures_per_unit: usize,
+    /// Page views each new unit sends (besides its purchase and error
+    /// draws): 1 makes the load mostly exposures, more makes it mostly
+    /// events from fewer units.
+    #[arg(long, default_value_t = 1)]
+    page_views_per_unit: u16,
     /// Keep-alive ingestion connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -1083,21 +1088,29 @@ struct Generator {
     seq: u64,
     names: Arc<Vec<String>>,
     per_unit: usize,
+    page_views: u16,
     killed: Arc<AtomicBool>,
     /// (unit, experiment, treatment, ts ms).
     exposures: VecDeque<(u64, u32, bool, u64)>,
-    /// (unit, 0 page_view | 1 purchase | 2 error).
-    events: VecDeque<(u64, u8)>,
+    /// (unit, 0 page_view | 1 purchase | 2 error, index among its kind).
+    events: VecDeque<(u64, u8, u16)>,
     chosen: Vec<usize>,
 }
 
 impl Generator {
-    fn new(conn: usize, names: Arc<Vec<String>>, per_unit: usize, killed: Arc<AtomicBool>) -> Self {
+    fn new(
+        conn: usize,
+        names: Arc<Vec<String>>,
+        per_unit: usize,
+        page_views: u16,
+        killed: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             conn: conn as u64,
             seq: 0,
             names,
             per_unit,
+            page_views: page_views.max(1),
             killed,
             exposures: VecDeque::new(),
             events: VecDeque::new(),
@@ -1107,7 +1120,7 @@ impl Generator {
 
     /// A new unit: exposed to `per_unit` experiments picked by its hash
     /// (those open to it: all but `bench_bad` once it is killed), variant
-    /// by the hash of unit and experiment; a page view, a purchase with
+    /// by the hash of unit and experiment; `page_views` page views, a purchase with
     /// p = 0.1, an error with p = 0.02 (0.10 in `bench_bad`'s treatment).
     fn unit(&mut self, ts: u64) {
         let seq = self.seq;
@@ -1136,13 +1149,15 @@ impl Generator {
             bad_treatment |= idx == 0 && treatment;
             self.exposures.push_back((seq, idx as u32, treatment, ts));
         }
-        self.events.push_back((seq, 0));
+        for i in 0..self.page_views {
+            self.events.push_back((seq, 0, i));
+        }
         if uniform(mix(h ^ 0x5055_5243_4841_5345)) < 0.1 {
-            self.events.push_back((seq, 1));
+            self.events.push_back((seq, 1, 0));
         }
         let p_error = if bad_treatment { 0.10 } else { 0.02 };
         if uniform(mix(h ^ 0x4552_524F_5253_0000)) < p_error {
-            self.events.push_back((seq, 2));
+            self.events.push_back((seq, 2, 0));
         }
     }
 
@@ -1158,7 +1173,7 @@ impl Generator {
                 self.unit(now);
             }
             for i in 0..size {
-                let (seq, kind) = self.events.pop_front().unwrap_or((0, 0));
+                let (seq, kind, n) = self.events.pop_front().unwrap_or((0, 0, 0));
                 if i > 0 {
                     body.push(',');
                 }
@@ -1170,7 +1185,7 @@ impl Generator {
                 };
                 let _ = write!(
                     body,
-                    "{{\"event_id\":\"u{conn}-{seq}-{kind}\",\"unit_id\":\"u{conn}-{seq}\",\"type\":\"{ty}\",\"ts\":{now}{value}}}"
+                    "{{\"event_id\":\"u{conn}-{seq}-{kind}-{n}\",\"unit_id\":\"u{conn}-{seq}\",\"type\":\"{ty}\",\"ts\":{now}{value}}}"
                 );
             }
         } else {
@@ -1311,7 +1326,13 @@ async fn ingest(
             ))
         });
         let token = tokens.ingest[i % tokens.ingest.len()].clone();
-        let gen = Generator::new(i, names.clone(), opts.exposures_per_unit, killed.clone());
+        let gen = Generator::new(
+            i,
+            names.clone(),
+            opts.exposures_per_unit,
+            opts.page_views_per_unit,
+            killed.clone(),
+        );
         set.spawn(connection(
             base.to_owned(),
             token,
@@ -1510,7 +1531,7 @@ fn print_report(
     );
     let _ = writeln!(
         o,
-        "| parameters | {} experiments × {} guardrails (applies_to all, 1-minute windows, min 200 samples), {} records/s for {} s, {} subscribers, interval {}, {} exposures per unit, {} connections × {} records, ingestion keys: {}, source addresses: {} |",
+        "| parameters | {} experiments × {} guardrails (applies_to all, 1-minute windows, min 200 samples), {} records/s for {} s, {} subscribers, interval {}, {} exposures and {} page views per unit, {} connections × {} records, ingestion keys: {}, source addresses: {} |",
         opts.experiments,
         opts.guardrails,
         opts.rate,
@@ -1518,6 +1539,7 @@ fn print_report(
         opts.subscribers,
         opts.interval,
         opts.exposures_per_unit,
+        opts.page_views_per_unit,
         i.connections,
         opts.batch,
         keys,
