@@ -410,11 +410,27 @@ fn ts_ns(t: DateTime<Utc>) -> i64 {
 }
 
 fn session() -> SessionContext {
+    session_within(None)
+}
+
+/// A session whose operators may hold at most `memory_limit` bytes (a
+/// fair share each; aggregates spill to disk, a join over the limit fails
+/// the query with an error rather than exhausting the process).
+fn session_within(memory_limit: Option<usize>) -> SessionContext {
     let mut config = SessionConfig::new();
     // As in the analysis: every join has the per-unit table on its build
     // side, so no join is repartitioned.
     config.options_mut().optimizer.repartition_joins = false;
-    SessionContext::new_with_config(config)
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
+    }
+    match runtime.build_arc() {
+        Ok(rt) => SessionContext::new_with_config_rt(config, rt),
+        Err(_) => SessionContext::new_with_config(config),
+    }
 }
 
 /// Checks one spec's names and values and compiles its metrics into the
@@ -923,7 +939,7 @@ pub async fn monitor_many(
     registry: &MetricRegistry,
     specs: &[MonitorSpec],
 ) -> Result<Vec<Result<MonitorData>>> {
-    monitor_incremental(data, registry, specs, &mut MonitorState::default()).await
+    monitor_incremental(data, registry, specs, &mut MonitorState::default(), None).await
 }
 
 /// [`monitor_many`] continuing from what earlier checks folded into
@@ -933,12 +949,15 @@ pub async fn monitor_many(
 /// first exposure and the exposures since the last check. `state` keeps
 /// the folds of this call's specs only; when the call fails, it keeps the
 /// metrics' folds but not the units' (the next call reads the exposures
-/// from the start).
+/// from the start). With a `memory_limit`, the read holds at most that
+/// many bytes (aggregates spill to disk) and fails with an error where it
+/// would need more: a monitor inside a server must not exhaust it.
 pub async fn monitor_incremental(
     data: &DataSource,
     registry: &MetricRegistry,
     specs: &[MonitorSpec],
     state: &mut MonitorState,
+    memory_limit: Option<usize>,
 ) -> Result<Vec<Result<MonitorData>>> {
     let mut planned = Vec::new();
     let mut parts = Vec::new();
@@ -1011,8 +1030,16 @@ pub async fn monitor_incremental(
         // Taken out: a failed call leaves no unit fold (the next one starts
         // over), and a successful one puts back those of its specs.
         let units = std::mem::take(&mut state.units);
-        let (computed, folds, units) =
-            compute(data, &compiled, &planned, &parts, state, units).await?;
+        let (computed, folds, units) = compute(
+            data,
+            &compiled,
+            &planned,
+            &parts,
+            state,
+            units,
+            memory_limit,
+        )
+        .await?;
         state.folds = folds;
         state.units = units;
         let mut computed = computed.into_iter();
@@ -1046,12 +1073,13 @@ async fn compute(
     parts: &[WindowPart],
     state: &MonitorState,
     mut held: HashMap<String, UnitFold>,
+    memory_limit: Option<usize>,
 ) -> Result<(
     Vec<MonitorData>,
     HashMap<FoldKey, Fold>,
     HashMap<String, UnitFold>,
 )> {
-    let ctx = session();
+    let ctx = session_within(memory_limit);
     let exposures = source::list("exposures", &data.exposures)?;
     let events = source::list("events", &data.events)?;
     let exposures = source::register(&ctx, exposures).await?;

@@ -120,6 +120,11 @@ const CLOCK_SKEW_SECONDS: f64 = 5.0;
 /// their unit was folded are counted again (see
 /// `strata_analysis::monitor::MonitorState`).
 pub const FULL_RECOMPUTE: Duration = Duration::from_secs(3600);
+/// The memory a cycle's read may hold. Above it the read fails — every
+/// experiment's evaluation is skipped (gate `data`) and the cycle says why
+/// — rather than the server running out of memory under a load the monitor
+/// cannot keep up with.
+pub const MONITOR_MEMORY_LIMIT: usize = 2 << 30;
 
 /// How the monitor runs.
 #[derive(Debug, Clone)]
@@ -533,7 +538,14 @@ impl Monitor {
         }
         let all = {
             let _lease = self.pipeline.store.read_lease().await;
-            monitor_incremental(&shared.data, &shared.registry, specs, &mut state).await
+            monitor_incremental(
+                &shared.data,
+                &shared.registry,
+                specs,
+                &mut state,
+                Some(MONITOR_MEMORY_LIMIT),
+            )
+            .await
         };
         *self.folds.lock().unwrap_or_else(PoisonError::into_inner) = (state, rebuilt);
         match all {

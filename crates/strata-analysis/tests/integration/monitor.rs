@@ -690,6 +690,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
                 &registry(),
                 &specs,
                 &mut state,
+                None,
             ))
             .unwrap();
         for (s, got) in specs.iter().zip(got) {
@@ -713,6 +714,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
             &registry(),
             &[spec(600, &metrics)],
             &mut state,
+            None,
         ))
         .unwrap()
         .pop()
@@ -738,6 +740,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
             &registry(),
             &[moved.clone()],
             &mut state,
+            None,
         ))
         .unwrap()
         .pop()
@@ -745,6 +748,49 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
         .unwrap();
     assert_eq!(again.events_since, time(at(100, 0) - 5_000_000));
     assert_metrics_close(&again, &run(&d, &moved).unwrap(), "moved start");
+}
+
+/// A read over its memory limit is an error, not an exhausted process, and
+/// leaves the metrics' folds as they were; within the limit it answers.
+#[test]
+fn a_read_over_its_memory_limit_fails_and_keeps_the_folds() {
+    let d = data();
+    let specs = [spec(600, &ALL)];
+    let mut state = MonitorState::default();
+    rt().block_on(monitor_incremental(
+        &d.source,
+        &registry(),
+        &specs,
+        &mut state,
+        None,
+    ))
+    .unwrap();
+    let folds = state.len();
+    let err = rt()
+        .block_on(monitor_incremental(
+            &d.source,
+            &registry(),
+            &specs,
+            &mut state,
+            Some(1024),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("resources exhausted"), "{err}");
+    assert_eq!(state.len(), folds);
+    let again = rt()
+        .block_on(monitor_incremental(
+            &d.source,
+            &registry(),
+            &specs,
+            &mut state,
+            Some(256 << 20),
+        ))
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_metrics_close(&again, &run(&d, &specs[0]).unwrap(), "after a failed read");
 }
 
 fn fresh(part: &str, events: u64, last: Option<i64>) -> PartitionFreshness {
