@@ -758,7 +758,8 @@ fn metric_expr(p: &Planned) -> MetricExpr {
     }
 }
 
-/// Per spec and variant (code): units, events and every metric's centred
+/// Per spec and variant (code): the events of the units held (the units
+/// themselves are counted by their fold) and every metric's centred
 /// moments (`n{j}`, `my{j}`, `vy{j}`, and for a ratio `mx{j}`, `vx{j}`,
 /// `cxy{j}`).
 fn stats_sql(exprs: &[MetricExpr]) -> String {
@@ -777,7 +778,7 @@ fn stats_sql(exprs: &[MetricExpr]) -> String {
         }
     }
     format!(
-        "SELECT eidx, variant, COUNT(*) AS exposed, SUM(n_events) AS events{cols} \
+        "SELECT eidx, variant, SUM(n_events) AS events{cols} \
          FROM unit_values GROUP BY eidx, variant"
     )
 }
@@ -965,11 +966,6 @@ pub async fn monitor_incremental(
     let mut answers: Vec<Option<Result<MonitorData>>> = Vec::with_capacity(specs.len());
     // One unit fold per experiment: an experiment named by two specs has
     // none (both read from its start).
-    for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|o| o.experiment == spec.experiment) {
-            state.units.remove(&spec.experiment);
-        }
-    }
     let named_twice = |key: &str| specs.iter().filter(|o| o.experiment == key).count() > 1;
     for spec in specs {
         match compile(registry, spec, &mut planned, &mut parts) {
@@ -1186,13 +1182,12 @@ async fn compute(
     }
     let batches = collect(&ctx, &sources, &stats_sql(&exprs)).await?;
 
-    // (spec, code) → (exposed, events, moments per metric).
-    let mut rows: BTreeMap<(usize, usize), (u64, u64, Vec<Moments>)> = BTreeMap::new();
+    // (spec, code) → (events, moments per metric).
+    let mut rows: BTreeMap<(usize, usize), (u64, Vec<Moments>)> = BTreeMap::new();
     let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
     for batch in &batches {
         let eidxs = column_i64(batch, "eidx")?;
         let codes = column_i64(batch, "variant")?;
-        let exposed = column_i64(batch, "exposed")?;
         let n_events = column_i64(batch, "events")?;
         let mut per_metric = Vec::with_capacity(exprs.len());
         for (j, e) in exprs.iter().enumerate() {
@@ -1231,10 +1226,7 @@ async fn compute(
                     cxy: get(cxy),
                 })
                 .collect();
-            rows.insert(
-                (eidx, code),
-                (count(exposed[i]), count(n_events[i]), moments),
-            );
+            rows.insert((eidx, code), (count(n_events[i]), moments));
         }
     }
     let mut folds = HashMap::new();
@@ -1252,7 +1244,7 @@ async fn compute(
             .map(|(v, &exposed)| VariantVolume {
                 variant: v.clone(),
                 exposed,
-                events: row(v).map_or(0, |r| r.1),
+                events: row(v).map_or(0, |r| r.0),
             })
             .collect();
         let mut metrics = Vec::with_capacity(c.metrics.len());
@@ -1262,7 +1254,7 @@ async fn compute(
             let earlier = c.settled.get(&j).and_then(|_| state.folds.get(&key));
             let mut accs = Vec::with_capacity(c.spec.variants.len());
             for (i, v) in c.spec.variants.iter().enumerate() {
-                let o = row(v).map(|r| r.2[j]).unwrap_or_default();
+                let o = row(v).map(|r| r.1[j]).unwrap_or_default();
                 let mut acc = Acc::from_moments(p.metric.kind, o)?;
                 if let Some(f) = earlier {
                     let mut merged = f.accs[i].clone();

@@ -340,6 +340,22 @@ fn run(data: &Data, spec: &MonitorSpec) -> strata_analysis::Result<MonitorData> 
     rt().block_on(monitor(&data.source, &registry(), spec))
 }
 
+/// One check continuing from `state`, within `limit` bytes.
+fn incremental(
+    data: &Data,
+    specs: &[MonitorSpec],
+    state: &mut MonitorState,
+    limit: Option<usize>,
+) -> strata_analysis::Result<Vec<strata_analysis::Result<MonitorData>>> {
+    rt().block_on(monitor_incremental(
+        &data.source,
+        &registry(),
+        specs,
+        state,
+        limit,
+    ))
+}
+
 /// Equal within a relative 1e-9 (exactly, for 0).
 fn rel_close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs()
@@ -684,15 +700,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
             o.cutoff = time(at(cutoff, 0));
             o
         }];
-        let got = rt()
-            .block_on(monitor_incremental(
-                &d.source,
-                &registry(),
-                &specs,
-                &mut state,
-                None,
-            ))
-            .unwrap();
+        let got = incremental(&d, &specs, &mut state, None).unwrap();
         for (s, got) in specs.iter().zip(got) {
             let got = got.unwrap();
             let full = run(&d, s).unwrap();
@@ -708,14 +716,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
     // At another check, only events since the earliest unfolded first
     // exposure (the 120-minute window's bound at the previous check,
     // 600 − 120 minutes, less the 5 s skew) are read.
-    let last = rt()
-        .block_on(monitor_incremental(
-            &d.source,
-            &registry(),
-            &[spec(600, &metrics)],
-            &mut state,
-            None,
-        ))
+    let last = incremental(&d, &[spec(600, &metrics)], &mut state, None)
         .unwrap()
         .pop()
         .unwrap()
@@ -734,14 +735,7 @@ fn checks_continuing_from_their_folds_equal_one_from_the_start() {
     // Another start restarts the folds: all events since it are read.
     let mut moved = spec(600, &metrics);
     moved.start = time(at(100, 0));
-    let again = rt()
-        .block_on(monitor_incremental(
-            &d.source,
-            &registry(),
-            &[moved.clone()],
-            &mut state,
-            None,
-        ))
+    let again = incremental(&d, &[moved.clone()], &mut state, None)
         .unwrap()
         .pop()
         .unwrap()
@@ -757,35 +751,14 @@ fn a_read_over_its_memory_limit_fails_and_keeps_the_folds() {
     let d = data();
     let specs = [spec(600, &ALL)];
     let mut state = MonitorState::default();
-    rt().block_on(monitor_incremental(
-        &d.source,
-        &registry(),
-        &specs,
-        &mut state,
-        None,
-    ))
-    .unwrap();
+    incremental(&d, &specs, &mut state, None).unwrap();
     let folds = state.len();
-    let err = rt()
-        .block_on(monitor_incremental(
-            &d.source,
-            &registry(),
-            &specs,
-            &mut state,
-            Some(1024),
-        ))
+    let err = incremental(&d, &specs, &mut state, Some(1024))
         .unwrap_err()
         .to_string();
     assert!(err.to_lowercase().contains("resources exhausted"), "{err}");
     assert_eq!(state.len(), folds);
-    let again = rt()
-        .block_on(monitor_incremental(
-            &d.source,
-            &registry(),
-            &specs,
-            &mut state,
-            Some(256 << 20),
-        ))
+    let again = incremental(&d, &specs, &mut state, Some(256 << 20))
         .unwrap()
         .pop()
         .unwrap()
