@@ -6,12 +6,18 @@
 //! an index of experiments by surface. [`CompiledSnapshot::evaluate`] then
 //! runs per request, hashes each unit id once, and touches only the
 //! experiments of the request's surface.
+//!
+//! [`CompiledSnapshot::explain`] runs the very same evaluation with a
+//! recording [`Trace`]: the per-experiment rules exist once, generic over the
+//! tracer, and the tracer of [`CompiledSnapshot::evaluate`] (a plain
+//! `Vec<Assignment>`) compiles its skip notes to nothing.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::explain::{Explanation, Outcome, Recorder, Step};
 use crate::hash::{SaltKey, UnitHasher, BUCKETS, RAMP_SUFFIX};
 use crate::snapshot::{Experiment, Snapshot, Status};
 use crate::targeting::{self, Rule, TargetingError};
@@ -37,6 +43,52 @@ pub struct Assignment<'a> {
     pub log_exposure: bool,
     /// The context attribute that identified the unit.
     pub unit_attr: &'a str,
+}
+
+/// Why the evaluator skipped an experiment, with the figures it compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Skip {
+    /// The context has no usable value for the experiment's unit attribute.
+    NoUnit,
+    /// The unit's holdout bucket is below the holdout's permille.
+    HeldOut { bucket: u16 },
+    /// The unit's layer bucket is outside the experiment's `[start, end)`.
+    OutsideRange { bucket: u16, start: u16, end: u16 },
+    /// The context fails the experiment's targeting rule.
+    Targeting,
+    /// The unit's ramp bucket is not below the ramp.
+    NotInRamp { bucket: u16, permille: u16 },
+}
+
+/// How an assigned unit got its variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum How {
+    /// The winner of a concluded experiment, served without bucketing.
+    Rollout,
+    /// By its variant bucket; `opted_out` units are served the control.
+    Bucket { bucket: u16, opted_out: bool },
+}
+
+/// What the evaluator reports of each experiment it considers, by index in
+/// `CompiledSnapshot::experiments`. The rules of evaluation exist once,
+/// generic over this trait: `evaluate` collects assignments into a `Vec` and
+/// ignores the rest, `explain` records every step.
+pub(crate) trait Trace<'a> {
+    /// The experiment assigns the unit.
+    fn assign(&mut self, exp: u32, assignment: Assignment<'a>, how: How);
+    /// The experiment skips the unit.
+    fn skip(&mut self, exp: u32, why: Skip);
+}
+
+/// The tracer of the hot path: keeps the assignments, drops the notes.
+impl<'a> Trace<'a> for Vec<Assignment<'a>> {
+    #[inline(always)]
+    fn assign(&mut self, _: u32, assignment: Assignment<'a>, _: How) {
+        self.push(assignment);
+    }
+
+    #[inline(always)]
+    fn skip(&mut self, _: u32, _: Skip) {}
 }
 
 #[derive(Debug)]
@@ -82,6 +134,27 @@ struct CompiledExperiment {
     mode: Mode,
 }
 
+/// Every experiment of the snapshot, servable or not, for `explain`.
+#[derive(Debug)]
+struct Listed {
+    /// Index into `layer_keys`.
+    layer: Option<usize>,
+    /// The experiment's surfaces, without repeats; empty means everywhere.
+    surfaces: Vec<String>,
+    kind: Listing,
+}
+
+#[derive(Debug)]
+enum Listing {
+    /// Index into `experiments`.
+    Served(u32),
+    NotServable {
+        key: String,
+        flag: String,
+        status: Status,
+    },
+}
+
 /// A validated, evaluation-ready snapshot. Immutable; share it behind an
 /// `Arc` and swap the pointer when a new version arrives.
 #[derive(Debug, Default)]
@@ -89,6 +162,7 @@ pub struct CompiledSnapshot {
     version: u64,
     holdout: Option<Holdout>,
     layer_suffixes: Vec<SaltKey>,
+    layer_keys: Vec<String>,
     /// Distinct unit attributes, so each unit id is hashed once per request.
     unit_attrs: Vec<String>,
     experiments: Vec<CompiledExperiment>,
@@ -99,6 +173,8 @@ pub struct CompiledSnapshot {
     everywhere: Vec<u32>,
     /// All servable experiments: the list when no surface is given.
     all: Vec<u32>,
+    /// Every experiment of the snapshot, in snapshot order (for `explain`).
+    listed: Vec<Listed>,
 }
 
 /// The unit of one unit attribute, resolved lazily once per request.
@@ -106,7 +182,8 @@ pub struct CompiledSnapshot {
 enum UnitSlot {
     Unresolved,
     Missing,
-    HeldOut(UnitHasher),
+    /// Held out by the global holdout, with the unit's holdout bucket.
+    HeldOut(UnitHasher, u16),
     Ready(UnitHasher),
 }
 
@@ -165,6 +242,7 @@ impl CompiledSnapshot {
             .iter()
             .map(|l| SaltKey::new(&l.salt))
             .collect();
+        let layer_keys = snapshot.layers.iter().map(|l| l.key.clone()).collect();
 
         let mut keys = HashSet::new();
         let mut flags: HashMap<&str, &str> = HashMap::new();
@@ -173,6 +251,7 @@ impl CompiledSnapshot {
         let mut all = Vec::new();
         let mut everywhere = Vec::new();
         let mut surface_lists: Vec<(&str, u32)> = Vec::new();
+        let mut listed = Vec::with_capacity(snapshot.experiments.len());
         // Live ranges per layer, for the overlap check.
         let mut claimed: Vec<Vec<(&str, [u16; 2])>> = vec![Vec::new(); snapshot.layers.len()];
 
@@ -210,7 +289,13 @@ impl CompiledSnapshot {
                 }
                 claimed[slot.layer].push((exp.key.as_str(), [slot.start, slot.end]));
             }
-            if exp.is_servable() {
+            let mut surfaces: Vec<String> = Vec::new();
+            for s in &exp.surfaces {
+                if !surfaces.contains(s) {
+                    surfaces.push(s.clone());
+                }
+            }
+            let kind = if exp.is_servable() {
                 let idx = experiments.len() as u32;
                 all.push(idx);
                 if exp.surfaces.is_empty() {
@@ -224,7 +309,22 @@ impl CompiledSnapshot {
                     }
                 }
                 experiments.push(compiled);
-            }
+                Listing::Served(idx)
+            } else {
+                Listing::NotServable {
+                    key: exp.key.clone(),
+                    flag: exp.flag.clone(),
+                    status: exp.status,
+                }
+            };
+            listed.push(Listed {
+                layer: exp
+                    .layer
+                    .as_ref()
+                    .and_then(|l| layer_index.get(l.as_str()).copied()),
+                surfaces,
+                kind,
+            });
         }
 
         let mut by_surface: HashMap<String, Vec<u32>> = HashMap::new();
@@ -240,11 +340,13 @@ impl CompiledSnapshot {
             version: snapshot.version,
             holdout,
             layer_suffixes,
+            layer_keys,
             unit_attrs,
             experiments,
             by_surface,
             everywhere,
             all,
+            listed,
         })
     }
 
@@ -292,6 +394,132 @@ impl CompiledSnapshot {
         surface: Option<&str>,
         out: &mut Vec<Assignment<'a>>,
     ) {
+        self.run(ctx, surface, out);
+    }
+
+    /// Explains the evaluation of `ctx` on `surface` (`None`: every surface)
+    /// experiment by experiment: one [`Explanation`] for every experiment of
+    /// the snapshot, servable or not, in snapshot order.
+    ///
+    /// It runs the evaluation of [`evaluate`](Self::evaluate) itself, noting
+    /// why each experiment was skipped, so the two cannot disagree: exactly
+    /// the assignments of `evaluate` are [`Outcome::Assigned`], with the same
+    /// variants and exposure flags. A skipped experiment reports the first
+    /// check it failed in the order the evaluator runs them: status, surface,
+    /// unit id, holdout, then (for a live experiment) layer range, targeting
+    /// and ramp. Slower than `evaluate` and allocating: meant for support
+    /// tools, not for serving. Never panics.
+    pub fn explain<'a>(&'a self, ctx: &Context, surface: Option<&str>) -> Vec<Explanation<'a>> {
+        let mut recorder = Recorder::new(self.experiments.len());
+        self.run(ctx, surface, &mut recorder);
+        let mut considered = vec![false; self.experiments.len()];
+        for &idx in self.candidates(surface) {
+            if let Some(c) = considered.get_mut(idx as usize) {
+                *c = true;
+            }
+        }
+        let layer_key = |layer: Option<usize>| layer.and_then(|l| self.layer_keys.get(l));
+        self.listed
+            .iter()
+            .map(|listed| {
+                let layer = layer_key(listed.layer).map(String::as_str);
+                let idx = match &listed.kind {
+                    Listing::NotServable { key, flag, status } => {
+                        return Explanation {
+                            experiment: key,
+                            flag,
+                            layer,
+                            outcome: Outcome::NotServable { status: *status },
+                        }
+                    }
+                    Listing::Served(idx) => *idx as usize,
+                };
+                let Some(exp) = self.experiments.get(idx) else {
+                    return Explanation {
+                        experiment: "",
+                        flag: "",
+                        layer,
+                        outcome: Outcome::Unexplained,
+                    };
+                };
+                let outcome = match (recorder.step(idx), surface) {
+                    (Some(step), _) => self.outcome(exp, step, ctx),
+                    (None, Some(surface)) if !considered.get(idx).copied().unwrap_or(false) => {
+                        Outcome::NotOnSurface {
+                            surface: surface.to_owned(),
+                            surfaces: &listed.surfaces,
+                        }
+                    }
+                    (None, _) => Outcome::Unexplained,
+                };
+                Explanation {
+                    experiment: &exp.key,
+                    flag: &exp.flag,
+                    layer,
+                    outcome,
+                }
+            })
+            .collect()
+    }
+
+    /// The outcome of a step the evaluator recorded for `exp`.
+    fn outcome<'a>(
+        &'a self,
+        exp: &'a CompiledExperiment,
+        step: Step<'a>,
+        ctx: &Context,
+    ) -> Outcome<'a> {
+        match step {
+            Step::Assigned(a, how) => {
+                let (bucket, opted_out) = match how {
+                    How::Rollout => (None, false),
+                    How::Bucket { bucket, opted_out } => (Some(bucket), opted_out),
+                };
+                Outcome::Assigned {
+                    variant: a.variant,
+                    assigned: a.assigned,
+                    log_exposure: a.log_exposure,
+                    opted_out,
+                    bucket,
+                }
+            }
+            Step::Skipped(Skip::NoUnit) => Outcome::NoUnit {
+                attribute: self.unit_attrs.get(exp.unit).map_or("", String::as_str),
+            },
+            Step::Skipped(Skip::HeldOut { bucket }) => Outcome::HeldOut {
+                bucket,
+                permille: self.holdout.as_ref().map_or(0, |h| h.permille),
+            },
+            Step::Skipped(Skip::OutsideRange { bucket, start, end }) => {
+                let layer = match &exp.mode {
+                    Mode::Live {
+                        layer: Some(slot), ..
+                    } => self.layer_keys.get(slot.layer).map_or("", String::as_str),
+                    _ => "",
+                };
+                Outcome::OutsideLayerRange {
+                    layer,
+                    bucket,
+                    range: [start, end],
+                }
+            }
+            Step::Skipped(Skip::Targeting) => {
+                match exp.targeting.as_ref().and_then(|r| r.failure(ctx)) {
+                    Some(failure) => Outcome::TargetingNotMet { failure },
+                    None => Outcome::Unexplained,
+                }
+            }
+            Step::Skipped(Skip::NotInRamp { bucket, permille }) => Outcome::NotInRamp {
+                bucket,
+                ramp_permille: permille,
+            },
+        }
+    }
+
+    /// The evaluation itself, for [`evaluate`](Self::evaluate) and
+    /// [`explain`](Self::explain) alike.
+    #[inline(always)]
+    fn run<'a, T: Trace<'a>>(&'a self, ctx: &Context, surface: Option<&str>, trace: &mut T) {
         let candidates = self.candidates(surface);
         if candidates.is_empty() {
             return;
@@ -328,12 +556,18 @@ impl CompiledSnapshot {
             }
             let hasher = match *slot {
                 UnitSlot::Ready(h) => h,
-                UnitSlot::HeldOut(h) if !exp.respect_holdout => h,
-                _ => continue,
+                UnitSlot::HeldOut(h, _) if !exp.respect_holdout => h,
+                UnitSlot::HeldOut(_, bucket) => {
+                    trace.skip(idx, Skip::HeldOut { bucket });
+                    continue;
+                }
+                UnitSlot::Missing => {
+                    trace.skip(idx, Skip::NoUnit);
+                    continue;
+                }
+                UnitSlot::Unresolved => continue,
             };
-            if let Some(a) = self.decide(exp, &hasher, ctx, opted_out, layer_buckets) {
-                out.push(a);
-            }
+            let _ = self.decide(idx, exp, &hasher, ctx, opted_out, layer_buckets, trace);
         }
     }
 
@@ -348,19 +582,31 @@ impl CompiledSnapshot {
             return UnitSlot::Missing;
         };
         match &self.holdout {
-            Some(h) if hasher.bucket(&h.suffix) < h.permille => UnitSlot::HeldOut(hasher),
-            _ => UnitSlot::Ready(hasher),
+            Some(h) => match hasher.bucket(&h.suffix) {
+                bucket if bucket < h.permille => UnitSlot::HeldOut(hasher, bucket),
+                _ => UnitSlot::Ready(hasher),
+            },
+            None => UnitSlot::Ready(hasher),
         }
     }
 
-    fn decide<'a>(
+    /// Decides experiment `idx` (that is, `exp`) for a unit that passed the
+    /// surface, unit and holdout checks, and reports the decision to `trace`.
+    /// `None` only on an inconsistency that compilation rules out.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path's state, passed by register"
+    )]
+    fn decide<'a, T: Trace<'a>>(
         &'a self,
+        idx: u32,
         exp: &'a CompiledExperiment,
         hasher: &UnitHasher,
         ctx: &Context,
         opted_out: bool,
         layer_buckets: &mut [(usize, u16)],
-    ) -> Option<Assignment<'a>> {
+        trace: &mut T,
+    ) -> Option<()> {
         let assignment = |served: usize, assigned: usize, log_exposure: bool| {
             Some(Assignment {
                 experiment: &exp.key,
@@ -374,9 +620,10 @@ impl CompiledSnapshot {
         match &exp.mode {
             Mode::Rollout { winner } => {
                 if exp.targeting.as_ref().is_some_and(|r| !r.matches(ctx)) {
-                    return None;
+                    trace.skip(idx, Skip::Targeting);
+                    return Some(());
                 }
-                assignment(*winner, *winner, false)
+                trace.assign(idx, assignment(*winner, *winner, false)?, How::Rollout);
             }
             Mode::Live {
                 layer,
@@ -396,21 +643,48 @@ impl CompiledSnapshot {
                     }
                     let b = cached.1;
                     if b < slot.start || b >= slot.end {
-                        return None;
+                        trace.skip(
+                            idx,
+                            Skip::OutsideRange {
+                                bucket: b,
+                                start: slot.start,
+                                end: slot.end,
+                            },
+                        );
+                        return Some(());
                     }
                 }
                 if exp.targeting.as_ref().is_some_and(|r| !r.matches(ctx)) {
-                    return None;
+                    trace.skip(idx, Skip::Targeting);
+                    return Some(());
                 }
                 // A ramp of 1000 admits every bucket; skip the hash.
-                if *ramp_permille < BUCKETS && hasher.bucket(ramp_suffix) >= *ramp_permille {
-                    return None;
+                if *ramp_permille < BUCKETS {
+                    let b = hasher.bucket(ramp_suffix);
+                    if b >= *ramp_permille {
+                        trace.skip(
+                            idx,
+                            Skip::NotInRamp {
+                                bucket: b,
+                                permille: *ramp_permille,
+                            },
+                        );
+                        return Some(());
+                    }
                 }
                 let b = hasher.bucket(&exp.suffix);
                 let assigned = boundaries.iter().position(|&edge| b < edge)?;
-                assignment(if opted_out { 0 } else { assigned }, assigned, true)
+                trace.assign(
+                    idx,
+                    assignment(if opted_out { 0 } else { assigned }, assigned, true)?,
+                    How::Bucket {
+                        bucket: b,
+                        opted_out,
+                    },
+                );
             }
         }
+        Some(())
     }
 }
 

@@ -14,6 +14,9 @@
 //!    pre-filter, targeting, layer range, ramp, variant. It *returns* the
 //!    decisions, including whether each should be logged as an exposure; the
 //!    caller (SDK, server, CLI) decides what to log.
+//! 4. [`CompiledSnapshot::explain`] — the same evaluation, reporting for
+//!    every experiment of the snapshot whether it assigns the unit and, if
+//!    not, why ([`Outcome`]): for support tools, not for serving.
 //!
 //! Bucketing is MurmurHash3 x86 32-bit over `unit_id ++ ":" ++ salt`, modulo
 //! 1000 ([`hash`]). The exact rules are in `docs/assignment-spec.md` and are
@@ -28,6 +31,7 @@
 mod context;
 mod engine;
 mod error;
+mod explain;
 pub mod hash;
 pub mod snapshot;
 pub mod targeting;
@@ -35,4 +39,5 @@ pub mod targeting;
 pub use context::{Context, NotAnObject, OPTED_OUT_ATTR};
 pub use engine::{Assignment, CompiledSnapshot};
 pub use error::SnapshotError;
+pub use explain::{Explanation, Outcome};
 pub use snapshot::{Experiment, Holdout, Layer, Snapshot, Status, Variant};

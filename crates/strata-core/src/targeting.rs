@@ -12,7 +12,10 @@
 //! - `semver_*` parse the attribute as a version; an unparseable one is false.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::Context;
@@ -310,6 +313,166 @@ impl Rule {
                 Some(value) => op.holds(value),
             },
         }
+    }
+}
+
+/// The part of a targeting rule that a context fails, as
+/// [`crate::CompiledSnapshot::explain`] reports it.
+///
+/// The evaluator's verdict comes first: a failure is only described for a
+/// rule that does not match, and the description follows that same verdict
+/// down the tree (the first failing rule of an `all`; an `any` none of whose
+/// rules holds; a `not` whose rule holds; a condition that is false).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetingFailure {
+    /// Where the failing rule sits in the tree, in the notation of
+    /// [`validate`]: `""` for the whole rule, `.all[1]` for the second rule
+    /// of a top-level `all`.
+    pub path: String,
+    /// The failing rule in words, e.g. `country in ["US", "CA"]` or
+    /// `not (beta exists)`.
+    pub rule: String,
+    /// The attributes the failing rule reads, with their values in the
+    /// context; `null` for an attribute that is missing or null.
+    pub values: BTreeMap<String, Value>,
+}
+
+impl TargetingFailure {
+    /// A sentence for people, e.g. `country in ["US", "CA"], but country is "FR"`.
+    pub fn message(&self) -> String {
+        let mut text = self.rule.clone();
+        if !self.path.is_empty() {
+            text = format!("{text} (rule {})", self.path);
+        }
+        for (i, (attr, value)) in self.values.iter().enumerate() {
+            text.push_str(if i == 0 { ", but " } else { " and " });
+            match value {
+                Value::Null => text.push_str(&format!("{attr} is not set")),
+                v => text.push_str(&format!("{attr} is {v}")),
+            }
+        }
+        text
+    }
+}
+
+impl Rule {
+    /// Why the context fails the rule, or `None` when it matches.
+    pub(crate) fn failure(&self, ctx: &Context) -> Option<TargetingFailure> {
+        if self.matches(ctx) {
+            return None;
+        }
+        Some(self.failing_part(ctx, String::new()))
+    }
+
+    /// Describes the part of `self`, which does not match `ctx`, that fails.
+    fn failing_part(&self, ctx: &Context, path: String) -> TargetingFailure {
+        if let Rule::All(rules) = self {
+            if let Some((i, rule)) = rules.iter().enumerate().find(|(_, r)| !r.matches(ctx)) {
+                return rule.failing_part(ctx, format!("{path}.all[{i}]"));
+            }
+        }
+        let mut values = BTreeMap::new();
+        self.read_attributes(ctx, &mut values);
+        TargetingFailure {
+            path,
+            rule: self.to_string(),
+            values,
+        }
+    }
+
+    fn read_attributes(&self, ctx: &Context, out: &mut BTreeMap<String, Value>) {
+        match self {
+            Rule::All(rules) | Rule::Any(rules) => {
+                for rule in rules {
+                    rule.read_attributes(ctx, out);
+                }
+            }
+            Rule::Not(rule) => rule.read_attributes(ctx, out),
+            Rule::Cond { attr, .. } => {
+                let value = ctx.get(attr).cloned().unwrap_or(Value::Null);
+                out.insert(attr.clone(), value);
+            }
+        }
+    }
+}
+
+/// Rules in words, with the ops of the JSON form: `country in ["US", "CA"]`,
+/// `all (a, b)`, `any (a, b)`, `not (a)`.
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, name: &str, rules: &[Rule]| {
+            write!(f, "{name} (")?;
+            for (i, rule) in rules.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{rule}")?;
+            }
+            f.write_str(")")
+        };
+        match self {
+            Rule::All(rules) => list(f, "all", rules),
+            Rule::Any(rules) => list(f, "any", rules),
+            Rule::Not(rule) => write!(f, "not ({rule})"),
+            Rule::Cond { attr, op } => write!(f, "{attr} {op}"),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cmp = |c: &Cmp| match c {
+            Cmp::Gt => "gt",
+            Cmp::Gte => "gte",
+            Cmp::Lt => "lt",
+            Cmp::Lte => "lte",
+        };
+        let list = |f: &mut fmt::Formatter<'_>, name: &str, items: &[Scalar]| {
+            write!(f, "{name} [")?;
+            for (i, s) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{s}")?;
+            }
+            f.write_str("]")
+        };
+        match self {
+            Op::Eq(s) => write!(f, "eq {s}"),
+            Op::Neq(s) => write!(f, "neq {s}"),
+            Op::In(items) => list(f, "in", items),
+            Op::NotIn(items) => list(f, "not_in", items),
+            Op::Compare(c, s) => write!(f, "{} {s}", cmp(c)),
+            Op::Contains(s) => write!(f, "contains {s}"),
+            Op::StartsWith(prefix) => write!(f, "starts_with {}", Value::from(prefix.as_str())),
+            Op::Exists => f.write_str("exists"),
+            Op::Semver(c, v) => write!(f, "semver_{} \"{v}\"", cmp(c)),
+        }
+    }
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Str(s) => write!(f, "{}", Value::from(s.as_str())),
+            Scalar::Num(n) => write!(f, "{n}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [major, minor, patch] = self.core;
+        write!(f, "{major}.{minor}.{patch}")?;
+        for (i, id) in self.pre.iter().enumerate() {
+            f.write_str(if i == 0 { "-" } else { "." })?;
+            match id {
+                PreId::Num(n) => write!(f, "{n}")?,
+                PreId::Alpha(s) => f.write_str(s)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -695,6 +858,95 @@ mod tests {
         let e = validate(&deep).unwrap_err();
         assert_eq!(e.path(), ".not".repeat(MAX_DEPTH));
         assert_eq!(e.reason(), "rules nest deeper than 32 levels");
+    }
+
+    #[test]
+    fn rules_read_as_their_json_ops() {
+        let text = |v: Value| rule(v).to_string();
+        assert_eq!(
+            text(json!({"attr": "country", "op": "in", "values": ["US", "C\"A"]})),
+            r#"country in ["US", "C\"A"]"#
+        );
+        assert_eq!(
+            text(json!({"attr": "age", "op": "gte", "value": 30})),
+            "age gte 30"
+        );
+        assert_eq!(
+            text(json!({"attr": "r", "op": "lt", "value": 0.5})),
+            "r lt 0.5"
+        );
+        assert_eq!(
+            text(json!({"attr": "b", "op": "neq", "value": false})),
+            "b neq false"
+        );
+        assert_eq!(
+            text(json!({"attr": "v", "op": "semver_lt", "value": "v2.1-rc.1+b7"})),
+            "v semver_lt \"2.1.0-rc.1\""
+        );
+        assert_eq!(
+            text(
+                json!({"all": [{"attr": "p", "op": "starts_with", "value": "i"},
+                {"any": [{"attr": "t", "op": "contains", "value": 3}, {"not": {"attr": "x", "op": "exists"}}]},
+                {"attr": "c", "op": "not_in", "values": [1, 2]}]})
+            ),
+            r#"all (p starts_with "i", any (t contains 3, not (x exists)), c not_in [1, 2])"#
+        );
+    }
+
+    /// The failure follows the verdict of `matches` down the tree.
+    #[test]
+    fn failures_name_the_first_failing_rule_and_its_values() {
+        let r = rule(json!({"all": [
+            {"attr": "country", "op": "in", "values": ["US", "CA"]},
+            {"all": [{"attr": "platform", "op": "eq", "value": "ios"},
+                     {"any": [{"attr": "age", "op": "gte", "value": 30}, {"not": {"attr": "beta", "op": "exists"}}]}]}
+        ]}));
+        assert_eq!(
+            r.failure(&ctx(json!({"country": "US", "platform": "ios"}))),
+            None
+        );
+        let f = r
+            .failure(&ctx(json!({"country": "FR", "platform": "web"})))
+            .unwrap();
+        assert_eq!(
+            (f.path.as_str(), f.rule.as_str()),
+            (".all[0]", r#"country in ["US", "CA"]"#)
+        );
+        assert_eq!(
+            f.message(),
+            r#"country in ["US", "CA"] (rule .all[0]), but country is "FR""#
+        );
+        let f = r
+            .failure(&ctx(json!({"country": "US", "platform": null})))
+            .unwrap();
+        assert_eq!(f.path, ".all[1].all[0]");
+        assert_eq!(
+            f.values,
+            BTreeMap::from([("platform".to_owned(), Value::Null)])
+        );
+        assert!(
+            f.message().ends_with("but platform is not set"),
+            "{}",
+            f.message()
+        );
+        let f = r
+            .failure(&ctx(
+                json!({"country": "US", "platform": "ios", "age": 20, "beta": true}),
+            ))
+            .unwrap();
+        assert_eq!(f.path, ".all[1].all[1]");
+        assert_eq!(f.rule, "any (age gte 30, not (beta exists))");
+        assert_eq!(f.message(), "any (age gte 30, not (beta exists)) (rule .all[1].all[1]), but age is 20 and beta is true");
+        // The root itself, and an empty `any`.
+        let f = rule(json!({"attr": "a", "op": "exists"}))
+            .failure(&ctx(json!({})))
+            .unwrap();
+        assert_eq!(
+            (f.path.as_str(), f.message().as_str()),
+            ("", "a exists, but a is not set")
+        );
+        let f = rule(json!({"any": []})).failure(&ctx(json!({}))).unwrap();
+        assert_eq!((f.rule.as_str(), f.values.len()), ("any ()", 0));
     }
 
     /// A snapshot rejects a rule exactly as `validate` does, at the same place.

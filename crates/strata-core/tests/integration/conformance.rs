@@ -15,7 +15,9 @@ fn suite() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/assignment")
 }
 
-fn json_files(dir: &str) -> Vec<(String, Value)> {
+/// The JSON files of a directory of the suite, as (file name, document),
+/// sorted by name.
+pub fn json_files(dir: &str) -> Vec<(String, Value)> {
     let mut files: Vec<(String, Value)> = std::fs::read_dir(suite().join(dir))
         .unwrap_or_else(|e| panic!("testdata/assignment/{dir}: {e}"))
         .map(|entry| entry.unwrap().path())

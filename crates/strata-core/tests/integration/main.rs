@@ -3,5 +3,6 @@
 mod common;
 mod conformance;
 mod distribution;
+mod explain;
 mod properties;
 mod validation;

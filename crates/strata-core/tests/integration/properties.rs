@@ -330,6 +330,26 @@ proptest! {
             }
         }
     }
+
+    /// On any accepted snapshot, `explain` agrees with `evaluate` and the spec.
+    #[test]
+    fn explain_agrees_with_evaluate_on_any_accepted_snapshot(
+        doc in snapshot_like(),
+        id in prop::option::of(unit_id()),
+        ctx in prop::collection::vec((field_name(), arbitrary_json()), 0..8),
+        surface in prop::option::of(prop_oneof![Just("home"), Just("search"), Just("other")]),
+    ) {
+        if let Ok(s) = CompiledSnapshot::from_json(&doc.to_string()) {
+            let parsed: strata_core::Snapshot = serde_json::from_value(doc).unwrap();
+            let mut ctx = Context::from(ctx.into_iter().collect::<Map<_, _>>());
+            if let Some(id) = id {
+                ctx.insert("user_id", id.clone()).insert("device_id", id);
+            }
+            if let Err(e) = crate::explain::agree(&parsed, &s, &ctx, surface) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
 }
 
 #[test]
