@@ -68,6 +68,12 @@ pub struct SummaryEffect {
     pub p_value: Option<f64>,
     /// Whether it is significant (the sequential decision, when there is one).
     pub significant: bool,
+    /// The group-sequential boundary of this look in the units of `delta`
+    /// (`±boundary × standard error`): the effect had to leave it to be
+    /// significant. Absent without a group-sequential test and in looks
+    /// published before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<[f64; 2]>,
 }
 
 impl Results {
@@ -91,6 +97,10 @@ impl Results {
                             relative: e.relative,
                             p_value: e.p_value,
                             significant: e.significant,
+                            boundary: e
+                                .sequential
+                                .as_ref()
+                                .and_then(|q| effect_boundary(e.delta, q)),
                         })
                         .collect()
                 })
@@ -115,6 +125,18 @@ impl Results {
         out.extend(s.information_fraction);
         out
     }
+}
+
+/// A group-sequential boundary in the units of the effect: the test
+/// statistic is `delta / se`, so `|z| ≥ b` is `|delta| ≥ b × se` with
+/// `se = delta / z` (none when `z` is zero or a figure is missing).
+fn effect_boundary(delta: Option<f64>, s: &Sequential) -> Option<[f64; 2]> {
+    if s.method != "group_sequential" {
+        return None;
+    }
+    let (d, z, b) = (delta?, s.z?, s.boundary?);
+    let se = d / z;
+    (z != 0.0 && se.is_finite() && se > 0.0 && b.is_finite()).then(|| [-b * se, b * se])
 }
 
 /// How a health check came out, from best to worst.

@@ -330,7 +330,17 @@ pub async fn principal(
     keys: &KeyCache,
     token: &str,
 ) -> Result<Arc<Principal>, AppError> {
-    let hash = hash_token(token);
+    principal_of_hash(store, keys, hash_token(token)).await
+}
+
+/// The principal of the token whose [`hash_token`] is `hash`: what a
+/// session that keeps the hash rather than the token resolves on every
+/// request, so that revoking the token ends the session.
+pub async fn principal_of_hash(
+    store: &ConfigStore,
+    keys: &KeyCache,
+    hash: String,
+) -> Result<Arc<Principal>, AppError> {
     if let Some(p) = keys.get(&hash) {
         return Ok(p);
     }

@@ -438,6 +438,7 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             get(experiments::get).put(experiments::update),
         )
         .route("/api/v1/experiments/{key}/audit", get(experiments::audit))
+        .route("/api/v1/explain", post(experiments::explain))
         .route(
             "/api/v1/experiments/{key}/activation",
             get(experiments::activation),

@@ -31,7 +31,7 @@ impl Modify for Bearer {
     security(("bearer" = [])),
     paths(
         experiments::create, experiments::get, experiments::list, experiments::update,
-        lifecycle::action, experiments::audit, experiments::activation,
+        lifecycle::action, experiments::audit, experiments::activation, experiments::explain,
         results::publish, results::latest, results::one, results::history, results::retract,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
         registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
@@ -51,6 +51,7 @@ impl Modify for Bearer {
         schema::GuardrailDef, schema::GuardrailDirection, schema::AutoAction, schema::AppliesTo, model::HoldoutRecord,
         model::HoldoutRequest, layers::Allocation, layers::AllocateRequest, layers::DryRunRequest,
         admin::KeyRequest, admin::RollbackRequest, store::AuditEntry, store::KeyRecord,
+        experiments::ExplainRequest, crate::service::Lookup, crate::service::LookupRow,
         sdk::EvaluateRequest, store::ResultsMeta, results::PublishedResults, results::HistoryItem, results::ResultsHistory, results::RetractRequest,
         crate::service::power::PowerRequest, crate::service::power::PowerPlan,
         crate::service::power::PlannedEffect, crate::service::power::PowerMetric,

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 
 pub use super::lifecycle::action;
 use crate::activation::Activation;
-use crate::auth::{Auth, Perm};
+use crate::auth::Auth;
 use crate::error::AppError;
 use crate::json::{ApiJson, ApiQuery};
 use crate::model::{ExperimentRecord, ExperimentRequest, Status};
-use crate::service::ExperimentService;
+use crate::service::{ExperimentFilter, ExperimentService};
 use crate::state::AppState;
-use crate::store::{parse_rfc3339, AuditQuery};
+use crate::store::parse_rfc3339;
 
 /// `POST /api/v1/experiments`
 #[utoipa::path(post, path = "/api/v1/experiments", tag = "experiments",
@@ -100,7 +100,6 @@ pub async fn list(
     auth: Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(&state, Perm::Read).await?;
     let statuses = match &q.status {
         Some(s) => Some(
             s.split(',')
@@ -122,49 +121,26 @@ pub async fn list(
             })
             .transpose()
     };
-    let after = bound("created_after", &q.created_after)?;
-    let before = bound("created_before", &q.created_before)?;
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > 500 {
-        return Err(AppError::validation(
-            "limit",
-            "limit must be between 1 and 500",
-        ));
-    }
-    let offset = q.offset.unwrap_or(0);
-    let text = q.q.as_ref().map(|t| t.to_lowercase());
-    let all = state
-        .store
-        .experiments()
-        .await
-        .map_err(|e| state.store_error(e))?;
-    let matching: Vec<&ExperimentRecord> = all
-        .iter()
-        .filter(|e| statuses.as_ref().is_none_or(|s| s.contains(&e.status)))
-        .filter(|e| q.layer.as_ref().is_none_or(|l| e.layer.as_ref() == Some(l)))
-        .filter(|e| q.owner_team.as_ref().is_none_or(|t| &e.owner_team == t))
-        .filter(|e| {
-            q.surface
-                .as_ref()
-                .is_none_or(|s| e.surfaces.is_empty() || e.surfaces.contains(s))
-        })
-        .filter(|e| {
-            text.as_ref().is_none_or(|t| {
-                [&e.key, &e.name, &e.hypothesis, &e.description]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(t.as_str()))
-            })
-        })
-        .filter(|e| {
-            let created = parse_rfc3339(&e.created_at).unwrap_or(0);
-            after.is_none_or(|a| created >= a) && before.is_none_or(|b| created < b)
-        })
-        .collect();
-    let total = matching.len();
-    let items: Vec<&ExperimentRecord> = matching.into_iter().skip(offset).take(limit).collect();
-    Ok(Json(
-        json!({"items": items, "total": total, "limit": limit, "offset": offset}),
-    ))
+    let filter = ExperimentFilter {
+        statuses,
+        layer: q.layer,
+        owner_team: q.owner_team,
+        surface: q.surface,
+        text: q.q,
+        created_after: bound("created_after", &q.created_after)?,
+        created_before: bound("created_before", &q.created_before)?,
+        limit: q.limit.unwrap_or(50),
+        offset: q.offset.unwrap_or(0),
+    };
+    let page = ExperimentService::new(state)
+        .list(&auth.actor(), &filter)
+        .await?;
+    Ok(Json(json!({
+        "items": page.items,
+        "total": page.total,
+        "limit": filter.limit,
+        "offset": filter.offset,
+    })))
 }
 
 /// `PUT /api/v1/experiments/{key}`: replace the definition while `draft`.
@@ -191,16 +167,36 @@ pub async fn audit(
     auth: Auth,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(&state, Perm::Read).await?;
-    let items = state
-        .store
-        .audit(&AuditQuery {
-            entity_type: Some("experiment".into()),
-            entity_key: Some(key),
-            limit: 1000,
-            ..AuditQuery::default()
-        })
-        .await
-        .map_err(|e| state.store_error(e))?;
+    let items = ExperimentService::new(state)
+        .audit(&auth.actor(), &key, 1000)
+        .await?;
     Ok(Json(json!({ "items": items })))
+}
+
+/// Body of `POST /api/v1/explain`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    /// The unit's attributes, as an SDK would pass them (`{"user_id": "u-42", "country": "US"}`).
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// The surface of the request (none: every surface).
+    pub surface: Option<String>,
+}
+
+/// `POST /api/v1/explain`: which experiments assign this unit, and why
+/// every other one does not ("which experiments is this user in?").
+#[utoipa::path(post, path = "/api/v1/explain", tag = "experiments", request_body = ExplainRequest,
+    responses((status = 200, body = crate::service::Lookup), (status = 400)))]
+pub async fn explain(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(req): ApiJson<ExplainRequest>,
+) -> Result<Json<crate::service::Lookup>, AppError> {
+    let ctx = strata_core::Context::try_from(req.context)
+        .map_err(|e| AppError::validation("context", format!("context: {e}")))?;
+    let found = ExperimentService::new(state)
+        .explain(&auth.actor(), &ctx, req.surface.as_deref())
+        .await?;
+    Ok(Json(found))
 }

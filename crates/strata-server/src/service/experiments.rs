@@ -203,6 +203,87 @@ fn with_definition(
     }
 }
 
+/// What [`ExperimentService::explain`] found for one context.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Lookup {
+    /// The config version evaluated.
+    pub version: u64,
+    /// Every experiment of the served config, in its order.
+    pub experiments: Vec<LookupRow>,
+}
+
+/// One experiment's outcome for a context.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LookupRow {
+    /// The experiment.
+    pub experiment: String,
+    /// Its layer.
+    pub layer: Option<String>,
+    /// The variant served, when assigned.
+    pub variant: Option<String>,
+    /// `assigned`, or why not: `not_servable`, `not_on_surface`,
+    /// `no_unit`, `held_out`, `outside_layer_range`, `targeting_not_met`,
+    /// `not_in_ramp`.
+    pub outcome: String,
+    /// The outcome in a sentence.
+    pub message: String,
+    /// The outcome with its figures (buckets, range, ramp, the failed rule).
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// The largest page [`ExperimentService::list`] returns.
+pub const MAX_PAGE: usize = 500;
+
+/// Which experiments [`ExperimentService::list`] returns; every field set
+/// must match (none set: all of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentFilter {
+    /// Any of these statuses.
+    pub statuses: Option<Vec<Status>>,
+    /// In this layer.
+    pub layer: Option<String>,
+    /// Owned by this team.
+    pub owner_team: Option<String>,
+    /// Running on this surface (an experiment without surfaces runs on all).
+    pub surface: Option<String>,
+    /// Case-insensitive text in the key, name, hypothesis or description.
+    pub text: Option<String>,
+    /// Created at or after, ms since the epoch.
+    pub created_after: Option<i64>,
+    /// Created before, ms since the epoch.
+    pub created_before: Option<i64>,
+    /// Page size, 1 to [`MAX_PAGE`].
+    pub limit: usize,
+    /// Matching experiments skipped before the page.
+    pub offset: usize,
+}
+
+impl Default for ExperimentFilter {
+    fn default() -> Self {
+        Self {
+            statuses: None,
+            layer: None,
+            owner_team: None,
+            surface: None,
+            text: None,
+            created_after: None,
+            created_before: None,
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+/// A page of experiments from [`ExperimentService::list`].
+#[derive(Debug, Clone)]
+pub struct ExperimentPage {
+    /// The page, in creation order.
+    pub items: Vec<ExperimentRecord>,
+    /// How many experiments match the filter in all.
+    pub total: usize,
+}
+
 /// Reads experiments and runs their lifecycle.
 #[derive(Debug, Clone)]
 pub struct ExperimentService {
@@ -422,6 +503,125 @@ impl ExperimentService {
             .await?;
         self.watch_changes(key).await;
         Ok(rec)
+    }
+
+    /// The experiments matching `filter`, one page of them in creation
+    /// order, with how many match in all (needs `config:read`). The API's
+    /// `GET /api/v1/experiments` and the portal's list are both this.
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        filter: &ExperimentFilter,
+    ) -> Result<ExperimentPage, ServiceError> {
+        let store = &self.state.store;
+        authorize(store, actor, Perm::Read, None).await?;
+        if filter.limit == 0 || filter.limit > MAX_PAGE {
+            return Err(ServiceError::validation(
+                "limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let all = store.experiments().await.map_err(|e| self.store_error(e))?;
+        let text = filter.text.as_ref().map(|t| t.to_lowercase());
+        let mut total = 0;
+        let mut items = Vec::new();
+        for e in all {
+            let matches = filter
+                .statuses
+                .as_ref()
+                .is_none_or(|s| s.contains(&e.status))
+                && filter
+                    .layer
+                    .as_ref()
+                    .is_none_or(|l| e.layer.as_ref() == Some(l))
+                && filter.owner_team.as_ref().is_none_or(|t| &e.owner_team == t)
+                // An experiment without surfaces runs on every surface.
+                && filter
+                    .surface
+                    .as_ref()
+                    .is_none_or(|s| e.surfaces.is_empty() || e.surfaces.contains(s))
+                && text.as_ref().is_none_or(|t| {
+                    [&e.key, &e.name, &e.hypothesis, &e.description]
+                        .iter()
+                        .any(|f| f.to_lowercase().contains(t.as_str()))
+                })
+                && {
+                    let created = parse_rfc3339(&e.created_at).unwrap_or(0);
+                    filter.created_after.is_none_or(|a| created >= a)
+                        && filter.created_before.is_none_or(|b| created < b)
+                };
+            if matches {
+                if total >= filter.offset && items.len() < filter.limit {
+                    items.push(e);
+                }
+                total += 1;
+            }
+        }
+        Ok(ExperimentPage { items, total })
+    }
+
+    /// Which experiments of the served config assign the unit of
+    /// `context` on `surface`, and why every other one does not (needs
+    /// `config:read`): strata-core's explain mode over the live compiled
+    /// snapshot, the same evaluation the SDKs run.
+    pub async fn explain(
+        &self,
+        actor: &Actor,
+        context: &strata_core::Context,
+        surface: Option<&str>,
+    ) -> Result<Lookup, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        let live = self.state.live.load();
+        let experiments = live
+            .compiled
+            .explain(context, surface)
+            .into_iter()
+            .map(|x| {
+                let detail = serde_json::to_value(&x.outcome)
+                    .map_err(|e| ServiceError::Internal(format!("explain: {e}")))?;
+                let variant = match &x.outcome {
+                    strata_core::Outcome::Assigned { variant, .. } => Some((*variant).to_owned()),
+                    _ => None,
+                };
+                Ok(LookupRow {
+                    experiment: x.experiment.to_owned(),
+                    layer: x.layer.map(str::to_owned),
+                    variant,
+                    outcome: detail
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unexplained")
+                        .to_owned(),
+                    message: x.outcome.message(),
+                    detail,
+                })
+            })
+            .collect::<Result<_, ServiceError>>()?;
+        Ok(Lookup {
+            version: live.version,
+            experiments,
+        })
+    }
+
+    /// The audit trail of experiment `key`, newest first, at most `limit`
+    /// entries (needs `config:read`, as the experiment itself).
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        key: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::store::AuditEntry>, ServiceError> {
+        let store = &self.state.store;
+        authorize(store, actor, Perm::Read, None).await?;
+        store
+            .audit(&AuditQuery {
+                entity_type: Some("experiment".into()),
+                entity_key: Some(key.to_owned()),
+                limit,
+                ..AuditQuery::default()
+            })
+            .await
+            .map_err(|e| self.store_error(e))
     }
 
     /// The experiment `key` (needs `config:read`).

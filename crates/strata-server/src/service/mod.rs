@@ -32,7 +32,9 @@ pub use actor::{Actor, SystemActor};
 pub use admin::AdminService;
 pub use alerts::{Alert, AlertService};
 pub use error::ServiceError;
-pub use experiments::{ActParams, ExperimentService};
+pub use experiments::{
+    ActParams, ExperimentFilter, ExperimentPage, ExperimentService, Lookup, LookupRow,
+};
 pub use guardrails::GuardrailService;
 pub use layers::LayerService;
 pub use lifecycle::Action;

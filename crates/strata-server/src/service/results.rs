@@ -22,7 +22,7 @@ use crate::model::{ExperimentRecord, Status};
 use crate::service::alerts::{Alert, AlertService};
 use crate::service::experiments::{ActParams, ExperimentService};
 use crate::service::lifecycle::Action;
-use crate::service::permissions::authorize;
+use crate::service::permissions::{self, authorize};
 use crate::service::registry::RegistryService;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
@@ -393,6 +393,34 @@ impl ResultsService {
             meta,
             results,
         })
+    }
+
+    /// The summary of the latest look of each of `experiments` whose
+    /// results `actor` may read (`results:read` on its team; the others
+    /// are left out, not refused): the health and decision a list shows.
+    pub async fn latest_summaries(
+        &self,
+        actor: &Actor,
+        experiments: &[ExperimentRecord],
+    ) -> Result<std::collections::HashMap<String, strata_model::results::LookSummary>, ServiceError>
+    {
+        let readable: Vec<&str> = experiments
+            .iter()
+            .filter(|e| permissions::check(actor, Perm::ResultsRead, Some(&e.owner_team)).is_ok())
+            .map(|e| e.key.as_str())
+            .collect();
+        let rows = self
+            .state
+            .store
+            .latest_summaries(&readable)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(rows
+            .into_iter()
+            // A summary this build cannot read is shown as none rather
+            // than failing the whole list.
+            .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|s| (k, s)))
+            .collect())
     }
 
     /// Every look of experiment `key` with its summary, latest `as_of`
