@@ -5,7 +5,8 @@
 //! served beside it — the event pipeline's collection endpoints and admin
 //! operations ([`pipeline`]), and the process's background jobs (the
 //! scheduled analysis, [`analysis`]; the guardrail monitor,
-//! [`guardrails`]; the sender of alerts, [`alerts`]) — are built
+//! [`guardrails`]; the sender of alerts, [`alerts`]) and the web portal
+//! (strata-portal) — are built
 //! over that state and registered through [`strata_server::Mount`], each
 //! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
 //! server then serves them all and shuts them down in order.
@@ -23,12 +24,14 @@ pub mod pipeline;
 
 use std::sync::Arc;
 
+use strata_portal::Portal;
 use strata_server::{Server, ServerConfig, ServerError};
 
 pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use guardrails::{GuardrailConfig, GuardrailMount};
 pub use pipeline::{PipelineConfig, PipelineMount};
+pub use strata_portal::PortalSettings;
 
 /// What `strata serve` runs.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct ServeConfig {
     /// The guardrail monitor of the pipeline's data (none: off; it needs
     /// the pipeline). Its partition count is the pipeline's.
     pub guardrails: Option<GuardrailConfig>,
+    /// The web portal at `/` (none: not served). Its results pages say how
+    /// often the scheduled analysis runs, from `analysis`.
+    pub portal: Option<PortalSettings>,
 }
 
 /// Why the process could not start.
@@ -85,6 +91,21 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
             prepared = prepared.mount(Arc::new(monitor));
         }
         prepared = prepared.mount(Arc::new(mount));
+    }
+    if let Some(settings) = &cfg.portal {
+        let analysis_interval = cfg
+            .analysis
+            .as_ref()
+            .filter(|_| cfg.pipeline.is_some())
+            .map(|a| a.interval);
+        let portal = Portal::new(
+            prepared.state().clone(),
+            PortalSettings {
+                analysis_interval,
+                ..settings.clone()
+            },
+        );
+        prepared = prepared.mount(Arc::new(portal));
     }
     Ok(prepared.serve().await?)
 }

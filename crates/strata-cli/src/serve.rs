@@ -1,5 +1,6 @@
 //! `strata serve`: the process assembled by `strata-app` (the control plane,
-//! the event pipeline and the scheduled analysis), and
+//! the event pipeline, the scheduled analysis, the guardrail monitor and
+//! the portal), and
 //! `strata token create`: a key created directly in the store.
 
 use std::net::SocketAddr;
@@ -89,6 +90,16 @@ pub struct ServeArgs {
     /// Do not run the guardrail monitor.
     #[arg(long)]
     no_guardrails: bool,
+    /// Do not serve the web portal at `/`.
+    #[arg(long)]
+    no_portal: bool,
+    /// How long a portal sign-in lasts: 30m, 12h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = strata_app::analysis::parse_interval)]
+    portal_session_ttl: Duration,
+    /// Mark the portal's cookies Secure even without `X-Forwarded-Proto: https`
+    /// (the process itself is reached over TLS).
+    #[arg(long)]
+    portal_secure_cookies: bool,
 }
 
 fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -146,6 +157,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         guardrails: (!args.no_guardrails).then(|| GuardrailConfig {
             budget: args.guardrail_alpha,
             ..GuardrailConfig::every(args.guardrail_interval)
+        }),
+        portal: (!args.no_portal).then(|| strata_app::PortalSettings {
+            session_ttl: args.portal_session_ttl,
+            secure_cookies: args.portal_secure_cookies,
+            ..strata_app::PortalSettings::default()
         }),
     };
     runtime(args.threads)?.block_on(async move {

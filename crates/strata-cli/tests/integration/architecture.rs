@@ -29,6 +29,12 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "strata-server",
             &["strata-core", "strata-model", "strata-http", "strata-stats"][..],
         ),
+        // The portal renders the control plane's services and the
+        // platform's types; never the pipeline or the analysis engine.
+        (
+            "strata-portal",
+            &["strata-core", "strata-model", "strata-server"][..],
+        ),
         // The composition root and the binary assemble the rest.
         (
             "strata-app",
@@ -40,6 +46,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "strata-pipeline",
                 "strata-analysis",
                 "strata-stats",
+                "strata-portal",
             ][..],
         ),
         (

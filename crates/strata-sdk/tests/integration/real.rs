@@ -61,6 +61,7 @@ impl Real {
             pipeline: pipeline.then(|| strata_app::PipelineConfig::under(dir.path())),
             analysis: None,
             guardrails: None,
+            portal: None,
         })
         .await
         .expect("server starts");

@@ -1,0 +1,192 @@
+//! Strata's web portal: the pages people run experiments from, served by
+//! `strata serve` at `/` beside the JSON API at `/api/v1`.
+//!
+//! Server-rendered HTML (maud templates, compiled into the binary) with a
+//! stylesheet and a few lines of script embedded too: nothing is loaded
+//! from elsewhere, no Node runs, and every page reads and works without
+//! JavaScript. Charts are inline SVG drawn on the server ([`plot`]).
+//!
+//! The portal is a room of its own over the control plane's services: a
+//! page calls the same service method the API's handler calls
+//! (`ExperimentService::list`, `ResultsService::history`, …) with the
+//! signed-in person's token as the actor, so permissions, validation, the
+//! lifecycle and the audit log are exactly the API's. It never calls its
+//! own HTTP API and copies no handler logic.
+//!
+//! Pieces: [`session`] (sign-in, the session cookie, the CSRF guard of
+//! every form), [`page`] (the frame, shared pieces, the error page),
+//! `login`, `experiments` (list, experiment, lifecycle), `results` (a
+//! look's numbers, plots, health, decision and guardrail timeline),
+//! `lookup` (which experiments a unit is in, and why),
+//! [`plot`] and [`assets`].
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod assets;
+mod experiments;
+mod login;
+mod lookup;
+pub mod page;
+pub mod plot;
+mod results;
+pub mod session;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::Router;
+use strata_server::{AppState, Mount};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::session::Sessions;
+
+/// How the portal runs.
+#[derive(Debug, Clone)]
+pub struct PortalSettings {
+    /// How long a sign-in lasts (absolute, not extended by use).
+    pub session_ttl: Duration,
+    /// Mark cookies `Secure` even without `X-Forwarded-Proto: https` (the
+    /// process itself is behind TLS).
+    pub secure_cookies: bool,
+    /// How often the scheduled analysis publishes looks (none: it is off),
+    /// for what a results page without looks says.
+    pub analysis_interval: Option<Duration>,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            analysis_interval: None,
+        }
+    }
+}
+
+/// What every portal handler shares.
+#[derive(Clone)]
+pub struct PortalState {
+    /// The control plane's state, over which services are built.
+    pub app: AppState,
+    /// Live sessions.
+    pub sessions: Arc<Sessions>,
+    /// Tunables.
+    pub settings: Arc<PortalSettings>,
+}
+
+impl fmt::Debug for PortalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortalState")
+            .field("sessions", &self.sessions.len())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// The portal, mounted beside the control plane by the composition root.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    state: PortalState,
+}
+
+impl Portal {
+    /// The portal over a control plane's state.
+    pub fn new(app: AppState, settings: PortalSettings) -> Self {
+        Self {
+            state: PortalState {
+                app,
+                sessions: Arc::new(Sessions::default()),
+                settings: Arc::new(settings),
+            },
+        }
+    }
+
+    /// Live sessions (tests end them to check what revocation does).
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.state.sessions
+    }
+
+    /// The portal's routes, with its state and CSRF guard applied.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(|| async { Redirect::to("/experiments") }))
+            .route("/login", get(login::form).post(login::submit))
+            .route("/logout", post(login::logout))
+            .route(assets::CSS_PATH, get(assets::css))
+            .route(assets::JS_PATH, get(assets::js))
+            .route("/experiments", get(experiments::list))
+            .route("/experiments/{key}", get(experiments::show))
+            .route("/experiments/{key}/kill", get(experiments::confirm_kill))
+            .route(
+                "/experiments/{key}/actions/{action}",
+                post(experiments::act),
+            )
+            .route("/experiments/{key}/results", get(results::show))
+            .route("/lookup", get(lookup::show))
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                session::guard,
+            ))
+            .layer(axum::middleware::map_response(security_headers))
+            .with_state(self.state.clone())
+    }
+}
+
+/// Headers of every portal response: no framing by other sites, no
+/// content-type sniffing, nothing loaded from elsewhere.
+async fn security_headers(mut res: axum::response::Response) -> impl IntoResponse {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    res
+}
+
+impl Mount for Portal {
+    fn name(&self) -> &'static str {
+        "portal"
+    }
+
+    fn routes(&self) -> Router {
+        self.router()
+    }
+
+    /// Drops expired sessions every minute.
+    fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let sessions = self.state.sessions.clone();
+        vec![tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { sessions.prune(); }
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+        })]
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(
+            "# HELP strata_portal_sessions Signed-in portal sessions.\n# TYPE strata_portal_sessions gauge\n",
+        );
+        out.push_str(&format!(
+            "strata_portal_sessions {}\n",
+            self.state.sessions.len()
+        ));
+    }
+}

@@ -1,0 +1,540 @@
+//! Sign-in, sessions, CSRF, permissions and every page over plain HTTP.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use strata_portal::PortalSettings;
+
+use crate::common::{results, Env, ADMIN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_sets_a_strict_http_only_cookie_and_signing_out_ends_it() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    // Signed out: every page leads to the sign-in form.
+    let p = b.get("/experiments").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location(), Some("/login"));
+    let form = b.get("/login").await;
+    assert!(form.body.contains("<form"), "{}", form.body);
+    assert!(form.headers.contains_key("content-security-policy"));
+    let p = b.sign_in(&env.checkout_exp).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.location(), Some("/experiments"));
+    let cookie = p
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("strata_session="))
+        .expect("a session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("Max-Age=46800"),
+        "12 h and the grace hour: {cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    let list = b.get("/experiments").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains("checkout-experimenter"), "{}", list.body);
+    assert!(list.body.contains("no experiments yet"), "{}", list.body);
+    assert_eq!(env.portal.sessions().len(), 1);
+    // Signing out needs the form's token too.
+    let csrf = list.csrf();
+    let out = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), Some("/login"));
+    assert!(env.portal.sessions().is_empty());
+    assert_eq!(b.get("/experiments").await.location(), Some("/login"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_behind_tls() {
+    let env = Env::start().await;
+    let b = env.browser();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{}/login", b.base))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let c = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(c.ends_with("; Secure"), "{c}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_refuses_unknown_tokens_other_kinds_and_forms_without_their_token() {
+    let env = Env::start().await;
+    let mut b = env.browser();
+    let p = b.sign_in("not-a-token").await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("unknown or has been revoked"), "{}", p.body);
+    assert!(p.body.contains("aria-invalid=\"true\""), "{}", p.body);
+    let (s, sdk) = env
+        .api(
+            Method::POST,
+            "/api/v1/keys",
+            ADMIN,
+            Some(json!({"kind": "sdk", "name": "web"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let p = b.sign_in(sdk["token"].as_str().unwrap()).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.body.contains("a sdk key cannot sign in"), "{}", p.body);
+    // The form's token must match its cookie.
+    b.get("/login").await;
+    let p = b
+        .post(
+            "/login",
+            &[("token", &env.checkout_exp), ("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let p = b.post("/login", &[("token", &env.checkout_exp)]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(env.portal.sessions().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    env.create(&env.checkout_exp, "csrf_exp", "checkout", json!({}))
+        .await;
+    env.act(&env.checkout_exp, "csrf_exp", "submit", json!({}))
+        .await;
+    let mut b = env.signed_in(&env.checkout_exp).await;
+    let start = "/experiments/csrf_exp/actions/start";
+    for form in [
+        vec![("ramp_percent", "10")],
+        vec![("ramp_percent", "10"), ("csrf", "forged")],
+    ] {
+        let p = b.post(start, &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{form:?}");
+        assert!(p.body.contains("security token"), "{}", p.body);
+    }
+    let (_, e) = env
+        .api(Method::GET, "/api/v1/experiments/csrf_exp", ADMIN, None)
+        .await;
+    assert_eq!(e["status"], "submitted");
+    // Another session's token is no better.
+    let mut other = env.signed_in(&env.checkout_admin).await;
+    let foreign = other.csrf().await;
+    let p = b
+        .post(start, &[("ramp_percent", "10"), ("csrf", &foreign)])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // With it, the action happens, under the token's name in the audit log.
+    let csrf = b.csrf().await;
+    let p = b
+        .post(start, &[("ramp_percent", "10"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.location(), Some("/experiments/csrf_exp?done=start"));
+    let (_, e) = env
+        .api(Method::GET, "/api/v1/experiments/csrf_exp", ADMIN, None)
+        .await;
+    assert_eq!(e["status"], "running");
+    assert_eq!(e["ramp_percent"], 10.0);
+    let page = b.get("/experiments/csrf_exp?done=start").await;
+    assert!(page.body.contains("done: started"), "{}", page.body);
+    assert!(
+        page.body.contains("checkout-experimenter"),
+        "timeline names the actor"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_goes_back_to_sign_in() {
+    let env = Env::start_with(PortalSettings {
+        session_ttl: Duration::from_millis(400),
+        ..PortalSettings::default()
+    })
+    .await;
+    let mut b = env.signed_in(&env.viewer).await;
+    assert_eq!(b.get("/experiments").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = b.get("/experiments").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location(), Some("/login?expired=1"));
+    let form = b.get("/login?expired=1").await;
+    assert!(
+        form.body.contains("your session has expired"),
+        "{}",
+        form.body
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_token_ends_its_sessions() {
+    let env = Env::start().await;
+    let mut b = env.signed_in(&env.checkout_exp).await;
+    assert_eq!(b.get("/experiments").await.status, StatusCode::OK);
+    let (s, v) = env
+        .api(
+            Method::DELETE,
+            &format!("/api/v1/keys/{}", env.checkout_exp_id),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let p = b.get("/experiments").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location(), Some("/login"));
+    assert!(env.portal.sessions().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buttons_follow_the_permission_table_and_forbidden_pages_answer_403() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    env.create(&env.checkout_exp, "perm_exp", "checkout", json!({}))
+        .await;
+    env.act(&env.checkout_exp, "perm_exp", "submit", json!({}))
+        .await;
+    env.act(
+        &env.checkout_exp,
+        "perm_exp",
+        "start",
+        json!({"ramp_percent": 5}),
+    )
+    .await;
+    // The owner's experimenter sees the buttons its role may use.
+    let mut owner = env.signed_in(&env.checkout_exp).await;
+    let page = owner.get("/experiments/perm_exp").await;
+    assert!(page.body.contains("id=\"lifecycle\""), "{}", page.body);
+    for action in ["ramp", "pause", "conclude"] {
+        assert!(
+            page.body
+                .contains(&format!("/experiments/perm_exp/actions/{action}")),
+            "{action}"
+        );
+    }
+    assert!(page.body.contains("/experiments/perm_exp/kill"));
+    // Not legal from running: no button.
+    assert!(!page.body.contains("/actions/start"));
+    assert!(page.body.contains("Results →"));
+    // A viewer reads, with no button at all.
+    let mut viewer = env.signed_in(&env.viewer).await;
+    let page = viewer.get("/experiments/perm_exp").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("id=\"lifecycle\""), "{}", page.body);
+    let kill = viewer.get("/experiments/perm_exp/kill").await;
+    assert_eq!(kill.status, StatusCode::FORBIDDEN);
+    assert!(kill.body.contains("experiments:kill"), "{}", kill.body);
+    // Another team's experimenter: no buttons, and its results are 403.
+    let mut other = env.signed_in(&env.search_exp).await;
+    let page = other.get("/experiments/perm_exp").await;
+    assert!(!page.body.contains("id=\"lifecycle\""));
+    assert!(!page.body.contains("Results →"));
+    let results = other.get("/experiments/perm_exp/results").await;
+    assert_eq!(results.status, StatusCode::FORBIDDEN);
+    assert!(results.body.contains("results:read"), "{}", results.body);
+    assert!(results.body.contains("belongs to team"), "{}", results.body);
+    // Posting the action anyway is refused by the service, audited as a denial.
+    let csrf = other.csrf().await;
+    let p = other
+        .post(
+            "/experiments/perm_exp/actions/pause",
+            &[("csrf", &csrf), ("reason", "mine now")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let (_, audit) = env
+        .api(Method::GET, "/api/v1/audit?action=denied", ADMIN, None)
+        .await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["actor"] == "search-experimenter"),
+        "{audit}"
+    );
+    let (_, e) = env
+        .api(Method::GET, "/api/v1/experiments/perm_exp", ADMIN, None)
+        .await;
+    assert_eq!(e["status"], "running");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_shown_on_the_page_with_the_services_message() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    env.create(&env.checkout_exp, "ramp_exp", "checkout", json!({}))
+        .await;
+    env.act(&env.checkout_exp, "ramp_exp", "submit", json!({}))
+        .await;
+    env.act(
+        &env.checkout_exp,
+        "ramp_exp",
+        "start",
+        json!({"ramp_percent": 20}),
+    )
+    .await;
+    let mut b = env.signed_in(&env.checkout_exp).await;
+    let csrf = b.csrf().await;
+    let p = b
+        .post(
+            "/experiments/ramp_exp/actions/ramp",
+            &[("csrf", &csrf), ("ramp_percent", "10")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("ramp_percent can only go up"), "{}", p.body);
+    let p = b
+        .post(
+            "/experiments/ramp_exp/actions/ramp",
+            &[("csrf", &csrf), ("ramp_percent", "lots")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.body.contains("ramp_percent must be a number"),
+        "{}",
+        p.body
+    );
+    // Kill needs the confirmation and a reason.
+    let p = b
+        .post(
+            "/experiments/ramp_exp/actions/kill",
+            &[("csrf", &csrf), ("reason", "errors")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.body.contains("tick the confirmation"), "{}", p.body);
+    let p = b
+        .post(
+            "/experiments/ramp_exp/actions/kill",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(p.body.contains("reason"), "{}", p.body);
+    let p = b
+        .post(
+            "/experiments/ramp_exp/actions/kill",
+            &[
+                ("csrf", &csrf),
+                ("confirm", "yes"),
+                ("reason", "checkout errors doubled"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = b.get("/experiments/ramp_exp").await;
+    assert!(
+        page.body.contains("killed: checkout errors doubled"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("status-killed"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_searches_filters_and_pages() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    for i in 0..55 {
+        let team = if i % 5 == 0 { "search" } else { "checkout" };
+        let token = if team == "search" {
+            &env.search_exp
+        } else {
+            &env.checkout_exp
+        };
+        env.create(
+            token,
+            &format!("exp_{i:02}"),
+            team,
+            json!({"name": if i == 7 { "Blue button".to_owned() } else { format!("Experiment {i}") }}),
+        )
+        .await;
+    }
+    env.act(&env.checkout_exp, "exp_01", "submit", json!({}))
+        .await;
+    let mut b = env.signed_in(&env.viewer).await;
+    let p1 = b.get("/experiments").await;
+    assert!(p1.body.contains("55 experiments"), "{}", p1.body);
+    assert_eq!(
+        p1.body.matches("<tr>").count(),
+        51,
+        "50 rows and the header"
+    );
+    assert!(p1.body.contains("Page 1 of 2"));
+    let p2 = b.get("/experiments?page=2").await;
+    assert!(
+        p2.body.contains("exp_54") && !p2.body.contains("exp_00"),
+        "{}",
+        p2.body
+    );
+    let blue = b.get("/experiments?q=blue").await;
+    assert!(blue.body.contains("1 experiment match"), "{}", blue.body);
+    assert!(blue.body.contains("exp_07"));
+    let search = b.get("/experiments?team=search").await;
+    assert!(
+        search.body.contains("11 experiments match"),
+        "{}",
+        search.body
+    );
+    let submitted = b.get("/experiments?status=submitted").await;
+    assert!(
+        submitted.body.contains("1 experiment match"),
+        "{}",
+        submitted.body
+    );
+    assert!(submitted.body.contains("exp_01"));
+    let none = b.get("/experiments?q=nothing-like-this").await;
+    assert!(none.body.contains("no experiment matches these filters"));
+    let bad = b.get("/experiments?status=sleeping").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("unknown status"), "{}", bad.body);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_results_page_shows_every_look_with_plots_health_and_decision() {
+    let env = Env::start_with(PortalSettings {
+        analysis_interval: Some(Duration::from_secs(3600)),
+        ..PortalSettings::default()
+    })
+    .await;
+    env.setup_registry().await;
+    env.create(&env.checkout_exp, "res_exp", "checkout", json!({}))
+        .await;
+    env.act(&env.checkout_exp, "res_exp", "submit", json!({}))
+        .await;
+    let started = env
+        .act(
+            &env.checkout_exp,
+            "res_exp",
+            "start",
+            json!({"ramp_percent": 50}),
+        )
+        .await;
+    let start = started["started_at"].as_str().unwrap().to_owned();
+    let mut b = env.signed_in(&env.checkout_exp).await;
+    let empty = b.get("/experiments/res_exp/results").await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert!(
+        empty
+            .body
+            .contains("no looks yet: the scheduled analysis publishes one every 1 h"),
+        "{}",
+        empty.body
+    );
+    assert!(empty.body.contains("no guardrail evaluation yet"));
+    let t0 = chrono::DateTime::parse_from_rfc3339(&start).unwrap();
+    for look in 1..=3u32 {
+        let as_of = (t0 + chrono::Duration::milliseconds(i64::from(look) * 10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        env.publish(
+            "res_exp",
+            &results(
+                "res_exp",
+                &as_of,
+                &start,
+                0.05 * f64::from(look),
+                look,
+                look == 3,
+            ),
+        )
+        .await;
+    }
+    let page = b.get("/experiments/res_exp/results").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = &page.body;
+    assert!(body.contains("Look 3 of 3"), "{body}");
+    // The SRM banner, the failed check, the decision and its reasons.
+    assert!(body.contains("id=\"srm\""), "{body}");
+    assert!(body.contains("Sample ratio mismatch"));
+    assert!(body.contains("health-fail"));
+    assert!(body.contains("verdict-unhealthy"));
+    assert!(body.contains("about 11 days left"));
+    // A forest plot per metric, and the effect over the three looks.
+    assert!(body.contains("id=\"metric-conversion\"") && body.contains("id=\"metric-revenue\""));
+    assert!(body.matches("<svg").count() >= 3, "{body}");
+    assert!(body.contains("Simpson's paradox: conversion (treatment)"));
+    // An earlier look by its number.
+    let first = b.get("/experiments/res_exp/results?look=1").await;
+    assert!(first.body.contains("Look 1 of 3"), "{}", first.body);
+    assert!(!first.body.contains("id=\"srm\""));
+    let missing = b.get("/experiments/res_exp/results?look=99").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_lookup_says_which_experiments_assign_a_unit_and_why_not() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    env.create(
+        &env.checkout_exp,
+        "us_only",
+        "checkout",
+        json!({"size": null, "range": [0, 1000],
+               "targeting": {"all": [{"attr": "country", "op": "in", "values": ["US", "CA"]}]}}),
+    )
+    .await;
+    env.act(&env.checkout_exp, "us_only", "submit", json!({}))
+        .await;
+    env.act(
+        &env.checkout_exp,
+        "us_only",
+        "start",
+        json!({"ramp_percent": 100}),
+    )
+    .await;
+    let mut b = env.signed_in(&env.viewer).await;
+    let form = b.get("/lookup").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("id=\"context\""), "{}", form.body);
+    let look = |ctx: &str| {
+        format!(
+            "/lookup?{}",
+            serde_urlencoded::to_string([("context", ctx)]).unwrap()
+        )
+    };
+    let us = b.get(&look(r#"{"user_id": "u-1", "country": "US"}"#)).await;
+    assert_eq!(us.status, StatusCode::OK);
+    assert!(us.body.contains("In 1 of 1 experiments"), "{}", us.body);
+    let fr = b.get(&look(r#"{"user_id": "u-1", "country": "FR"}"#)).await;
+    assert!(fr.body.contains("In 0 of 1 experiments"), "{}", fr.body);
+    assert!(fr.body.contains("targeting not met"), "{}", fr.body);
+    assert!(fr.body.contains("country"), "{}", fr.body);
+    let nobody = b.get(&look(r#"{"country": "US"}"#)).await;
+    assert!(nobody.body.contains("no unit"), "{}", nobody.body);
+    let bad = b.get(&look("[1, 2")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.body.contains("context is not valid JSON"),
+        "{}",
+        bad.body
+    );
+    // The API answers the same question.
+    let (s, v) = env
+        .api(
+            Method::POST,
+            "/api/v1/explain",
+            &env.viewer,
+            Some(json!({"context": {"user_id": "u-1", "country": "FR"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["experiments"][0]["outcome"], "targeting_not_met");
+    assert_eq!(v["experiments"][0]["variant"], serde_json::Value::Null);
+    env.stop().await;
+}
