@@ -123,6 +123,9 @@ pub async fn list(
         };
     let body = html! {
         h1 { "Experiments" }
+        @if may(&viewer, Perm::ExperimentsWrite, None) {
+            p { a.button.primary href="/experiments/new" { "New experiment" } }
+        }
         form.filters method="get" action="/experiments" role="search" {
             label { "Search" input type="search" name="q" value=(q.q) placeholder="key, name or hypothesis"; }
             label { "Status"
@@ -251,11 +254,14 @@ pub async fn show(
     Path(key): Path<String>,
     Query(q): Query<ShowQuery>,
 ) -> Result<Response, PortalError> {
-    let done = q
-        .done
-        .as_deref()
-        .and_then(Action::parse)
-        .map(|a| format!("done: {}", past(a)));
+    let done = match q.done.as_deref() {
+        Some("create") => {
+            Some("done: draft created; submit it when its definition is final".to_owned())
+        }
+        other => other
+            .and_then(Action::parse)
+            .map(|a| format!("done: {}", past(a))),
+    };
     render_show(&state, &viewer, &key, StatusCode::OK, done.as_deref(), None).await
 }
 

@@ -17,7 +17,8 @@
 //! every form), [`page`] (the frame, shared pieces, the error page),
 //! `login`, `experiments` (list, experiment, lifecycle), `results` (a
 //! look's numbers, plots, health, decision and guardrail timeline),
-//! `lookup` (which experiments a unit is in, and why),
+//! `lookup` (which experiments a unit is in, and why), `wizard` (a new
+//! experiment, with the power calculator),
 //! [`plot`] and [`assets`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -29,6 +30,7 @@ pub mod page;
 pub mod plot;
 mod results;
 pub mod session;
+mod wizard;
 
 use std::fmt;
 use std::sync::Arc;
@@ -119,6 +121,7 @@ impl Portal {
             .route(assets::CSS_PATH, get(assets::css))
             .route(assets::JS_PATH, get(assets::js))
             .route("/experiments", get(experiments::list))
+            .route("/experiments/new", get(wizard::form).post(wizard::submit))
             .route("/experiments/{key}", get(experiments::show))
             .route("/experiments/{key}/kill", get(experiments::confirm_kill))
             .route(

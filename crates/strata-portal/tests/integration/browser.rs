@@ -141,7 +141,8 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{css}: still on {before} after 5 s");
+        let page = self.body().await;
+        panic!("{css}: still on {before} after 5 s; the page says:\n{page}");
     }
 
     async fn path(&self) -> String {
@@ -177,7 +178,7 @@ impl Session {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_experiment_is_run_and_killed_through_the_portal() {
+async fn an_experiment_is_created_run_and_killed_through_the_portal() {
     let Some(s) = Session::start().await else {
         return;
     };
@@ -187,16 +188,6 @@ async fn an_experiment_is_run_and_killed_through_the_portal() {
     })
     .await;
     env.setup_registry().await;
-    env.create(
-        &env.checkout_exp,
-        "checkout_redesign",
-        "checkout",
-        json!({"name": "Checkout redesign",
-               "ramp_plan": [{"percent": 10, "min_hours": 24}, {"percent": 50, "min_hours": 24}, {"percent": 100}]}),
-    )
-    .await;
-    env.act(&env.checkout_exp, "checkout_redesign", "submit", json!({}))
-        .await;
     for i in 0..6 {
         env.create(
             &env.checkout_exp,
@@ -208,9 +199,44 @@ async fn an_experiment_is_run_and_killed_through_the_portal() {
     }
     let base = &env.base;
 
-    // Sign in: the experiments page.
+    // Sign in, and create the experiment through the form, correcting
+    // what the service refuses.
     s.sign_in(base, &env.checkout_exp).await;
     assert_eq!(s.path().await, "/experiments");
+    s.submit("a[href='/experiments/new']").await;
+    s.fill("#key", "checkout_redesign").await;
+    s.fill("#name", "Checkout redesign").await;
+    s.fill("#hypothesis", "a one-page checkout converts better")
+        .await;
+    s.client
+        .find(Locator::Css("#primary_metric"))
+        .await
+        .unwrap()
+        .select_by_value("conversion")
+        .await
+        .unwrap();
+    s.click("input[name=secondary][value=revenue]").await;
+    s.fill("input[name=size]", "10").await;
+    s.fill("#mde", "0").await;
+    s.fill("#planned_units", "20000").await;
+    s.fill("#ramp_plan", "10:24, 50:24, 100").await;
+    // Refused: the same page comes back with the error.
+    s.click("button[value=create]").await;
+    s.client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("p.notice-error"))
+        .await
+        .unwrap();
+    let body = s.body().await;
+    assert!(body.contains("mde must be a positive number"), "{body}");
+    s.shot("new-experiment").await;
+    s.fill("#mde", "0.02").await;
+    s.submit("button[value=create]").await;
+    assert_eq!(s.path().await, "/experiments/checkout_redesign?done=create");
+    s.submit("form[action$='/actions/submit'] button").await;
+    assert!(s.body().await.contains("done: submitted"));
+    s.goto(&format!("{base}/experiments")).await;
     assert!(s.body().await.contains("Checkout redesign"));
     s.shot("experiments").await;
 

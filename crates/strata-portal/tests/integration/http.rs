@@ -538,3 +538,114 @@ async fn the_user_lookup_says_which_experiments_assign_a_unit_and_why_not() {
     assert_eq!(v["experiments"][0]["variant"], serde_json::Value::Null);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_experiment_form_shows_the_apis_refusals_at_the_field_and_creates_the_draft() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    let mut viewer = env.signed_in(&env.viewer).await;
+    assert!(!viewer
+        .get("/experiments")
+        .await
+        .body
+        .contains("/experiments/new"));
+    let p = viewer.get("/experiments/new").await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    let mut b = env.signed_in(&env.checkout_exp).await;
+    assert!(b
+        .get("/experiments")
+        .await
+        .body
+        .contains("/experiments/new"));
+    let form = b.get("/experiments/new").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body.contains("<option value=\"conversion\""),
+        "{}",
+        form.body
+    );
+    assert!(form.body.contains("of 1000 buckets free"), "{}", form.body);
+    let csrf = form.csrf();
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("key", "wizard_exp"),
+        ("name", "Wizard"),
+        ("hypothesis", "a shorter form converts better"),
+        ("owner_team", "checkout"),
+        ("unit", "user_id"),
+        ("variant_key_1", "control"),
+        ("variant_weight_1", "50"),
+        ("variant_key_2", "short_form"),
+        ("variant_weight_2", "50"),
+        ("layer", "checkout_layer"),
+        ("size", "100"),
+        ("primary_metric", "conversion"),
+        ("secondary", "revenue"),
+        ("mde", "-0.5"),
+        ("alpha", "0.05"),
+        ("planned_units", "20000"),
+        ("min_duration_days", "7"),
+        ("sequential", "group_sequential"),
+        ("ramp_plan", "10:24, 50:24, 100"),
+        ("intent", "create"),
+    ];
+    // The service refuses the mde; the page says so at the field and keeps
+    // what was typed.
+    let p = b.post("/experiments/new", &fields).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(
+        p.body.contains("id=\"mde\" name=\"mde\" value=\"-0.5\""),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("aria-invalid=\"true\""), "{}", p.body);
+    assert!(p.body.contains("mde"), "{}", p.body);
+    assert!(
+        p.body.contains("value=\"a shorter form converts better\"")
+            || p.body.contains(">a shorter form converts better<")
+    );
+    // The power calculator plans the units from the mde and the traffic.
+    for f in fields.iter_mut() {
+        if f.0 == "mde" {
+            f.1 = "0.05";
+        }
+    }
+    let mut with_power = fields.clone();
+    with_power.retain(|f| f.0 != "intent");
+    with_power.extend([
+        ("baseline_rate", "0.1"),
+        ("daily_traffic", "10000"),
+        ("intent", "power"),
+    ]);
+    let p = b.post("/experiments/new", &with_power).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("units per variant"), "{}", p.body);
+    assert!(p.body.contains("days at the daily traffic"), "{}", p.body);
+    assert!(
+        !p.body.contains("name=\"planned_units\" value=\"20000\""),
+        "the plan fills the units in"
+    );
+    // Corrected, the draft is created as typed.
+    let p = b.post("/experiments/new", &fields).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.location(), Some("/experiments/wizard_exp?done=create"));
+    let (_, e) = env
+        .api(Method::GET, "/api/v1/experiments/wizard_exp", ADMIN, None)
+        .await;
+    assert_eq!(e["status"], "draft");
+    assert_eq!(e["variants"][1]["key"], "short_form");
+    assert_eq!(e["secondary_metrics"], json!(["revenue"]));
+    assert_eq!(e["ramp_plan"].as_array().unwrap().len(), 3);
+    assert_eq!(e["created_by"], "checkout-experimenter");
+    // Another team's experiment is refused by the service, at the team.
+    for f in fields.iter_mut() {
+        match f.0 {
+            "owner_team" => f.1 = "search",
+            "key" => f.1 = "not_mine",
+            _ => {}
+        }
+    }
+    let p = b.post("/experiments/new", &fields).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    env.stop().await;
+}
