@@ -18,7 +18,8 @@
 //! `login`, `experiments` (list, experiment, lifecycle), `results` (a
 //! look's numbers, plots, health, decision and guardrail timeline),
 //! `lookup` (which experiments a unit is in, and why), `wizard` (a new
-//! experiment, with the power calculator),
+//! experiment, with the power calculator), `platform` (layers, metric
+//! registry, guardrails, holdout, audit log, keys, alerts),
 //! [`plot`] and [`assets`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,6 +28,7 @@ mod experiments;
 mod login;
 mod lookup;
 pub mod page;
+mod platform;
 pub mod plot;
 mod results;
 pub mod session;
@@ -130,6 +132,32 @@ impl Portal {
             )
             .route("/experiments/{key}/results", get(results::show))
             .route("/lookup", get(lookup::show))
+            .route(
+                "/layers",
+                get(platform::layers).post(platform::create_layer),
+            )
+            .route(
+                "/registry",
+                get(platform::metrics).post(platform::create_metric),
+            )
+            .route("/registry/{key}/delete", post(platform::delete_metric))
+            .route(
+                "/guardrails",
+                get(platform::guardrails).post(platform::create_guardrail),
+            )
+            .route("/guardrails/{key}/delete", post(platform::delete_guardrail))
+            .route(
+                "/holdout",
+                get(platform::holdout).post(platform::set_holdout),
+            )
+            .route("/audit", get(platform::audit))
+            .route("/keys", get(platform::keys).post(platform::create_key))
+            .route("/keys/{id}/revoke", post(platform::revoke_key))
+            .route(
+                "/alerts",
+                get(platform::alerts).post(platform::create_webhook),
+            )
+            .route("/alerts/{id}/delete", post(platform::delete_webhook))
             .layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),
                 session::guard,

@@ -19,9 +19,24 @@ pub enum Nav {
     Experiments,
     /// "Which experiments is this user in?"
     Lookup,
+    /// Layers, registry, guardrails, holdout, audit, keys, alerts: the
+    /// page's path.
+    Platform(&'static str),
     /// No section (sign-in, errors).
     None,
 }
+
+/// The platform pages of the navigation, each shown to the roles that may
+/// read it.
+const PLATFORM: &[(&str, &str, Perm)] = &[
+    ("/layers", "Layers", Perm::Read),
+    ("/registry", "Metrics", Perm::Read),
+    ("/guardrails", "Guardrails", Perm::Read),
+    ("/holdout", "Holdout", Perm::Read),
+    ("/audit", "Audit log", Perm::AuditRead),
+    ("/keys", "Keys", Perm::KeysWrite),
+    ("/alerts", "Alerts", Perm::AlertsWrite),
+];
 
 /// A whole page: `title`, the navigation for `viewer` (none: signed out)
 /// and `body`.
@@ -45,6 +60,11 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Ma
                             ul {
                                 li { a href="/experiments" aria-current=[(nav == Nav::Experiments).then_some("page")] { "Experiments" } }
                                 li { a href="/lookup" aria-current=[(nav == Nav::Lookup).then_some("page")] { "User lookup" } }
+                                @for (href, label, perm) in PLATFORM {
+                                    @if may(v, *perm, None) {
+                                        li { a href=(href) aria-current=[(nav == Nav::Platform(href)).then_some("page")] { (label) } }
+                                    }
+                                }
                             }
                         }
                         div.who {

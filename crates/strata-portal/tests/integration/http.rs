@@ -649,3 +649,210 @@ async fn the_new_experiment_form_shows_the_apis_refusals_at_the_field_and_create
     assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_pages_offer_each_role_its_changes_through_the_services() {
+    let env = Env::start().await;
+    env.setup_registry().await;
+    // A viewer reads the shared pages, and is offered no change.
+    let mut viewer = env.signed_in(&env.viewer).await;
+    let nav = viewer.get("/experiments").await.body;
+    for (href, shown) in [
+        ("/layers", true),
+        ("/registry", true),
+        ("/guardrails", true),
+        ("/holdout", true),
+        ("/audit", false),
+        ("/keys", false),
+        ("/alerts", false),
+    ] {
+        assert_eq!(nav.contains(&format!("href=\"{href}\"")), shown, "{href}");
+    }
+    let layers = viewer.get("/layers").await;
+    assert!(layers.body.contains("checkout_layer"), "{}", layers.body);
+    assert!(!layers.body.contains("New layer"));
+    assert!(!viewer
+        .get("/registry")
+        .await
+        .body
+        .contains("New definition"));
+    assert_eq!(viewer.get("/keys").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(viewer.get("/audit").await.status, StatusCode::FORBIDDEN);
+    // An analyst defines metrics; a definition the registry refuses is
+    // shown with what was typed.
+    let (analyst, _) = env.key("analyst", "").await;
+    let mut a = env.signed_in(&analyst).await;
+    let csrf = a.csrf().await;
+    let p = a
+        .post(
+            "/registry",
+            &[
+                ("csrf", &csrf),
+                ("definition", r#"{"key": "aov", "type": "mean"}"#),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(
+        p.body.contains("&quot;aov&quot;") || p.body.contains("\"aov\""),
+        "kept: {}",
+        p.body
+    );
+    let p = a
+        .post(
+            "/registry",
+            &[
+                ("csrf", &csrf),
+                (
+                    "definition",
+                    r#"{"key": "checkouts", "type": "count", "filter": {"type": "checkout"}}"#,
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(a.get("/registry").await.body.contains("checkouts"));
+    let p = a
+        .post("/guardrails", &[("csrf", &csrf), ("definition", "{}")])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // An admin runs layers, the holdout, keys and alerts.
+    let mut admin = env.signed_in(&env.checkout_admin).await;
+    let csrf = admin.csrf().await;
+    let p = admin
+        .post("/layers", &[("csrf", &csrf), ("key", "checkout_layer")])
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("already exists"), "{}", p.body);
+    let p = admin
+        .post(
+            "/layers",
+            &[
+                ("csrf", &csrf),
+                ("key", "search_layer"),
+                ("description", "search ranking"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = admin
+        .post("/holdout", &[("csrf", &csrf), ("percent", "5")])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let before = admin.get("/holdout").await.body;
+    assert!(before.contains("5 %"), "{before}");
+    let p = admin
+        .post(
+            "/holdout",
+            &[("csrf", &csrf), ("percent", "5"), ("rotate", "yes")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_ne!(admin.get("/holdout").await.body, before, "a new salt");
+    let p = admin
+        .post("/holdout", &[("csrf", &csrf), ("percent", "250")])
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    let audit = admin.get("/audit?action=holdout.rotate").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(
+        audit.body.contains("holdout.rotate") && audit.body.contains("checkout-admin"),
+        "{}",
+        audit.body
+    );
+    // A key's token is shown once; its holder signs in with it; revoking it
+    // ends the session.
+    let p = admin
+        .post(
+            "/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "ana"),
+                ("kind", "api"),
+                ("role", "experimenter"),
+                ("team", ""),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.body.contains("an experimenter key needs a team"),
+        "{}",
+        p.body
+    );
+    let p = admin
+        .post(
+            "/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "ana"),
+                ("kind", "api"),
+                ("role", "viewer"),
+                ("team", "search"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let at = p
+        .body
+        .find("<code id=\"token\">")
+        .expect("the token is shown")
+        + "<code id=\"token\">".len();
+    let token = p.body[at..at + p.body[at..].find('<').unwrap()].to_owned();
+    assert!(
+        !admin.get("/keys").await.body.contains(&token),
+        "shown only once"
+    );
+    let mut ana = env.signed_in(&token).await;
+    assert_eq!(ana.get("/experiments").await.status, StatusCode::OK);
+    let (_, keys) = env.api(Method::GET, "/api/v1/keys", ADMIN, None).await;
+    let id = keys["items"]
+        .as_array()
+        .or(keys.as_array())
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ana")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let p = admin
+        .post(&format!("/keys/{id}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(ana.get("/experiments").await.location(), Some("/login"));
+    // Webhooks: the service's checks, then one registered and deleted.
+    let p = admin
+        .post(
+            "/alerts",
+            &[
+                ("csrf", &csrf),
+                ("url", "https://hooks.example.com/x"),
+                ("secret", "short"),
+                ("events", "guardrail.breach"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(p.body.contains("secret"), "{}", p.body);
+    let p = admin
+        .post(
+            "/alerts",
+            &[
+                ("csrf", &csrf),
+                ("url", "https://hooks.example.com/x"),
+                ("secret", "0123456789abcdef0123"),
+                ("events", "guardrail.breach"),
+                ("events", "health.srm"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = admin.get("/alerts").await.body;
+    assert!(
+        page.contains("https://hooks.example.com/x")
+            && page.contains("guardrail.breach, health.srm"),
+        "{page}"
+    );
+    env.stop().await;
+}

@@ -1,0 +1,821 @@
+//! The platform's shared things: layers, the metric registry, guardrail
+//! definitions, the global holdout, the audit log, API keys and alert
+//! webhooks. Each page reads through its service and shows the forms of
+//! the changes the viewer's role may make; every change is that service's
+//! (`LayerService`, `RegistryService`, `AdminService`, `AlertService`), so
+//! its validation, permission and audit are the API's.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+use strata_server::auth::Perm;
+use strata_server::model::{GuardrailDef, LayerRequest, MetricDef};
+use strata_server::service::admin::{AuditParams, KeyRequest};
+use strata_server::service::alerts::{WebhookRequest, EVENTS};
+use strata_server::service::registry::{Kind, RegistryService};
+use strata_server::service::{permissions, AdminService, AlertService, LayerService, ServiceError};
+use strata_server::AppError;
+
+use crate::page::{csrf_field, may, notice, shell, when, Nav, PortalError};
+use crate::session::Viewer;
+use crate::wizard::utilisation;
+use crate::PortalState;
+
+/// What a page shows after a change: a confirmation, or the refusal with
+/// what was typed.
+#[derive(Debug, Default)]
+pub struct Flash {
+    ok: Option<String>,
+    error: Option<String>,
+    /// The form as typed, to fill it again after a refusal.
+    kept: Vec<(String, String)>,
+}
+
+impl Flash {
+    fn kept(&self, name: &str) -> &str {
+        self.kept
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    fn show(&self) -> Markup {
+        html! {
+            @if let Some(m) = &self.ok { (notice("ok", m)) }
+            @if let Some(m) = &self.error { (notice("error", m)) }
+        }
+    }
+}
+
+/// `?done=…` of a page after a change.
+#[derive(Debug, Default, Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    fn flash(self) -> Flash {
+        Flash {
+            ok: self.done.map(|d| format!("done: {d}")),
+            ..Flash::default()
+        }
+    }
+}
+
+/// A refusal as the page shows it: `field: message`.
+fn refusal(e: ServiceError) -> Result<(StatusCode, String), PortalError> {
+    if matches!(
+        e,
+        ServiceError::Forbidden { .. } | ServiceError::NotFound { .. }
+    ) {
+        return Err(e.into());
+    }
+    let app = AppError::from(e);
+    let message = match &app.field {
+        Some(f) if !f.is_empty() => format!("{f}: {}", app.message),
+        _ => app.message,
+    };
+    Ok((app.status, message))
+}
+
+/// After a change: back to `to` with its confirmation, or the page again
+/// with the refusal.
+async fn after<T, F, Fut>(
+    result: Result<T, ServiceError>,
+    to: &str,
+    done: &str,
+    kept: Vec<(String, String)>,
+    page: F,
+) -> Result<Response, PortalError>
+where
+    F: FnOnce(Flash) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, PortalError>>,
+{
+    match result {
+        Ok(_) => {
+            let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
+            Ok(Redirect::to(&format!("{to}?{q}")).into_response())
+        }
+        Err(e) => {
+            let (status, message) = refusal(e)?;
+            let mut res = page(Flash {
+                ok: None,
+                error: Some(message),
+                kept,
+            })
+            .await?;
+            *res.status_mut() = status;
+            Ok(res)
+        }
+    }
+}
+
+/// The form's fields, the CSRF token left out.
+fn fields(f: &[(String, String)]) -> Vec<(String, String)> {
+    f.iter().filter(|(k, _)| k != "csrf").cloned().collect()
+}
+
+/// The first value of `name`.
+fn field<'a>(f: &'a [(String, String)], name: &str) -> &'a str {
+    f.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+// ---------------------------------------------------------------- layers
+
+/// `GET /layers`.
+pub async fn layers(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    layers_page(&state, &viewer, d.flash()).await
+}
+
+async fn layers_page(
+    state: &PortalState,
+    v: &Viewer,
+    flash: Flash,
+) -> Result<Response, PortalError> {
+    let layers = LayerService::new(state.app.clone())
+        .list(&v.actor())
+        .await?;
+    let body = html! {
+        h1 { "Layers" }
+        p.muted { "Experiments in one layer never share a unit (each holds its own range of the layer's 1000 buckets); experiments in different layers are independent." }
+        (flash.show())
+        @for l in &layers {
+            section.card {
+                h2 { (l.layer.key) " " span.muted { (format!("{:.0} % held", l.utilisation * 100.0)) } }
+                @if !l.layer.description.is_empty() { p { (l.layer.description) } }
+                (utilisation(l))
+                @if !l.allocated.is_empty() {
+                    div.table-wrap { table {
+                        thead { tr { th scope="col" { "Experiment" } th scope="col" { "Range" } th scope="col" { "Status" } th scope="col" { "Back in the pool" } } }
+                        tbody { @for a in &l.allocated { tr {
+                            td { a href={"/experiments/" (a.experiment)} { (a.experiment) } }
+                            td { "[" (a.range[0]) ", " (a.range[1]) ")" }
+                            td { (a.status) }
+                            td { (a.reserved_until.as_deref().map(when).unwrap_or_else(|| "–".to_owned())) }
+                        } } }
+                    } }
+                }
+            }
+        }
+        @if may(v, Perm::LayersWrite, None) {
+            h2 { "New layer" }
+            form.stack method="post" action="/layers" {
+                (csrf_field(v))
+                label for="layer-key" { "Key" }
+                input #layer-key name="key" required value=(flash.kept("key"));
+                label for="layer-description" { "Description" }
+                input #layer-description name="description" value=(flash.kept("description"));
+                div { button.primary type="submit" { "Create layer" } }
+            }
+        }
+    };
+    Ok(shell("Layers", Some(v), Nav::Platform("/layers"), body).into_response())
+}
+
+/// `POST /layers`.
+pub async fn create_layer(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let req = LayerRequest {
+        key: field(&f, "key").trim().to_owned(),
+        description: field(&f, "description").trim().to_owned(),
+    };
+    let key = req.key.clone();
+    let r = LayerService::new(state.app.clone())
+        .create(&viewer.actor(), req)
+        .await;
+    after(
+        r,
+        "/layers",
+        &format!("layer {key} created"),
+        fields(&f),
+        |fl| layers_page(&state, &viewer, fl),
+    )
+    .await
+}
+
+// ---------------------------------------------------- metrics and guardrails
+
+/// An example definition for the forms.
+const METRIC_EXAMPLE: &str = r#"{"key": "checkout_conversion", "type": "binomial", "filter": {"type": "purchase"}, "description": "units that purchase"}"#;
+const GUARDRAIL_EXAMPLE: &str = r#"{"key": "errors", "metric": "error_rate", "direction": "increase_is_bad", "threshold": {"relative": 0.1}, "action": "kill", "applies_to": "all"}"#;
+
+/// `GET /registry`.
+pub async fn metrics(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    definitions_page(&state, &viewer, Kind::Metric, d.flash()).await
+}
+
+/// `GET /guardrails`.
+pub async fn guardrails(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    definitions_page(&state, &viewer, Kind::Guardrail, d.flash()).await
+}
+
+/// The page of metrics or of guardrail definitions.
+async fn definitions_page(
+    state: &PortalState,
+    v: &Viewer,
+    kind: Kind,
+    flash: Flash,
+) -> Result<Response, PortalError> {
+    let defs = RegistryService::new(state.app.clone())
+        .list(&v.actor(), kind)
+        .await?;
+    let (title, path, perm, example) = match kind {
+        Kind::Metric => (
+            "Metric registry",
+            "/registry",
+            Perm::MetricsWrite,
+            METRIC_EXAMPLE,
+        ),
+        Kind::Guardrail => (
+            "Guardrails",
+            "/guardrails",
+            Perm::GuardrailsWrite,
+            GUARDRAIL_EXAMPLE,
+        ),
+    };
+    let writable = may(v, perm, None);
+    let body = html! {
+        h1 { (title) }
+        @match kind {
+            Kind::Metric => p.muted { "What experiments measure, defined once: the analysis and the guardrail monitor compile these definitions. A metric is never changed in place (its meaning would change under running experiments): create a new one, and delete one no experiment uses." },
+            Kind::Guardrail => p.muted { "Metrics watched on recent data while experiments run, with the threshold, direction and the action on a breach (kill, pause, alert, or await approval); those that apply to all apply to every running experiment." },
+        }
+        (flash.show())
+        @if defs.is_empty() {
+            p.muted { "none yet" }
+        } @else {
+            div.table-wrap { table #definitions {
+                thead { tr { th scope="col" { "Key" } th scope="col" { "Definition" } th.hide-narrow scope="col" { "Created" }
+                    @if writable { th scope="col" { span.muted { "Delete" } } } } }
+                tbody { @for d in &defs {
+                    @let key = d.get("key").and_then(Value::as_str).unwrap_or_default();
+                    tr {
+                        th scope="row" { (key) }
+                        td { code.diff { (compact(d)) } }
+                        td.hide-narrow { (d.get("created_at").and_then(Value::as_str).map(when).unwrap_or_default()) }
+                        @if writable {
+                            td { form method="post" action={(path) "/" (key) "/delete"} {
+                                (csrf_field(v))
+                                button type="submit" aria-label={"delete " (key)} { "Delete" }
+                            } }
+                        }
+                    }
+                } }
+            } }
+        }
+        @if writable {
+            h2 { "New definition" }
+            form.stack method="post" action=(path) {
+                (csrf_field(v))
+                label for="definition" { "Definition (JSON, as " code { "POST /api/v1/" (kind.as_str()) "s" } " takes it; see docs/api.md)" }
+                textarea #definition name="definition" rows="6" required {
+                    @if flash.kept("definition").is_empty() { (example) } @else { (flash.kept("definition")) }
+                }
+                div { button.primary type="submit" { "Create" } }
+            }
+        }
+    };
+    Ok(shell(title, Some(v), Nav::Platform(path), body).into_response())
+}
+
+/// A stored definition without its bookkeeping, as one line of JSON.
+fn compact(d: &Value) -> String {
+    let mut d = d.clone();
+    if let Some(o) = d.as_object_mut() {
+        for k in ["key", "revision", "created_at"] {
+            o.remove(k);
+        }
+    }
+    d.to_string()
+}
+
+/// `POST /registry` and `POST /guardrails`.
+async fn create_definition(
+    state: PortalState,
+    viewer: Viewer,
+    kind: Kind,
+    f: Vec<(String, String)>,
+) -> Result<Response, PortalError> {
+    let text = field(&f, "definition");
+    let registry = RegistryService::new(state.app.clone());
+    let actor = viewer.actor();
+    // The role first: a definition is read only for those who may create it.
+    let perm = if kind == Kind::Metric {
+        Perm::MetricsWrite
+    } else {
+        Perm::GuardrailsWrite
+    };
+    if permissions::check(&actor, perm, None).is_err() {
+        return Err(PortalError::Service(
+            permissions::deny(&state.app.store, &actor, perm, None).await,
+        ));
+    }
+    let result = match kind {
+        Kind::Metric => match serde_json::from_str::<MetricDef>(text) {
+            Ok(def) => registry.create_metric(&actor, def).await,
+            Err(e) => Err(ServiceError::validation(
+                "definition",
+                format!("the definition is not a metric: {e}"),
+            )),
+        },
+        Kind::Guardrail => match serde_json::from_str::<GuardrailDef>(text) {
+            Ok(def) => registry.create_guardrail(&actor, def).await,
+            Err(e) => Err(ServiceError::validation(
+                "definition",
+                format!("the definition is not a guardrail: {e}"),
+            )),
+        },
+    };
+    let path = if kind == Kind::Metric {
+        "/registry"
+    } else {
+        "/guardrails"
+    };
+    let key = result
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("key").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    after(
+        result,
+        path,
+        &format!("{} {key} created", kind.as_str()),
+        fields(&f),
+        |fl| definitions_page(&state, &viewer, kind, fl),
+    )
+    .await
+}
+
+/// `POST /registry`.
+pub async fn create_metric(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    create_definition(state, viewer, Kind::Metric, f).await
+}
+
+/// `POST /guardrails`.
+pub async fn create_guardrail(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    create_definition(state, viewer, Kind::Guardrail, f).await
+}
+
+/// `POST /registry/{key}/delete`.
+pub async fn delete_metric(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(key): Path<String>,
+) -> Result<Response, PortalError> {
+    let r = RegistryService::new(state.app.clone())
+        .delete(&viewer.actor(), Kind::Metric, &key)
+        .await;
+    after(
+        r,
+        "/registry",
+        &format!("metric {key} deleted"),
+        Vec::new(),
+        |fl| definitions_page(&state, &viewer, Kind::Metric, fl),
+    )
+    .await
+}
+
+/// `POST /guardrails/{key}/delete`.
+pub async fn delete_guardrail(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(key): Path<String>,
+) -> Result<Response, PortalError> {
+    let r = RegistryService::new(state.app.clone())
+        .delete(&viewer.actor(), Kind::Guardrail, &key)
+        .await;
+    after(
+        r,
+        "/guardrails",
+        &format!("guardrail {key} deleted"),
+        Vec::new(),
+        |fl| definitions_page(&state, &viewer, Kind::Guardrail, fl),
+    )
+    .await
+}
+
+// ----------------------------------------------------------------- holdout
+
+/// `GET /holdout`.
+pub async fn holdout(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    holdout_page(&state, &viewer, d.flash()).await
+}
+
+async fn holdout_page(
+    state: &PortalState,
+    v: &Viewer,
+    flash: Flash,
+) -> Result<Response, PortalError> {
+    let current = match RegistryService::new(state.app.clone())
+        .holdout(&v.actor())
+        .await
+    {
+        Ok(h) => Some(h),
+        Err(ServiceError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let body = html! {
+        h1 { "Global holdout" }
+        p.muted { "A share of units kept out of every experiment that respects the holdout, to measure the combined effect of everything shipped." }
+        (flash.show())
+        @match &current {
+            Some(h) => p #holdout { "Holding out " strong { (h.percent) " %" } " of units (salt " code { (h.salt) } ", changed " (when(&h.updated_at)) ")." },
+            None => p #holdout { "No holdout is set: every unit can enter experiments." },
+        }
+        @if may(v, Perm::HoldoutWrite, None) {
+            form.stack method="post" action="/holdout" {
+                (csrf_field(v))
+                label for="percent" { "Percent held out (0 disables)" }
+                input #percent name="percent" inputmode="decimal"
+                    value=(if flash.kept("percent").is_empty() { current.as_ref().map(|h| h.percent.to_string()).unwrap_or_default() } else { flash.kept("percent").to_owned() });
+                label { span { input type="checkbox" name="rotate" value="yes"; " Rotate the salt: a new set of units is held out" } }
+                div { button.primary type="submit" { "Save" } }
+            }
+        }
+    };
+    Ok(shell("Global holdout", Some(v), Nav::Platform("/holdout"), body).into_response())
+}
+
+/// `POST /holdout`.
+pub async fn set_holdout(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let text = field(&f, "percent").trim();
+    let percent = if text.is_empty() {
+        Ok(None)
+    } else {
+        text.parse::<f64>()
+            .ok()
+            .filter(|p| p.is_finite())
+            .map(Some)
+            .ok_or_else(|| {
+                ServiceError::validation(
+                    "percent",
+                    format!("percent must be a number, got {text:?}"),
+                )
+            })
+    };
+    let rotate = field(&f, "rotate") == "yes";
+    let r = match percent {
+        Ok(p) => {
+            RegistryService::new(state.app.clone())
+                .set_holdout(&viewer.actor(), p, rotate)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    after(r, "/holdout", "holdout saved", fields(&f), |fl| {
+        holdout_page(&state, &viewer, fl)
+    })
+    .await
+}
+
+// ------------------------------------------------------------------- audit
+
+/// Filters of `GET /audit`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    entity: String,
+    #[serde(default)]
+    action: String,
+    before: Option<i64>,
+}
+
+/// Entries per page of the audit log.
+const AUDIT_PAGE: i64 = 100;
+
+/// `GET /audit`.
+pub async fn audit(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, PortalError> {
+    let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    let entries = AdminService::new(state.app.clone())
+        .audit(
+            &viewer.actor(),
+            AuditParams {
+                entity: opt(&q.entity),
+                entity_type: None,
+                action: opt(&q.action),
+                before: q.before,
+                limit: Some(AUDIT_PAGE),
+            },
+        )
+        .await?;
+    let next = (entries.len() as i64 == AUDIT_PAGE)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten()
+        .map(|seq| {
+            let q = serde_urlencoded::to_string([
+                ("entity", q.entity.as_str()),
+                ("action", q.action.as_str()),
+                ("before", &seq.to_string()),
+            ])
+            .unwrap_or_default();
+            format!("/audit?{q}")
+        });
+    let body = html! {
+        h1 { "Audit log" }
+        form.filters method="get" action="/audit" role="search" {
+            label { "Entity (" code { "experiment:KEY" } ", or a key)" input name="entity" value=(q.entity); }
+            label { "Action (e.g. experiment.kill, denied)" input name="action" value=(q.action); }
+            button type="submit" { "Filter" }
+        }
+        @if entries.is_empty() { p.muted { "no entry matches" } } @else {
+            div.table-wrap { table #audit {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "Action" } th scope="col" { "On" } th scope="col" { "Detail" } } }
+                tbody { @for e in &entries { tr {
+                    td { (when(&e.at)) }
+                    td { (e.actor) }
+                    td { (e.action) }
+                    td { (e.entity_type) " " @if e.entity_type == "experiment" { a href={"/experiments/" (e.entity_key)} { (e.entity_key) } } @else { (e.entity_key) } }
+                    td { (e.detail.as_deref().unwrap_or("")) @if let Some(v) = e.version { span.muted { " · config v" (v) } } }
+                } } }
+            } }
+        }
+        @if let Some(n) = next { nav.pager { a rel="next" href=(n) { "Older →" } } }
+    };
+    Ok(shell("Audit log", Some(&viewer), Nav::Platform("/audit"), body).into_response())
+}
+
+// -------------------------------------------------------------------- keys
+
+/// `GET /keys`.
+pub async fn keys(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    keys_page(&state, &viewer, d.flash(), None).await
+}
+
+async fn keys_page(
+    state: &PortalState,
+    v: &Viewer,
+    flash: Flash,
+    created: Option<(String, String)>,
+) -> Result<Response, PortalError> {
+    let keys = AdminService::new(state.app.clone())
+        .keys(&v.actor())
+        .await?;
+    let body = html! {
+        h1 { "API keys" }
+        (flash.show())
+        @if let Some((name, token)) = &created {
+            div.notice.notice-ok #new-token role="status" {
+                p { "Key " strong { (name) } " created. Its token is shown this once; copy it now:" }
+                p { code #token { (token) } }
+            }
+        }
+        div.table-wrap { table #keys {
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Role" } th scope="col" { "Team" } th.hide-narrow scope="col" { "Created" } th scope="col" { "State" } } }
+            tbody { @for k in &keys { tr {
+                th scope="row" { (k.name) br; span.muted { (k.id) } }
+                td { (k.kind) } td { (k.role) } td { (k.team) }
+                td.hide-narrow { (when(&k.created_at)) " by " (k.created_by) }
+                td {
+                    @if k.revoked { span.badge.health-fail { "revoked" } } @else {
+                        form method="post" action={"/keys/" (k.id) "/revoke"} {
+                            (csrf_field(v))
+                            button type="submit" aria-label={"revoke " (k.name)} { "Revoke" }
+                        }
+                    }
+                }
+            } } }
+        } }
+        h2 { "New key" }
+        form.stack method="post" action="/keys" {
+            (csrf_field(v))
+            label for="key-name" { "Name" }
+            input #key-name name="name" required value=(flash.kept("name"));
+            label for="key-kind" { "Kind" }
+            select #key-kind name="kind" {
+                @for k in ["api", "sdk", "ingest"] { option value=(k) selected[flash.kept("kind") == k] { (k) } }
+            }
+            label for="key-role" { "Role (api keys)" }
+            select #key-role name="role" {
+                @for r in ["viewer", "experimenter", "analyst", "admin"] { option value=(r) selected[flash.kept("role") == r] { (r) } }
+            }
+            label for="key-team" { "Team (required for experimenters)" }
+            input #key-team name="team" value=(flash.kept("team"));
+            div { button.primary type="submit" { "Create key" } }
+        }
+    };
+    Ok(shell("API keys", Some(v), Nav::Platform("/keys"), body).into_response())
+}
+
+/// `POST /keys`: the token is shown on the answer itself, never again.
+pub async fn create_key(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let kind = field(&f, "kind").to_owned();
+    let req = KeyRequest {
+        role: (kind == "api").then(|| field(&f, "role").to_owned()),
+        kind,
+        team: field(&f, "team").trim().to_owned(),
+        name: field(&f, "name").trim().to_owned(),
+    };
+    match AdminService::new(state.app.clone())
+        .create_key(&viewer.actor(), req)
+        .await
+    {
+        Ok(k) => {
+            keys_page(
+                &state,
+                &viewer,
+                Flash::default(),
+                Some((k.record.name, k.token)),
+            )
+            .await
+        }
+        Err(e) => {
+            let (status, message) = refusal(e)?;
+            let flash = Flash {
+                ok: None,
+                error: Some(message),
+                kept: fields(&f),
+            };
+            let mut res = keys_page(&state, &viewer, flash, None).await?;
+            *res.status_mut() = status;
+            Ok(res)
+        }
+    }
+}
+
+/// `POST /keys/{id}/revoke`.
+pub async fn revoke_key(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let r = AdminService::new(state.app.clone())
+        .revoke_key(&viewer.actor(), &id)
+        .await;
+    if r.is_ok() {
+        // Its portal sessions end now, not at their next request.
+        state.sessions.end_key(&id);
+    }
+    after(r, "/keys", &format!("key {id} revoked"), Vec::new(), |fl| {
+        keys_page(&state, &viewer, fl, None)
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ alerts
+
+/// `GET /alerts`.
+pub async fn alerts(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+) -> Result<Response, PortalError> {
+    alerts_page(&state, &viewer, d.flash()).await
+}
+
+async fn alerts_page(
+    state: &PortalState,
+    v: &Viewer,
+    flash: Flash,
+) -> Result<Response, PortalError> {
+    let service = AlertService::new(state.app.clone());
+    let hooks = service.list(&v.actor()).await?;
+    let deliveries = service.deliveries(&v.actor(), 50).await?;
+    let chosen: Vec<&str> = flash
+        .kept
+        .iter()
+        .filter(|(k, _)| k == "events")
+        .map(|(_, e)| e.as_str())
+        .collect();
+    let body = html! {
+        h1 { "Alerts" }
+        p.muted { "Webhooks the platform posts its alerts to (guardrail breaches, automatic kills and pauses, SRM, failed analyses, stale data), signed with their secret and retried with backoff." }
+        (flash.show())
+        h2 { "Webhooks" }
+        @if hooks.is_empty() { p.muted { "none yet" } } @else {
+            div.table-wrap { table #webhooks {
+                thead { tr { th scope="col" { "URL" } th scope="col" { "Events" } th.hide-narrow scope="col" { "Registered" } th scope="col" { span.muted { "Delete" } } } }
+                tbody { @for h in &hooks { tr {
+                    td { code { (h.url) } }
+                    td { (h.events.join(", ")) }
+                    td.hide-narrow { (when(&h.created_at)) " by " (h.created_by) }
+                    td { form method="post" action={"/alerts/" (h.id) "/delete"} {
+                        (csrf_field(v))
+                        button type="submit" aria-label={"delete " (h.url)} { "Delete" }
+                    } }
+                } } }
+            } }
+        }
+        h3 { "New webhook" }
+        form.stack method="post" action="/alerts" {
+            (csrf_field(v))
+            label for="hook-url" { "URL (https:// or http://)" }
+            input #hook-url name="url" required value=(flash.kept("url"));
+            label for="hook-secret" { "Secret (at least 16 characters; deliveries are signed with it)" }
+            input #hook-secret name="secret" type="password" required autocomplete="off";
+            fieldset.choices {
+                legend { "Events" }
+                @for e in EVENTS { label { input type="checkbox" name="events" value=(e) checked[chosen.contains(e)]; " " (e) } }
+            }
+            div { button.primary type="submit" { "Register" } }
+        }
+        h2 { "Recent deliveries" }
+        @if deliveries.is_empty() { p.muted { "none yet" } } @else {
+            div.table-wrap { table #deliveries {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "Experiment" } th scope="col" { "Status" } th.num scope="col" { "Attempts" } th scope="col" { "Last answer" } } }
+                tbody { @for d in &deliveries { tr {
+                    td { (when(&d.created_at)) }
+                    td { (d.event) }
+                    td { (d.experiment.as_deref().unwrap_or("–")) }
+                    td { (d.status) }
+                    td.num { (d.attempts) }
+                    td { (d.last_status_code.map(|c| c.to_string()).or_else(|| d.last_error.clone()).unwrap_or_default()) }
+                } } }
+            } }
+        }
+    };
+    Ok(shell("Alerts", Some(v), Nav::Platform("/alerts"), body).into_response())
+}
+
+/// `POST /alerts`.
+pub async fn create_webhook(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let req = WebhookRequest {
+        url: field(&f, "url").trim().to_owned(),
+        secret: field(&f, "secret").to_owned(),
+        events: f
+            .iter()
+            .filter(|(k, _)| k == "events")
+            .map(|(_, e)| e.clone())
+            .collect(),
+    };
+    let r = AlertService::new(state.app.clone())
+        .register(&viewer.actor(), req)
+        .await;
+    // The secret is never sent back to the page.
+    let kept = fields(&f)
+        .into_iter()
+        .filter(|(k, _)| k != "secret")
+        .collect();
+    after(r, "/alerts", "webhook registered", kept, |fl| {
+        alerts_page(&state, &viewer, fl)
+    })
+    .await
+}
+
+/// `POST /alerts/{id}/delete`.
+pub async fn delete_webhook(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let r = AlertService::new(state.app.clone())
+        .delete(&viewer.actor(), &id)
+        .await;
+    after(r, "/alerts", "webhook deleted", Vec::new(), |fl| {
+        alerts_page(&state, &viewer, fl)
+    })
+    .await
+}
