@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use strata_portal::{Portal, PortalSettings};
 use strata_server::auth::Perm;
 use strata_server::model::ExperimentRequest;
-use strata_server::service::{Actor, ExperimentService};
+use strata_server::service::{ActParams, Action, Actor, ExperimentService};
 use strata_server::{Server, ServerConfig, Settings, StoreOptions};
 
 const ADMIN: &str = "bench-admin-token";
@@ -159,22 +159,32 @@ async fn run(experiments: usize, metrics: usize, looks: usize, requests: usize) 
     }
     // One running experiment with METRICS metrics and LOOKS looks.
     let secondary: Vec<String> = (1..metrics).map(|m| format!("m{m}")).collect();
-    post(
-        "/api/v1/experiments".into(),
-        json!({"key": "heavy", "name": "Heavy", "hypothesis": "h", "owner_team": "bench",
-               "layer": "layer_0", "size": 10, "primary_metric": "m0", "secondary_metrics": secondary,
-               "variants": [{"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}],
-               "mde": 0.02, "planned_units": 100000, "sequential": "group_sequential"}),
-    )
-    .await;
-    post("/api/v1/experiments/heavy/submit".into(), json!({})).await;
-    let started = post(
-        "/api/v1/experiments/heavy/start".into(),
-        json!({"ramp_percent": 100}),
-    )
-    .await;
+    let heavy: ExperimentRequest = serde_json::from_value(json!({
+        "key": "heavy", "name": "Heavy", "hypothesis": "h", "owner_team": "bench",
+        "layer": "layer_0", "size": 10, "primary_metric": "m0", "secondary_metrics": secondary,
+        "variants": [{"key": "control", "weight": 50}, {"key": "treatment", "weight": 50}],
+        "mde": 0.02, "planned_units": 100000, "sequential": "group_sequential"
+    }))
+    .unwrap();
+    service.create(&actor, heavy).await.unwrap();
+    service
+        .act(&actor, "heavy", Action::Submit, ActParams::default())
+        .await
+        .unwrap();
+    let started = service
+        .act(
+            &actor,
+            "heavy",
+            Action::Start,
+            ActParams {
+                ramp_percent: Some(100.0),
+                ..ActParams::default()
+            },
+        )
+        .await
+        .unwrap();
     let start =
-        chrono::DateTime::parse_from_rfc3339(started["started_at"].as_str().unwrap()).unwrap();
+        chrono::DateTime::parse_from_rfc3339(started.started_at.as_deref().unwrap()).unwrap();
     for look in 1..=looks {
         let as_of = (start + chrono::Duration::milliseconds(look as i64))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
