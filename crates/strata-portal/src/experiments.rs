@@ -112,7 +112,7 @@ pub async fn list(
     let summaries = ResultsService::new(state.app.clone())
         .latest_summaries(&actor, &found.items)
         .await?;
-    let layers = LayerService::new(state.app.clone()).list(&actor).await?;
+    let layers = LayerService::new(state.app.clone()).keys(&actor).await?;
     let pages = found.total.div_ceil(PAGE_SIZE).max(1);
     let now = chrono::Utc::now();
     let filtered = filter
@@ -138,7 +138,7 @@ pub async fn list(
             label { "Layer"
                 select name="layer" {
                     option value="" selected[q.layer.is_empty()] { "any" }
-                    @for l in &layers { option value=(l.layer.key) selected[q.layer == l.layer.key] { (l.layer.key) } }
+                    @for l in &layers { option value=(l) selected[&q.layer == l] { (l) } }
                 }
             }
             label { "Surface" input type="text" name="surface" value=(q.surface) size="12"; }

@@ -131,6 +131,18 @@ impl Portal {
                 post(experiments::act),
             )
             .route("/experiments/{key}/results", get(results::show))
+            .route(
+                "/experiments/{key}/results/{seq}/retract",
+                post(results::retract),
+            )
+            .route(
+                "/experiments/{key}/guardrails/{guardrail}/confirm",
+                post(results::confirm),
+            )
+            .route(
+                "/experiments/{key}/guardrails/{guardrail}/dismiss",
+                post(results::dismiss),
+            )
             .route("/lookup", get(lookup::show))
             .route(
                 "/layers",

@@ -209,8 +209,9 @@ pub async fn create_layer(
 // ---------------------------------------------------- metrics and guardrails
 
 /// An example definition for the forms.
-const METRIC_EXAMPLE: &str = r#"{"key": "checkout_conversion", "type": "binomial", "filter": {"type": "purchase"}, "description": "units that purchase"}"#;
-const GUARDRAIL_EXAMPLE: &str = r#"{"key": "errors", "metric": "error_rate", "direction": "increase_is_bad", "threshold": {"relative": 0.1}, "action": "kill", "applies_to": "all"}"#;
+const METRIC_EXAMPLE: &str =
+    r#"{"key": "checkout_conversion", "type": "binomial", "filter": {"type": "purchase"}}"#;
+const GUARDRAIL_EXAMPLE: &str = r#"{"key": "checkout_errors", "metric": "error_rate", "threshold": 0.01, "direction": "increase_is_bad", "window_minutes": 15, "min_samples": 500, "auto_action": "kill", "applies_to": "all"}"#;
 
 /// `GET /registry`.
 pub async fn metrics(
@@ -818,4 +819,17 @@ pub async fn delete_webhook(
         alerts_page(&state, &viewer, fl)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forms_examples_are_valid_definitions() {
+        let m: MetricDef = serde_json::from_str(METRIC_EXAMPLE).unwrap();
+        m.validate().unwrap();
+        let g: GuardrailDef = serde_json::from_str(GUARDRAIL_EXAMPLE).unwrap();
+        g.validate().unwrap();
+    }
 }

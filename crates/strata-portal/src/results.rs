@@ -9,17 +9,19 @@
 //! never dropped.
 
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 use strata_model::results::{
     Decision, Effect, HealthStatus, LookSummary, MetricResult, Novelty, Results, SegmentReport,
 };
+use strata_server::auth::Perm;
 use strata_server::model::ExperimentRecord;
 use strata_server::service::{ExperimentService, GuardrailService, ResultsService, ServiceError};
 use strata_server::store::EvaluationRecord;
 
-use crate::page::{notice, shell, when, Nav, PortalError};
+use crate::page::{csrf_field, may, notice, shell, when, Nav, PortalError};
 use crate::plot::{self, format_effect, ForestRow, LookPoint, Tone};
 use crate::session::Viewer;
 use crate::PortalState;
@@ -32,6 +34,8 @@ const GUARDRAIL_ROWS: usize = 100;
 pub struct ResultsQuery {
     /// The look to show (its publication number); the latest by default.
     look: Option<u64>,
+    /// What was just done (a review, a retraction).
+    done: Option<String>,
 }
 
 /// `GET /experiments/{key}/results`.
@@ -75,6 +79,25 @@ pub async fn show(
     let body = html! {
         p.muted { a href="/experiments" { "Experiments" } " / " a href={"/experiments/" (e.key)} { (e.key) } " / results" }
         h1 { "Results: " (e.name) }
+        @if let Some(d) = &q.done { (notice("ok", &format!("done: {d}"))) }
+        @for g in guardrails.guardrails.iter().filter(|g| g.pending.is_some()) {
+            div.notice.notice-error.pending role="alert" {
+                strong { "Guardrail " (g.guardrail) " breached" }
+                " (" (when(&g.latest.at)) "): its action awaits approval."
+                @if may(&viewer, Perm::ExperimentsKill, Some(&e.owner_team)) {
+                    div.actions {
+                        form method="post" action={"/experiments/" (e.key) "/guardrails/" (g.guardrail) "/confirm"} {
+                            (csrf_field(&viewer))
+                            button.danger type="submit" { "Confirm: take the action" }
+                        }
+                        form method="post" action={"/experiments/" (e.key) "/guardrails/" (g.guardrail) "/dismiss"} {
+                            (csrf_field(&viewer))
+                            button type="submit" { "Dismiss" }
+                        }
+                    }
+                }
+            }
+        }
         @match &look {
             None => {
                 (notice("info", &empty_state(&state)))
@@ -83,6 +106,17 @@ pub async fn show(
                 p.muted #look-meta {
                     "Look " (l.meta.seq) " of " (history.len()) ", data as of " (when(&l.meta.as_of))
                     ", published " (when(&l.meta.published_at)) " by " (l.meta.published_by)
+                }
+                @if l.meta.retracted_at.is_none() && may(&viewer, Perm::ResultsRetract, Some(&e.owner_team)) {
+                    details #retract {
+                        summary { "Retract this look" }
+                        form.stack method="post" action={"/experiments/" (e.key) "/results/" (l.meta.seq) "/retract"} {
+                            (csrf_field(&viewer))
+                            label for="retract-reason" { "Why (audited; the look stays in the history, marked)" }
+                            input #retract-reason name="reason" required;
+                            div { button.danger type="submit" { "Retract" } }
+                        }
+                    }
                 }
                 @if let Some(r) = &l.meta.retracted_at {
                     (notice("warn", &format!("this look was retracted on {} by {}: {}",
@@ -119,6 +153,69 @@ pub async fn show(
         (guardrail_timeline(&guardrails.history))
     };
     Ok(shell("Results", Some(&viewer), Nav::Experiments, body).into_response())
+}
+
+/// Back to the results page, saying what was done.
+fn back(key: &str, done: &str) -> Response {
+    let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
+    Redirect::to(&format!("/experiments/{key}/results?{q}")).into_response()
+}
+
+/// `POST /experiments/{key}/guardrails/{guardrail}/confirm`: the pending
+/// breach's action is taken (kill or pause), as the viewer.
+pub async fn confirm(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path((key, guardrail)): Path<(String, String)>,
+) -> Result<Response, PortalError> {
+    let r = GuardrailService::new(state.app.clone())
+        .confirm(&viewer.actor(), &key, &guardrail)
+        .await?;
+    Ok(back(
+        &key,
+        &format!(
+            "breach of {guardrail} confirmed; the experiment is {}",
+            r.status
+        ),
+    ))
+}
+
+/// `POST /experiments/{key}/guardrails/{guardrail}/dismiss`.
+pub async fn dismiss(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path((key, guardrail)): Path<(String, String)>,
+) -> Result<Response, PortalError> {
+    GuardrailService::new(state.app.clone())
+        .dismiss(&viewer.actor(), &key, &guardrail)
+        .await?;
+    Ok(back(&key, &format!("breach of {guardrail} dismissed")))
+}
+
+/// The retraction form.
+#[derive(Debug, Deserialize)]
+pub struct RetractForm {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /experiments/{key}/results/{seq}/retract`.
+pub async fn retract(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path((key, seq)): Path<(String, u64)>,
+    Form(f): Form<RetractForm>,
+) -> Result<Response, PortalError> {
+    let reason = f.reason.trim();
+    if reason.is_empty() {
+        return Err(PortalError::BadRequest(
+            "a retraction needs a reason".into(),
+        ));
+    }
+    ResultsService::new(state.app.clone())
+        .retract(&viewer.actor(), &key, seq, reason)
+        .await?;
+    Ok(back(&key, &format!("look {seq} retracted")))
 }
 
 /// What a results page without looks says.

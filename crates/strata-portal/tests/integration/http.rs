@@ -366,9 +366,36 @@ async fn the_list_searches_filters_and_pages() {
     }
     env.act(&env.checkout_exp, "exp_01", "submit", json!({}))
         .await;
+    // Names that a search through the stored JSON could get wrong.
+    for (key, name) in [
+        ("pct", "Green 100% _sale_"),
+        ("umlaut", "Über checkout"),
+        ("quoted", "the \"fast\" path"),
+    ] {
+        env.create(&env.checkout_exp, key, "checkout", json!({"name": name}))
+            .await;
+    }
     let mut b = env.signed_in(&env.viewer).await;
+    for (q, key) in [
+        ("100%", "pct"),
+        ("_sale_", "pct"),
+        ("über", "umlaut"),
+        ("\"fast\"", "quoted"),
+    ] {
+        let url = format!(
+            "/experiments?{}",
+            serde_urlencoded::to_string([("q", q)]).unwrap()
+        );
+        let p = b.get(&url).await;
+        assert!(p.body.contains("1 experiment match"), "{q}: {}", p.body);
+        assert!(
+            p.body.contains(&format!("/experiments/{key}\"")),
+            "{q}: {}",
+            p.body
+        );
+    }
     let p1 = b.get("/experiments").await;
-    assert!(p1.body.contains("55 experiments"), "{}", p1.body);
+    assert!(p1.body.contains("58 experiments"), "{}", p1.body);
     assert_eq!(
         p1.body.matches("<tr>").count(),
         51,
@@ -853,6 +880,154 @@ async fn platform_pages_offer_each_role_its_changes_through_the_services() {
         page.contains("https://hooks.example.com/x")
             && page.contains("guardrail.breach, health.srm"),
         "{page}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_awaiting_approval_is_confirmed_and_a_look_retracted_from_the_results_page() {
+    use strata_server::guardrail::{evaluate, EvaluationInput, PartitionFacts, VariantFacts};
+    use strata_server::service::{Actor, GuardrailService};
+    let env = Env::start().await;
+    env.setup_registry().await;
+    env.create(
+        &env.checkout_exp,
+        "guard_exp",
+        "checkout",
+        json!({"requires_approval": true}),
+    )
+    .await;
+    env.act(&env.checkout_exp, "guard_exp", "submit", json!({}))
+        .await;
+    env.act(&env.checkout_admin, "guard_exp", "approve", json!({}))
+        .await;
+    let started = env
+        .act(
+            &env.checkout_exp,
+            "guard_exp",
+            "start",
+            json!({"ramp_percent": 50}),
+        )
+        .await;
+    let start = started["started_at"].as_str().unwrap().to_owned();
+    for look in 1..=2u32 {
+        let as_of = (chrono::DateTime::parse_from_rfc3339(&start).unwrap()
+            + chrono::Duration::milliseconds(i64::from(look)))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        env.publish(
+            "guard_exp",
+            &results("guard_exp", &as_of, &start, 0.01, look, false),
+        )
+        .await;
+    }
+    // The monitor found a breach whose action waits for a person.
+    let variant = |key: &str, p: f64| VariantFacts {
+        key: key.into(),
+        weight: 0.5,
+        exposed: 5100,
+        events: 100_000,
+        n: 5000,
+        mean: p,
+        variance: p * (1.0 - p) * 5000.0 / 4999.0,
+    };
+    let input = EvaluationInput {
+        experiment: "guard_exp".into(),
+        guardrail: serde_json::from_value(json!({"key": "errors", "metric": "conversion",
+            "threshold": 0.01, "direction": "increase_is_bad", "window_minutes": 15,
+            "min_samples": 500, "auto_action": "kill"}))
+        .unwrap(),
+        requires_approval: true,
+        control: "control".into(),
+        budget: 0.01,
+        guardrails: 1,
+        planned_units: 20_000,
+        config_version: 1,
+        cutoff: start.clone(),
+        activated_at: Some(start.clone()),
+        age_minutes: 180.0,
+        pipeline_lag_seconds: 1.0,
+        partitions: (0..4)
+            .map(|i| PartitionFacts {
+                part: format!("{i:02}"),
+                events: 1000,
+                silent_seconds: 1.0,
+            })
+            .collect(),
+        partition_count: 4,
+        variants: vec![variant("control", 0.02), variant("treatment", 0.10)],
+        data_error: None,
+    };
+    let evaluation = evaluate(&input);
+    let state = env.server.as_ref().unwrap().state.clone();
+    GuardrailService::new(state)
+        .record(
+            &Actor::system("guardrails").granting([strata_server::auth::Perm::ResultsWrite]),
+            &input,
+            &evaluation,
+        )
+        .await
+        .unwrap();
+    // A viewer sees it, with no button; the owning team's experimenter
+    // confirms it and the experiment is killed.
+    let mut viewer = env.signed_in(&env.viewer).await;
+    let page = viewer.get("/experiments/guard_exp/results").await;
+    assert!(
+        page.body.contains("Guardrail errors breached"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("/guardrails/errors/confirm"));
+    assert!(!page.body.contains("Retract this look"));
+    let mut owner = env.signed_in(&env.checkout_exp).await;
+    let page = owner.get("/experiments/guard_exp/results").await;
+    assert!(
+        page.body.contains("/guardrails/errors/confirm"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let p = owner
+        .post(
+            "/experiments/guard_exp/guardrails/errors/confirm",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = owner.get(p.location().unwrap()).await;
+    assert!(
+        page.body
+            .contains("breach of errors confirmed; the experiment is killed"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("Guardrail errors breached"));
+    let (_, e) = env
+        .api(Method::GET, "/api/v1/experiments/guard_exp", ADMIN, None)
+        .await;
+    assert_eq!(e["status"], "killed");
+    // An admin retracts the latest look: the one before is the latest again.
+    let mut admin = env.signed_in(&env.checkout_admin).await;
+    let page = admin.get("/experiments/guard_exp/results").await;
+    assert!(
+        page.body.contains("Look 2 of 2") && page.body.contains("Retract this look"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let p = admin
+        .post(
+            "/experiments/guard_exp/results/2/retract",
+            &[("csrf", &csrf), ("reason", "double-counted events")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = admin.get("/experiments/guard_exp/results").await;
+    assert!(page.body.contains("Look 1 of 2"), "{}", page.body);
+    let old = admin.get("/experiments/guard_exp/results?look=2").await;
+    assert!(
+        old.body.contains("this look was retracted") && old.body.contains("double-counted events"),
+        "{}",
+        old.body
     );
     env.stop().await;
 }

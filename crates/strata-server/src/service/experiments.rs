@@ -21,7 +21,9 @@ use crate::service::permissions::{authorize, deny};
 use crate::service::registry::definition_of;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
-use crate::store::{now_ms, parse_rfc3339, rfc3339, AuditQuery, StoreError, WriteTx};
+use crate::store::{
+    now_ms, parse_rfc3339, rfc3339, AuditQuery, ExperimentSelect, StoreError, WriteTx,
+};
 
 /// The longest kill reason, bytes.
 const MAX_REASON_BYTES: usize = 2000;
@@ -521,35 +523,51 @@ impl ExperimentService {
                 format!("limit must be between 1 and {MAX_PAGE}"),
             ));
         }
-        let all = store.experiments().await.map_err(|e| self.store_error(e))?;
         let text = filter.text.as_ref().map(|t| t.to_lowercase());
-        let mut total = 0;
-        let mut items = Vec::new();
-        for e in all {
-            let matches = filter
+        let mut select = ExperimentSelect {
+            statuses: filter
                 .statuses
                 .as_ref()
-                .is_none_or(|s| s.contains(&e.status))
-                && filter
-                    .layer
-                    .as_ref()
-                    .is_none_or(|l| e.layer.as_ref() == Some(l))
-                && filter.owner_team.as_ref().is_none_or(|t| &e.owner_team == t)
+                .map(|s| s.iter().map(|st| st.as_str().to_owned()).collect()),
+            layer: filter.layer.clone(),
+            owner_team: filter.owner_team.clone(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            contains: None,
+        };
+        // Filters on indexed columns only: the store reads the page alone.
+        if text.is_none() && filter.surface.is_none() {
+            let (items, total) = store
+                .select_experiments(&select, Some((filter.offset, filter.limit)))
+                .await
+                .map_err(|e| self.store_error(e))?;
+            return Ok(ExperimentPage { items, total });
+        }
+        // Text the stored JSON holds verbatim narrows the documents read
+        // (JSON escapes quotes, backslashes and control characters, and the
+        // databases lowercase only ASCII alike); the fields are checked
+        // here either way.
+        select.contains = text.clone().filter(|t| {
+            t.chars()
+                .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\')
+        });
+        let (candidates, _) = store
+            .select_experiments(&select, None)
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut total = 0;
+        let mut items = Vec::new();
+        for e in candidates {
+            let matches = filter
+                .surface
+                .as_ref()
                 // An experiment without surfaces runs on every surface.
-                && filter
-                    .surface
-                    .as_ref()
-                    .is_none_or(|s| e.surfaces.is_empty() || e.surfaces.contains(s))
+                .is_none_or(|s| e.surfaces.is_empty() || e.surfaces.contains(s))
                 && text.as_ref().is_none_or(|t| {
                     [&e.key, &e.name, &e.hypothesis, &e.description]
                         .iter()
                         .any(|f| f.to_lowercase().contains(t.as_str()))
-                })
-                && {
-                    let created = parse_rfc3339(&e.created_at).unwrap_or(0);
-                    filter.created_after.is_none_or(|a| created >= a)
-                        && filter.created_before.is_none_or(|b| created < b)
-                };
+                });
             if matches {
                 if total >= filter.offset && items.len() < filter.limit {
                     items.push(e);

@@ -239,6 +239,19 @@ impl LayerService {
         Ok(out)
     }
 
+    /// Every layer's key, oldest first (cheaper than [`LayerService::list`],
+    /// which reads each layer's experiments).
+    pub async fn keys(&self, actor: &Actor) -> Result<Vec<String>, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        let layers: Vec<LayerRecord> = self
+            .state
+            .store
+            .definitions("layer")
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(layers.into_iter().map(|l| l.key).collect())
+    }
+
     /// One layer with its utilisation.
     pub async fn get(&self, actor: &Actor, key: &str) -> Result<LayerView, ServiceError> {
         authorize(&self.state.store, actor, Perm::Read, None).await?;

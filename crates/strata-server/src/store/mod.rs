@@ -52,7 +52,7 @@ pub use alerts::{Attempt, Delivery, Webhook};
 pub use audit::{AuditEntry, AuditQuery};
 pub use guardrails::EvaluationRecord;
 pub use keys::KeyRecord;
-pub use read::StoredSnapshot;
+pub use read::{ExperimentSelect, StoredSnapshot};
 pub use results::{NewLook, ResultsMeta};
 pub use time::{now_ms, parse_rfc3339, rfc3339};
 pub use tx::WriteTx;

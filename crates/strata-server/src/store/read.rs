@@ -28,7 +28,108 @@ pub struct StoredSnapshot {
     pub reason: String,
 }
 
+/// Which experiments [`ConfigStore::select_experiments`] returns, by
+/// their indexed columns (and, as a prefilter, the stored document's text).
+#[derive(Debug, Clone, Default)]
+pub struct ExperimentSelect {
+    /// Any of these statuses (`running`, …).
+    pub statuses: Option<Vec<String>>,
+    /// In this layer.
+    pub layer: Option<String>,
+    /// Owned by this team.
+    pub owner_team: Option<String>,
+    /// Created at or after, ms.
+    pub created_after: Option<i64>,
+    /// Created before, ms.
+    pub created_before: Option<i64>,
+    /// Lowercase ASCII text the stored document contains, in any field:
+    /// a prefilter only (it also matches other fields, such as targeting
+    /// values), that the caller narrows to the fields it searches.
+    pub contains: Option<String>,
+}
+
 impl ConfigStore {
+    /// The experiments matching `sel`, oldest first, with how many match;
+    /// only the page `(offset, limit)` when one is given (the count is of
+    /// all), so that a page of thousands reads only its own documents.
+    pub async fn select_experiments(
+        &self,
+        sel: &ExperimentSelect,
+        page: Option<(usize, usize)>,
+    ) -> Result<(Vec<ExperimentRecord>, usize)> {
+        let mut clauses = vec!["deleted = 0".to_owned()];
+        let mut binds: Vec<Bind> = Vec::new();
+        fn next(b: Bind, binds: &mut Vec<Bind>) -> String {
+            binds.push(b);
+            format!("${}", binds.len())
+        }
+        if let Some(statuses) = &sel.statuses {
+            let ps: Vec<String> = statuses
+                .iter()
+                .map(|st| next(Bind::Text(st.clone()), &mut binds))
+                .collect();
+            clauses.push(if ps.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                format!("status IN ({})", ps.join(", "))
+            });
+        }
+        for (col, v) in [("layer", &sel.layer), ("owner_team", &sel.owner_team)] {
+            if let Some(v) = v {
+                let p = next(Bind::Text(v.clone()), &mut binds);
+                clauses.push(format!("{col} = {p}"));
+            }
+        }
+        if let Some(a) = sel.created_after {
+            let p = next(Bind::Int(a), &mut binds);
+            clauses.push(format!("created_at >= {p}"));
+        }
+        if let Some(b) = sel.created_before {
+            let p = next(Bind::Int(b), &mut binds);
+            clauses.push(format!("created_at < {p}"));
+        }
+        if let Some(t) = &sel.contains {
+            let escaped = t
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let p = next(Bind::Text(format!("%{escaped}%")), &mut binds);
+            clauses.push(format!("LOWER(doc) LIKE {p} ESCAPE '\\'"));
+        }
+        let filter = clauses.join(" AND ");
+        let mut c = self.conn().await?;
+        let total = match page {
+            Some(_) => {
+                let sql = format!("SELECT COUNT(*) FROM experiments WHERE {filter}");
+                let row = bind_all(sqlx::query(&sql), &binds)
+                    .fetch_one(&mut *c)
+                    .await?;
+                usize::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0)
+            }
+            None => 0,
+        };
+        let mut sql =
+            format!("SELECT doc FROM experiments WHERE {filter} ORDER BY created_at, key");
+        if let Some((offset, limit)) = page {
+            binds.push(Bind::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+            binds.push(Bind::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(
+                " LIMIT ${} OFFSET ${}",
+                binds.len() - 1,
+                binds.len()
+            ));
+        }
+        let rows = bind_all(sqlx::query(&sql), &binds)
+            .fetch_all(&mut *c)
+            .await?;
+        let items: Vec<ExperimentRecord> = rows
+            .iter()
+            .map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
+            .collect::<Result<_>>()?;
+        let total = if page.is_some() { total } else { items.len() };
+        Ok((items, total))
+    }
+
     /// The latest published version (0 if none).
     pub async fn head_version(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM snapshots")
@@ -113,6 +214,27 @@ pub(super) async fn load_experiment(
         .await?;
     row.map(|r| from_json("experiment", &r.try_get::<String, _>(0)?))
         .transpose()
+}
+
+/// A value bound to a query.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `q` with `binds` bound in order.
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Text(t) => q.bind(t.as_str()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    q
 }
 
 pub(super) async fn load_experiments(c: &mut AnyConnection) -> Result<Vec<ExperimentRecord>> {
