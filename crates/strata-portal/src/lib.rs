@@ -154,6 +154,10 @@ impl Portal {
             )
             .route("/registry/{key}/delete", post(platform::delete_metric))
             .route(
+                "/registry/{key}/edit",
+                get(platform::edit_metric).post(platform::update_metric),
+            )
+            .route(
                 "/guardrails",
                 get(platform::guardrails).post(platform::create_guardrail),
             )

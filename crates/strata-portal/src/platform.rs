@@ -259,7 +259,7 @@ async fn definitions_page(
     let body = html! {
         h1 { (title) }
         @match kind {
-            Kind::Metric => p.muted { "What experiments measure, defined once: the analysis and the guardrail monitor compile these definitions. A metric is never changed in place (its meaning would change under running experiments): create a new one, and delete one no experiment uses." },
+            Kind::Metric => p.muted { "What experiments measure, defined once: the analysis and the guardrail monitor compile these definitions. A metric is edited or deleted only while no experiment (that is not archived) and no guardrail relies on it; otherwise create a new one." },
             Kind::Guardrail => p.muted { "Metrics watched on recent data while experiments run, with the threshold, direction and the action on a breach (kill, pause, alert, or await approval); those that apply to all apply to every running experiment." },
         }
         (flash.show())
@@ -276,7 +276,8 @@ async fn definitions_page(
                         td { code.diff { (compact(d)) } }
                         td.hide-narrow { (d.get("created_at").and_then(Value::as_str).map(when).unwrap_or_default()) }
                         @if writable {
-                            td { form method="post" action={(path) "/" (key) "/delete"} {
+                            td { @if kind == Kind::Metric { a href={"/registry/" (key) "/edit"} { "Edit" } " " }
+                                form method="post" action={(path) "/" (key) "/delete"} {
                                 (csrf_field(v))
                                 button type="submit" aria-label={"delete " (key)} { "Delete" }
                             } }
@@ -421,6 +422,80 @@ pub async fn delete_guardrail(
         &format!("guardrail {key} deleted"),
         Vec::new(),
         |fl| definitions_page(&state, &viewer, Kind::Guardrail, fl),
+    )
+    .await
+}
+
+/// `GET /registry/{key}/edit`.
+pub async fn edit_metric(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(key): Path<String>,
+) -> Result<Response, PortalError> {
+    edit_metric_page(&state, &viewer, &key, Flash::default()).await
+}
+
+async fn edit_metric_page(
+    state: &PortalState,
+    v: &Viewer,
+    key: &str,
+    flash: Flash,
+) -> Result<Response, PortalError> {
+    let actor = v.actor();
+    if permissions::check(&actor, Perm::MetricsWrite, None).is_err() {
+        return Err(PortalError::Service(
+            permissions::deny(&state.app.store, &actor, Perm::MetricsWrite, None).await,
+        ));
+    }
+    let stored = RegistryService::new(state.app.clone())
+        .get(&actor, Kind::Metric, key)
+        .await?;
+    let mut def = stored.clone();
+    if let Some(o) = def.as_object_mut() {
+        o.remove("revision");
+        o.remove("created_at");
+    }
+    let text = if flash.kept("definition").is_empty() {
+        serde_json::to_string_pretty(&def).unwrap_or_default()
+    } else {
+        flash.kept("definition").to_owned()
+    };
+    let body = html! {
+        p.muted { a href="/registry" { "Metric registry" } " / " (key) }
+        h1 { "Edit metric " (key) }
+        p.muted { "Refused while an experiment that is not archived, or a guardrail, relies on the metric: their numbers would change meaning." }
+        (flash.show())
+        form.stack method="post" action={"/registry/" (key) "/edit"} {
+            (csrf_field(v))
+            label for="definition" { "Definition (JSON)" }
+            textarea #definition name="definition" rows="10" required { (text) }
+            div.actions { button.primary type="submit" { "Save" } a href="/registry" { "Cancel" } }
+        }
+    };
+    Ok(shell("Edit metric", Some(v), Nav::Platform("/registry"), body).into_response())
+}
+
+/// `POST /registry/{key}/edit`.
+pub async fn update_metric(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Path(key): Path<String>,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let registry = RegistryService::new(state.app.clone());
+    let r = match serde_json::from_str::<MetricDef>(field(&f, "definition")) {
+        Ok(def) => registry.update_metric(&viewer.actor(), &key, def).await,
+        Err(e) => Err(ServiceError::validation(
+            "definition",
+            format!("the definition is not a metric: {e}"),
+        )),
+    };
+    after(
+        r,
+        "/registry",
+        &format!("metric {key} saved"),
+        fields(&f),
+        |fl| edit_metric_page(&state, &viewer, &key, fl),
     )
     .await
 }

@@ -486,7 +486,9 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         )
         .route(
             "/api/v1/metrics/{key}",
-            get(registry::get_metric).delete(registry::delete_metric),
+            get(registry::get_metric)
+                .put(registry::update_metric)
+                .delete(registry::delete_metric),
         )
         .route(
             "/api/v1/guardrails",

@@ -34,7 +34,7 @@ impl Modify for Bearer {
         lifecycle::action, experiments::audit, experiments::activation, experiments::explain,
         results::publish, results::latest, results::one, results::history, results::retract,
         layers::create, layers::list, layers::get, layers::allocate, layers::dry_run,
-        registry::create_metric, registry::list_metrics, registry::get_metric, registry::delete_metric,
+        registry::create_metric, registry::list_metrics, registry::get_metric, registry::update_metric, registry::delete_metric,
         registry::create_guardrail, registry::list_guardrails, registry::get_guardrail, registry::delete_guardrail,
         registry::get_holdout, registry::put_holdout, registry::rotate_holdout,
         power::plan,

@@ -739,6 +739,54 @@ async fn platform_pages_offer_each_role_its_changes_through_the_services() {
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     assert!(a.get("/registry").await.body.contains("checkouts"));
+    // Edited while nothing relies on it; refused, naming the experiment,
+    // once one does.
+    let edit = a.get("/registry/checkouts/edit").await;
+    assert_eq!(edit.status, StatusCode::OK, "{}", edit.body);
+    assert!(
+        edit.body.contains("&quot;count&quot;") || edit.body.contains("\"count\""),
+        "{}",
+        edit.body
+    );
+    let p = a
+        .post(
+            "/registry/checkouts/edit",
+            &[
+                ("csrf", &csrf),
+                (
+                    "definition",
+                    r#"{"key": "checkouts", "type": "binomial", "filter": {"type": "checkout"}}"#,
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(a.get("/registry").await.body.contains("binomial"));
+    env.create(
+        &env.checkout_exp,
+        "uses_checkouts",
+        "checkout",
+        json!({"secondary_metrics": ["checkouts"]}),
+    )
+    .await;
+    let p = a
+        .post(
+            "/registry/checkouts/edit",
+            &[
+                ("csrf", &csrf),
+                (
+                    "definition",
+                    r#"{"key": "checkouts", "type": "count", "filter": {"type": "checkout"}}"#,
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    assert!(p.body.contains("uses_checkouts"), "{}", p.body);
+    assert_eq!(
+        viewer.get("/registry/checkouts/edit").await.status,
+        StatusCode::FORBIDDEN
+    );
     let p = a
         .post("/guardrails", &[("csrf", &csrf), ("definition", "{}")])
         .await;

@@ -51,6 +51,24 @@ pub async fn get_metric(
     get(state, auth, Kind::Metric, &key).await
 }
 
+/// `PUT /api/v1/metrics/{key}` (analyst, admin): replaces the definition
+/// while nothing relies on it (409 otherwise, naming what does).
+#[utoipa::path(put, path = "/api/v1/metrics/{key}", tag = "metrics", params(("key" = String, Path)),
+    request_body = schema::MetricDef,
+    responses((status = 200, body = schema::MetricDef), (status = 400), (status = 404),
+        (status = 409, description = "used by experiments that are not archived, or watched by a guardrail")))]
+pub async fn update_metric(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(key): Path<String>,
+    ApiJson(def): ApiJson<MetricDef>,
+) -> Result<Json<Value>, AppError> {
+    let v = RegistryService::new(state)
+        .update_metric(&auth.actor(), &key, def)
+        .await?;
+    Ok(Json(v))
+}
+
 /// `DELETE /api/v1/metrics/{key}` (soft delete). Refused (409) while an
 /// experiment that is not archived uses the metric: its results could no
 /// longer be analysed or published.

@@ -272,6 +272,84 @@ impl RegistryService {
         self.create(tx, Kind::Metric, &key, def).await
     }
 
+    /// Replaces metric `key`'s definition (`metrics:write`: analysts and
+    /// admins), unless something relies on its meaning: an experiment that
+    /// is not archived (directly or through a guardrail), or a guardrail
+    /// definition watching it — their looks and evaluations would change
+    /// meaning under them; audited as `metric.update` with both versions.
+    pub async fn update_metric(
+        &self,
+        actor: &Actor,
+        key: &str,
+        def: MetricDef,
+    ) -> Result<Value, ServiceError> {
+        authorize(&self.state.store, actor, Perm::MetricsWrite, None).await?;
+        if def.key != key {
+            return Err(ServiceError::validation(
+                "key",
+                format!(
+                    "the definition is of metric {:?}, not {key:?}; a metric's key never changes",
+                    def.key
+                ),
+            ));
+        }
+        def.validate().map_err(model)?;
+        require_filter(&def)?;
+        let mut tx = self.begin(actor).await?;
+        let name = Kind::Metric.as_str();
+        let old: Stored<Value> =
+            tx.definition(name, key)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: name,
+                    key: key.to_owned(),
+                })?;
+        let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
+        let mut by: Vec<String> = tx
+            .experiments()
+            .await?
+            .into_iter()
+            .filter(|e| e.status != Status::Archived && uses(e, Kind::Metric, key, &guardrails))
+            .map(|e| e.key)
+            .collect();
+        by.extend(
+            guardrails
+                .iter()
+                .filter(|g| g["metric"] == key)
+                .filter_map(|g| g["key"].as_str().map(|k| format!("(guardrail {k})"))),
+        );
+        if !by.is_empty() {
+            return Err(ServiceError::InUse {
+                what: name,
+                key: key.to_owned(),
+                by,
+            });
+        }
+        let before = serde_json::to_value(&old).unwrap_or(Value::Null);
+        let new = Stored {
+            def,
+            revision: old.revision + 1,
+            created_at: old.created_at,
+        };
+        let after = serde_json::to_value(&new)
+            .map_err(|e| ServiceError::Internal(format!("serialise metric {key:?}: {e}")))?;
+        tx.put_definition(name, key, &new, new.revision, false)
+            .await?;
+        tx.audit(
+            "metric.update",
+            name,
+            key,
+            Some(&before),
+            Some(&after),
+            None,
+        )
+        .await?;
+        self.state
+            .publish(tx, &format!("update metric {key}"))
+            .await?;
+        Ok(after)
+    }
+
     /// Adds a guardrail definition (`guardrails:write`: admins) watching a
     /// metric of the registry; audited as `guardrail.create`.
     pub async fn create_guardrail(

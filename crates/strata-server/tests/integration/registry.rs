@@ -1,11 +1,15 @@
 //! Metric registry, guardrails and the global holdout.
 
-use reqwest::StatusCode;
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
-use crate::common::TestServer;
+use crate::common::{TestServer, TEAM_ADMIN};
 
-crate::on_both_backends!(metrics_and_guardrails, holdout_and_rotation);
+crate::on_both_backends!(
+    metrics_and_guardrails,
+    holdout_and_rotation,
+    a_metric_is_edited_only_while_nothing_relies_on_it
+);
 
 async fn metrics_and_guardrails(s: TestServer) {
     s.setup_registry().await;
@@ -183,5 +187,78 @@ async fn holdout_and_rotation(s: TestServer) {
         s.sdk_snapshot(&sdk).await.get("holdout").is_none(),
         "0 % disables the holdout"
     );
+    s.finish().await;
+}
+
+async fn a_metric_is_edited_only_while_nothing_relies_on_it(s: TestServer) {
+    s.setup_registry().await;
+    let (st, v) = s
+        .post(
+            "/api/v1/metrics",
+            json!({"key": "aov", "type": "sum", "filter": {"type": "purchase"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let put = |body: Value| {
+        let s = &s;
+        async move {
+            let (st, v, _) = s
+                .call(
+                    Method::PUT,
+                    "/api/v1/metrics/aov",
+                    Some(TEAM_ADMIN),
+                    Some(&body),
+                )
+                .await;
+            (st, v)
+        }
+    };
+    // Unused: replaced, revision 2, audited with both versions.
+    let (st, v) = put(json!({"key": "aov", "type": "mean", "filter": {"type": "purchase"}})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["type"].as_str(), v["revision"].as_i64()),
+        (Some("mean"), Some(2))
+    );
+    let (_, got) = s.get("/api/v1/metrics/aov").await;
+    assert_eq!(got["type"], "mean");
+    let (_, audit) = s.get("/api/v1/audit?action=metric.update").await;
+    let entry = &audit["items"][0];
+    assert_eq!(
+        (
+            entry["before"]["type"].as_str(),
+            entry["after"]["type"].as_str()
+        ),
+        (Some("sum"), Some("mean"))
+    );
+    // The key is the metric's identity; a bad definition is refused at its field.
+    let (st, v) =
+        put(json!({"key": "other", "type": "mean", "filter": {"type": "purchase"}})).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("key")),
+        "{v}"
+    );
+    let (st, _) = put(json!({"key": "aov", "type": "mean"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Used by an experiment: refused, naming it; a viewer may not edit at all.
+    s.create("uses_aov", json!({"secondary_metrics": ["aov"]}))
+        .await;
+    let (st, v) = put(json!({"key": "aov", "type": "sum", "filter": {"type": "purchase"}})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("uses_aov"),
+        "{v}"
+    );
+    let viewer = s.key("api", Some("viewer"), "checkout", "v").await;
+    let (st, _, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/metrics/aov",
+            Some(&viewer),
+            Some(&json!({"key": "aov", "type": "sum", "filter": {"type": "purchase"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
     s.finish().await;
 }
