@@ -238,7 +238,6 @@ async fn an_experiment_is_created_run_and_killed_through_the_portal() {
     assert!(s.body().await.contains("done: submitted"));
     s.goto(&format!("{base}/experiments")).await;
     assert!(s.body().await.contains("Checkout redesign"));
-    s.shot("experiments").await;
 
     // Start at the plan's first stage, then ramp to the next.
     s.submit("a[href='/experiments/checkout_redesign']").await;
@@ -295,6 +294,10 @@ async fn an_experiment_is_created_run_and_killed_through_the_portal() {
         .unwrap();
     assert!(plots.len() >= 3, "forest plots and the effect over looks");
     s.shot("results").await;
+    // The list now shows the look's health and decision.
+    s.goto(&format!("{base}/experiments")).await;
+    assert!(s.body().await.contains("keep running"));
+    s.shot("experiments").await;
 
     // Which experiments is this user in? Through the form.
     s.goto(&format!("{base}/lookup")).await;
