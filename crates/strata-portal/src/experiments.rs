@@ -131,7 +131,7 @@ pub async fn list(
             label { "Status"
                 select name="status" {
                     option value="" selected[q.status.is_empty()] { "any" }
-                    @for s in STATUSES { option value=(s.as_str()) selected[q.status == s.as_str()] { (s.as_str()) } }
+                    @for s in Status::ALL { option value=(s.as_str()) selected[q.status == s.as_str()] { (s.as_str()) } }
                 }
             }
             label { "Team" input type="text" name="team" value=(q.team) size="12"; }
@@ -191,18 +191,6 @@ pub async fn list(
     };
     Ok(shell("Experiments", Some(&viewer), Nav::Experiments, body).into_response())
 }
-
-/// The statuses, in lifecycle order.
-const STATUSES: [Status; 8] = [
-    Status::Draft,
-    Status::Submitted,
-    Status::Approved,
-    Status::Running,
-    Status::Paused,
-    Status::Killed,
-    Status::Concluded,
-    Status::Archived,
-];
 
 /// `12.5 %`.
 fn fmt_percent(p: f64) -> String {

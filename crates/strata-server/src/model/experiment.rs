@@ -37,6 +37,18 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 8] = [
+        Status::Draft,
+        Status::Submitted,
+        Status::Approved,
+        Status::Running,
+        Status::Paused,
+        Status::Killed,
+        Status::Concluded,
+        Status::Archived,
+    ];
+
     /// The status as a string.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -171,16 +171,7 @@ pub fn allowed_next(from: Status, requires_approval: bool) -> Vec<&'static str> 
 mod tests {
     use super::*;
 
-    const STATUSES: [Status; 8] = [
-        Status::Draft,
-        Status::Submitted,
-        Status::Approved,
-        Status::Running,
-        Status::Paused,
-        Status::Killed,
-        Status::Concluded,
-        Status::Archived,
-    ];
+    const STATUSES: [Status; 8] = Status::ALL;
 
     /// Every status × approval × action, against the lifecycle as documented.
     #[test]

@@ -115,6 +115,20 @@ fn uses(e: &ExperimentRecord, kind: Kind, key: &str, guardrails: &[Value]) -> bo
     }
 }
 
+/// The experiments that are not archived and use definition `key` of
+/// `kind` (a metric directly or through a guardrail), read in the change's
+/// transaction.
+async fn users(tx: &mut WriteTx, kind: Kind, key: &str) -> Result<Vec<String>, ServiceError> {
+    let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
+    Ok(tx
+        .experiments()
+        .await?
+        .into_iter()
+        .filter(|e| e.status != Status::Archived && uses(e, kind, key, &guardrails))
+        .map(|e| e.key)
+        .collect())
+}
+
 /// Reads and changes the registry, the guardrail definitions and the holdout.
 #[derive(Debug, Clone)]
 pub struct RegistryService {
@@ -220,14 +234,7 @@ impl RegistryService {
                     what: name,
                     key: key.to_owned(),
                 })?;
-        let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
-        let by: Vec<String> = tx
-            .experiments()
-            .await?
-            .into_iter()
-            .filter(|e| e.status != Status::Archived && uses(e, kind, key, &guardrails))
-            .map(|e| e.key)
-            .collect();
+        let by = users(&mut tx, kind, key).await?;
         if !by.is_empty() {
             return Err(ServiceError::InUse {
                 what: name,
@@ -305,13 +312,7 @@ impl RegistryService {
                     key: key.to_owned(),
                 })?;
         let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
-        let mut by: Vec<String> = tx
-            .experiments()
-            .await?
-            .into_iter()
-            .filter(|e| e.status != Status::Archived && uses(e, Kind::Metric, key, &guardrails))
-            .map(|e| e.key)
-            .collect();
+        let mut by = users(&mut tx, Kind::Metric, key).await?;
         by.extend(
             guardrails
                 .iter()
