@@ -174,7 +174,7 @@ pub async fn list(
                                 td { (layer_cell(e)) }
                                 td { (e.owner_team) }
                                 td.hide-narrow { (age(e.started_at.as_deref().unwrap_or(&e.created_at), now)) }
-                                (summary_cells(summaries.get(&e.key)))
+                                (summary_cells(summaries.get(&e.key).map(|l| &l.summary)))
                             }
                         }
                     }

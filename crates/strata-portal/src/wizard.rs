@@ -18,12 +18,16 @@ use maud::{html, Markup};
 use serde_json::{json, Map, Value};
 use strata_server::auth::Perm;
 use strata_server::model::ExperimentRequest;
+use strata_server::model::Status;
+use strata_server::service::experiments::MAX_PAGE;
 use strata_server::service::layers::LayerView;
 use strata_server::service::power::{PowerMetric, PowerRequest};
 use strata_server::service::registry::{Kind, RegistryService};
 use strata_server::service::{
-    permissions, ExperimentService, LayerService, PowerService, ServiceError,
+    permissions, ExperimentFilter, ExperimentService, LayerService, PowerService, ResultsService,
+    ServiceError,
 };
+use strata_server::store::parse_rfc3339;
 use strata_server::AppError;
 
 use crate::page::{csrf_field, notice, shell, Nav, PortalError};
@@ -334,6 +338,21 @@ async fn power(
         .max(2) as u32;
     let size = f("size")?.unwrap_or(1000.0);
     let binomial = f("baseline_variance")?.is_none();
+    // Traffic typed wins; else what the layer's running experiments saw.
+    let (daily_traffic, observed) = match f("daily_traffic")? {
+        Some(t) => (Some(t), None),
+        None => {
+            let layer = d.get("layer").trim();
+            match observed_traffic(state, viewer, layer).await {
+                Ok(Some((t, n))) => (Some(t), Some((layer.to_owned(), n))),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    let app = AppError::from(e);
+                    return Err((app.field.unwrap_or_default(), app.message));
+                }
+            }
+        }
+    };
     let req = PowerRequest {
         metric: if binomial {
             PowerMetric::Binomial
@@ -348,7 +367,7 @@ async fn power(
         variants,
         alpha: f("alpha")?.unwrap_or(0.05),
         power: f("power")?.unwrap_or(0.8),
-        daily_traffic: f("daily_traffic")?,
+        daily_traffic,
         allocation: (size / 1000.0).clamp(0.0, 1.0),
     };
     let plan = PowerService::new(state.app.clone())
@@ -358,10 +377,15 @@ async fn power(
             let app = AppError::from(e);
             (app.field.unwrap_or_default(), app.message)
         })?;
-    let days = plan
-        .days
-        .map(|d| format!(", about {d} days at the daily traffic given and this range's share"))
-        .unwrap_or_default();
+    let days = match (plan.days, &observed) {
+        (Some(d), Some((layer, n))) => format!(
+            ", about {d} days at this range's share of the {:.0} eligible units a day observed in layer {layer} (the median over the latest looks of {n} running experiment{})",
+            daily_traffic.unwrap_or_default(),
+            if *n == 1 { "" } else { "s" }
+        ),
+        (Some(d), None) => format!(", about {d} days at the daily traffic given and this range's share"),
+        (None, _) => "; no running experiment of this layer has a look to observe its traffic: enter the daily traffic for a duration".to_owned(),
+    };
     Ok((
         format!(
             "{} units per variant, {} in all{days} (α = {}, power {}).",
@@ -369,6 +393,72 @@ async fn power(
         ),
         plan.total_units,
     ))
+}
+
+/// Eligible units a day in `layer`, as its running experiments observed
+/// them: for each with a look, the units of its latest look per day since
+/// its start, over the share of the layer's traffic it admits (its range
+/// times its ramp); the median over them, and how many there were. An
+/// estimate: targeting and surfaces differ between experiments, and a ramp
+/// raised during the look undercounts.
+async fn observed_traffic(
+    state: &PortalState,
+    viewer: &Viewer,
+    layer: &str,
+) -> Result<Option<(f64, usize)>, ServiceError> {
+    if layer.is_empty() {
+        return Ok(None);
+    }
+    let actor = viewer.actor();
+    let running = ExperimentService::new(state.app.clone())
+        .list(
+            &actor,
+            &ExperimentFilter {
+                statuses: Some(vec![Status::Running]),
+                layer: Some(layer.to_owned()),
+                limit: MAX_PAGE,
+                ..ExperimentFilter::default()
+            },
+        )
+        .await?;
+    let looks = ResultsService::new(state.app.clone())
+        .latest_summaries(&actor, &running.items)
+        .await?;
+    let mut rates: Vec<f64> = running
+        .items
+        .iter()
+        .filter_map(|e| {
+            let look = looks.get(&e.key)?;
+            let start = parse_rfc3339(e.started_at.as_deref()?)?;
+            let [a, b] = e.range?;
+            daily_rate(
+                look.summary.units,
+                look.as_of - start,
+                f64::from(b - a),
+                e.ramp_percent,
+            )
+        })
+        .collect();
+    if rates.is_empty() {
+        return Ok(None);
+    }
+    rates.sort_by(f64::total_cmp);
+    let n = rates.len();
+    let median = if n % 2 == 1 {
+        rates[n / 2]
+    } else {
+        (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+    };
+    Ok(Some((median, n)))
+}
+
+/// A layer's eligible units a day from one experiment's look: `units` in
+/// `elapsed_ms` through `buckets` of the 1000 at `ramp_percent` (none for
+/// less than an hour of data or no share).
+fn daily_rate(units: u64, elapsed_ms: i64, buckets: f64, ramp_percent: f64) -> Option<f64> {
+    let days = elapsed_ms as f64 / 86_400_000.0;
+    let share = buckets / 1000.0 * ramp_percent / 100.0;
+    (days >= 1.0 / 24.0 && share > 0.0).then(|| units as f64 / days / share)
 }
 
 /// The page.
@@ -663,6 +753,18 @@ mod tests {
             (50.0, Some(48.0), None)
         );
         assert_eq!(r.planned_units, 1000);
+    }
+
+    #[test]
+    fn observed_traffic_is_per_day_over_the_share_admitted() {
+        // 6,000 units in 2 days through 100 buckets at 50 %: 3,000 a day
+        // through 5 % of the layer, so 60,000 a day in it.
+        assert_eq!(
+            daily_rate(6000, 2 * 86_400_000, 100.0, 50.0),
+            Some(60_000.0)
+        );
+        assert_eq!(daily_rate(10, 60_000, 100.0, 50.0), None, "under an hour");
+        assert_eq!(daily_rate(10, 86_400_000, 100.0, 0.0), None, "no share");
     }
 
     #[test]

@@ -648,6 +648,19 @@ async fn the_new_experiment_form_shows_the_apis_refusals_at_the_field_and_create
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("units per variant"), "{}", p.body);
     assert!(p.body.contains("days at the daily traffic"), "{}", p.body);
+    // Without traffic typed, the layer's running experiments' looks are
+    // read; with none, the page says why there is no duration.
+    let mut observed = with_power.clone();
+    observed.retain(|f| f.0 != "daily_traffic");
+    let p = b.post("/experiments/new", &observed).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("units per variant"), "{}", p.body);
+    assert!(
+        p.body
+            .contains("no running experiment of this layer has a look"),
+        "{}",
+        p.body
+    );
     assert!(
         !p.body.contains("name=\"planned_units\" value=\"20000\""),
         "the plan fills the units in"

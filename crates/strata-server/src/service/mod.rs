@@ -40,4 +40,4 @@ pub use layers::LayerService;
 pub use lifecycle::Action;
 pub use power::PowerService;
 pub use registry::RegistryService;
-pub use results::{Publication, ResultsService};
+pub use results::{LatestLook, Publication, ResultsService};

@@ -98,6 +98,15 @@ pub struct HistoryItem {
     pub summary: Option<Value>,
 }
 
+/// The latest look of an experiment, from [`ResultsService::latest_summaries`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestLook {
+    /// Its `as_of`, ms since the epoch.
+    pub as_of: i64,
+    /// Its summary.
+    pub summary: strata_model::results::LookSummary,
+}
+
 /// Publishes, retracts and reads experiments' results.
 #[derive(Debug, Clone)]
 pub struct ResultsService {
@@ -395,15 +404,15 @@ impl ResultsService {
         })
     }
 
-    /// The summary of the latest look of each of `experiments` whose
-    /// results `actor` may read (`results:read` on its team; the others
-    /// are left out, not refused): the health and decision a list shows.
+    /// The latest look of each of `experiments` whose results `actor` may
+    /// read (`results:read` on its team; the others are left out, not
+    /// refused), as its summary and `as_of`: the health and decision a list
+    /// shows, the units a traffic estimate reads.
     pub async fn latest_summaries(
         &self,
         actor: &Actor,
         experiments: &[ExperimentRecord],
-    ) -> Result<std::collections::HashMap<String, strata_model::results::LookSummary>, ServiceError>
-    {
+    ) -> Result<std::collections::HashMap<String, LatestLook>, ServiceError> {
         let readable: Vec<&str> = experiments
             .iter()
             .filter(|e| permissions::check(actor, Perm::ResultsRead, Some(&e.owner_team)).is_ok())
@@ -419,7 +428,11 @@ impl ResultsService {
             .into_iter()
             // A summary this build cannot read is shown as none rather
             // than failing the whole list.
-            .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|s| (k, s)))
+            .filter_map(|(k, as_of, v)| {
+                serde_json::from_value(v)
+                    .ok()
+                    .map(|summary| (k, LatestLook { as_of, summary }))
+            })
             .collect())
     }
 

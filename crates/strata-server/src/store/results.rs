@@ -127,16 +127,19 @@ impl ConfigStore {
             .collect()
     }
 
-    /// The summary of the latest look (by `as_of`, retracted looks left
-    /// out) of each of `experiments` that has one, in one query: what a list
-    /// of experiments shows beside each.
-    pub async fn latest_summaries(&self, experiments: &[&str]) -> Result<Vec<(String, Value)>> {
+    /// The `as_of` (ms) and summary of the latest look (by `as_of`,
+    /// retracted looks left out) of each of `experiments` that has one, in
+    /// one query: what a list of experiments shows beside each.
+    pub async fn latest_summaries(
+        &self,
+        experiments: &[&str],
+    ) -> Result<Vec<(String, i64, Value)>> {
         if experiments.is_empty() {
             return Ok(Vec::new());
         }
         let params: Vec<String> = (1..=experiments.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT r.experiment, r.summary FROM results r WHERE r.experiment IN ({}) AND r.seq = (SELECT r2.seq FROM results r2 WHERE r2.experiment = r.experiment AND r2.retracted_at IS NULL ORDER BY r2.as_of DESC, r2.seq DESC LIMIT 1)",
+            "SELECT r.experiment, r.as_of, r.summary FROM results r WHERE r.experiment IN ({}) AND r.seq = (SELECT r2.seq FROM results r2 WHERE r2.experiment = r.experiment AND r2.retracted_at IS NULL ORDER BY r2.as_of DESC, r2.seq DESC LIMIT 1)",
             params.join(", ")
         );
         let mut q = sqlx::query(&sql);
@@ -147,8 +150,9 @@ impl ConfigStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let key: String = r.try_get(0)?;
-            if let Some(s) = r.try_get::<Option<String>, _>(1)? {
-                out.push((key, from_json("results summary", &s)?));
+            let as_of: i64 = r.try_get(1)?;
+            if let Some(s) = r.try_get::<Option<String>, _>(2)? {
+                out.push((key, as_of, from_json("results summary", &s)?));
             }
         }
         Ok(out)
