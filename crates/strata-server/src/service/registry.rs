@@ -129,6 +129,19 @@ async fn users(tx: &mut WriteTx, kind: Kind, key: &str) -> Result<Vec<String>, S
         .collect())
 }
 
+/// Refuses a change of definition `key` while `by` rely on it.
+fn unused(what: &'static str, key: &str, by: Vec<String>) -> Result<(), ServiceError> {
+    if by.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::InUse {
+            what,
+            key: key.to_owned(),
+            by,
+        })
+    }
+}
+
 /// Reads and changes the registry, the guardrail definitions and the holdout.
 #[derive(Debug, Clone)]
 pub struct RegistryService {
@@ -235,13 +248,7 @@ impl RegistryService {
                     key: key.to_owned(),
                 })?;
         let by = users(&mut tx, kind, key).await?;
-        if !by.is_empty() {
-            return Err(ServiceError::InUse {
-                what: name,
-                key: key.to_owned(),
-                by,
-            });
-        }
+        unused(name, key, by)?;
         let before = serde_json::to_value(&old).unwrap_or(Value::Null);
         let new = Stored {
             revision: old.revision + 1,
@@ -319,13 +326,7 @@ impl RegistryService {
                 .filter(|g| g["metric"] == key)
                 .filter_map(|g| g["key"].as_str().map(|k| format!("(guardrail {k})"))),
         );
-        if !by.is_empty() {
-            return Err(ServiceError::InUse {
-                what: name,
-                key: key.to_owned(),
-                by,
-            });
-        }
+        unused(name, key, by)?;
         let before = serde_json::to_value(&old).unwrap_or(Value::Null);
         let new = Stored {
             def,
