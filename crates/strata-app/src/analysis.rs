@@ -277,6 +277,9 @@ pub struct Scheduler {
     pipeline: Arc<Pipeline>,
     cfg: AnalysisConfig,
     log: Arc<RunLog>,
+    /// When the next scheduled run starts, ms since the epoch (0: not yet
+    /// known), for whoever shows it.
+    next_run: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Scheduler {
@@ -287,7 +290,23 @@ impl Scheduler {
             pipeline,
             cfg,
             log: Arc::new(RunLog::default()),
+            next_run: Arc::default(),
         }
+    }
+
+    /// The cell holding when the next scheduled run starts (ms since the
+    /// epoch; 0 until the schedule starts).
+    pub fn next_run(&self) -> Arc<std::sync::atomic::AtomicI64> {
+        self.next_run.clone()
+    }
+
+    /// Schedules the next run `after` from now; returns its instant.
+    fn schedule(&self, after: Duration) -> tokio::time::Instant {
+        let at = Utc::now().timestamp_millis()
+            + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
+        self.next_run
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::Instant::now() + after
     }
 
     /// What the scheduler did.
@@ -763,7 +782,7 @@ impl Mount for AnalysisMount {
         let scheduler = self.scheduler.clone();
         vec![tokio::spawn(async move {
             scheduler.restore().await;
-            let mut next = tokio::time::Instant::now() + scheduler.cfg.first_run;
+            let mut next = scheduler.schedule(scheduler.cfg.first_run);
             loop {
                 // One task serves both the schedule and refreshes, so no
                 // two runs ever overlap; the next scheduled run is an
@@ -777,7 +796,7 @@ impl Mount for AnalysisMount {
                     Step::Scheduled => {
                         let id = scheduler.log.next_id();
                         scheduler.run(id, "schedule", None, &shutdown).await;
-                        next = tokio::time::Instant::now() + scheduler.cfg.interval;
+                        next = scheduler.schedule(scheduler.cfg.interval);
                     }
                     Step::Refresh(r) => {
                         let run = scheduler

@@ -70,6 +70,7 @@ pub enum StartError {
 /// starts serving. [`Server::stop`] stops them all.
 pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
     let mut prepared = Server::prepare(cfg.server).await?;
+    let mut next_analysis = None;
     let alerts =
         AlertsMount::new(prepared.state(), AlertsConfig::default()).map_err(StartError::Alerts)?;
     prepared = prepared.mount(Arc::new(alerts));
@@ -80,6 +81,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
         if let Some(a) = &cfg.analysis {
             let scheduler =
                 AnalysisMount::new(prepared.state(), mount.pipeline().clone(), a.clone());
+            next_analysis = Some(strata_portal::NextRun::new(
+                scheduler.scheduler().next_run(),
+            ));
             prepared = prepared.mount(Arc::new(scheduler));
         }
         if let Some(g) = &cfg.guardrails {
@@ -102,6 +106,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
             prepared.state().clone(),
             PortalSettings {
                 analysis_interval,
+                next_analysis,
                 ..settings.clone()
             },
         );

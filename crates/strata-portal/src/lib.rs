@@ -35,8 +35,9 @@ pub mod session;
 mod wizard;
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
@@ -59,6 +60,35 @@ pub struct PortalSettings {
     /// How often the scheduled analysis publishes looks (none: it is off),
     /// for what a results page without looks says.
     pub analysis_interval: Option<Duration>,
+    /// When the scheduled analysis runs next, as its scheduler sets it.
+    pub next_analysis: Option<NextRun>,
+}
+
+/// When a scheduled job runs next: set by the job, read by the pages. The
+/// composition root hands the scheduler's cell to the portal, so neither
+/// knows the other.
+#[derive(Debug, Clone, Default)]
+pub struct NextRun(Arc<AtomicI64>);
+
+impl NextRun {
+    /// A cell the job updates (milliseconds since the epoch; 0: not known).
+    pub fn new(cell: Arc<AtomicI64>) -> Self {
+        Self(cell)
+    }
+
+    /// Records the next run.
+    pub fn set(&self, at: SystemTime) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next run, once the job has said.
+    pub fn get(&self) -> Option<SystemTime> {
+        let ms = self.0.load(Ordering::Relaxed);
+        (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()))
+    }
 }
 
 impl Default for PortalSettings {
@@ -67,6 +97,7 @@ impl Default for PortalSettings {
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             analysis_interval: None,
+            next_analysis: None,
         }
     }
 }

@@ -220,12 +220,38 @@ pub async fn retract(
 
 /// What a results page without looks says.
 fn empty_state(state: &PortalState) -> String {
-    match state.settings.analysis_interval {
-        Some(every) => format!(
+    let next = state
+        .settings
+        .next_analysis
+        .as_ref()
+        .and_then(|n| n.get())
+        .map(chrono::DateTime::<chrono::Utc>::from);
+    match (state.settings.analysis_interval, next) {
+        // Its time has come: a run is under way (or about to be).
+        (Some(every), Some(at)) if at <= chrono::Utc::now() => format!(
+            "no looks yet: a scheduled analysis is due now, then every {}",
+            humanize(every)
+        ),
+        (Some(every), Some(at)) => format!(
+            "no looks yet: the next scheduled analysis runs at {} (in {}), then every {}",
+            at.format("%Y-%m-%d %H:%M:%S UTC"),
+            countdown((at - chrono::Utc::now()).num_seconds().max(1).unsigned_abs()),
+            humanize(every)
+        ),
+        (Some(every), None) => format!(
             "no looks yet: the scheduled analysis publishes one every {}, from the experiment's start",
             humanize(every)
         ),
-        None => "no looks yet: the scheduled analysis is off on this server; looks are published with strata analyze --server".to_owned(),
+        (None, _) => "no looks yet: the scheduled analysis is off on this server; looks are published with strata analyze --server".to_owned(),
+    }
+}
+
+/// A time left, coarsely: `1 h 5 min`, `29 min`, `40 s`.
+fn countdown(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
     }
 }
 
@@ -587,5 +613,8 @@ mod tests {
         assert_eq!(humanize(std::time::Duration::from_secs(3600)), "1 h");
         assert_eq!(humanize(std::time::Duration::from_secs(300)), "5 min");
         assert_eq!(humanize(std::time::Duration::from_secs(45)), "45 s");
+        assert_eq!(countdown(1799), "29 min");
+        assert_eq!(countdown(3900), "1 h 5 min");
+        assert_eq!(countdown(40), "40 s");
     }
 }

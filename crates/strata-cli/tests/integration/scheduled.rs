@@ -211,6 +211,36 @@ pub(crate) async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<
     (url, rx)
 }
 
+/// A portal page as `token`'s holder sees it, signed in through the form.
+async fn portal_page(base: &str, token: &str, path: &str) -> String {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = c.get(format!("{base}/login")).send().await.unwrap();
+    let login = form.headers()["set-cookie"].to_str().unwrap();
+    let login = login.split(';').next().unwrap().to_owned();
+    let csrf = login.split_once('=').unwrap().1.to_owned();
+    let signed = c
+        .post(format!("{base}/login"))
+        .header("cookie", &login)
+        .form(&[("token", token), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let session = signed.headers()["set-cookie"].to_str().unwrap();
+    let session = session.split(';').next().unwrap().to_owned();
+    let page = c
+        .get(format!("{base}{path}"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    page.text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     let tmp = tempfile::tempdir().unwrap();
@@ -386,6 +416,14 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     })
     .await;
     assert!(h["seq"].is_null(), "{h}");
+    // The portal of the same process says when the next scheduled run is.
+    let page = portal_page(&base, &lab, "/experiments/exp_silent/results").await;
+    assert!(
+        (page.contains("no looks yet: the next scheduled analysis runs at")
+            || page.contains("no looks yet: a scheduled analysis is due now"))
+            && page.contains("then every 2 s"),
+        "{page}"
+    );
     let (s, runs) = call(
         &c,
         Method::GET,

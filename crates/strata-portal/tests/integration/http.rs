@@ -434,8 +434,11 @@ async fn the_list_searches_filters_and_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_results_page_shows_every_look_with_plots_health_and_decision() {
+    let next = strata_portal::NextRun::default();
+    next.set(std::time::SystemTime::now() + Duration::from_secs(1800));
     let env = Env::start_with(PortalSettings {
         analysis_interval: Some(Duration::from_secs(3600)),
+        next_analysis: Some(next),
         ..PortalSettings::default()
     })
     .await;
@@ -459,7 +462,9 @@ async fn the_results_page_shows_every_look_with_plots_health_and_decision() {
     assert!(
         empty
             .body
-            .contains("no looks yet: the scheduled analysis publishes one every 1 h"),
+            .contains("no looks yet: the next scheduled analysis runs at")
+            && empty.body.contains("(in 29 min)")
+            && empty.body.contains("then every 1 h"),
         "{}",
         empty.body
     );
