@@ -21,12 +21,13 @@ use strata_server::auth::Perm;
 use strata_server::model::{ExperimentRecord, Status};
 use strata_server::service::lifecycle::{self, Action};
 use strata_server::service::{
-    ActParams, ExperimentFilter, ExperimentService, LayerService, ResultsService, ServiceError,
+    permissions, ActParams, ExperimentFilter, ExperimentService, LayerService, ResultsService,
 };
 use strata_server::store::AuditEntry;
-use strata_server::AppError;
 
-use crate::page::{age, csrf_field, may, notice, shell, status_badge, when, Nav, PortalError};
+use crate::page::{
+    age, csrf_field, may, notice, refusal, shell, status_badge, when, Nav, PortalError,
+};
 use crate::session::Viewer;
 use crate::PortalState;
 
@@ -528,9 +529,14 @@ async fn render_kill(
     let e = ExperimentService::new(state.app.clone())
         .get(&viewer.actor(), key)
         .await?;
-    if !may(viewer, Perm::ExperimentsKill, Some(&e.owner_team)) {
-        return Err(forbidden(state, viewer, Perm::ExperimentsKill, &e).await);
-    }
+    // The 403 of a page the role may not use is audited, as the API's is.
+    permissions::authorize(
+        &state.app.store,
+        &viewer.actor(),
+        Perm::ExperimentsKill,
+        Some(&e.owner_team),
+    )
+    .await?;
     let body = html! {
         p.muted { a href="/experiments" { "Experiments" } " / " a href={"/experiments/" (e.key)} { (e.key) } " / kill" }
         h1 { "Kill " (e.name) "?" }
@@ -549,24 +555,6 @@ async fn render_kill(
         }
     };
     Ok((status, shell("Kill", Some(viewer), Nav::Experiments, body)).into_response())
-}
-
-/// The 403 of a page the viewer's role may not use: audited as a denial,
-/// as the API audits one.
-async fn forbidden(
-    state: &PortalState,
-    viewer: &Viewer,
-    perm: Perm,
-    e: &ExperimentRecord,
-) -> PortalError {
-    let detail =
-        strata_server::service::permissions::check(&viewer.actor(), perm, Some(&e.owner_team))
-            .err()
-            .flatten();
-    PortalError::Service(
-        strata_server::service::permissions::deny(&state.app.store, &viewer.actor(), perm, detail)
-            .await,
-    )
 }
 
 /// A lifecycle form.
@@ -626,19 +614,12 @@ pub async fn act(
         ),
         // Refusals the person can act on are shown on the page they came
         // from; a missing permission or experiment is its own page.
-        Err(err @ (ServiceError::Forbidden { .. } | ServiceError::NotFound { .. })) => {
-            Err(err.into())
-        }
         Err(err) => {
-            let app = AppError::from(err);
-            let message = match &app.field {
-                Some(f) if !f.is_empty() => format!("{f}: {}", app.message),
-                _ => app.message,
-            };
+            let (status, message) = refusal(err)?;
             if action == Action::Kill {
-                render_kill(&state, &viewer, &key, app.status, Some(&message)).await
+                render_kill(&state, &viewer, &key, status, Some(&message)).await
             } else {
-                render_show(&state, &viewer, &key, app.status, None, Some(&message)).await
+                render_show(&state, &viewer, &key, status, None, Some(&message)).await
             }
         }
     }

@@ -213,3 +213,32 @@ pub fn notice(kind: &str, message: &str) -> Markup {
         }
     }
 }
+
+/// A refusal as a page shows it beside its form: its status and
+/// `field: message`. A missing permission or thing is its own page instead.
+pub fn refusal(e: ServiceError) -> Result<(StatusCode, String), PortalError> {
+    if matches!(
+        e,
+        ServiceError::Forbidden { .. } | ServiceError::NotFound { .. }
+    ) {
+        return Err(e.into());
+    }
+    let app = AppError::from(e);
+    let message = match &app.field {
+        Some(f) if !f.is_empty() => format!("{f}: {}", app.message),
+        _ => app.message,
+    };
+    Ok((app.status, message))
+}
+
+/// A posted form's fields, the CSRF token left out.
+pub fn fields(f: &[(String, String)]) -> Vec<(String, String)> {
+    f.iter().filter(|(k, _)| k != CSRF_FIELD).cloned().collect()
+}
+
+/// The first value of `name` in a form's fields (empty when absent).
+pub fn field<'a>(f: &'a [(String, String)], name: &str) -> &'a str {
+    f.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}

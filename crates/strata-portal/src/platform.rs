@@ -6,7 +6,6 @@
 //! its validation, permission and audit are the API's.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
@@ -18,9 +17,8 @@ use strata_server::service::admin::{AuditParams, KeyRequest};
 use strata_server::service::alerts::{WebhookRequest, EVENTS};
 use strata_server::service::registry::{Kind, RegistryService};
 use strata_server::service::{permissions, AdminService, AlertService, LayerService, ServiceError};
-use strata_server::AppError;
 
-use crate::page::{csrf_field, may, notice, shell, when, Nav, PortalError};
+use crate::page::{csrf_field, field, fields, may, notice, refusal, shell, when, Nav, PortalError};
 use crate::session::Viewer;
 use crate::wizard::utilisation;
 use crate::PortalState;
@@ -37,10 +35,7 @@ pub struct Flash {
 
 impl Flash {
     fn kept(&self, name: &str) -> &str {
-        self.kept
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+        field(&self.kept, name)
     }
 
     fn show(&self) -> Markup {
@@ -64,22 +59,6 @@ impl Done {
             ..Flash::default()
         }
     }
-}
-
-/// A refusal as the page shows it: `field: message`.
-fn refusal(e: ServiceError) -> Result<(StatusCode, String), PortalError> {
-    if matches!(
-        e,
-        ServiceError::Forbidden { .. } | ServiceError::NotFound { .. }
-    ) {
-        return Err(e.into());
-    }
-    let app = AppError::from(e);
-    let message = match &app.field {
-        Some(f) if !f.is_empty() => format!("{f}: {}", app.message),
-        _ => app.message,
-    };
-    Ok((app.status, message))
 }
 
 /// After a change: back to `to` with its confirmation, or the page again
@@ -112,18 +91,6 @@ where
             Ok(res)
         }
     }
-}
-
-/// The form's fields, the CSRF token left out.
-fn fields(f: &[(String, String)]) -> Vec<(String, String)> {
-    f.iter().filter(|(k, _)| k != "csrf").cloned().collect()
-}
-
-/// The first value of `name`.
-fn field<'a>(f: &'a [(String, String)], name: &str) -> &'a str {
-    f.iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
 }
 
 // ---------------------------------------------------------------- layers
@@ -328,11 +295,7 @@ async fn create_definition(
     } else {
         Perm::GuardrailsWrite
     };
-    if permissions::check(&actor, perm, None).is_err() {
-        return Err(PortalError::Service(
-            permissions::deny(&state.app.store, &actor, perm, None).await,
-        ));
-    }
+    permissions::authorize(&state.app.store, &actor, perm, None).await?;
     let result = match kind {
         Kind::Metric => match serde_json::from_str::<MetricDef>(text) {
             Ok(def) => registry.create_metric(&actor, def).await,
@@ -442,11 +405,7 @@ async fn edit_metric_page(
     flash: Flash,
 ) -> Result<Response, PortalError> {
     let actor = v.actor();
-    if permissions::check(&actor, Perm::MetricsWrite, None).is_err() {
-        return Err(PortalError::Service(
-            permissions::deny(&state.app.store, &actor, Perm::MetricsWrite, None).await,
-        ));
-    }
+    permissions::authorize(&state.app.store, &actor, Perm::MetricsWrite, None).await?;
     let stored = RegistryService::new(state.app.clone())
         .get(&actor, Kind::Metric, key)
         .await?;

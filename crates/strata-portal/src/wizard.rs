@@ -30,7 +30,7 @@ use strata_server::service::{
 use strata_server::store::parse_rfc3339;
 use strata_server::AppError;
 
-use crate::page::{csrf_field, notice, shell, Nav, PortalError};
+use crate::page::{csrf_field, field, fields, notice, shell, Nav, PortalError};
 use crate::session::Viewer;
 use crate::PortalState;
 
@@ -44,10 +44,7 @@ pub struct Draft(Vec<(String, String)>);
 impl Draft {
     /// The first value of `name` (empty when absent).
     fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+        field(&self.0, name)
     }
 
     /// Every value of `name`.
@@ -247,12 +244,13 @@ pub async fn form(
 
 /// Only roles that may create experiments see the form.
 async fn require_write(state: &PortalState, viewer: &Viewer) -> Result<(), PortalError> {
-    let actor = viewer.actor();
-    if permissions::check(&actor, Perm::ExperimentsWrite, None).is_err() {
-        return Err(PortalError::Service(
-            permissions::deny(&state.app.store, &actor, Perm::ExperimentsWrite, None).await,
-        ));
-    }
+    permissions::authorize(
+        &state.app.store,
+        &viewer.actor(),
+        Perm::ExperimentsWrite,
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -261,10 +259,10 @@ async fn require_write(state: &PortalState, viewer: &Viewer) -> Result<(), Porta
 pub async fn submit(
     State(state): State<PortalState>,
     viewer: Viewer,
-    Form(fields): Form<Vec<(String, String)>>,
+    Form(form): Form<Vec<(String, String)>>,
 ) -> Result<Response, PortalError> {
     require_write(&state, &viewer).await?;
-    let draft = Draft(fields.into_iter().filter(|(k, _)| k != "csrf").collect());
+    let draft = Draft(fields(&form));
     if draft.get("intent") == "power" {
         let outcome = match power(&state, &viewer, &draft).await {
             Ok(plan) => Outcome {

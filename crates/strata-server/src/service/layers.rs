@@ -225,13 +225,7 @@ impl LayerService {
 
     /// Every layer with its utilisation.
     pub async fn list(&self, actor: &Actor) -> Result<Vec<LayerView>, ServiceError> {
-        authorize(&self.state.store, actor, Perm::Read, None).await?;
-        let layers: Vec<LayerRecord> = self
-            .state
-            .store
-            .definitions("layer")
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let layers = self.records(actor).await?;
         let mut out = Vec::with_capacity(layers.len());
         for l in layers {
             out.push(self.view(l).await?);
@@ -242,14 +236,18 @@ impl LayerService {
     /// Every layer's key, oldest first (cheaper than [`LayerService::list`],
     /// which reads each layer's experiments).
     pub async fn keys(&self, actor: &Actor) -> Result<Vec<String>, ServiceError> {
+        let layers = self.records(actor).await?;
+        Ok(layers.into_iter().map(|l| l.key).collect())
+    }
+
+    /// Every layer as stored, oldest first (`config:read`).
+    async fn records(&self, actor: &Actor) -> Result<Vec<LayerRecord>, ServiceError> {
         authorize(&self.state.store, actor, Perm::Read, None).await?;
-        let layers: Vec<LayerRecord> = self
-            .state
+        self.state
             .store
             .definitions("layer")
             .await
-            .map_err(|e| self.store_error(e))?;
-        Ok(layers.into_iter().map(|l| l.key).collect())
+            .map_err(|e| self.store_error(e))
     }
 
     /// One layer with its utilisation.
