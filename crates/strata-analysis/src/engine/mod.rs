@@ -33,7 +33,7 @@ use strata_stats::analysis::{
     ComparisonReport, MetricReport, SegmentInput, SequentialConfig, SequentialOutcome,
 };
 use strata_stats::decision::{simpsons_paradox, SegmentEffect, DEFAULT_MIN_SEGMENT_N};
-use strata_stats::effect::{Comparison, WelchTest};
+use strata_stats::effect::Comparison;
 use strata_stats::moments::{CupedStats, MeanStats, RatioStats};
 use strata_stats::novelty::novelty_decay;
 use strata_stats::quantile::QuantileSample;

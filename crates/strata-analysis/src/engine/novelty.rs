@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// A window effect and its Welch test, when one was possible.
-pub(super) type WindowOutcome = (results::WindowEffect, Option<WelchTest>);
+/// A window effect and its comparison (Welch test and relative lift).
+pub(super) type WindowOutcome = (results::WindowEffect, Comparison);
 
 impl Analyzer {
     pub(super) async fn novelty(
@@ -60,13 +60,14 @@ impl Analyzer {
                         ci: cmp.welch.map(|w| pair(&w.ci)),
                         p_value: cmp.p_value(),
                     },
-                    cmp.welch,
+                    cmp,
                 ))
             };
             let (early_e, ew) = window(&per_window[0])?;
             let (late_e, lw) = window(&per_window[1])?;
-            let decay = match (ew, lw) {
-                (Some(e), Some(l)) => novelty_decay(&e, &l, alpha)?,
+            // Lifts, not differences: the windows' baselines differ.
+            let decay = match (ew.lift, ew.p_value(), lw.lift) {
+                (Some(e), Some(p), Some(l)) => novelty_decay(&e, p, &l, alpha)?,
                 _ => None,
             };
             effects.push(results::NoveltyEffect {

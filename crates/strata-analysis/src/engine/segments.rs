@@ -70,7 +70,12 @@ impl Analyzer {
                             })
                         })
                         .collect();
-                    let check = simpsons_paradox(aggregate, &segs, DEFAULT_MIN_SEGMENT_N)?;
+                    let mut check = simpsons_paradox(aggregate, &segs, DEFAULT_MIN_SEGMENT_N)?;
+                    // Only a significant overall effect can be reversed:
+                    // the segments of a null effect split their signs at
+                    // random, and more than half opposite would be noise
+                    // called a paradox half the time.
+                    check.flagged &= e.significant;
                     if check.flagged {
                         warnings.push(results::Warning {
                         code: "simpsons_paradox".into(),

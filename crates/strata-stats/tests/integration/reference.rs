@@ -477,18 +477,21 @@ fn novelty_decay_matches_scipy() {
                 let v = fs(v);
                 Sample::new(v[0] as u64, v[1], v[2]).unwrap()
             };
-            welch(&s(&w["control"]), &s(&w["treatment"]), alpha)
-                .unwrap()
-                .unwrap()
+            let (control, treatment) = (s(&w["control"]), s(&w["treatment"]));
+            let p = welch(&control, &treatment, alpha).unwrap().unwrap().p_value;
+            let lift = relative_lift(&control, &treatment, alpha).unwrap().unwrap();
+            (lift, p)
         };
-        let (early, late) = (window(&c["early"]), window(&c["late"]));
+        let ((early, early_p), (late, _)) = (window(&c["early"]), window(&c["late"]));
         assert_close(
             &format!("{name} early p"),
-            early.p_value,
+            early_p,
             f(&c["early_p_value"]),
             EXACT,
         );
-        let d = novelty_decay(&early, &late, alpha).unwrap().unwrap();
+        let d = novelty_decay(&early, early_p, &late, alpha)
+            .unwrap()
+            .unwrap();
         assert_close(&format!("{name} z"), d.z, f(&c["z"]), EXACT);
         assert_close(&format!("{name} p"), d.p_value, f(&c["p_value"]), EXACT);
         assert_eq!(d.flagged, c["flagged"].as_bool().unwrap(), "{name}");

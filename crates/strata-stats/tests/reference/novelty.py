@@ -3,12 +3,17 @@
 computed with scipy.
 
 Each case gives, for the early and the late window, the per-arm summary
-statistics ``[n, mean, variance]`` of control and treatment. The windows'
-effects are Welch tests (``scipy.stats.ttest_ind_from_stats``, equal_var=False);
-the decay statistic is ``z = (d_early - d_late) / sqrt(se_early^2 + se_late^2)``
-with the two-sided p-value ``2 * scipy.stats.norm.sf(|z|)``, and the decay is
-flagged when that p-value and the early effect's are below alpha and the late
-effect is smaller in magnitude. The Rust test
+statistics ``[n, mean, variance]`` of control and treatment. Each window's
+effect is its relative lift ``r = mean_t / mean_c - 1`` with the delta-method
+standard error ``sqrt(v_t/n_t / m_c^2 + m_t^2 v_c/n_c / m_c^4)`` (relative,
+because the windows' baselines differ: a unit's first week and the days after
+it are not equally long, so a constant lift has a smaller absolute effect in
+the shorter window); the early window's significance is its Welch test
+(``scipy.stats.ttest_ind_from_stats``, equal_var=False). The decay statistic is
+``z = (r_early - r_late) / sqrt(se_early^2 + se_late^2)`` with the two-sided
+p-value ``2 * scipy.stats.norm.sf(|z|)``, and the decay is flagged when that
+p-value and the early effect's are below alpha and the late lift is smaller in
+magnitude. The Rust test
 (``tests/integration/reference.rs``) compares with ``novelty.json``, which is
 committed; the Rust tests never run Python.
 
@@ -33,7 +38,9 @@ def window(control, treatment):
     nc, mc, vc = control
     nt, mt, vt = treatment
     r = stats.ttest_ind_from_stats(mt, math.sqrt(vt), nt, mc, math.sqrt(vc), nc, equal_var=False)
-    return mt - mc, math.sqrt(vt / nt + vc / nc), float(r.pvalue)
+    lift = mt / mc - 1
+    se = math.sqrt(vt / nt / mc**2 + mt**2 * (vc / nc) / mc**4)
+    return lift, se, float(r.pvalue)
 
 
 def cases():
@@ -57,6 +64,11 @@ def cases():
         # A sign flip: the late effect is negative and smaller in magnitude.
         ("sign_flip", [8_000, 50.0, 100.0], [8_000, 51.0, 100.0],
          [6_000, 50.0, 100.0], [6_000, 49.8, 100.0], 0.05),
+        # A constant relative lift (+30 %) over a shorter late window with a
+        # lower baseline: the absolute effect shrinks (0.06 -> 0.024), the
+        # lift does not; no novelty.
+        ("constant_lift_lower_baseline", [6_000, 0.20, 0.16], [6_000, 0.26, 0.1924],
+         [4_000, 0.08, 0.0736], [4_000, 0.104, 0.093184], 0.05),
         # Small windows with unequal variances.
         ("small_unequal", [30, 2.0, 4.0], [45, 4.0, 0.5],
          [12, 2.0, 4.0], [20, 2.2, 0.5], 0.05),
