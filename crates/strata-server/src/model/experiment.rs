@@ -264,6 +264,13 @@ pub struct ExperimentRequest {
     /// Free-form description.
     #[serde(default)]
     pub description: String,
+    /// The variant-bucket salt, set at creation and never changed (default:
+    /// random): giving one reproduces an assignment exactly — an
+    /// experiment carried over from another system, or a simulation that
+    /// must see the same split every time. 1 to 64 bytes of
+    /// `[A-Za-z0-9_.-]`.
+    #[serde(default)]
+    pub salt: Option<String>,
     /// On update: the revision the client last read (optimistic concurrency).
     #[serde(default)]
     pub revision: Option<i64>,
@@ -483,6 +490,18 @@ impl ExperimentRequest {
     /// with the control first.
     pub fn validate(&self) -> Result<Vec<VariantDef>, AppError> {
         check_key("key", &self.key)?;
+        if let Some(salt) = &self.salt {
+            let ok = (1..=64).contains(&salt.len())
+                && salt
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !ok {
+                return Err(AppError::validation(
+                    "salt",
+                    "salt must be 1 to 64 characters of letters, digits, `_`, `.` and `-`",
+                ));
+            }
+        }
         check_ramp_plan(&self.ramp_plan)?;
         if self.name.trim().is_empty() {
             return Err(AppError::validation("name", "name must not be empty"));

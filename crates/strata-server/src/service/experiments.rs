@@ -395,7 +395,10 @@ impl ExperimentService {
             status: Status::Draft,
             revision: 1,
             flag: format!("f_{}", hex(6)?),
-            salt: hex(8)?,
+            salt: match &req.salt {
+                Some(s) => s.clone(),
+                None => hex(8)?,
+            },
             created_by: actor.audit_name().to_owned(),
             created_by_key: actor.audit_key().to_owned(),
             created_at: now.clone(),
@@ -480,6 +483,12 @@ impl ExperimentService {
                 key: key.to_owned(),
                 status: old.status,
             });
+        }
+        if req.salt.as_ref().is_some_and(|s| *s != old.salt) {
+            return Err(ServiceError::validation(
+                "salt",
+                "the salt is set when the experiment is created and never changes",
+            ));
         }
         check_references(&mut tx, &req).await?;
         let (layer, range) = self.resolve_range(&mut tx, &req).await?;

@@ -85,6 +85,9 @@ async fn validation_errors(s: TestServer) {
         (json!({"mde": "big"}), "mde"),
         (json!({"planned_units": 1e300}), "planned_units"),
         (json!({"owner_team": null}), "owner_team"),
+        (json!({"salt": ""}), "salt"),
+        (json!({"salt": "has space"}), "salt"),
+        (json!({"salt": "x".repeat(65)}), "salt"),
     ];
     let version = s.version().await;
     for (over, field) in cases {
@@ -142,6 +145,29 @@ async fn validation_errors(s: TestServer) {
         .map(|o| o["experiment"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["exp_live", "exp_dup"]);
+    // A salt given at creation is the experiment's, and never changes.
+    let rec = s
+        .create(
+            "exp_salted",
+            json!({"range": [500, 600], "salt": "demo-aa.v1"}),
+        )
+        .await;
+    assert_eq!(rec["salt"], "demo-aa.v1");
+    let mut body = experiment("exp_salted", json!({"range": [500, 600], "salt": "other"}));
+    body["revision"] = rec["revision"].clone();
+    let (st, v) = s.put("/api/v1/experiments/exp_salted", body.clone()).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("salt")),
+        "{v}"
+    );
+    body["salt"] = json!("demo-aa.v1");
+    let (st, v) = s.put("/api/v1/experiments/exp_salted", body).await;
+    assert_eq!(
+        (st, v["salt"].as_str()),
+        (StatusCode::OK, Some("demo-aa.v1")),
+        "{v}"
+    );
     s.finish().await;
 }
 
