@@ -344,7 +344,7 @@ impl Scheduler {
         only: Option<&str>,
         stop: &watch::Receiver<bool>,
     ) -> AnalysisRun {
-        let started = Utc::now();
+        let started = DateTime::<Utc>::from(strata_clock::now());
         let mut run = AnalysisRun {
             id,
             trigger: trigger.to_owned(),
@@ -434,7 +434,7 @@ impl Scheduler {
     }
 
     async fn finish(&self, mut run: AnalysisRun) -> AnalysisRun {
-        run.ended_at = Some(rfc3339(Utc::now()));
+        run.ended_at = Some(rfc3339(strata_clock::now().into()));
         // Stored before it shows as ended, so an ended run outlives a
         // restart.
         self.persist(&run).await;

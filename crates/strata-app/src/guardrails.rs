@@ -13,8 +13,11 @@
 //!    within seconds of its acknowledgement; the pipeline's lag (the age of
 //!    the oldest record not yet visible) is measured at the start of the
 //!    cycle and is a gate: above 60 s the evaluation is skipped. The data's
-//!    cutoff is [`DELIVERY_ALLOWANCE`] before the cycle's start, so the
-//!    last events of a unit counted have had time to arrive.
+//!    cutoff is [`DELIVERY_ALLOWANCE`] (`GuardrailConfig::delivery_allowance`)
+//!    before the cycle's start, so the last events of a unit counted have
+//!    had time to arrive. The allowance is real time (SDK flush, network,
+//!    compaction); under a simulated clock (strata-clock) it spans
+//!    `speed` times as much simulated time.
 //! 2. **The metric per variant** over each unit's first `window_minutes`
 //!    after its first exposure since activation, for units whose window
 //!    has elapsed (`strata_analysis::monitor`), and the data's
@@ -137,6 +140,9 @@ pub struct GuardrailConfig {
     pub budget: f64,
     /// The pipeline's user partitions (for the freshness gate).
     pub partitions: u32,
+    /// How far the data's cutoff trails a cycle's start, in real time
+    /// (default [`DELIVERY_ALLOWANCE`]).
+    pub delivery_allowance: Duration,
 }
 
 impl GuardrailConfig {
@@ -148,6 +154,7 @@ impl GuardrailConfig {
             first_run: interval.min(Duration::from_secs(10)),
             budget: 0.01,
             partitions: strata_pipeline::partition::DEFAULT_PARTITIONS,
+            delivery_allowance: DELIVERY_ALLOWANCE,
         }
     }
 }
@@ -163,7 +170,7 @@ impl Default for GuardrailConfig {
 pub struct Cycle {
     /// When it started (RFC 3339).
     pub started_at: String,
-    /// The data's cutoff: [`DELIVERY_ALLOWANCE`] before the start.
+    /// The data's cutoff: the delivery allowance before the start.
     pub cutoff: String,
     /// When it ended; none while it runs.
     pub ended_at: Option<String>,
@@ -296,8 +303,13 @@ impl Monitor {
     /// the cycle ends after the experiment being evaluated.
     pub async fn cycle(&self, stop: &watch::Receiver<bool>) -> Cycle {
         let clock = Instant::now();
-        let started = Utc::now();
-        let cutoff = started - chrono::Duration::from_std(DELIVERY_ALLOWANCE).unwrap_or_default();
+        let started = DateTime::<Utc>::from(strata_clock::now());
+        // Real time on the calendar clock: `speed` times as long simulated.
+        let allowance = Duration::try_from_secs_f64(
+            self.cfg.delivery_allowance.as_secs_f64() * strata_clock::speed(),
+        )
+        .unwrap_or(Duration::MAX);
+        let cutoff = started - chrono::Duration::from_std(allowance).unwrap_or_default();
         let lag = self
             .pipeline
             .store
@@ -370,8 +382,8 @@ impl Monitor {
                 cycle.errors.push(e);
             }
         }
-        let before =
-            Utc::now() - chrono::Duration::from_std(KEEP_QUIET_EVALUATIONS).unwrap_or_default();
+        let before = DateTime::<Utc>::from(strata_clock::now())
+            - chrono::Duration::from_std(KEEP_QUIET_EVALUATIONS).unwrap_or_default();
         if let Err(e) = GuardrailService::new(self.state.clone())
             .prune(before.timestamp_millis())
             .await
@@ -381,7 +393,7 @@ impl Monitor {
                 .push(format!("cannot prune old evaluations: {e}"));
         }
         cycle.seconds = clock.elapsed().as_secs_f64();
-        cycle.ended_at = Some(rfc3339(Utc::now()));
+        cycle.ended_at = Some(rfc3339(strata_clock::now().into()));
         self.counters.cycles.fetch_add(1, Ordering::Relaxed);
         self.counters
             .last_cycle_micros

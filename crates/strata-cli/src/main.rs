@@ -5,6 +5,7 @@
 
 mod analyze;
 mod assign;
+mod demo;
 mod serve;
 
 use std::process::ExitCode;
@@ -34,6 +35,10 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Run the control plane: experiment API, versioned config, SDK distribution, OFREP.
     Serve(serve::ServeArgs),
+    /// Start a server with simulated users running the demo's scenarios.
+    Demo(demo::DemoArgs),
+    /// Drive simulated users against a running server (a load generator).
+    Simulate(demo::SimulateArgs),
     /// Manage bearer tokens.
     #[command(subcommand)]
     Token(serve::TokenCommand),
@@ -47,6 +52,8 @@ fn main() -> ExitCode {
         Command::Assign(args) => assign::run(&args),
         Command::Analyze(args) => analyze::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Simulate(args) => demo::simulate(&args),
         Command::Token(cmd) => serve::token(&cmd),
         Command::Compact(args) => serve::compact(&args),
     };

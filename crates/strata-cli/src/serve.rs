@@ -30,7 +30,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn options(&self) -> StoreOptions {
+    pub(crate) fn options(&self) -> StoreOptions {
         StoreOptions {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone().or_else(|| {
@@ -172,7 +172,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

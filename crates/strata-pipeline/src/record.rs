@@ -345,9 +345,11 @@ impl Record {
     }
 }
 
-/// The present, µs since the epoch: the `received_at` of what arrives now.
+/// The present, µs since the epoch, on the process's calendar clock: the
+/// `received_at` of what arrives now, and the day deduplication windows
+/// expire on.
 pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+    strata_clock::now_micros()
 }
 
 /// Microseconds in a UTC day.

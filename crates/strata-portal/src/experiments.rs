@@ -115,7 +115,7 @@ pub async fn list(
         .await?;
     let layers = LayerService::new(state.app.clone()).keys(&actor).await?;
     let pages = found.total.div_ceil(PAGE_SIZE).max(1);
-    let now = chrono::Utc::now();
+    let now = chrono::DateTime::<chrono::Utc>::from(strata_clock::now());
     let filtered = filter
         != ExperimentFilter {
             limit: PAGE_SIZE,

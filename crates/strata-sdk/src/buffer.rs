@@ -46,6 +46,8 @@ pub(crate) struct Exposure {
     pub at: SystemTime,
     /// [`crate::dedup::pair_hash`] of the unit and the experiment.
     pub pair: u64,
+    /// Segment attributes (name, value), when the client copies any.
+    pub attributes: Option<Box<[(String, String)]>>,
 }
 
 impl Exposure {
@@ -95,6 +97,7 @@ impl Exposure {
             opted_out,
             at,
             pair,
+            attributes: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub(crate) struct Options {
     pub hooks: Option<Arc<dyn Hooks>>,
     pub low_priority_events: HashSet<String>,
     pub event_unit_attr: String,
+    /// Context attributes copied onto each exposure (segments).
+    pub exposure_attrs: Arc<[String]>,
     pub max_config_bytes: usize,
     pub stream_idle_timeout: Duration,
     pub reconnect_base: Duration,
@@ -114,6 +116,7 @@ impl ClientBuilder {
                 hooks: None,
                 low_priority_events: HashSet::new(),
                 event_unit_attr: "user_id".to_owned(),
+                exposure_attrs: Arc::from([]),
                 max_config_bytes: 64 << 20,
                 stream_idle_timeout: Duration::from_secs(60),
                 reconnect_base: Duration::from_millis(500),
@@ -242,6 +245,20 @@ impl ClientBuilder {
     /// (default `user_id`).
     pub fn event_unit_attribute(mut self, attr: impl Into<String>) -> Self {
         self.opts.event_unit_attr = attr.into();
+        self
+    }
+
+    /// Context attributes copied onto every exposure as its `attributes`
+    /// (default none), so that results can be broken down by them
+    /// (an experiment's `segments`): e.g. `["country", "platform"]`. A
+    /// string, number or boolean is sent as text; an attribute the context
+    /// lacks is left out. Segments are those of a unit's first exposure.
+    pub fn exposure_attributes<I, S>(mut self, attrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.opts.exposure_attrs = attrs.into_iter().map(Into::into).collect();
         self
     }
 

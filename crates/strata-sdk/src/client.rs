@@ -11,7 +11,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
@@ -202,6 +202,16 @@ fn unit_text(value: &Value) -> Option<String> {
     }
 }
 
+/// A segment attribute's value as text: strings, numbers and booleans.
+fn attribute_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 thread_local! {
     /// Makes evaluation panic on this thread, to test that it is caught.
@@ -365,7 +375,7 @@ impl Client {
                     // JSON has no NaN or infinity; such a value is left out.
                     value: value.filter(|v| v.is_finite()),
                     properties,
-                    at: SystemTime::now(),
+                    at: strata_clock::now(),
                 },
                 low,
                 &shared.counters,
@@ -505,7 +515,7 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
             None => return,
         },
     };
-    let now = SystemTime::now();
+    let now = strata_clock::now();
     let day = utc_day(now);
     let pair = pair_hash(&unit_id, a.experiment);
     if !shared.recent.first_today(pair, day) {
@@ -526,7 +536,7 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
         }
         return;
     }
-    let exposure = Exposure::with_pair(
+    let mut exposure = Exposure::with_pair(
         &unit_id,
         a.experiment,
         a.variant,
@@ -535,6 +545,15 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
         now,
         pair,
     );
+    if !shared.opts.exposure_attrs.is_empty() {
+        let attrs: Box<[(String, String)]> = shared
+            .opts
+            .exposure_attrs
+            .iter()
+            .filter_map(|name| Some((name.clone(), attribute_text(ctx.get(name)?)?)))
+            .collect();
+        exposure.attributes = (!attrs.is_empty()).then_some(attrs);
+    }
     if !shared.intake.offer(exposure) {
         shared
             .counters
@@ -630,6 +649,44 @@ mod tests {
             (e[0].variant(), e[0].assigned(), e[0].opted_out),
             ("control", "treatment", true)
         );
+    }
+
+    #[tokio::test]
+    async fn exposures_carry_the_chosen_context_attributes() {
+        let c = Client::builder("http://127.0.0.1:9", "k")
+            .bootstrap_json(DOC)
+            .streaming(false)
+            .poll_interval(Duration::from_secs(3600))
+            .flush_interval(Duration::from_secs(3600))
+            .ingest_key("i")
+            .exposure_attributes(["country", "platform", "age", "beta", "missing"])
+            .build()
+            .unwrap();
+        let mut ctx = Context::for_user("u1");
+        ctx.insert("country", "de");
+        ctx.insert("platform", "mobile");
+        ctx.insert("age", 41);
+        ctx.insert("beta", true);
+        ctx.insert("email", "not@copied");
+        c.variant(&ctx, "fa", "d");
+        c.variant(&Context::for_user("u2"), "fa", "d");
+        c.shared().absorb();
+        let e = c.shared().buffer.take_exposures(10);
+        let attrs: Vec<(String, String)> = e[0].attributes.as_deref().unwrap().to_vec();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+        };
+        assert_eq!(
+            attrs,
+            pairs(&[
+                ("country", "de"),
+                ("platform", "mobile"),
+                ("age", "41"),
+                ("beta", "true")
+            ])
+        );
+        // A context with none of them sends no attributes at all.
+        assert!(e[1].attributes.is_none());
     }
 
     #[tokio::test]

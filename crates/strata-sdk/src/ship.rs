@@ -16,6 +16,7 @@
 //! objects are flattened to dotted keys (`{"cart": {"items": 3}}` becomes
 //! `{"cart.items": 3}`) and arrays are sent as their JSON text.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -46,6 +47,8 @@ struct ExposureOut<'a> {
     assigned_variant: &'a str,
     opted_out: bool,
     ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes: Option<BTreeMap<&'a str, &'a str>>,
 }
 
 #[derive(Serialize)]
@@ -166,6 +169,10 @@ fn exposure_out(e: &Exposure) -> ExposureOut<'_> {
         assigned_variant: e.assigned(),
         opted_out: e.opted_out,
         ts: rfc3339(e.at),
+        attributes: e
+            .attributes
+            .as_ref()
+            .map(|a| a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()),
     }
 }
 
@@ -349,7 +356,7 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
         let jitter = full_jitter(shared.opts.retry_base, shared.opts.retry_cap, attempt);
         let delay = wait.map_or(jitter, |w| w.max(jitter));
         let expires = batch.oldest + shared.opts.buffer_max_age;
-        if SystemTime::now() + delay > expires {
+        if strata_clock::now() + delay > expires {
             return drop_batch(&batch, DropReason::Expired);
         }
         if deadline.is_some_and(|d| Instant::now() + delay >= d) {
@@ -386,7 +393,7 @@ async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
     loop {
         shared.absorb();
         shared.buffer.expire(
-            SystemTime::now(),
+            strata_clock::now(),
             shared.opts.buffer_max_age,
             &shared.counters,
         );
@@ -504,6 +511,16 @@ mod tests {
             gunzip(&b.gzip),
             serde_json::json!([{"unit_id": "u1", "experiment": "exp", "variant": "control",
                 "assigned_variant": "treatment", "opted_out": true, "ts": "2023-11-14T22:13:20.123Z"}])
+        );
+        let mut e = Exposure::new("u2", "exp", "control", "control", false, at);
+        e.attributes = Some(Box::new([
+            ("platform".to_owned(), "mobile".to_owned()),
+            ("country".to_owned(), "de".to_owned()),
+        ]));
+        let v = gunzip(&Batch::new(Records::Exposures(vec![e])).unwrap().gzip);
+        assert_eq!(
+            v[0]["attributes"],
+            serde_json::json!({"country": "de", "platform": "mobile"})
         );
         let id = Uuid::now_v7();
         let ev = event(id, None, at);

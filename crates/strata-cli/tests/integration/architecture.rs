@@ -18,22 +18,41 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("strata-stats", &[][..]),
         ("strata-model", &["strata-core"][..]),
         ("strata-http", &[][..]),
+        // The calendar clock every plane reads (simulated under a demo).
+        ("strata-clock", &[][..]),
         // The planes.
-        ("strata-sdk", &["strata-core", "strata-model"][..]),
-        ("strata-pipeline", &["strata-http", "strata-model"][..]),
+        (
+            "strata-sdk",
+            &["strata-core", "strata-model", "strata-clock"][..],
+        ),
+        (
+            "strata-pipeline",
+            &["strata-http", "strata-model", "strata-clock"][..],
+        ),
         ("strata-analysis", &["strata-stats", "strata-model"][..]),
         // The control plane links neither the pipeline nor the analysis
         // engine (no DataFusion in the control plane); the statistics engine
         // (pure functions) serves its power calculator.
         (
             "strata-server",
-            &["strata-core", "strata-model", "strata-http", "strata-stats"][..],
+            &[
+                "strata-core",
+                "strata-model",
+                "strata-http",
+                "strata-stats",
+                "strata-clock",
+            ][..],
         ),
         // The portal renders the control plane's services and the
         // platform's types; never the pipeline or the analysis engine.
         (
             "strata-portal",
-            &["strata-core", "strata-model", "strata-server"][..],
+            &[
+                "strata-core",
+                "strata-model",
+                "strata-server",
+                "strata-clock",
+            ][..],
         ),
         // The composition root and the binary assemble the rest.
         (
@@ -47,7 +66,13 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "strata-analysis",
                 "strata-stats",
                 "strata-portal",
+                "strata-clock",
             ][..],
+        ),
+        // The simulator drives users through the SDK and the HTTP API only.
+        (
+            "strata-sim",
+            &["strata-core", "strata-sdk", "strata-clock"][..],
         ),
         (
             "strata-cli",
@@ -59,6 +84,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "strata-pipeline",
                 "strata-analysis",
                 "strata-app",
+                "strata-clock",
+                "strata-sim",
             ][..],
         ),
     ])

@@ -7,6 +7,7 @@ mod collect_analyze;
 mod conformance;
 mod consistency;
 mod crash;
+mod demo;
 mod guardrails;
 mod scheduled;
 mod serve;

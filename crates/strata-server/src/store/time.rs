@@ -1,9 +1,10 @@
 //! The store's timestamps: milliseconds since the Unix epoch in the
 //! database, RFC 3339 (UTC, millisecond precision) wherever they are shown.
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, on the process's calendar clock
+/// (simulated under `strata demo`; see strata-clock).
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    strata_clock::now_ms()
 }
 
 /// RFC 3339 (UTC, millisecond precision) of a millisecond timestamp.
