@@ -24,7 +24,7 @@ use strata_sim::drive::{drive, DriveConfig, Progress};
 use strata_sim::population::Population;
 use strata_sim::scenario::{self, Scenario};
 
-use crate::serve::shutdown_signal;
+use crate::serve::{runtime, shutdown_signal};
 
 /// Arguments of `strata demo`.
 #[derive(Debug, Args)]
@@ -146,16 +146,6 @@ fn scenarios(keys: &[String]) -> Result<Vec<Scenario>> {
             })
         })
         .collect()
-}
-
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
-    b.enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// Runs `strata demo` until SIGINT or SIGTERM.

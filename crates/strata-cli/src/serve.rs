@@ -102,7 +102,7 @@ pub struct ServeArgs {
     portal_secure_cookies: bool,
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
         b.worker_threads(n.max(1));

@@ -76,7 +76,7 @@ pub async fn audit(
 }
 
 /// `GET /api/v1/config`: the version served by this instance.
-#[utoipa::path(get, path = "/api/v1/config", tag = "config", responses((status = 200, description = "{version, experiments, servable}")))]
+#[utoipa::path(get, path = "/api/v1/config", tag = "config", responses((status = 200, description = "{version, servable_experiments, disabled_flags}")))]
 pub async fn config_info(
     State(state): State<AppState>,
     auth: Auth,
