@@ -23,6 +23,7 @@ use strata_sim::behaviour::Baseline;
 use strata_sim::drive::{drive, DriveConfig, Progress};
 use strata_sim::population::Population;
 use strata_sim::scenario::{self, Scenario};
+use strata_sim::watch::{see, standing, Standing};
 
 use crate::serve::{runtime, shutdown_signal};
 
@@ -54,6 +55,10 @@ pub struct DemoArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Stop once every scenario shows its outcome (exit status 1 if one
+    /// shows what it never should), e.g. to time the demo.
+    #[arg(long)]
+    until_outcomes: bool,
 }
 
 /// Arguments of `strata simulate`.
@@ -221,6 +226,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let speed = args.speed;
     let visits_per_day = args.visits_per_day;
     let seed = args.seed;
+    let until_outcomes = args.until_outcomes;
     runtime(args.threads)?.block_on(async move {
         let server = strata_app::start(cfg).await?;
         let base = format!("http://{}", server.addr);
@@ -258,6 +264,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 let _ = stop_rx.changed().await;
             },
         ));
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn(watch(base.clone(), admin.clone(), scenario::all(), done_tx));
+        let until = until_outcomes;
+        let wrong = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wrong_in = wrong.clone();
         let ticker = {
             let progress = progress.clone();
             let clock_file = clock_file.clone();
@@ -283,7 +294,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         };
         server
             .run_until(async move {
-                shutdown_signal().await;
+                tokio::select! {
+                    () = shutdown_signal() => {},
+                    all = &mut done_rx, if until => {
+                        wrong_in.store(all != Ok(true), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                watcher.abort();
                 ticker.abort();
                 write_clock(&clock_file);
                 let _ = stop_tx.send(true);
@@ -297,8 +314,64 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 }
             })
             .await?;
+        if wrong.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("a scenario showed what it never should (see above)");
+        }
         Ok(())
     })
+}
+
+/// How often the demo reads where its scenarios stand.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Prints each scenario's outcome when the API first shows it, and says on
+/// `done` whether all were reached (true) or one went wrong (false).
+async fn watch(
+    base: String,
+    token: String,
+    scenarios: Vec<Scenario>,
+    done: tokio::sync::oneshot::Sender<bool>,
+) {
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let sim_start = strata_clock::now();
+    let mut left = scenarios;
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    loop {
+        every.tick().await;
+        let mut still = Vec::new();
+        for s in left {
+            match standing(&s, &see(&http, &base, &token, s.key).await) {
+                Standing::Waiting => still.push(s),
+                Standing::Reached(what) => {
+                    let day = strata_clock::now()
+                        .duration_since(sim_start)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        / 86_400.0;
+                    println!(
+                        "  ✓ {:<15} after {:>4.0} s (day {day:4.1}): {what}",
+                        s.key,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Standing::Wrong(what) => {
+                    println!("  ✗ {:<15} {what}", s.key);
+                    let _ = done.send(false);
+                    return;
+                }
+            }
+        }
+        if still.is_empty() {
+            println!(
+                "Every scenario shows its outcome, {:.0} s after the start.",
+                started.elapsed().as_secs_f64()
+            );
+            let _ = done.send(true);
+            return;
+        }
+        left = still;
+    }
 }
 
 /// Runs `strata simulate` until Ctrl-C or `--seconds`.

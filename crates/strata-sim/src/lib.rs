@@ -15,6 +15,7 @@
 //!   logging bugs, the metric registry and guardrails.
 //! * [`seed`]: creating that world on a server through its API.
 //! * [`drive`]: visits paced by the clock, through the SDK.
+//! * [`watch`]: where each scenario stands, read off the API.
 //!
 //! It knows the server only through its public HTTP API and the SDK.
 
@@ -23,6 +24,7 @@ pub mod drive;
 pub mod population;
 pub mod scenario;
 pub mod seed;
+pub mod watch;
 
 /// What went wrong while seeding or driving.
 #[derive(Debug, thiserror::Error)]
