@@ -498,12 +498,12 @@ pub(crate) fn quantile_values_sql(
         // The variant is a function of the unit: grouping by it too is
         // cheaper than an aggregate over a string column.
         format!(
-            "{base}SELECT u.variant AS variant, MAX(e.value) AS value FROM ev e \
+            "{base}SELECT u.variant AS variant, u.uidx AS uidx, MAX(e.value) AS value FROM ev e \
              JOIN units u ON e.unit_id = u.unit_id WHERE {cond} GROUP BY u.uidx, e.event_id, u.variant"
         )
     } else {
         format!(
-            "{base}SELECT u.variant AS variant, e.value AS value FROM ev e \
+            "{base}SELECT u.variant AS variant, u.uidx AS uidx, e.value AS value FROM ev e \
              JOIN units u ON e.unit_id = u.unit_id WHERE {cond}"
         )
     }

@@ -18,6 +18,15 @@
 //! whatever the distribution. Binomial probabilities use the regularised
 //! incomplete beta function, `P(B ≤ k) = I_{1−q}(n − k, k + 1)`.
 //!
+//! # Values several per unit
+//! A sample built per unit ([`QuantileSample::from_units`]: a unit's page
+//! loads) whose units have more than one value each takes the rank interval
+//! of Deng, Knoblich & Lu (2018) instead, with the delta-method variance of
+//! the share of values below the estimate over units: values of one unit
+//! move together (a slow device loads every page slowly), and an interval
+//! that counted them as independent draws would be too narrow by the design
+//! effect (see `clustered_ci`). Its coverage is the nominal `1 − α`.
+//!
 //! # Interval for the difference
 //! Following Price & Bonett (2002, "Distribution-free confidence intervals for
 //! difference and ratio of medians", J. Stat. Comput. Simul. 72:119), extended
@@ -47,6 +56,12 @@ use crate::error::{check_alpha, Error, Result};
 #[serde(try_from = "Vec<f64>", into = "Vec<f64>")]
 pub struct QuantileSample {
     sorted: Vec<f64>,
+    /// The unit of each value of `sorted` (same order), when values come
+    /// several per unit: their interval then accounts for the correlation
+    /// within a unit. In memory only; not serialized.
+    units: Option<Vec<u32>>,
+    /// How many units `units` numbers (0 without units).
+    n_units: u32,
 }
 
 impl TryFrom<Vec<f64>> for QuantileSample {
@@ -74,26 +89,88 @@ impl QuantileSample {
         // Values equal under the total order are identical: an unstable
         // sort gives the same result, quicker.
         values.sort_unstable_by(f64::total_cmp);
-        Ok(Self { sorted: values })
+        Ok(Self {
+            sorted: values,
+            units: None,
+            n_units: 0,
+        })
     }
 
-    /// Merges another partition (sorted merge).
+    /// Builds a sample from the values of several units, the values of
+    /// unit `i` being the next `sizes[i]` of `values` (a unit's page loads,
+    /// say). The interval then treats units, not values, as the
+    /// independent draws ([`quantile_ci`]). Rejects NaN and infinities, and
+    /// sizes that do not add up to the number of values.
+    pub fn from_units(values: Vec<f64>, sizes: &[usize]) -> Result<Self> {
+        if let Some(&value) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                field: "values",
+                value,
+            });
+        }
+        let total: usize = sizes.iter().sum();
+        if total != values.len() || u32::try_from(sizes.len()).is_err() {
+            return Err(Error::OutOfRange {
+                field: "sizes",
+                expected: "sizes adding up to the number of values",
+                value: total as f64,
+            });
+        }
+        let mut pairs: Vec<(f64, u32)> = Vec::with_capacity(values.len());
+        let mut at = 0;
+        for (unit, &size) in sizes.iter().enumerate() {
+            pairs.extend(values[at..at + size].iter().map(|&v| (v, unit as u32)));
+            at += size;
+        }
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let (sorted, units) = pairs.into_iter().unzip();
+        Ok(Self {
+            sorted,
+            units: Some(units),
+            n_units: sizes.len() as u32,
+        })
+    }
+
+    /// How many units the values come from, when the sample knows them.
+    pub fn units(&self) -> Option<u32> {
+        self.units.as_ref().map(|_| self.n_units)
+    }
+
+    /// Merges another partition (sorted merge). Its units are other units
+    /// than this sample's; merged with a sample that does not know its
+    /// units, the result does not either.
     pub fn merge(&mut self, other: &Self) {
         let mut out = Vec::with_capacity(self.sorted.len() + other.sorted.len());
+        let mut units = match (&self.units, &other.units) {
+            (Some(_), Some(_)) => Some(Vec::with_capacity(out.capacity())),
+            _ => None,
+        };
+        let offset = self.n_units;
         let (mut i, mut j) = (0, 0);
         let (a, b) = (&self.sorted, &other.sorted);
-        while i < a.len() && j < b.len() {
-            if a[i] <= b[j] {
-                out.push(a[i]);
+        let unit_a = |i: usize| self.units.as_ref().map_or(0, |u| u[i]);
+        let unit_b = |j: usize| other.units.as_ref().map_or(0, |u| u[j] + offset);
+        while i < a.len() || j < b.len() {
+            let take_a = j >= b.len() || (i < a.len() && a[i] <= b[j]);
+            let (v, unit) = if take_a {
                 i += 1;
+                (a[i - 1], unit_a(i - 1))
             } else {
-                out.push(b[j]);
                 j += 1;
+                (b[j - 1], unit_b(j - 1))
+            };
+            out.push(v);
+            if let Some(u) = units.as_mut() {
+                u.push(unit);
             }
         }
-        out.extend_from_slice(&a[i..]);
-        out.extend_from_slice(&b[j..]);
         self.sorted = out;
+        self.n_units = if units.is_some() {
+            self.n_units + other.n_units
+        } else {
+            0
+        };
+        self.units = units;
     }
 
     /// Number of units.
@@ -186,6 +263,11 @@ pub fn quantile_ci(
     let Some(estimate) = sample.quantile(q) else {
         return Ok(Err(InsufficientData::TooFewUnits));
     };
+    if let Some(units) = &sample.units {
+        if sample.n_units > 0 && (sample.n_units as usize) < sample.sorted.len() {
+            return Ok(clustered_ci(sample, units, q, estimate, alpha));
+        }
+    }
     let nf = n as f64;
     let half = alpha / 2.0;
     // Start from the normal approximation, then step to the exact ranks.
@@ -226,6 +308,72 @@ pub fn quantile_ci(
         coverage,
         std_error,
     }))
+}
+
+/// [`quantile_ci`] of a sample whose units have several values each: the
+/// rank interval of Deng, Knoblich & Lu (2018, "Applying the delta method
+/// in metric analytics", KDD, §4.2). The share of values at or below the
+/// estimate is a ratio of per-unit sums, `p̂ = Σ a_i / Σ m_i` (`a_i` of unit
+/// i's `m_i` values at or below it); its delta-method variance over the `k`
+/// units is `σ² = Σ (a_i − p̂ m_i)² / (k (k − 1) m̄²)`; the interval is
+/// `[x_(L), x_(U)]` with `L = ⌊N (q − z σ)⌋` and `U = ⌈N (q + z σ)⌉` (`N`
+/// values). With one value per unit `σ² ≈ q (1 − q)/N`, the binomial
+/// interval's normal form; values of one unit that move together widen it
+/// by the design effect, which treating them as independent would hide.
+fn clustered_ci(
+    sample: &QuantileSample,
+    units: &[u32],
+    q: f64,
+    estimate: f64,
+    alpha: f64,
+) -> std::result::Result<QuantileEstimate, InsufficientData> {
+    let x = sample.values();
+    let n = x.len();
+    let k = sample.n_units as usize;
+    if k < 2 {
+        return Err(InsufficientData::TooFewUnits);
+    }
+    let mut below = vec![0u32; k];
+    let mut count = vec![0u32; k];
+    for (v, &u) in x.iter().zip(units) {
+        count[u as usize] += 1;
+        if *v <= estimate {
+            below[u as usize] += 1;
+        }
+    }
+    let (sum_a, sum_m) = (below.iter().map(|&a| f64::from(a)).sum::<f64>(), n as f64);
+    let p = sum_a / sum_m;
+    let m_bar = sum_m / k as f64;
+    let ss: f64 = below
+        .iter()
+        .zip(&count)
+        .map(|(&a, &m)| {
+            let r = f64::from(a) - p * f64::from(m);
+            r * r
+        })
+        .sum();
+    let sigma = (ss / (k as f64 * (k as f64 - 1.0)) / (m_bar * m_bar)).sqrt();
+    let z = norm_isf(alpha / 2.0);
+    let nf = n as f64;
+    let l = (nf * (q - z * sigma)).floor();
+    let u = (nf * (q + z * sigma)).ceil();
+    if l < 1.0 || u > nf {
+        return Err(InsufficientData::TooFewUnits);
+    }
+    let (l, u) = (l as usize, u as usize);
+    let (lo, hi) = (x[l - 1], x[u - 1]);
+    Ok(QuantileEstimate {
+        q,
+        n: n as u64,
+        estimate,
+        ci: Interval {
+            lower: lo,
+            upper: hi,
+        },
+        ranks: (l as u64, u as u64),
+        coverage: 1.0 - alpha,
+        std_error: (hi - lo) / (2.0 * z),
+    })
 }
 
 /// Difference of a quantile between treatment and control.
@@ -318,6 +466,36 @@ mod tests {
         );
         assert!(QuantileSample::from_values(vec![1.0, f64::NAN]).is_err());
         assert!(quantile_ci(&s, 1.0, 0.05).is_err());
+    }
+
+    #[test]
+    fn samples_by_unit_keep_each_value_with_its_unit() {
+        let s = QuantileSample::from_units(vec![5.0, 1.0, 3.0, 2.0], &[2, 1, 1]).unwrap();
+        assert_eq!(s.values(), &[1.0, 2.0, 3.0, 5.0]);
+        assert_eq!(s.units, Some(vec![0, 2, 1, 0]));
+        assert_eq!(s.units(), Some(3));
+        assert!(QuantileSample::from_units(vec![1.0, 2.0], &[1]).is_err());
+        assert!(QuantileSample::from_units(vec![f64::INFINITY], &[1]).is_err());
+        let mut a = s.clone();
+        a.merge(&QuantileSample::from_units(vec![4.0], &[1]).unwrap());
+        assert_eq!(a.values(), &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            (a.units.clone(), a.units()),
+            (Some(vec![0, 2, 1, 3, 0]), Some(4))
+        );
+        a.merge(&QuantileSample::from_values(vec![0.0]).unwrap());
+        assert_eq!((a.values().len(), a.units()), (6, None));
+    }
+
+    #[test]
+    fn one_value_per_unit_keeps_the_exact_binomial_interval() {
+        let values: Vec<f64> = (1..=200).map(f64::from).collect();
+        let by_value = QuantileSample::from_values(values.clone()).unwrap();
+        let by_unit = QuantileSample::from_units(values, &[1; 200]).unwrap();
+        assert_eq!(
+            quantile_ci(&by_value, 0.9, 0.05).unwrap(),
+            quantile_ci(&by_unit, 0.9, 0.05).unwrap()
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ impl Analyzer {
         if kind == MetricType::Quantile {
             let q = p.metric.quantile.unwrap_or(0.5);
             let mut values: Vec<Vec<f64>> = vec![Vec::new(); order.len()];
+            // Per variant, how many values each unit gave: a unit's values
+            // move together, so the interval counts units, not values, as
+            // the independent draws.
+            let mut sizes: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
             let slot = |variant: &str| order.iter().position(|o| o == variant);
             // One value per matching event (millions at scale): read the
             // Arrow columns in place rather than allocating a string per row.
@@ -54,11 +58,15 @@ impl Analyzer {
                         };
                         let range = offsets[i] as usize..offsets[i + 1] as usize;
                         let out = &mut values[slot];
+                        let before = out.len();
                         match x.nulls() {
                             None => out.extend_from_slice(&x.values()[range]),
                             Some(n) => {
                                 out.extend(range.filter(|&j| n.is_valid(j)).map(|j| x.value(j)))
                             }
+                        }
+                        if out.len() > before {
+                            sizes[slot].push(out.len() - before);
                         }
                     }
                 }
@@ -69,27 +77,48 @@ impl Analyzer {
                     b,
                     !self.options.assume_unique_event_ids,
                 );
+                // (unit, value) per variant, grouped by unit below.
+                let mut pairs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); order.len()];
                 for batch in self.sql(&sql).await? {
-                    let (v, x) = (
-                        cast(column(&batch, "variant")?, &DataType::Utf8)
-                            .map_err(datafusion::error::DataFusionError::from)?,
-                        cast(column(&batch, "value")?, &DataType::Float64)
-                            .map_err(datafusion::error::DataFusionError::from)?,
+                    let cast_to = |name: &str, t: &DataType| {
+                        column(&batch, name).and_then(|c| {
+                            cast(c, t)
+                                .map_err(|e| datafusion::error::DataFusionError::from(e).into())
+                        })
+                    };
+                    let (v, u, x) = (
+                        cast_to("variant", &DataType::Utf8)?,
+                        cast_to("uidx", &DataType::Int64)?,
+                        cast_to("value", &DataType::Float64)?,
                     );
-                    let (v, x) = (v.as_string::<i32>(), x.as_primitive::<Float64Type>());
+                    let (v, u, x) = (
+                        v.as_string::<i32>(),
+                        u.as_primitive::<Int64Type>(),
+                        x.as_primitive::<Float64Type>(),
+                    );
                     for i in 0..batch.num_rows() {
-                        if !v.is_null(i) && !x.is_null(i) {
+                        if !v.is_null(i) && !x.is_null(i) && !u.is_null(i) {
                             if let Some(slot) = slot(v.value(i)) {
-                                values[slot].push(x.value(i));
+                                pairs[slot].push((u.value(i), x.value(i)));
                             }
                         }
+                    }
+                }
+                for ((mut p, out), sizes) in pairs.into_iter().zip(&mut values).zip(&mut sizes) {
+                    p.sort_unstable_by_key(|&(unit, _)| unit);
+                    for run in p.chunk_by(|a, b| a.0 == b.0) {
+                        sizes.push(run.len());
+                        out.extend(run.iter().map(|&(_, x)| x));
                     }
                 }
             }
             // Millions of values per variant: the variants sort in parallel.
             let sorts: Vec<_> = values
                 .into_iter()
-                .map(|v| tokio::task::spawn_blocking(move || QuantileSample::from_values(v)))
+                .zip(sizes)
+                .map(|(v, sizes)| {
+                    tokio::task::spawn_blocking(move || QuantileSample::from_units(v, &sizes))
+                })
                 .collect();
             let mut variants = Vec::with_capacity(sorts.len());
             for s in sorts {

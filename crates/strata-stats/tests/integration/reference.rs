@@ -407,6 +407,42 @@ fn bayes_matches_scipy_norm_and_quadrature() {
 }
 
 #[test]
+fn clustered_quantile_intervals_match_numpy() {
+    let root: Value =
+        serde_json::from_str(include_str!("../reference/quantile_clustered.json")).unwrap();
+    for c in cases(&root, "quantile_clustered") {
+        let name = c["name"].as_str().unwrap();
+        let units: Vec<Vec<f64>> = c["units"].as_array().unwrap().iter().map(fs).collect();
+        let sizes: Vec<usize> = units.iter().map(Vec::len).collect();
+        let values: Vec<f64> = units.concat();
+        let s = QuantileSample::from_units(values, &sizes).unwrap();
+        assert_eq!(s.units(), Some(units.len() as u32));
+        let e = quantile_ci(&s, f(&c["q"]), f(&c["alpha"]))
+            .unwrap()
+            .unwrap();
+        assert_close(
+            &format!("{name} estimate"),
+            e.estimate,
+            f(&c["estimate"]),
+            EXACT,
+        );
+        assert_eq!(
+            e.ranks,
+            (
+                c["lower_rank"].as_u64().unwrap(),
+                c["upper_rank"].as_u64().unwrap()
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            (e.ci.lower, e.ci.upper),
+            (f(&c["lower"]), f(&c["upper"])),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn quantiles_match_numpy_and_binomial_ranks() {
     let root = fixtures();
     for c in cases(&root, "quantile") {
