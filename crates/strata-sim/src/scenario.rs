@@ -172,7 +172,7 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             key: "demo_aa",
             story: "A/A check",
-            expect: "no difference: nothing significant, never killed",
+            expect: "no difference: the primary metric never significant, never killed",
             treatment: Effect::NONE,
             logging: LoggingBug::None,
         },

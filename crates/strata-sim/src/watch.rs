@@ -46,12 +46,15 @@ impl Seen {
         matches!(self.check(name), Some("warn" | "fail"))
     }
 
-    /// Whether any metric's effect in the latest look is significant.
-    fn anything_significant(&self) -> bool {
+    /// Whether the primary metric's effect in the latest look is
+    /// significant: under its sequential test, the one judgement whose
+    /// error rate holds however often one looks (secondary metrics are
+    /// tested at each look as if it were the last).
+    fn primary_significant(&self) -> bool {
         self.results["results"]["metrics"]
             .as_array()
             .is_some_and(|ms| {
-                ms.iter().any(|m| {
+                ms.iter().filter(|m| m["role"] == "primary").any(|m| {
                     m["effects"]
                         .as_array()
                         .is_some_and(|es| es.iter().any(|e| e["significant"] == true))
@@ -102,7 +105,7 @@ pub fn standing(scenario: &Scenario, seen: &Seen) -> Standing {
             .as_f64()
             .is_some_and(|p| p >= 50.0),
         "demo_aa" => {
-            if matches!(seen.status(), "killed" | "paused") || seen.anything_significant() {
+            if matches!(seen.status(), "killed" | "paused") || seen.primary_significant() {
                 return Standing::Wrong(seen.summary());
             }
             // Judged once it has run its minimum duration.
@@ -217,7 +220,10 @@ mod tests {
         assert_eq!(standing(&aa, &young), Standing::Waiting);
         let mut done = seen("running", "keep_running", &[("minimum_duration", "ok")]);
         assert!(matches!(standing(&aa, &done), Standing::Reached(_)));
-        done.results = json!({"results": {"metrics": [{"effects": [{"significant": true}]}]}});
+        done.results = json!({"results": {"metrics": [
+            {"role": "secondary", "effects": [{"significant": true}]}]}});
+        assert!(matches!(standing(&aa, &done), Standing::Reached(_)));
+        done.results["results"]["metrics"][0]["role"] = json!("primary");
         assert!(matches!(standing(&aa, &done), Standing::Wrong(_)));
         let killed = seen("killed", "none", &[]);
         assert!(matches!(standing(&aa, &killed), Standing::Wrong(_)));

@@ -119,13 +119,14 @@ async fn outcome(c: &reqwest::Client, base: &str, key: &str) -> Outcome {
         }
         "demo_novelty" => check(&health, "novelty").is_some_and(|s| matches!(s, "warn" | "fail")),
         "demo_ramp" => exp["ramp_percent"].as_f64().is_some_and(|p| p >= 50.0),
-        // Judged at the end: never killed, nothing significant.
+        // Judged after its minimum duration: never killed or paused, its
+        // primary metric (sequential) never significant.
         "demo_aa" => {
             let look = get(c, base, &format!("experiments/{key}/results"))
                 .await
                 .unwrap_or(Value::Null);
             let significant = look["results"]["metrics"].as_array().is_some_and(|m| {
-                m.iter().any(|m| {
+                m.iter().filter(|m| m["role"] == "primary").any(|m| {
                     m["effects"]
                         .as_array()
                         .is_some_and(|es| es.iter().any(|e| e["significant"] == true))
