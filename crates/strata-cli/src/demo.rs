@@ -426,26 +426,19 @@ mod tests {
 
     #[test]
     fn schedules_follow_the_simulated_day_within_bounds() {
-        assert_eq!(
-            real(ANALYSIS_EVERY, 8640.0, ANALYSIS_BOUNDS),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            real(ANALYSIS_EVERY, 1.0, ANALYSIS_BOUNDS),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            real(ANALYSIS_EVERY, 1e6, ANALYSIS_BOUNDS),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            real(GUARDRAILS_EVERY, 8640.0, GUARDRAILS_BOUNDS),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            real(GUARDRAILS_EVERY, 1.0, GUARDRAILS_BOUNDS),
-            Duration::from_secs(300)
-        );
+        for (every, speed, bounds, want) in [
+            (ANALYSIS_EVERY, 8640.0, ANALYSIS_BOUNDS, 10),
+            (ANALYSIS_EVERY, 1.0, ANALYSIS_BOUNDS, 3600),
+            (ANALYSIS_EVERY, 1e6, ANALYSIS_BOUNDS, 5),
+            (GUARDRAILS_EVERY, 8640.0, GUARDRAILS_BOUNDS, 1),
+            (GUARDRAILS_EVERY, 1.0, GUARDRAILS_BOUNDS, 300),
+        ] {
+            assert_eq!(
+                real(every, speed, bounds),
+                Duration::from_secs(want),
+                "{speed}"
+            );
+        }
     }
 
     #[test]

@@ -420,26 +420,29 @@ fn clustered_quantile_intervals_match_numpy() {
         let e = quantile_ci(&s, f(&c["q"]), f(&c["alpha"]))
             .unwrap()
             .unwrap();
-        assert_close(
-            &format!("{name} estimate"),
-            e.estimate,
-            f(&c["estimate"]),
-            EXACT,
-        );
-        assert_eq!(
-            e.ranks,
-            (
-                c["lower_rank"].as_u64().unwrap(),
-                c["upper_rank"].as_u64().unwrap()
-            ),
-            "{name}"
-        );
-        assert_eq!(
-            (e.ci.lower, e.ci.upper),
-            (f(&c["lower"]), f(&c["upper"])),
-            "{name}"
-        );
+        assert_quantile(name, &e, c);
     }
+}
+
+/// A quantile's estimate (to rounding), ranks and interval (exactly) as in
+/// a reference case.
+fn assert_quantile(label: &str, e: &strata_stats::quantile::QuantileEstimate, c: &Value) {
+    assert_close(
+        &format!("{label} estimate"),
+        e.estimate,
+        f(&c["estimate"]),
+        EXACT,
+    );
+    assert_eq!(
+        e.ranks,
+        (
+            c["lower_rank"].as_u64().unwrap(),
+            c["upper_rank"].as_u64().unwrap()
+        ),
+        "{label} ranks"
+    );
+    assert_eq!(e.ci.lower, f(&c["lower"]), "{label} lower");
+    assert_eq!(e.ci.upper, f(&c["upper"]), "{label} upper");
 }
 
 #[test]
@@ -452,22 +455,7 @@ fn quantiles_match_numpy_and_binomial_ranks() {
         let s = QuantileSample::from_values(values).unwrap();
         let e = quantile_ci(&s, q, alpha).unwrap().unwrap();
         let label = format!("n={n} q={q}");
-        assert_close(
-            &format!("{label} estimate"),
-            e.estimate,
-            f(&c["estimate"]),
-            EXACT,
-        );
-        assert_eq!(
-            e.ranks,
-            (
-                c["lower_rank"].as_u64().unwrap(),
-                c["upper_rank"].as_u64().unwrap()
-            ),
-            "{label} ranks"
-        );
-        assert_eq!(e.ci.lower, f(&c["lower"]), "{label} lower");
-        assert_eq!(e.ci.upper, f(&c["upper"]), "{label} upper");
+        assert_quantile(&label, &e, c);
         assert_close(
             &format!("{label} coverage"),
             e.coverage,
