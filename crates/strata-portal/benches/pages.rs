@@ -203,14 +203,18 @@ async fn run(experiments: usize, metrics: usize, looks: usize, requests: usize) 
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // `name=value` of an answer's cookie.
+    let cookie_of = |r: &reqwest::Response| {
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
     let form = browser.get(format!("{base}/login")).send().await.unwrap();
-    let login_cookie = form.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let login_cookie = cookie_of(&form);
     let csrf = login_cookie.split_once('=').unwrap().1.to_owned();
     let signed = browser
         .post(format!("{base}/login"))
@@ -220,13 +224,7 @@ async fn run(experiments: usize, metrics: usize, looks: usize, requests: usize) 
         .await
         .unwrap();
     assert_eq!(signed.status(), 303);
-    let session = signed.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let session = cookie_of(&signed);
     let cookie = [("cookie", session.as_str())];
     let bearer = format!("Bearer {ADMIN}");
     let auth = [("authorization", bearer.as_str())];

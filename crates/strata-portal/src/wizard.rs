@@ -37,6 +37,16 @@ use crate::PortalState;
 /// Variant rows of the form.
 const VARIANT_ROWS: usize = 4;
 
+/// The form's free-text fields, sent to the API as they are (trimmed).
+const TEXT_FIELDS: [&str; 6] = [
+    "key",
+    "name",
+    "hypothesis",
+    "description",
+    "owner_team",
+    "unit",
+];
+
 /// The form as typed: every field as text, repeated fields in order.
 #[derive(Debug, Default, Clone)]
 pub struct Draft(Vec<(String, String)>);
@@ -84,14 +94,7 @@ impl Draft {
     /// an error at that field, in the API's terms.
     fn request(&self) -> Result<ExperimentRequest, (String, String)> {
         let mut o = Map::new();
-        for f in [
-            "key",
-            "name",
-            "hypothesis",
-            "description",
-            "owner_team",
-            "unit",
-        ] {
+        for f in TEXT_FIELDS {
             o.insert(f.into(), json!(self.get(f).trim()));
         }
         let opt_text = |name: &str| {
@@ -496,33 +499,30 @@ async fn render(
     let invalid = |fields: &[&str]| at(fields).map(|_| "true");
     let secondary: BTreeSet<&str> = d.all("secondary").into_iter().collect();
     let chosen_guardrails: BTreeSet<&str> = d.all("guardrails").into_iter().collect();
-    let known = [
-        "key",
-        "name",
-        "hypothesis",
-        "description",
-        "owner_team",
-        "unit",
-        "variants",
-        "primary_metric",
-        "secondary_metrics",
-        "guardrails",
-        "layer",
-        "range",
-        "size",
-        "surfaces",
-        "targeting",
-        "mde",
-        "alpha",
-        "planned_units",
-        "sequential",
-        "min_duration_days",
-        "ramp_plan",
-        "baseline_rate",
-        "baseline_variance",
-        "daily_traffic",
-        "power",
-    ];
+    let known: Vec<&str> = TEXT_FIELDS
+        .into_iter()
+        .chain([
+            "variants",
+            "primary_metric",
+            "secondary_metrics",
+            "guardrails",
+            "layer",
+            "range",
+            "size",
+            "surfaces",
+            "targeting",
+            "mde",
+            "alpha",
+            "planned_units",
+            "sequential",
+            "min_duration_days",
+            "ramp_plan",
+            "baseline_rate",
+            "baseline_variance",
+            "daily_traffic",
+            "power",
+        ])
+        .collect();
     let body = html! {
         p.muted { a href="/experiments" { "Experiments" } " / new" }
         h1 { "New experiment" }
