@@ -10,13 +10,34 @@
 //! 3. a multiple-testing correction over the family of all non-primary
 //!    comparisons (secondary and guardrail metrics, every treatment); the
 //!    primary metric is pre-registered and reported unadjusted;
-//! 4. optionally a sequential analysis of the primary metric and a Bayesian
-//!    summary;
+//! 4. optionally a sequential analysis of every comparison (see below) and a
+//!    Bayesian summary;
 //! 5. when per-segment statistics are given, the Simpson's paradox check;
 //! 6. a display tier and warnings for every comparison.
 //!
 //! Quantile metrics take the same path with the quantile difference of
 //! [`crate::quantile`] in place of the Welch test.
+//!
+//! # Significance under repeated looks
+//!
+//! An experiment analysed sequentially is looked at again and again, so
+//! every comparison — not only the primary metric's — is tested
+//! sequentially; a fixed-horizon p-value read at every look would cross
+//! α by chance in an A/A test sooner or later. `significant` is then:
+//!
+//! - primary and guardrail metrics: the comparison's own sequential decision
+//!   at α (guardrail metrics stay unadjusted for multiplicity, so that harm
+//!   is caught early);
+//! - secondary metrics, always-valid: the family correction applied to the
+//!   always-valid p-values (valid at any look, so Holm over them controls
+//!   the family-wise error over all looks);
+//! - secondary metrics, group-sequential: each comparison's boundary at
+//!   α/m, m the number of secondary comparisons (Bonferroni: spending
+//!   functions have no p-value for Holm to order).
+//!
+//! Without a sequential method the primary and guardrail metrics are
+//! significant at p < α and secondary metrics at adjusted p < α, as a
+//! fixed-horizon test read once at its planned sample.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +55,8 @@ use crate::quantile::{
     quantile_ci, quantile_difference, QuantileDifference, QuantileEstimate, QuantileSample,
 };
 use crate::sequential::{
-    always_valid, group_sequential_test, information_fraction, ConfidenceSequence,
-    GroupSequentialResult, MixtureTuning, Spending,
+    always_valid, always_valid_normal, group_sequential_test, information_fraction,
+    ConfidenceSequence, GroupSequentialResult, MixtureTuning, SequentialDecision, Spending,
 };
 use crate::srm::{srm_check, SrmResult, DEFAULT_SRM_ALPHA};
 
@@ -73,15 +94,15 @@ impl Default for AnalysisConfig {
     }
 }
 
-/// Sequential testing of the primary metric.
+/// Sequential testing of every comparison.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "method")]
 #[non_exhaustive]
 pub enum SequentialConfig {
     /// Lan–DeMets group-sequential test; needs `planned_n_per_variant`. The
-    /// information fraction is `(n_c + n_t) / (2·planned_n_per_variant)`. The
     /// information fraction is `(n_c + n_t) / (2·planned_n_per_variant)` and
-    /// the statistic the normal deviate with the Welch test's p-value.
+    /// the statistic the normal deviate with the Welch test's p-value (the
+    /// quantile difference over its standard error for quantile metrics).
     GroupSequential {
         /// Spending function.
         spending: Spending,
@@ -103,7 +124,8 @@ pub enum MetricRole {
     Primary,
     /// A secondary metric: adjusted for multiplicity.
     Secondary,
-    /// A guardrail metric: adjusted for multiplicity.
+    /// A guardrail metric: its p-value is part of the adjusted family, but
+    /// its significance is read unadjusted, so that harm is caught early.
     Guardrail,
 }
 
@@ -227,15 +249,21 @@ pub struct ComparisonReport {
     pub quantile: Option<QuantileDifference>,
     /// Simpson's paradox check, when segments were given.
     pub simpson: Option<SimpsonCheck>,
-    /// Multiplicity-adjusted p-value (non-primary metrics).
+    /// Multiplicity-adjusted p-value (non-primary metrics): of the
+    /// always-valid p-values when the experiment uses always-valid
+    /// sequences, else of the fixed-horizon ones.
     pub adjusted_p_value: Option<f64>,
     /// True for the primary metric: pre-registered, reported unadjusted.
     pub pre_registered: bool,
-    /// Display tier from the (adjusted, if applicable) p-value.
+    /// Whether the comparison is significant under the experiment's method
+    /// (see the module documentation).
+    pub significant: bool,
+    /// Display tier from the (adjusted, if applicable) p-value; never above
+    /// `not_significant` when a sequential test did not find significance.
     pub tier: Tier,
     /// Warnings.
     pub warnings: Vec<Warning>,
-    /// Sequential analysis (primary metric, when configured).
+    /// Sequential analysis, when the experiment has a sequential method.
     pub sequential: Option<SequentialOutcome>,
     /// Bayesian summary (when configured and computable).
     pub bayesian: Option<BayesSummary>,
@@ -329,6 +357,12 @@ pub fn analyze(
     let weights: Vec<f64> = variants.iter().map(|v| v.weight).collect();
     let srm = srm_check(&units, &weights, config.srm_alpha)?;
 
+    let treatments = variants.len() - 1;
+    let secondary_tests = metrics
+        .iter()
+        .filter(|m| m.role == MetricRole::Secondary)
+        .count()
+        * treatments;
     let mut reports = Vec::with_capacity(metrics.len());
     // (metric index, comparison index, p) of the family to adjust.
     let mut family: Vec<(usize, usize, f64)> = Vec::new();
@@ -396,9 +430,27 @@ pub fn analyze(
                 }
                 _ => (Comparison::new(c, t, config.alpha)?, None),
             };
-            let sequential = match (&config.sequential, primary) {
-                (Some(seq), true) => Some(sequential_outcome(seq, config, c, t, &comparison)?),
-                _ => None,
+            let sequential = match &config.sequential {
+                Some(seq) => {
+                    // Bonferroni share of the secondary family for boundaries.
+                    let level = match seq {
+                        SequentialConfig::GroupSequential { .. }
+                            if metric.role == MetricRole::Secondary =>
+                        {
+                            config.alpha / secondary_tests as f64
+                        }
+                        _ => config.alpha,
+                    };
+                    Some(sequential_outcome(
+                        seq,
+                        config,
+                        level,
+                        (c, t),
+                        &comparison,
+                        quantile.as_ref(),
+                    )?)
+                }
+                None => None,
             };
             let bayesian = match (config.bayesian, comparison.welch) {
                 (Some(prior), Some(w)) => Some(bayes_summary(w.difference, w.std_error, prior)?),
@@ -411,6 +463,7 @@ pub fn analyze(
                 simpson: None,
                 adjusted_p_value: None,
                 pre_registered: primary,
+                significant: false,
                 tier: Tier::NotSignificant,
                 warnings: Vec::new(),
                 sequential,
@@ -431,7 +484,14 @@ pub fn analyze(
                 report.simpson = Some(simpsons_paradox(aggregate, &segs, config.min_segment_n)?);
             }
             if !primary {
-                if let Some(p) = report.p_value() {
+                // Under always-valid sequences the family is of the
+                // always-valid p-values, so that the adjusted ones stay
+                // valid at every look.
+                let p = match &report.sequential {
+                    Some(SequentialOutcome::AlwaysValid(cs)) => Some(cs.p_value),
+                    _ => report.p_value(),
+                };
+                if let Some(p) = p {
                     family.push((mi, ti - 1, p));
                 }
             }
@@ -463,7 +523,25 @@ pub fn analyze(
             } else {
                 cmp.adjusted_p_value
             };
-            cmp.tier = tier(p);
+            cmp.significant = match (&cmp.sequential, metric.role) {
+                (Some(SequentialOutcome::AlwaysValid(_)), MetricRole::Secondary)
+                | (None, MetricRole::Secondary) => {
+                    cmp.adjusted_p_value.is_some_and(|p| p < config.alpha)
+                }
+                (Some(SequentialOutcome::AlwaysValid(cs)), _) => {
+                    cs.decision == SequentialDecision::Significant
+                }
+                (Some(SequentialOutcome::GroupSequential(g)), _) => {
+                    g.decision == SequentialDecision::Significant
+                }
+                (Some(SequentialOutcome::InsufficientData), _) => false,
+                (None, _) => cmp.p_value().is_some_and(|p| p < config.alpha),
+            };
+            cmp.tier = if cmp.sequential.is_some() && !cmp.significant {
+                Tier::NotSignificant
+            } else {
+                tier(p)
+            };
             if srm.mismatch {
                 cmp.warnings.push(Warning::Srm);
             }
@@ -489,16 +567,29 @@ pub fn analyze(
     })
 }
 
+/// The sequential test of one comparison at level `alpha`: on the Welch
+/// statistic for means, ratios and CUPED, on the quantile difference's
+/// normal approximation for quantiles.
 fn sequential_outcome(
     seq: &SequentialConfig,
     config: &AnalysisConfig,
-    control: Option<&Sample>,
-    treatment: Option<&Sample>,
+    alpha: f64,
+    (control, treatment): (Option<&Sample>, Option<&Sample>),
     comparison: &Comparison,
+    quantile: Option<&QuantileDifference>,
 ) -> Result<SequentialOutcome> {
-    let (Some(c), Some(t), Some(w)) = (control, treatment, comparison.welch) else {
-        return Ok(SequentialOutcome::InsufficientData);
+    // (difference, standard error, normal deviate, units of both arms)
+    let stat = match (control, treatment, comparison.welch, quantile) {
+        (Some(c), Some(t), Some(w), _) => (w.difference, w.std_error, w.z_equivalent(), c.n + t.n),
+        (_, _, _, Some(q)) if q.std_error > 0.0 => (
+            q.difference,
+            q.std_error,
+            q.difference / q.std_error,
+            q.control.n + q.treatment.n,
+        ),
+        _ => return Ok(SequentialOutcome::InsufficientData),
     };
+    let (difference, se, z, units) = stat;
     Ok(match seq {
         SequentialConfig::GroupSequential {
             spending,
@@ -508,20 +599,21 @@ fn sequential_outcome(
                 field: "planned_n_per_variant",
                 reason: "required by the group-sequential method",
             })?;
-            let now = information_fraction(c.n + t.n, 2 * planned)?;
+            let now = information_fraction(units, 2 * planned)?;
             let mut fractions = previous_fractions.clone();
             fractions.push(now);
             // Boundaries are for normal statistics: use the normal deviate
             // with the Welch test's p-value.
             SequentialOutcome::GroupSequential(group_sequential_test(
-                &fractions,
-                w.z_equivalent(),
-                config.alpha,
-                *spending,
+                &fractions, z, alpha, *spending,
             )?)
         }
         SequentialConfig::AlwaysValid { tuning } => {
-            match always_valid(c, t, config.alpha, *tuning)? {
+            let cs = match (control, treatment) {
+                (Some(c), Some(t)) => always_valid(c, t, alpha, *tuning)?,
+                _ => always_valid_normal(difference, se, units, alpha, *tuning)?,
+            };
+            match cs {
                 Ok(cs) => SequentialOutcome::AlwaysValid(cs),
                 Err(_) => SequentialOutcome::InsufficientData,
             }

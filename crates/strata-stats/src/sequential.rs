@@ -485,11 +485,40 @@ pub fn always_valid(
     if !(var > 0.0) {
         return Ok(Err(InsufficientData::ZeroVariance));
     }
-    let se = var.sqrt();
-    let t = (control.n + treatment.n) as f64;
+    always_valid_normal(
+        treatment.mean - control.mean,
+        var.sqrt(),
+        control.n + treatment.n,
+        alpha,
+        MixtureTuning::Rho(rho),
+    )
+}
+
+/// The always-valid confidence sequence of any asymptotically normal
+/// difference (a difference of means, of quantiles) with standard error `se`
+/// estimated from `total_units` units of both arms together.
+pub fn always_valid_normal(
+    difference: f64,
+    se: f64,
+    total_units: u64,
+    alpha: f64,
+    tuning: MixtureTuning,
+) -> Result<std::result::Result<ConfidenceSequence, InsufficientData>> {
+    check_alpha("alpha", alpha)?;
+    finite("difference", difference)?;
+    let rho = match tuning {
+        MixtureTuning::PlannedUnits(n) => optimal_rho(n, alpha)?,
+        MixtureTuning::Rho(r) => check_rho(r)?,
+    };
+    if total_units < 4 {
+        return Ok(Err(InsufficientData::TooFewUnits));
+    }
+    if !(se > 0.0 && se.is_finite()) {
+        return Ok(Err(InsufficientData::ZeroVariance));
+    }
+    let t = total_units as f64;
     let tr2 = t * rho * rho;
     let half = se * (2.0 * (tr2 + 1.0) / tr2 * (0.5 * (tr2 + 1.0).ln() - alpha.ln())).sqrt();
-    let difference = treatment.mean - control.mean;
     let z = difference / se;
     let p_value = ((tr2 + 1.0).sqrt() * (-z * z * tr2 / (2.0 * (tr2 + 1.0))).exp()).min(1.0);
     let ci = Interval {

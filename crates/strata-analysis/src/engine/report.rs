@@ -210,13 +210,7 @@ impl Analyzer {
             },
         });
         let p_value = c.p_value();
-        let significant = match (&sequential, p.role) {
-            (Some(s), MetricRole::Primary) => s.decision == "significant",
-            (None, MetricRole::Primary) | (_, MetricRole::Guardrail) => {
-                p_value.is_some_and(|p| p < alpha)
-            }
-            _ => c.adjusted_p_value.is_some_and(|p| p < alpha),
-        };
+        let significant = c.significant;
         // Only secondary metrics are adjusted for multiplicity.
         let adjusted_p_value = match p.role {
             MetricRole::Secondary => c.adjusted_p_value,

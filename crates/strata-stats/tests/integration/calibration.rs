@@ -307,3 +307,115 @@ fn clustered_quantile_differences_keep_their_level() {
         "the correlation is strong enough to matter: {fn_}"
     );
 }
+
+/// How often an A/A experiment shows a metric of each role significant at
+/// some look, analysed by [`analyze`] as the scheduled looks do: one primary,
+/// three secondary and one guardrail metric, `WHOLE_LOOKS` looks.
+#[derive(Default, Debug)]
+struct RoleRates {
+    primary: usize,
+    secondary: usize,
+    guardrail: usize,
+}
+
+const WHOLE_LOOKS: usize = 10;
+
+fn whole_experiment_aa(reps: usize, seed: u64, method: Option<&str>) -> RoleRates {
+    use strata_stats::analysis::{
+        analyze, AnalysisConfig, MetricData, MetricInput, MetricRole, SequentialConfig,
+        VariantInput,
+    };
+    let roles = [
+        MetricRole::Primary,
+        MetricRole::Secondary,
+        MetricRole::Secondary,
+        MetricRole::Secondary,
+        MetricRole::Guardrail,
+    ];
+    let planned = BATCH * WHOLE_LOOKS as u64;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut r = RoleRates::default();
+    for _ in 0..reps {
+        let mut arms = vec![[MeanStats::new(), MeanStats::new()]; roles.len()];
+        let mut seen = [false; 3];
+        for look in 0..WHOLE_LOOKS {
+            for arm in &mut arms {
+                arm[0].merge(&batch(&mut rng, BATCH, 10.0, 2.0));
+                arm[1].merge(&batch(&mut rng, BATCH, 10.0, 2.0));
+            }
+            let config = AnalysisConfig {
+                alpha: ALPHA,
+                planned_n_per_variant: Some(planned),
+                sequential: method.map(|m| match m {
+                    "group_sequential" => SequentialConfig::GroupSequential {
+                        spending: Spending::OBrienFleming,
+                        previous_fractions: (1..=look)
+                            .map(|k| k as f64 / WHOLE_LOOKS as f64)
+                            .collect(),
+                    },
+                    _ => SequentialConfig::AlwaysValid {
+                        tuning: MixtureTuning::PlannedUnits(2 * planned),
+                    },
+                }),
+                ..AnalysisConfig::default()
+            };
+            let units = arms[0][0].n();
+            let variants: Vec<VariantInput> = ["control", "treatment"]
+                .iter()
+                .map(|name| VariantInput {
+                    name: (*name).into(),
+                    weight: 1.0,
+                    units,
+                })
+                .collect();
+            let metrics: Vec<MetricInput> = roles
+                .iter()
+                .zip(&arms)
+                .enumerate()
+                .map(|(i, (role, arm))| MetricInput {
+                    name: format!("m{i}"),
+                    role: *role,
+                    data: MetricData::Mean(arm.to_vec()),
+                    segments: vec![],
+                })
+                .collect();
+            let report = analyze(&config, &variants, &metrics).unwrap();
+            for (m, role) in report.metrics.iter().zip(roles) {
+                let slot = match role {
+                    MetricRole::Primary => 0,
+                    MetricRole::Secondary => 1,
+                    MetricRole::Guardrail => 2,
+                };
+                seen[slot] |= m.comparisons[0].significant;
+            }
+        }
+        r.primary += usize::from(seen[0]);
+        r.secondary += usize::from(seen[1]);
+        r.guardrail += usize::from(seen[2]);
+    }
+    r
+}
+
+/// Every metric of a sequentially analysed experiment keeps its error rate
+/// over all looks — secondary metrics as a family, the guardrail metric and
+/// the primary each at α — where reading fixed-horizon p-values at every
+/// look does not.
+#[test]
+fn aa_every_metric_keeps_its_level_over_repeated_looks() {
+    let reps = 600;
+    let n = reps as f64;
+    let se = (ALPHA * (1.0 - ALPHA) / n).sqrt();
+    let rate = |k: usize| k as f64 / n;
+    let fixed = whole_experiment_aa(reps, 11, None);
+    let gs = whole_experiment_aa(reps, 12, Some("group_sequential"));
+    let av = whole_experiment_aa(reps, 13, Some("always_valid"));
+    eprintln!("a/a, any look of {WHOLE_LOOKS}: fixed {fixed:?}, group-sequential {gs:?}, always valid {av:?} (of {reps})");
+    for r in [&gs, &av] {
+        for k in [r.primary, r.secondary, r.guardrail] {
+            assert!(rate(k) < ALPHA + 2.5 * se, "{r:?}");
+        }
+    }
+    // Fixed-horizon p-values read at every look cross α far more often.
+    assert!(rate(fixed.guardrail) > 2.5 * ALPHA, "{fixed:?}");
+    assert!(rate(fixed.secondary) > 1.5 * ALPHA, "{fixed:?}");
+}
