@@ -4,7 +4,7 @@ where the time and memory of `strata analyze` go. Each variant computes the
 same thing; only the SQL differs.
 
 usage: python3 plan_variants.py DATA_DIR [VARIANT ...]
-   DATA_DIR as written by crates/strata-analysis/examples/generate.rs
+   DATA_DIR as written by crates/strata-sim/examples/dataset.rs
    (exposures/ and events/ Parquet, experiment exp_bench).
 needs: pip install datafusion==55.0.0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Analysis benchmark: generate a Parquet data set (3 variants, 10 event types,
-# heavy-tailed activity), run the full analysis of bench/analysis/experiment.json
+# Analysis benchmark: generate a Parquet data set with the simulator
+# (strata-sim's dataset: 3 variants, its behaviour model's 10 event types,
+# heavy-tailed activity, written by the pipeline's writer), run the full analysis of bench/analysis/experiment.json
 # (10 metrics incl. a ratio, a quantile and CUPED) and the equivalent per-unit
 # aggregation in DuckDB on the same files, with and without event deduplication.
 # DuckDB runs three times per mode: the same 16 per-unit parts and winsorizing
@@ -9,22 +10,24 @@
 # per-unit aggregate (`--quantile folded`, as strata-analysis does), and the 9
 # parts of earlier versions of bench/analysis/duckdb_compare.py (`--parts basic`).
 #
-# usage: bench/analysis/run.sh [UNITS] [EVENTS_PER_UNIT] [DATA_DIR]
-#   defaults: 1000000 units, 125 events per unit (≈ 100M events: heavy-tailed
-#   activity capped at 200× leaves ≈ 0.8 of the nominal mean)
+# usage: bench/analysis/run.sh [UNITS] [VISITS_PER_UNIT] [DATA_DIR]
+#   defaults: 1000000 units, 11 visits per unit of activity (≈ 100M events:
+#   about 11 events per visit, and heavy-tailed activity capped at 200×
+#   leaves ≈ 0.8 of the nominal mean)
 #   MEMORY_LIMIT_MB (default 4096) caps both engines' memory; 0 for no limit.
 # needs: python3 with duckdb (pip install duckdb)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 UNITS="${1:-1000000}"
-EPU="${2:-125}"
+VPU="${2:-11}"
 MEM="${MEMORY_LIMIT_MB:-4096}"
-DATA="${3:-$HOME/.cache/strata/bench-analysis-$UNITS-$EPU}"
+DATA="${3:-$HOME/.cache/strata/bench-analysis-sim-$UNITS-$VPU}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 cargo build --release -q -p strata-analysis --examples
+cargo build --release -q -p strata-sim --example dataset
 BIN="$CARGO_TARGET_DIR/release/examples"
 if [ ! -d "$DATA/events" ]; then
-    "$BIN/generate" "$DATA" "$UNITS" "$EPU" 16
+    "$BIN/dataset" "$DATA" "$UNITS" "$VPU" 16
 fi
 du -sh "$DATA/exposures" "$DATA/events"
 uptime

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Ingestion load test: 500-byte events in batches of 500 from 64 concurrent
-# connections on loopback, against the embedded log (local mode) and against
+# Ingestion load test: the simulator's visits (strata-sim's behaviour model),
+# 500-byte events in batches of 500 from 64 concurrent connections on loopback, against the embedded log (local mode) and against
 # NATS JetStream (scale-out mode) in the same session. The server runs as a
 # child process of the load generator so its CPU is measured on its own.
 #
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${1:-60}"
 export STRATA_TEST_NATS_URL="${STRATA_TEST_NATS_URL:-nats://127.0.0.1:4222}"
-cargo build --release -p strata-pipeline --example ingest_load
+cargo build --release -p strata-sim --example ingest_load
 bin="${CARGO_TARGET_DIR:-target}/release/examples/ingest_load"
 data="$(mktemp -d)"
 trap 'rm -rf "$data"' EXIT

@@ -48,9 +48,6 @@ pub mod plan;
 pub mod results;
 pub mod source;
 pub mod spec;
-#[cfg(feature = "testkit")]
-#[doc(hidden)]
-pub mod testkit;
 
 use std::path::Path;
 

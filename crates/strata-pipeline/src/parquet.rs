@@ -296,6 +296,86 @@ fn create_dirs(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A Parquet file of one kind of record written in pieces, with the
+/// pipeline's schema and writer settings, that appears at its path only when
+/// finished: rows go to a hidden temporary file, which [`FileWriter::finish`]
+/// fsyncs and renames (then fsyncs the directory). Dropped unfinished, it
+/// leaves the temporary file and nothing at the path.
+pub struct FileWriter {
+    kind: Kind,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+impl FileWriter {
+    /// Starts the file of `kind` records at `path` (its directory must
+    /// exist), `row_group_rows` rows per row group.
+    pub fn create(path: &Path, kind: Kind, row_group_rows: usize) -> Result<Self> {
+        let schema = match kind {
+            Kind::Exposure => exposure_schema(),
+            Kind::Event => event_schema(),
+        };
+        Self::with_schema(path, kind, schema, row_group_rows)
+    }
+
+    fn with_schema(
+        path: &Path,
+        kind: Kind,
+        schema: SchemaRef,
+        row_group_rows: usize,
+    ) -> Result<Self> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| StoreError::parquet(path, "no parent directory"))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| StoreError::parquet(path, "no file name"))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let file =
+            File::create(&tmp).map_err(|e| StoreError::io("create parquet file", &tmp, e))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(writer_properties(row_group_rows)))
+            .map_err(|e| StoreError::parquet(&tmp, e))?;
+        Ok(FileWriter {
+            kind,
+            path: path.to_path_buf(),
+            tmp,
+            writer,
+        })
+    }
+
+    /// Appends the records of this file's kind among `records`.
+    pub fn write_records(&mut self, records: &[&RecordRef<'_>]) -> Result<()> {
+        let batch = to_batch(self.kind, records, &self.path)?;
+        self.write_batch(&batch)
+    }
+
+    /// Appends a batch of this file's schema.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|e| StoreError::parquet(&self.tmp, e))
+    }
+
+    /// Closes the file and puts it at its path durably.
+    pub fn finish(self) -> Result<()> {
+        let FileWriter {
+            path, tmp, writer, ..
+        } = self;
+        let file = writer
+            .into_inner()
+            .map_err(|e| StoreError::parquet(&tmp, e))?;
+        file.sync_all()
+            .map_err(|e| StoreError::io("fsync parquet file", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename parquet file", &path, e))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| StoreError::parquet(&path, "no parent directory"))?;
+        sync_dir(dir)
+    }
+}
+
 /// Writes `batches` to `path` atomically (hidden temporary file, fsync,
 /// rename, fsync of the directory).
 pub fn write_file_atomic(
@@ -304,25 +384,12 @@ pub fn write_file_atomic(
     batches: &[RecordBatch],
     row_group_rows: usize,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| StoreError::parquet(path, "no parent directory"))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| StoreError::parquet(path, "no file name"))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&tmp).map_err(|e| StoreError::io("create parquet file", &tmp, e))?;
-    let mut w = ArrowWriter::try_new(file, schema, Some(writer_properties(row_group_rows)))
-        .map_err(|e| StoreError::parquet(&tmp, e))?;
+    // The kind only matters to `write_records`, which is not used here.
+    let mut w = FileWriter::with_schema(path, Kind::Event, schema, row_group_rows)?;
     for b in batches {
-        w.write(b).map_err(|e| StoreError::parquet(&tmp, e))?;
+        w.write_batch(b)?;
     }
-    let file = w.into_inner().map_err(|e| StoreError::parquet(&tmp, e))?;
-    file.sync_all()
-        .map_err(|e| StoreError::io("fsync parquet file", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| StoreError::io("rename parquet file", path, e))?;
-    sync_dir(dir)
+    w.finish()
 }
 
 /// Writes `records` as Parquet under `root` in the layout above: one file

@@ -8,7 +8,12 @@
 //! `/proc/<pid>/stat`, so the client's own CPU is not counted) and, after
 //! compaction, Parquet bytes on disk per event.
 //!
-//! Every event has a unique `event_id` and one of a million unit ids, so
+//! The events are the simulator's: each batch is whole visits
+//! (`strata_sim::behaviour::session`: page views, load times, clicks,
+//! searches, carts, purchases with their values, …) of visitors of a
+//! population of a million users, padded to the event size with a `path`
+//! property. Every event has a unique `event_id`, and each visit is
+//! re-attributed to a fresh visitor (drawn by activity) at every send, so
 //! neither deduplication nor the per-unit limit hides work; the ids are
 //! patched into a per-connection template so the client spends its CPU on
 //! HTTP rather than on formatting JSON.
@@ -27,6 +32,11 @@ use strata_pipeline::memory::{MemorySink, StaticAuthorizer};
 use strata_pipeline::nats::{CompactorOptions, JetStreamSink, NatsCompactor, NatsOptions};
 use strata_pipeline::store::{LocalStore, StoreOptions};
 use strata_pipeline::Sink;
+use strata_sim::behaviour::{session, Baseline, Effect, Interactions};
+use strata_sim::population::Population;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 /// The allocator of the `strata` binary, so that the server measured here
 /// allocates as `strata serve` does.
@@ -34,6 +44,13 @@ use strata_pipeline::Sink;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOKEN: &str = "bench-token";
+
+/// The users the load's visits are attributed to.
+const USERS: u32 = 1_000_000;
+/// The population's seed.
+const SEED: u64 = 7;
+/// Digits of a user's index in its id (`sim-<seed>-<index>`).
+const INDEX_DIGITS: usize = 7;
 
 #[derive(Clone)]
 struct Args {
@@ -286,45 +303,57 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A batch template: `batch` events of about `event_bytes` each, with
-/// 16-hex-digit slots for the event id and the unit id at known offsets.
+/// A batch template: whole simulated visits, `batch` events of about
+/// `event_bytes` each, with a 16-hex-digit slot for each event id and a
+/// slot for the user index of each visit's unit ids.
 struct Template {
     body: Vec<u8>,
     id_slots: Vec<usize>,
-    unit_slots: Vec<usize>,
+    /// Per visit, the offsets of its events' user-index digits.
+    visits: Vec<Vec<usize>>,
 }
 
-fn template(batch: usize, event_bytes: usize) -> Template {
+fn template(batch: usize, event_bytes: usize, population: &Population, seed: u64) -> Template {
     let ts = now_ms();
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut body = Vec::with_capacity(batch * (event_bytes + 1) + 2);
     let mut id_slots = Vec::new();
-    let mut unit_slots = Vec::new();
+    let mut visits = Vec::new();
     body.push(b'[');
-    for i in 0..batch {
-        if i > 0 {
-            body.push(b',');
+    while id_slots.len() < batch {
+        let user = population.visitor(&mut rng);
+        let (base, interactions) = (Baseline::default(), Interactions::default());
+        let events = session(&base, &interactions, &user, &Effect::NONE, &mut rng);
+        let prefix = &user.id[..user.id.len() - INDEX_DIGITS];
+        let mut slots = Vec::new();
+        for (ty, value) in events.into_iter().take(batch - id_slots.len()) {
+            if !id_slots.is_empty() {
+                body.push(b',');
+            }
+            let start = body.len();
+            body.extend_from_slice(b"{\"event_id\":\"");
+            id_slots.push(body.len());
+            body.extend_from_slice(b"0000000000000000\",\"unit_id\":\"");
+            body.extend_from_slice(prefix.as_bytes());
+            slots.push(body.len());
+            body.extend_from_slice(&[b'0'; INDEX_DIGITS]);
+            body.extend_from_slice(format!("\",\"type\":\"{ty}\",\"ts\":{ts}").as_bytes());
+            if let Some(v) = value {
+                body.extend_from_slice(format!(",\"value\":{v}").as_bytes());
+            }
+            body.extend_from_slice(b",\"properties\":{\"path\":\"");
+            // Pad the path so the event is `event_bytes` long.
+            let used = body.len() - start + 3;
+            body.extend(std::iter::repeat_n(b'x', event_bytes.saturating_sub(used)));
+            body.extend_from_slice(b"\"}}");
         }
-        let start = body.len();
-        body.extend_from_slice(b"{\"event_id\":\"");
-        id_slots.push(body.len());
-        body.extend_from_slice(b"0000000000000000\",\"unit_id\":\"");
-        unit_slots.push(body.len());
-        body.extend_from_slice(b"0000000000000000");
-        let ty = if i % 10 == 0 { "purchase" } else { "page_view" };
-        body.extend_from_slice(
-            format!("\",\"type\":\"{ty}\",\"ts\":{ts},\"value\":{}.5,\"properties\":{{\"country\":\"DE\",\"platform\":\"web\",\"plan\":\"pro\",\"path\":\"", i % 100)
-                .as_bytes(),
-        );
-        // Pad the path so the event is `event_bytes` long.
-        let used = body.len() - start + 3;
-        body.extend(std::iter::repeat_n(b'x', event_bytes.saturating_sub(used)));
-        body.extend_from_slice(b"\"}}");
+        visits.push(slots);
     }
     body.push(b']');
     Template {
         body,
         id_slots,
-        unit_slots,
+        visits,
     }
 }
 
@@ -332,6 +361,13 @@ fn put_hex(buf: &mut [u8], at: usize, v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for i in 0..16 {
         buf[at + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+fn put_index(buf: &mut [u8], at: usize, mut v: u32) {
+    for i in (0..INDEX_DIGITS).rev() {
+        buf[at + i] = b'0' + (v % 10) as u8;
+        v /= 10;
     }
 }
 
@@ -349,8 +385,9 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
     // Built before the clock starts: with a paced load, a connection still
     // formatting its batch at its first intended send time would count that
     // as acknowledgement latency.
+    let population = Population::new(USERS, SEED);
     let mut templates = (0..args.connections)
-        .map(|_| template(args.batch, args.event_bytes))
+        .map(|conn| template(args.batch, args.event_bytes, &population, conn as u64))
         .collect::<Vec<_>>()
         .into_iter();
     let started = Instant::now();
@@ -372,8 +409,7 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut seq: u64 = (phase << 56) | ((conn as u64) << 40);
-            // xorshift for unit ids: one of a million units.
-            let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1);
+            let mut rng = StdRng::seed_from_u64((phase << 32) ^ (conn as u64 + 1));
             let mut k: u32 = 0;
             while !stop.load(Ordering::Relaxed) {
                 let intended = interval
@@ -382,13 +418,15 @@ async fn load(url: &str, args: &Args, phase: u64) -> LoadReport {
                 if let Some(at) = intended {
                     tokio::time::sleep_until(at.into()).await;
                 }
-                for i in 0..t.id_slots.len() {
+                for &at in &t.id_slots {
                     seq += 1;
-                    put_hex(&mut t.body, t.id_slots[i], seq);
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    put_hex(&mut t.body, t.unit_slots[i], rng % 1_000_000);
+                    put_hex(&mut t.body, at, seq);
+                }
+                for visit in &t.visits {
+                    let user = population.visitor(&mut rng).index;
+                    for &at in visit {
+                        put_index(&mut t.body, at, user);
+                    }
                 }
                 let sent = intended.unwrap_or_else(Instant::now);
                 let resp = client

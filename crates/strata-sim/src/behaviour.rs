@@ -161,6 +161,84 @@ pub fn visit(base: &Baseline, user: &User, effect: &Effect, rng: &mut impl Rng) 
     acts
 }
 
+/// The interactions around a visit's pages that the demo does not track but
+/// a product's event stream is full of, for data sets that look like one
+/// (`crate::dataset`): clicks on each page, searches, an add to cart before
+/// every purchase (and often without one), shares, guests signing up and
+/// members logging out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interactions {
+    /// Mean clicks per page view.
+    pub clicks_per_page: f64,
+    /// Probability that a visit searches.
+    pub search: f64,
+    /// Probability of an add to cart without a purchase, per visit.
+    pub cart_abandon: f64,
+    /// Probability that a visit shares something.
+    pub share: f64,
+    /// Probability that a guest's visit signs up.
+    pub signup: f64,
+    /// Probability that a member's visit ends with a logout.
+    pub logout: f64,
+}
+
+impl Default for Interactions {
+    fn default() -> Self {
+        Self {
+            clicks_per_page: 1.5,
+            search: 0.3,
+            cart_abandon: 0.1,
+            share: 0.05,
+            signup: 0.02,
+            logout: 0.1,
+        }
+    }
+}
+
+/// Everything a visit does, tracked as events in order: [`visit`]'s pages,
+/// load times, errors and purchase, with [`Interactions`] around them.
+pub fn session(
+    base: &Baseline,
+    interactions: &Interactions,
+    user: &User,
+    effect: &Effect,
+    rng: &mut impl Rng,
+) -> Vec<(&'static str, Option<f64>)> {
+    let acts = visit(base, user, effect, rng);
+    let clicks = Poisson::new(interactions.clicks_per_page.max(1e-9)).ok();
+    let mut out = Vec::with_capacity(acts.len() * 2 + 4);
+    if rng.random_bool(interactions.search.clamp(0.0, 1.0)) {
+        out.push(("search", None));
+    }
+    let mut bought = false;
+    for act in &acts {
+        if let Act::Purchase(_) = act {
+            out.push(("add_to_cart", None));
+            bought = true;
+        }
+        out.push(act.event());
+        if let (Act::PageView, Some(d)) = (act, &clicks) {
+            for _ in 0..d.sample(rng) as u64 {
+                out.push(("click", None));
+            }
+        }
+    }
+    if !bought && rng.random_bool(interactions.cart_abandon.clamp(0.0, 1.0)) {
+        out.push(("add_to_cart", None));
+    }
+    if rng.random_bool(interactions.share.clamp(0.0, 1.0)) {
+        out.push(("share", None));
+    }
+    let last = match user.plan {
+        Plan::Guest => ("signup", interactions.signup),
+        Plan::Member => ("logout", interactions.logout),
+    };
+    if rng.random_bool(last.1.clamp(0.0, 1.0)) {
+        out.push((last.0, None));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +322,45 @@ mod tests {
         let late = novel.at(7.5);
         assert_eq!((late.purchase, late.load), (1.0, 1.2));
         assert_eq!(Effect::NONE.at(100.0), Effect::NONE);
+    }
+
+    #[test]
+    fn a_session_adds_interactions_around_the_visit() {
+        let pop = Population::new(100, 3);
+        let mut rng = StdRng::seed_from_u64(4);
+        let (mut counts, n) = (std::collections::BTreeMap::new(), 20_000);
+        for i in 0..n {
+            let user = pop.user(i % 100);
+            let events = session(
+                &Baseline::default(),
+                &Interactions::default(),
+                &user,
+                &Effect::NONE,
+                &mut rng,
+            );
+            // Every purchase follows an add to cart.
+            for (k, e) in events.iter().enumerate() {
+                if e.0 == "purchase" {
+                    assert_eq!(events[k - 1].0, "add_to_cart");
+                }
+            }
+            for e in events {
+                *counts.entry(e.0).or_insert(0.0) += 1.0 / f64::from(n);
+            }
+        }
+        let per_visit = |k: &str| counts.get(k).copied().unwrap_or(0.0);
+        assert!((per_visit("page_view") - 3.0).abs() < 0.05);
+        assert!((per_visit("click") / per_visit("page_view") - 1.5).abs() < 0.05);
+        assert!((per_visit("search") - 0.3).abs() < 0.02);
+        for k in [
+            "share",
+            "signup",
+            "logout",
+            "add_to_cart",
+            "purchase",
+            "error",
+        ] {
+            assert!(per_visit(k) > 0.0, "{k}: {counts:?}");
+        }
     }
 }

@@ -16,10 +16,14 @@
 //! * [`seed`]: creating that world on a server through its API.
 //! * [`drive`]: visits paced by the clock, through the SDK.
 //! * [`watch`]: where each scenario stands, read off the API.
+//! * [`dataset`]: the same users and behaviour written offline as the
+//!   pipeline's Parquet files, for benchmarks of the analysis.
 //!
-//! It knows the server only through its public HTTP API and the SDK.
+//! It knows the server only through its public HTTP API and the SDK; the
+//! offline data sets are the pipeline's records, written with its writer.
 
 pub mod behaviour;
+pub mod dataset;
 pub mod drive;
 pub mod population;
 pub mod scenario;
@@ -51,6 +55,17 @@ pub enum SimError {
     /// The SDK client could not be built.
     #[error("cannot start the sdk client: {0}")]
     Sdk(strata_sdk::BuildError),
+    /// A data set's directory could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The pipeline's writer could not write a data set's file.
+    #[error(transparent)]
+    Store(#[from] strata_pipeline::StoreError),
     /// The SDK got no config from the server in time.
     #[error("no config from {0} within 30 s: is the server up, and the sdk key valid?")]
     NoConfig(String),

@@ -72,8 +72,8 @@ pub struct User {
     pub plan: Plan,
     /// Country code.
     pub country: &'static str,
-    /// Relative activity: how much more often than the median user this
-    /// one visits (lognormal, median 1).
+    /// Relative activity: how much more often than a typical user this one
+    /// visits (see [`Activity`]).
     pub activity: f64,
 }
 
@@ -88,11 +88,32 @@ impl User {
     }
 }
 
+/// How users' relative activity is spread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activity {
+    /// Lognormal with median 1 and this σ, capped at [`MAX_ACTIVITY`]: the
+    /// demo's visitors.
+    LogNormal {
+        /// σ of the logarithm.
+        sigma: f64,
+    },
+    /// Pareto with mean 1 and shape `alpha`, capped at `cap`: with α near 1
+    /// a few users produce most of the events, as in zipfian traffic — the
+    /// skew that stresses per-unit aggregation in benchmarks.
+    Pareto {
+        /// Shape α > 1.
+        alpha: f64,
+        /// The most activity a user has.
+        cap: f64,
+    },
+}
+
 /// A population of `size` users drawn from `seed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Population {
     size: u32,
     seed: u64,
+    activity: Activity,
 }
 
 /// The most relative activity a user has: heavier users are capped here so
@@ -100,11 +121,27 @@ pub struct Population {
 pub const MAX_ACTIVITY: f64 = 6.0;
 
 impl Population {
-    /// `size` users (at least one) from `seed`.
+    /// `size` users (at least one) from `seed`, with the demo's lognormal
+    /// activity (σ = 0.8).
     pub fn new(size: u32, seed: u64) -> Self {
         Self {
             size: size.max(1),
             seed,
+            activity: Activity::LogNormal { sigma: 0.8 },
+        }
+    }
+
+    /// The same users with their activity spread as `activity` (their
+    /// attributes do not change).
+    pub fn with_activity(self, activity: Activity) -> Self {
+        Self { activity, ..self }
+    }
+
+    /// The most activity a user of this population has.
+    pub fn max_activity(&self) -> f64 {
+        match self.activity {
+            Activity::LogNormal { .. } => MAX_ACTIVITY,
+            Activity::Pareto { cap, .. } => cap,
         }
     }
 
@@ -136,9 +173,19 @@ impl Population {
             }
             pick -= share;
         }
-        // Lognormal with σ = 0.8: a few heavy users, most light ones.
-        let z: f64 = rng.sample(rand_distr::StandardNormal);
-        let activity = (0.8 * z).exp().min(MAX_ACTIVITY);
+        let activity = match self.activity {
+            // A few heavy users, most light ones.
+            Activity::LogNormal { sigma } => {
+                let z: f64 = rng.sample(rand_distr::StandardNormal);
+                (sigma * z).exp().min(MAX_ACTIVITY)
+            }
+            // Mean 1: the scale is (α − 1)/α.
+            Activity::Pareto { alpha, cap } => {
+                let alpha = alpha.max(1.0 + 1e-9);
+                let scale = (alpha - 1.0) / alpha;
+                (scale / (1.0 - rng.random::<f64>()).powf(1.0 / alpha)).min(cap)
+            }
+        };
         User {
             index,
             id: format!("sim-{:x}-{index:07}", self.seed & 0xffff),
@@ -153,7 +200,7 @@ impl Population {
     pub fn visitor(&self, rng: &mut impl Rng) -> User {
         loop {
             let u = self.user(rng.random_range(0..self.size));
-            if rng.random::<f64>() * MAX_ACTIVITY < u.activity {
+            if rng.random::<f64>() * self.max_activity() < u.activity {
                 return u;
             }
         }
@@ -182,6 +229,37 @@ mod tests {
         assert_eq!(a.user(42), b.user(42));
         assert_ne!(a.user(42).id, c.user(42).id);
         assert_eq!(a.user(1042), a.user(42), "indices wrap around the size");
+    }
+
+    #[test]
+    fn pareto_activity_is_heavy_tailed_with_the_same_attributes() {
+        let lognormal = Population::new(20_000, 3);
+        let pareto = lognormal.with_activity(Activity::Pareto {
+            alpha: 1.2,
+            cap: 200.0,
+        });
+        let mut a: Vec<f64> = (0..20_000)
+            .map(|i| {
+                let (l, p) = (lognormal.user(i), pareto.user(i));
+                assert_eq!(
+                    (l.plan, l.platform, l.country),
+                    (p.plan, p.platform, p.country)
+                );
+                p.activity
+            })
+            .collect();
+        a.sort_by(f64::total_cmp);
+        let total: f64 = a.iter().sum();
+        // Mean 1 before the cap; the cap keeps about 0.8 of it.
+        assert!(
+            (0.65..1.0).contains(&(total / 20_000.0)),
+            "{}",
+            total / 20_000.0
+        );
+        // The most active tenth of users has most of the activity.
+        let top: f64 = a[18_000..].iter().sum();
+        assert!(top / total > 0.5, "{}", top / total);
+        assert!(a[19_999] <= 200.0 && a[19_999] > 50.0);
     }
 
     #[test]

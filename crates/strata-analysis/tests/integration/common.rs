@@ -3,6 +3,37 @@
 use std::path::{Path, PathBuf};
 
 use strata_analysis::{AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry, Results};
+use strata_sim::behaviour::Effect;
+use strata_sim::dataset::{DatasetConfig, Variant};
+
+/// A simulated data set of experiment `exp` (salt `exp`): `units` units
+/// split evenly between `control` and `treatment`, whose purchase rate is
+/// `1 + lift` times the control's.
+pub fn dataset(units: u32, visits_per_unit: f64, lift: f64, seed: u64) -> DatasetConfig {
+    DatasetConfig {
+        experiment: "exp".into(),
+        salt: "exp".into(),
+        variants: vec![
+            Variant {
+                key: "control".into(),
+                weight: 1.0,
+                effect: Effect::NONE,
+            },
+            Variant {
+                key: "treatment".into(),
+                weight: 1.0,
+                effect: Effect {
+                    purchase: 1.0 + lift,
+                    ..Effect::NONE
+                },
+            },
+        ],
+        units,
+        visits_per_unit,
+        seed,
+        ..DatasetConfig::default()
+    }
+}
 
 pub const EXPOSURES: &str = r#"{"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-10T00:00:00Z","country":"US"}
 {"unit_id":"u1","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z","country":"US"}

@@ -1,13 +1,16 @@
-//! The test-data generator writes exactly what strata-pipeline writes, so
-//! tests and benchmarks on generated data measure the pipeline's layout, and
-//! its segments are read as the pipeline's are (from the `attributes` map).
+//! The simulator's data sets (`strata_sim::dataset`) are what strata-pipeline
+//! writes, so tests and benchmarks on generated data measure the pipeline's
+//! files, and their segments are read as the pipeline's are (from the
+//! `attributes` map).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use strata_analysis::testkit::{self, write_parquet, GenConfig};
 use strata_analysis::EngineOptions;
+use strata_sim::dataset::write_parquet;
+use strata_sim::population::User;
 
 use super::common::*;
 
@@ -45,20 +48,12 @@ fn file_schema(path: &std::path::Path) -> SchemaRef {
 }
 
 #[test]
-fn generator_writes_the_pipeline_schema() {
+fn data_sets_have_the_pipeline_schema() {
     let exposures = strata_pipeline::parquet::exposure_schema();
     let events = strata_pipeline::parquet::event_schema();
-    assert_same_schema("exposures", &testkit::exposure_schema(), &exposures);
-    assert_same_schema("events", &testkit::event_schema(), &events);
-
     // What the files hold, as a reader sees it.
     let f = Fixture::new();
-    let cfg = GenConfig {
-        units: 50,
-        events_per_unit: 4.0,
-        ..GenConfig::default()
-    };
-    write_parquet(&cfg, "exp", &f.path("gen"), 1).unwrap();
+    write_parquet(&dataset(50, 1.0, 0.0, 1), &f.path("gen"), 1).unwrap();
     assert_same_schema(
         "exposure file",
         &file_schema(&f.path("gen/exposures/part=00/data.parquet")),
@@ -73,17 +68,13 @@ fn generator_writes_the_pipeline_schema() {
 
 #[test]
 fn segments_of_generated_data_come_from_attributes() {
-    let cfg = GenConfig {
-        units: 400,
-        events_per_unit: 5.0,
-        ..GenConfig::default()
-    };
+    let cfg = dataset(400, 1.0, 0.0, 1);
     let f = Fixture::new();
-    write_parquet(&cfg, "exp", &f.path("gen"), 2).unwrap();
+    write_parquet(&cfg, &f.path("gen"), 2).unwrap();
     let spec = r#"{"key": "exp", "control": "control",
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-15T00:00:00Z",
-        "primary": "conversion", "segments": ["country"]}"#;
+        "primary": "conversion", "segments": ["country", "plan"]}"#;
     let (r, _) = run_options(
         METRICS,
         spec,
@@ -91,15 +82,23 @@ fn segments_of_generated_data_come_from_attributes() {
         &f.path("gen/events").display().to_string(),
         EngineOptions::default(),
     );
-    let values = &r.segments["country"].values;
-    assert_eq!(
-        values.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["BR", "DE", "JP", "US"]
-    );
-    // Units cycle through the four countries.
-    let n: u64 = values
-        .values()
-        .map(|m| m["conversion"].values().map(|v| v.n).sum::<u64>())
-        .sum();
-    assert_eq!(n, 400);
+    // Every unit is in the segment of its simulated user's attribute.
+    let population = cfg.population();
+    type Attribute = fn(&User) -> String;
+    let attributes: [(&str, Attribute); 2] = [
+        ("country", |u| u.country.to_owned()),
+        ("plan", |u| u.plan.as_str().to_owned()),
+    ];
+    for (attribute, of) in attributes {
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for i in 0..cfg.units {
+            *expected.entry(of(&population.user(i))).or_default() += 1;
+        }
+        let got: BTreeMap<String, u64> = r.segments[attribute]
+            .values
+            .iter()
+            .map(|(value, m)| (value.clone(), m["conversion"].values().map(|v| v.n).sum()))
+            .collect();
+        assert_eq!(got, expected, "{attribute}");
+    }
 }

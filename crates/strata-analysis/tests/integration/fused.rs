@@ -3,8 +3,8 @@
 //! aggregate a quantile metric's values come from the same pass, otherwise
 //! from a scan of their own.
 
-use strata_analysis::testkit::{write_parquet, GenConfig};
 use strata_analysis::EngineOptions;
+use strata_sim::dataset::{write_parquet, DatasetConfig};
 
 use super::common::*;
 
@@ -64,16 +64,12 @@ fn fused_and_sql_parts_agree_on_the_hand_computed_data() {
 
 #[test]
 fn fused_and_sql_parts_agree_on_generated_slices() {
-    let cfg = GenConfig {
-        units: 3_000,
-        events_per_unit: 15.0,
-        effect: 0.2,
-        seed: 23,
+    let cfg = DatasetConfig {
         duplicate_rate: 0.1,
-        ..GenConfig::default()
+        ..dataset(3_000, 2.0, 0.2, 23)
     };
     let f = Fixture::new();
-    write_parquet(&cfg, "exp", &f.path("gen"), 4).unwrap();
+    write_parquet(&cfg, &f.path("gen"), 4).unwrap();
     let spec = r#"{"key": "exp", "control": "control",
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-15T00:00:00Z",

@@ -2,6 +2,7 @@
 
 mod checks;
 mod common;
+mod dataset;
 mod errors;
 mod exact;
 mod formats;
@@ -12,4 +13,3 @@ mod planted;
 mod schema;
 mod sequential;
 mod slices;
-mod testkit;

@@ -1,20 +1,19 @@
 //! The guardrail monitor's data (`strata_analysis::monitor`) on hand-made
 //! Parquet in the pipeline's layout (`date=…/part=…` directories, the
-//! generator's schema), against values computed by hand from the rows.
+//! pipeline's records and schema), against values computed by hand from the
+//! rows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
-use datafusion::parquet::arrow::ArrowWriter;
 use strata_analysis::monitor::{
     monitor, monitor_incremental, monitor_many, partition_freshness, MonitorData, MonitorSpec,
     MonitorState, PartitionFreshness, VariantStats, WindowedMetric,
 };
-use strata_analysis::testkit::{self, Event, Exposure};
 use strata_analysis::{DataSource, MetricRegistry};
+use strata_pipeline::parquet::{FileWriter, DEFAULT_ROW_GROUP_ROWS};
+use strata_pipeline::record::{Event, Exposure, Kind, Record};
 
 use super::common::*;
 
@@ -81,22 +80,32 @@ fn e(
     }
 }
 
-/// `batch` with columns `name` replaced.
-fn replace(batch: RecordBatch, columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    let schema = batch.schema();
-    let mut cols = batch.columns().to_vec();
-    for (name, c) in columns {
-        cols[schema.index_of(name).unwrap()] = c;
-    }
-    RecordBatch::try_new(schema, cols).unwrap()
+/// `received_at − ts` of every hand-made record.
+const RECEIVED_AFTER_US: i64 = 250_000;
+
+/// Writes `records` (all of one kind) as one Parquet file with the
+/// pipeline's writer.
+fn write(path: &Path, kind: Kind, records: &[Record]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let views: Vec<_> = records.iter().map(Record::view).collect();
+    let refs: Vec<_> = views.iter().collect();
+    let mut w = FileWriter::create(path, kind, DEFAULT_ROW_GROUP_ROWS).unwrap();
+    w.write_records(&refs).unwrap();
+    w.finish().unwrap();
 }
 
-fn write(path: &Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut w =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
+fn event(id: &str, unit: &str, kind: &str, ts: i64, value: Option<f64>, bot: bool) -> Record {
+    Record::Event(Event {
+        event_id: id.into(),
+        unit_id: unit.into(),
+        event_type: kind.into(),
+        ts,
+        received_at: ts + RECEIVED_AFTER_US,
+        value,
+        properties: BTreeMap::new(),
+        is_bot: bot,
+        opted_out: false,
+    })
 }
 
 fn date_of(us: i64) -> String {
@@ -111,35 +120,26 @@ fn write_exposures(dir: &Path, rows: &[X]) {
         files.entry((date_of(r.ts), r.part)).or_default().push(r);
     }
     for ((date, part), rows) in files {
-        let exposures: Vec<Exposure> = rows
+        let exposures: Vec<Record> = rows
             .iter()
-            .map(|r| Exposure {
-                unit_id: r.unit.into(),
-                variant: r.variant.into(),
-                ts_us: r.ts,
-                country: "US".into(),
+            .map(|r| {
+                Record::Exposure(Exposure {
+                    unit_id: r.unit.into(),
+                    experiment: r.experiment.into(),
+                    variant: r.variant.into(),
+                    assigned_variant: r.variant.into(),
+                    opted_out: false,
+                    ts: r.ts,
+                    received_at: r.ts + RECEIVED_AFTER_US,
+                    attributes: BTreeMap::from([("country".into(), "US".into())]),
+                    is_bot: r.bot,
+                })
             })
             .collect();
-        let batch = replace(
-            testkit::exposure_batch("", &exposures).unwrap(),
-            vec![
-                (
-                    "experiment",
-                    Arc::new(StringArray::from_iter_values(
-                        rows.iter().map(|r| r.experiment),
-                    )),
-                ),
-                (
-                    "is_bot",
-                    Arc::new(BooleanArray::from(
-                        rows.iter().map(|r| Some(r.bot)).collect::<Vec<_>>(),
-                    )),
-                ),
-            ],
-        );
         write(
             &dir.join(format!("date={date}/part={part}/data.parquet")),
-            &batch,
+            Kind::Exposure,
+            &exposures,
         );
     }
 }
@@ -155,28 +155,14 @@ fn write_events(dir: &Path, rows: &[E]) {
             .push(r);
     }
     for ((date, part, file), rows) in files {
-        let events: Vec<Event> = rows
+        let events: Vec<Record> = rows
             .iter()
-            .map(|r| Event {
-                event_id: r.id.into(),
-                unit_id: r.unit.into(),
-                kind: r.kind,
-                ts_us: r.ts,
-                value: r.value,
-            })
+            .map(|r| event(r.id, r.unit, r.kind, r.ts, r.value, r.bot))
             .collect();
-        let batch = replace(
-            testkit::event_batch(&events).unwrap(),
-            vec![(
-                "is_bot",
-                Arc::new(BooleanArray::from(
-                    rows.iter().map(|r| r.bot).collect::<Vec<_>>(),
-                )),
-            )],
-        );
         write(
             &dir.join(format!("date={date}/part={part}/{file}.parquet")),
-            &batch,
+            Kind::Event,
+            &events,
         );
     }
 }
@@ -823,17 +809,11 @@ fn partition_freshness_counts_recent_events_and_finds_the_latest() {
 
     // Without `part=` directories there are no partitions.
     let flat = dir.path().join("flat.parquet");
-    let events: Vec<Event> = ["x", "y"]
+    let events: Vec<Record> = ["x", "y"]
         .iter()
-        .map(|id| Event {
-            event_id: id.to_string(),
-            unit_id: "u".into(),
-            kind: "page_view",
-            ts_us: at(570, 0),
-            value: None,
-        })
+        .map(|id| event(id, "u", "page_view", at(570, 0), None, false))
         .collect();
-    write(&flat, &testkit::event_batch(&events).unwrap());
+    write(&flat, Kind::Event, &events);
     let source = DataSource {
         events: flat.display().to_string(),
         ..source

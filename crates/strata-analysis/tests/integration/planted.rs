@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use strata_analysis::testkit::{generate_units, write_parquet, Event, Exposure, GenConfig};
+use strata_pipeline::record::Record;
+use strata_sim::dataset::{unit_records, write_parquet, DatasetConfig};
 
 use super::common::*;
 
@@ -11,46 +12,42 @@ const DAY_US: i64 = 86_400_000_000;
 
 #[test]
 fn planted_effect_matches_independent_computation() {
-    let cfg = GenConfig {
-        units: 3_000,
-        events_per_unit: 15.0,
-        effect: 0.5,
-        seed: 7,
+    let cfg = DatasetConfig {
         duplicate_rate: 0.05,
-        ..GenConfig::default()
+        ..dataset(3_000, 6.0, 0.5, 7)
     };
     let f = Fixture::new();
-    let (n_exp, n_ev) = write_parquet(&cfg, "exp", &f.path("gen"), 3).unwrap();
-    assert_eq!(n_exp, 3_000);
-    assert!(n_ev > 30_000, "{n_ev}");
+    let written = write_parquet(&cfg, &f.path("gen"), 3).unwrap();
+    assert_eq!(written.exposures, 3_000);
+    assert!(written.events > 30_000, "{written:?}");
 
     // Independent computation: per unit, deduplicated events in [exposure − 5 s, end).
     let (start, end) = (cfg.start_us, cfg.start_us + 14 * DAY_US);
     let mut per_variant: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    generate_units(
-        &cfg,
-        0,
-        cfg.units,
-        |x: Exposure, events: &mut Vec<Event>| {
-            let mut seen = HashSet::new();
-            let lo = (x.ts_us - 5_000_000).max(start);
-            let (mut conv, mut rev) = (0.0, 0.0);
-            for e in events.iter() {
-                if !seen.insert(e.event_id.clone())
-                    || e.kind != "purchase"
-                    || e.ts_us < lo
-                    || e.ts_us >= end
-                {
-                    continue;
-                }
-                conv = 1.0;
-                rev += e.value.unwrap_or(0.0);
+    for index in 0..cfg.units {
+        let records = unit_records(&cfg, index);
+        let Some(Record::Exposure(x)) = records.first() else {
+            panic!("a unit's records start with its exposure")
+        };
+        let mut seen = HashSet::new();
+        let lo = (x.ts - 5_000_000).max(start);
+        let (mut conv, mut rev) = (0.0, 0.0);
+        for r in &records[1..] {
+            let Record::Event(e) = r else { continue };
+            if !seen.insert(e.event_id.clone())
+                || e.event_type != "purchase"
+                || e.ts < lo
+                || e.ts >= end
+            {
+                continue;
             }
-            let v = per_variant.entry(x.variant.clone()).or_default();
-            v.0.push(conv);
-            v.1.push(rev);
-        },
-    );
+            conv = 1.0;
+            rev += e.value.unwrap_or(0.0);
+        }
+        let v = per_variant.entry(x.variant.clone()).or_default();
+        v.0.push(conv);
+        v.1.push(rev);
+    }
     let spec = r#"{"key": "exp", "control": "control",
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-15T00:00:00Z",

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use strata_analysis::testkit::{write_parquet, GenConfig};
 use strata_analysis::{EngineOptions, Results};
+use strata_sim::dataset::write_parquet;
+
+use strata_sim::dataset::DatasetConfig;
 
 use super::common::*;
 
@@ -24,16 +26,12 @@ fn json(r: &Results) -> serde_json::Value {
 
 #[test]
 fn sliced_and_whole_inputs_agree() {
-    let cfg = GenConfig {
-        units: 2_000,
-        events_per_unit: 12.0,
-        effect: 0.3,
-        seed: 11,
+    let cfg = DatasetConfig {
         duplicate_rate: 0.1,
-        ..GenConfig::default()
+        ..dataset(2_000, 2.0, 0.3, 11)
     };
     let f = Fixture::new();
-    write_parquet(&cfg, "exp", &f.path("gen"), 4).unwrap();
+    write_parquet(&cfg, &f.path("gen"), 4).unwrap();
     assert!(f.path("gen/events/part=03/data.parquet").is_file());
     let spec = r#"{"key": "exp", "control": "control",
         "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],

@@ -69,10 +69,16 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "strata-clock",
             ][..],
         ),
-        // The simulator drives users through the SDK and the HTTP API only.
+        // The simulator drives users through the SDK and the HTTP API only;
+        // its offline data sets are the pipeline's records and files.
         (
             "strata-sim",
-            &["strata-core", "strata-sdk", "strata-clock"][..],
+            &[
+                "strata-core",
+                "strata-sdk",
+                "strata-clock",
+                "strata-pipeline",
+            ][..],
         ),
         (
             "strata-cli",

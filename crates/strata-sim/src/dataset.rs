@@ -1,0 +1,406 @@
+//! Offline data sets: what the pipeline would have stored for one
+//! experiment, written straight to Parquet with the pipeline's own writer,
+//! for benchmarks and tests of the analysis at a size no HTTP load could
+//! reach in minutes.
+//!
+//! The users are a [`Population`] (with its segment attributes, and
+//! heavy-tailed [`Activity`] by default); each is assigned by the real
+//! assignment hash (`strata_core::hash::bucket` of the unit id and the
+//! experiment's salt) and exposed once, at a uniform time in the first half
+//! of the experiment; its visits are spread uniformly between its exposure
+//! and the end, with a share of them in the week before the start (so that
+//! CUPED has a covariate), and each visit is a [`session`] of the behaviour
+//! model under its variant's [`Effect`] (novelty included). A small share of
+//! events is sent twice with the same `event_id`, as retrying clients do.
+//!
+//! Everything is a function of the seed: the same configuration writes the
+//! same rows. The records are `strata_pipeline::Record`s and the files are
+//! written by `strata_pipeline::parquet::FileWriter`, so the schema and the
+//! writer settings are exactly the pipeline's; a unit's exposure and events
+//! go to the file of its user partition (`strata_pipeline::user_partition`),
+//! as compaction would put them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Poisson};
+use strata_pipeline::parquet::{FileWriter, DEFAULT_ROW_GROUP_ROWS};
+use strata_pipeline::record::{Event, Exposure, Kind, Record};
+use strata_pipeline::user_partition;
+
+use crate::behaviour::{session, Baseline, Effect, Interactions};
+use crate::population::{Activity, Population, User};
+use crate::SimError;
+
+const DAY_US: i64 = 86_400_000_000;
+/// Seconds between a visit's events.
+const EVENT_GAP_US: i64 = 5_000_000;
+/// `received_at − ts` of every record: a fixed delivery delay.
+const RECEIVED_AFTER_US: i64 = 250_000;
+
+/// One variant of the data set's experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Variant key.
+    pub key: String,
+    /// Traffic weight (relative).
+    pub weight: f64,
+    /// What the variant does to behaviour ([`Effect::NONE`] for the control).
+    pub effect: Effect,
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetConfig {
+    /// Experiment key, written in every exposure.
+    pub experiment: String,
+    /// Assignment salt (the experiment's).
+    pub salt: String,
+    /// Variants; the first is the control.
+    pub variants: Vec<Variant>,
+    /// Exposed units.
+    pub units: u32,
+    /// Mean visits per unit of activity 1, over the experiment and the
+    /// pre-period together.
+    pub visits_per_unit: f64,
+    /// Share of visits in the week before the start.
+    pub pre_period_share: f64,
+    /// Share of events sent twice (same `event_id`).
+    pub duplicate_rate: f64,
+    /// Experiment start, µs since the epoch.
+    pub start_us: i64,
+    /// Experiment length in days.
+    pub days: i64,
+    /// How users' activity is spread.
+    pub activity: Activity,
+    /// Behaviour without any effect.
+    pub baseline: Baseline,
+    /// Interactions around each visit.
+    pub interactions: Interactions,
+    /// Random seed (of the population and of the behaviour).
+    pub seed: u64,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        Self {
+            experiment: "exp_bench".into(),
+            salt: "exp_bench".into(),
+            variants: vec![
+                Variant {
+                    key: "control".into(),
+                    weight: 1.0,
+                    effect: Effect::NONE,
+                },
+                Variant {
+                    key: "treatment".into(),
+                    weight: 1.0,
+                    effect: Effect::NONE,
+                },
+            ],
+            units: 1_000,
+            visits_per_unit: 2.0,
+            pre_period_share: 0.2,
+            duplicate_rate: 0.0,
+            start_us: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
+            days: 14,
+            activity: Activity::Pareto {
+                alpha: 1.2,
+                cap: 200.0,
+            },
+            baseline: Baseline::default(),
+            interactions: Interactions::default(),
+            seed: 1,
+        }
+    }
+}
+
+impl DatasetConfig {
+    /// The population the units are drawn from.
+    pub fn population(&self) -> Population {
+        Population::new(self.units, self.seed).with_activity(self.activity)
+    }
+
+    /// The variant of `user` by the assignment hash and the weights.
+    pub fn variant_of(&self, user: &User) -> usize {
+        let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        let point = f64::from(strata_core::hash::bucket(&user.id, &self.salt))
+            / f64::from(strata_core::hash::BUCKETS)
+            * total;
+        let mut upto = 0.0;
+        for (i, v) in self.variants.iter().enumerate() {
+            upto += v.weight;
+            if point < upto {
+                return i;
+            }
+        }
+        self.variants.len().saturating_sub(1)
+    }
+}
+
+/// One unit's records: its exposure, then its events in time order (a
+/// duplicated event twice in a row).
+pub fn unit_records(cfg: &DatasetConfig, index: u32) -> Vec<Record> {
+    let user = cfg.population().user(index);
+    let vi = cfg.variant_of(&user);
+    let mut rng = StdRng::seed_from_u64(
+        cfg.seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(index))
+            ^ 0xD1B5_4A32_D192_ED03,
+    );
+    let start = cfg.start_us;
+    let end = start + cfg.days * DAY_US;
+    let exposed = start + (rng.random::<f64>() * (cfg.days * DAY_US / 2) as f64) as i64;
+    let mut out = vec![Record::Exposure(Exposure {
+        unit_id: user.id.clone(),
+        experiment: cfg.experiment.clone(),
+        variant: cfg.variants[vi].key.clone(),
+        assigned_variant: cfg.variants[vi].key.clone(),
+        opted_out: false,
+        ts: exposed,
+        received_at: exposed + RECEIVED_AFTER_US,
+        attributes: BTreeMap::from([
+            ("country".to_owned(), user.country.to_owned()),
+            ("plan".to_owned(), user.plan.as_str().to_owned()),
+            ("platform".to_owned(), user.platform.as_str().to_owned()),
+        ]),
+        is_bot: false,
+    })];
+    let mean = cfg.visits_per_unit * user.activity;
+    let visits = Poisson::new(mean.max(1e-9)).map_or(0, |d| d.sample(&mut rng) as u64);
+    let mut times: Vec<(i64, bool)> = (0..visits)
+        .map(|_| {
+            if rng.random::<f64>() < cfg.pre_period_share {
+                let t = start - 7 * DAY_US + (rng.random::<f64>() * (7 * DAY_US) as f64) as i64;
+                (t, true)
+            } else {
+                let t = exposed + (rng.random::<f64>() * (end - exposed) as f64) as i64;
+                (t, false)
+            }
+        })
+        .collect();
+    times.sort_unstable();
+    let mut n = 0u64;
+    for (t, pre) in times {
+        let effect = if pre {
+            Effect::NONE
+        } else {
+            cfg.variants[vi]
+                .effect
+                .at((t - exposed) as f64 / DAY_US as f64)
+        };
+        let events = session(&cfg.baseline, &cfg.interactions, &user, &effect, &mut rng);
+        for (k, (kind, value)) in events.into_iter().enumerate() {
+            let ts = (t + k as i64 * EVENT_GAP_US).min(end - 1);
+            let event = Event {
+                event_id: format!("{}-{n}", user.id),
+                unit_id: user.id.clone(),
+                event_type: kind.to_owned(),
+                ts,
+                received_at: ts + RECEIVED_AFTER_US,
+                value,
+                properties: BTreeMap::new(),
+                is_bot: false,
+                opted_out: false,
+            };
+            n += 1;
+            if cfg.duplicate_rate > 0.0 && rng.random::<f64>() < cfg.duplicate_rate {
+                out.push(Record::Event(event.clone()));
+            }
+            out.push(Record::Event(event));
+        }
+    }
+    out
+}
+
+/// What [`write_parquet`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Exposure rows.
+    pub exposures: u64,
+    /// Event rows (duplicates included).
+    pub events: u64,
+}
+
+/// Rows buffered per file before they are handed to its writer.
+const FLUSH_ROWS: usize = 1 << 16;
+
+/// Writes the data set under `dir` as `exposures/part=NN/data.parquet` and
+/// `events/part=NN/data.parquet`, one file per user partition of
+/// `partitions`, streaming: memory is bounded by a buffer per file, not by
+/// the data set. Existing files are replaced.
+pub fn write_parquet(
+    cfg: &DatasetConfig,
+    dir: &Path,
+    partitions: u32,
+) -> Result<Written, SimError> {
+    let partitions = partitions.max(1);
+    let width = partitions.saturating_sub(1).to_string().len().max(2);
+    let mut files = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let mut pair = Vec::with_capacity(2);
+        for (kind, name) in [(Kind::Exposure, "exposures"), (Kind::Event, "events")] {
+            let d = dir.join(name).join(format!("part={p:0width$}"));
+            std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let writer = FileWriter::create(&d.join("data.parquet"), kind, DEFAULT_ROW_GROUP_ROWS)?;
+            pair.push((writer, Vec::<Record>::new()));
+        }
+        files.push(pair);
+    }
+    let flush = |writer: &mut FileWriter, rows: &mut Vec<Record>| -> Result<(), SimError> {
+        let views: Vec<_> = rows.iter().map(Record::view).collect();
+        let refs: Vec<_> = views.iter().collect();
+        writer.write_records(&refs)?;
+        rows.clear();
+        Ok(())
+    };
+    let mut written = Written::default();
+    for index in 0..cfg.units {
+        let records = unit_records(cfg, index);
+        let part = user_partition(records[0].unit_id(), partitions) as usize;
+        for r in records {
+            let slot = match r.kind() {
+                Kind::Exposure => {
+                    written.exposures += 1;
+                    0
+                }
+                Kind::Event => {
+                    written.events += 1;
+                    1
+                }
+            };
+            let (writer, rows) = &mut files[part][slot];
+            rows.push(r);
+            if rows.len() >= FLUSH_ROWS {
+                flush(writer, rows)?;
+            }
+        }
+    }
+    for pair in files {
+        for (mut writer, mut rows) in pair {
+            if !rows.is_empty() {
+                flush(&mut writer, &mut rows)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DatasetConfig {
+        DatasetConfig {
+            units: 400,
+            visits_per_unit: 3.0,
+            duplicate_rate: 0.01,
+            variants: vec![
+                Variant {
+                    key: "control".into(),
+                    weight: 1.0,
+                    effect: Effect::NONE,
+                },
+                Variant {
+                    key: "treatment".into(),
+                    weight: 3.0,
+                    effect: Effect {
+                        purchase: 1.5,
+                        ..Effect::NONE
+                    },
+                },
+            ],
+            ..DatasetConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_rows() {
+        let c = cfg();
+        assert_eq!(unit_records(&c, 7), unit_records(&c, 7));
+        let other = DatasetConfig { seed: 2, ..cfg() };
+        assert_ne!(unit_records(&c, 7), unit_records(&other, 7));
+    }
+
+    #[test]
+    fn units_are_assigned_by_the_hash_and_the_weights() {
+        let c = cfg();
+        let pop = c.population();
+        let treated = (0..c.units)
+            .filter(|&i| c.variant_of(&pop.user(i)) == 1)
+            .count();
+        // Weights 1:3.
+        let share = treated as f64 / f64::from(c.units);
+        assert!((share - 0.75).abs() < 0.07, "{share}");
+        // The bucket decides, not the generator's randomness.
+        let user = pop.user(11);
+        let bucket = strata_core::hash::bucket(&user.id, &c.salt);
+        assert_eq!(c.variant_of(&user), usize::from(bucket >= 250));
+    }
+
+    #[test]
+    fn events_lie_in_the_pre_period_or_after_the_exposure() {
+        let c = cfg();
+        let end = c.start_us + c.days * DAY_US;
+        let (mut pre, mut post) = (0, 0);
+        for i in 0..c.units {
+            let rows = unit_records(&c, i);
+            let Record::Exposure(x) = &rows[0] else {
+                panic!("the exposure comes first")
+            };
+            assert!(x.ts >= c.start_us && x.ts < c.start_us + c.days * DAY_US / 2);
+            for r in &rows[1..] {
+                let Record::Event(e) = r else {
+                    panic!("one exposure per unit")
+                };
+                assert_eq!(e.unit_id, x.unit_id);
+                assert!(e.ts < end);
+                if e.ts < c.start_us {
+                    assert!(e.ts >= c.start_us - 7 * DAY_US);
+                    pre += 1;
+                } else {
+                    assert!(e.ts >= x.ts);
+                    post += 1;
+                }
+            }
+        }
+        let share = f64::from(pre) / f64::from(pre + post);
+        assert!((share - 0.2).abs() < 0.08, "{share}");
+    }
+
+    #[test]
+    fn writes_the_pipelines_files_by_user_partition() {
+        let dir = std::env::temp_dir().join(format!("strata-sim-dataset-{}", std::process::id()));
+        let c = cfg();
+        let w = write_parquet(&c, &dir, 4).unwrap();
+        assert_eq!(w.exposures, u64::from(c.units));
+        let expected: u64 = (0..c.units)
+            .map(|i| unit_records(&c, i).len() as u64 - 1)
+            .sum();
+        assert_eq!(w.events, expected);
+        let mut rows = 0;
+        for p in 0..4 {
+            let path = dir.join(format!("events/part=0{p}/data.parquet"));
+            let (schema, batches) = strata_pipeline::parquet::read_file(&path).unwrap();
+            assert_eq!(
+                schema.fields(),
+                strata_pipeline::parquet::event_schema().fields()
+            );
+            let units = strata_pipeline::parquet::string_column(&batches[0], "unit_id", &path)
+                .unwrap()
+                .value(0)
+                .to_owned();
+            assert_eq!(user_partition(&units, 4), p);
+            rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        }
+        assert_eq!(rows, w.events);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
