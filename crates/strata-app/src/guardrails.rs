@@ -83,7 +83,7 @@ use strata_analysis::results::Results;
 use strata_analysis::spec::parse_time;
 use strata_analysis::{DataSource, MetricRegistry};
 use strata_model::results::HealthStatus;
-use strata_model::{AppliesTo, GuardrailDef};
+use strata_model::{AppliesTo, GuardrailDef, MetricType};
 use strata_pipeline::Sink;
 use strata_server::activation::Activation;
 use strata_server::auth::{Auth, Perm};
@@ -344,9 +344,18 @@ impl Monitor {
                     };
                     work.push((e, guardrails, activated_at));
                 }
+                // A guardrail whose metric the monitor cannot compute is
+                // skipped on its own (gate `data`), never with the others.
                 let specs: Vec<MonitorSpec> = work
                     .iter()
-                    .filter_map(|(e, g, at)| Some(spec(e, g, (*at)?, shared.cutoff)))
+                    .filter_map(|(e, g, at)| {
+                        let watchable: Vec<&GuardrailDef> = g
+                            .iter()
+                            .copied()
+                            .filter(|g| unwatchable(g, &shared.registry).is_none())
+                            .collect();
+                        Some(spec(e, &watchable, (*at)?, shared.cutoff))
+                    })
                     .filter(|_| !shared.empty)
                     .collect();
                 let read = Instant::now();
@@ -658,7 +667,7 @@ impl Monitor {
                 partitions: shared.partitions.clone(),
                 partition_count: self.cfg.partitions,
                 variants,
-                data_error: data_error.clone(),
+                data_error: unwatchable(g, &shared.registry).or_else(|| data_error.clone()),
             };
             let evaluation = evaluate(&input);
             self.count(&evaluation, cycle);
@@ -990,6 +999,23 @@ impl Monitor {
     }
 }
 
+/// Why the monitor cannot compute guardrail `g`'s metric, if it cannot: the
+/// metric is missing from the registry, or is a quantile (the sequential
+/// test compares means of per-unit values). The server refuses both when a
+/// guardrail is defined or its metric changed; this keeps one such
+/// definition (stored before, or edited in the database) from taking the
+/// experiment's other guardrails down with it.
+fn unwatchable(g: &GuardrailDef, registry: &MetricRegistry) -> Option<String> {
+    match registry.get(&g.metric) {
+        None => Some(format!("metric `{}` is not in the registry", g.metric)),
+        Some(m) if m.kind == MetricType::Quantile => Some(format!(
+            "quantile metric `{}` cannot be watched: the monitor's test compares means of per-unit values",
+            g.metric
+        )),
+        Some(_) => None,
+    }
+}
+
 /// What the monitor reads for experiment `e` and its `guardrails`: units
 /// first exposed since `start` (its first activation), data before `cutoff`.
 fn spec(
@@ -1132,5 +1158,32 @@ impl Mount for GuardrailMount {
                 next = tokio::time::Instant::now() + monitor.cfg.interval;
             }
         })]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guardrail_on_a_quantile_or_a_missing_metric_is_unwatchable_alone() {
+        let registry: MetricRegistry = serde_json::from_value(serde_json::json!({"metrics": [
+            {"key": "load_ms", "type": "mean", "filter": {"type": "page_load"}},
+            {"key": "load_p95", "type": "quantile", "quantile": 0.95, "filter": {"type": "page_load"}}
+        ]}))
+        .unwrap();
+        let guard = |metric: &str| -> GuardrailDef {
+            serde_json::from_value(
+                serde_json::json!({"key": format!("g_{metric}"), "metric": metric,
+                "threshold": 1, "direction": "increase_is_bad", "window_minutes": 15,
+                "auto_action": "kill"}),
+            )
+            .unwrap()
+        };
+        assert_eq!(unwatchable(&guard("load_ms"), &registry), None);
+        let p95 = unwatchable(&guard("load_p95"), &registry).unwrap();
+        assert!(p95.contains("quantile metric `load_p95`"), "{p95}");
+        let gone = unwatchable(&guard("nope"), &registry).unwrap();
+        assert!(gone.contains("`nope` is not in the registry"), "{gone}");
     }
 }

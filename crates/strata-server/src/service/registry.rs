@@ -363,14 +363,22 @@ impl RegistryService {
         def.validate().map_err(model)?;
         let mut tx = self.begin(actor).await?;
         // Checked in the write, so the metric cannot be deleted in between.
-        if tx
+        let Some(metric) = tx
             .definition::<Value>(Kind::Metric.as_str(), &def.metric)
             .await?
-            .is_none()
-        {
+        else {
             return Err(ServiceError::validation(
                 "metric",
                 format!("metric {:?} is not in the metric registry", def.metric),
+            ));
+        };
+        if metric["type"] == "quantile" {
+            return Err(ServiceError::validation(
+                "metric",
+                format!(
+                    "metric {:?} is a quantile: the guardrail monitor's sequential test compares means of per-unit values, so watch a mean, sum, count, binomial or ratio metric (for latency, the mean load time); to see the quantile in an experiment's looks, name it among the experiment's guardrails",
+                    def.metric
+                ),
             ));
         }
         let key = def.key.clone();

@@ -343,12 +343,15 @@ impl TestServer {
         self.key("sdk", None, "", "sdk").await
     }
 
-    /// Metrics, a guardrail and the checkout layer the example experiment needs.
+    /// Metrics (one a quantile, one the mean of the same events, which a
+    /// guardrail definition can watch) and the checkout layer the example
+    /// experiment needs.
     pub async fn setup_registry(&self) {
         for m in [
             json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}}),
             json!({"key": "revenue", "type": "sum", "filter": {"type": "purchase", "value": {"gt": 0}}}),
             json!({"key": "page_load_p95", "type": "quantile", "quantile": 0.95, "filter": {"type": "page_load"}}),
+            json!({"key": "page_load_ms", "type": "mean", "filter": {"type": "page_load"}}),
         ] {
             let (s, v) = self.post("/api/v1/metrics", m).await;
             assert_eq!(s, StatusCode::CREATED, "{v}");

@@ -432,8 +432,9 @@ async fn audit_entries(s: TestServer) {
     assert!(items[3]["before"].is_null());
     let (_, per) = s.get("/api/v1/experiments/exp_a/audit").await;
     assert_eq!(per["items"].as_array().unwrap().len(), 4);
+    // One entry per metric of the test registry.
     let (_, all) = s.get("/api/v1/audit?entity_type=metric").await;
-    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
     let (_, paged) = s.get("/api/v1/audit?limit=2").await;
     assert_eq!(paged["items"].as_array().unwrap().len(), 2);
     let seq = paged["items"][1]["seq"].as_i64().unwrap();

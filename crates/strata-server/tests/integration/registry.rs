@@ -67,11 +67,11 @@ async fn metrics_and_guardrails(s: TestServer) {
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
     let (_, list) = s.get("/api/v1/metrics").await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 4);
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
     let (st, m) = s.get("/api/v1/metrics/aov").await;
     assert_eq!((st, m["type"].as_str()), (StatusCode::OK, Some("ratio")));
 
-    let g = json!({"key": "latency_guard", "metric": "page_load_p95", "threshold": 50, "relative": false,
+    let g = json!({"key": "latency_guard", "metric": "page_load_ms", "threshold": 50, "relative": false,
         "direction": "increase_is_bad", "window_minutes": 15, "min_samples": 10000, "min_age_minutes": 120,
         "auto_action": "kill"});
     let (st, v) = s.post("/api/v1/guardrails", g.clone()).await;
@@ -84,6 +84,22 @@ async fn metrics_and_guardrails(s: TestServer) {
     assert_eq!(
         (st, v["error"]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("metric"))
+    );
+    // The monitor's sequential test compares means of per-unit values: a
+    // quantile cannot be watched (an experiment may still name it among its
+    // guardrail metrics, for its looks).
+    let mut bad = g.clone();
+    bad["key"] = json!("g_p95");
+    bad["metric"] = json!("page_load_p95");
+    let (st, v) = s.post("/api/v1/guardrails", bad).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("metric")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("quantile"),
+        "{v}"
     );
     let mut bad = g.clone();
     bad["key"] = json!("g3");
@@ -98,7 +114,7 @@ async fn metrics_and_guardrails(s: TestServer) {
         .await;
     // A metric an experiment uses cannot be deleted: as primary, secondary,
     // or watched by a guardrail definition the experiment names.
-    for metric in ["conversion", "revenue", "page_load_p95"] {
+    for metric in ["conversion", "revenue", "page_load_ms"] {
         let (st, v, _) = s
             .call(
                 reqwest::Method::DELETE,

@@ -197,8 +197,8 @@ async fn guardrails_name_definitions_or_metrics_unambiguously() {
     let s = TestServer::start(crate::common::Db::Sqlite).await.unwrap();
     s.setup_registry().await;
     for (key, metric) in [
-        ("latency_guard", "page_load_p95"),
-        ("revenue", "page_load_p95"),
+        ("latency_guard", "page_load_ms"),
+        ("revenue", "page_load_ms"),
     ] {
         let (st, v) = s
             .post(
@@ -215,7 +215,7 @@ async fn guardrails_name_definitions_or_metrics_unambiguously() {
         json!({"guardrails": ["latency_guard", "conversion"]}),
     )
     .await;
-    // "revenue" is a definition watching page_load_p95 and also a metric.
+    // "revenue" is a definition watching page_load_ms and also a metric.
     let (st, v) = s
         .post(
             "/api/v1/experiments",
