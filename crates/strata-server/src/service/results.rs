@@ -221,6 +221,13 @@ impl ResultsService {
         let summary = serde_json::to_value(doc.summary())
             .map_err(|e| ServiceError::Internal(format!("serialise a look's summary: {e}")))?;
         let store = &self.state.store;
+        // A mismatch is alerted once per episode: the look before this one
+        // (the latest still standing) decides whether it is news.
+        let srm_before = store
+            .results(&e.key, None)
+            .await
+            .map_err(|e| self.store_error(e))?
+            .is_some_and(|(_, doc)| srm_failed(&doc));
         let seq = store
             .insert_results(
                 &NewLook {
@@ -245,14 +252,16 @@ impl ResultsService {
             .iter()
             .find(|c| c.check == "srm" && c.status == HealthStatus::Fail)
         {
-            AlertService::new(self.state.clone())
-                .raise(Alert {
-                    event: "health.srm",
-                    experiment: Some(e.key.clone()),
-                    text: format!("{}: {} (look {seq})", e.key, srm.message),
-                    fields: serde_json::json!({"look": seq, "check": srm}),
-                })
-                .await;
+            if !srm_before {
+                AlertService::new(self.state.clone())
+                    .raise(Alert {
+                        event: "health.srm",
+                        experiment: Some(e.key.clone()),
+                        text: format!("{}: {} (look {seq})", e.key, srm.message),
+                        fields: serde_json::json!({"look": seq, "check": srm}),
+                    })
+                    .await;
+            }
             if e.srm_action == SrmAction::Pause && e.status == Status::Running {
                 self.pause_for_srm(&e.key, seq).await;
             }
@@ -562,4 +571,12 @@ fn check(
         }
     }
     Ok(as_of)
+}
+
+/// Whether a stored results document's sample ratio mismatch check failed.
+fn srm_failed(doc: &serde_json::Value) -> bool {
+    doc["health"].as_array().is_some_and(|h| {
+        h.iter()
+            .any(|c| c["check"] == "srm" && c["status"] == "fail")
+    })
 }

@@ -425,22 +425,34 @@ async fn failing_health_checks_are_audited_counted_and_pause_on_srm(s: TestServe
     assert_eq!(failed[0]["detail"], format!("seq {seq}: srm: srm is fail"));
     assert_eq!(failed[0]["actor"], "nightly");
 
-    // exp_a only alerts: audited, counted, still running.
-    let (st, v) = s
-        .post_as(
-            &analyst,
-            "/api/v1/experiments/exp_a/results",
-            doc_with_health("exp_a", &after_start(&alerted, 1000), "fail"),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // exp_a only alerts: audited, counted, still running — and alerted once
+    // per episode: a mismatch that persists look after look is raised at
+    // its first look, and again only after a look without it.
+    for (ms, srm) in [(1000, "fail"), (2000, "fail"), (3000, "ok"), (4000, "fail")] {
+        let (st, v) = s
+            .post_as(
+                &analyst,
+                "/api/v1/experiments/exp_a/results",
+                doc_with_health("exp_a", &after_start(&alerted, ms), srm),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
     let (_, e) = s.get("/api/v1/experiments/exp_a").await;
     assert_eq!(e["status"], "running");
+    let (_, audit) = s.get("/api/v1/audit?entity=experiment:exp_a").await;
+    let alerts = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["action"] == "alert.health.srm")
+        .count();
+    assert_eq!(alerts, 2, "{audit}");
     let metrics = s.metrics_text().await;
     for line in [
         r#"strata_health_checks{experiment="exp_p",check="srm",status="ok"} 1"#,
         r#"strata_health_checks{experiment="exp_p",check="srm",status="fail"} 1"#,
-        r#"strata_health_checks{experiment="exp_a",check="srm",status="fail"} 1"#,
+        r#"strata_health_checks{experiment="exp_a",check="srm",status="fail"} 3"#,
         r#"strata_health_checks{experiment="exp_p",check="novelty",status="ok"} 2"#,
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
