@@ -88,7 +88,7 @@ pub fn checks(r: &Results, f: &LookFacts) -> Vec<HealthCheck> {
         missing_data(r),
         minimum_duration(f),
         underpowered(r, f),
-        novelty(r),
+        novelty(r, f.alpha),
         simpsons_paradox(r),
     ]
 }
@@ -404,7 +404,16 @@ fn underpowered(r: &Results, f: &LookFacts) -> HealthCheck {
     }
 }
 
-fn novelty(r: &Results) -> HealthCheck {
+/// `Δ [lo, hi]` of a window's effect.
+fn window(w: &strata_model::results::WindowEffect) -> String {
+    match (w.delta, w.ci) {
+        (Some(d), Some([lo, hi])) => format!("{d:+.4} [{lo:+.4}, {hi:+.4}]"),
+        (Some(d), None) => format!("{d:+.4}"),
+        _ => "not measurable".to_owned(),
+    }
+}
+
+fn novelty(r: &Results, alpha: f64) -> HealthCheck {
     let flagged: Vec<&str> = r
         .novelty
         .iter()
@@ -423,12 +432,47 @@ fn novelty(r: &Results) -> HealthCheck {
                 n.metric, n.window_days
             ),
         ),
-        (Some(_), None) => check(
-            "novelty",
-            HealthStatus::Ok,
-            &figures,
-            "No sign that the effect fades after units' first days.".to_owned(),
-        ),
+        // Say what was seen, not more: a decay test on a thin late window
+        // finds nothing because it can find nothing.
+        (Some(n), None) => {
+            let d = n.window_days;
+            let testable: Vec<_> = n
+                .effects
+                .iter()
+                .filter(|e| e.decay_p_value.is_some())
+                .collect();
+            let early: Vec<_> = testable
+                .iter()
+                .filter(|e| e.early.p_value.is_some_and(|p| p < alpha))
+                .collect();
+            let message = if testable.is_empty() {
+                format!(
+                    "Not checkable yet: too few units have been exposed longer than {d} days to measure the effect after their first days."
+                )
+            } else if early.is_empty() {
+                format!("No significant effect in units' first {d} days, so no novelty to fade.")
+            } else {
+                let parts: Vec<String> = early
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "in {}, {} in units' first {d} days against {} after them ({} units later), p = {:.3}",
+                            e.variant,
+                            window(&e.early),
+                            window(&e.late),
+                            e.late.n[0] + e.late.n[1],
+                            e.decay_p_value.unwrap_or(1.0)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "No significant fading of the effect on `{}`: {}.",
+                    n.metric,
+                    parts.join("; ")
+                )
+            };
+            check("novelty", HealthStatus::Ok, &figures, message)
+        }
         (None, _) => check(
             "novelty",
             HealthStatus::Ok,
@@ -533,6 +577,57 @@ mod tests {
         assert_eq!(names, strata_model::results::HEALTH_CHECKS);
         assert!(c.iter().all(|c| c.status == HealthStatus::Ok), "{c:#?}");
         assert!(c.iter().all(|c| !c.message.is_empty()));
+    }
+
+    #[test]
+    fn novelty_says_what_it_could_see() {
+        use strata_model::results::{Novelty, NoveltyEffect, WindowEffect};
+        let w = |n: u64, delta: f64, p: f64| WindowEffect {
+            n: [n, n],
+            delta: Some(delta),
+            ci: Some([delta - 0.01, delta + 0.01]),
+            p_value: Some(p),
+        };
+        let look = |early_p: f64, decay: Option<f64>, flagged: bool| {
+            let mut r = results(5000, 5000);
+            r.novelty = Some(Novelty {
+                metric: "conversion".into(),
+                window_days: 7,
+                effects: vec![NoveltyEffect {
+                    variant: "treatment".into(),
+                    early: w(5000, 0.02, early_p),
+                    late: w(40, 0.01, 0.4),
+                    decay_p_value: decay,
+                    flagged,
+                }],
+            });
+            let f = LookFacts {
+                alpha: 0.05,
+                ..facts()
+            };
+            let c = checks(&r, &f);
+            let n = c.iter().find(|c| c.check == "novelty").unwrap().clone();
+            (n.status, n.message)
+        };
+        let (s, m) = look(0.001, None, false);
+        assert_eq!(s, HealthStatus::Ok);
+        assert!(m.starts_with("Not checkable yet"), "{m}");
+        let (_, m) = look(0.3, Some(0.5), false);
+        assert!(
+            m.starts_with("No significant effect in units' first 7 days"),
+            "{m}"
+        );
+        // A significant early effect and a thin late window: the figures say
+        // how little the late window shows, not that there is no novelty.
+        let (s, m) = look(0.001, Some(0.2), false);
+        assert_eq!(s, HealthStatus::Ok);
+        assert!(
+            m.contains("+0.0100 [+0.0000, +0.0200] after them (80 units later), p = 0.200"),
+            "{m}"
+        );
+        let (s, m) = look(0.001, Some(0.001), true);
+        assert_eq!(s, HealthStatus::Warn);
+        assert!(m.contains("will fade"), "{m}");
     }
 
     #[test]
