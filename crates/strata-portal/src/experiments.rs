@@ -16,7 +16,7 @@ use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
-use strata_model::results::LookSummary;
+use strata_model::results::{LookSummary, Verdict};
 use strata_server::auth::Perm;
 use strata_server::model::{ExperimentRecord, Status};
 use strata_server::service::lifecycle::{self, Action};
@@ -175,7 +175,7 @@ pub async fn list(
                                 td { (layer_cell(e)) }
                                 td { (e.owner_team) }
                                 td.hide-narrow { (age(e.started_at.as_deref().unwrap_or(&e.created_at), now)) }
-                                (summary_cells(summaries.get(&e.key).map(|l| &l.summary)))
+                                (summary_cells(summaries.get(&e.key).map(|l| &l.summary), e.status))
                             }
                         }
                     }
@@ -210,8 +210,14 @@ fn layer_cell(e: &ExperimentRecord) -> Markup {
     }
 }
 
-/// The health and decision cells of a row.
-fn summary_cells(s: Option<&LookSummary>) -> Markup {
+/// The health and decision cells of a row. An experiment that has ended
+/// (killed, concluded, archived) shows no advice to keep it running: its
+/// last look's verdict is about data, not an action left to take.
+fn summary_cells(s: Option<&LookSummary>, status: Status) -> Markup {
+    let ended = matches!(
+        status,
+        Status::Killed | Status::Concluded | Status::Archived
+    );
     html! {
         @match s {
             Some(s) => {
@@ -220,6 +226,7 @@ fn summary_cells(s: Option<&LookSummary>) -> Markup {
                     None => span.muted { "–" },
                 } }
                 td { @match s.verdict {
+                    Some(Verdict::KeepRunning) if ended => span.muted title={"the experiment is " (status.as_str()) "; its last look said keep running"} { "ended" },
                     Some(v) => span class={"badge verdict-" (v.as_str())} { (v.as_str().replace('_', " ")) },
                     None => span.muted { "–" },
                 } }

@@ -17,7 +17,7 @@ use strata_model::results::{
     Decision, Effect, HealthStatus, LookSummary, MetricResult, Novelty, Results, SegmentReport,
 };
 use strata_server::auth::Perm;
-use strata_server::model::ExperimentRecord;
+use strata_server::model::{ExperimentRecord, Status};
 use strata_server::service::{ExperimentService, GuardrailService, ResultsService, ServiceError};
 use strata_server::store::EvaluationRecord;
 
@@ -122,6 +122,9 @@ pub async fn show(
                     (notice("warn", &format!("this look was retracted on {} by {}: {}",
                         when(r), l.meta.retracted_by.as_deref().unwrap_or("?"),
                         l.meta.retract_reason.as_deref().unwrap_or("no reason given"))))
+                }
+                @if matches!(e.status, Status::Killed | Status::Concluded | Status::Archived) {
+                    (notice("info", &format!("this experiment is {}: it no longer runs. The decision below is what this look's data supports, not an action left to take.", e.status.as_str())))
                 }
                 @match serde_json::from_value::<Results>(l.results.clone()) {
                     Ok(r) => { (document(&r)) }

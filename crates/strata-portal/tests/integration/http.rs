@@ -506,6 +506,36 @@ async fn the_results_page_shows_every_look_with_plots_health_and_decision() {
     assert!(!first.body.contains("id=\"srm\""));
     let missing = b.get("/experiments/res_exp/results?look=99").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Killed after a look that said keep running: the list shows no advice
+    // to keep it running, and the results page says the decision is not an
+    // action left to take.
+    let as_of = (t0 + chrono::Duration::milliseconds(40))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    env.publish(
+        "res_exp",
+        &results("res_exp", &as_of, &start, 0.2, 4, false),
+    )
+    .await;
+    let list = b.get("/experiments").await;
+    assert!(list.body.contains("verdict-keep_running"), "{}", list.body);
+    env.act(
+        &env.checkout_exp,
+        "res_exp",
+        "kill",
+        json!({"reason": "errors"}),
+    )
+    .await;
+    let list = b.get("/experiments").await;
+    assert!(!list.body.contains("verdict-keep_running"), "{}", list.body);
+    assert!(list.body.contains(">ended</span>"), "{}", list.body);
+    let page = b.get("/experiments/res_exp/results").await;
+    assert!(
+        page.body
+            .contains("this experiment is killed: it no longer runs"),
+        "{}",
+        page.body
+    );
     env.stop().await;
 }
 
