@@ -284,7 +284,8 @@ impl LocalStore {
     }
 
     /// A lease under which the Parquet tree shows every compacted row
-    /// exactly once: merges of small files wait until it is dropped.
+    /// exactly once and no file changes under a reader: merges of small
+    /// files, unit deletions and retention wait until it is dropped.
     /// Compaction goes on (it only adds files).
     pub async fn read_lease(&self) -> ReadLease {
         ReadLease {
@@ -294,8 +295,12 @@ impl LocalStore {
 
     /// Removes every stored record of `unit_id`: compacts the log, then
     /// rewrites the Parquet files of the unit's partition without its rows.
+    /// Waits for readers holding a [`ReadLease`]: a reader must not find a
+    /// file replaced (or gone) between listing and reading it.
     pub async fn delete_unit(&self, unit_id: &str) -> Result<DeletionReport> {
         let inner = &self.inner;
+        // The lease before the compaction lock, as merges take them.
+        let _lease = Arc::clone(&inner.read_lease).write_owned().await;
         let mut guard = inner.compact_lock.lock().await;
         let compacted = inner.compact_locked(&mut guard, Some(unit_id)).await?;
         let parquet = inner.layout.parquet.clone();
@@ -319,13 +324,15 @@ impl LocalStore {
 
     /// Applies a retention policy at time `now_micros` to the Parquet
     /// store. Deduplication key files past the window are not touched
-    /// here: they are dropped when the store is next opened.
+    /// here: they are dropped when the store is next opened. Waits for
+    /// readers holding a [`ReadLease`], as [`LocalStore::delete_unit`] does.
     pub async fn apply_retention(
         &self,
         now_micros: i64,
         policy: &RetentionPolicy,
     ) -> Result<RetentionReport> {
         let inner = &self.inner;
+        let _lease = Arc::clone(&inner.read_lease).write_owned().await;
         let guard = inner.compact_lock.lock().await;
         let parquet = inner.layout.parquet.clone();
         let policy = policy.clone();

@@ -109,6 +109,46 @@ async fn a_merge_waits_for_readers_holding_a_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_and_retention_wait_for_readers_holding_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), manual()).await.unwrap();
+    trickle(&store, 0, 4).await;
+    let lease = store.read_lease().await;
+    let delete = {
+        let store = store.clone();
+        tokio::spawn(async move { store.delete_unit("u1").await })
+    };
+    let retention = {
+        let store = store.clone();
+        let policy = strata_pipeline::RetentionPolicy::default();
+        tokio::spawn(async move { store.apply_retention(DAY0 + 4000 * DAY, &policy).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !delete.is_finished(),
+        "a deletion rewrote files under a reader's lease"
+    );
+    assert!(
+        !retention.is_finished(),
+        "retention ran under a reader's lease"
+    );
+    assert_eq!(rows(&dir.path().join("parquet")), 4 * 26);
+    drop(lease);
+    let deleted = tokio::time::timeout(Duration::from_secs(10), delete)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.events_removed, 4 * 5, "{deleted:?}");
+    tokio::time::timeout(Duration::from_secs(10), retention)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_compactor_merges_by_itself() {
     // The same trickle without merging, for the count to compare with.
     let plain = tempfile::tempdir().unwrap();
