@@ -216,7 +216,11 @@ impl Portal {
 
 /// Headers of every portal response: no framing by other sites, no
 /// content-type sniffing, nothing loaded from elsewhere.
-async fn security_headers(mut res: axum::response::Response) -> impl IntoResponse {
+async fn security_headers(res: axum::response::Response) -> impl IntoResponse {
+    with_security_headers(res)
+}
+
+fn with_security_headers(mut res: axum::response::Response) -> axum::response::Response {
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -238,6 +242,13 @@ async fn security_headers(mut res: axum::response::Response) -> impl IntoRespons
 impl Mount for Portal {
     fn name(&self) -> &'static str {
         "portal"
+    }
+
+    fn page_not_found(&self) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        Some(with_security_headers(
+            page::PortalError::NotFound.into_response(),
+        ))
     }
 
     fn routes(&self) -> Router {

@@ -534,10 +534,11 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
         .with_state(state.clone());
+    let pages: Arc<[Arc<dyn Mount>]> = mounts.iter().cloned().collect();
     let routes = mounts
         .iter()
         .fold(routes, |r, m| r.merge(m.routes()))
-        .fallback(not_found)
+        .fallback(move |req: axum::extract::Request| not_found(pages.clone(), req))
         .method_not_allowed_fallback(method_not_allowed);
     with_layers(routes, &state)
 }
@@ -563,8 +564,31 @@ fn on_panic(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     AppError::internal("internal error").into_response()
 }
 
-async fn not_found() -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+/// Paths answered in JSON whatever the client accepts.
+const API_PREFIXES: [&str; 6] = [
+    "/api/",
+    "/sdk/",
+    "/ofrep/",
+    "/collect/",
+    "/metrics",
+    "/healthz",
+];
+
+/// No route: a browser asking for a page gets a mount's page (the portal's),
+/// everything else the API's JSON error.
+async fn not_found(mounts: Arc<[Arc<dyn Mount>]>, req: axum::extract::Request) -> Response {
+    let path = req.uri().path();
+    let wants_html = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html && !API_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        if let Some(page) = mounts.iter().find_map(|m| m.page_not_found()) {
+            return page;
+        }
+    }
+    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
 }
 
 async fn method_not_allowed() -> AppError {

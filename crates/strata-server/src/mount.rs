@@ -54,6 +54,13 @@ pub trait Mount: Send + Sync + Debug + 'static {
         let _ = out;
     }
 
+    /// The page a browser gets for a path no route serves (a request that
+    /// accepts HTML, outside the API's prefixes); `None` leaves it to the
+    /// API's JSON answer. The portal answers its own page.
+    fn page_not_found(&self) -> Option<axum::response::Response> {
+        None
+    }
+
     /// Drains the mount after the HTTP server stopped and its tasks ended
     /// (for example, flushes a log writer).
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -1127,3 +1127,40 @@ async fn a_breach_awaiting_approval_is_confirmed_and_a_look_retracted_from_the_r
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_page_is_the_portals_not_found_page_and_the_api_stays_json() {
+    let env = Env::start().await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, accept: &str| {
+        client
+            .get(format!("{}{path}", env.base))
+            .header("accept", accept)
+            .send()
+    };
+    let page = get("/experimentz", "text/html,application/xhtml+xml")
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.headers().contains_key("content-security-policy"));
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains("there is no such page") && body.contains("/experiments"),
+        "{body}"
+    );
+    // The API's prefixes, and clients that do not ask for HTML, get JSON.
+    for (path, accept) in [
+        ("/api/v1/nope", "text/html"),
+        ("/experimentz", "application/json"),
+    ] {
+        let r = get(path, accept).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "not_found", "{path}: {v}");
+    }
+    env.stop().await;
+}
