@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::dedup::{key_of_ref, list_key_files, write_key_file};
 use crate::error::{Result, StoreError};
 use crate::log::{list_segments, read_segment_into, scan_refs, segment_path, sync_dir};
+use crate::merge::Ranges;
 use crate::parquet::{list_parquet_files, write_record_refs, WriteOptions};
 use crate::record::RecordRef;
 
@@ -66,14 +67,12 @@ impl Layout {
 
 /// The file stem of the Parquet files of a segment range.
 pub fn range_stem(first: u64, last: u64) -> String {
-    format!("seg-{first:020}-{last:020}")
+    Ranges::Segments.stem(first, last)
 }
 
 /// The segment range of a Parquet file name (`seg-<first>-<last>.parquet`).
 pub(crate) fn parse_range_stem(file_name: &str) -> Option<(u64, u64)> {
-    let s = file_name.strip_suffix(".parquet")?.strip_prefix("seg-")?;
-    let (a, b) = s.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+    Ranges::Segments.parse(file_name)
 }
 
 /// What one compaction did.

@@ -51,14 +51,14 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
 use arrow_schema::SchemaRef;
 
-use crate::compact::{range_stem, Layout};
+use crate::compact::Layout;
 use crate::dedup::{keys_path, list_key_files, read_key_file, write_key_file};
 use crate::error::{Result, StoreError};
 use crate::log::sync_dir;
 use crate::parquet::{list_parquet_files, read_file, write_file_atomic};
 
 /// When and how far small files are merged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeOptions {
     /// A run is merged once it has this many files (default 8).
     pub min_files: usize,
@@ -91,9 +91,48 @@ pub struct MergeReport {
     pub keys_merged: u64,
 }
 
-/// The segment range `(first, last)` a Parquet file is named after.
-fn parquet_range(path: &Path) -> Option<(u64, u64)> {
-    crate::compact::parse_range_stem(path.file_name()?.to_str()?)
+/// What the ranges in Parquet file names count: the local log's segment ids
+/// (`seg-<first>-<last>`, written by compaction) or JetStream stream
+/// sequences (`nats-<first>-<last>`, written by `crate::nats::NatsCompactor`).
+/// The two are unrelated sequences, so runs, merges and recovery consider
+/// the files of one naming at a time, even in one directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ranges {
+    /// `seg-<first>-<last>`: segment ids of the local log.
+    Segments,
+    /// `nats-<first>-<last>`: sequences of the JetStream stream.
+    Stream,
+}
+
+impl Ranges {
+    const ALL: [Ranges; 2] = [Ranges::Segments, Ranges::Stream];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Ranges::Segments => "seg-",
+            Ranges::Stream => "nats-",
+        }
+    }
+
+    /// The file stem of range `first..=last`.
+    pub fn stem(self, first: u64, last: u64) -> String {
+        format!("{}{first:020}-{last:020}", self.prefix())
+    }
+
+    /// The range of a Parquet file name of this naming.
+    pub(crate) fn parse(self, file_name: &str) -> Option<(u64, u64)> {
+        let s = file_name
+            .strip_suffix(".parquet")?
+            .strip_prefix(self.prefix())?;
+        let (a, b) = s.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+}
+
+/// The range `(first, last)` a Parquet file of naming `ranges` is named after.
+fn parquet_range(path: &Path, ranges: Ranges) -> Option<(u64, u64)> {
+    ranges.parse(path.file_name()?.to_str()?)
 }
 
 /// A file named after a segment range.
@@ -141,14 +180,7 @@ fn runs(files: &[Ranged], below: u64, opts: &MergeOptions) -> Vec<Vec<Ranged>> {
 /// segment id `below`. Blocking; the caller holds the store's compaction
 /// lock (nothing else writes Parquet meanwhile) and no read lease is held.
 pub fn merge_small_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Result<MergeReport> {
-    let mut report = MergeReport::default();
-    for files in parquet_dirs(&layout.parquet)?.into_values() {
-        for run in runs(&files, below, opts) {
-            let (written, merged) = merge_parquet(&run, opts.row_group_rows)?;
-            report.parquet_written += written;
-            report.parquet_merged += merged;
-        }
-    }
+    let mut report = merge_small_parquet(&layout.parquet, Ranges::Segments, below, opts)?;
     let keys = key_files(&layout.dedup)?;
     for run in runs(&keys, below, opts) {
         // A damaged key file still commits its range; leave such a run alone
@@ -177,11 +209,33 @@ pub fn merge_small_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Re
     Ok(report)
 }
 
+/// Merges runs of small Parquet files of naming `ranges` under the Parquet
+/// root `root` whose ranges all lie below `below` (for JetStream: the
+/// sequence after the last acknowledged one). Blocking; nothing else may
+/// write files of this naming meanwhile, and readers must hold off (the
+/// local store's read lease) or check [`overlapping_files`].
+pub fn merge_small_parquet(
+    root: &Path,
+    ranges: Ranges,
+    below: u64,
+    opts: &MergeOptions,
+) -> Result<MergeReport> {
+    let mut report = MergeReport::default();
+    for files in parquet_dirs(root, ranges)?.into_values() {
+        for run in runs(&files, below, opts) {
+            let (written, merged) = merge_parquet(&run, ranges, opts.row_group_rows)?;
+            report.parquet_written += written;
+            report.parquet_merged += merged;
+        }
+    }
+    Ok(report)
+}
+
 /// Writes the rows of `run` as one file per stretch of files with the same
 /// columns (files written before a column was added keep their own),
 /// sorted by time then unit like a compaction's, then deletes the inputs.
 /// Returns the files written and the files merged into them.
-fn merge_parquet(run: &[Ranged], row_group_rows: usize) -> Result<(u64, u64)> {
+fn merge_parquet(run: &[Ranged], ranges: Ranges, row_group_rows: usize) -> Result<(u64, u64)> {
     let mut stretches: Vec<(SchemaRef, Vec<RecordBatch>, Vec<Ranged>)> = Vec::new();
     for f in run {
         let (schema, batches) = read_file(&f.path)?;
@@ -204,7 +258,7 @@ fn merge_parquet(run: &[Ranged], row_group_rows: usize) -> Result<(u64, u64)> {
             .path
             .parent()
             .ok_or_else(|| StoreError::parquet(&files[0].path, "no parent directory"))?;
-        let path = dir.join(format!("{}.parquet", range_stem(first, last)));
+        let path = dir.join(format!("{}.parquet", ranges.stem(first, last)));
         let all = arrow_select::concat::concat_batches(&schema, &batches)
             .map_err(|e| StoreError::parquet(&path, e))?;
         let sorted = sort_by_time_and_unit(&all, &path)?;
@@ -247,12 +301,12 @@ fn sort_by_time_and_unit(batch: &RecordBatch, path: &Path) -> Result<RecordBatch
         .map_err(|e| StoreError::parquet(path, e))
 }
 
-/// The range-named Parquet files of every directory under `root`, each
-/// directory's sorted by range.
-fn parquet_dirs(root: &Path) -> Result<BTreeMap<PathBuf, Vec<Ranged>>> {
+/// The Parquet files of naming `ranges` of every directory under `root`,
+/// each directory's sorted by range.
+fn parquet_dirs(root: &Path, ranges: Ranges) -> Result<BTreeMap<PathBuf, Vec<Ranged>>> {
     let mut dirs: BTreeMap<PathBuf, Vec<Ranged>> = BTreeMap::new();
     for path in list_parquet_files(root)? {
-        let Some((first, last)) = parquet_range(&path) else {
+        let Some((first, last)) = parquet_range(&path, ranges) else {
             continue;
         };
         let Some(dir) = path.parent().map(Path::to_path_buf) else {
@@ -312,10 +366,29 @@ fn contained(files: &[Ranged]) -> Vec<PathBuf> {
 /// directory can be read as it is.
 pub fn overlapping_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for files in parquet_dirs(root)?.values() {
-        out.extend(contained(files));
+    for ranges in Ranges::ALL {
+        for files in parquet_dirs(root, ranges)?.values() {
+            out.extend(contained(files));
+        }
     }
     Ok(out)
+}
+
+/// Finishes the merges of Parquet files of naming `ranges` under `root` that
+/// a crash interrupted (see [`recover`]); returns the inputs removed.
+pub fn recover_parquet(root: &Path, ranges: Ranges) -> Result<u64> {
+    let mut removed = 0;
+    for (dir, files) in parquet_dirs(root, ranges)? {
+        let gone = contained(&files);
+        for p in &gone {
+            fs::remove_file(p).map_err(|e| StoreError::io("remove merged file", p, e))?;
+        }
+        if !gone.is_empty() {
+            sync_dir(&dir)?;
+            removed += gone.len() as u64;
+        }
+    }
+    Ok(removed)
 }
 
 /// What [`recover`] did.
@@ -328,17 +401,9 @@ pub struct MergeRecovery {
 /// Finishes the merges a crash interrupted: deletes every Parquet or key
 /// file whose range lies inside another's of the same directory.
 pub fn recover(layout: &Layout) -> Result<MergeRecovery> {
-    let mut out = MergeRecovery::default();
-    for (dir, files) in parquet_dirs(&layout.parquet)? {
-        let gone = contained(&files);
-        for p in &gone {
-            fs::remove_file(p).map_err(|e| StoreError::io("remove merged file", p, e))?;
-        }
-        if !gone.is_empty() {
-            sync_dir(&dir)?;
-            out.inputs_removed += gone.len() as u64;
-        }
-    }
+    let mut out = MergeRecovery {
+        inputs_removed: recover_parquet(&layout.parquet, Ranges::Segments)?,
+    };
     let gone = contained(&key_files(&layout.dedup)?);
     for p in &gone {
         fs::remove_file(p).map_err(|e| StoreError::io("remove merged key file", p, e))?;
@@ -529,6 +594,56 @@ mod tests {
         );
         assert_eq!(count(&layout), merged);
         assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected));
+    }
+
+    #[test]
+    fn stream_files_merge_apart_from_segment_files() {
+        let (_d, layout) = layout();
+        let mut expected: Vec<Record> = Vec::new();
+        // Segment files 1..=4 and JetStream batches 1..=12 (sequences
+        // k*10 .. k*10+9) in the same directories.
+        for id in 1..=4u64 {
+            compact_one(&layout, id, id * 1000, 5);
+            expected.extend((id * 1000..id * 1000 + 5).map(sample_event));
+        }
+        for k in 1..=12u64 {
+            let records: Vec<Record> = (k * 100..k * 100 + 5).map(sample_event).collect();
+            let opts = crate::parquet::WriteOptions {
+                partitions: 4,
+                ..crate::parquet::WriteOptions::new(Ranges::Stream.stem(k * 10, k * 10 + 9))
+            };
+            crate::parquet::write_records(&layout.parquet, &records, &opts).unwrap();
+            expected.extend(records);
+        }
+        let named = |prefix: &str| {
+            list_parquet_files(&layout.parquet)
+                .unwrap()
+                .iter()
+                .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+                .count()
+        };
+        let (seg_before, nats_before) = (named("seg-"), named("nats-"));
+        // Only batches acknowledged below sequence 100 (k ≤ 9) may merge.
+        let r = merge_small_parquet(&layout.parquet, Ranges::Stream, 100, &opts(2)).unwrap();
+        assert!(r.parquet_merged > 0, "{r:?}");
+        assert_eq!(
+            named("seg-"),
+            seg_before,
+            "segment files are another naming"
+        );
+        assert!(named("nats-") < nats_before);
+        for f in list_parquet_files(&layout.parquet).unwrap() {
+            if let Some((first, last)) = parquet_range(&f, Ranges::Stream) {
+                assert!(
+                    last < 100 || first >= 100,
+                    "{first}-{last} straddles the bound"
+                );
+            }
+        }
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected.clone()));
+        // An interrupted stream merge is finished by its own recovery.
+        assert!(overlapping_files(&layout.parquet).unwrap().is_empty());
+        assert_eq!(recover_parquet(&layout.parquet, Ranges::Stream).unwrap(), 0);
     }
 
     #[test]

@@ -28,6 +28,17 @@
 //! acknowledged before a crash is redelivered, so at start-up the consumer
 //! removes every file whose first sequence lies above the consumer's ack
 //! floor before writing again. One compactor process per durable consumer.
+//!
+//! Like local compaction, each batch writes a file per (kind, date,
+//! partition) it has records for, so a trickle of small batches would leave
+//! file counts proportional to rounds, not to data: every
+//! [`CompactorOptions::merge_every`] the compactor merges runs of its small
+//! files whose sequences are all acknowledged ([`crate::merge`], naming
+//! [`Ranges::Stream`]); a merged file's first sequence is at or below the ack
+//! floor, so the start-up removal never touches it, and a merge interrupted
+//! by a crash is finished at the next start. Readers in other processes see
+//! a merged file and its inputs together only between the rename and the
+//! deletions, and can tell with [`crate::merge::overlapping_files`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +51,7 @@ use futures_util::StreamExt as _;
 
 use crate::codec;
 use crate::error::StoreError;
+use crate::merge::{merge_small_parquet, recover_parquet, MergeOptions, MergeReport, Ranges};
 use crate::parquet::{list_parquet_files, write_records, WriteOptions};
 use crate::partition::{user_partition, DEFAULT_PARTITIONS};
 use crate::record::{Record, RecordRef};
@@ -294,6 +306,10 @@ pub struct CompactorOptions {
     pub max_messages: usize,
     /// Longest wait for a batch to fill (default 2 s).
     pub max_wait: Duration,
+    /// How small files are merged (`None`: never).
+    pub merge: Option<MergeOptions>,
+    /// How often small files are merged (default 30 s, as the local store).
+    pub merge_every: Duration,
 }
 
 impl Default for CompactorOptions {
@@ -301,6 +317,8 @@ impl Default for CompactorOptions {
         Self {
             max_messages: 100_000,
             max_wait: Duration::from_secs(2),
+            merge: Some(MergeOptions::default()),
+            merge_every: Duration::from_secs(30),
         }
     }
 }
@@ -324,6 +342,10 @@ pub struct NatsCompactor {
     root: PathBuf,
     nats: NatsOptions,
     opts: CompactorOptions,
+    /// The last stream sequence acknowledged (every one up to it is
+    /// durable in Parquet).
+    acked: u64,
+    last_merge: std::time::Instant,
 }
 
 impl std::fmt::Debug for NatsCompactor {
@@ -367,12 +389,25 @@ impl NatsCompactor {
             .ack_floor
             .stream_sequence;
         let root = root.to_path_buf();
-        let removed = {
+        // Finish an interrupted merge first: its inputs lie inside the
+        // merged file's range, at or below the floor.
+        let (merged_inputs, removed) = {
             let root = root.clone();
-            tokio::task::spawn_blocking(move || remove_unacknowledged(&root, floor))
-                .await
-                .map_err(|e| js_err("recovery task", e))??
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((
+                    recover_parquet(&root, Ranges::Stream)?,
+                    remove_unacknowledged(&root, floor)?,
+                ))
+            })
+            .await
+            .map_err(|e| js_err("recovery task", e))??
         };
+        if merged_inputs > 0 {
+            tracing::info!(
+                merged_inputs,
+                "removed the inputs of a merge interrupted by a crash"
+            );
+        }
         if removed > 0 {
             tracing::info!(
                 removed,
@@ -385,7 +420,24 @@ impl NatsCompactor {
             root,
             nats,
             opts,
+            acked: floor,
+            last_merge: std::time::Instant::now(),
         })
+    }
+
+    /// Merges the small Parquet files of acknowledged batches now (nothing
+    /// when merging is off).
+    pub async fn merge_now(&mut self) -> Result<MergeReport, NatsError> {
+        self.last_merge = std::time::Instant::now();
+        let Some(opts) = self.opts.merge.clone() else {
+            return Ok(MergeReport::default());
+        };
+        let (root, below) = (self.root.clone(), self.acked.saturating_add(1));
+        Ok(tokio::task::spawn_blocking(move || {
+            merge_small_parquet(&root, Ranges::Stream, below, &opts)
+        })
+        .await
+        .map_err(|e| js_err("merge task", e))??)
     }
 
     /// Consumes one batch (waiting up to `max_wait` for it to fill), writes
@@ -437,6 +489,22 @@ impl NatsCompactor {
         }
         // Ack policy "all": this acknowledges every message of the batch.
         last_msg.double_ack().await.map_err(|e| js_err("ack", e))?;
+        self.acked = last_seq;
+        if self.opts.merge.is_some() && self.last_merge.elapsed() >= self.opts.merge_every {
+            // The batch is acknowledged: a failed merge is logged, not the
+            // round's error (its inputs stay as they are).
+            match self.merge_now().await {
+                Ok(m) if m.parquet_merged > 0 => tracing::debug!(
+                    merged = m.parquet_merged,
+                    written = m.parquet_written,
+                    "merged small jetstream parquet files"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "merging small jetstream parquet files failed")
+                }
+            }
+        }
         Ok(report)
     }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use strata_pipeline::http::{Backpressure, IngestConfig};
 use strata_pipeline::nats::{CompactorOptions, JetStreamSink, NatsCompactor, NatsOptions};
 use strata_pipeline::parquet::{list_parquet_files, read_file, string_column, ts_column};
-use strata_pipeline::{LocalStore, StoreOptions};
+use strata_pipeline::{LocalStore, MergeOptions, StoreOptions};
 
 use crate::ingest_common::{event, exposure, serve, TOKEN};
 
@@ -294,6 +294,13 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         CompactorOptions {
             max_messages: 120,
             max_wait: Duration::from_millis(300),
+            merge: Some(MergeOptions {
+                min_files: 2,
+                small_bytes: 1 << 20,
+                row_group_rows: 10_000,
+            }),
+            // Merged below by hand, after every round.
+            merge_every: Duration::MAX,
         },
     )
     .await
@@ -316,6 +323,55 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         "jetstream and local parquet rows differ"
     );
 
+    // The rounds' small files are merged, every row kept once.
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = list_parquet_files(&root)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let merged = compactor.merge_now().await.unwrap();
+    assert!(merged.parquet_merged > 0, "{merged:?}");
+    let after = list_parquet_files(&root).unwrap();
+    assert!(
+        after.len() < before.len(),
+        "{} -> {}",
+        before.len(),
+        after.len()
+    );
+    assert!(after.iter().all(|p| p
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("nats-")));
+    let count = |root: &Path| -> usize {
+        list_parquet_files(root)
+            .unwrap()
+            .iter()
+            .map(|f| {
+                read_file(f)
+                    .unwrap()
+                    .1
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    let total = count(&root);
+    assert!(rows(&root) == local, "a merge changed the rows");
+    // A crash between a merge's rename and its deletions leaves an input
+    // beside the merged file; the next start finishes the merge.
+    let (input, bytes) = before
+        .iter()
+        .find(|(p, _)| !after.contains(p))
+        .expect("a merged input");
+    std::fs::write(input, bytes).unwrap();
+    assert!(count(&root) > total, "the input's rows are there twice");
+
     // A restarted compactor resumes after the acknowledged batches and
     // writes nothing twice.
     drop(compactor);
@@ -326,6 +382,7 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         CompactorOptions {
             max_messages: 100,
             max_wait: Duration::from_millis(200),
+            ..CompactorOptions::default()
         },
     )
     .await
@@ -335,6 +392,7 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         rows(&root) == local,
         "jetstream and local parquet rows differ"
     );
+    assert_eq!(count(&root), total, "the interrupted merge was finished");
 
     // Clean up the stream.
     let client = async_nats::connect(&url).await.unwrap();
