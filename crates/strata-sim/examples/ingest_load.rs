@@ -17,6 +17,9 @@
 //! neither deduplication nor the per-unit limit hides work; the ids are
 //! patched into a per-connection template so the client spends its CPU on
 //! HTTP rather than on formatting JSON.
+//!
+//! `--merge off` runs the local store without merging its small Parquet
+//! files, to tell compaction's cost from the merges'.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +69,9 @@ struct Args {
     /// Events per second to pace the load at (open loop); 0: as fast as
     /// acknowledgements come back (closed loop).
     rate: f64,
+    /// Whether the local store merges its small Parquet files (`--merge
+    /// off` measures compaction alone).
+    merge: bool,
     /// Seconds of the same load sent before the measured run (`run` only),
     /// so start-up (first connections, first segment, first table growth)
     /// is reported apart from the sustained rate.
@@ -86,12 +92,14 @@ fn parse_args() -> Args {
         batch: 500,
         event_bytes: 500,
         rate: 0.0,
+        merge: true,
         warmup: 0,
     };
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--mode" => a.mode = v,
+            "--merge" => a.merge = v != "off",
             "--data" => a.data = v.into(),
             "--nats-url" => a.nats_url = v,
             "--url" => a.url = v,
@@ -140,7 +148,15 @@ async fn serve(args: Args) {
     let sink: Arc<dyn Sink> = match args.mode.as_str() {
         "memory" => Arc::new(MemorySink::new()),
         "local" => {
-            let s = LocalStore::open(&args.data, StoreOptions::default())
+            let opts = StoreOptions {
+                merge: if args.merge {
+                    StoreOptions::default().merge
+                } else {
+                    None
+                },
+                ..StoreOptions::default()
+            };
+            let s = LocalStore::open(&args.data, opts)
                 .await
                 .expect("open store");
             store = Some(s.clone());
@@ -541,7 +557,9 @@ async fn run(args: Args) {
     // mimalloc's default).
     let purge_delay = std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into());
     let mut child = std::process::Command::new(exe)
-        .args(["serve", "--mode", &args.mode, "--data"])
+        .args(["serve", "--mode", &args.mode, "--merge"])
+        .arg(if args.merge { "on" } else { "off" })
+        .arg("--data")
         .arg(&args.data)
         .args(["--nats-url", &args.nats_url])
         .env("MIMALLOC_PURGE_DELAY", &purge_delay)

@@ -51,6 +51,28 @@ pub struct Variant {
     pub effect: Effect,
 }
 
+impl Variant {
+    /// A control and a treatment of equal weights, the treatment's purchase
+    /// rate `1 + lift` times the control's.
+    pub fn control_and_treatment(lift: f64) -> Vec<Variant> {
+        vec![
+            Variant {
+                key: "control".into(),
+                weight: 1.0,
+                effect: Effect::NONE,
+            },
+            Variant {
+                key: "treatment".into(),
+                weight: 1.0,
+                effect: Effect {
+                    purchase: 1.0 + lift,
+                    ..Effect::NONE
+                },
+            },
+        ]
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetConfig {
@@ -88,18 +110,7 @@ impl Default for DatasetConfig {
         Self {
             experiment: "exp_bench".into(),
             salt: "exp_bench".into(),
-            variants: vec![
-                Variant {
-                    key: "control".into(),
-                    weight: 1.0,
-                    effect: Effect::NONE,
-                },
-                Variant {
-                    key: "treatment".into(),
-                    weight: 1.0,
-                    effect: Effect::NONE,
-                },
-            ],
+            variants: Variant::control_and_treatment(0.0),
             units: 1_000,
             visits_per_unit: 2.0,
             pre_period_share: 0.2,
@@ -302,21 +313,12 @@ mod tests {
             units: 400,
             visits_per_unit: 3.0,
             duplicate_rate: 0.01,
-            variants: vec![
-                Variant {
-                    key: "control".into(),
-                    weight: 1.0,
-                    effect: Effect::NONE,
-                },
-                Variant {
-                    key: "treatment".into(),
-                    weight: 3.0,
-                    effect: Effect {
-                        purchase: 1.5,
-                        ..Effect::NONE
-                    },
-                },
-            ],
+            // Weights 1:3.
+            variants: {
+                let mut v = Variant::control_and_treatment(0.5);
+                v[1].weight = 3.0;
+                v
+            },
             ..DatasetConfig::default()
         }
     }

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use strata_analysis::{AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry, Results};
-use strata_sim::behaviour::Effect;
 use strata_sim::dataset::{DatasetConfig, Variant};
 
 /// A simulated data set of experiment `exp` (salt `exp`): `units` units
@@ -13,21 +12,7 @@ pub fn dataset(units: u32, visits_per_unit: f64, lift: f64, seed: u64) -> Datase
     DatasetConfig {
         experiment: "exp".into(),
         salt: "exp".into(),
-        variants: vec![
-            Variant {
-                key: "control".into(),
-                weight: 1.0,
-                effect: Effect::NONE,
-            },
-            Variant {
-                key: "treatment".into(),
-                weight: 1.0,
-                effect: Effect {
-                    purchase: 1.0 + lift,
-                    ..Effect::NONE
-                },
-            },
-        ],
+        variants: Variant::control_and_treatment(lift),
         units,
         visits_per_unit,
         seed,

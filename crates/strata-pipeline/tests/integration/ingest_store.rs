@@ -347,20 +347,8 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
         .to_str()
         .unwrap()
         .starts_with("nats-")));
-    let count = |root: &Path| -> usize {
-        list_parquet_files(root)
-            .unwrap()
-            .iter()
-            .map(|f| {
-                read_file(f)
-                    .unwrap()
-                    .1
-                    .iter()
-                    .map(|b| b.num_rows())
-                    .sum::<usize>()
-            })
-            .sum()
-    };
+    // Rows with their repeats (`rows` above is a set).
+    let count = crate::common::rows;
     let total = count(&root);
     assert!(rows(&root) == local, "a merge changed the rows");
     // A crash between a merge's rename and its deletions leaves an input
