@@ -133,8 +133,14 @@ impl Inner {
 
 impl Inner {
     /// Merges small files, holding `lease` (exclusive: no reader is in the
-    /// tree) and the compaction lock. Nothing is merged while a failed
-    /// compaction waits to be retried: its range must be redone as it was.
+    /// tree, and no deletion or retention pass rewrites files).
+    ///
+    /// Compaction goes on meanwhile (a merge holding the compaction lock
+    /// stalled it: at 300,000 events/s the backlog passed the shedding
+    /// threshold). The two never touch the same files: a merge takes only
+    /// ranges below the oldest segment still in the log, and the segments
+    /// of a compaction under way, or of a failed one waiting to be redone
+    /// as it was, stay in the log until it commits.
     pub(super) async fn merge_with(
         &self,
         lease: tokio::sync::OwnedRwLockWriteGuard<()>,
@@ -142,10 +148,6 @@ impl Inner {
         let Some(opts) = self.opts.merge.clone() else {
             return Ok(MergeReport::default());
         };
-        let guard = self.compact_lock.lock().await;
-        if guard.is_some() {
-            return Ok(MergeReport::default());
-        }
         // Every range below the oldest segment still in the log is
         // committed; nothing will ever be compacted into it.
         let below = match self.segments.lock() {
@@ -160,7 +162,6 @@ impl Inner {
             tokio::task::spawn_blocking(move || merge::merge_small_files(&layout, below, &opts))
                 .await
                 .map_err(|e| StoreError::Closed(format!("merge task failed: {e}")))?;
-        drop(guard);
         drop(lease);
         let m = &self.metrics;
         match res {
@@ -204,12 +205,20 @@ fn unit_records(layout: &Layout, ids: &[u64], unit_id: &str) -> u64 {
 }
 
 /// The background compactor: runs until the store's shutdown notifies
-/// `stop_compactor`.
+/// `stop_compactor`. Merges run beside it as their own task, so that
+/// compaction keeps up while one runs; the loop waits for the last one
+/// before returning.
 pub(super) async fn background(inner: Arc<Inner>) {
+    let mut merging: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(inner.opts.compact_poll) => {}
-            () = inner.stop_compactor.notified() => return,
+            () = inner.stop_compactor.notified() => {
+                if let Some(m) = merging.take() {
+                    let _ = m.await;
+                }
+                return;
+            }
         }
         let (bytes, oldest) = inner.backlog();
         let age = oldest
@@ -229,18 +238,29 @@ pub(super) async fn background(inner: Arc<Inner>) {
                 // Back off a little so a persistent failure does not spin.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = inner.stop_compactor.notified() => return,
+                    () = inner.stop_compactor.notified() => {
+                        if let Some(m) = merging.take() {
+                            let _ = m.await;
+                        }
+                        return;
+                    }
                 }
                 continue;
             }
         }
-        if inner.merge_due() {
+        if merging.as_ref().is_some_and(|m| m.is_finished()) {
+            merging = None;
+        }
+        if merging.is_none() && inner.merge_due() {
             // A reader holds the tree: merge at a later poll rather than
             // keep it waiting.
             if let Ok(lease) = Arc::clone(&inner.read_lease).try_write_owned() {
-                if let Err(e) = inner.merge_with(lease).await {
-                    tracing::warn!(error = %e, "merging small files failed; will retry");
-                }
+                let inner = Arc::clone(&inner);
+                merging = Some(tokio::spawn(async move {
+                    if let Err(e) = inner.merge_with(lease).await {
+                        tracing::warn!(error = %e, "merging small files failed; will retry");
+                    }
+                }));
             }
         }
     }

@@ -276,8 +276,8 @@ impl LocalStore {
     }
 
     /// Merges the small files compaction left behind now ([`crate::merge`]),
-    /// waiting for readers holding a [`ReadLease`] to finish. Does nothing
-    /// when merging is disabled or a failed compaction waits to be retried.
+    /// waiting for readers holding a [`ReadLease`] to finish; compaction
+    /// goes on meanwhile. Does nothing when merging is disabled.
     pub async fn merge_now(&self) -> Result<MergeReport> {
         let lease = Arc::clone(&self.inner.read_lease).write_owned().await;
         self.inner.merge_with(lease).await
