@@ -186,7 +186,11 @@ async fn the_background_compactor_merges_by_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(merged, "{} files, {unmerged} unmerged", files(dir.path()));
+    // Read as a reader must: under the lease, so that no merge still under
+    // way replaces files between listing and reading them.
+    let lease = store.read_lease().await;
     assert_eq!(rows(&dir.path().join("parquet")), 24 * 26);
+    drop(lease);
     store.shutdown().await;
 }
 
