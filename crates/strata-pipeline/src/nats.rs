@@ -480,7 +480,7 @@ impl NatsCompactor {
             let root = self.root.clone();
             let wopts = WriteOptions {
                 partitions: self.nats.partitions.max(1),
-                ..WriteOptions::new(format!("nats-{first:020}-{last_seq:020}"))
+                ..WriteOptions::new(Ranges::Stream.stem(first, last_seq))
             };
             let files = tokio::task::spawn_blocking(move || write_records(&root, &records, &wopts))
                 .await
@@ -531,13 +531,10 @@ impl NatsCompactor {
 fn remove_unacknowledged(root: &Path, floor: u64) -> Result<usize, StoreError> {
     let mut removed = 0;
     for path in list_parquet_files(root)? {
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
-            continue;
-        };
-        let Some(first) = stem
-            .strip_prefix("nats-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|f| f.parse::<u64>().ok())
+        let Some((first, _)) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| Ranges::Stream.parse(n))
         else {
             continue;
         };

@@ -213,12 +213,7 @@ pub(super) async fn background(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(inner.opts.compact_poll) => {}
-            () = inner.stop_compactor.notified() => {
-                if let Some(m) = merging.take() {
-                    let _ = m.await;
-                }
-                return;
-            }
+            () = inner.stop_compactor.notified() => break,
         }
         let (bytes, oldest) = inner.backlog();
         let age = oldest
@@ -238,12 +233,7 @@ pub(super) async fn background(inner: Arc<Inner>) {
                 // Back off a little so a persistent failure does not spin.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = inner.stop_compactor.notified() => {
-                        if let Some(m) = merging.take() {
-                            let _ = m.await;
-                        }
-                        return;
-                    }
+                    () = inner.stop_compactor.notified() => break,
                 }
                 continue;
             }
@@ -263,5 +253,8 @@ pub(super) async fn background(inner: Arc<Inner>) {
                 }));
             }
         }
+    }
+    if let Some(m) = merging {
+        let _ = m.await;
     }
 }
