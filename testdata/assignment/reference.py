@@ -177,6 +177,9 @@ def validate(raw):
             "status": status,
             "variants": variants,
             "unit": _get(e, "unit", is_str, w, default="user_id"),
+            "fallback_unit": _get(e, "fallback_unit", is_str, w, default=None, nullable=True),
+            "sticky": _get(e, "sticky", is_bool, w, default=False),
+            "include_bots": _get(e, "include_bots", is_bool, w, default=False),
             "surfaces": _get(e, "surfaces", list_of(is_str), w, default=[]),
             "respect_holdout": _get(e, "respect_holdout", is_bool, w, default=True),
             "targeting": e.get("targeting"),  # checked below as a rule
@@ -197,9 +200,11 @@ def validate(raw):
     keys, flags = set(), set()
     for e in exps:
         k = e["key"]
-        for f in ("key", "flag", "unit"):
+        for f in ("key", "flag", "unit", "fallback_unit"):
             if e[f] == "":
                 raise SnapshotError("invalid_field", f"experiment {k!r}: empty {f}")
+        if e["fallback_unit"] == e["unit"]:
+            raise SnapshotError("invalid_field", f"experiment {k!r}: fallback_unit is the unit")
         if k in keys:
             raise SnapshotError("duplicate_experiment", f"experiment {k!r} defined twice")
         if e["flag"] in flags:
@@ -400,25 +405,50 @@ def matches(rule, context):
 # ---------------------------------------------------------------------------
 
 
-def evaluate(model, context, surface=None):
-    """[(key, flag, variant, assigned, log_exposure)] in snapshot order."""
+def evaluate(model, context, surface=None, sticky=None, new=None):
+    """[(key, flag, variant, assigned, log_exposure, unit_attr)] in snapshot
+    order; unit_attr is None unless the experiment has a fallback_unit.
+
+    With `sticky` (a dict (unit_attr, unit_id, experiment) -> variant, section
+    9), sticky experiments keep what it holds and `new` (a list) receives the
+    entries to store, as (unit_attr, unit_id, experiment, variant)."""
     out = []
     for e in model["experiments"]:
         concluded = e["status"] == "concluded" and e["winner"] is not None
         if e["status"] != "running" and not concluded:
             continue
-        u = unit_id(context.get(e["unit"]))
+        attr = e["unit"]
+        u = unit_id(context.get(attr))
+        if u is None and e["fallback_unit"] is not None:
+            attr = e["fallback_unit"]
+            u = unit_id(context.get(attr))
         if u is None:
             continue
+        shown_attr = attr if e["fallback_unit"] is not None else None
         if surface is not None and e["surfaces"] and surface not in e["surfaces"]:
             continue
         hold = model["holdout"]
         if hold is not None and e["respect_holdout"] and bucket(u, hold[0]) < hold[1]:
             continue
+        if not concluded and not e["include_bots"] and is_bot(context):
+            continue
+        opted_out = context.get("opted_out") is True
+        vkeys = [v for v, _ in e["variants"]]
+        if sticky is not None and e["sticky"] and not concluded:
+            kept, moved = sticky.get((attr, u, e["key"])), False
+            if kept not in vkeys and e["fallback_unit"] not in (None, attr):
+                f = unit_id(context.get(e["fallback_unit"]))
+                kept, moved = sticky.get((e["fallback_unit"], f, e["key"])), True
+            if kept in vkeys:
+                if moved:
+                    new.append((attr, u, e["key"], kept))
+                variant = vkeys[0] if opted_out else kept
+                out.append((e["key"], e["flag"], variant, kept, True, shown_attr))
+                continue
         if e["targeting"] is not None and not matches(e["targeting"], context):
             continue
         if concluded:
-            out.append((e["key"], e["flag"], e["winner"], e["winner"], False))
+            out.append((e["key"], e["flag"], e["winner"], e["winner"], False, shown_attr))
             continue
         if e["layer"] is not None:
             start, end = e["range"]
@@ -432,19 +462,29 @@ def evaluate(model, context, surface=None):
             if b < 1000 * cum // total:
                 assigned = vkey
                 break
-        variant = e["variants"][0][0] if context.get("opted_out") is True else assigned
-        out.append((e["key"], e["flag"], variant, assigned, True))
+        variant = vkeys[0] if opted_out else assigned
+        if sticky is not None and e["sticky"]:
+            new.append((attr, u, e["key"], assigned))
+        out.append((e["key"], e["flag"], variant, assigned, True, shown_attr))
     return out
 
 
 def result_json(results):
-    return {k: {"variant": v, "assigned": a, "flag": f, "log_exposure": log}
-            for k, f, v, a, log in results}
+    out = {}
+    for k, f, v, a, log, attr in results:
+        out[k] = {"variant": v, "assigned": a, "flag": f, "log_exposure": log}
+        if attr is not None:
+            out[k]["unit_attr"] = attr
+    return out
+
+
+def sticky_json(entries):
+    return [{"unit_attr": a, "unit_id": u, "experiment": k, "variant": v} for a, u, k, v in entries]
 
 
 def canonical_line(unit, results):
     parts = [unit]
-    for k, _, v, a, log in sorted(results, key=lambda r: r[0].encode("utf-8")):
+    for k, _, v, a, log, _ in sorted(results, key=lambda r: r[0].encode("utf-8")):
         parts.append(f"{k}={v}/{a}/{1 if log else 0}")
     return "\t".join(parts) + "\n"
 
@@ -525,8 +565,10 @@ class Scenario:
         self.name, self.description, self.snapshot = name, description, snap
         self.never, self.always, self.inputs, self.checks = set(never), set(always), [], []
 
-    def add(self, context, surface=None):
-        self.inputs.append((context, surface))
+    def add(self, context, surface=None, sticky=None):
+        """One case; `sticky` (a list of kept entries, possibly empty)
+        evaluates with a sticky lookup and records the new entries."""
+        self.inputs.append((context, surface, sticky))
 
     def users(self, ids, surface=None, **attrs):
         for u in ids:
@@ -1233,6 +1275,189 @@ def realistic_mixed():
     return s
 
 
+@scenario
+def fallback_units():
+    exps = [X("signup-flow", fallback_unit="device_id"),
+            X("by-device", unit="device_id"),
+            X("layered-fallback", V(1, 1, 1), fallback_unit="anon_id", layer="L", range=[0, 700]),
+            X("fallback-rollout", status="concluded", winner="treatment", fallback_unit="device_id",
+              targeting={"attr": "country", "op": "eq", "value": "FR"})]
+    s = Scenario(
+        "fallback-units",
+        "Section 9: an experiment with a fallback_unit identifies the unit by its unit attribute "
+        "when the context has a usable id there, and otherwise by the fallback attribute; a value "
+        "that identifies no unit (empty string, 1.5, null) counts as absent. The unit so found "
+        "is what the holdout, the layer, the ramp and the variant hash, and its attribute is "
+        "reported as unit_attr (only for experiments with a fallback_unit, so other cases keep "
+        "their shape). With both ids present the unit id wins: the device id changes nothing.",
+        snapshot(exps, layers=[("L", "layer-fallback")],
+                 holdout={"salt": "holdout-fallback", "permille": 100}))
+    users = [f"fu-{i}" for i in range(14)]
+    devices = [f"fd-{i}" for i in range(14)]
+    for i in range(14):
+        country = "FR" if i % 2 else "US"
+        s.add({"user_id": users[i], "country": country})
+        s.add({"device_id": devices[i], "country": country})
+        s.add({"user_id": users[i], "device_id": devices[i], "country": country})
+        s.add({"anon_id": devices[i]})
+    for bad in ("", 1.5, None, True):
+        s.add({"user_id": bad, "device_id": "fd-0", "anon_id": "fd-0"})
+    s.add({"user_id": 42, "device_id": "fd-1"})
+    s.add({})
+
+    def check(cases):
+        by = {json.dumps(c["context"], sort_keys=True): c["expected"] for c in cases}
+        for i in range(14):
+            country = "FR" if i % 2 else "US"
+            alone = by[json.dumps({"country": country, "user_id": users[i]}, sort_keys=True)]
+            both = by[json.dumps({"country": country, "device_id": devices[i], "user_id": users[i]},
+                                 sort_keys=True)]
+            assert {k: v for k, v in both.items() if k != "by-device"} == alone
+            for r in both.values():
+                assert r.get("unit_attr", "user_id") == "user_id"
+            dev = by[json.dumps({"country": country, "device_id": devices[i]}, sort_keys=True)]
+            if "signup-flow" in dev:
+                assert dev["signup-flow"]["unit_attr"] == "device_id"
+        assert any("layered-fallback" in c["expected"]
+                   and c["expected"]["layered-fallback"]["unit_attr"] == "anon_id" for c in cases)
+    s.checks.append(check)
+    return s
+
+
+@scenario
+def sticky_assignments():
+    exps = [X("checkout-sticky", sticky=True, fallback_unit="device_id", ramp_permille=500,
+              targeting={"attr": "country", "op": "in", "values": ["FR", "DE"]}),
+            X("pricing-sticky", V(1, 1, 1), sticky=True),
+            X("plain", fallback_unit="device_id"),
+            X("sticky-rollout", sticky=True, status="concluded", winner="treatment"),
+            X("sticky-paused", sticky=True, status="paused")]
+    s = Scenario(
+        "sticky-assignments",
+        "Section 9: cases with a 'sticky' list evaluate with those kept assignments as the "
+        "lookup and expect the entries to store in 'expected_sticky'; cases without one "
+        "evaluate sticky experiments as ordinary ones. A running sticky experiment serves a kept "
+        "variant before the layer range, targeting and ramp (a unit kept in treatment stays there "
+        "after the country or the ramp changes), after the unit id and the holdout; opted-out "
+        "units get the first variant, assigned stays the kept one. A kept variant that is no "
+        "longer a variant is ignored and the unit is assigned afresh. A variant kept under the "
+        "fallback id (the device, before sign-in) is served to the unit id and returned as a new "
+        "entry for it. A fresh bucket assignment of a sticky experiment is returned as a new "
+        "entry; a kept one is not. Concluded, paused and non-sticky experiments ignore the lookup.",
+        snapshot(exps, holdout={"salt": "holdout-sticky", "permille": 100}),
+        never=["sticky-paused"])
+    held = lambda u: bucket(u, "holdout-sticky") < 100  # noqa: E731
+    free = find(lambda u: not held(u), n=16, tag="sk")
+    heldout = find(held, n=2, tag="skh")
+    entry = lambda attr, u, k, v: {"unit_attr": attr, "unit_id": u, "experiment": k, "variant": v}  # noqa: E731
+    for i, u in enumerate(free[:8]):
+        country = ("FR", "DE", "US", "FR")[i % 4]
+        s.add({"user_id": u, "country": country})
+        s.add({"user_id": u, "country": country}, sticky=[])
+    # Kept in treatment: served although targeting or ramp would now say otherwise.
+    for u in free[8:12]:
+        kept = [entry("user_id", u, "checkout-sticky", "treatment"),
+                entry("user_id", u, "pricing-sticky", "v2"), entry("user_id", u, "plain", "treatment"),
+                entry("user_id", u, "sticky-rollout", "control"),
+                entry("user_id", u, "sticky-paused", "treatment")]
+        s.add({"user_id": u, "country": "US"}, sticky=kept)
+        s.add({"user_id": u, "country": "US", "opted_out": True}, sticky=kept)
+    # A kept variant that no longer exists.
+    s.add({"user_id": free[12], "country": "FR"},
+          sticky=[entry("user_id", free[12], "checkout-sticky", "retired"),
+                  entry("user_id", free[12], "pricing-sticky", "v9")])
+    # Sign-in: kept under the device id, evaluated with both ids, then the device alone.
+    dev = "device-before-signin"
+    for ctx in ({"user_id": free[13], "device_id": dev, "country": "US"},
+                {"device_id": dev, "country": "US"}):
+        s.add(ctx, sticky=[entry("device_id", dev, "checkout-sticky", "treatment")])
+    # The user id entry wins over the device's.
+    s.add({"user_id": free[14], "device_id": dev, "country": "US"},
+          sticky=[entry("device_id", dev, "checkout-sticky", "treatment"),
+                  entry("user_id", free[14], "checkout-sticky", "control")])
+    # Integer ids are kept by their decimal text; held-out units get nothing.
+    s.add({"user_id": 42, "country": "US"}, sticky=[entry("user_id", "42", "pricing-sticky", "v1")])
+    for u in heldout:
+        s.add({"user_id": u, "country": "FR"}, sticky=[entry("user_id", u, "checkout-sticky", "treatment"),
+                                                      entry("user_id", u, "pricing-sticky", "v1")])
+
+    def check(cases):
+        kept_cases = [c for c in cases if c.get("sticky") and c["context"].get("country") == "US"
+                      and c["context"].get("user_id") in free[8:12]]
+        assert kept_cases and all(c["expected"]["checkout-sticky"]["assigned"] == "treatment"
+                                  and c["expected"]["sticky-rollout"]["variant"] == "treatment"
+                                  and c["expected_sticky"] == [] for c in kept_cases)
+        signin = [c for c in cases if c["context"].get("device_id") == dev and "user_id" in c["context"]
+                  and c["context"]["user_id"] == free[13]]
+        moved = [x for x in signin[0]["expected_sticky"] if x["experiment"] == "checkout-sticky"]
+        assert moved == [entry("user_id", free[13], "checkout-sticky", "treatment")], moved
+        fresh = [c for c in cases if c.get("sticky") == [] and "checkout-sticky" in c["expected"]]
+        assert fresh and all(any(x["experiment"] == "checkout-sticky" for x in c["expected_sticky"])
+                             for c in fresh)
+        for c in cases:
+            if c["context"].get("user_id") in heldout:
+                assert not ({"checkout-sticky", "pricing-sticky"} & set(c["expected"]))
+    s.checks.append(check)
+    return s
+
+
+# Section 10 delegates bot recognition to a maintained list (the isbot
+# pattern list), which this reference does not reimplement: the suite uses
+# user agents that every version of the list classifies alike, and asks for
+# no other.
+BOT_FIXTURES = {
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": True,
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)": True,
+    "curl/8.5.0": True,
+    "python-requests/2.31.0": True,
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36": False,
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1": False,
+    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0": False,
+    "": False,
+}
+
+
+def is_bot(context):
+    ua = context.get("user_agent")
+    if type(ua) is not str:
+        return False
+    return BOT_FIXTURES[ua]
+
+
+@scenario
+def known_bots():
+    exps = [X("excludes-bots"), X("includes-bots", include_bots=True),
+            X("bots-rollout", status="concluded", winner="treatment"),
+            X("ignores-holdout", V(1, 1, 1), respect_holdout=False)]
+    s = Scenario(
+        "known-bots",
+        "Section 10: a live experiment does not assign a context whose user_agent (a string) is a "
+        "known bot's, unless it sets include_bots; a concluded rollout serves its winner to bots "
+        "too (it logs no exposure anyway). A user_agent that is not a string, or empty, is not a "
+        "bot. Bot recognition is the maintained list's; these user agents are classified alike by "
+        "every version of it.",
+        snapshot(exps, holdout={"salt": "holdout-bots", "permille": 100}),
+        always=[])
+    agents = list(BOT_FIXTURES) + [42, None]
+    for i in range(10):
+        for j, ua in enumerate(agents):
+            if (i + j) % 2 == 0:
+                s.add({"user_id": f"bot-{i}", "user_agent": ua})
+        s.add({"user_id": f"bot-{i}"})
+
+    def check(cases):
+        for c in cases:
+            bot = is_bot(c["context"])
+            assert not (bot and "excludes-bots" in c["expected"]), c
+            assert not (bot and "ignores-holdout" in c["expected"]), c
+        assert any(is_bot(c["context"]) and "includes-bots" in c["expected"] for c in cases)
+        assert any(is_bot(c["context"]) and "bots-rollout" in c["expected"] for c in cases)
+    s.checks.append(check)
+    return s
+
+
 # -- invalid snapshots --------------------------------------------------------
 
 
@@ -1354,6 +1579,11 @@ INVALID = [
     ("invalid-field-empty-key", "invalid_field", "An experiment key is the empty string.", exp_field(2, key="")),
     ("invalid-field-empty-flag", "invalid_field", "An experiment flag is the empty string.", exp_field(2, flag="")),
     ("invalid-field-empty-unit", "invalid_field", "An experiment unit is the empty string.", exp_field(2, unit="")),
+    ("invalid-field-empty-fallback-unit", "invalid_field", "An experiment fallback_unit is the empty string.",
+     exp_field(2, fallback_unit="")),
+    ("invalid-field-fallback-is-unit", "invalid_field", "An experiment's fallback_unit is its unit attribute.",
+     exp_field(2, unit="device_id", fallback_unit="device_id")),
+    ("json-sticky-not-bool", "json", "sticky is the string \"true\", not a boolean.", exp_field(0, sticky="true")),
     ("invalid-field-ramp-1001", "invalid_field", "ramp_permille 1001 is above 1000.",
      exp_field(0, ramp_permille=1001)),
     ("invalid-field-ramp-65535", "invalid_field", "ramp_permille 65535 fits a u16 but is above 1000.",
@@ -1630,13 +1860,21 @@ def build_case_file(s):
     snap = roundtrip(s.snapshot)
     model = validate(snap)
     cases, seen = [], set()
-    for context, surface in s.inputs:
+    for context, surface, sticky in s.inputs:
         context = roundtrip(context)
-        ident = json.dumps([context, surface], sort_keys=True)
+        ident = json.dumps([context, surface, sticky], sort_keys=True)
         assert ident not in seen, (s.name, ident)
         seen.add(ident)
-        cases.append({"context": context, "surface": surface,
-                      "expected": result_json(evaluate(model, context, surface))})
+        case = {"context": context, "surface": surface}
+        if sticky is None:
+            case["expected"] = result_json(evaluate(model, context, surface))
+        else:
+            kept = {(x["unit_attr"], x["unit_id"], x["experiment"]): x["variant"] for x in sticky}
+            new = []
+            case["sticky"] = sticky
+            case["expected"] = result_json(evaluate(model, context, surface, kept, new))
+            case["expected_sticky"] = sticky_json(new)
+        cases.append(case)
     for e in snap["experiments"]:
         n = len(served(cases, e["key"]))
         if e["key"] in s.never:

@@ -17,9 +17,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::bots;
 use crate::explain::{Explanation, Outcome, Recorder, Step};
 use crate::hash::{SaltKey, UnitHasher, BUCKETS, RAMP_SUFFIX};
 use crate::snapshot::{Experiment, Snapshot, Status};
+use crate::sticky::{NoSticky, Sticky, StickyEntry};
 use crate::targeting::{self, Rule, TargetingError};
 use crate::{Context, SnapshotError};
 
@@ -58,6 +60,9 @@ pub(crate) enum Skip {
     Targeting,
     /// The unit's ramp bucket is not below the ramp.
     NotInRamp { bucket: u16, permille: u16 },
+    /// The context's user agent is a known bot's and the experiment does
+    /// not include bots.
+    Bot,
 }
 
 /// How an assigned unit got its variant.
@@ -67,6 +72,8 @@ pub(crate) enum How {
     Rollout,
     /// By its variant bucket; `opted_out` units are served the control.
     Bucket { bucket: u16, opted_out: bool },
+    /// A sticky experiment's kept assignment (only with a sticky lookup).
+    Kept { opted_out: bool },
 }
 
 /// What the evaluator reports of each experiment it considers, by index in
@@ -127,6 +134,10 @@ struct CompiledExperiment {
     key: String,
     flag: String,
     unit: usize,
+    /// Index of the fallback unit attribute, if any.
+    fallback: Option<usize>,
+    sticky: bool,
+    include_bots: bool,
     suffix: SaltKey,
     targeting: Option<Rule>,
     respect_holdout: bool,
@@ -189,7 +200,7 @@ enum UnitSlot {
 
 /// The unit id a context value stands for: strings as given, integers as
 /// decimal text. Anything else (and the empty string) identifies no unit.
-fn unit_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+pub fn unit_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
     match value {
         Value::String(s) if !s.is_empty() => Some(std::borrow::Cow::Borrowed(s)),
         Value::Number(n) if n.is_i64() || n.is_u64() => {
@@ -361,6 +372,41 @@ impl CompiledSnapshot {
         self.version
     }
 
+    /// Whether a live experiment of the snapshot excludes known bots (the
+    /// default; [`crate::bots`]).
+    pub fn excludes_bots(&self) -> bool {
+        self.experiments
+            .iter()
+            .any(|e| !e.include_bots && matches!(e.mode, Mode::Live { .. }))
+    }
+
+    /// Whether a live experiment of the snapshot is sticky.
+    pub fn has_sticky(&self) -> bool {
+        self.experiments
+            .iter()
+            .any(|e| e.sticky && matches!(e.mode, Mode::Live { .. }))
+    }
+
+    /// The unit attributes (unit and fallback) of the live sticky
+    /// experiments, without repeats: the ids whose kept assignments an
+    /// evaluation may look up. Empty when no experiment is sticky.
+    pub fn sticky_attributes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for e in &self.experiments {
+            if !e.sticky || !matches!(e.mode, Mode::Live { .. }) {
+                continue;
+            }
+            for i in std::iter::once(e.unit).chain(e.fallback) {
+                if let Some(attr) = self.unit_attrs.get(i) {
+                    if !out.contains(&attr.as_str()) {
+                        out.push(attr);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Number of servable experiments (see [`Experiment::is_servable`]).
     pub fn servable_experiments(&self) -> usize {
         self.experiments.len()
@@ -394,7 +440,7 @@ impl CompiledSnapshot {
         surface: Option<&str>,
         out: &mut Vec<Assignment<'a>>,
     ) {
-        self.run(ctx, surface, out);
+        self.run(ctx, surface, out, &mut NoSticky);
     }
 
     /// Explains the evaluation of `ctx` on `surface` (`None`: every surface)
@@ -411,7 +457,7 @@ impl CompiledSnapshot {
     /// tools, not for serving. Never panics.
     pub fn explain<'a>(&'a self, ctx: &Context, surface: Option<&str>) -> Vec<Explanation<'a>> {
         let mut recorder = Recorder::new(self.experiments.len());
-        self.run(ctx, surface, &mut recorder);
+        self.run(ctx, surface, &mut recorder, &mut NoSticky);
         let mut considered = vec![false; self.experiments.len()];
         for &idx in self.candidates(surface) {
             if let Some(c) = considered.get_mut(idx as usize) {
@@ -473,6 +519,7 @@ impl CompiledSnapshot {
             Step::Assigned(a, how) => {
                 let (bucket, opted_out) = match how {
                     How::Rollout => (None, false),
+                    How::Kept { opted_out } => (None, opted_out),
                     How::Bucket { bucket, opted_out } => (Some(bucket), opted_out),
                 };
                 Outcome::Assigned {
@@ -513,13 +560,20 @@ impl CompiledSnapshot {
                 bucket,
                 ramp_permille: permille,
             },
+            Step::Skipped(Skip::Bot) => Outcome::Bot,
         }
     }
 
     /// The evaluation itself, for [`evaluate`](Self::evaluate) and
     /// [`explain`](Self::explain) alike.
     #[inline(always)]
-    fn run<'a, T: Trace<'a>>(&'a self, ctx: &Context, surface: Option<&str>, trace: &mut T) {
+    pub(crate) fn run<'a, T: Trace<'a>, S: Sticky<'a>>(
+        &'a self,
+        ctx: &Context,
+        surface: Option<&str>,
+        trace: &mut T,
+        sticky: &mut S,
+    ) {
         let candidates = self.candidates(surface);
         if candidates.is_empty() {
             return;
@@ -544,17 +598,26 @@ impl CompiledSnapshot {
             layer_heap = vec![NOT_HASHED; self.layer_suffixes.len()];
             &mut layer_heap
         };
+        // Whether the context is a known bot: looked up once, and only when
+        // a live experiment that excludes bots gets that far.
+        let mut bot = None;
         for &idx in candidates {
             let Some(exp) = self.experiments.get(idx as usize) else {
                 continue;
             };
-            let Some(slot) = units.get_mut(exp.unit) else {
+            let Some(mut unit) = self.slot(ctx, units, exp.unit) else {
                 continue;
             };
-            if let UnitSlot::Unresolved = slot {
-                *slot = self.resolve_unit(ctx, exp.unit);
+            if let (Some(UnitSlot::Missing), Some(fallback)) = (units.get(unit), exp.fallback) {
+                match self.slot(ctx, units, fallback) {
+                    Some(f) => unit = f,
+                    None => continue,
+                }
             }
-            let hasher = match *slot {
+            let Some(&resolved) = units.get(unit) else {
+                continue;
+            };
+            let hasher = match resolved {
                 UnitSlot::Ready(h) => h,
                 UnitSlot::HeldOut(h, _) if !exp.respect_holdout => h,
                 UnitSlot::HeldOut(_, bucket) => {
@@ -567,8 +630,36 @@ impl CompiledSnapshot {
                 }
                 UnitSlot::Unresolved => continue,
             };
-            let _ = self.decide(idx, exp, &hasher, ctx, opted_out, layer_buckets, trace);
+            if !exp.include_bots
+                && matches!(exp.mode, Mode::Live { .. })
+                && *bot.get_or_insert_with(|| bots::is_bot(ctx))
+            {
+                trace.skip(idx, Skip::Bot);
+                continue;
+            }
+            let _ = self.decide(
+                idx,
+                exp,
+                unit,
+                &hasher,
+                ctx,
+                opted_out,
+                layer_buckets,
+                trace,
+                sticky,
+            );
         }
+    }
+
+    /// Resolves unit attribute `unit` of `ctx` into its slot (once per
+    /// request) and returns the slot's index.
+    #[inline(always)]
+    fn slot(&self, ctx: &Context, units: &mut [UnitSlot], unit: usize) -> Option<usize> {
+        let slot = units.get_mut(unit)?;
+        if let UnitSlot::Unresolved = slot {
+            *slot = self.resolve_unit(ctx, unit);
+        }
+        Some(unit)
     }
 
     fn unit_hasher(&self, ctx: &Context, unit: usize) -> Option<UnitHasher> {
@@ -597,16 +688,19 @@ impl CompiledSnapshot {
         clippy::too_many_arguments,
         reason = "the hot path's state, passed by register"
     )]
-    fn decide<'a, T: Trace<'a>>(
+    fn decide<'a, T: Trace<'a>, S: Sticky<'a>>(
         &'a self,
         idx: u32,
         exp: &'a CompiledExperiment,
+        unit: usize,
         hasher: &UnitHasher,
         ctx: &Context,
         opted_out: bool,
         layer_buckets: &mut [(usize, u16)],
         trace: &mut T,
+        sticky: &mut S,
     ) -> Option<()> {
+        let unit_attr = self.unit_attrs.get(unit)?;
         let assignment = |served: usize, assigned: usize, log_exposure: bool| {
             Some(Assignment {
                 experiment: &exp.key,
@@ -614,8 +708,45 @@ impl CompiledSnapshot {
                 variant: exp.variants.get(served)?,
                 assigned: exp.variants.get(assigned)?,
                 log_exposure,
-                unit_attr: self.unit_attrs.get(exp.unit)?,
+                unit_attr,
             })
+        };
+        // A sticky experiment first looks for what was kept: under the unit's
+        // id, then under its fallback id (the anonymous id it was assigned
+        // as before it signed in), whose assignment then moves to the unit's id.
+        let id = if S::ENABLED && exp.sticky && matches!(exp.mode, Mode::Live { .. }) {
+            let id = unit_text(ctx.get(unit_attr)?)?;
+            let fallback = exp
+                .fallback
+                .filter(|&f| f != unit)
+                .and_then(|f| self.unit_attrs.get(f))
+                .and_then(|attr| Some((attr.as_str(), unit_text(ctx.get(attr)?)?)));
+            let kept = sticky
+                .kept(unit_attr, &id, &exp.key, &exp.variants)
+                .map(|v| (v, true))
+                .or_else(|| {
+                    let (attr, fid) = fallback.as_ref()?;
+                    Some((sticky.kept(attr, fid, &exp.key, &exp.variants)?, false))
+                });
+            if let Some((kept, stored)) = kept {
+                if !stored {
+                    sticky.record(StickyEntry {
+                        unit_attr,
+                        unit_id: id.into_owned(),
+                        experiment: &exp.key,
+                        variant: exp.variants.get(kept)?,
+                    });
+                }
+                trace.assign(
+                    idx,
+                    assignment(if opted_out { 0 } else { kept }, kept, true)?,
+                    How::Kept { opted_out },
+                );
+                return Some(());
+            }
+            Some(id)
+        } else {
+            None
         };
         match &exp.mode {
             Mode::Rollout { winner } => {
@@ -635,11 +766,8 @@ impl CompiledSnapshot {
                 if let Some(slot) = layer {
                     let cached = layer_buckets.get_mut(slot.layer)?;
                     // Experiments of one layer may identify units differently.
-                    if cached.0 != exp.unit {
-                        *cached = (
-                            exp.unit,
-                            hasher.bucket(self.layer_suffixes.get(slot.layer)?),
-                        );
+                    if cached.0 != unit {
+                        *cached = (unit, hasher.bucket(self.layer_suffixes.get(slot.layer)?));
                     }
                     let b = cached.1;
                     if b < slot.start || b >= slot.end {
@@ -674,6 +802,14 @@ impl CompiledSnapshot {
                 }
                 let b = hasher.bucket(&exp.suffix);
                 let assigned = boundaries.iter().position(|&edge| b < edge)?;
+                if let Some(id) = id {
+                    sticky.record(StickyEntry {
+                        unit_attr,
+                        unit_id: id.into_owned(),
+                        experiment: &exp.key,
+                        variant: exp.variants.get(assigned)?,
+                    });
+                }
                 trace.assign(
                     idx,
                     assignment(if opted_out { 0 } else { assigned }, assigned, true)?,
@@ -780,12 +916,24 @@ fn compile_experiment(
             },
         })?,
     };
-    let unit = match unit_attrs.iter().position(|u| u == &exp.unit) {
+    let mut attr_index = |attr: &str| match unit_attrs.iter().position(|u| u == attr) {
         Some(i) => i,
         None => {
-            unit_attrs.push(exp.unit.clone());
+            unit_attrs.push(attr.to_owned());
             unit_attrs.len() - 1
         }
+    };
+    let unit = attr_index(&exp.unit);
+    let fallback = match exp.fallback_unit.as_deref() {
+        None => None,
+        Some("") => return Err(field_err("fallback_unit", "must not be empty".to_owned())),
+        Some(f) if f == exp.unit => {
+            return Err(field_err(
+                "fallback_unit",
+                format!("{f:?} is the unit attribute itself"),
+            ))
+        }
+        Some(f) => Some(attr_index(f)),
     };
     let mode = match winner {
         Some(winner) => Mode::Rollout { winner },
@@ -812,6 +960,9 @@ fn compile_experiment(
         key: exp.key.clone(),
         flag: exp.flag.clone(),
         unit,
+        fallback,
+        sticky: exp.sticky,
+        include_bots: exp.include_bots,
         suffix: SaltKey::new(&exp.salt),
         targeting,
         respect_holdout: exp.respect_holdout,

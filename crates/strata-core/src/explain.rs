@@ -39,7 +39,7 @@ impl Explanation<'_> {
 ///
 /// A skipped experiment reports the first check it failed, in the order the
 /// evaluator runs them: status, surface, unit id, holdout, then, for a live
-/// experiment, layer range, targeting and ramp (a concluded experiment's
+/// experiment, known bot, layer range, targeting and ramp (a concluded experiment's
 /// rollout checks only targeting after the holdout).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -112,6 +112,9 @@ pub enum Outcome<'a> {
         /// The ramp: buckets below it are admitted.
         ramp_permille: u16,
     },
+    /// The context's `user_agent` is a known bot's, and the experiment does
+    /// not include bots: the bot gets the default and no exposure is logged.
+    Bot,
     /// The evaluator skipped the experiment without saying why. Cannot
     /// happen with a snapshot that compiled; present so that explaining
     /// never panics.
@@ -193,6 +196,9 @@ impl Outcome<'_> {
             } => format!(
                 "not in the ramp: ramp bucket {bucket} is not below the ramp of {ramp_permille}"
             ),
+            Outcome::Bot => "a known bot: the user agent is on the list of bots, which live \
+                             experiments serve the default without an exposure"
+                .to_owned(),
             Outcome::Unexplained => {
                 "not assigned, for a reason the evaluator did not report".to_owned()
             }

@@ -28,16 +28,19 @@
 //! caller without a usable snapshot evaluates [`CompiledSnapshot::empty`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bots;
 mod context;
 mod engine;
 mod error;
 mod explain;
 pub mod hash;
 pub mod snapshot;
+pub mod sticky;
 pub mod targeting;
 
 pub use context::{Context, NotAnObject, OPTED_OUT_ATTR};
-pub use engine::{Assignment, CompiledSnapshot};
+pub use engine::{unit_text, Assignment, CompiledSnapshot};
 pub use error::SnapshotError;
 pub use explain::{Explanation, Outcome};
 pub use snapshot::{Experiment, Holdout, Layer, Snapshot, Status, Variant};
+pub use sticky::{StickyAssignment, StickyEntry, StickyEvaluation, StickyLookup, StickyMap};

@@ -71,6 +71,23 @@ pub struct Experiment {
     /// The context attribute that identifies the unit.
     #[serde(default = "default_unit")]
     pub unit: String,
+    /// A second context attribute that identifies the unit when the context
+    /// has no usable value for `unit` — typically `device_id` before sign-in.
+    /// The assignment reports which attribute identified the unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_unit: Option<String>,
+    /// Whether an assignment, once made, is kept for the unit — and, through
+    /// the fallback attribute or an identify step, for the id it becomes —
+    /// however targeting, ranges, ramps or weights change while it runs.
+    /// The caller passes what it kept as a [`crate::StickyLookup`] and
+    /// stores what the evaluation returns (`docs/assignment-spec.md`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sticky: bool,
+    /// Whether contexts whose `user_agent` is a known bot's are assigned
+    /// (default false: a bot gets the default and logs no exposure; see
+    /// [`crate::bots`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub include_bots: bool,
     /// The layer this experiment belongs to; absent means the default layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,
@@ -139,6 +156,10 @@ fn default_true() -> bool {
     true
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +172,9 @@ mod tests {
             salt: format!("s-{key}"),
             status,
             unit: default_unit(),
+            fallback_unit: None,
+            sticky: false,
+            include_bots: false,
             layer: None,
             range: None,
             ramp_permille: default_ramp(),

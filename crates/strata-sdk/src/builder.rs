@@ -11,6 +11,7 @@ use crate::blocking::BlockingClient;
 use crate::client::Client;
 use crate::error::BuildError;
 use crate::hooks::Hooks;
+use crate::sticky::{MemoryStickyStore, StickyStore};
 
 /// Where the bootstrap snapshot comes from.
 #[derive(Clone, Debug)]
@@ -50,6 +51,13 @@ pub(crate) struct Options {
     /// Sent as `X-Strata-Instance` with every config request, so the
     /// server knows which version each SDK instance has applied.
     pub instance: HeaderValue,
+    /// Where sticky assignments are kept between processes.
+    pub sticky_store: Arc<dyn StickyStore>,
+    /// Units whose kept assignments the client caches.
+    pub sticky_cache_units: usize,
+    /// `identify`'s attributes: the anonymous id's and the user id's.
+    pub anonymous_attr: String,
+    pub user_attr: String,
 }
 
 /// Builds a [`Client`]: `Client::builder(server_url, sdk_key)…build()`.
@@ -125,6 +133,10 @@ impl ClientBuilder {
                 retry_cap: Duration::from_secs(30),
                 dedup_capacity: 1_000_000,
                 instance: HeaderValue::from_static(""),
+                sticky_store: Arc::new(MemoryStickyStore::new()),
+                sticky_cache_units: 100_000,
+                anonymous_attr: "device_id".to_owned(),
+                user_attr: "user_id".to_owned(),
             },
         }
     }
@@ -147,6 +159,34 @@ impl ClientBuilder {
     /// the stream is up, and is the only path while it is down.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.opts.poll_interval = every;
+        self
+    }
+
+    /// Where sticky experiments' assignments are kept between processes
+    /// (default: this process's memory). Use
+    /// [`crate::RedisStickyStore`] to share them between instances.
+    pub fn sticky_store(mut self, store: impl StickyStore) -> Self {
+        self.opts.sticky_store = Arc::new(store);
+        self
+    }
+
+    /// How many units' kept assignments the client caches in memory
+    /// (default 100,000; the oldest unit cached is forgotten first and
+    /// found again by [`Client::load_sticky`]).
+    pub fn sticky_cache_units(mut self, units: usize) -> Self {
+        self.opts.sticky_cache_units = units;
+        self
+    }
+
+    /// The context attributes of [`Client::identify`]: the anonymous id's
+    /// (default `device_id`) and the signed-in user's (default `user_id`).
+    pub fn identity_attributes(
+        mut self,
+        anonymous: impl Into<String>,
+        user: impl Into<String>,
+    ) -> Self {
+        self.opts.anonymous_attr = anonymous.into();
+        self.opts.user_attr = user.into();
         self
     }
 

@@ -4,8 +4,9 @@
 //! The hot path reads the current snapshot through an atomic pointer
 //! (`arc-swap`), evaluates in memory, checks the lock-free exposure dedup
 //! table and at most hands a new exposure to a lock-free queue; it never
-//! takes a lock, never touches the network and never waits for the
-//! background tasks. Every entry point runs under `catch_unwind`, so
+//! touches the network and never waits for the background tasks. It takes
+//! no lock, except a read lock of the sticky cache (held while evaluating
+//! in memory) when the experiment is sticky. Every entry point runs under `catch_unwind`, so
 //! a bug surfaces as the caller's default and a counter, not a crash.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
-use strata_core::{Assignment, Context};
+use strata_core::{Assignment, CompiledSnapshot, Context, StickyAssignment};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ use crate::dedup::{pair_hash, Dedup};
 use crate::error::BuildError;
 use crate::hooks::{emit, Counters, DropReason, RecordKind, SdkEvent, Stats};
 use crate::state::Loaded;
+use crate::sticky::{self, Cache};
 use crate::variant::{Reason, Variant};
 use crate::{config, ship};
 
@@ -59,6 +61,111 @@ pub(crate) struct Shared {
     /// Whether the flusher runs (an ingest key was given and the client
     /// has not shut down).
     pub shipping: AtomicBool,
+    /// Kept assignments of sticky experiments, for evaluation.
+    pub sticky: Cache,
+    /// Work for the sticky store, done in the background.
+    pub sticky_jobs: Mutex<Vec<StickyJob>>,
+    pub sticky_wake: Notify,
+}
+
+/// Work the sticky saver does off the caller's thread.
+pub(crate) enum StickyJob {
+    /// Keep these entries (where nothing is kept).
+    Save(Vec<StickyAssignment>),
+    /// Keep the entries of the unit `from` for the unit `to` (identify).
+    Move {
+        from: (String, String),
+        to: (String, String),
+    },
+}
+
+/// Sticky jobs waiting at most; past this a job is dropped and counted.
+const MAX_STICKY_JOBS: usize = 10_000;
+
+impl Shared {
+    /// Queues `job` for the sticky saver; counts a failure when the queue
+    /// is full (the store is far behind or down).
+    fn sticky_job(&self, job: StickyJob) {
+        let mut jobs = self
+            .sticky_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if jobs.len() >= MAX_STICKY_JOBS {
+            self.counters.sticky_store_failures.add(1);
+            return;
+        }
+        jobs.push(job);
+        drop(jobs);
+        self.sticky_wake.notify_one();
+    }
+
+    /// Evaluates `snapshot` for `ctx`, keeping sticky experiments' kept
+    /// assignments and caching (and queueing for the store) the new ones.
+    fn evaluate<'a>(
+        &self,
+        snapshot: &'a CompiledSnapshot,
+        ctx: &Context,
+        surface: Option<&str>,
+        out: &mut Vec<Assignment<'a>>,
+    ) {
+        if !snapshot.has_sticky() {
+            snapshot.evaluate_into(ctx, surface, out);
+            return;
+        }
+        let e = self
+            .sticky
+            .with_lookup(|l| snapshot.evaluate_sticky(ctx, surface, l));
+        out.extend(e.assignments);
+        if !e.new_entries.is_empty() {
+            let entries: Vec<StickyAssignment> =
+                e.new_entries.iter().map(|x| x.to_owned()).collect();
+            self.sticky.insert(&entries);
+            self.sticky_job(StickyJob::Save(entries));
+        }
+    }
+}
+
+/// Does the sticky store's work queued by callers, until the client stops
+/// and the queue is empty. A store error or timeout is counted; the
+/// evaluation already went on without it.
+async fn run_sticky_saver(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let jobs = std::mem::take(
+            &mut *shared
+                .sticky_jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if jobs.is_empty() {
+            if stop.borrow().is_some() {
+                return;
+            }
+            tokio::select! {
+                _ = shared.sticky_wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let store = shared.opts.sticky_store.clone();
+        let timeout = shared.opts.request_timeout;
+        for job in jobs {
+            let done = tokio::time::timeout(timeout, async {
+                match job {
+                    StickyJob::Save(entries) => store.save(&entries).await,
+                    StickyJob::Move { from, to } => {
+                        let kept = store.load(std::slice::from_ref(&from)).await?;
+                        let moved = sticky::moved(&kept, (&to.0, &to.1));
+                        store.save(&moved).await
+                    }
+                }
+            })
+            .await;
+            if !matches!(done, Ok(Ok(()))) {
+                shared.counters.sticky_store_failures.add(1);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -108,6 +215,7 @@ async fn run_intake(shared: Arc<Shared>) {
 struct Handle {
     shared: Arc<Shared>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    sticky_saver: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
@@ -193,15 +301,6 @@ pub struct ShutdownReport {
     pub dropped: u64,
 }
 
-/// The unit id a context value stands for, as the engine reads it.
-fn unit_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// A segment attribute's value as text: strings, numbers and booleans.
 fn attribute_text(value: &Value) -> Option<String> {
     match value {
@@ -247,6 +346,9 @@ impl Client {
             stream_connected: AtomicBool::new(false),
             reported_drops: Mutex::new([[0; 6]; 2]),
             shipping: AtomicBool::new(shipping),
+            sticky: Cache::new(opts.sticky_cache_units),
+            sticky_jobs: Mutex::new(Vec::new()),
+            sticky_wake: Notify::new(),
             opts,
         });
         config::load_local(&shared);
@@ -257,11 +359,13 @@ impl Client {
         if shipping {
             rt.spawn(run_intake(shared.clone()));
         }
+        let sticky_saver = rt.spawn(run_sticky_saver(shared.clone()));
         let flusher = shipping.then(|| rt.spawn(ship::run(shared.clone())));
         Ok(Self {
             inner: Arc::new(Handle {
                 shared,
                 flusher: Mutex::new(flusher),
+                sticky_saver: Mutex::new(Some(sticky_saver)),
             }),
         })
     }
@@ -312,9 +416,9 @@ impl Client {
         let shared = self.shared();
         catch_unwind(AssertUnwindSafe(|| {
             let state = shared.state.load();
-            let items = state
-                .compiled
-                .evaluate(ctx, surface)
+            let mut assigned = Vec::new();
+            shared.evaluate(&state.compiled, ctx, surface, &mut assigned);
+            let items = assigned
                 .into_iter()
                 .map(|a| AssignedExperiment {
                     flag: a.flag.to_owned(),
@@ -335,6 +439,67 @@ impl Client {
         })
     }
 
+    /// Copies the kept assignments of the units of `ctx` (the unit and
+    /// fallback attributes of the current snapshot's sticky experiments)
+    /// from the sticky store into the client's cache, at most the request
+    /// timeout; returns whether the store answered. Call it where a
+    /// session starts, before evaluating: an evaluation of a unit that is
+    /// not cached assigns it afresh by hash. What the store holds replaces
+    /// what the cache holds. A failure is counted and changes nothing.
+    pub async fn load_sticky(&self, ctx: &Context) -> bool {
+        let shared = self.shared();
+        let units: Vec<(String, String)> = {
+            let state = shared.state.load();
+            state
+                .compiled
+                .sticky_attributes()
+                .into_iter()
+                .filter_map(|a| {
+                    Some((
+                        a.to_owned(),
+                        strata_core::unit_text(ctx.get(a)?)?.into_owned(),
+                    ))
+                })
+                .collect()
+        };
+        if units.is_empty() {
+            return true;
+        }
+        let store = shared.opts.sticky_store.clone();
+        match tokio::time::timeout(shared.opts.request_timeout, store.load(&units)).await {
+            Ok(Ok(kept)) => {
+                shared.sticky.replace(&kept);
+                true
+            }
+            _ => {
+                shared.counters.sticky_store_failures.add(1);
+                false
+            }
+        }
+    }
+
+    /// Records that the anonymous visitor `anonymous_id` (the attribute
+    /// set by [`ClientBuilder::identity_attributes`], default `device_id`)
+    /// signed in as `user_id` (default attribute `user_id`): the sticky
+    /// assignments kept for the anonymous id are kept for the user id too,
+    /// where the user has none, in the cache at once and in the store in
+    /// the background. Never blocks on the network.
+    pub fn identify(&self, anonymous_id: &str, user_id: &str) {
+        let shared = self.shared();
+        let (anon_attr, user_attr) = (&shared.opts.anonymous_attr, &shared.opts.user_attr);
+        if anonymous_id.is_empty() || user_id.is_empty() {
+            return;
+        }
+        let kept = shared.sticky.unit(anon_attr, anonymous_id);
+        shared
+            .sticky
+            .insert(&sticky::moved(&kept, (user_attr, user_id)));
+        shared.sticky_job(StickyJob::Move {
+            from: (anon_attr.clone(), anonymous_id.to_owned()),
+            to: (user_attr.clone(), user_id.to_owned()),
+        });
+    }
+
     /// Records a behavioural event of the unit of `ctx` (its
     /// `event_unit_attribute`, default `user_id`) with a client-generated
     /// `event_id` (UUID v7, so retries never count twice) and the client's
@@ -349,7 +514,11 @@ impl Client {
     ) -> Option<Uuid> {
         let shared = self.shared();
         catch_unwind(AssertUnwindSafe(|| {
-            let Some(unit_id) = ctx.get(&shared.opts.event_unit_attr).and_then(unit_text) else {
+            let Some(unit_id) = ctx
+                .get(&shared.opts.event_unit_attr)
+                .and_then(strata_core::unit_text)
+                .map(std::borrow::Cow::into_owned)
+            else {
                 shared
                     .counters
                     .drop_records(RecordKind::Event, DropReason::NoUnit, 1);
@@ -435,6 +604,18 @@ impl Client {
             // that ignores its timeout.
             let _ = tokio::time::timeout(deadline + Duration::from_secs(1), task).await;
         }
+        // The sticky saver ends once its queue is empty: what this process
+        // assigned is in the store before shutdown returns (or the deadline
+        // passed).
+        let saver = self
+            .inner
+            .sticky_saver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = saver {
+            let _ = tokio::time::timeout(deadline, task).await;
+        }
         shared.shipping.store(false, Ordering::Relaxed);
         shared.absorb();
         let left = shared.buffer.len() as u64;
@@ -467,6 +648,9 @@ impl Client {
             events_dropped: c.dropped_total(RecordKind::Event),
             unshipped_no_ingest_key: c.unshipped_no_ingest_key.get(),
             evaluation_panics: c.evaluation_panics.get(),
+            sticky_store_failures: c.sticky_store_failures.get(),
+            sticky_cached_units: s.sticky.len() as u64,
+            bots_served_default: c.bots_served_default.get(),
             buffered: s.buffer.len() as u64,
         }
     }
@@ -489,8 +673,14 @@ fn evaluate_flag<'d>(shared: &Shared, ctx: &Context, flag: &str, default: &'d st
         return Variant::default_for(default, Reason::Disabled);
     };
     let mut out = Vec::new();
-    single.evaluate_into(ctx, None, &mut out);
+    shared.evaluate(single, ctx, None, &mut out);
     let Some(a) = out.first() else {
+        // Telling a bot apart costs a second look at the user agent, paid
+        // only by contexts that have one and got the default.
+        if single.excludes_bots() && strata_core::bots::is_bot(ctx) {
+            shared.counters.bots_served_default.add(1);
+            return Variant::default_for(default, Reason::Bot);
+        }
         return Variant::default_for(default, Reason::NotAssigned);
     };
     if a.log_exposure {
@@ -508,12 +698,8 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
     let Some(unit) = ctx.get(a.unit_attr) else {
         return;
     };
-    let unit_id = match unit {
-        Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        other => match unit_text(other) {
-            Some(s) => std::borrow::Cow::Owned(s),
-            None => return,
-        },
+    let Some(unit_id) = strata_core::unit_text(unit) else {
+        return;
     };
     let now = strata_clock::now();
     let day = utc_day(now);

@@ -191,6 +191,14 @@ pub struct Stats {
     pub unshipped_no_ingest_key: u64,
     /// Evaluations that panicked and were answered with the default.
     pub evaluation_panics: u64,
+    /// Evaluations answered with the default because the context's user
+    /// agent is a known bot's.
+    pub bots_served_default: u64,
+    /// Sticky-store operations that failed or timed out (the evaluation
+    /// went on without them) or were dropped because too many waited.
+    pub sticky_store_failures: u64,
+    /// Units whose kept sticky assignments are cached now.
+    pub sticky_cached_units: u64,
     /// Records waiting in the buffer now.
     pub buffered: u64,
 }
@@ -261,6 +269,8 @@ pub(crate) struct Counters {
     pub events_delivered: Counter,
     pub unshipped_no_ingest_key: StripedCounter,
     pub evaluation_panics: Counter,
+    pub bots_served_default: Counter,
+    pub sticky_store_failures: Counter,
     /// `[kind][reason]`, in the order of [`KINDS`] and [`REASONS`].
     pub dropped: [[Counter; 6]; 2],
 }

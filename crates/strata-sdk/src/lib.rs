@@ -45,6 +45,7 @@ mod hooks;
 mod ship;
 mod sse;
 mod state;
+pub mod sticky;
 mod variant;
 
 pub use blocking::BlockingClient;
@@ -52,6 +53,9 @@ pub use builder::ClientBuilder;
 pub use client::{AssignedExperiment, Assignments, Client, ShutdownReport};
 pub use error::BuildError;
 pub use hooks::{ConfigSource, DropReason, Hooks, RecordKind, SdkEvent, Stats};
+#[cfg(feature = "redis")]
+pub use sticky::RedisStickyStore;
+pub use sticky::{MemoryStickyStore, StickyAssignment, StickyStore, StickyStoreError};
 pub use strata_core::Context;
 pub use uuid::Uuid;
 pub use variant::{Reason, Variant};

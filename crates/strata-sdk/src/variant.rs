@@ -32,6 +32,9 @@ pub enum Reason {
     NoConfig,
     /// Evaluation failed unexpectedly (a caught panic): the default.
     Error,
+    /// The context's `user_agent` is a known bot's and the experiment does
+    /// not include bots: the default, and no exposure.
+    Bot,
 }
 
 #[derive(Clone)]

@@ -62,6 +62,10 @@ pub struct LiveConfig {
     pub flags: HashMap<String, FlagInfo>,
     /// Distinct unit attributes of the servable experiments.
     pub unit_attrs: Vec<String>,
+    /// Unit and fallback attributes of the running sticky experiments:
+    /// the ids remote evaluation looks up kept assignments for (empty: no
+    /// sticky experiment, no lookup).
+    pub sticky_attrs: Vec<String>,
     /// The extras as stored.
     pub extra: SnapshotExtra,
 }
@@ -76,7 +80,15 @@ impl LiveConfig {
         let compiled = CompiledSnapshot::compile(snapshot)?;
         let mut flags = HashMap::with_capacity(snapshot.experiments.len() + extra.disabled.len());
         let mut unit_attrs: Vec<String> = Vec::new();
+        let mut sticky_attrs: Vec<String> = Vec::new();
         for e in &snapshot.experiments {
+            if e.sticky && e.status == strata_core::Status::Running {
+                for a in std::iter::once(&e.unit).chain(&e.fallback_unit) {
+                    if !sticky_attrs.contains(a) {
+                        sticky_attrs.push(a.clone());
+                    }
+                }
+            }
             if !unit_attrs.contains(&e.unit) {
                 unit_attrs.push(e.unit.clone());
             }
@@ -111,6 +123,7 @@ impl LiveConfig {
             compiled,
             flags,
             unit_attrs,
+            sticky_attrs,
             extra,
         })
     }
@@ -131,6 +144,7 @@ impl LiveConfig {
             compiled: CompiledSnapshot::empty(),
             flags: HashMap::new(),
             unit_attrs: Vec::new(),
+            sticky_attrs: Vec::new(),
             extra: SnapshotExtra::default(),
         }
     }

@@ -39,6 +39,11 @@ pub struct Metrics {
     config_version: AtomicU64,
     sse_clients: AtomicI64,
     store_errors: AtomicU64,
+    /// Remote evaluations that could not read or keep sticky assignments
+    /// and evaluated without them.
+    sticky_failures: AtomicU64,
+    /// Remote evaluations of a known bot answered with the defaults.
+    bot_evaluations: AtomicU64,
     /// Health checks of published looks by (experiment, check, status).
     health_checks: RwLock<BTreeMap<(String, String, &'static str), u64>>,
     /// Alerts raised by event.
@@ -96,6 +101,17 @@ impl Metrics {
     /// Counts a store error.
     pub fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a remote evaluation that evaluated without its sticky
+    /// assignments (the store failed).
+    pub fn sticky_failure(&self) {
+        self.sticky_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a remote evaluation of a known bot.
+    pub fn bot_evaluation(&self) {
+        self.bot_evaluations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one health check of a published look.
@@ -167,6 +183,16 @@ impl Metrics {
             out,
             "# HELP strata_store_errors_total Failed store operations.\n# TYPE strata_store_errors_total counter\nstrata_store_errors_total {}",
             self.store_errors.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_sticky_failures_total Remote evaluations that evaluated without sticky assignments because the store failed.\n# TYPE strata_sticky_failures_total counter\nstrata_sticky_failures_total {}",
+            self.sticky_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP strata_bot_evaluations_total Remote evaluations whose context is a known bot (served the defaults, no exposure).\n# TYPE strata_bot_evaluations_total counter\nstrata_bot_evaluations_total {}",
+            self.bot_evaluations.load(Ordering::Relaxed)
         );
         let checks = self
             .health_checks

@@ -1,10 +1,13 @@
 //! SDK-facing endpoints: the snapshot (pull, with ETag/304), the stream of new
 //! versions (Server-Sent Events), remote evaluation and OFREP.
 //!
-//! All of them read the in-memory [`crate::live::LiveConfig`] only: they keep
-//! working when the store is down, and they never re-parse or re-compile the
-//! snapshot. Evaluation is `strata_core::CompiledSnapshot::evaluate`; nothing
-//! here decides an assignment by itself.
+//! All of them read the in-memory [`crate::live::LiveConfig`]: they never
+//! re-parse or re-compile the snapshot. Evaluation is strata-core's; nothing
+//! here decides an assignment by itself. Remote evaluation of a snapshot
+//! with running sticky experiments also reads and keeps the sticky
+//! assignments of the context's units in the store ([`remote_evaluate`]);
+//! when the store is down it evaluates without them (counted), so every
+//! endpoint keeps answering.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use strata_core::Context;
+use strata_core::{Assignment, Context, StickyMap};
 
 use crate::auth::{Auth, Perm};
 use crate::error::AppError;
@@ -153,6 +156,56 @@ pub struct RemoteAssignment<'a> {
     pub log_exposure: bool,
 }
 
+/// Evaluates `ctx` for a remote client: strata-core's evaluation, with the
+/// sticky assignments kept for the context's units when the snapshot has
+/// running sticky experiments (assignment spec, section 9), keeping the
+/// entries the evaluation returns. Fails open: a store error evaluates
+/// without stickiness and is counted (`strata_sticky_failures_total`).
+/// A known bot's evaluation is counted (`strata_bot_evaluations_total`).
+async fn remote_evaluate<'a>(
+    state: &AppState,
+    live: &'a LiveConfig,
+    ctx: &Context,
+    surface: Option<&str>,
+) -> Vec<Assignment<'a>> {
+    if live.compiled.excludes_bots() && strata_core::bots::is_bot(ctx) {
+        state.metrics.bot_evaluation();
+    }
+    let units: Vec<(String, String)> = live
+        .sticky_attrs
+        .iter()
+        .filter_map(|a| Some((a.clone(), strata_core::unit_text(ctx.get(a)?)?.into_owned())))
+        .collect();
+    if units.is_empty() {
+        return live.compiled.evaluate(ctx, surface);
+    }
+    let kept = match state.store.sticky_assignments(&units).await {
+        Ok(kept) => kept,
+        Err(e) => {
+            state.metrics.sticky_failure();
+            tracing::warn!(error = %e, "sticky assignments unavailable; evaluating without them");
+            return live.compiled.evaluate(ctx, surface);
+        }
+    };
+    let mut map = StickyMap::new();
+    for k in kept {
+        map.insert(k);
+    }
+    let evaluation = live.compiled.evaluate_sticky(ctx, surface, &map);
+    if !evaluation.new_entries.is_empty() {
+        let entries: Vec<_> = evaluation
+            .new_entries
+            .iter()
+            .map(|e| e.to_owned())
+            .collect();
+        if let Err(e) = state.store.keep_sticky_assignments(&entries).await {
+            state.metrics.sticky_failure();
+            tracing::warn!(error = %e, "sticky assignments not kept");
+        }
+    }
+    evaluation.assignments
+}
+
 fn context_from(value: Value, field: &str) -> Result<Context, AppError> {
     Context::try_from(value).map_err(|e| AppError::validation(field, format!("{field}: {e}")))
 }
@@ -168,17 +221,17 @@ pub async fn evaluate(
     auth.require(&state, Perm::SdkRead).await?;
     let ctx = context_from(req.context, "context")?;
     let live = state.live.load();
-    let assignments: Vec<RemoteAssignment<'_>> = live
-        .compiled
-        .evaluate(&ctx, req.surface.as_deref())
-        .into_iter()
-        .map(|a| RemoteAssignment {
-            flag: a.flag,
-            variant: a.variant,
-            assigned: a.assigned,
-            log_exposure: a.log_exposure,
-        })
-        .collect();
+    let assignments: Vec<RemoteAssignment<'_>> =
+        remote_evaluate(&state, &live, &ctx, req.surface.as_deref())
+            .await
+            .into_iter()
+            .map(|a| RemoteAssignment {
+                flag: a.flag,
+                variant: a.variant,
+                assigned: a.assigned,
+                log_exposure: a.log_exposure,
+            })
+            .collect();
     #[derive(Serialize)]
     struct Out<'a> {
         version: u64,
@@ -331,7 +384,7 @@ pub async fn ofrep_flag(
         ));
     }
     let ctx = Context::from(ctx);
-    let results = live.compiled.evaluate(&ctx, None);
+    let results = remote_evaluate(&state, &live, &ctx, None).await;
     let a = results.iter().find(|a| a.flag == key);
     Ok(axum::Json(flag_result(&live, &key, a)).into_response())
 }
@@ -380,7 +433,7 @@ pub async fn ofrep_bulk(
         ));
     }
     let ctx = Context::from(ctx);
-    let results = live.compiled.evaluate(&ctx, None);
+    let results = remote_evaluate(&state, &live, &ctx, None).await;
     let mut keys: Vec<&String> = live.flags.keys().collect();
     keys.sort();
     let flags: Vec<Value> = keys

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use strata_core::hash::{bucket, hash};
-use strata_core::{CompiledSnapshot, Context};
+use strata_core::{Assignment, CompiledSnapshot, Context, StickyAssignment, StickyMap};
 
 fn suite() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/assignment")
@@ -44,23 +44,46 @@ struct Case {
     context: Value,
     surface: Option<String>,
     expected: BTreeMap<String, Value>,
+    /// Kept sticky assignments: the case evaluates with them as the lookup.
+    #[serde(default)]
+    sticky: Option<Vec<StickyAssignment>>,
+    #[serde(default)]
+    expected_sticky: Vec<StickyAssignment>,
 }
 
-/// The results of `snapshot` for `ctx` in the suite's format.
+/// The results of `snapshot` for `ctx` in the suite's format, and the
+/// sticky entries to store when the case has a sticky lookup.
 fn results(
     snapshot: &CompiledSnapshot,
+    with_fallback: &[&str],
+    case: &Case,
     ctx: &Context,
-    surface: Option<&str>,
-) -> BTreeMap<String, Value> {
-    snapshot
-        .evaluate(ctx, surface)
+) -> (BTreeMap<String, Value>, Vec<StickyAssignment>) {
+    let surface = case.surface.as_deref();
+    let (assignments, entries): (Vec<Assignment>, _) = match &case.sticky {
+        None => (snapshot.evaluate(ctx, surface), Vec::new()),
+        Some(kept) => {
+            let mut map = StickyMap::new();
+            for k in kept {
+                map.insert(k.clone());
+            }
+            let e = snapshot.evaluate_sticky(ctx, surface, &map);
+            let entries = e.new_entries.iter().map(|x| x.to_owned()).collect();
+            (e.assignments, entries)
+        }
+    };
+    let results = assignments
         .into_iter()
         .map(|a| {
-            let decision = json!({"variant": a.variant, "assigned": a.assigned, "flag": a.flag,
+            let mut decision = json!({"variant": a.variant, "assigned": a.assigned, "flag": a.flag,
                 "log_exposure": a.log_exposure});
+            if with_fallback.contains(&a.experiment) {
+                decision["unit_attr"] = json!(a.unit_attr);
+            }
             (a.experiment.to_owned(), decision)
         })
-        .collect()
+        .collect();
+    (results, entries)
 }
 
 #[test]
@@ -78,17 +101,26 @@ fn scenarios_give_the_expected_assignments() {
             serde_json::from_value(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
         let snapshot = CompiledSnapshot::from_json(&scenario.snapshot.to_string())
             .unwrap_or_else(|e| panic!("{name}: snapshot rejected: {e}"));
+        let with_fallback: Vec<&str> = scenario.snapshot["experiments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.get("fallback_unit").is_some_and(|f| !f.is_null()))
+            .filter_map(|e| e["key"].as_str())
+            .collect();
         for (i, case) in scenario.cases.iter().enumerate() {
             let ctx = Context::try_from(case.context.clone())
                 .unwrap_or_else(|e| panic!("{name}[{i}]: {e}"));
-            let got = results(&snapshot, &ctx, case.surface.as_deref());
-            if got != case.expected {
+            let (got, entries) = results(&snapshot, &with_fallback, case, &ctx);
+            if got != case.expected || entries != case.expected_sticky {
                 failures.push(format!(
-                    "{name} case {i}: context {} surface {:?}\n  expected {}\n  got      {}",
+                    "{name} case {i}: context {} surface {:?}\n  expected {} {}\n  got      {} {}",
                     case.context,
                     case.surface,
                     json!(case.expected),
-                    json!(got)
+                    json!(case.expected_sticky),
+                    json!(got),
+                    json!(entries)
                 ));
             }
             checked += 1;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 use serde_json::{json, Map, Value};
 use strata_core::hash::{bucket, murmur3_x86_32, SaltKey, UnitHasher};
-use strata_core::{CompiledSnapshot, Context};
+use strata_core::{CompiledSnapshot, Context, StickyMap};
 
 use crate::common::{chi2_sf, compile, single, user, variant_of};
 
@@ -16,6 +16,48 @@ fn unit_id() -> impl Strategy<Value = String> {
         "\\PC{1,12}",
         any::<u64>().prop_map(|n| n.to_string()),
     ]
+}
+
+/// The consistency suite's reference snapshot with every experiment
+/// sticky, and the running ones falling back to `device_id`.
+fn sticky_reference() -> CompiledSnapshot {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/assignment/consistency/snapshot.json"
+    );
+    let mut snap: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for e in snap["experiments"].as_array_mut().unwrap() {
+        e["sticky"] = json!(true);
+        e["fallback_unit"] = json!("device_id");
+    }
+    compile(snap)
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 256, ..Config::default() })]
+
+    /// With nothing kept, a sticky evaluation is the plain one and returns
+    /// one entry per bucket assignment; fed back, those entries change no
+    /// assignment and ask for nothing new — also once every experiment's
+    /// weights and ramps would now say otherwise.
+    #[test]
+    fn sticky_evaluation_is_the_plain_one_and_keeps_what_it_returned(id in unit_id(), device in unit_id()) {
+        let s = sticky_reference();
+        let ctx = Context::try_from(json!({"user_id": id, "device_id": device})).unwrap();
+        let plain = s.evaluate(&ctx, None);
+        let first = s.evaluate_sticky(&ctx, None, &StickyMap::new());
+        prop_assert_eq!(&first.assignments, &plain);
+        let by_bucket: Vec<&str> = plain.iter().filter(|a| a.log_exposure).map(|a| a.experiment).collect();
+        let returned: Vec<&str> = first.new_entries.iter().map(|e| e.experiment).collect();
+        prop_assert_eq!(returned, by_bucket);
+        let mut kept = StickyMap::new();
+        for e in &first.new_entries {
+            kept.insert(e.to_owned());
+        }
+        let again = s.evaluate_sticky(&ctx, None, &kept);
+        prop_assert_eq!(&again.assignments, &plain);
+        prop_assert!(again.new_entries.is_empty());
+    }
 }
 
 proptest! {

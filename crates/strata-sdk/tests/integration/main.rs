@@ -8,3 +8,4 @@ mod consistency;
 mod fail_open;
 mod pipeline;
 mod real;
+mod sticky;

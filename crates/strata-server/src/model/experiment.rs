@@ -189,6 +189,18 @@ pub struct ExperimentRequest {
     /// Context attribute identifying the unit (default `user_id`).
     #[serde(default = "default_unit")]
     pub unit: String,
+    /// Context attribute identifying the unit when `unit` has no value
+    /// (e.g. `device_id` before sign-in; assignment spec, section 2).
+    #[serde(default)]
+    pub fallback_unit: Option<String>,
+    /// Whether an assignment, once made, is kept across targeting, ramp and
+    /// weight changes and sign-in (assignment spec, section 9).
+    #[serde(default)]
+    pub sticky: bool,
+    /// Whether known bots (by `user_agent`) are assigned; by default a bot
+    /// gets the default and logs no exposure (assignment spec, section 10).
+    #[serde(default)]
+    pub include_bots: bool,
     /// Layer key; absent means the default layer when a range or size is given.
     #[serde(default)]
     pub layer: Option<String>,
@@ -302,6 +314,15 @@ pub struct ExperimentRecord {
     pub owner_team: String,
     /// Context attribute identifying the unit.
     pub unit: String,
+    /// Context attribute identifying the unit when `unit` has no value.
+    #[serde(default)]
+    pub fallback_unit: Option<String>,
+    /// Whether assignments are kept (assignment spec, section 9).
+    #[serde(default)]
+    pub sticky: bool,
+    /// Whether known bots are assigned.
+    #[serde(default)]
+    pub include_bots: bool,
     /// Layer key, or null for an experiment without mutual exclusion.
     pub layer: Option<String>,
     /// Range in the layer.
@@ -469,6 +490,9 @@ impl ExperimentRecord {
             salt: self.salt.clone(),
             status,
             unit: self.unit.clone(),
+            fallback_unit: self.fallback_unit.clone(),
+            sticky: self.sticky,
+            include_bots: self.include_bots,
             layer: self.layer.clone(),
             range: self.range,
             ramp_permille: percent_to_permille(self.ramp_percent).unwrap_or(0),
@@ -514,6 +538,21 @@ impl ExperimentRequest {
             return Err(AppError::validation("unit", "unit must not be empty"));
         }
         check_text("unit", &self.unit, 128)?;
+        if let Some(fallback) = &self.fallback_unit {
+            if fallback.is_empty() {
+                return Err(AppError::validation(
+                    "fallback_unit",
+                    "fallback_unit must not be empty",
+                ));
+            }
+            check_text("fallback_unit", fallback, 128)?;
+            if *fallback == self.unit {
+                return Err(AppError::validation(
+                    "fallback_unit",
+                    "fallback_unit must differ from unit",
+                ));
+            }
+        }
         if let Some(layer) = &self.layer {
             check_key("layer", layer)?;
         }

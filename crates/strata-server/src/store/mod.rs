@@ -24,6 +24,7 @@
 //! - `results` — published analysis results: publish, history, retract;
 //! - `guardrails` — the guardrail monitor's evaluations and their reviews;
 //! - `keys` — API keys, stored by the hash of their token;
+//! - `sticky` — sticky assignments kept for remote evaluation;
 //! - `time` — the timestamps the store keeps (ms) and shows (RFC 3339).
 
 use std::borrow::Cow;
@@ -44,6 +45,7 @@ mod keys;
 mod read;
 mod results;
 mod runs;
+mod sticky;
 mod time;
 mod tx;
 
@@ -131,6 +133,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "guardrail_evaluations",
         include_str!("../../migrations/0007_guardrail_evaluations.sql"),
+    ),
+    (
+        8,
+        "sticky_assignments",
+        include_str!("../../migrations/0008_sticky_assignments.sql"),
     ),
 ];
 

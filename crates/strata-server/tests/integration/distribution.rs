@@ -12,6 +12,7 @@ crate::on_both_backends!(
     etag_and_not_modified,
     sse_pushes_every_version,
     remote_evaluation_matches_strata_core,
+    sticky_remote_evaluation_keeps_assignments_across_sign_in,
     ofrep_responses,
     store_outage_keeps_sdk_endpoints_serving,
     prometheus_and_openapi,
@@ -142,6 +143,105 @@ async fn remote_evaluation_matches_strata_core(s: TestServer) {
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    s.finish().await;
+}
+
+async fn sticky_remote_evaluation_keeps_assignments_across_sign_in(s: TestServer) {
+    s.setup_registry().await;
+    let sdk = s.sdk_key().await;
+    let open = json!({"layer": null, "range": null, "surfaces": [], "targeting": null,
+        "fallback_unit": "device_id"});
+    let mut sticky = open.clone();
+    sticky["sticky"] = json!(true);
+    s.running("exp_sticky", sticky, 100.0).await;
+    s.running("exp_plain", open, 100.0).await;
+    let snap = s.sdk_snapshot(&sdk).await;
+    let compiled = strata_core::CompiledSnapshot::from_json(&snap.to_string()).unwrap();
+    let local = |ctx: Value, key: &str| {
+        let ctx = strata_core::Context::try_from(ctx).unwrap();
+        compiled
+            .evaluate(&ctx, None)
+            .iter()
+            .find(|a| a.experiment == key)
+            .map(|a| a.variant.to_owned())
+    };
+    // A device and the user it signs in as, whose own hashes disagree in
+    // both experiments: only stickiness can keep the device's variant.
+    let (device, user) = (0..1000)
+        .map(|i| (format!("device-{i}"), format!("user-{i}")))
+        .find(|(d, u)| {
+            ["exp_sticky", "exp_plain"]
+                .iter()
+                .all(|k| local(json!({"device_id": d}), k) != local(json!({"user_id": u}), k))
+        })
+        .unwrap();
+    let remote = |ctx: Value| {
+        let s = &s;
+        let sdk = &sdk;
+        async move {
+            let (st, v, _) = s
+                .call(
+                    Method::POST,
+                    "/sdk/v1/evaluate",
+                    Some(sdk),
+                    Some(&json!({"context": ctx})),
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let mut by_flag = std::collections::HashMap::new();
+            for a in v["assignments"].as_array().unwrap() {
+                by_flag.insert(a["flag"].as_str().unwrap().to_owned(), a["variant"].clone());
+            }
+            by_flag
+        }
+    };
+    let flag = |key: &str| {
+        snap["experiments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .unwrap()["flag"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (fs, fp) = (flag("exp_sticky"), flag("exp_plain"));
+    let as_device = remote(json!({"device_id": device})).await;
+    let kept = as_device[&fs].clone();
+    assert_eq!(
+        Some(kept.as_str().unwrap().to_owned()),
+        local(json!({"device_id": device}), "exp_sticky")
+    );
+    // Signed in: the sticky experiment keeps the device's variant, the
+    // plain one re-evaluates by the user id (the documented flicker).
+    let signed_in = remote(json!({"user_id": user, "device_id": device})).await;
+    assert_eq!(signed_in[&fs], kept);
+    assert_eq!(
+        signed_in[&fp].as_str().map(str::to_owned),
+        local(json!({"user_id": user}), "exp_plain")
+    );
+    assert_ne!(signed_in[&fp], as_device[&fp]);
+    // The assignment moved to the user id: it holds without the device.
+    let user_alone = remote(json!({"user_id": user})).await;
+    assert_eq!(user_alone[&fs], kept);
+    assert_ne!(
+        Some(kept.as_str().unwrap().to_owned()),
+        local(json!({"user_id": user}), "exp_sticky")
+    );
+
+    // A known bot gets the defaults (no assignment, so no exposure).
+    let bot = remote(json!({"user_id": "someone", "user_agent": "curl/8.5.0"})).await;
+    assert!(bot.is_empty(), "{bot:?}");
+    let metrics = s.metrics_text().await;
+    assert!(
+        metrics.contains("strata_bot_evaluations_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_sticky_failures_total 0"),
+        "{metrics}"
+    );
     s.finish().await;
 }
 
@@ -322,7 +422,8 @@ async fn ofrep_responses(s: TestServer) {
 async fn store_outage_keeps_sdk_endpoints_serving(s: TestServer) {
     s.setup_registry().await;
     let sdk = s.sdk_key().await;
-    s.running("exp_x", json!({}), 100.0).await;
+    // Sticky, so that remote evaluation needs the store it loses.
+    s.running("exp_x", json!({"sticky": true}), 100.0).await;
     let before = s.sdk_snapshot(&sdk).await;
     let mut stream = Sse::connect(&s.base, &sdk).await;
     assert!(stream.next_version(Duration::from_secs(2)).await.is_some());
@@ -353,6 +454,17 @@ async fn store_outage_keeps_sdk_endpoints_serving(s: TestServer) {
         .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["version"], before["version"]);
+    // Without its sticky assignments: strata-core's plain answer, counted.
+    let plain: Vec<Value> = strata_core::CompiledSnapshot::from_json(&before.to_string())
+        .unwrap()
+        .evaluate(
+            &strata_core::Context::try_from(json!({"user_id": "u", "country": "US"})).unwrap(),
+            Some("checkout"),
+        )
+        .iter()
+        .map(|a| json!({"flag": a.flag, "variant": a.variant, "assigned": a.assigned, "log_exposure": a.log_exposure}))
+        .collect();
+    assert_eq!(v["assignments"], json!(plain));
     let (st, _, _) = s.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
     let (st, _, _) = s.call(Method::GET, "/healthz", None, None).await;
@@ -365,6 +477,10 @@ async fn store_outage_keeps_sdk_endpoints_serving(s: TestServer) {
         .parse()
         .unwrap();
     assert!(errors > 0);
+    assert!(
+        !metrics.contains("strata_sticky_failures_total 0"),
+        "the failed sticky lookup is counted: {metrics}"
+    );
     s.finish().await;
 }
 
