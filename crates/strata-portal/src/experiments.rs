@@ -428,7 +428,10 @@ fn definition(e: &ExperimentRecord) -> Markup {
             dt { "Key" } dd { code { (e.key) } " (flag " code { (e.flag) } ")" }
             dt { "Hypothesis" } dd { (e.hypothesis) }
             @if !e.description.is_empty() { dt { "Description" } dd { (e.description) } }
-            dt { "Unit" } dd { (e.unit) }
+            dt { "Unit" } dd { (e.unit)
+                @if let Some(f) = &e.fallback_unit { span.muted { ", else " (f) } }
+                @if e.sticky { " · sticky" }
+                @if e.include_bots { " · bots included" } }
             dt { "Variants" } dd {
                 @for (i, v) in e.variants.iter().enumerate() {
                     @if i > 0 { ", " }

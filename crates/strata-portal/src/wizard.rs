@@ -104,6 +104,12 @@ impl Draft {
         if let Some(l) = opt_text("layer") {
             o.insert("layer".into(), json!(l));
         }
+        if let Some(f) = opt_text("fallback_unit") {
+            o.insert("fallback_unit".into(), json!(f));
+        }
+        for flag in ["sticky", "include_bots"] {
+            o.insert(flag.into(), json!(self.get(flag) == "on"));
+        }
         match (opt_text("range_start"), opt_text("range_end")) {
             (None, None) => {
                 if let Some(s) = opt_text("size") {
@@ -554,6 +560,11 @@ async fn render(
                 label for="unit" { "Unit (the context attribute that identifies it)" }
                 input #unit name="unit" value=(d.get("unit"));
                 (field_error(&["unit"]))
+                label for="fallback_unit" { "Fallback unit (used when the context has no unit id, e.g. device_id before sign-in; empty: none)" }
+                input #fallback_unit name="fallback_unit" value=(d.get("fallback_unit")) aria-invalid=[invalid(&["fallback_unit"])];
+                (field_error(&["fallback_unit"]))
+                label { span { input type="checkbox" name="sticky" checked[d.get("sticky") == "on"]; " Sticky: a user keeps their variant when targeting, ramp or weights change and after signing in (checkout, pricing)" } }
+                label { span { input type="checkbox" name="include_bots" checked[d.get("include_bots") == "on"]; " Include known bots (by user agent; off: bots get the default and log no exposure)" } }
             }
             fieldset #variants {
                 legend { "2. Variants (the first is the control)" }
@@ -734,8 +745,12 @@ mod tests {
             ("min_duration_days", "7"),
             ("sequential", "none"),
             ("ramp_plan", "5:24, 50%:48h, 100"),
+            ("fallback_unit", " device_id "),
+            ("sticky", "on"),
         ]);
         let r = d.request().unwrap();
+        assert_eq!(r.fallback_unit.as_deref(), Some("device_id"));
+        assert!(r.sticky && !r.include_bots);
         assert_eq!(r.variants.len(), 2);
         assert_eq!(r.variants[0].control, Some(true));
         assert_eq!(r.secondary_metrics, vec!["revenue", "aov"]);
