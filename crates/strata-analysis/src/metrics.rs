@@ -1,8 +1,9 @@
 //! The metric registry: metric definitions in JSON or YAML.
 //!
-//! A registry document is `{"metrics": [METRIC, ...]}`; see
-//! `docs/data-model.md` for the format and the per-unit semantics of each
-//! metric type. The definitions and their validation are the platform's
+//! A registry document is `{"metrics": [METRIC, ...], "bot_detection":
+//! {...}}`; see `docs/data-model.md` for the format, the per-unit semantics
+//! of each metric type and the bot detection's limits (optional: on, with
+//! the defaults of [`strata_model::bots`], when absent). The definitions and their validation are the platform's
 //! ([`strata_model`], shared with the control plane); this module reads
 //! registry files and reports the model's errors against the document.
 
@@ -12,18 +13,51 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use strata_model::{
-    Direction, EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar, SubMetric,
+    BotDetection, Direction, EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar,
+    SubMetric,
 };
 
 use crate::error::{Error, Result};
 
-/// A validated set of metric definitions, read from a registry document.
+/// A validated set of metric definitions, read from a registry document,
+/// with the organisation's bot detection limits.
 ///
 /// Dereferences to the platform's [`strata_model::MetricRegistry`] (its
-/// `metrics` and `get`); this type adds reading and validating a document.
+/// `metrics` and `get`); this type adds reading and validating a document
+/// and its `bot_detection`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MetricRegistry(strata_model::MetricRegistry);
+#[serde(from = "Document", into = "Document")]
+pub struct MetricRegistry {
+    metrics: strata_model::MetricRegistry,
+    bot_detection: BotDetection,
+}
+
+/// A registry document as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    metrics: Vec<Metric>,
+    #[serde(default)]
+    bot_detection: BotDetection,
+}
+
+impl From<Document> for MetricRegistry {
+    fn from(d: Document) -> Self {
+        MetricRegistry {
+            metrics: strata_model::MetricRegistry { metrics: d.metrics },
+            bot_detection: d.bot_detection,
+        }
+    }
+}
+
+impl From<MetricRegistry> for Document {
+    fn from(r: MetricRegistry) -> Self {
+        Document {
+            metrics: r.metrics.metrics,
+            bot_detection: r.bot_detection,
+        }
+    }
+}
 
 impl MetricRegistry {
     /// Parses a registry from JSON or YAML text; `name` is used in messages
@@ -42,14 +76,33 @@ impl MetricRegistry {
 
     /// Checks the definitions; `doc` names the document in messages.
     pub fn validate(&self, doc: &str) -> Result<()> {
-        self.0
+        self.metrics
             .validate()
+            .and_then(|()| {
+                self.bot_detection
+                    .validate()
+                    .map_err(|e| e.at("bot_detection"))
+            })
             .map_err(|e| Error::invalid(doc, e.field(), e.reason()))
     }
 
     /// The platform's registry.
     pub fn into_inner(self) -> strata_model::MetricRegistry {
-        self.0
+        self.metrics
+    }
+
+    /// The bot detection limits every analysis with this registry applies.
+    pub fn bot_detection(&self) -> &BotDetection {
+        &self.bot_detection
+    }
+
+    /// The same registry with other bot detection limits (validate the
+    /// registry again before use).
+    pub fn with_bot_detection(self, bot_detection: BotDetection) -> Self {
+        Self {
+            bot_detection,
+            ..self
+        }
     }
 }
 
@@ -57,14 +110,19 @@ impl Deref for MetricRegistry {
     type Target = strata_model::MetricRegistry;
 
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.metrics
     }
 }
 
 impl From<strata_model::MetricRegistry> for MetricRegistry {
-    /// Wraps a registry as is; call [`MetricRegistry::validate`] before use.
+    /// Wraps a registry as is, with the default bot detection (the
+    /// platform stores no limits of its own yet); call
+    /// [`MetricRegistry::validate`] before use.
     fn from(reg: strata_model::MetricRegistry) -> Self {
-        MetricRegistry(reg)
+        MetricRegistry {
+            metrics: reg,
+            bot_detection: BotDetection::default(),
+        }
     }
 }
 

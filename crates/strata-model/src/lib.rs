@@ -13,6 +13,7 @@
 //! validated (`numerator.filter.type`); validating a registry prefixes the
 //! metric's position (`metrics[2].numerator.filter.type`).
 
+pub mod bots;
 pub mod check;
 pub mod error;
 pub mod experiment;
@@ -22,6 +23,7 @@ pub mod plan;
 pub mod results;
 pub mod sequential;
 
+pub use bots::{BotDetection, Limit, TypeLimits};
 pub use check::{check_key, check_text, KEY_MAX_BYTES};
 pub use error::ModelError;
 pub use experiment::{ExperimentDefinition, VariantDefinition};
