@@ -287,6 +287,7 @@ mod tests {
             start: "2026-01-01T00:00:00Z".into(),
             analysis: "itt".into(),
             units: units.clone(),
+            bot_exclusion: None,
             srm: Srm {
                 chi2: 0.0,
                 df: 1,

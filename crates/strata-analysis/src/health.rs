@@ -22,6 +22,14 @@ pub const SRM_WARN_P: f64 = 0.01;
 /// least this share of it for the check to `fail` (below it, `warn`): with
 /// millions of units a χ² test finds imbalances too small to matter.
 pub const SRM_MIN_RELATIVE_DEVIATION: f64 = 0.005;
+/// `bot_exclusion`: `warn` below this p-value of the test that the units
+/// left out as bots are spread over the variants as their exposed units
+/// are (strict, as the SRM test's default: the check runs at every look).
+pub const BOT_SHARE_WARN_P: f64 = 0.001;
+/// `bot_exclusion`: the units left out must number at least this many for
+/// their spread to be compared (fewer cannot make a difference worth a
+/// warning, and the χ² approximation needs expected counts of a few each).
+pub const BOT_MIN_EXCLUDED: u64 = 20;
 /// `multiple_exposures`: `warn` at this share of units seen in more than one variant.
 pub const MULTI_EXPOSURE_WARN: f64 = 0.01;
 /// `multiple_exposures`: `fail` at this share.
@@ -43,6 +51,10 @@ pub struct LookFacts {
     pub srm_alpha: f64,
     /// Units exposed to more than one variant.
     pub multi_exposure_units: u64,
+    /// The p-value of the χ² test that the units the bot detection left out
+    /// are spread over the variants in proportion to the variants' exposed
+    /// units (`None`: nothing left out, or fewer than two variants with units).
+    pub bot_exclusion_p_value: Option<f64>,
     /// Per CUPED metric and treatment: the p-value of the difference in the
     /// pre-period covariate between treatment and control.
     pub covariate_p_values: Vec<(String, String, f64)>,
@@ -90,6 +102,7 @@ pub fn checks(r: &Results, f: &LookFacts) -> Vec<HealthCheck> {
         underpowered(r, f),
         novelty(r, f.alpha),
         simpsons_paradox(r),
+        bot_exclusion(r, f),
     ]
 }
 
@@ -170,6 +183,82 @@ fn srm(r: &Results, f: &LookFacts) -> HealthCheck {
             &figures,
             format!("Units are split as configured (p = {p:.2})."),
         )
+    }
+}
+
+fn bot_exclusion(r: &Results, f: &LookFacts) -> HealthCheck {
+    let name = "bot_exclusion";
+    let Some(bots) = r.bot_exclusion.as_ref().filter(|b| b.enabled) else {
+        return check(
+            name,
+            HealthStatus::Ok,
+            &[],
+            "Bot detection is off: only traffic flagged as bots when it was logged is left out."
+                .to_owned(),
+        );
+    };
+    let excluded: u64 = bots.excluded.values().sum();
+    let exposed = excluded + total_units(r);
+    let share = if exposed == 0 {
+        0.0
+    } else {
+        excluded as f64 / exposed as f64
+    };
+    let p = f.bot_exclusion_p_value;
+    // The variants with the highest and the lowest share left out.
+    let by_share = |a: &(&String, &f64), b: &(&String, &f64)| a.1.total_cmp(b.1);
+    let highest = bots.share.iter().max_by(by_share);
+    let lowest = bots.share.iter().min_by(by_share);
+    let figures = [
+        ("excluded_units", excluded as f64),
+        ("share", share),
+        ("max_share", highest.map_or(0.0, |(_, &s)| s)),
+        ("min_share", lowest.map_or(0.0, |(_, &s)| s)),
+        ("p_value", p.unwrap_or(f64::NAN)),
+    ];
+    if excluded == 0 {
+        return check(
+            name,
+            HealthStatus::Ok,
+            &figures,
+            "No unit showed activity beyond what a person produces.".to_owned(),
+        );
+    }
+    let left_out = format!(
+        "{excluded} {} ({}) left out for activity no person produces",
+        if excluded == 1 { "unit" } else { "units" },
+        pct(share)
+    );
+    match (p, highest, lowest) {
+        (Some(p), Some((hi, &hs)), Some((lo, &ls)))
+            if excluded >= BOT_MIN_EXCLUDED && p < BOT_SHARE_WARN_P =>
+        {
+            check(
+                name,
+                HealthStatus::Warn,
+                &figures,
+                format!(
+                    "Variant {hi} had {} of its units left out as bots against {} in {lo} (p = {p:.2e}): the change itself may cause bot-like activity, or change who is taken for a bot, so the variants no longer compare like with like. Check what the left-out units did before trusting the results.",
+                    pct(hs),
+                    pct(ls)
+                ),
+            )
+        }
+        _ if excluded < BOT_MIN_EXCLUDED => check(
+            name,
+            HealthStatus::Ok,
+            &figures,
+            format!("{left_out}; too few to compare between variants."),
+        ),
+        _ => check(
+            name,
+            HealthStatus::Ok,
+            &figures,
+            format!(
+                "{left_out}, alike in every variant{}.",
+                p.map_or(String::new(), |p| format!(" (p = {p:.2})"))
+            ),
+        ),
     }
 }
 
@@ -536,6 +625,7 @@ mod tests {
             start: "2026-01-01T00:00:00Z".into(),
             analysis: "itt".into(),
             units: units.clone(),
+            bot_exclusion: None,
             srm: Srm {
                 chi2: srm.chi_squared,
                 df: srm.df,
@@ -577,6 +667,92 @@ mod tests {
         assert_eq!(names, strata_model::results::HEALTH_CHECKS);
         assert!(c.iter().all(|c| c.status == HealthStatus::Ok), "{c:#?}");
         assert!(c.iter().all(|c| !c.message.is_empty()));
+    }
+
+    /// A look of 5000 units per variant before exclusion, `bots` of them
+    /// left out per variant, with the facts the engine would give.
+    fn with_bots(bots: [u64; 2]) -> (Results, LookFacts) {
+        use strata_model::results::BotExclusion;
+        let mut r = results(5000 - bots[0], 5000 - bots[1]);
+        let names = ["control".to_owned(), "treatment".to_owned()];
+        let excluded: BTreeMap<String, u64> = names.iter().cloned().zip(bots).collect();
+        r.bot_exclusion = Some(BotExclusion {
+            enabled: true,
+            share: names
+                .iter()
+                .cloned()
+                .zip(bots.map(|b| b as f64 / 5000.0))
+                .collect(),
+            excluded: excluded.clone(),
+        });
+        let f = LookFacts {
+            bot_exclusion_p_value: crate::engine::bot_share_p_value(&r.units, &excluded),
+            ..facts()
+        };
+        (r, f)
+    }
+
+    fn bot_check(bots: [u64; 2]) -> HealthCheck {
+        let (r, f) = with_bots(bots);
+        checks(&r, &f)
+            .into_iter()
+            .find(|c| c.check == "bot_exclusion")
+            .unwrap()
+    }
+
+    #[test]
+    fn bot_exclusion_warns_when_one_variant_loses_more_units() {
+        // 2.0 % against 0.6 %: χ² ≈ 35, far beyond chance.
+        let c = bot_check([30, 100]);
+        assert_eq!(c.status, HealthStatus::Warn, "{c:?}");
+        assert!(c.figures["p_value"] < 1e-6, "{c:?}");
+        assert_eq!(c.figures["excluded_units"], 130.0);
+        assert_eq!(c.figures["max_share"], 0.02);
+        assert!(
+            c.message.starts_with(
+                "Variant treatment had 2.0 % of its units left out as bots against 0.6 % in control"
+            ),
+            "{}",
+            c.message
+        );
+        // Alike in both: ok, with the p-value.
+        let c = bot_check([48, 52]);
+        assert_eq!(c.status, HealthStatus::Ok, "{c:?}");
+        assert!(c.figures["p_value"] > 0.5, "{c:?}");
+        assert_eq!(
+            c.message,
+            "100 units (1.0 %) left out for activity no person produces, alike in every variant (p = 0.69)."
+        );
+    }
+
+    #[test]
+    fn bot_exclusion_needs_enough_units_to_compare() {
+        // 0 against 12 is significant (p ≈ 0.0005) but 12 units cannot
+        // move a result: below the minimum the check stays ok.
+        let c = bot_check([0, 12]);
+        assert!(c.figures["p_value"] < BOT_SHARE_WARN_P, "{c:?}");
+        assert_eq!(c.status, HealthStatus::Ok, "{c:?}");
+        assert!(
+            c.message.ends_with("too few to compare between variants."),
+            "{}",
+            c.message
+        );
+        let c = bot_check([0, 0]);
+        assert_eq!(c.status, HealthStatus::Ok);
+        assert_eq!(
+            c.message,
+            "No unit showed activity beyond what a person produces."
+        );
+        assert!(!c.figures.contains_key("p_value"));
+        // Detection off (or a document written before it): ok, and says so.
+        let c = checks(&results(5000, 5000), &facts());
+        let c = c.iter().find(|c| c.check == "bot_exclusion").unwrap();
+        assert_eq!(c.status, HealthStatus::Ok);
+        assert!(
+            c.message.starts_with("Bot detection is off"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]

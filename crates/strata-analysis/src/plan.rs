@@ -7,6 +7,10 @@
 //! 1. **units**: one row per exposed unit of the experiment: its variant at
 //!    first exposure, first exposure time, number of distinct variants seen,
 //!    opt-out flag and segment attributes.
+//!
+//!    Before stage 2, units whose activity goes over a limit of the
+//!    registry's bot detection are dropped from `units`
+//!    ([`bot_units_sql`]), so that no later stage sees them.
 //! 2. **unit values**: events joined to units, deduplicated by `event_id`,
 //!    reduced to one row per unit with one column per metric *part* (a count
 //!    or a sum of matching events in a window, zero-filled by a left join,
@@ -15,7 +19,9 @@
 //!    and `COVAR_POP` of the per-unit values: the centred moments that
 //!    strata-stats takes.
 
-use crate::metrics::{EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar};
+use crate::metrics::{
+    BotDetection, EventTypes, Filter, Metric, MetricType, Operators, Predicate, Scalar,
+};
 use crate::source::{literal, literal_list};
 use crate::spec::AnalysisMode;
 
@@ -420,6 +426,102 @@ pub(crate) fn unit_parts_sql(
     }
 }
 
+/// Nanoseconds per minute: the bucket of the bot detection's per-minute limit.
+const MINUTE_NS: i64 = 60 * NS;
+
+/// Minutes per day: the per-day bucket is 1440 minute buckets.
+const MINUTES_PER_DAY: i64 = 1440;
+
+/// A `CASE` on the event type giving the limit of each type (`NULL`: no
+/// limit), from the registry's bot detection.
+fn limit_case(d: &BotDetection, col: &str, per_day: bool) -> String {
+    let pick = |(m, day): (Option<u64>, Option<u64>)| if per_day { day } else { m };
+    let sql = |l: Option<u64>| l.map_or("CAST(NULL AS BIGINT)".to_string(), |l| l.to_string());
+    let default = sql(if per_day { d.per_day.0 } else { d.per_minute.0 });
+    let whens: String = d
+        .event_types
+        .keys()
+        .map(|t| format!(" WHEN {} THEN {}", literal(t), sql(pick(d.limits(t)))))
+        .collect();
+    if whens.is_empty() {
+        default
+    } else {
+        format!("CASE {col}{whens} ELSE {default} END")
+    }
+}
+
+/// The heuristic bot detection: the `uidx` of every unit of `keys` (a
+/// table with `unit_id` and `uidx`, such as `unit_keys`) with more events
+/// of one type than that type's limit in one UTC minute bucket
+/// (`⌊ts / 60 s⌋`) or one UTC day bucket (`⌊ts / 86 400 s⌋`), counting
+/// events with `start ≤ ts < end` not flagged `is_bot`.
+///
+/// Buckets are fixed, not sliding: a count per group is exact and as cheap
+/// as a `GROUP BY`, where a sliding window needs every unit's events in
+/// time order. So a burst of more than twice the per-minute limit within
+/// any 60 seconds is always caught, and one of more than the limit may go
+/// uncaught when it straddles two minutes. The day count is the sum of the
+/// day's minute counts, from the same aggregate.
+///
+/// With `distinct_ids`, copies of one event (the same `event_id`) in the
+/// same minute count once; without, every row counts, which is the same
+/// count when ids are unique and never less otherwise — so the engine runs
+/// this without first, and with only for the units it finds.
+pub(crate) fn bot_units_sql(
+    d: &BotDetection,
+    b: &Bounds,
+    keys: &str,
+    distinct_ids: bool,
+) -> String {
+    // With no default limit, only the types with a limit of their own need scanning.
+    let type_cond = if d.per_minute.0.is_none() && d.per_day.0.is_none() {
+        let limited: Vec<&str> = d
+            .event_types
+            .keys()
+            .filter(|t| {
+                let (m, day) = d.limits(t);
+                m.is_some() || day.is_some()
+            })
+            .map(String::as_str)
+            .collect();
+        format!(" AND type IN ({})", literal_list(limited))
+    } else {
+        String::new()
+    };
+    let ev = format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts FROM events          WHERE NOT is_bot AND ts >= {start} AND ts < {end}{type_cond})",
+        start = b.start,
+        end = b.end,
+    );
+    let minute = format!("e.ts / {MINUTE_NS}");
+    let m = if distinct_ids {
+        format!(
+            "m AS (SELECT uidx, type, minute, COUNT(*) AS n FROM (             SELECT u.uidx, e.type, {minute} AS minute FROM ev e JOIN {keys} u ON e.unit_id = u.unit_id              GROUP BY u.uidx, e.type, {minute}, e.event_id) GROUP BY uidx, type, minute)"
+        )
+    } else {
+        format!(
+            "m AS (SELECT u.uidx, e.type, {minute} AS minute, COUNT(*) AS n              FROM ev e JOIN {keys} u ON e.unit_id = u.unit_id GROUP BY u.uidx, e.type, {minute})"
+        )
+    };
+    format!(
+        "{ev}, {m}, d AS (SELECT uidx, type, MAX(n) AS peak, SUM(n) AS n FROM m          GROUP BY uidx, type, minute / {MINUTES_PER_DAY})          SELECT DISTINCT uidx FROM d WHERE peak > {per_minute} OR n > {per_day}",
+        per_minute = limit_case(d, "type", false),
+        per_day = limit_case(d, "type", true),
+    )
+}
+
+/// The `unit_id` and `uidx` of the units of `units` that [`bot_units_sql`]
+/// found (table `bot_units`).
+pub(crate) const BOT_KEYS_SQL: &str =
+    "SELECT unit_id, uidx FROM units WHERE uidx IN (SELECT uidx FROM bot_units)";
+
+/// Units found by the bot detection (`bot_units`), per variant.
+pub(crate) const BOT_UNITS_PER_VARIANT_SQL: &str = "SELECT u.variant AS variant, COUNT(*) AS n      FROM units u JOIN bot_units b ON u.uidx = b.uidx GROUP BY u.variant";
+
+/// `units` without the units the bot detection found (`bot_units`).
+pub(crate) const UNITS_WITHOUT_BOTS_SQL: &str =
+    "SELECT * FROM units WHERE uidx NOT IN (SELECT uidx FROM bot_units)";
+
 /// Conditions on the events' `part` column, one per group of partition
 /// values, that split every row into exactly one slice: the last takes every
 /// value not in an earlier group, and nulls, so a partition the listing did
@@ -720,6 +822,54 @@ mod tests {
             ]
         );
         assert_eq!(slice_conditions(&[&a]), ["true"]);
+    }
+
+    #[test]
+    fn bot_limits_compile_to_a_case_per_type() {
+        let d: BotDetection = serde_json::from_str(
+            r#"{"per_minute": 300, "per_day": null, "event_types": {
+                "impression": {"per_minute": 2000, "per_day": 100000},
+                "heartbeat": {"per_minute": null}}}"#,
+        )
+        .unwrap();
+        let b = Bounds {
+            start: 5,
+            end: 10,
+            pre_start: None,
+            skew: 0,
+            novelty: 0,
+        };
+        let sql = bot_units_sql(&d, &b, "unit_keys", false);
+        assert!(
+            sql.contains("WHERE NOT is_bot AND ts >= 5 AND ts < 10)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("GROUP BY u.uidx, e.type, e.ts / 60000000000)"),
+            "{sql}"
+        );
+        assert!(sql.contains("GROUP BY uidx, type, minute / 1440"), "{sql}");
+        assert!(sql.contains(
+            "peak > CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
+             WHEN 'impression' THEN 2000 ELSE 300 END"
+        ));
+        assert!(sql.contains(
+            "n > CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
+             WHEN 'impression' THEN 100000 ELSE CAST(NULL AS BIGINT) END"
+        ));
+        let exact = bot_units_sql(&d, &b, "bot_keys", true);
+        assert!(exact.contains("JOIN bot_keys u"), "{exact}");
+        assert!(exact.contains("GROUP BY u.uidx, e.type, e.ts / 60000000000, e.event_id)"));
+        // Without default limits, only the limited types are scanned.
+        let only: BotDetection = serde_json::from_str(
+            r#"{"per_minute": null, "per_day": null,
+                "event_types": {"page_view": {"per_day": 5000}, "x": {}}}"#,
+        )
+        .unwrap();
+        let sql = bot_units_sql(&only, &b, "unit_keys", false);
+        assert!(sql.contains("AND type IN ('page_view'))"), "{sql}");
+        let plain = bot_units_sql(&BotDetection::default(), &b, "unit_keys", false);
+        assert!(plain.ends_with("WHERE peak > 300 OR n > 20000"), "{plain}");
     }
 
     #[test]

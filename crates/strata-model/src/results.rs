@@ -19,6 +19,10 @@ pub struct Results {
     pub analysis: String,
     /// Units per variant, in the analysis.
     pub units: BTreeMap<String, u64>,
+    /// Units left out by the heuristic bot detection, per variant (absent
+    /// in documents written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_exclusion: Option<BotExclusion>,
     /// Sample ratio mismatch check.
     pub srm: Srm,
     /// Metrics: primary, secondary, guardrails, in spec order.
@@ -163,7 +167,7 @@ impl HealthStatus {
 }
 
 /// The health checks every look carries, in order.
-pub const HEALTH_CHECKS: [&str; 8] = [
+pub const HEALTH_CHECKS: [&str; 9] = [
     "srm",
     "multiple_exposures",
     "pre_exposure_bias",
@@ -172,7 +176,24 @@ pub const HEALTH_CHECKS: [&str; 8] = [
     "underpowered",
     "novelty",
     "simpsons_paradox",
+    "bot_exclusion",
 ];
+
+/// The units the heuristic bot detection left out of a look: exposed
+/// units whose activity went over a limit of the registry's
+/// `bot_detection` (`docs/data-model.md`, *Bots*). They are in no metric
+/// and in no count of [`Results::units`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotExclusion {
+    /// Whether the detection ran (`false`: turned off, nothing left out
+    /// beyond events and exposures flagged `is_bot`).
+    pub enabled: bool,
+    /// Units left out, per variant of the spec (0 when none).
+    pub excluded: BTreeMap<String, u64>,
+    /// Share of each variant's exposed units left out:
+    /// `excluded / (units + excluded)` (0 for a variant without units).
+    pub share: BTreeMap<String, f64>,
+}
 
 /// One health check of a look (`docs/results-schema.md` lists them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ use strata_stats::sequential::{MixtureTuning, Spending};
 use strata_stats::{AnalysisConfig, MetricData, MetricInput, MetricRole, Sample, VariantInput};
 
 use crate::error::{Error, Result};
-use crate::metrics::{Metric, MetricRegistry, MetricType};
+use crate::metrics::{BotDetection, Metric, MetricRegistry, MetricType};
 use crate::plan::{self, Bounds, Part, Window, NS};
 use crate::results::{self, Results};
 use crate::source::{self, Source};
@@ -140,6 +140,8 @@ pub struct Analyzer {
     slices: Vec<String>,
     /// Whether stage 2a uses the fused `strata_parts` aggregate.
     fused: bool,
+    /// The registry's bot detection limits.
+    bot_detection: BotDetection,
     options: EngineOptions,
 }
 
@@ -162,6 +164,31 @@ fn novelty_ns(spec: &ValidSpec) -> i64 {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The p-value of Pearson's χ² test that the units left out as bots,
+/// `excluded`, are spread over the variants in proportion to each variant's
+/// exposed units (`units` kept plus `excluded`): strata-stats' goodness-of-fit
+/// test of the SRM check, with the exposed units as weights. `None` with
+/// nothing left out or fewer than two variants with units.
+pub(crate) fn bot_share_p_value(
+    units: &BTreeMap<String, u64>,
+    excluded: &BTreeMap<String, u64>,
+) -> Option<f64> {
+    let (observed, weights): (Vec<u64>, Vec<f64>) = units
+        .iter()
+        .map(|(v, &n)| {
+            let x = excluded.get(v).copied().unwrap_or(0);
+            (x, (n + x) as f64)
+        })
+        .filter(|&(_, w)| w > 0.0)
+        .unzip();
+    if observed.iter().sum::<u64>() == 0 {
+        return None;
+    }
+    strata_stats::srm::srm_check(&observed, &weights, strata_stats::srm::DEFAULT_SRM_ALPHA)
+        .ok()
+        .map(|r| r.p_value)
 }
 
 /// Per CUPED metric and treatment, the p-value of the difference between
@@ -321,8 +348,60 @@ impl Analyzer {
             events,
             slices,
             fused,
+            bot_detection: registry.bot_detection().clone(),
             options,
         })
+    }
+
+    /// The heuristic bot detection, between stage 1 and stage 2: finds the
+    /// units of `units` whose activity goes over a limit of the registry
+    /// ([`plan::bot_units_sql`]), drops them from `units` so that no metric
+    /// sees them, and returns how many per variant of `order`.
+    ///
+    /// Counting every event row finds every unit over a limit (and, with
+    /// unique ids, only those); when deduplicating, the units it finds are
+    /// counted again with copies of an event counted once, which only they
+    /// need — so deduplication costs a second pass over few units, not a
+    /// second per-event aggregate.
+    async fn exclude_bots(&self, b: &Bounds, order: &[String]) -> Result<BTreeMap<String, u64>> {
+        let mut excluded: BTreeMap<String, u64> = order.iter().map(|v| (v.clone(), 0)).collect();
+        let d = &self.bot_detection;
+        if !d.is_active() {
+            return Ok(excluded);
+        }
+        self.materialize("unit_keys", plan::UNIT_KEYS_SQL).await?;
+        self.materialize("bot_units", &plan::bot_units_sql(d, b, "unit_keys", false))
+            .await?;
+        if !self.options.assume_unique_event_ids && self.table_rows("bot_units").await? > 0 {
+            self.materialize("bot_keys", plan::BOT_KEYS_SQL).await?;
+            self.materialize("bot_units", &plan::bot_units_sql(d, b, "bot_keys", true))
+                .await?;
+        }
+        let mut total = 0;
+        for batch in self.sql(plan::BOT_UNITS_PER_VARIANT_SQL).await? {
+            let (v, n) = (column_str(&batch, "variant")?, column_i64(&batch, "n")?);
+            for (v, n) in v.into_iter().zip(n) {
+                if let Some(v) = v {
+                    total += n.max(0) as u64;
+                    excluded.insert(v, n.max(0) as u64);
+                }
+            }
+        }
+        if total > 0 {
+            self.materialize("units", plan::UNITS_WITHOUT_BOTS_SQL)
+                .await?;
+        }
+        Ok(excluded)
+    }
+
+    /// The number of rows of a registered table.
+    async fn table_rows(&self, table: &str) -> Result<usize> {
+        Ok(self
+            .sql(&format!("SELECT * FROM {table}"))
+            .await?
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum())
     }
 
     /// Reports the start of stage `i` of [`STAGES`] (`STAGES.len()`: done).
@@ -454,6 +533,7 @@ impl Analyzer {
         self.check_names(&order).await?;
         self.materialize("units", &plan::analysed_units_sql(&known, s.analysis, &b))
             .await?;
+        let bots = self.exclude_bots(&b, &order).await?;
 
         // Stage 2: per-unit values.
         self.progress(1);
@@ -653,9 +733,27 @@ impl Analyzer {
         self.progress(STAGES.len());
 
         let end = as_of.map_or(self.spec.end, |t| t.min(self.spec.end));
+        let bot_exclusion = results::BotExclusion {
+            enabled: self.bot_detection.is_active(),
+            share: order
+                .iter()
+                .map(|v| {
+                    let x = bots.get(v).copied().unwrap_or(0);
+                    let exposed = x + units.get(v).copied().unwrap_or(0);
+                    let share = if exposed == 0 {
+                        0.0
+                    } else {
+                        x as f64 / exposed as f64
+                    };
+                    (v.clone(), share)
+                })
+                .collect(),
+            excluded: bots,
+        };
         let facts = crate::health::LookFacts {
             srm_alpha: s.srm_alpha,
             multi_exposure_units: multi,
+            bot_exclusion_p_value: bot_share_p_value(&units, &bot_exclusion.excluded),
             covariate_p_values: covariate_p_values(&inputs, &order, s.alpha),
             elapsed_days: (end - self.spec.start).num_milliseconds().max(0) as f64 / 86_400_000.0,
             min_duration_days: s.min_duration_days,
@@ -670,6 +768,7 @@ impl Analyzer {
             start: rfc3339(self.spec.start),
             analysis: s.analysis.as_str().into(),
             units: units.clone(),
+            bot_exclusion: Some(bot_exclusion),
             srm: results::Srm {
                 chi2: report.srm.chi_squared,
                 df: report.srm.df,

@@ -1,5 +1,6 @@
 //! Integration tests of strata-analysis, one module per area.
 
+mod bots;
 mod checks;
 mod common;
 mod dataset;

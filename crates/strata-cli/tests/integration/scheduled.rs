@@ -460,7 +460,11 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
         None,
     )
     .await;
-    assert_eq!(h["health"].as_array().unwrap().len(), 8, "{h}");
+    assert_eq!(
+        h["health"].as_array().unwrap().len(),
+        strata_model::results::HEALTH_CHECKS.len(),
+        "{h}"
+    );
     assert!(h["analysis_error"].is_null(), "{h}");
 
     // A refresh publishes a look now and answers with it.
