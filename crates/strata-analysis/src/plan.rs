@@ -429,8 +429,8 @@ pub(crate) fn unit_parts_sql(
 /// Nanoseconds per minute: the bucket of the bot detection's per-minute limit.
 const MINUTE_NS: i64 = 60 * NS;
 
-/// Minutes per day: the per-day bucket is 1440 minute buckets.
-const MINUTES_PER_DAY: i64 = 1440;
+/// Nanoseconds per day: the per-day bucket.
+const DAY_NS: i64 = 86_400 * NS;
 
 /// A `CASE` on the event type giving the limit of each type (`NULL`: no
 /// limit), from the registry's bot detection.
@@ -460,53 +460,78 @@ fn limit_case(d: &BotDetection, col: &str, per_day: bool) -> String {
 /// as a `GROUP BY`, where a sliding window needs every unit's events in
 /// time order. So a burst of more than twice the per-minute limit within
 /// any 60 seconds is always caught, and one of more than the limit may go
-/// uncaught when it straddles two minutes. The day count is the sum of the
-/// day's minute counts, from the same aggregate.
+/// uncaught when it straddles two minutes.
+///
+/// Cost: one aggregate per unit, type and active day over the window's
+/// events; minutes are counted only for the (unit, type, day) cells with
+/// more events than the per-minute limit, which are few — so memory grows
+/// with active unit-days, not with active unit-minutes.
 ///
 /// With `distinct_ids`, copies of one event (the same `event_id`) in the
-/// same minute count once; without, every row counts, which is the same
+/// same bucket count once; without, every row counts, which is the same
 /// count when ids are unique and never less otherwise — so the engine runs
 /// this without first, and with only for the units it finds.
 pub(crate) fn bot_units_sql(
-    d: &BotDetection,
+    det: &BotDetection,
     b: &Bounds,
     keys: &str,
     distinct_ids: bool,
 ) -> String {
     // With no default limit, only the types with a limit of their own need scanning.
-    let type_cond = if d.per_minute.0.is_none() && d.per_day.0.is_none() {
-        let limited: Vec<&str> = d
+    let type_cond = if det.per_minute.0.is_none() && det.per_day.0.is_none() {
+        let limited: Vec<&str> = det
             .event_types
             .keys()
             .filter(|t| {
-                let (m, day) = d.limits(t);
+                let (m, day) = det.limits(t);
                 m.is_some() || day.is_some()
             })
             .map(String::as_str)
             .collect();
-        format!(" AND type IN ({})", literal_list(limited))
+        format!(" AND e.type IN ({})", literal_list(limited))
     } else {
         String::new()
     };
     let ev = format!(
-        "WITH ev AS (SELECT event_id, unit_id, type, ts FROM events          WHERE NOT is_bot AND ts >= {start} AND ts < {end}{type_cond})",
+        "WITH ev AS (SELECT e.event_id, u.uidx, e.type, e.ts FROM events e \
+         JOIN {keys} u ON e.unit_id = u.unit_id \
+         WHERE NOT e.is_bot AND e.ts >= {start} AND e.ts < {end}{type_cond})",
         start = b.start,
         end = b.end,
     );
-    let minute = format!("e.ts / {MINUTE_NS}");
-    let m = if distinct_ids {
-        format!(
-            "m AS (SELECT uidx, type, minute, COUNT(*) AS n FROM (             SELECT u.uidx, e.type, {minute} AS minute FROM ev e JOIN {keys} u ON e.unit_id = u.unit_id              GROUP BY u.uidx, e.type, {minute}, e.event_id) GROUP BY uidx, type, minute)"
-        )
-    } else {
-        format!(
-            "m AS (SELECT u.uidx, e.type, {minute} AS minute, COUNT(*) AS n              FROM ev e JOIN {keys} u ON e.unit_id = u.unit_id GROUP BY u.uidx, e.type, {minute})"
-        )
+    // Counts per bucket; with `distinct_ids`, copies of an event count once.
+    let counts = |bucket: &str, from: &str| {
+        if distinct_ids {
+            format!(
+                "SELECT uidx, type, b, COUNT(*) AS n FROM (SELECT e.uidx, e.type, {bucket} AS b \
+                 FROM {from} GROUP BY e.uidx, e.type, {bucket}, e.event_id) GROUP BY uidx, type, b"
+            )
+        } else {
+            format!(
+                "SELECT e.uidx, e.type, {bucket} AS b, COUNT(*) AS n FROM {from} \
+                 GROUP BY e.uidx, e.type, {bucket}"
+            )
+        }
     };
+    // The per-day counts are one group per unit, type and active day. Only
+    // a (unit, type, day) with more events than the type's per-minute limit
+    // can hold a minute over it, so minutes are counted for those few cells
+    // alone — never one group per unit and active minute.
+    let day = format!("e.ts / {DAY_NS}");
+    let minute = format!("e.ts / {MINUTE_NS}");
+    let d = counts(&day, "ev e");
+    let m = counts(
+        &minute,
+        &format!("ev e JOIN cand c ON e.uidx = c.uidx AND e.type = c.type AND {day} = c.b"),
+    );
+    let (per_minute, per_day) = (
+        limit_case(det, "type", false),
+        limit_case(det, "type", true),
+    );
     format!(
-        "{ev}, {m}, d AS (SELECT uidx, type, MAX(n) AS peak, SUM(n) AS n FROM m          GROUP BY uidx, type, minute / {MINUTES_PER_DAY})          SELECT DISTINCT uidx FROM d WHERE peak > {per_minute} OR n > {per_day}",
-        per_minute = limit_case(d, "type", false),
-        per_day = limit_case(d, "type", true),
+        "{ev}, d AS ({d}), cand AS (SELECT uidx, type, b FROM d WHERE n > {per_minute}), \
+         m AS ({m}) \
+         SELECT uidx FROM d WHERE n > {per_day} UNION SELECT uidx FROM m WHERE n > {per_minute}"
     )
 }
 
@@ -841,25 +866,43 @@ mod tests {
         };
         let sql = bot_units_sql(&d, &b, "unit_keys", false);
         assert!(
-            sql.contains("WHERE NOT is_bot AND ts >= 5 AND ts < 10)"),
+            sql.contains(
+                "JOIN unit_keys u ON e.unit_id = u.unit_id \
+                          WHERE NOT e.is_bot AND e.ts >= 5 AND e.ts < 10)"
+            ),
+            "{sql}"
+        );
+        // One group per unit, type and day; minutes only for the
+        // candidate cells.
+        assert!(
+            sql.contains(
+                "d AS (SELECT e.uidx, e.type, e.ts / 86400000000000 AS b, COUNT(*) AS n \
+                          FROM ev e GROUP BY e.uidx, e.type, e.ts / 86400000000000)"
+            ),
+            "{sql}"
+        );
+        let per_minute = "CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
+                          WHEN 'impression' THEN 2000 ELSE 300 END";
+        assert!(
+            sql.contains(&format!(
+                "cand AS (SELECT uidx, type, b FROM d WHERE n > {per_minute})"
+            )),
             "{sql}"
         );
         assert!(
-            sql.contains("GROUP BY u.uidx, e.type, e.ts / 60000000000)"),
+            sql.contains("FROM ev e JOIN cand c ON e.uidx = c.uidx AND e.type = c.type \
+                          AND e.ts / 86400000000000 = c.b GROUP BY e.uidx, e.type, e.ts / 60000000000)"),
             "{sql}"
         );
-        assert!(sql.contains("GROUP BY uidx, type, minute / 1440"), "{sql}");
-        assert!(sql.contains(
-            "peak > CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
-             WHEN 'impression' THEN 2000 ELSE 300 END"
-        ));
-        assert!(sql.contains(
-            "n > CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
-             WHEN 'impression' THEN 100000 ELSE CAST(NULL AS BIGINT) END"
-        ));
+        assert!(sql.ends_with(&format!(
+            "SELECT uidx FROM d WHERE n > CASE type WHEN 'heartbeat' THEN CAST(NULL AS BIGINT) \
+             WHEN 'impression' THEN 100000 ELSE CAST(NULL AS BIGINT) END \
+             UNION SELECT uidx FROM m WHERE n > {per_minute}"
+        )));
         let exact = bot_units_sql(&d, &b, "bot_keys", true);
         assert!(exact.contains("JOIN bot_keys u"), "{exact}");
-        assert!(exact.contains("GROUP BY u.uidx, e.type, e.ts / 60000000000, e.event_id)"));
+        assert!(exact.contains("GROUP BY e.uidx, e.type, e.ts / 60000000000, e.event_id)"));
+        assert!(exact.contains("GROUP BY e.uidx, e.type, e.ts / 86400000000000, e.event_id)"));
         // Without default limits, only the limited types are scanned.
         let only: BotDetection = serde_json::from_str(
             r#"{"per_minute": null, "per_day": null,
@@ -867,9 +910,14 @@ mod tests {
         )
         .unwrap();
         let sql = bot_units_sql(&only, &b, "unit_keys", false);
-        assert!(sql.contains("AND type IN ('page_view'))"), "{sql}");
+        assert!(sql.contains("AND e.type IN ('page_view'))"), "{sql}");
         let plain = bot_units_sql(&BotDetection::default(), &b, "unit_keys", false);
-        assert!(plain.ends_with("WHERE peak > 300 OR n > 20000"), "{plain}");
+        assert!(
+            plain.ends_with(
+                "SELECT uidx FROM d WHERE n > 20000 UNION SELECT uidx FROM m WHERE n > 300"
+            ),
+            "{plain}"
+        );
     }
 
     #[test]
