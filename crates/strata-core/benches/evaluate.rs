@@ -20,6 +20,9 @@ const SURFACES: usize = 50;
 const EXPERIMENTS: usize = 3000;
 /// Experiments outside any layer; the rest are spread over the layers.
 const UNLAYERED: usize = 1000;
+/// A current desktop browser's user agent.
+const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+    (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
 fn snapshot() -> CompiledSnapshot {
     let layers: Vec<Value> = (0..LAYERS)
@@ -81,6 +84,36 @@ fn bench(c: &mut Criterion) {
             i += 1;
             black_box(out.len())
         })
+    });
+    // The same requests from a browser: every live experiment excludes
+    // known bots, so the context's user agent is checked against the bot
+    // list once per request.
+    let browsers: Vec<Context> = contexts
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c.insert("user_agent", BROWSER);
+            c
+        })
+        .collect();
+    // A fresh context per request (the clone is outside the timing), so
+    // that the user agent is checked every time, as for a new request.
+    c.bench_function("evaluate/one_surface_with_user_agent", |b| {
+        b.iter_batched(
+            || {
+                i += 1;
+                browsers[i & 1023].clone()
+            },
+            |ctx| {
+                out.clear();
+                snapshot.evaluate_into(&ctx, Some(black_box("surface_7")), &mut out);
+                black_box(out.len())
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("peer/is_bot_user_agent", |b| {
+        b.iter(|| strata_core::bots::is_bot_user_agent(black_box(BROWSER)))
     });
     // Peers: the bare cost of 60 murmur3 bucket computations for one unit,
     // (a) concatenating `unit:salt` into a reused buffer, as a naive

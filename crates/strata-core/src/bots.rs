@@ -31,10 +31,11 @@ pub fn is_bot_user_agent(user_agent: &str) -> bool {
 }
 
 /// Whether the context's `user_agent` attribute (a string) is a known
-/// bot's. A missing or non-string attribute is not a bot.
+/// bot's. A missing or non-string attribute is not a bot. The answer is
+/// kept in the context, so evaluating several flags checks once.
 pub fn is_bot(ctx: &Context) -> bool {
     match ctx.get(USER_AGENT_ATTR) {
-        Some(Value::String(ua)) => is_bot_user_agent(ua),
+        Some(Value::String(ua)) => ctx.bot_flag(|| is_bot_user_agent(ua)),
         _ => false,
     }
 }

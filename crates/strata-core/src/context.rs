@@ -1,5 +1,7 @@
 //! The evaluation context: the attributes of one request.
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 
 /// The attribute that, when `true`, opts a unit out of experiments.
@@ -7,9 +9,19 @@ pub const OPTED_OUT_ATTR: &str = "opted_out";
 
 /// The attributes of one request: unit ids (`user_id`, `device_id`, …),
 /// targeting attributes (`country`, `app_version`, …) and `opted_out`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Context {
     attrs: Map<String, Value>,
+    /// Whether `user_agent` is a known bot's, found on first need: a
+    /// request that evaluates several flags with one context checks its
+    /// user agent against the bot list once.
+    bot: OnceLock<bool>,
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.attrs == other.attrs
+    }
 }
 
 impl Context {
@@ -28,7 +40,13 @@ impl Context {
     /// Sets an attribute, replacing any previous value.
     pub fn insert(&mut self, attr: impl Into<String>, value: impl Into<Value>) -> &mut Self {
         self.attrs.insert(attr.into(), value.into());
+        self.bot = OnceLock::new();
         self
+    }
+
+    /// The cached answer of `f` to whether this context is a known bot.
+    pub(crate) fn bot_flag(&self, f: impl FnOnce() -> bool) -> bool {
+        *self.bot.get_or_init(f)
     }
 
     /// The value of an attribute, if present.
@@ -50,7 +68,10 @@ impl Context {
 
 impl From<Map<String, Value>> for Context {
     fn from(attrs: Map<String, Value>) -> Self {
-        Self { attrs }
+        Self {
+            attrs,
+            bot: OnceLock::new(),
+        }
     }
 }
 
@@ -67,7 +88,7 @@ impl TryFrom<Value> for Context {
 
     fn try_from(value: Value) -> Result<Self, Self::Error> {
         match value {
-            Value::Object(attrs) => Ok(Self { attrs }),
+            Value::Object(attrs) => Ok(Self::from(attrs)),
             Value::Null => Err(NotAnObject { found: "null" }),
             Value::Bool(_) => Err(NotAnObject { found: "a boolean" }),
             Value::Number(_) => Err(NotAnObject { found: "a number" }),
