@@ -73,10 +73,12 @@ pub struct StickyAssignment {
 
 /// Sticky assignments in memory, by unit and experiment: the simplest
 /// [`StickyLookup`], and what the conformance suite evaluates against.
+/// Lookups borrow their keys: no allocation per lookup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StickyMap {
-    /// `(unit_attr, unit_id)` → experiment → variant.
-    units: HashMap<(String, String), HashMap<String, String>>,
+    /// unit attribute → unit id → experiment → variant.
+    units: HashMap<String, HashMap<String, HashMap<String, String>>>,
+    len: usize,
 }
 
 impl StickyMap {
@@ -87,34 +89,36 @@ impl StickyMap {
 
     /// Stores `a`, replacing what was kept for its unit and experiment.
     pub fn insert(&mut self, a: StickyAssignment) {
-        self.units
-            .entry((a.unit_attr, a.unit_id))
-            .or_default()
-            .insert(a.experiment, a.variant);
+        let ids = self.units.entry(a.unit_attr).or_default();
+        let unit = match ids.entry(a.unit_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.len += 1;
+                e.insert(HashMap::new())
+            }
+        };
+        unit.insert(a.experiment, a.variant);
     }
 
     /// Every assignment kept for one unit, by experiment.
     pub fn unit(&self, unit_attr: &str, unit_id: &str) -> Option<&HashMap<String, String>> {
-        self.units.get(&(unit_attr.to_owned(), unit_id.to_owned()))
+        self.units.get(unit_attr)?.get(unit_id)
     }
 
     /// Number of units with kept assignments.
     pub fn len(&self) -> usize {
-        self.units.len()
+        self.len
     }
 
     /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.units.is_empty()
+        self.len == 0
     }
 }
 
 impl StickyLookup for StickyMap {
     fn kept(&self, unit_attr: &str, unit_id: &str, experiment: &str) -> Option<&str> {
-        // One allocation per lookup keeps the map's key simple; a store on
-        // the hot path implements the trait over its own layout.
-        self.units
-            .get(&(unit_attr.to_owned(), unit_id.to_owned()))?
+        self.unit(unit_attr, unit_id)?
             .get(experiment)
             .map(String::as_str)
     }

@@ -61,13 +61,32 @@ pub trait StickyStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StickyStoreError>>;
 }
 
-/// Kept assignments by unit: `(attribute, id)` → experiment → variant.
-type UnitMap = HashMap<(String, String), HashMap<String, String>>;
+/// Kept assignments by unit: attribute → id → experiment → variant, so
+/// that a lookup borrows its keys and allocates nothing.
+type UnitMap = HashMap<String, HashMap<String, HashMap<String, String>>>;
+
+fn unit<'m>(map: &'m UnitMap, attr: &str, id: &str) -> Option<&'m HashMap<String, String>> {
+    map.get(attr)?.get(id)
+}
+
+fn unit_mut<'m>(map: &'m mut UnitMap, attr: &str, id: &str) -> &'m mut HashMap<String, String> {
+    map.entry(attr.to_owned())
+        .or_default()
+        .entry(id.to_owned())
+        .or_default()
+}
+
+fn remove_unit(map: &mut UnitMap, attr: &str, id: &str) {
+    if let Some(ids) = map.get_mut(attr) {
+        ids.remove(id);
+        if ids.is_empty() {
+            map.remove(attr);
+        }
+    }
+}
 
 fn insert_absent(map: &mut UnitMap, a: &StickyAssignment) -> bool {
-    let unit = map
-        .entry((a.unit_attr.clone(), a.unit_id.clone()))
-        .or_default();
+    let unit = unit_mut(map, &a.unit_attr, &a.unit_id);
     if unit.contains_key(&a.experiment) {
         return false;
     }
@@ -98,7 +117,7 @@ impl StickyStore for MemoryStickyStore {
         let map = self.units.lock().unwrap_or_else(PoisonError::into_inner);
         let out = units
             .iter()
-            .filter_map(|u| Some((u, map.get(u)?)))
+            .filter_map(|u| Some((u, unit(&map, &u.0, &u.1)?)))
             .flat_map(|((attr, id), exps)| {
                 exps.iter().map(|(e, v)| StickyAssignment {
                     unit_attr: attr.clone(),
@@ -156,17 +175,14 @@ impl Cache {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let mut added = 0;
         for e in entries {
-            let unit = (e.unit_attr.clone(), e.unit_id.clone());
-            if !inner.units.contains_key(&unit) {
-                inner.order.push_back(unit);
+            if unit(&inner.units, &e.unit_attr, &e.unit_id).is_none() {
+                inner
+                    .order
+                    .push_back((e.unit_attr.clone(), e.unit_id.clone()));
             }
             added += usize::from(insert_absent(&mut inner.units, e));
         }
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front() {
-                inner.units.remove(&old);
-            }
-        }
+        inner.evict(self.capacity);
         added
     }
 
@@ -175,29 +191,21 @@ impl Cache {
     pub fn replace(&self, entries: &[StickyAssignment]) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         for e in entries {
-            let unit = (e.unit_attr.clone(), e.unit_id.clone());
-            if !inner.units.contains_key(&unit) {
-                inner.order.push_back(unit.clone());
+            if unit(&inner.units, &e.unit_attr, &e.unit_id).is_none() {
+                inner
+                    .order
+                    .push_back((e.unit_attr.clone(), e.unit_id.clone()));
             }
-            inner
-                .units
-                .entry(unit)
-                .or_default()
+            unit_mut(&mut inner.units, &e.unit_attr, &e.unit_id)
                 .insert(e.experiment.clone(), e.variant.clone());
         }
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front() {
-                inner.units.remove(&old);
-            }
-        }
+        inner.evict(self.capacity);
     }
 
     /// The cached assignments of one unit, as entries.
     pub fn unit(&self, attr: &str, id: &str) -> Vec<StickyAssignment> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .units
-            .get(&(attr.to_owned(), id.to_owned()))
+        unit(&inner.units, attr, id)
             .into_iter()
             .flatten()
             .map(|(e, v)| StickyAssignment {
@@ -219,10 +227,20 @@ impl Cache {
     }
 }
 
+impl CacheInner {
+    /// Forgets the oldest units cached beyond `capacity`.
+    fn evict(&mut self, capacity: usize) {
+        while self.order.len() > capacity {
+            if let Some((attr, id)) = self.order.pop_front() {
+                remove_unit(&mut self.units, &attr, &id);
+            }
+        }
+    }
+}
+
 impl StickyLookup for CacheInner {
     fn kept(&self, unit_attr: &str, unit_id: &str, experiment: &str) -> Option<&str> {
-        self.units
-            .get(&(unit_attr.to_owned(), unit_id.to_owned()))?
+        unit(&self.units, unit_attr, unit_id)?
             .get(experiment)
             .map(String::as_str)
     }
