@@ -96,17 +96,17 @@ fn bench(c: &mut Criterion) {
             c
         })
         .collect();
-    // A fresh context per request (the clone is outside the timing), so
-    // that the user agent is checked every time, as for a new request.
+    // A fresh context per request (made and dropped outside the timing),
+    // so that the user agent is checked every time, as for a new request.
     c.bench_function("evaluate/one_surface_with_user_agent", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || {
                 i += 1;
                 browsers[i & 1023].clone()
             },
             |ctx| {
                 out.clear();
-                snapshot.evaluate_into(&ctx, Some(black_box("surface_7")), &mut out);
+                snapshot.evaluate_into(ctx, Some(black_box("surface_7")), &mut out);
                 black_box(out.len())
             },
             criterion::BatchSize::SmallInput,
