@@ -4,7 +4,7 @@
 //! equal a plain-Rust computation over the same rows without those units,
 //! in every form of the plan (SQL and fused parts, sliced and whole inputs).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use strata_analysis::{EngineOptions, Results};
@@ -212,27 +212,9 @@ impl Planted {
             if plant.is_some_and(Plant::is_bot) {
                 continue;
             }
-            let records = unit_records(cfg, index);
-            let Some(Record::Exposure(x)) = records.first() else {
-                panic!("a unit's records start with its exposure")
-            };
             // The planted events of non-bots are page views: no purchase.
-            let mut seen = HashSet::new();
-            let lo = (x.ts - 5 * SECOND_US).max(start);
-            let (mut conv, mut rev) = (0.0, 0.0);
-            for r in &records[1..] {
-                let Record::Event(e) = r else { continue };
-                if !seen.insert(e.event_id.clone())
-                    || e.event_type != "purchase"
-                    || e.ts < lo
-                    || e.ts >= end
-                {
-                    continue;
-                }
-                conv = 1.0;
-                rev += e.value.unwrap_or(0.0);
-            }
-            let v = out.entry(x.variant.clone()).or_default();
+            let (variant, conv, rev) = purchases_by_hand(&unit_records(cfg, index), start, end);
+            let v = out.entry(variant).or_default();
             v.0.push(conv);
             v.1.push(rev);
         }

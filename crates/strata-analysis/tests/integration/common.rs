@@ -233,3 +233,34 @@ pub fn assert_same(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
         _ => assert_eq!(a, b, "{path}"),
     }
 }
+
+/// One simulated unit's values by hand, the reference the engine is held
+/// to: its variant, and its conversion (any purchase) and revenue (their
+/// sum) over purchases deduplicated by `event_id` in `[exposure − 5 s, end)`,
+/// not before `start`. `records` are the unit's, exposure first.
+pub fn purchases_by_hand(
+    records: &[strata_pipeline::record::Record],
+    start: i64,
+    end: i64,
+) -> (String, f64, f64) {
+    use strata_pipeline::record::Record;
+    let Some(Record::Exposure(x)) = records.first() else {
+        panic!("a unit's records start with its exposure")
+    };
+    let mut seen = std::collections::HashSet::new();
+    let lo = (x.ts - 5_000_000).max(start);
+    let (mut conv, mut rev) = (0.0, 0.0);
+    for r in &records[1..] {
+        let Record::Event(e) = r else { continue };
+        if !seen.insert(e.event_id.clone())
+            || e.event_type != "purchase"
+            || e.ts < lo
+            || e.ts >= end
+        {
+            continue;
+        }
+        conv = 1.0;
+        rev += e.value.unwrap_or(0.0);
+    }
+    (x.variant.clone(), conv, rev)
+}

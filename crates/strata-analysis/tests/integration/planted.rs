@@ -1,9 +1,8 @@
 //! A generated data set with a planted effect, checked against an
 //! independent plain-Rust computation over the same rows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use strata_pipeline::record::Record;
 use strata_sim::dataset::{unit_records, write_parquet, DatasetConfig};
 
 use super::common::*;
@@ -25,26 +24,8 @@ fn planted_effect_matches_independent_computation() {
     let (start, end) = (cfg.start_us, cfg.start_us + 14 * DAY_US);
     let mut per_variant: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for index in 0..cfg.units {
-        let records = unit_records(&cfg, index);
-        let Some(Record::Exposure(x)) = records.first() else {
-            panic!("a unit's records start with its exposure")
-        };
-        let mut seen = HashSet::new();
-        let lo = (x.ts - 5_000_000).max(start);
-        let (mut conv, mut rev) = (0.0, 0.0);
-        for r in &records[1..] {
-            let Record::Event(e) = r else { continue };
-            if !seen.insert(e.event_id.clone())
-                || e.event_type != "purchase"
-                || e.ts < lo
-                || e.ts >= end
-            {
-                continue;
-            }
-            conv = 1.0;
-            rev += e.value.unwrap_or(0.0);
-        }
-        let v = per_variant.entry(x.variant.clone()).or_default();
+        let (variant, conv, rev) = purchases_by_hand(&unit_records(&cfg, index), start, end);
+        let v = per_variant.entry(variant).or_default();
         v.0.push(conv);
         v.1.push(rev);
     }
