@@ -494,8 +494,14 @@ impl Scheduler {
             .guardrail_definitions()
             .await
             .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
+        // The organisation's limits (`PUT /api/v1/bot-detection`), or the
+        // defaults.
+        let bots = registry
+            .bot_detection()
+            .await
+            .map_err(|e| format!("cannot read the bot detection limits: {e}"))?;
         Ok(Inputs {
-            registry: MetricRegistry::from(metrics),
+            registry: MetricRegistry::from(metrics).with_bot_detection(bots.limits),
             guardrails,
         })
     }

@@ -499,6 +499,10 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             get(registry::get_guardrail).delete(registry::delete_guardrail),
         )
         .route(
+            "/api/v1/bot-detection",
+            get(registry::get_bot_detection).put(registry::put_bot_detection),
+        )
+        .route(
             "/api/v1/holdout",
             get(registry::get_holdout).put(registry::put_holdout),
         )

@@ -1,5 +1,5 @@
-//! The metric registry, guardrail definitions and the global holdout over
-//! HTTP: the handlers parse, call [`RegistryService`] and render.
+//! The metric registry, guardrail definitions, the bot detection limits and
+//! the global holdout over HTTP: the handlers parse, call [`RegistryService`] and render.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::auth::Auth;
 use crate::error::AppError;
 use crate::json::ApiJson;
-use crate::model::{GuardrailDef, HoldoutRecord, HoldoutRequest, MetricDef};
+use crate::model::{BotDetectionRecord, GuardrailDef, HoldoutRecord, HoldoutRequest, MetricDef};
 use crate::schema;
 use crate::service::registry::{Kind, RegistryService};
 use crate::state::AppState;
@@ -155,6 +155,36 @@ async fn delete(
         .delete(&auth.actor(), kind, key)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/bot-detection`: the limits every analysis applies (the
+/// defaults, revision 0, when never set).
+#[utoipa::path(get, path = "/api/v1/bot-detection", tag = "metrics",
+    responses((status = 200, body = BotDetectionRecord)))]
+pub async fn get_bot_detection(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<BotDetectionRecord>, AppError> {
+    let r = RegistryService::new(state)
+        .get_bot_detection(&auth.actor())
+        .await?;
+    Ok(Json(r))
+}
+
+/// `PUT /api/v1/bot-detection` (analyst, admin): replaces the limits; the
+/// body is a registry document's `bot_detection` object.
+#[utoipa::path(put, path = "/api/v1/bot-detection", tag = "metrics",
+    request_body(content = Object, description = "{enabled, per_minute, per_day, event_types}"),
+    responses((status = 200, body = BotDetectionRecord)))]
+pub async fn put_bot_detection(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(limits): ApiJson<strata_model::BotDetection>,
+) -> Result<Json<BotDetectionRecord>, AppError> {
+    let r = RegistryService::new(state)
+        .set_bot_detection(&auth.actor(), limits)
+        .await?;
+    Ok(Json(r))
 }
 
 /// `GET /api/v1/holdout`

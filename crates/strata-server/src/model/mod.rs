@@ -20,7 +20,9 @@ pub use experiment::{
     check_ramp_plan, ExperimentRecord, ExperimentRequest, RampStage, Status, VariantDef,
     MAX_RAMP_HOURS, MAX_RAMP_STAGES,
 };
-pub use traffic::{HoldoutRecord, HoldoutRequest, LayerRecord, LayerRequest, DEFAULT_LAYER};
+pub use traffic::{
+    BotDetectionRecord, HoldoutRecord, HoldoutRequest, LayerRecord, LayerRequest, DEFAULT_LAYER,
+};
 
 // The metric registry and guardrail definitions are the platform's
 // (strata-model), shared with the analysis so both apply one validation; their

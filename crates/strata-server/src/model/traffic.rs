@@ -49,6 +49,22 @@ pub struct HoldoutRecord {
     pub updated_at: String,
 }
 
+/// The heuristic bot detection every analysis of the organisation applies
+/// (`docs/data-model.md`, "Bots"): the registry document's `bot_detection`,
+/// kept by the control plane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BotDetectionRecord {
+    /// The limits (`enabled`, `per_minute`, `per_day`, `event_types`).
+    #[schema(value_type = Object)]
+    pub limits: strata_model::BotDetection,
+    /// Optimistic-concurrency revision; 0 while the defaults were never
+    /// changed.
+    pub revision: i64,
+    /// RFC 3339; absent while the defaults were never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
 /// The body of `PUT /api/v1/holdout`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

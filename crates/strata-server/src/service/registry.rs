@@ -1,5 +1,5 @@
-//! The metric registry, guardrail definitions and the global holdout: the
-//! definitions experiments refer to.
+//! The metric registry, guardrail definitions, the bot detection limits and
+//! the global holdout: the definitions experiments and analyses refer to.
 //!
 //! A definition is stored with a revision beside its own fields
 //! ([`STORED_FIELDS`]) and deleted softly: its key is never reused, so a
@@ -12,11 +12,12 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use strata_model::{MetricRegistry, MetricType};
+use strata_model::{BotDetection, MetricRegistry, MetricType};
 
 use crate::auth::{random_hex, Perm};
 use crate::model::{
-    check_percent, ExperimentRecord, GuardrailDef, HoldoutRecord, MetricDef, Status,
+    check_percent, BotDetectionRecord, ExperimentRecord, GuardrailDef, HoldoutRecord, MetricDef,
+    Status,
 };
 use crate::service::permissions::authorize;
 use crate::service::{Actor, ServiceError};
@@ -419,6 +420,66 @@ impl RegistryService {
                     .map_err(|e| ServiceError::Internal(format!("stored guardrail: {e}")))
             })
             .collect()
+    }
+
+    /// The bot detection limits every analysis applies, for in-process
+    /// callers (the scheduled analysis, the guardrail monitor): the stored
+    /// ones, or the defaults when never set.
+    pub async fn bot_detection(&self) -> Result<BotDetectionRecord, ServiceError> {
+        let stored: Option<BotDetectionRecord> = self
+            .state
+            .store
+            .definition("bot_detection", "global")
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(stored.unwrap_or(BotDetectionRecord {
+            limits: BotDetection::default(),
+            revision: 0,
+            updated_at: None,
+        }))
+    }
+
+    /// [`RegistryService::bot_detection`] for a caller who may read.
+    pub async fn get_bot_detection(
+        &self,
+        actor: &Actor,
+    ) -> Result<BotDetectionRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        self.bot_detection().await
+    }
+
+    /// Replaces the bot detection limits (`metrics:write`: analysts,
+    /// admins); audited as `bot_detection.set` with both versions. The next
+    /// analysis of every experiment applies them.
+    pub async fn set_bot_detection(
+        &self,
+        actor: &Actor,
+        limits: BotDetection,
+    ) -> Result<BotDetectionRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::MetricsWrite, None).await?;
+        limits.validate().map_err(model)?;
+        let mut tx = self.begin(actor).await?;
+        let old: Option<BotDetectionRecord> = tx.definition("bot_detection", "global").await?;
+        let rec = BotDetectionRecord {
+            limits,
+            revision: old.as_ref().map_or(0, |o| o.revision) + 1,
+            updated_at: Some(rfc3339(tx.now)),
+        };
+        tx.put_definition("bot_detection", "global", &rec, rec.revision, false)
+            .await?;
+        tx.audit(
+            "bot_detection.set",
+            "bot_detection",
+            "global",
+            old.as_ref()
+                .and_then(|o| serde_json::to_value(o).ok())
+                .as_ref(),
+            serde_json::to_value(&rec).ok().as_ref(),
+            None,
+        )
+        .await?;
+        self.state.publish(tx, "set bot detection").await?;
+        Ok(rec)
     }
 
     /// The global holdout, if one is set.

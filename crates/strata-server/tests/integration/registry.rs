@@ -1,4 +1,5 @@
-//! Metric registry, guardrails and the global holdout.
+//! Metric registry, guardrails, the bot detection limits and the global
+//! holdout.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use crate::common::{TestServer, TEAM_ADMIN};
 crate::on_both_backends!(
     metrics_and_guardrails,
     holdout_and_rotation,
+    bot_detection_limits_are_kept_validated_and_audited,
     a_metric_is_edited_only_while_nothing_relies_on_it
 );
 
@@ -276,5 +278,76 @@ async fn a_metric_is_edited_only_while_nothing_relies_on_it(s: TestServer) {
         )
         .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    s.finish().await;
+}
+
+async fn bot_detection_limits_are_kept_validated_and_audited(s: TestServer) {
+    // Never set: the defaults, revision 0.
+    let (st, v) = s.get("/api/v1/bot-detection").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["revision"], 0);
+    assert_eq!(
+        (
+            &v["limits"]["enabled"],
+            &v["limits"]["per_minute"],
+            &v["limits"]["per_day"]
+        ),
+        (&json!(true), &json!(300), &json!(20000))
+    );
+    let limits = json!({"per_minute": 120, "event_types": {"heartbeat": {"per_minute": null}}});
+    let (st, v) = s.put("/api/v1/bot-detection", limits).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["revision"].as_i64(), v["limits"]["per_minute"].as_i64()),
+        (Some(1), Some(120))
+    );
+    let (_, got) = s.get("/api/v1/bot-detection").await;
+    assert_eq!(got, v, "read back as stored");
+    assert_eq!(
+        got["limits"]["event_types"]["heartbeat"],
+        json!({"per_minute": null}),
+        "an explicit no-limit is kept"
+    );
+    // Bad limits are refused naming the field; nothing changes.
+    for (body, field) in [
+        (json!({"per_minute": -1}), "per_minute"),
+        (json!({"per_mniute": 5}), "per_mniute"),
+        (json!({"event_types": {"": {"per_day": 5}}}), "event_types"),
+    ] {
+        let (st, v) = s.put("/api/v1/bot-detection", body.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let f = v["error"]["field"].as_str().unwrap_or_default();
+        assert!(
+            f.contains(field)
+                || v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(field),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(s.get("/api/v1/bot-detection").await.1, got);
+    // Analysts and admins may change them, viewers may not.
+    let viewer = s.key("api", Some("viewer"), "checkout", "v").await;
+    let (st, _, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/bot-detection",
+            Some(&viewer),
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/bot-detection", Some(&viewer), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // The service's in-process view is what analyses apply.
+    let service = strata_server::service::registry::RegistryService::new(s.state().clone());
+    let rec = service.bot_detection().await.unwrap();
+    assert_eq!(rec.limits.limits("purchase").0, Some(120));
+    assert_eq!(rec.limits.limits("heartbeat"), (None, Some(20000)));
+    let (_, audit) = s.get("/api/v1/audit?entity_type=bot_detection").await;
+    assert!(audit.to_string().contains("bot_detection.set"), "{audit}");
     s.finish().await;
 }
