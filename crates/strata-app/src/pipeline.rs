@@ -1,6 +1,7 @@
 //! The data-collection plane (strata-pipeline) mounted in `strata serve`.
 //!
-//! The collection endpoints (`/collect/v1/exposures`, `/collect/v1/events`)
+//! The collection endpoints (`/collect/v1/exposures`, `/collect/v1/events`,
+//! `/collect/v1/aliases`)
 //! write to the embedded segment log under the data directory, authenticated
 //! by the control plane's ingestion keys; the background compactor turns the
 //! log into partitioned Parquet. This module adds what needs the control
@@ -139,8 +140,9 @@ pub async fn compact(
     Ok(Json(serde_json::to_value(&r).unwrap_or(Value::Null)))
 }
 
-/// `DELETE /api/v1/units/{unit_id}/data` (admin): erases a unit's exposures
-/// and events from the log and the Parquet files (right to deletion), audited.
+/// `DELETE /api/v1/units/{unit_id}/data` (admin): erases a unit's exposures,
+/// events and aliases from the log and the Parquet files (right to
+/// deletion), with the anonymous ids aliased to it, audited.
 #[utoipa::path(delete, path = "/api/v1/units/{unit_id}/data", tag = "pipeline",
     params(("unit_id" = String, Path)),
     responses((status = 200, description = "what was removed")))]
@@ -159,9 +161,18 @@ pub async fn delete_unit(
         .delete_unit(&unit_id)
         .await
         .map_err(|e| pipeline_error(&e))?;
+    let linked = if r.linked_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" (with the ids aliased to it: {})", r.linked_ids.join(", "))
+    };
     let detail = format!(
-        "removed {} exposures and {} events; {} files rewritten, {} deleted",
-        r.exposures_removed, r.events_removed, r.files_rewritten, r.files_deleted
+        "removed {} exposures, {} events and {} aliases{linked}; {} files rewritten, {} deleted",
+        r.exposures_removed,
+        r.events_removed,
+        r.aliases_removed,
+        r.files_rewritten,
+        r.files_deleted
     );
     state
         .store

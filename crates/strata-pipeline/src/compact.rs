@@ -86,6 +86,8 @@ pub struct CompactionReport {
     pub exposures: u64,
     /// Event rows written.
     pub events: u64,
+    /// Alias rows written.
+    pub aliases: u64,
     /// Parquet files written.
     pub files: u64,
     /// Records lost to damage found in sealed segments (0 unless a disk
@@ -100,6 +102,7 @@ impl CompactionReport {
         self.log_bytes += o.log_bytes;
         self.exposures += o.exposures;
         self.events += o.events;
+        self.aliases += o.aliases;
         self.files += o.files;
         self.damaged_segments += o.damaged_segments;
     }
@@ -199,6 +202,7 @@ fn compact_buffers(
         match r {
             RecordRef::Exposure(_) => report.exposures += 1,
             RecordRef::Event(_) => report.events += 1,
+            RecordRef::Alias(_) => report.aliases += 1,
         }
     }
     let opts = WriteOptions {

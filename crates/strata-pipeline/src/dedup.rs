@@ -1,8 +1,9 @@
 //! Deduplication state: which records are already durable.
 //!
 //! A record's key is a 128-bit XXH3 hash of its identity — an event's
-//! `event_id`; an exposure's (unit, experiment, UTC day of `ts`) — with a
-//! different seed per kind so the two key spaces never meet. At 128 bits
+//! `event_id`; an exposure's (unit, experiment, UTC day of `ts`); an
+//! alias's (anonymous id, user id) — with a different seed per kind so the
+//! key spaces never meet. At 128 bits
 //! the chance that two distinct keys collide among 10¹² is about 10⁻¹⁵, so a
 //! hash stands for its key.
 //!
@@ -36,6 +37,8 @@ use crate::record::{utc_day, Record, RecordRef};
 pub const EVENT_KEY_SEED: u64 = 0x5354_5241_5441_2d45;
 /// Seed of exposure keys (unit, experiment, day): ASCII "STRATA-X".
 pub const EXPOSURE_KEY_SEED: u64 = 0x5354_5241_5441_2d58;
+/// Seed of alias keys (anonymous id, user id): ASCII "STRATA-A".
+pub const ALIAS_KEY_SEED: u64 = 0x5354_5241_5441_2d41;
 
 /// A record's deduplication key (a 128-bit hash of its identity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,18 @@ pub fn exposure_key_bytes(unit_id: &str, experiment: &str, ts: i64) -> Vec<u8> {
     buf
 }
 
+/// The identity of an alias for deduplication: the pair of ids, whatever
+/// its time (the analysis reads the earliest alias of an anonymous id, so
+/// a repeat adds nothing). Length-prefixed as [`exposure_key_bytes`].
+pub fn alias_key_bytes(anonymous_id: &str, user_id: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(anonymous_id.len() + user_id.len() + 16);
+    for field in [anonymous_id.as_bytes(), user_id.as_bytes()] {
+        buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        buf.extend_from_slice(field);
+    }
+    buf
+}
+
 /// The key of `record` and the UTC day it was received.
 pub fn key_of(record: &Record) -> (Key, i32) {
     key_of_ref(&record.view())
@@ -92,6 +107,9 @@ pub fn key_of_ref(record: &RecordRef<'_>) -> (Key, i32) {
             &exposure_key_bytes(x.unit_id, x.experiment, x.ts),
             EXPOSURE_KEY_SEED,
         ),
+        RecordRef::Alias(a) => {
+            xxh3_128_with_seed(&alias_key_bytes(a.anonymous_id, a.user_id), ALIAS_KEY_SEED)
+        }
     };
     (Key((h >> 64) as u64, h as u64), day32(record.received_at()))
 }

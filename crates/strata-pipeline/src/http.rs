@@ -202,8 +202,8 @@ impl Ingest {
         }
     }
 
-    /// The routes `/collect/v1/exposures` and `/collect/v1/events`, with
-    /// their state. Merge into the server's router; serve with
+    /// The routes `/collect/v1/exposures`, `/collect/v1/events` and
+    /// `/collect/v1/aliases`, with their state. Merge into the server's router; serve with
     /// `into_make_service_with_connect_info::<SocketAddr>()` for the per-IP
     /// limit.
     pub fn router(&self) -> Router {
@@ -218,6 +218,12 @@ impl Ingest {
                 "/collect/v1/events",
                 post(|State(s): State<Arc<Inner>>, req: Request| async move {
                     s.collect(Kind::Event, req).await
+                }),
+            )
+            .route(
+                "/collect/v1/aliases",
+                post(|State(s): State<Arc<Inner>>, req: Request| async move {
+                    s.collect(Kind::Alias, req).await
                 }),
             )
             .with_state(self.inner.clone())

@@ -46,7 +46,7 @@ pub use error::StoreError;
 pub use lock::{lock_dir, LockError};
 pub use merge::{MergeOptions, MergeReport};
 pub use partition::user_partition;
-pub use record::{Event, Exposure, Kind, Record};
+pub use record::{Alias, Event, Exposure, Kind, Record};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use store::{LocalStore, ReadLease, StoreOptions};
 

@@ -18,6 +18,7 @@ struct State {
     records: Vec<Record>,
     event_ids: HashSet<String>,
     exposure_keys: HashSet<(String, String, i64)>,
+    alias_keys: HashSet<(String, String)>,
     pressure: Pressure,
     fail: Option<String>,
 }
@@ -92,6 +93,9 @@ impl Sink for MemorySink {
                         x.experiment.clone(),
                         utc_day(x.ts),
                     )),
+                    Record::Alias(a) => s
+                        .alias_keys
+                        .insert((a.anonymous_id.clone(), a.user_id.clone())),
                 };
                 if fresh {
                     s.records.push(r);

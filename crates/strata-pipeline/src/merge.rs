@@ -278,7 +278,8 @@ fn remove_all(run: &[Ranged], dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// `batch` ordered by `ts`, then `unit_id`.
+/// `batch` ordered by `ts`, then unit (`unit_id`, or an alias's
+/// `anonymous_id`), as compaction writes it.
 fn sort_by_time_and_unit(batch: &RecordBatch, path: &Path) -> Result<RecordBatch> {
     let ts = batch
         .column_by_name("ts")
@@ -286,6 +287,7 @@ fn sort_by_time_and_unit(batch: &RecordBatch, path: &Path) -> Result<RecordBatch
         .ok_or_else(|| StoreError::parquet(path, "no timestamp column `ts`"))?;
     let unit = batch
         .column_by_name("unit_id")
+        .or_else(|| batch.column_by_name("anonymous_id"))
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| StoreError::parquet(path, "no string column `unit_id`"))?;
     let n = u32::try_from(batch.num_rows())

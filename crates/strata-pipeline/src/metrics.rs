@@ -90,6 +90,7 @@ struct VariantCounts {
 pub struct IngestMetrics {
     events: PerKind,
     exposures: PerKind,
+    aliases: PerKind,
     refused: [AtomicU64; RefusalReason::ALL.len()],
     latency: Histogram,
     variants: Mutex<VariantCounts>,
@@ -110,6 +111,7 @@ impl IngestMetrics {
         Self {
             events: PerKind::default(),
             exposures: PerKind::default(),
+            aliases: PerKind::default(),
             refused: Default::default(),
             latency: Histogram::new(&LATENCY_BUCKETS),
             variants: Mutex::new(VariantCounts::default()),
@@ -122,6 +124,7 @@ impl IngestMetrics {
         match kind {
             Kind::Event => &self.events,
             Kind::Exposure => &self.exposures,
+            Kind::Alias => &self.aliases,
         }
     }
 
@@ -187,7 +190,7 @@ impl IngestMetrics {
 
     /// Appends the metrics, and the sink's `pressure`, as Prometheus text.
     pub fn render(&self, out: &mut String, pressure: Option<Pressure>) {
-        let kinds = [(Kind::Event, "events"), (Kind::Exposure, "exposures")];
+        let kinds = [Kind::Event, Kind::Exposure, Kind::Alias].map(|k| (k, k.dir_name()));
         let counter = |out: &mut String, name: &str, help: &str, get: &dyn Fn(&PerKind) -> u64| {
             let _ = writeln!(out, "# HELP strata_pipeline_{name} {help}");
             let _ = writeln!(out, "# TYPE strata_pipeline_{name} counter");

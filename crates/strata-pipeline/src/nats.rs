@@ -155,6 +155,10 @@ pub fn message_id(record: &RecordRef<'_>) -> String {
                 x.ts
             ))
         ),
+        RecordRef::Alias(a) => format!(
+            "a:{:032x}",
+            xxhash_rust::xxh3::xxh3_128(&crate::dedup::alias_key_bytes(a.anonymous_id, a.user_id))
+        ),
     }
 }
 

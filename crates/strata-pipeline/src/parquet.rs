@@ -3,10 +3,11 @@
 //! ```text
 //! <root>/kind=exposures/date=YYYY-MM-DD/part=NN/<stem>.parquet
 //! <root>/kind=events/date=YYYY-MM-DD/part=NN/<stem>.parquet
+//! <root>/kind=aliases/date=YYYY-MM-DD/part=NN/<stem>.parquet
 //! ```
 //!
-//! `date` is the UTC day of the record's `ts`, `part` its unit's
-//! [`user_partition`] (two digits, or more when there are over 100
+//! `date` is the UTC day of the record's `ts`, `part` its unit's (an
+//! alias's anonymous id's) [`user_partition`] (two digits, or more when there are over 100
 //! partitions). Hive-style directories let DataFusion prune by kind, date and
 //! partition without opening files; within a file rows are sorted by `ts`
 //! (then unit) and every column has row-group and page statistics, so time
@@ -148,6 +149,25 @@ pub fn event_schema() -> SchemaRef {
     ]))
 }
 
+/// Arrow schema of the alias files.
+pub fn alias_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("anonymous_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("received_at", ts_type(), false),
+    ]))
+}
+
+/// The Arrow schema of the files of `kind`.
+pub fn schema_of(kind: Kind) -> SchemaRef {
+    match kind {
+        Kind::Exposure => exposure_schema(),
+        Kind::Event => event_schema(),
+        Kind::Alias => alias_schema(),
+    }
+}
+
 /// The `map<string, string>` column of `maps`. Keys and values are
 /// gathered as bytes and checked to be UTF-8 once per column, which costs
 /// far less than once per string.
@@ -211,7 +231,7 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
                 .iter()
                 .filter_map(|r| match r {
                     RecordRef::Exposure(x) => Some(x),
-                    RecordRef::Event(_) => None,
+                    _ => None,
                 })
                 .collect();
             vec![
@@ -235,7 +255,7 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
                 .iter()
                 .filter_map(|r| match r {
                     RecordRef::Event(e) => Some(e),
-                    RecordRef::Exposure(_) => None,
+                    _ => None,
                 })
                 .collect();
             vec![
@@ -256,12 +276,23 @@ pub fn to_batch(kind: Kind, records: &[&RecordRef<'_>], path: &Path) -> Result<R
                 )),
             ]
         }
+        Kind::Alias => {
+            let als: Vec<_> = records
+                .iter()
+                .filter_map(|r| match r {
+                    RecordRef::Alias(a) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            vec![
+                strings(als.iter().map(|a| a.anonymous_id)),
+                strings(als.iter().map(|a| a.user_id)),
+                ts_array(als.iter().map(|a| a.ts).collect()),
+                ts_array(als.iter().map(|a| a.received_at).collect()),
+            ]
+        }
     };
-    let schema = match kind {
-        Kind::Exposure => exposure_schema(),
-        Kind::Event => event_schema(),
-    };
-    RecordBatch::try_new(schema, cols).map_err(|e| StoreError::parquet(path, e))
+    RecordBatch::try_new(schema_of(kind), cols).map_err(|e| StoreError::parquet(path, e))
 }
 
 fn writer_properties(row_group_rows: usize) -> WriterProperties {
@@ -312,11 +343,7 @@ impl FileWriter {
     /// Starts the file of `kind` records at `path` (its directory must
     /// exist), `row_group_rows` rows per row group.
     pub fn create(path: &Path, kind: Kind, row_group_rows: usize) -> Result<Self> {
-        let schema = match kind {
-            Kind::Exposure => exposure_schema(),
-            Kind::Event => event_schema(),
-        };
-        Self::with_schema(path, kind, schema, row_group_rows)
+        Self::with_schema(path, kind, schema_of(kind), row_group_rows)
     }
 
     fn with_schema(
@@ -554,7 +581,7 @@ pub fn list_parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub(crate) mod tests {
     use super::*;
     use crate::codec::tests::sample_event;
-    use crate::record::{Event, Exposure};
+    use crate::record::{Alias, Event, Exposure};
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMicrosecondType;
 
@@ -573,6 +600,7 @@ pub(crate) mod tests {
         for f in list_parquet_files(root).unwrap() {
             let (_, batches) = read_file(&f).unwrap();
             let events = f.to_string_lossy().contains("kind=events");
+            let aliases = f.to_string_lossy().contains("kind=aliases");
             for b in &batches {
                 let s = |n: &str, i: usize| {
                     b.column_by_name(n)
@@ -589,7 +617,14 @@ pub(crate) mod tests {
                 };
                 let flag = |n: &str, i: usize| b.column_by_name(n).unwrap().as_boolean().value(i);
                 for i in 0..b.num_rows() {
-                    out.push(if events {
+                    out.push(if aliases {
+                        Record::Alias(Alias {
+                            anonymous_id: s("anonymous_id", i),
+                            user_id: s("user_id", i),
+                            ts: t("ts", i),
+                            received_at: t("received_at", i),
+                        })
+                    } else if events {
                         let v = b
                             .column_by_name("value")
                             .unwrap()
@@ -624,7 +659,8 @@ pub(crate) mod tests {
         out
     }
 
-    /// Events and exposures with empty, one-entry and non-ASCII maps.
+    /// Events and exposures with empty, one-entry and non-ASCII maps, and
+    /// a few aliases.
     pub(crate) fn mixed_records() -> Vec<Record> {
         let mut out: Vec<Record> = (0..300).map(sample_event).collect();
         for i in 0..40u64 {
@@ -648,6 +684,14 @@ pub(crate) mod tests {
                 received_at: 1_767_225_600_000_000 + i as i64 * 1_000 + 3,
                 attributes,
                 is_bot: i % 6 == 1,
+            }));
+        }
+        for i in 0..12u64 {
+            out.push(Record::Alias(Alias {
+                anonymous_id: format!("ü{i}"),
+                user_id: format!("user-{}", i / 2),
+                ts: 1_767_225_600_000_000 + i as i64 * 7_000_000_000,
+                received_at: 1_767_225_600_000_000 + i as i64 * 7_000_000_000 + 9,
             }));
         }
         out

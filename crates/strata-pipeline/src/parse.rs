@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 use crate::batch::Batch;
 use crate::catalog::Experiments;
-use crate::record::{EventRef, ExposureRef, Kind, MapRef, RecordRef};
+use crate::record::{AliasRef, EventRef, ExposureRef, Kind, MapRef, RecordRef};
 
 /// Limits applied to one batch and its records.
 #[derive(Debug, Clone, PartialEq)]
@@ -409,6 +409,23 @@ impl Ctx<'_> {
                     is_bot,
                 }));
             }
+            Kind::Alias => {
+                let anonymous_id = self.id("anonymous_id", raw.anonymous_id)?;
+                let user_id = self.id("user_id", raw.user_id)?;
+                if anonymous_id == user_id {
+                    return Err((
+                        "user_id equals anonymous_id: an alias joins two different ids".into(),
+                        "user_id".into(),
+                    ));
+                }
+                let ts = self.timestamp(raw.ts)?;
+                out.push(&RecordRef::Alias(AliasRef {
+                    anonymous_id: &anonymous_id,
+                    user_id: &user_id,
+                    ts,
+                    received_at: self.now,
+                }));
+            }
         }
         Ok(())
     }
@@ -421,8 +438,11 @@ impl Ctx<'_> {
         let s = match v {
             None | Some(Loose::Null) => return Err((format!("{field} is required"), field.into())),
             Some(Loose::Str(s)) => s,
-            // The data model accepts integer unit ids.
-            Some(Loose::Int(i)) if field == "unit_id" => Cow::Owned(i.to_string()),
+            // The data model accepts integer unit ids, whichever field
+            // names one.
+            Some(Loose::Int(i)) if matches!(field, "unit_id" | "anonymous_id" | "user_id") => {
+                Cow::Owned(i.to_string())
+            }
             Some(other) => return Err(wrong_type(field, "a string", &other)),
         };
         if s.is_empty() {
@@ -772,6 +792,8 @@ struct RawRecord<'de> {
     assigned_variant: Option<Loose<'de>>,
     opted_out: Option<Loose<'de>>,
     map_attrs: Option<LooseEntries<'de>>,
+    anonymous_id: Option<Loose<'de>>,
+    user_id: Option<Loose<'de>>,
     /// The first structural problem (field, reason): a duplicate field, or
     /// a record that is not an object.
     problem: Option<(String, String)>,
@@ -799,6 +821,8 @@ impl<'de> Deserialize<'de> for RawRecord<'de> {
                         "variant" => &mut r.variant,
                         "assigned_variant" => &mut r.assigned_variant,
                         "opted_out" => &mut r.opted_out,
+                        "anonymous_id" => &mut r.anonymous_id,
+                        "user_id" => &mut r.user_id,
                         "properties" | "attributes" => {
                             let m = map.next_value::<LooseMap>()?.0;
                             let slot = if key == "properties" {
@@ -961,7 +985,7 @@ mod tests {
             .into_iter()
             .map(|(_, r)| match r {
                 Record::Event(e) => e.value,
-                Record::Exposure(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(values, [Some(12.0), Some(-3.0)]);
@@ -1023,6 +1047,49 @@ mod tests {
     }
 
     #[test]
+    fn aliases_need_two_different_ids_and_a_timestamp() {
+        let ts = NOW / 1000;
+        let body = format!(
+            r#"[{{"anonymous_id":"d1","user_id":"u1","ts":{ts}}},
+               {{"anonymous_id":7,"user_id":"u2","ts":{ts},"unit_id":"ignored"}},
+               {{"anonymous_id":"d3","user_id":"d3","ts":{ts}}},
+               {{"anonymous_id":"d4","ts":{ts}}},
+               {{"anonymous_id":"d5","user_id":"u5"}}]"#
+        );
+        let b = parse_batch(
+            body.as_bytes(),
+            BodyFormat::JsonArray,
+            Kind::Alias,
+            NOW,
+            &ParseLimits::default(),
+        )
+        .unwrap();
+        let got: Vec<(usize, String, String, i64)> = owned(&b)
+            .into_iter()
+            .map(|(i, r)| match r {
+                Record::Alias(a) => (i, a.anonymous_id, a.user_id, a.ts),
+                other => panic!("not an alias: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "d1".into(), "u1".into(), NOW / 1000 * 1000),
+                (1, "7".into(), "u2".into(), NOW / 1000 * 1000)
+            ]
+        );
+        let rejected: Vec<(usize, Option<&str>)> = b
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_deref()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [(2, Some("user_id")), (3, Some("user_id")), (4, Some("ts"))]
+        );
+    }
+
+    #[test]
     fn with_a_catalog_exposures_name_known_experiments_and_variants_by_key_or_flag() {
         use crate::catalog::{CatalogEntry, Experiments};
         let catalog = Experiments::new([CatalogEntry {
@@ -1051,7 +1118,7 @@ mod tests {
             .into_iter()
             .map(|(i, r)| match r {
                 Record::Exposure(x) => (i, x.experiment, x.unit_id),
-                Record::Event(_) => panic!("an event in an exposure batch"),
+                other => panic!("not an exposure: {other:?}"),
             })
             .collect();
         assert_eq!(
@@ -1436,7 +1503,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             for format in [BodyFormat::JsonArray, BodyFormat::Ndjson] {
-                for kind in [Kind::Event, Kind::Exposure] {
+                for kind in Kind::ALL {
                     check_total(&bytes, format, kind);
                 }
             }
@@ -1449,7 +1516,7 @@ mod tests {
         ) {
             let array = format!("[{}]", records.join(","));
             let ndjson = records.join("\n");
-            for kind in [Kind::Event, Kind::Exposure] {
+            for kind in Kind::ALL {
                 check_total(array.as_bytes(), BodyFormat::JsonArray, kind);
                 check_total(ndjson.as_bytes(), BodyFormat::Ndjson, kind);
                 let b = parse_batch(array.as_bytes(), BodyFormat::JsonArray, kind, NOW, &ParseLimits::default());

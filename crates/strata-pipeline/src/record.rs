@@ -1,5 +1,6 @@
-//! The records the pipeline stores: exposures and behavioural events, as
-//! described in `docs/data-model.md` (the contract with strata-analysis).
+//! The records the pipeline stores: exposures, behavioural events and
+//! aliases (an anonymous id signing in as a user id), as described in
+//! `docs/data-model.md` (the contract with strata-analysis).
 //!
 //! Timestamps are integer microseconds since the Unix epoch, UTC, so that a
 //! record round-trips through the log and Parquet without loss.
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Which stream a record belongs to; also the top-level Parquet partition
-/// (`kind=exposures`, `kind=events`).
+/// (`kind=exposures`, `kind=events`, `kind=aliases`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -18,14 +19,20 @@ pub enum Kind {
     Exposure,
     /// A unit did something.
     Event,
+    /// An anonymous id became a user id.
+    Alias,
 }
 
 impl Kind {
-    /// The partition directory value (`exposures` / `events`).
+    /// Every kind, in the order of their partition directories' listing.
+    pub const ALL: [Kind; 3] = [Kind::Exposure, Kind::Event, Kind::Alias];
+
+    /// The partition directory value (`exposures` / `events` / `aliases`).
     pub fn dir_name(self) -> &'static str {
         match self {
             Kind::Exposure => "exposures",
             Kind::Event => "events",
+            Kind::Alias => "aliases",
         }
     }
 }
@@ -83,6 +90,22 @@ pub struct Event {
     pub opted_out: bool,
 }
 
+/// An anonymous id (a device, a cookie) signed in as a user id: from then
+/// on the analysis counts the records of both ids as one unit's
+/// (`docs/data-model.md`, "Aliases"). Stored once per pair within the
+/// deduplication window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    /// The id the unit had before (assigned and exposed under it).
+    pub anonymous_id: String,
+    /// The id it has now.
+    pub user_id: String,
+    /// When the identity changed (client clock), µs since the epoch.
+    pub ts: i64,
+    /// When the pipeline received it, µs since the epoch.
+    pub received_at: i64,
+}
+
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -91,22 +114,22 @@ pub enum Record {
     Exposure(Exposure),
     /// An event.
     Event(Event),
+    /// An alias.
+    Alias(Alias),
 }
 
 impl Record {
     /// Its kind.
     pub fn kind(&self) -> Kind {
-        match self {
-            Record::Exposure(_) => Kind::Exposure,
-            Record::Event(_) => Kind::Event,
-        }
+        self.view().kind()
     }
 
-    /// Its unit.
+    /// Its unit: an alias's anonymous id (which chooses its user partition).
     pub fn unit_id(&self) -> &str {
         match self {
             Record::Exposure(e) => &e.unit_id,
             Record::Event(e) => &e.unit_id,
+            Record::Alias(a) => &a.anonymous_id,
         }
     }
 
@@ -116,6 +139,7 @@ impl Record {
         match self {
             Record::Exposure(e) => e.ts,
             Record::Event(e) => e.ts,
+            Record::Alias(a) => a.ts,
         }
     }
 }
@@ -129,6 +153,8 @@ pub enum RecordRef<'a> {
     Exposure(ExposureRef<'a>),
     /// An event.
     Event(EventRef<'a>),
+    /// An alias.
+    Alias(AliasRef<'a>),
 }
 
 /// A borrowed [`Exposure`].
@@ -159,6 +185,16 @@ pub struct EventRef<'a> {
     pub properties: MapRef<'a>,
     pub is_bot: bool,
     pub opted_out: bool,
+}
+
+/// A borrowed [`Alias`].
+#[derive(Debug, Clone, Copy)]
+#[allow(missing_docs)] // the fields of `Alias`
+pub struct AliasRef<'a> {
+    pub anonymous_id: &'a str,
+    pub user_id: &'a str,
+    pub ts: i64,
+    pub received_at: i64,
 }
 
 /// A borrowed string map: the encoded entries of a log frame (checked by
@@ -259,14 +295,16 @@ impl<'a> RecordRef<'a> {
         match self {
             RecordRef::Exposure(_) => Kind::Exposure,
             RecordRef::Event(_) => Kind::Event,
+            RecordRef::Alias(_) => Kind::Alias,
         }
     }
 
-    /// Its unit.
+    /// Its unit, as [`Record::unit_id`].
     pub fn unit_id(&self) -> &'a str {
         match self {
             RecordRef::Exposure(e) => e.unit_id,
             RecordRef::Event(e) => e.unit_id,
+            RecordRef::Alias(a) => a.anonymous_id,
         }
     }
 
@@ -275,6 +313,7 @@ impl<'a> RecordRef<'a> {
         match self {
             RecordRef::Exposure(e) => e.ts,
             RecordRef::Event(e) => e.ts,
+            RecordRef::Alias(a) => a.ts,
         }
     }
 
@@ -283,6 +322,7 @@ impl<'a> RecordRef<'a> {
         match self {
             RecordRef::Exposure(e) => e.received_at,
             RecordRef::Event(e) => e.received_at,
+            RecordRef::Alias(a) => a.received_at,
         }
     }
 
@@ -310,6 +350,12 @@ impl<'a> RecordRef<'a> {
                 properties: e.properties.to_map(),
                 is_bot: e.is_bot,
                 opted_out: e.opted_out,
+            }),
+            RecordRef::Alias(a) => Record::Alias(Alias {
+                anonymous_id: a.anonymous_id.to_owned(),
+                user_id: a.user_id.to_owned(),
+                ts: a.ts,
+                received_at: a.received_at,
             }),
         }
     }
@@ -340,6 +386,12 @@ impl Record {
                 properties: MapRef::owned(&e.properties),
                 is_bot: e.is_bot,
                 opted_out: e.opted_out,
+            }),
+            Record::Alias(a) => RecordRef::Alias(AliasRef {
+                anonymous_id: &a.anonymous_id,
+                user_id: &a.user_id,
+                ts: a.ts,
+                received_at: a.received_at,
             }),
         }
     }

@@ -11,6 +11,10 @@
 //!   after `ts` (default 365 days). A date directory mixes experiments, so
 //!   its files are rewritten without the expired rows, or deleted when
 //!   nothing is left.
+//! * Aliases are kept `aliases_max_age` (default 365 days, as long as the
+//!   exposures of a running experiment) after their UTC day: an alias is
+//!   needed as long as records of its ids may be analysed, and whole
+//!   `kind=aliases/date=…` directories are dropped after that.
 //!
 //! Un-compacted log data is younger than a compaction interval and is not
 //! considered.
@@ -40,6 +44,8 @@ pub struct RetentionPolicy {
     pub experiment_ends: HashMap<String, i64>,
     /// Age after which exposures of experiments without an end are dropped.
     pub exposures_fallback_age: Duration,
+    /// Age of an alias's UTC day after which it is dropped.
+    pub aliases_max_age: Duration,
 }
 
 impl Default for RetentionPolicy {
@@ -49,6 +55,7 @@ impl Default for RetentionPolicy {
             exposures_after_end: 90 * DAY,
             experiment_ends: HashMap::new(),
             exposures_fallback_age: 365 * DAY,
+            aliases_max_age: 365 * DAY,
         }
     }
 }
@@ -64,6 +71,8 @@ pub struct RetentionReport {
     pub exposure_files_rewritten: u64,
     /// Exposure files deleted (every row expired).
     pub exposure_files_deleted: u64,
+    /// `kind=aliases/date=…` directories removed.
+    pub alias_dates_removed: u64,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -100,18 +109,17 @@ pub fn apply(
     policy: &RetentionPolicy,
     row_group_rows: usize,
 ) -> Result<RetentionReport> {
-    let mut report = RetentionReport::default();
-    let events = parquet_root.join("kind=events");
-    let event_cutoff = now_micros.saturating_sub(micros(policy.events_max_age));
-    for (day, dir) in date_dirs(&events)? {
-        if (day + 1).saturating_mul(MICROS_PER_DAY) <= event_cutoff {
-            fs::remove_dir_all(&dir).map_err(|e| StoreError::io("remove partition", &dir, e))?;
-            report.event_dates_removed += 1;
-        }
-    }
-    if report.event_dates_removed > 0 {
-        sync_dir(&events)?;
-    }
+    let mut report = RetentionReport {
+        event_dates_removed: drop_days(
+            &parquet_root.join("kind=events"),
+            now_micros.saturating_sub(micros(policy.events_max_age)),
+        )?,
+        alias_dates_removed: drop_days(
+            &parquet_root.join("kind=aliases"),
+            now_micros.saturating_sub(micros(policy.aliases_max_age)),
+        )?,
+        ..RetentionReport::default()
+    };
 
     let exposures = parquet_root.join("kind=exposures");
     let after_end = micros(policy.exposures_after_end);
@@ -152,6 +160,22 @@ pub fn apply(
         remove_empty_dirs(&dir)?;
     }
     Ok(report)
+}
+
+/// Removes the date directories under `kind_dir` whose UTC day ended at or
+/// before `cutoff` (µs since the epoch); returns how many.
+fn drop_days(kind_dir: &Path, cutoff: i64) -> Result<u64> {
+    let mut removed = 0;
+    for (day, dir) in date_dirs(kind_dir)? {
+        if (day + 1).saturating_mul(MICROS_PER_DAY) <= cutoff {
+            fs::remove_dir_all(&dir).map_err(|e| StoreError::io("remove partition", &dir, e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(kind_dir)?;
+    }
+    Ok(removed)
 }
 
 /// Removes `dir`'s empty sub-directories, then `dir` itself if empty.

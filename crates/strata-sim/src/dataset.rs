@@ -285,6 +285,8 @@ pub fn write_parquet(
                     written.events += 1;
                     1
                 }
+                // Simulated units never sign in: `unit_records` makes none.
+                Kind::Alias => continue,
             };
             let (writer, rows) = &mut files[part][slot];
             rows.push(r);

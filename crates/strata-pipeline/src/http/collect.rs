@@ -195,12 +195,13 @@ impl Inner {
     }
 
     /// The sink's load level; refuses the whole kind past its threshold
-    /// (exposures, the experiment denominator, last).
+    /// (exposures, the experiment denominator, and aliases, which join a
+    /// unit's records, last).
     fn check_pressure(&self, kind: Kind) -> Result<f64, Refusal> {
         let pressure = self.sink.pressure();
         let level = self.cfg.backpressure.level(&pressure);
         let refuse_kind = match kind {
-            Kind::Exposure => level >= 1.0,
+            Kind::Exposure | Kind::Alias => level >= 1.0,
             Kind::Event => level >= self.cfg.backpressure.shed_events_at,
         };
         if refuse_kind {
@@ -500,7 +501,7 @@ impl Inner {
                 .low_priority_types
                 .iter()
                 .any(|t| t == e.event_type),
-            RecordRef::Exposure(_) => false,
+            RecordRef::Exposure(_) | RecordRef::Alias(_) => false,
         }
     }
 

@@ -113,6 +113,7 @@ impl Inner {
                     m.compactions.fetch_add(1, Ordering::Relaxed);
                     m.compacted[0].fetch_add(r.exposures, Ordering::Relaxed);
                     m.compacted[1].fetch_add(r.events, Ordering::Relaxed);
+                    m.compacted[2].fetch_add(r.aliases, Ordering::Relaxed);
                     m.parquet_files.fetch_add(r.files, Ordering::Relaxed);
                     if let Ok(mut st) = self.merge_state.lock() {
                         st.0 += r.files;

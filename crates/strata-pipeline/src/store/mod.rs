@@ -294,7 +294,9 @@ impl LocalStore {
     }
 
     /// Removes every stored record of `unit_id`: compacts the log, then
-    /// rewrites the Parquet files of the unit's partition without its rows.
+    /// rewrites the Parquet files of the unit's partition without its rows
+    /// (and those of the anonymous ids aliased to it, see
+    /// [`crate::delete`]).
     /// Waits for readers holding a [`ReadLease`]: a reader must not find a
     /// file replaced (or gone) between listing and reading it.
     pub async fn delete_unit(&self, unit_id: &str) -> Result<DeletionReport> {
@@ -316,7 +318,7 @@ impl LocalStore {
         // count how many came from the log for the audit trail.
         report.log_records_compacted = compacted.unit_records;
         inner.metrics.deleted_rows.fetch_add(
-            report.exposures_removed + report.events_removed,
+            report.exposures_removed + report.events_removed + report.aliases_removed,
             Ordering::Relaxed,
         );
         Ok(report)

@@ -17,15 +17,15 @@ use crate::record::Kind;
 
 #[derive(Debug, Default)]
 pub(super) struct Metrics {
-    pub(super) accepted: [AtomicU64; 2],
-    pub(super) duplicates: [AtomicU64; 2],
+    pub(super) accepted: [AtomicU64; KINDS],
+    pub(super) duplicates: [AtomicU64; KINDS],
     pub(super) log_bytes: AtomicU64,
     pub(super) fsyncs: AtomicU64,
     pub(super) fsync_micros: AtomicU64,
     pub(super) append_errors: AtomicU64,
     pub(super) compactions: AtomicU64,
     pub(super) compaction_errors: AtomicU64,
-    pub(super) compacted: [AtomicU64; 2],
+    pub(super) compacted: [AtomicU64; KINDS],
     pub(super) parquet_files: AtomicU64,
     pub(super) merged_files: AtomicU64,
     pub(super) merge_errors: AtomicU64,
@@ -46,13 +46,20 @@ impl Metrics {
     }
 }
 
+/// The number of record kinds, slots of the per-kind counters.
+pub(super) const KINDS: usize = 3;
+
 /// The slot of `k` in the per-kind counters.
 pub(super) fn kind_index(k: Kind) -> usize {
     match k {
         Kind::Exposure => 0,
         Kind::Event => 1,
+        Kind::Alias => 2,
     }
 }
+
+/// The `kind` label of the per-kind counters' slots.
+const KIND_LABELS: [&str; KINDS] = ["exposure", "event", "alias"];
 
 impl Inner {
     pub(super) fn render_metrics(&self, out: &mut String) {
@@ -66,7 +73,7 @@ impl Inner {
             }
         };
         let mut records = Vec::new();
-        for (i, kind) in ["exposure", "event"].iter().enumerate() {
+        for (i, kind) in KIND_LABELS.iter().enumerate() {
             records.push((
                 format!("{{kind=\"{kind}\",outcome=\"accepted\"}}"),
                 get(&m.accepted[i]).to_string(),
@@ -151,14 +158,20 @@ impl Inner {
             "Compactions that failed (retried).",
             &[("", get(&m.compaction_errors).to_string())],
         );
+        let compacted: Vec<(String, String)> = KIND_LABELS
+            .iter()
+            .zip(&m.compacted)
+            .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), get(n).to_string()))
+            .collect();
+        let compacted: Vec<(&str, String)> = compacted
+            .iter()
+            .map(|(l, v)| (l.as_str(), v.clone()))
+            .collect();
         metric(
             "compacted_records_total",
             "counter",
             "Records written to Parquet by the compactor, by kind.",
-            &[
-                ("{kind=\"exposure\"}", get(&m.compacted[0]).to_string()),
-                ("{kind=\"event\"}", get(&m.compacted[1]).to_string()),
-            ],
+            &compacted,
         );
         metric(
             "parquet_files_written_total",

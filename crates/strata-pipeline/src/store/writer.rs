@@ -228,7 +228,7 @@ impl Writer {
         buf.clear();
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut accepted_days = Vec::new();
-        let mut counts = [[0u64; 2]; 2];
+        let mut counts = [[0u64; 2]; super::stats::KINDS];
         for a in &appends {
             let mut out = Vec::with_capacity(a.batch.len());
             for (i, meta) in a.batch.meta().iter().enumerate() {

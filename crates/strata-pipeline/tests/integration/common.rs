@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata_pipeline::parquet::{list_parquet_files, read_file, string_column};
-use strata_pipeline::{Event, Exposure, LocalStore, Record, StoreOptions};
+use strata_pipeline::{Alias, Event, Exposure, LocalStore, Record, StoreOptions};
 
 /// 2026-01-10T00:00:00Z in µs.
 pub const DAY0: i64 = 1_768_003_200_000_000;
@@ -51,6 +51,15 @@ pub fn exposure(unit: &str, exp: &str, variant: &str, ts: i64) -> Record {
         received_at: now_micros(),
         attributes,
         is_bot: false,
+    })
+}
+
+pub fn alias(anonymous_id: &str, user_id: &str, ts: i64) -> Record {
+    Record::Alias(Alias {
+        anonymous_id: anonymous_id.into(),
+        user_id: user_id.into(),
+        ts,
+        received_at: now_micros(),
     })
 }
 

@@ -76,7 +76,7 @@ async fn valid_invalid_and_mixed_batches() {
         .into_iter()
         .map(|r| match r {
             Record::Event(e) => e.event_id,
-            Record::Exposure(_) => unreachable!(),
+            other => panic!("not an event: {other:?}"),
         })
         .collect();
     assert_eq!(stored, vec!["e1", "e3"]);
@@ -557,4 +557,56 @@ async fn a_failing_sink_acknowledges_nothing() {
     )
     .await;
     assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)));
+}
+
+#[tokio::test]
+async fn aliases_are_validated_stored_and_deduplicated() {
+    let sink = MemorySink::new();
+    let srv = serve(Arc::new(sink.clone()), IngestConfig::default()).await;
+    let ts = crate::ingest_common::now_ms();
+    let batch = json!([
+        {"anonymous_id": "d-1", "user_id": "u-1", "ts": ts},
+        {"anonymous_id": "d-2", "user_id": "d-2", "ts": ts},
+        {"anonymous_id": "d-3", "ts": ts},
+        {"anonymous_id": 17, "user_id": "u-2", "ts": ts}
+    ]);
+    let (status, _, body) = post_json(&srv.base, "/collect/v1/aliases", &batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    let fields: Vec<(u64, &str)> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fields, [(1, "user_id"), (2, "user_id")]);
+    // The same pair again is a duplicate, whatever its time.
+    let (_, _, again) = post_json(
+        &srv.base,
+        "/collect/v1/aliases",
+        &json!([{"anonymous_id": "d-1", "user_id": "u-1", "ts": ts - 1000}]),
+    )
+    .await;
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let stored: Vec<(String, String)> = sink
+        .records()
+        .into_iter()
+        .map(|r| match r {
+            Record::Alias(a) => (a.anonymous_id, a.user_id),
+            other => panic!("not an alias: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        [("d-1".into(), "u-1".into()), ("17".into(), "u-2".into())]
+    );
+    let mut metrics = String::new();
+    srv.ingest.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("strata_pipeline_records_accepted_total{kind=\"aliases\"} 2"),
+        "{metrics}"
+    );
 }

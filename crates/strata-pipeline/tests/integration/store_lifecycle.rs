@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use strata_pipeline::{Batch, RetentionPolicy, Sink};
+use strata_pipeline::{Batch, Outcome, RetentionPolicy, Sink};
 
 use crate::common::*;
 
@@ -114,5 +114,99 @@ async fn delete_unit_removes_it_from_log_and_parquet() {
     assert_eq!(store.pressure().backlog_bytes, 0);
     let again = store.delete_unit("u3").await.unwrap();
     assert_eq!(again.events_removed + again.exposures_removed, 0);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_are_stored_once_and_deleted_with_the_user_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // Two devices of u1 (one signs in twice), one of u2.
+    let aliases = vec![
+        alias("d1", "u1", DAY0),
+        alias("d2", "u1", DAY0 + HOUR),
+        alias("d3", "u2", DAY0 + 2 * DAY),
+    ];
+    let outcomes = store.append(Batch::from(aliases)).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Accepted));
+    // The same pair again, even at another time, is a duplicate.
+    let again = store
+        .append(Batch::from(vec![alias("d1", "u1", DAY0 + DAY)]))
+        .await
+        .unwrap();
+    assert_eq!(again, [Outcome::Duplicate]);
+    let mut records = Vec::new();
+    for (i, unit) in ["d1", "d2", "d3", "u1", "u2", "d9"].iter().enumerate() {
+        records.push(exposure(unit, "exp", "a", DAY0));
+        for j in 0..3 {
+            records.push(event(
+                &format!("{unit}-{j}"),
+                unit,
+                "t",
+                DAY0 + i as i64,
+                None,
+            ));
+        }
+    }
+    store.append(Batch::from(records)).await.unwrap();
+    let report = store.compact_now().await.unwrap();
+    assert_eq!(report.aliases, 3);
+    let parquet = dir.path().join("parquet");
+    let aliases_dir = parquet.join("kind=aliases");
+    assert_eq!(column(&aliases_dir, "anonymous_id"), ["d1", "d2", "d3"]);
+    assert_eq!(column(&aliases_dir, "user_id"), ["u1", "u1", "u2"]);
+    // Two UTC days of aliases: two date directories.
+    assert_eq!(std::fs::read_dir(&aliases_dir).unwrap().count(), 2);
+
+    // Deleting the user deletes its devices' records and the aliases.
+    let r = store.delete_unit("u1").await.unwrap();
+    assert_eq!(r.linked_ids, ["d1", "d2"]);
+    assert_eq!((r.exposures_removed, r.events_removed), (3, 9));
+    assert_eq!(r.aliases_removed, 2);
+    let units = |kind: &str| column(&parquet.join(format!("kind={kind}")), "unit_id");
+    assert_eq!(units("exposures"), ["d3", "d9", "u2"]);
+    assert_eq!(units("events").len(), 9);
+    assert_eq!(column(&aliases_dir, "anonymous_id"), ["d3"]);
+
+    // Deleting a device leaves the user it signed in as.
+    let r = store.delete_unit("d3").await.unwrap();
+    assert!(r.linked_ids.is_empty());
+    assert_eq!((r.exposures_removed, r.aliases_removed), (1, 1));
+    assert_eq!(units("exposures"), ["d9", "u2"]);
+    assert_eq!(rows(&aliases_dir), 0);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_aliases_past_their_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let records: Vec<_> = (0..10i64)
+        .map(|d| alias(&format!("d{d}"), "u", DAY0 + d * DAY))
+        .collect();
+    store.append(Batch::from(records)).await.unwrap();
+    store.compact_now().await.unwrap();
+    let aliases_dir = dir.path().join("parquet/kind=aliases");
+    assert_eq!(rows(&aliases_dir), 10);
+    let policy = RetentionPolicy {
+        aliases_max_age: Duration::from_secs(30 * 86_400),
+        ..RetentionPolicy::default()
+    };
+    // Day 35: days 0..=4 ended 30 days ago or more.
+    let r = store
+        .apply_retention(DAY0 + 35 * DAY, &policy)
+        .await
+        .unwrap();
+    assert_eq!(r.alias_dates_removed, 5);
+    assert_eq!(
+        column(&aliases_dir, "anonymous_id"),
+        ["d5", "d6", "d7", "d8", "d9"]
+    );
+    // The default keeps them a year.
+    let r = store
+        .apply_retention(DAY0 + 35 * DAY, &RetentionPolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(r.alias_dates_removed, 0);
     store.shutdown().await;
 }

@@ -130,7 +130,7 @@ async fn exposures_arrive_at_the_collector_exactly_once_despite_retries() {
         .iter()
         .filter_map(|r| match r {
             Record::Exposure(x) => Some((x.unit_id.clone(), x.experiment.clone())),
-            Record::Event(_) => None,
+            _ => None,
         })
         .collect();
     let events = records.len() - exposures.len();
