@@ -1,5 +1,5 @@
-//! The bounded in-memory buffer of exposures and events awaiting shipment,
-//! and the lock-free hand-off that feeds it exposures.
+//! The bounded in-memory buffer of exposures, events and aliases awaiting
+//! shipment, and the lock-free hand-off that feeds it exposures.
 //!
 //! `variant()` hands a new exposure over through a bounded lock-free queue
 //! (one allocation and one atomic claim on the caller's thread); a
@@ -8,7 +8,8 @@
 //! waits for anything else: when
 //! the buffer is full the oldest record of the lowest priority is dropped
 //! (low-priority events such as `page_view` first, then other events, then
-//! exposures, which are the experiment's denominator) and counted. The
+//! exposures, which are the experiment's denominator, and aliases, which
+//! join a person's records, last) and counted. The
 //! flusher takes batches from the front and drops records older than the
 //! age bound.
 
@@ -184,16 +185,25 @@ pub(crate) struct Event {
     pub at: SystemTime,
 }
 
+/// An anonymous id that signed in as a user id.
+#[derive(Clone, Debug)]
+pub(crate) struct Alias {
+    pub anonymous_id: String,
+    pub user_id: String,
+    pub at: SystemTime,
+}
+
 #[derive(Default)]
 struct Queues {
     exposures: VecDeque<Exposure>,
     events: VecDeque<Event>,
     low: VecDeque<Event>,
+    aliases: VecDeque<Alias>,
 }
 
 impl Queues {
     fn len(&self) -> usize {
-        self.exposures.len() + self.events.len() + self.low.len()
+        self.exposures.len() + self.events.len() + self.low.len() + self.aliases.len()
     }
 
     /// Drops the oldest record of the lowest priority present.
@@ -202,6 +212,8 @@ impl Queues {
             RecordKind::Event
         } else if self.exposures.pop_front().is_some() {
             RecordKind::Exposure
+        } else if self.aliases.pop_front().is_some() {
+            RecordKind::Alias
         } else {
             return;
         };
@@ -254,6 +266,16 @@ impl Buffer {
         q.events.len() + q.low.len()
     }
 
+    /// Appends an alias; returns the number of aliases now waiting.
+    pub fn push_alias(&self, a: Alias, counters: &Counters) -> usize {
+        let mut q = self.lock();
+        if q.len() >= self.capacity {
+            q.evict_one(counters);
+        }
+        q.aliases.push_back(a);
+        q.aliases.len()
+    }
+
     /// Records waiting.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -264,6 +286,13 @@ impl Buffer {
         let mut q = self.lock();
         let n = n.min(q.exposures.len());
         q.exposures.drain(..n).collect()
+    }
+
+    /// Takes up to `n` aliases from the front.
+    pub fn take_aliases(&self, n: usize) -> Vec<Alias> {
+        let mut q = self.lock();
+        let n = n.min(q.aliases.len());
+        q.aliases.drain(..n).collect()
     }
 
     /// Takes up to `n` events from the front, normal priority first.
@@ -298,6 +327,12 @@ impl Buffer {
             n += 1;
         }
         counters.drop_records(RecordKind::Event, DropReason::Expired, n);
+        let mut n = 0;
+        while q.aliases.front().is_some_and(|a| a.at < cutoff) {
+            q.aliases.pop_front();
+            n += 1;
+        }
+        counters.drop_records(RecordKind::Alias, DropReason::Expired, n);
     }
 
     /// Drops everything, counting it under `reason`.
@@ -309,6 +344,7 @@ impl Buffer {
             reason,
             (q.events.len() + q.low.len()) as u64,
         );
+        counters.drop_records(RecordKind::Alias, reason, q.aliases.len() as u64);
         *q = Queues::default();
     }
 }
@@ -407,6 +443,41 @@ mod tests {
             .collect();
         assert_eq!(units, ["x2", "x3", "x4", "x5"]);
         assert_eq!(b.len(), 0);
+    }
+
+    fn alias(anonymous_id: &str, at: SystemTime) -> Alias {
+        Alias {
+            anonymous_id: anonymous_id.to_owned(),
+            user_id: "u".to_owned(),
+            at,
+        }
+    }
+
+    #[test]
+    fn aliases_are_dropped_last_and_expire_like_the_rest() {
+        let c = Counters::default();
+        let b = Buffer::new(2);
+        let now = SystemTime::now();
+        b.push_alias(alias("d1", now), &c);
+        b.push_exposure(exposure("x1", now), &c);
+        // Full: the exposure goes before the alias.
+        b.push_alias(alias("d2", now), &c);
+        assert_eq!(c.dropped_total(RecordKind::Exposure), 1);
+        // Only aliases left: the oldest goes.
+        b.push_alias(alias("d3", now), &c);
+        assert_eq!(c.dropped_total(RecordKind::Alias), 1);
+        let ids: Vec<String> = b
+            .take_aliases(10)
+            .into_iter()
+            .map(|a| a.anonymous_id)
+            .collect();
+        assert_eq!(ids, ["d2", "d3"]);
+        b.push_alias(alias("old", now - Duration::from_secs(700)), &c);
+        b.push_alias(alias("new", now), &c);
+        b.expire(now, Duration::from_secs(600), &c);
+        assert_eq!(c.dropped_total(RecordKind::Alias), 2);
+        b.clear(DropReason::Shutdown, &c);
+        assert_eq!(c.dropped_all(), 4);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::buffer::{utc_day, Buffer, Event, Exposure, Intake};
+use crate::buffer::{utc_day, Alias, Buffer, Event, Exposure, Intake};
 use crate::builder::{ClientBuilder, Options};
 use crate::dedup::{pair_hash, Dedup};
 use crate::error::BuildError;
@@ -483,12 +483,35 @@ impl Client {
     /// signed in as `user_id` (default attribute `user_id`): the sticky
     /// assignments kept for the anonymous id are kept for the user id too,
     /// where the user has none, in the cache at once and in the store in
-    /// the background. Never blocks on the network.
+    /// the background. It also sends an alias record
+    /// (`/collect/v1/aliases`), so the analysis counts the records of both
+    /// ids as one unit's. Never blocks on the network.
     pub fn identify(&self, anonymous_id: &str, user_id: &str) {
         let shared = self.shared();
         let (anon_attr, user_attr) = (&shared.opts.anonymous_attr, &shared.opts.user_attr);
-        if anonymous_id.is_empty() || user_id.is_empty() {
+        if anonymous_id.is_empty() || user_id.is_empty() || anonymous_id == user_id {
             return;
+        }
+        if !shared.shipping.load(Ordering::Relaxed) {
+            if shared.opts.ingest_auth.is_some() {
+                shared
+                    .counters
+                    .drop_records(RecordKind::Alias, DropReason::Shutdown, 1);
+            } else {
+                shared.counters.unshipped_no_ingest_key.add(1);
+            }
+        } else {
+            shared.buffer.push_alias(
+                Alias {
+                    anonymous_id: anonymous_id.to_owned(),
+                    user_id: user_id.to_owned(),
+                    at: strata_clock::now(),
+                },
+                &shared.counters,
+            );
+            shared.counters.aliases_sent.add(1);
+            // Rare and small: shipped with the next flush, not batched up.
+            shared.flush_wake.notify_one();
         }
         let kept = shared.sticky.unit(anon_attr, anonymous_id);
         shared
@@ -569,10 +592,7 @@ impl Client {
         if !shared.shipping.load(Ordering::Relaxed) {
             return shared.buffer.len() == 0;
         }
-        let dropped = || {
-            shared.counters.dropped_total(RecordKind::Exposure)
-                + shared.counters.dropped_total(RecordKind::Event)
-        };
+        let dropped = || shared.counters.dropped_all();
         let before = dropped();
         let (tx, rx) = oneshot::channel();
         shared
@@ -590,8 +610,7 @@ impl Client {
     /// not shipped (counted as dropped).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let shared = self.shared();
-        let before = shared.counters.dropped_total(RecordKind::Exposure)
-            + shared.counters.dropped_total(RecordKind::Event);
+        let before = shared.counters.dropped_all();
         shared.stop.send_replace(Some(Instant::now() + deadline));
         let flusher = self
             .inner
@@ -620,8 +639,7 @@ impl Client {
         shared.absorb();
         let left = shared.buffer.len() as u64;
         shared.buffer.clear(DropReason::Shutdown, &shared.counters);
-        let after = shared.counters.dropped_total(RecordKind::Exposure)
-            + shared.counters.dropped_total(RecordKind::Event);
+        let after = shared.counters.dropped_all();
         ShutdownReport {
             delivered_all: after == before && left == 0,
             dropped: after - before,
@@ -646,6 +664,9 @@ impl Client {
             events_delivered: c.events_delivered.get(),
             exposures_dropped: c.dropped_total(RecordKind::Exposure),
             events_dropped: c.dropped_total(RecordKind::Event),
+            aliases_sent: c.aliases_sent.get(),
+            aliases_delivered: c.aliases_delivered.get(),
+            aliases_dropped: c.dropped_total(RecordKind::Alias),
             unshipped_no_ingest_key: c.unshipped_no_ingest_key.get(),
             evaluation_panics: c.evaluation_panics.get(),
             sticky_store_failures: c.sticky_store_failures.get(),

@@ -32,6 +32,9 @@ pub enum RecordKind {
     Exposure,
     /// A behavioural event (`/collect/v1/events`).
     Event,
+    /// An anonymous id signing in as a user id (`/collect/v1/aliases`),
+    /// sent by [`crate::Client::identify`].
+    Alias,
 }
 
 /// Why records were dropped instead of delivered.
@@ -187,6 +190,12 @@ pub struct Stats {
     pub exposures_dropped: u64,
     /// Events dropped, whatever the reason.
     pub events_dropped: u64,
+    /// Aliases buffered for shipping by `identify`.
+    pub aliases_sent: u64,
+    /// Aliases acknowledged by the collector (accepted or duplicate).
+    pub aliases_delivered: u64,
+    /// Aliases dropped, whatever the reason.
+    pub aliases_dropped: u64,
     /// Records not shipped because the client has no ingest key.
     pub unshipped_no_ingest_key: u64,
     /// Evaluations that panicked and were answered with the default.
@@ -267,16 +276,19 @@ pub(crate) struct Counters {
     pub exposures_delivered: Counter,
     pub events_tracked: Counter,
     pub events_delivered: Counter,
+    pub aliases_sent: Counter,
+    pub aliases_delivered: Counter,
     pub unshipped_no_ingest_key: StripedCounter,
     pub evaluation_panics: Counter,
     pub bots_served_default: Counter,
     pub sticky_store_failures: Counter,
     /// `[kind][reason]`, in the order of [`KINDS`] and [`REASONS`].
-    pub dropped: [[Counter; 6]; 2],
+    pub dropped: [[Counter; 6]; 3],
 }
 
 /// Record kinds in the order of [`Counters::dropped`].
-pub(crate) const KINDS: [RecordKind; 2] = [RecordKind::Exposure, RecordKind::Event];
+pub(crate) const KINDS: [RecordKind; 3] =
+    [RecordKind::Exposure, RecordKind::Event, RecordKind::Alias];
 /// Drop reasons in the order of [`Counters::dropped`].
 pub(crate) const REASONS: [DropReason; 6] = [
     DropReason::BufferFull,
@@ -304,6 +316,11 @@ impl Counters {
         self.dropped
             .get(k)
             .map_or(0, |row| row.iter().map(Counter::get).sum())
+    }
+
+    /// Records dropped, of every kind, for every reason.
+    pub(crate) fn dropped_all(&self) -> u64 {
+        KINDS.iter().map(|k| self.dropped_total(*k)).sum()
     }
 }
 

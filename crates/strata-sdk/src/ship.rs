@@ -1,4 +1,5 @@
-//! The flusher: ships buffered exposures and events to the collector.
+//! The flusher: ships buffered exposures, events and aliases to the
+//! collector.
 //!
 //! Batches are JSON arrays, gzip-compressed, sent one at a time (exposures
 //! first: they are the experiment's denominator). A failed batch is retried
@@ -6,8 +7,8 @@
 //! full jitter, never sooner than a `Retry-After`, until it is acknowledged,
 //! refused for good (a 4xx other than 408/429), older than the buffer's age
 //! bound, or the shutdown deadline passes. Because the collector
-//! deduplicates events by `event_id` and exposures by (unit, experiment,
-//! day), retrying a batch whose acknowledgement was lost stores it once.
+//! deduplicates events by `event_id`, exposures by (unit, experiment,
+//! day) and aliases by their pair of ids, retrying a batch whose acknowledgement was lost stores it once.
 //! Records the collector refuses only for now (shed under load, marked
 //! `retryable` in its answer) are sent again, on the same schedule, as a
 //! smaller batch; records it refuses for good are dropped and counted.
@@ -28,7 +29,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::backoff::full_jitter;
-use crate::buffer::{Event, Exposure};
+use crate::buffer::{Alias, Event, Exposure};
 use crate::client::Shared;
 use crate::hooks::{DropReason, RecordKind, SdkEvent, KINDS, REASONS};
 
@@ -64,6 +65,13 @@ struct EventOut<'a> {
     properties: Option<Map<String, Value>>,
 }
 
+#[derive(Serialize)]
+struct AliasOut<'a> {
+    anonymous_id: &'a str,
+    user_id: &'a str,
+    ts: String,
+}
+
 /// Flattens nested objects to dotted keys and arrays to their JSON text.
 fn flatten(properties: &Map<String, Value>) -> Map<String, Value> {
     fn walk(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
@@ -92,6 +100,7 @@ fn flatten(properties: &Map<String, Value>) -> Map<String, Value> {
 enum Records {
     Exposures(Vec<Exposure>),
     Events(Vec<Event>),
+    Aliases(Vec<Alias>),
 }
 
 /// A batch ready to send: its records, oldest time and body.
@@ -113,6 +122,18 @@ impl Batch {
                 serde_json::to_vec(&v.iter().map(event_out).collect::<Vec<_>>()),
                 v.iter().map(|e| e.at).min(),
             ),
+            Records::Aliases(v) => (
+                serde_json::to_vec(
+                    &v.iter()
+                        .map(|a| AliasOut {
+                            anonymous_id: &a.anonymous_id,
+                            user_id: &a.user_id,
+                            ts: rfc3339(a.at),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                v.iter().map(|a| a.at).min(),
+            ),
         };
         Some(Batch {
             oldest: oldest?,
@@ -125,6 +146,7 @@ impl Batch {
         match self.kept {
             Records::Exposures(_) => RecordKind::Exposure,
             Records::Events(_) => RecordKind::Event,
+            Records::Aliases(_) => RecordKind::Alias,
         }
     }
 
@@ -133,6 +155,7 @@ impl Batch {
         match &self.kept {
             Records::Exposures(v) => v.len(),
             Records::Events(v) => v.len(),
+            Records::Aliases(v) => v.len(),
         }
     }
 
@@ -148,6 +171,7 @@ impl Batch {
         Batch::new(match self.kept {
             Records::Exposures(v) => Records::Exposures(pick(v, indices)),
             Records::Events(v) => Records::Events(pick(v, indices)),
+            Records::Aliases(v) => Records::Aliases(pick(v, indices)),
         })
     }
 }
@@ -256,6 +280,7 @@ async fn send(shared: &Shared, batch: &Batch, timeout: Duration) -> Outcome {
     let path = match batch.kind() {
         RecordKind::Exposure => "exposures",
         RecordKind::Event => "events",
+        RecordKind::Alias => "aliases",
     };
     let resp = shared
         .http
@@ -315,6 +340,7 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
                 match batch.kind() {
                     RecordKind::Exposure => c.exposures_delivered.add(delivered),
                     RecordKind::Event => c.events_delivered.add(delivered),
+                    RecordKind::Alias => c.aliases_delivered.add(delivered),
                 }
                 let retry = ack.retry.len() as u64;
                 c.drop_records(
@@ -387,7 +413,8 @@ async fn deliver(shared: &Shared, mut batch: Batch, stop: &mut watch::Receiver<O
     }
 }
 
-/// Sends everything buffered, batch by batch, exposures and events in turn.
+/// Sends everything buffered, batch by batch: exposures, aliases and
+/// events in turn.
 async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
     let size = shared.opts.batch_size;
     loop {
@@ -398,12 +425,14 @@ async fn drain(shared: &Shared, stop: &mut watch::Receiver<Option<Instant>>) {
             &shared.counters,
         );
         let exposures = shared.buffer.take_exposures(size);
+        let aliases = shared.buffer.take_aliases(size);
         let events = shared.buffer.take_events(size);
-        if exposures.is_empty() && events.is_empty() {
+        if exposures.is_empty() && aliases.is_empty() && events.is_empty() {
             return;
         }
         for batch in [
             Batch::new(Records::Exposures(exposures)),
+            Batch::new(Records::Aliases(aliases)),
             Batch::new(Records::Events(events)),
         ]
         .into_iter()

@@ -167,22 +167,42 @@ async fn lossy_proxy(upstream: String, script: Arc<Mutex<Vec<Fate>>>) -> String 
 fn stored(root: &std::path::Path) -> (Vec<(String, String)>, Vec<String>) {
     use strata_pipeline::parquet::{list_parquet_files, read_file, string_column};
     let (mut exposures, mut events) = (Vec::new(), Vec::new());
-    for path in list_parquet_files(root).unwrap() {
-        let (_, batches) = read_file(&path).unwrap();
-        for b in &batches {
-            let units = string_column(b, "unit_id", &path).unwrap();
-            if b.column_by_name("experiment").is_some() {
-                let exps = string_column(b, "experiment", &path).unwrap();
-                for i in 0..b.num_rows() {
-                    exposures.push((units.value(i).to_owned(), exps.value(i).to_owned()));
+    for kind in ["exposures", "events"] {
+        for path in list_parquet_files(&root.join(format!("kind={kind}"))).unwrap() {
+            let (_, batches) = read_file(&path).unwrap();
+            for b in &batches {
+                let units = string_column(b, "unit_id", &path).unwrap();
+                if b.column_by_name("experiment").is_some() {
+                    let exps = string_column(b, "experiment", &path).unwrap();
+                    for i in 0..b.num_rows() {
+                        exposures.push((units.value(i).to_owned(), exps.value(i).to_owned()));
+                    }
+                } else {
+                    let ids = string_column(b, "event_id", &path).unwrap();
+                    events.extend((0..b.num_rows()).map(|i| ids.value(i).to_owned()));
                 }
-            } else {
-                let ids = string_column(b, "event_id", &path).unwrap();
-                events.extend((0..b.num_rows()).map(|i| ids.value(i).to_owned()));
             }
         }
     }
     (exposures, events)
+}
+
+/// The (anonymous id, user id) pairs of the aliases in the Parquet files
+/// under `root`.
+fn stored_aliases(root: &std::path::Path) -> Vec<(String, String)> {
+    use strata_pipeline::parquet::{list_parquet_files, read_file, string_column};
+    let mut out = Vec::new();
+    for path in list_parquet_files(&root.join("kind=aliases")).unwrap() {
+        for b in &read_file(&path).unwrap().1 {
+            let anonymous = string_column(b, "anonymous_id", &path).unwrap();
+            let users = string_column(b, "user_id", &path).unwrap();
+            for i in 0..b.num_rows() {
+                out.push((anonymous.value(i).to_owned(), users.value(i).to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +244,16 @@ async fn through_strata_serve_each_exposure_is_stored_once_in_parquet() {
     for u in &units {
         tracked.insert(c.track(u, "purchase", Some(2.5), None).unwrap().to_string());
     }
+    // Sign-ins: each sends an alias record (twice for some: a repeat).
+    let mut signed_in = Vec::new();
+    for i in 0..40 {
+        let (device, user) = (format!("device-{i}"), format!("user-{i}"));
+        c.identify(&device, &user);
+        if i % 4 == 0 {
+            c.identify(&device, &user);
+        }
+        signed_in.push((device, user));
+    }
     assert!(c.flush().await, "{:?}", c.stats());
     assert!(
         script.lock().unwrap().is_empty(),
@@ -241,7 +271,14 @@ async fn through_strata_serve_each_exposure_is_stored_once_in_parquet() {
         events.into_iter().collect::<std::collections::HashSet<_>>(),
         tracked
     );
+    signed_in.sort();
+    let root = real.dir.path().join("pipeline").join("parquet");
+    assert_eq!(stored_aliases(&root), signed_in, "each sign-in once");
     let s = c.stats();
     assert_eq!((s.exposures_dropped, s.events_dropped), (0, 0));
+    assert_eq!(
+        (s.aliases_sent, s.aliases_delivered, s.aliases_dropped),
+        (50, 50, 0)
+    );
     real.stop().await;
 }
