@@ -183,6 +183,7 @@ impl Portal {
                 "/registry",
                 get(platform::metrics).post(platform::create_metric),
             )
+            .route("/registry/bot-detection", post(platform::set_bot_detection))
             .route("/registry/{key}/delete", post(platform::delete_metric))
             .route(
                 "/registry/{key}/edit",

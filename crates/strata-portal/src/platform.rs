@@ -1,5 +1,5 @@
-//! The platform's shared things: layers, the metric registry, guardrail
-//! definitions, the global holdout, the audit log, API keys and alert
+//! The platform's shared things: layers, the metric registry and its bot
+//! detection limits, guardrail definitions, the global holdout, the audit log, API keys and alert
 //! webhooks. Each page reads through its service and shows the forms of
 //! the changes the viewer's role may make; every change is that service's
 //! (`LayerService`, `RegistryService`, `AdminService`, `AlertService`), so
@@ -205,9 +205,12 @@ async fn definitions_page(
     kind: Kind,
     flash: Flash,
 ) -> Result<Response, PortalError> {
-    let defs = RegistryService::new(state.app.clone())
-        .list(&v.actor(), kind)
-        .await?;
+    let registry = RegistryService::new(state.app.clone());
+    let defs = registry.list(&v.actor(), kind).await?;
+    let bots = match kind {
+        Kind::Metric => Some(registry.get_bot_detection(&v.actor()).await?),
+        Kind::Guardrail => None,
+    };
     let (title, path, perm, example) = match kind {
         Kind::Metric => (
             "Metric registry",
@@ -252,6 +255,25 @@ async fn definitions_page(
                     }
                 } }
             } }
+        }
+        @if let Some(b) = &bots {
+            h2 #bots { "Bot detection" }
+            p.muted { "Units whose events of one type go over these limits in a UTC minute or day are left out of every analysis, counted per variant (a null limit is none). The defaults apply until changed; the next look applies a change." }
+            p #bot-limits {
+                code.diff { (serde_json::to_string(&b.limits).unwrap_or_default()) }
+                " "
+                span.muted { @match &b.updated_at { Some(t) => { "revision " (b.revision) ", changed " (when(t)) }, None => { "the defaults" } } }
+            }
+            @if writable {
+                form.stack method="post" action="/registry/bot-detection" {
+                    (csrf_field(v))
+                    label for="bot_detection" { "Limits (JSON, as " code { "PUT /api/v1/bot-detection" } " takes them)" }
+                    textarea #bot_detection name="bot_detection" rows="3" required {
+                        @if flash.kept("bot_detection").is_empty() { (serde_json::to_string(&b.limits).unwrap_or_default()) } @else { (flash.kept("bot_detection")) }
+                    }
+                    div { button type="submit" { "Save limits" } }
+                }
+            }
         }
         @if writable {
             h2 { "New definition" }
@@ -455,6 +477,38 @@ pub async fn update_metric(
         &format!("metric {key} saved"),
         fields(&f),
         |fl| edit_metric_page(&state, &viewer, &key, fl),
+    )
+    .await
+}
+
+/// `POST /registry/bot-detection`: replaces the bot detection limits.
+pub async fn set_bot_detection(
+    State(state): State<PortalState>,
+    viewer: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Result<Response, PortalError> {
+    let actor = viewer.actor();
+    // The role first: a refused change is refused for the role, not the text.
+    permissions::authorize(&state.app.store, &actor, Perm::MetricsWrite, None).await?;
+    let text = field(&f, "bot_detection");
+    // Read as the API reads its body, so a bad limit is named the same way.
+    let r = match strata_server::json::parse::<strata_model::BotDetection>(text.as_bytes()) {
+        Ok(limits) => {
+            RegistryService::new(state.app.clone())
+                .set_bot_detection(&actor, limits)
+                .await
+        }
+        Err(e) => Err(ServiceError::validation(
+            e.field.unwrap_or_else(|| "bot_detection".to_owned()),
+            e.message,
+        )),
+    };
+    after(
+        r,
+        "/registry",
+        "bot detection limits saved",
+        fields(&f),
+        |fl| definitions_page(&state, &viewer, Kind::Metric, fl),
     )
     .await
 }

@@ -2,9 +2,11 @@
 //! running server, and its results published back as a look.
 //!
 //! The stored definition (`GET /api/v1/experiments/{key}`), the metric
-//! registry (`GET /api/v1/metrics`) and the guardrail definitions
+//! registry (`GET /api/v1/metrics`), the bot detection limits
+//! (`GET /api/v1/bot-detection`) and the guardrail definitions
 //! (`GET /api/v1/guardrails`) make the analysis spec, so an analysis of a
-//! stored experiment is exactly what was pre-registered.
+//! stored experiment is exactly what was pre-registered, and what the
+//! server's own scheduled look computes.
 
 use std::path::Path;
 
@@ -76,7 +78,9 @@ impl Server {
         )
         .with_context(|| format!("the server's definition of experiment {}", self.key))?;
         let metrics = definitions(self.get("/api/v1/metrics").await?);
-        let registry_text = serde_json::json!({ "metrics": metrics }).to_string();
+        let bots = self.get("/api/v1/bot-detection").await?;
+        let registry_text =
+            serde_json::json!({ "metrics": metrics, "bot_detection": bots["limits"] }).to_string();
         let registry = MetricRegistry::from_str_named(
             &registry_text,
             Path::new(&format!("{}/api/v1/metrics", self.base)),

@@ -839,6 +839,38 @@ async fn platform_pages_offer_each_role_its_changes_through_the_services() {
         .post("/guardrails", &[("csrf", &csrf), ("definition", "{}")])
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // The bot detection limits: the defaults until an analyst changes them.
+    let page = a.get("/registry").await.body;
+    assert!(
+        page.contains("Bot detection") && page.contains("the defaults"),
+        "{page}"
+    );
+    assert!(page.contains("20000"), "{page}");
+    let p = a
+        .post(
+            "/registry/bot-detection",
+            &[("csrf", &csrf), ("bot_detection", r#"{"per_day": 75}"#)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = a.get("/registry").await.body;
+    assert!(page.contains("75") && page.contains("revision 1"), "{page}");
+    let p = a
+        .post(
+            "/registry/bot-detection",
+            &[("csrf", &csrf), ("bot_detection", r#"{"per_day": -3}"#)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(p.body.contains("per_day"), "{}", p.body);
+    let viewer_csrf = viewer.csrf().await;
+    let p = viewer
+        .post(
+            "/registry/bot-detection",
+            &[("csrf", &viewer_csrf), ("bot_detection", "{}")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
     // An admin runs layers, the holdout, keys and alerts.
     let mut admin = env.signed_in(&env.checkout_admin).await;
     let csrf = admin.csrf().await;
