@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = strata_analysis::DataSource {
         exposures: args[3].clone(),
         events: args[4].clone(),
+        aliases: None,
     };
     let options = strata_analysis::EngineOptions {
         assume_unique_event_ids: args.iter().any(|a| a == "--assume-unique-event-ids"),

@@ -37,10 +37,10 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// An input data set (exposures or events) is unusable.
+    /// An input data set (exposures, events or aliases) is unusable.
     #[error("{table} input {path}: {reason}")]
     Input {
-        /// `exposures` or `events`.
+        /// `exposures`, `events` or `aliases`.
         table: &'static str,
         /// The path given for it.
         path: String,

@@ -23,7 +23,12 @@
 //!   first exposure. Bots' exposures and events are left out by the crate's
 //!   canonical views ([`crate::source`]), as for every stage of the analysis.
 //!   A unit's first exposure cannot change once seen, since later data only
-//!   adds later exposures.
+//!   adds later exposures. Identities are resolved through the aliases as
+//!   the analysis resolves them (an anonymous id that signed in counts as
+//!   the user id of its earliest alias), with the aliases read at each
+//!   check: an alias that arrives after a check counted its anonymous id
+//!   as a unit of its own changes that unit, and a [`MonitorState`] keeps
+//!   what it folded until it is dropped, as for a late event.
 //! * **Maturity.** For a metric with a window of `w` minutes, a unit is
 //!   *mature* when `first_exposure + w ≤ cutoff`, and only mature units
 //!   count in that metric's statistics. Its value is computed from its
@@ -1078,12 +1083,20 @@ async fn compute(
     let ctx = session_within(memory_limit);
     let exposures = source::list("exposures", &data.exposures)?;
     let events = source::list("events", &data.events)?;
+    let aliases = match data.aliases_path() {
+        Some(path) => source::read_aliases(&path, memory_limit).await?,
+        None => None,
+    };
     let exposures = source::register(&ctx, exposures).await?;
     let events = source::register(&ctx, events).await?;
+    if let Some(a) = &aliases {
+        a.register(&ctx)?;
+    }
     let properties =
         plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
-    let ex_sql = source::exposures_view(&exposures, &[])?;
-    let ev_sql = source::events_view(&events, &properties, false)?;
+    let aliased = aliases.is_some();
+    let ex_sql = source::exposures_view(&exposures, &[], aliased)?;
+    let ev_sql = source::events_view(&events, &properties, false, aliased)?;
     ctx.sql(&plan::create_view_sql("exposures", &ex_sql))
         .await?;
     ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
@@ -1297,6 +1310,9 @@ async fn compute(
     // Answer only from a read the pipeline's merges did not disturb.
     exposures.check_unchanged()?;
     events.check_unchanged()?;
+    if let Some(a) = &aliases {
+        a.source.check_unchanged()?;
+    }
     // The unit folds that continue: those of experiments whose every
     // metric folds, holding only the units that can still mature.
     let mut kept = HashMap::new();
@@ -1345,7 +1361,8 @@ pub async fn partition_freshness(
     if events.column("part").is_none() {
         return Ok(Vec::new());
     }
-    let ev_sql = source::events_view(&events, &[], true)?;
+    // Events as stored, per partition: aliases do not move an event.
+    let ev_sql = source::events_view(&events, &[], true, false)?;
     ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
     let sources = [&events];
     let hi = ts_ns(cutoff);

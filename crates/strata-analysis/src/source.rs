@@ -1,15 +1,18 @@
-//! Input data: exposures and events as NDJSON, CSV or Parquet, one file or a
-//! directory or glob of files, Hive-style partitions allowed.
+//! Input data: exposures, events and aliases as NDJSON, CSV or Parquet, one
+//! file or a directory or glob of files, Hive-style partitions allowed.
 //!
 //! Each input is registered with DataFusion as a listing table
-//! (`exposures_raw`, `events_raw`) and exposed through a canonical view
-//! (`exposures`, `events`) whose columns have fixed names and types; the
+//! (`exposures_raw`, `events_raw`, `aliases_raw`). Exposures and events are
+//! exposed through a canonical view (`exposures`, `events`) whose columns
+//! have fixed names and types; aliases are reduced to one row per anonymous
+//! id ([`read_aliases`]), through which those views resolve `unit_id`. The
 //! column rules are in `docs/data-model.md`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -18,7 +21,8 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 
@@ -49,7 +53,7 @@ impl InputFormat {
 /// A registered input.
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
-    /// `exposures` or `events`.
+    /// `exposures`, `events` or `aliases`.
     pub table: &'static str,
     /// The path as given.
     pub path: String,
@@ -268,14 +272,23 @@ pub(crate) fn list(table: &'static str, path: &str) -> Result<Listing> {
     Ok(listing(format, ext, url, files))
 }
 
+/// The `kind=` directories of the pipeline's Parquet root, one per table
+/// it writes (`docs/data-model.md`, "Storage layout").
+const KINDS: [&str; 3] = ["kind=exposures", "kind=events", "kind=aliases"];
+
+/// Whether `dir` is the pipeline's Parquet root: it has a `kind=`
+/// subdirectory of one of the pipeline's tables.
+fn is_pipeline_root(dir: &Path) -> bool {
+    KINDS.iter().any(|k| dir.join(k).is_dir())
+}
+
 /// The `kind={table}` directory of `dir` when `dir` is the pipeline's
-/// Parquet root (it has `kind=exposures` or `kind=events` subdirectories,
-/// see `docs/data-model.md`, "Storage layout"); `None` for any other
-/// directory; an error when it is such a root without the table's own
-/// directory.
+/// Parquet root (it has `kind=exposures`, `kind=events` or `kind=aliases`
+/// subdirectories, see `docs/data-model.md`, "Storage layout"); `None` for
+/// any other directory; an error when it is such a root without the
+/// table's own directory.
 fn pipeline_kind_dir(table: &'static str, dir: &Path) -> Result<Option<PathBuf>, String> {
-    const KINDS: [&str; 2] = ["kind=exposures", "kind=events"];
-    if !KINDS.iter().any(|k| dir.join(k).is_dir()) {
+    if !is_pipeline_root(dir) {
         return Ok(None);
     }
     let own = dir.join(format!("kind={table}"));
@@ -290,18 +303,52 @@ fn pipeline_kind_dir(table: &'static str, dir: &Path) -> Result<Option<PathBuf>,
 
 /// The pipeline's Parquet root that `file` is under, when it is strictly
 /// below `dir` (`dir` is then an ancestor of the root, such as the server's
-/// data directory, and would mix the two tables).
+/// data directory, and would mix the tables).
 fn pipeline_root_below(dir: &Path, file: &Path) -> Option<PathBuf> {
     let below = file.strip_prefix(dir).ok()?;
     let mut root = dir.to_path_buf();
     for c in below.components() {
         let name = c.as_os_str().to_str()?;
-        if name == "kind=exposures" || name == "kind=events" {
+        if KINDS.contains(&name) {
             return (root != dir).then_some(root);
         }
         root.push(name);
     }
     None
+}
+
+/// The aliases input of an analysis: `given`, or else the pipeline's
+/// `kind=aliases` directory beside one of `inputs` (the events and
+/// exposures paths) that is the pipeline's Parquet root or a `kind=`
+/// directory of one. `None` when there is none: a pipeline written before
+/// aliases existed has none, and neither has a file, a glob or another
+/// directory.
+pub(crate) fn aliases_path(given: Option<&str>, inputs: [&str; 2]) -> Option<String> {
+    if let Some(path) = given {
+        return Some(path.to_string());
+    }
+    inputs.iter().find_map(|input| {
+        let dir = Path::new(input);
+        if is_glob(input) || !dir.is_dir() {
+            return None;
+        }
+        let root = if is_pipeline_root(dir) {
+            dir
+        } else {
+            let name = dir.file_name()?.to_str()?;
+            let parent = dir.parent()?;
+            (KINDS.contains(&name) && is_pipeline_root(parent)).then_some(parent)?
+        };
+        let own = root.join("kind=aliases");
+        // A directory the pipeline made but has written no file to yet is
+        // no aliases either.
+        let mut files = Vec::new();
+        let written = walk(&own, &mut files).is_ok()
+            && files
+                .iter()
+                .any(|f| ext_of(f).is_some_and(|e| InputFormat::from_extension(&e).is_some()));
+        written.then(|| own.display().to_string())
+    })
 }
 
 /// The distinct `part=` directory values of `files` below `root` (the
@@ -470,11 +517,47 @@ pub(crate) fn nested_expr(
     }
 }
 
+/// The `SELECT` of a canonical view: `cols` (expression and name, `unit_id`
+/// among them) of the rows of `{table}_raw` with a `ts` and meeting
+/// `filter` (SQL conditions, each starting with ` AND `). With `aliased`,
+/// `unit_id` is resolved through the table `alias_map` ([`Aliases`]): the
+/// user id of the unit's earliest alias when it is an anonymous id that
+/// has one, else itself. The map is written as the build side of the join,
+/// the side held in memory while the other streams past it: without
+/// statistics it stays there, and with them the planner builds whichever
+/// side it estimates smaller (the map, beside any sizeable input). The
+/// input is the join's preserved side, so a query's filters on its own
+/// columns (the time range) still reach its scan. Without aliases there is
+/// no join at all.
+fn view_select(table: &str, cols: &[(String, String)], filter: &str, aliased: bool) -> String {
+    let own = |(e, name): &(String, String)| format!("{e} AS {name}");
+    let select = cols.iter().map(own).collect::<Vec<_>>().join(", ");
+    let rows = format!(
+        "SELECT {select} FROM {table}_raw WHERE {} IS NOT NULL{filter}",
+        ident("ts")
+    );
+    if !aliased {
+        return rows;
+    }
+    let resolved: Vec<String> = cols
+        .iter()
+        .map(|(_, name)| match name.as_str() {
+            "unit_id" => "COALESCE(m.user_id, x.unit_id) AS unit_id".to_string(),
+            _ => format!("x.{name}"),
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM {ALIAS_MAP} m RIGHT JOIN ({rows}) x ON m.anonymous_id = x.unit_id",
+        resolved.join(", ")
+    )
+}
+
 /// The canonical exposures view: `unit_id`, `experiment`, `variant`,
 /// `assigned_variant`, `opted_out`, `ts` (ns) and `seg_0..` for segments.
 /// A bot's exposures (`is_bot`) are left out here, as a bot's events are
-/// by every query over events: no stage of the analysis sees them.
-pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String> {
+/// by every query over events: no stage of the analysis sees them. With
+/// `aliased`, `unit_id` is resolved through the aliases ([`view_select`]).
+pub(crate) fn exposures_view(src: &Source, segments: &[String], aliased: bool) -> Result<String> {
     let unit = key_expr(src, "unit_id")?;
     let experiment = key_expr(src, "experiment")?;
     let variant = key_expr(src, "variant")?;
@@ -490,12 +573,12 @@ pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String
     let bot = bool_expr(src, "is_bot")?;
     let ts = ts_expr(src, "ts")?;
     let mut cols = vec![
-        format!("{unit} AS unit_id"),
-        format!("{experiment} AS experiment"),
-        format!("{variant} AS variant"),
-        format!("{assigned} AS assigned_variant"),
-        format!("{opted} AS opted_out"),
-        format!("{ts} AS ts"),
+        (unit, "unit_id".to_string()),
+        (experiment, "experiment".to_string()),
+        (variant, "variant".to_string()),
+        (assigned, "assigned_variant".to_string()),
+        (opted, "opted_out".to_string()),
+        (ts, "ts".to_string()),
     ];
     for (i, s) in segments.iter().enumerate() {
         let e = nested_expr(src, "attributes", s, true).ok_or_else(|| {
@@ -503,20 +586,27 @@ pub(crate) fn exposures_view(src: &Source, segments: &[String]) -> Result<String
                 "segment attribute `{s}` not found (no column `{s}`, `attributes.{s}` or field of `attributes`)"
             ))
         })?;
-        cols.push(format!("CAST({e} AS VARCHAR) AS seg_{i}"));
+        cols.push((format!("CAST({e} AS VARCHAR)"), format!("seg_{i}")));
     }
-    Ok(format!(
-        "SELECT {} FROM exposures_raw WHERE {} IS NOT NULL AND NOT {bot}",
-        cols.join(", "),
-        ident("ts")
+    Ok(view_select(
+        "exposures",
+        &cols,
+        &format!(" AND NOT {bot}"),
+        aliased,
     ))
 }
 
 /// The canonical events view: `event_id`, `unit_id`, `type`, `ts` (ns),
 /// `value` (double), `is_bot`, `opted_out`, the property columns `prop_0..` and, with
 /// `part`, the partition column `part` (for slicing; a filter on it prunes
-/// directories).
-pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Result<String> {
+/// directories). With `aliased`, `unit_id` is resolved through the aliases
+/// ([`view_select`]).
+pub(crate) fn events_view(
+    src: &Source,
+    properties: &[String],
+    part: bool,
+    aliased: bool,
+) -> Result<String> {
     let event_id = key_expr(src, "event_id")?;
     let unit = key_expr(src, "unit_id")?;
     let kind = key_expr(src, "type")?;
@@ -529,13 +619,13 @@ pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Re
     let bot = bool_expr(src, "is_bot")?;
     let opted = bool_expr(src, "opted_out")?;
     let mut cols = vec![
-        format!("{event_id} AS event_id"),
-        format!("{unit} AS unit_id"),
-        format!("{kind} AS type"),
-        format!("{ts} AS ts"),
-        format!("{value} AS value"),
-        format!("{bot} AS is_bot"),
-        format!("{opted} AS opted_out"),
+        (event_id, "event_id".to_string()),
+        (unit, "unit_id".to_string()),
+        (kind, "type".to_string()),
+        (ts, "ts".to_string()),
+        (value, "value".to_string()),
+        (bot, "is_bot".to_string()),
+        (opted, "opted_out".to_string()),
     ];
     for (i, p) in properties.iter().enumerate() {
         let e = nested_expr(src, "properties", p, false).ok_or_else(|| {
@@ -543,16 +633,92 @@ pub(crate) fn events_view(src: &Source, properties: &[String], part: bool) -> Re
                 "property `{p}` used by a metric filter not found (no column `properties.{p}` or field of `properties`)"
             ))
         })?;
-        cols.push(format!("{e} AS prop_{i}"));
+        cols.push((e, format!("prop_{i}")));
     }
     if part {
-        cols.push(format!("CAST({} AS VARCHAR) AS part", ident("part")));
+        cols.push((
+            format!("CAST({} AS VARCHAR)", ident("part")),
+            "part".to_string(),
+        ));
     }
+    Ok(view_select("events", &cols, "", aliased))
+}
+
+/// The table the canonical views join to resolve `unit_id`: one row per
+/// anonymous id, `anonymous_id` and `user_id` ([`alias_map_sql`]).
+pub(crate) const ALIAS_MAP: &str = "alias_map";
+
+/// The aliases reduced to one row per anonymous id: the `user_id` of its
+/// earliest alias (by `ts`, ties by the smallest `user_id`), so that a
+/// shared device that signed in as several users counts for the first.
+/// Rows with a null or empty id or a null `ts` are ignored, and so is an
+/// alias of an id to itself (it would resolve to itself anyway).
+pub(crate) fn alias_map_sql(src: &Source) -> Result<String> {
+    let anonymous = key_expr(src, "anonymous_id")?;
+    let user = key_expr(src, "user_id")?;
+    let ts = ts_expr(src, "ts")?;
     Ok(format!(
-        "SELECT {} FROM events_raw WHERE {} IS NOT NULL",
-        cols.join(", "),
-        ident("ts")
+        "SELECT anonymous_id, first_value(user_id ORDER BY ts, user_id) AS user_id FROM (\
+         SELECT {anonymous} AS anonymous_id, {user} AS user_id, {ts} AS ts \
+         FROM aliases_raw WHERE {q} IS NOT NULL\
+         ) WHERE anonymous_id <> '' AND user_id <> '' AND anonymous_id <> user_id \
+         GROUP BY anonymous_id",
+        q = ident("ts")
     ))
+}
+
+/// The aliases of an analysis, as its views use them: the map of
+/// [`alias_map_sql`], held in memory (one row per anonymous id that signed
+/// in, small beside the events), and the input it was read from.
+#[derive(Debug, Clone)]
+pub(crate) struct Aliases {
+    /// The aliases input (for [`Source::check_unchanged`]).
+    pub source: Source,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+}
+
+impl Aliases {
+    /// Registers the map as [`ALIAS_MAP`], the table the views join.
+    pub(crate) fn register(&self, ctx: &SessionContext) -> Result<()> {
+        let table = MemTable::try_new(self.schema.clone(), vec![self.batches.clone()])?;
+        ctx.register_table(ALIAS_MAP, Arc::new(table))?;
+        Ok(())
+    }
+}
+
+/// Reads the aliases input at `path` into its map ([`Aliases`]), in a
+/// session of its own (under `memory_limit`, if any): whether there are
+/// aliases decides how the analysis' own session is set up (no slicing,
+/// so no greedy memory pool). `None` when the input holds no alias: the
+/// views are then exactly those without aliases.
+pub(crate) async fn read_aliases(
+    path: &str,
+    memory_limit: Option<usize>,
+) -> Result<Option<Aliases>> {
+    let listing = list("aliases", path)?;
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
+    }
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime.build_arc()?);
+    let source = register(&ctx, listing).await?;
+    let df = ctx.sql(&alias_map_sql(&source)?).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = match df.collect().await {
+        Ok(b) => b,
+        Err(e) => return Err(diagnose_timestamps(&ctx, &source).await.unwrap_or(e.into())),
+    };
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(None);
+    }
+    Ok(Some(Aliases {
+        source,
+        schema,
+        batches,
+    }))
 }
 
 /// After a failed query: looks for a timestamp that does not parse and names
@@ -585,4 +751,58 @@ pub(crate) async fn diagnose_timestamps(ctx: &SessionContext, src: &Source) -> O
     Some(src.error(format!(
         "{location}column `ts`: `{v}` is not an RFC 3339 timestamp"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+
+    fn s(p: &Path) -> String {
+        p.display().to_string()
+    }
+
+    #[test]
+    fn aliases_are_found_beside_the_pipeline_tables_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("parquet");
+        touch(&root.join("kind=events/date=2026-01-10/part=00/seg-1-2.parquet"));
+        touch(&root.join("kind=exposures/date=2026-01-10/part=00/seg-1-2.parquet"));
+        let events = root.join("kind=events");
+        let exposures = root.join("kind=exposures");
+        let other = dir.path().join("events.ndjson");
+        touch(&other);
+        // No `kind=aliases` (a pipeline written before aliases): none.
+        assert_eq!(aliases_path(None, [&s(&root), &s(&root)]), None);
+        // A directory the pipeline made but wrote nothing to: none either.
+        std::fs::create_dir_all(root.join("kind=aliases/date=2026-01-10")).unwrap();
+        assert_eq!(aliases_path(None, [&s(&root), &s(&root)]), None);
+        touch(&root.join("kind=aliases/date=2026-01-10/part=03/seg-1-2.parquet"));
+        let own = Some(s(&root.join("kind=aliases")));
+        assert_eq!(aliases_path(None, [&s(&root), &s(&root)]), own);
+        assert_eq!(aliases_path(None, [&s(&events), &s(&exposures)]), own);
+        assert_eq!(aliases_path(None, [&s(&other), &s(&exposures)]), own);
+        // A file, a glob, another directory: none; a path given: that one.
+        let glob = s(&events.join("**/*.parquet"));
+        assert_eq!(aliases_path(None, [&s(&other), &glob]), None);
+        assert_eq!(aliases_path(None, [&s(dir.path()), &s(&other)]), None);
+        assert_eq!(
+            aliases_path(Some("a.ndjson"), [&s(&root), &s(&root)]),
+            Some("a.ndjson".into())
+        );
+        // The root is recognised by its aliases alone, and from above.
+        let only = dir.path().join("only");
+        touch(&only.join("kind=aliases/date=2026-01-10/part=03/seg-1-2.parquet"));
+        assert_eq!(
+            pipeline_kind_dir("aliases", &only),
+            Ok(Some(only.join("kind=aliases")))
+        );
+        assert!(pipeline_kind_dir("events", &only).is_err());
+        let file = only.join("kind=aliases/date=2026-01-10/part=03/seg-1-2.parquet");
+        assert_eq!(pipeline_root_below(dir.path(), &file), Some(only.clone()));
+    }
 }

@@ -105,6 +105,7 @@ impl Pipeline {
         strata_analysis::DataSource {
             exposures: root.clone(),
             events: root,
+            aliases: None,
         }
     }
 

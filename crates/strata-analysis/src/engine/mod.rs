@@ -47,9 +47,9 @@ use crate::results::{self, Results};
 use crate::source::{self, Source};
 use crate::spec::{SequentialMethod, ValidSpec};
 
-/// Where an experiment's data is: paths of the two inputs. A directory
-/// that is the pipeline's Parquet root (`kind=exposures/…`,
-/// `kind=events/…`) may be given for both: each reads its own `kind=`
+/// Where an experiment's data is: paths of the inputs. A directory that is
+/// the pipeline's Parquet root (`kind=exposures/…`, `kind=events/…`,
+/// `kind=aliases/…`) may be given for each: each reads its own `kind=`
 /// directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSource {
@@ -57,6 +57,20 @@ pub struct DataSource {
     pub exposures: String,
     /// Events: a file, directory or glob.
     pub events: String,
+    /// Aliases (an anonymous id signed in as a user id): a file, directory
+    /// or glob. `None`: the pipeline's `kind=aliases` directory when the
+    /// events or the exposures are the pipeline's Parquet root or one of its
+    /// `kind=` directories and it has one, else no aliases
+    /// (`docs/data-model.md`, "Aliases").
+    pub aliases: Option<String>,
+}
+
+impl DataSource {
+    /// The aliases these inputs are read with: [`DataSource::aliases`], or
+    /// the pipeline's own found beside the events or exposures, or `None`.
+    pub fn aliases_path(&self) -> Option<String> {
+        source::aliases_path(self.aliases.as_deref(), [&self.events, &self.exposures])
+    }
 }
 
 /// How far an analysis has got, reported through [`EngineOptions::on_progress`].
@@ -135,8 +149,10 @@ pub struct Analyzer {
     properties: Vec<String>,
     exposures: Source,
     events: Source,
+    /// The aliases, when there are any: the views then resolve `unit_id`.
+    aliases: Option<source::Aliases>,
     /// Values of the events' `part=` directories, when every event file has
-    /// one (see [`source::Source::slices`]).
+    /// one (see [`source::Source::slices`]) and there are no aliases.
     slices: Vec<String>,
     /// Whether stage 2a uses the fused `strata_parts` aggregate.
     fused: bool,
@@ -242,6 +258,14 @@ impl Analyzer {
         config.options_mut().optimizer.repartition_joins = false;
         let exposures = source::list("exposures", &data.exposures)?;
         let events = source::list("events", &data.events)?;
+        let aliases = match data.aliases_path() {
+            Some(path) => source::read_aliases(&path, options.memory_limit).await?,
+            None => None,
+        };
+        // Slices are exact only when each unit's events lie in one
+        // partition; an anonymous id and the user id it resolves to are in
+        // two, so with aliases the events are read whole.
+        let sliceable = aliases.is_none();
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = options.memory_limit {
             use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
@@ -252,7 +276,8 @@ impl Analyzer {
             // at 100 M events under 4 GiB). Otherwise a fair pool shares the
             // limit so the first aggregate does not starve the others
             // (greedy, peak RSS reached 5.4 GiB under a 4 GiB limit).
-            let sliced = !options.assume_unique_event_ids && events.part_values().len() > 1;
+            let sliced =
+                sliceable && !options.assume_unique_event_ids && events.part_values().len() > 1;
             let pool: Arc<dyn MemoryPool> = if sliced {
                 Arc::new(GreedyMemoryPool::new(limit))
             } else {
@@ -331,9 +356,17 @@ impl Analyzer {
         };
         let exposures = source::register(&ctx, exposures).await?;
         let events = source::register(&ctx, events).await?;
-        let slices = events.slices();
-        let ev_sql = source::events_view(&events, &properties, !slices.is_empty())?;
-        let ex_sql = source::exposures_view(&exposures, &spec.spec.segments)?;
+        let slices = if sliceable {
+            events.slices()
+        } else {
+            Vec::new()
+        };
+        if let Some(a) = &aliases {
+            a.register(&ctx)?;
+        }
+        let aliased = aliases.is_some();
+        let ev_sql = source::events_view(&events, &properties, !slices.is_empty(), aliased)?;
+        let ex_sql = source::exposures_view(&exposures, &spec.spec.segments, aliased)?;
         ctx.sql(&plan::create_view_sql("exposures", &ex_sql))
             .await?;
         ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
@@ -346,6 +379,7 @@ impl Analyzer {
             properties,
             exposures,
             events,
+            aliases,
             slices,
             fused,
             bot_detection: registry.bot_detection().clone(),
@@ -417,6 +451,14 @@ impl Analyzer {
     /// The DataFusion session (for inspection and tests).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The values of the events' `part=` directories that the deduplicating
+    /// stage 2 reads one at a time (for inspection and tests); empty when
+    /// the events are read whole: a single file or glob, another layout,
+    /// or aliases, which put one unit's events in two partitions.
+    pub fn slices(&self) -> &[String] {
+        &self.slices
     }
 
     fn bounds(&self, as_of: Option<DateTime<Utc>>) -> Bounds {
@@ -793,6 +835,9 @@ impl Analyzer {
         // Answer only from a read the pipeline's merges did not disturb.
         self.exposures.check_unchanged()?;
         self.events.check_unchanged()?;
+        if let Some(a) = &self.aliases {
+            a.source.check_unchanged()?;
+        }
         Ok((results, fraction))
     }
 }

@@ -146,6 +146,7 @@ pub fn analyze_with(
     let inputs = DataSource {
         exposures: exposures.display().to_string(),
         events: events.display().to_string(),
+        aliases: None,
     };
     let as_of = as_of.map(|t| strata_analysis::spec::parse_time(t).unwrap());
     rt().block_on(async {
@@ -172,6 +173,7 @@ pub fn run_options(
     let inputs = DataSource {
         exposures: exposures.to_string(),
         events: events.to_string(),
+        aliases: None,
     };
     rt().block_on(async {
         let a = Analyzer::new(spec, &registry, &inputs, options)

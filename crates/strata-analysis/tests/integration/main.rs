@@ -1,5 +1,6 @@
 //! Integration tests of strata-analysis, one module per area.
 
+mod aliases;
 mod bots;
 mod checks;
 mod common;

@@ -301,6 +301,7 @@ fn data() -> Data {
     let source = DataSource {
         exposures: dir.path().join("exposures").display().to_string(),
         events: dir.path().join("events").display().to_string(),
+        aliases: None,
     };
     Data { _dir: dir, source }
 }
@@ -790,6 +791,7 @@ fn partition_freshness_counts_recent_events_and_finds_the_latest() {
     let source = DataSource {
         exposures: dir.path().join("no-exposures-needed").display().to_string(),
         events: dir.path().join("events").display().to_string(),
+        aliases: None,
     };
     let got = rt()
         .block_on(partition_freshness(

@@ -21,6 +21,7 @@ fn data() -> DataSource {
     DataSource {
         exposures: format!("{EX}/data/exposures"),
         events: format!("{EX}/data/events"),
+        aliases: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn looks_accumulate_information_fractions() {
     let inputs = DataSource {
         exposures: f.path("exposures.ndjson").display().to_string(),
         events: f.path("events.ndjson").display().to_string(),
+        aliases: None,
     };
     let looks: Vec<_> = ["2026-01-11T06:00:00Z", "2026-01-13T00:00:00Z"]
         .iter()

@@ -152,6 +152,7 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
         (Some(exposures), Some(events), _) => DataSource {
             exposures: exposures.clone(),
             events: events.clone(),
+            aliases: None,
         },
         (_, _, dir) => {
             let dir = dir
@@ -168,6 +169,7 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
             DataSource {
                 exposures: parquet.join("kind=exposures").display().to_string(),
                 events: parquet.join("kind=events").display().to_string(),
+                aliases: None,
             }
         }
     };
