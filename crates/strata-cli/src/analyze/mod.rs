@@ -48,7 +48,15 @@ pub struct AnalyzeArgs {
     /// or the pipeline's Parquet root (its `kind=events` directory is read).
     #[arg(long, value_name = "PATH", required_unless_present_any = ["server", "data"], requires = "exposures")]
     events: Option<String>,
-    /// The data directory of `strata serve`: exposures and events are read
+    /// Aliases (an anonymous id signed in as a user id; columns anonymous_id, user_id, ts):
+    /// a Parquet, NDJSON or CSV file, a directory, a glob or the pipeline's Parquet root.
+    /// Exposures and events of an anonymous id count for the user id of its earliest alias.
+    /// Without it, the pipeline's `kind=aliases` directory is read when --events or
+    /// --exposures is the pipeline's Parquet root or one of its `kind=` directories
+    /// (and --data's); else there are no aliases.
+    #[arg(long, value_name = "PATH")]
+    aliases: Option<String>,
+    /// The data directory of `strata serve`: exposures, events and aliases are read
     /// from the Parquet it writes under DIR/pipeline/parquet (with `--server`
     /// and neither this nor --exposures/--events: ./strata-data).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["exposures", "events"])]
@@ -152,7 +160,7 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
         (Some(exposures), Some(events), _) => DataSource {
             exposures: exposures.clone(),
             events: events.clone(),
-            aliases: None,
+            aliases: args.aliases.clone(),
         },
         (_, _, dir) => {
             let dir = dir
@@ -169,7 +177,7 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
             DataSource {
                 exposures: parquet.join("kind=exposures").display().to_string(),
                 events: parquet.join("kind=events").display().to_string(),
-                aliases: None,
+                aliases: args.aliases.clone(),
             }
         }
     };
@@ -255,6 +263,7 @@ mod tests {
             metrics: Some(format!("{ex}/metrics.yaml")),
             exposures: Some(format!("{ex}/data/exposures")),
             events: Some(format!("{ex}/data/events")),
+            aliases: None,
             data: None,
             server: None,
             token: None,

@@ -104,3 +104,76 @@ fn analyze_of_an_experiment_not_in_the_data_fails() {
         "{stderr}"
     );
 }
+
+#[test]
+fn analyze_resolves_aliases() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(
+        p("metrics.json"),
+        r#"{"metrics": [{"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p("spec.json"),
+        r#"{"key": "exp", "control": "control",
+            "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}],
+            "start": "2026-01-10T00:00:00Z", "end": "2026-01-20T00:00:00Z", "primary": "conversion"}"#,
+    )
+    .unwrap();
+    // anon-1 signs in as user-1 and buys under it.
+    std::fs::write(
+        p("exposures.ndjson"),
+        r#"{"unit_id":"anon-1","experiment":"exp","variant":"control","ts":"2026-01-11T00:00:00Z"}
+{"unit_id":"anon-2","experiment":"exp","variant":"treatment","ts":"2026-01-11T00:00:00Z"}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p("events.ndjson"),
+        r#"{"event_id":"e1","unit_id":"user-1","type":"purchase","ts":"2026-01-12T00:00:00Z"}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p("aliases.ndjson"),
+        r#"{"anonymous_id":"anon-1","user_id":"user-1","ts":"2026-01-11T01:00:00Z"}
+"#,
+    )
+    .unwrap();
+    let run = |aliases: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("analyze");
+        for (flag, file) in [
+            ("--spec", "spec.json"),
+            ("--metrics", "metrics.json"),
+            ("--exposures", "exposures.ndjson"),
+            ("--events", "events.ndjson"),
+        ]
+        .into_iter()
+        .chain(aliases.map(|a| ("--aliases", a)))
+        {
+            cmd.arg(flag).arg(p(file));
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success() == (aliases != Some("missing.ndjson")),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let control_conversion = |out: std::process::Output| {
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let primary = &doc["metrics"][0];
+        assert_eq!(primary["metric"], "conversion");
+        primary["variants"]["control"]["mean"].as_f64().unwrap()
+    };
+    assert_eq!(control_conversion(run(Some("aliases.ndjson"))), 1.0);
+    assert_eq!(control_conversion(run(None)), 0.0);
+    let stderr = String::from_utf8_lossy(&run(Some("missing.ndjson")).stderr).to_string();
+    assert!(
+        stderr.contains("aliases input") && stderr.contains("missing.ndjson"),
+        "{stderr}"
+    );
+}
