@@ -444,10 +444,6 @@ impl Monitor {
             .guardrail_definitions()
             .await
             .map_err(|e| format!("cannot read the guardrail definitions: {e}"))?;
-        let bots = registry
-            .bot_detection()
-            .await
-            .map_err(|e| format!("cannot read the bot detection limits: {e}"))?;
         let data = self.pipeline.data_source();
         let since = cutoff - chrono::Duration::minutes(FRESHNESS_LOOKBACK_MINUTES);
         // Both kinds are needed: right after a start the exposures may be
@@ -480,7 +476,7 @@ impl Monitor {
             Shared {
                 data,
                 empty,
-                registry: MetricRegistry::from(metrics).with_bot_detection(bots.limits),
+                registry: MetricRegistry::from(metrics),
                 defs,
                 cutoff,
                 lag,

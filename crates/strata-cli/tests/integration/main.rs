@@ -9,5 +9,6 @@ mod consistency;
 mod crash;
 mod demo;
 mod guardrails;
+mod identity;
 mod scheduled;
 mod serve;

@@ -14,7 +14,7 @@ use crate::serve::{call, now_ms, token, Served};
 
 /// Creates and starts experiment `key` of team `lab` (control and
 /// treatment, `conversion` on `purchase`) with `extra` fields.
-async fn start(c: &reqwest::Client, base: &str, lab: &str, key: &str, extra: Value) {
+pub(crate) async fn start(c: &reqwest::Client, base: &str, lab: &str, key: &str, extra: Value) {
     let api = |p: &str| format!("{base}/api/v1/{p}");
     let mut exp = json!({
         "key": key, "name": key, "owner_team": "lab", "unit": "user_id",
