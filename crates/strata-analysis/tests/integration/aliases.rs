@@ -4,7 +4,7 @@
 //! the raw rows with the documented rules.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -381,6 +381,20 @@ fn multi_exposure_units(r: &Results) -> u64 {
         .unwrap_or(0)
 }
 
+/// `d` written as NDJSON in a new directory, and the paths of its
+/// exposures, events and aliases.
+fn ndjson_inputs(d: &Data) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    write_ndjson(dir.path(), d);
+    let path = |name: &str| dir.path().join(name);
+    let (x, e, a) = (
+        path("exposures.ndjson"),
+        path("events.ndjson"),
+        path("aliases.ndjson"),
+    );
+    (dir, x, e, a)
+}
+
 fn write_ndjson(dir: &Path, d: &Data) {
     let x: String = d
         .exposures
@@ -447,13 +461,7 @@ fn json(r: &Results) -> serde_json::Value {
 #[test]
 fn sign_ins_merge_the_anonymous_and_the_user_id_into_one_unit() {
     let d = planted(7);
-    let dir = tempfile::tempdir().unwrap();
-    write_ndjson(dir.path(), &d);
-    let (x, e, a) = (
-        dir.path().join("exposures.ndjson"),
-        dir.path().join("events.ndjson"),
-        dir.path().join("aliases.ndjson"),
-    );
+    let (_dir, x, e, a) = ndjson_inputs(&d);
     let (with, _) = run_data(&source(&x, &e, Some(&a))).unwrap();
     let (without, _) = run_data(&source(&x, &e, None)).unwrap();
     let (want_with, multi_with) = reference(&d, true);
@@ -657,13 +665,7 @@ fn valid(aliases: &[A]) -> Vec<&A> {
 fn the_pipeline_aliases_are_found_beside_its_events_and_turn_slicing_off() {
     let mut d = planted(11);
     d.aliases = valid(&d.aliases).into_iter().cloned().collect();
-    let dir = tempfile::tempdir().unwrap();
-    write_ndjson(dir.path(), &d);
-    let (x, e, a) = (
-        dir.path().join("exposures.ndjson"),
-        dir.path().join("events.ndjson"),
-        dir.path().join("aliases.ndjson"),
-    );
+    let (dir, x, e, a) = ndjson_inputs(&d);
     let (whole_with, slices) = run_data(&source(&x, &e, Some(&a))).unwrap();
     assert!(slices.is_empty());
     let (whole_without, _) = run_data(&source(&x, &e, None)).unwrap();
@@ -774,13 +776,7 @@ fn bad_alias_input_names_the_input_and_column() {
 #[test]
 fn the_monitor_counts_resolved_units() {
     let d = planted(5);
-    let dir = tempfile::tempdir().unwrap();
-    write_ndjson(dir.path(), &d);
-    let (x, e, a) = (
-        dir.path().join("exposures.ndjson"),
-        dir.path().join("events.ndjson"),
-        dir.path().join("aliases.ndjson"),
-    );
+    let (_dir, x, e, a) = ndjson_inputs(&d);
     let registry =
         MetricRegistry::from_str_named(ALIAS_METRICS, Path::new("metrics.json")).unwrap();
     let spec = MonitorSpec {
