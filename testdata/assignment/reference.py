@@ -469,6 +469,33 @@ def evaluate(model, context, surface=None, sticky=None, new=None):
     return out
 
 
+def holdout_exposures(model, context, surface=None):
+    """Section 11: [{"unit_attr", "unit_id", "variant"}] of the holdout
+    exposures of `context` on `surface`."""
+    hold = model["holdout"]
+    if hold is None or is_bot(context):
+        return []
+    out = []
+    for e in model["experiments"]:
+        concluded = e["status"] == "concluded" and e["winner"] is not None
+        if e["status"] != "running" and not concluded:
+            continue
+        if not e["respect_holdout"]:
+            continue
+        if surface is not None and e["surfaces"] and surface not in e["surfaces"]:
+            continue
+        attr = e["unit"]
+        u = unit_id(context.get(attr))
+        if u is None and e["fallback_unit"] is not None:
+            attr = e["fallback_unit"]
+            u = unit_id(context.get(attr))
+        if u is None or any(x["unit_attr"] == attr and x["unit_id"] == u for x in out):
+            continue
+        variant = "holdout" if bucket(u, hold[0]) < hold[1] else "rest"
+        out.append({"unit_attr": attr, "unit_id": u, "variant": variant})
+    return out
+
+
 def result_json(results):
     out = {}
     for k, f, v, a, log, attr in results:
@@ -564,6 +591,8 @@ class Scenario:
     def __init__(self, name, description, snap, never=(), always=()):
         self.name, self.description, self.snapshot = name, description, snap
         self.never, self.always, self.inputs, self.checks = set(never), set(always), [], []
+        # Whether the cases carry their holdout exposures (section 11).
+        self.holdout_exposures = False
 
     def add(self, context, surface=None, sticky=None):
         """One case; `sticky` (a list of kept entries, possibly empty)
@@ -1458,6 +1487,51 @@ def known_bots():
     return s
 
 
+@scenario
+def holdout_exposures_scenario():
+    exps = [X("respects", surfaces=["checkout"]), X("device-exp", unit="device_id"),
+            X("ignores", respect_holdout=False),
+            X("rollout", status="concluded", winner="treatment", surfaces=["checkout"]),
+            X("paused-exp", status="paused"),
+            X("signup", unit="user_id", fallback_unit="device_id", surfaces=["signup"]),
+            X("accounts-ignore", unit="account_id", respect_holdout=False)]
+    salt = "holdout-exposures-2026"
+    s = Scenario(
+        "holdout-exposures",
+        "Section 11: with a holdout, each distinct (unit attribute, unit id) that a servable "
+        "experiment on the surface respecting the holdout identifies (its unit, else its "
+        "fallback unit) yields one holdout exposure, variant holdout or rest by the holdout "
+        "bucket, in snapshot order; experiments that ignore the holdout, paused ones and other "
+        "surfaces' add none; a known bot yields none.",
+        snapshot(exps, holdout={"salt": salt, "permille": 100}),
+        never=["paused-exp"])
+    s.holdout_exposures = True
+    held = lambda u: bucket(u, salt) < 100  # noqa: E731
+    hu, fu = find(held, n=3, tag="hu"), find(lambda u: not held(u), n=3, tag="fu")
+    hd, fd = find(held, n=3, tag="hd"), find(lambda u: not held(u), n=3, tag="fd")
+    for i in range(3):
+        for surface in (None, "checkout", "signup", "elsewhere"):
+            s.add({"user_id": hu[i], "device_id": fd[i]}, surface)
+            s.add({"user_id": fu[i], "device_id": hd[i]}, surface)
+            s.add({"device_id": hd[i]}, surface)
+        s.add({"device_id": fd[i]}, "signup")
+        s.add({"account_id": f"acct-{i}"})
+        s.add({"user_id": hu[i], "user_agent": next(iter(BOT_FIXTURES))})
+    s.add({"user_id": 42, "device_id": -7})
+    s.add({})
+
+    def check(cases):
+        exposures = [c["expected_holdout"] for c in cases]
+        assert any(len(x) == 2 for x in exposures)
+        assert {v["variant"] for x in exposures for v in x} == {"holdout", "rest"}
+        assert any(x == [] and c["context"].get("account_id") for c, x in zip(cases, exposures))
+        assert all(x == [] for c, x in zip(cases, exposures) if is_bot(c["context"]))
+        assert any(v["unit_attr"] == "device_id" and c["surface"] == "signup"
+                   and "user_id" not in c["context"] for c, x in zip(cases, exposures) for v in x)
+    s.checks.append(check)
+    return s
+
+
 # -- invalid snapshots --------------------------------------------------------
 
 
@@ -1874,6 +1948,8 @@ def build_case_file(s):
             case["sticky"] = sticky
             case["expected"] = result_json(evaluate(model, context, surface, kept, new))
             case["expected_sticky"] = sticky_json(new)
+        if s.holdout_exposures:
+            case["expected_holdout"] = holdout_exposures(model, context, surface)
         cases.append(case)
     for e in snap["experiments"]:
         n = len(served(cases, e["key"]))

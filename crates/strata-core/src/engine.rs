@@ -28,6 +28,39 @@ use crate::{Context, SnapshotError};
 /// A layer bucket not yet computed in this request: (unit index, bucket).
 const NOT_HASHED: (usize, u16) = (usize::MAX, 0);
 
+/// The experiment key of holdout exposures (spec section 11). The control
+/// plane's experiment keys are `[A-Za-z0-9_.-]`, so no experiment has it.
+pub const HOLDOUT_EXPERIMENT: &str = "$holdout";
+/// The variant of a held-out unit's holdout exposure.
+pub const HOLDOUT_VARIANT: &str = "holdout";
+/// The variant of the holdout exposure of a unit outside the holdout.
+pub const REST_VARIANT: &str = "rest";
+
+/// A unit's membership of the global holdout, from
+/// [`CompiledSnapshot::holdout_exposures`]: logged once per unit and day as
+/// an exposure of [`HOLDOUT_EXPERIMENT`], so the holdout can be compared
+/// with everyone else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldoutExposure<'a> {
+    /// The context attribute that identified the unit.
+    pub unit_attr: &'a str,
+    /// The unit id.
+    pub unit_id: String,
+    /// Whether the unit is in the holdout.
+    pub held_out: bool,
+}
+
+impl HoldoutExposure<'_> {
+    /// [`HOLDOUT_VARIANT`] or [`REST_VARIANT`].
+    pub fn variant(&self) -> &'static str {
+        if self.held_out {
+            HOLDOUT_VARIANT
+        } else {
+            REST_VARIANT
+        }
+    }
+}
+
 /// One experiment's decision for one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Assignment<'a> {
@@ -422,6 +455,59 @@ impl CompiledSnapshot {
                 .get(s)
                 .map_or(&self.everywhere, Vec::as_slice),
         }
+    }
+
+    /// The context's units' membership of the global holdout (spec
+    /// section 11), to log as exposures of [`HOLDOUT_EXPERIMENT`]: one per
+    /// distinct (unit attribute, unit id) that a servable experiment on
+    /// `surface` respecting the holdout identifies (its unit, else its
+    /// fallback unit), in snapshot order of the first such experiment.
+    /// Empty without a holdout and for a known bot. The holdout's size may
+    /// be 0: every unit is then of [`REST_VARIANT`].
+    pub fn holdout_exposures<'a>(
+        &'a self,
+        ctx: &Context,
+        surface: Option<&str>,
+    ) -> Vec<HoldoutExposure<'a>> {
+        let mut out: Vec<HoldoutExposure<'a>> = Vec::new();
+        let Some(holdout) = &self.holdout else {
+            return out;
+        };
+        let candidates = self.candidates(surface);
+        if candidates.is_empty() || bots::is_bot(ctx) {
+            return out;
+        }
+        for &idx in candidates {
+            let Some(exp) = self.experiments.get(idx as usize) else {
+                continue;
+            };
+            if !exp.respect_holdout {
+                continue;
+            }
+            let unit = std::iter::once(exp.unit)
+                .chain(exp.fallback)
+                .filter_map(|i| {
+                    let attr = self.unit_attrs.get(i)?;
+                    Some((attr.as_str(), unit_text(ctx.get(attr)?)?))
+                })
+                .next();
+            let Some((unit_attr, id)) = unit else {
+                continue;
+            };
+            if out
+                .iter()
+                .any(|x| x.unit_attr == unit_attr && x.unit_id == id)
+            {
+                continue;
+            }
+            let held_out = UnitHasher::new(&id).bucket(&holdout.suffix) < holdout.permille;
+            out.push(HoldoutExposure {
+                unit_attr,
+                unit_id: id.into_owned(),
+                held_out,
+            });
+        }
+        out
     }
 
     /// Evaluates every experiment applicable to `surface` for the unit(s) in

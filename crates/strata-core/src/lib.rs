@@ -39,7 +39,10 @@ pub mod sticky;
 pub mod targeting;
 
 pub use context::{Context, NotAnObject, OPTED_OUT_ATTR};
-pub use engine::{unit_text, Assignment, CompiledSnapshot};
+pub use engine::{
+    unit_text, Assignment, CompiledSnapshot, HoldoutExposure, HOLDOUT_EXPERIMENT, HOLDOUT_VARIANT,
+    REST_VARIANT,
+};
 pub use error::SnapshotError;
 pub use explain::{Explanation, Outcome};
 pub use snapshot::{Experiment, Holdout, Layer, Snapshot, Status, Variant};

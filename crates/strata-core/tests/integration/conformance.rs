@@ -49,6 +49,9 @@ struct Case {
     sticky: Option<Vec<StickyAssignment>>,
     #[serde(default)]
     expected_sticky: Vec<StickyAssignment>,
+    /// The holdout exposures (spec section 11), in the cases that list them.
+    #[serde(default)]
+    expected_holdout: Option<Vec<Value>>,
 }
 
 /// The results of `snapshot` for `ctx` in the suite's format, and the
@@ -95,6 +98,7 @@ fn scenarios_give_the_expected_assignments() {
         files.len()
     );
     let mut checked = 0;
+    let mut holdout_checked = 0;
     let mut failures = Vec::new();
     for (name, doc) in files {
         let scenario: Scenario =
@@ -112,6 +116,23 @@ fn scenarios_give_the_expected_assignments() {
             let ctx = Context::try_from(case.context.clone())
                 .unwrap_or_else(|e| panic!("{name}[{i}]: {e}"));
             let (got, entries) = results(&snapshot, &with_fallback, case, &ctx);
+            if let Some(expected) = &case.expected_holdout {
+                let holdout: Vec<Value> = snapshot
+                    .holdout_exposures(&ctx, case.surface.as_deref())
+                    .iter()
+                    .map(|x| json!({"unit_attr": x.unit_attr, "unit_id": x.unit_id, "variant": x.variant()}))
+                    .collect();
+                if &holdout != expected {
+                    failures.push(format!(
+                        "{name} case {i}: context {} surface {:?}\n  expected holdout {}\n  got              {}",
+                        case.context,
+                        case.surface,
+                        json!(expected),
+                        json!(holdout)
+                    ));
+                }
+                holdout_checked += 1;
+            }
             if got != case.expected || entries != case.expected_sticky {
                 failures.push(format!(
                     "{name} case {i}: context {} surface {:?}\n  expected {} {}\n  got      {} {}",
@@ -127,6 +148,10 @@ fn scenarios_give_the_expected_assignments() {
         }
     }
     assert!(checked >= 200, "only {checked} cases");
+    assert!(
+        holdout_checked >= 40,
+        "only {holdout_checked} cases list holdout exposures"
+    );
     assert!(
         failures.is_empty(),
         "{} of {checked} cases differ:\n{}",
