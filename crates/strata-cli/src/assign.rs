@@ -136,12 +136,24 @@ fn for_each_line(path: &Path, mut f: impl FnMut(usize, &[u8]) -> Result<()>) -> 
 }
 
 /// One output line: `{"unit": …, "assignments": {key: {…}, …}}`, keys in
-/// snapshot order.
+/// snapshot order, and, when the snapshot has a global holdout, the
+/// context's holdout exposures (`"holdout": [{"unit_attr", "unit_id",
+/// "variant"}]`, assignment spec section 11).
 #[derive(Serialize)]
 struct Line<'a> {
     unit: Option<&'a Value>,
     #[serde(serialize_with = "by_experiment")]
     assignments: &'a [Assignment<'a>],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    holdout: Vec<HoldoutOut<'a>>,
+}
+
+/// A holdout exposure as printed.
+#[derive(Serialize)]
+struct HoldoutOut<'a> {
+    unit_attr: &'a str,
+    unit_id: String,
+    variant: &'static str,
 }
 
 #[derive(Serialize)]
@@ -175,9 +187,19 @@ fn write_line<'s>(
 ) -> Result<()> {
     buf.clear();
     snapshot.evaluate_into(ctx, surface, buf);
+    let holdout = snapshot
+        .holdout_exposures(ctx, surface)
+        .into_iter()
+        .map(|h| HoldoutOut {
+            variant: h.variant(),
+            unit_attr: h.unit_attr,
+            unit_id: h.unit_id,
+        })
+        .collect();
     let line = Line {
         unit: ctx.get("user_id"),
         assignments: buf,
+        holdout,
     };
     serde_json::to_writer(&mut *out, &line).context("writing output")?;
     out.write_all(b"\n").context("writing output")?;

@@ -75,7 +75,7 @@ fn one_unit_prints_its_assignments() {
         vec![json!({"unit": "user-42", "assignments": {
             "exp_checkout_v2": {"variant": "treatment_b", "assigned": "treatment_b", "flag": "f_1a", "log_exposure": true},
             "exp_new_onboarding": {"variant": "short_flow", "assigned": "short_flow", "flag": "f_4d", "log_exposure": false},
-        }})]
+        }, "holdout": [{"unit_attr": "user_id", "unit_id": "user-42", "variant": "rest"}]})]
     );
 }
 

@@ -2,7 +2,7 @@
 //! binary: `strata assign --contexts` must give every expected assignment.
 //! It evaluates without a sticky lookup, so the suite's sticky cases (those
 //! with a `sticky` list) are the engine's and the server's to pass, and it
-//! prints no `unit_attr`.
+//! prints no `unit_attr`; it prints the holdout exposures the cases list.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +20,7 @@ fn strata_assign_passes_the_conformance_suite() {
         .collect();
     files.sort();
     let mut checked = 0;
+    let mut holdout_checked = 0;
     for path in files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -73,9 +74,23 @@ fn strata_assign_passes_the_conformance_suite() {
                     "{name}: context {} surface {surface:?}",
                     case["context"]
                 );
+                if let Some(holdout) = case.get("expected_holdout") {
+                    // An empty list is not printed.
+                    let printed = line.get("holdout").cloned().unwrap_or(Value::Array(vec![]));
+                    assert_eq!(
+                        &printed, holdout,
+                        "{name}: holdout of context {} surface {surface:?}",
+                        case["context"]
+                    );
+                    holdout_checked += 1;
+                }
                 checked += 1;
             }
         }
     }
     assert!(checked >= 200, "only {checked} cases");
+    assert!(
+        holdout_checked >= 40,
+        "only {holdout_checked} holdout cases"
+    );
 }
