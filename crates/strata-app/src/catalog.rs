@@ -7,6 +7,11 @@
 //! an experiment publishes a new version, so a version check per batch is
 //! enough to be current, and the reload happens before the batch is checked
 //! (an SDK that already has the new config cannot outrun it).
+//!
+//! The reserved experiment of holdout exposures (`$holdout`, variants
+//! `holdout` and `rest`; assignment spec section 11) is always in the list:
+//! a unit's membership of the global holdout is data whether or not a
+//! holdout is set now.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -67,7 +72,8 @@ impl StoreCatalog {
                         variants: e.variants.iter().map(|v| v.key.clone()).collect(),
                         key: e.key,
                         flag: e.flag,
-                    });
+                    })
+                    .chain(std::iter::once(holdout_entry()));
                 let experiments = Arc::new(Experiments::new(entries));
                 *self.loaded.write().unwrap_or_else(PoisonError::into_inner) =
                     Some((version, experiments.clone()));
@@ -81,6 +87,18 @@ impl StoreCatalog {
                 self.stale()
             }
         }
+    }
+}
+
+/// The reserved experiment of holdout exposures.
+fn holdout_entry() -> CatalogEntry {
+    CatalogEntry {
+        key: strata_core::HOLDOUT_EXPERIMENT.to_owned(),
+        flag: strata_core::HOLDOUT_EXPERIMENT.to_owned(),
+        variants: vec![
+            strata_core::HOLDOUT_VARIANT.to_owned(),
+            strata_core::REST_VARIANT.to_owned(),
+        ],
     }
 }
 

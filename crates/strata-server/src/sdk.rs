@@ -156,6 +156,19 @@ pub struct RemoteAssignment<'a> {
     pub log_exposure: bool,
 }
 
+/// A holdout exposure as answered to remote clients (assignment spec
+/// section 11): the client logs it as an exposure of experiment
+/// `$holdout`, once per unit and day.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RemoteHoldout<'a> {
+    /// The context attribute that identified the unit.
+    pub unit_attr: &'a str,
+    /// The unit id.
+    pub unit_id: String,
+    /// `holdout` or `rest`.
+    pub variant: &'static str,
+}
+
 /// Evaluates `ctx` for a remote client: strata-core's evaluation, with the
 /// sticky assignments kept for the context's units when the snapshot has
 /// running sticky experiments (assignment spec, section 9), keeping the
@@ -210,9 +223,10 @@ fn context_from(value: Value, field: &str) -> Result<Context, AppError> {
     Context::try_from(value).map_err(|e| AppError::validation(field, format!("{field}: {e}")))
 }
 
-/// `POST /sdk/v1/evaluate`: the assignments of strata-core for a context.
+/// `POST /sdk/v1/evaluate`: the assignments of strata-core for a context,
+/// and, with a global holdout, the context's holdout exposures to log.
 #[utoipa::path(post, path = "/sdk/v1/evaluate", tag = "sdk", request_body = EvaluateRequest,
-    responses((status = 200, description = "{version, assignments: [RemoteAssignment]}")))]
+    responses((status = 200, description = "{version, assignments: [RemoteAssignment], holdout?: [RemoteHoldout]}")))]
 pub async fn evaluate(
     State(state): State<AppState>,
     auth: Auth,
@@ -232,14 +246,27 @@ pub async fn evaluate(
                 log_exposure: a.log_exposure,
             })
             .collect();
+    let holdout: Vec<RemoteHoldout<'_>> = live
+        .compiled
+        .holdout_exposures(&ctx, req.surface.as_deref())
+        .into_iter()
+        .map(|h| RemoteHoldout {
+            variant: h.variant(),
+            unit_attr: h.unit_attr,
+            unit_id: h.unit_id,
+        })
+        .collect();
     #[derive(Serialize)]
     struct Out<'a> {
         version: u64,
         assignments: Vec<RemoteAssignment<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        holdout: Vec<RemoteHoldout<'a>>,
     }
     let body = serde_json::to_vec(&Out {
         version: live.version,
         assignments,
+        holdout,
     })
     .map_err(|e| AppError::internal(e.to_string()))?;
     let mut r = Response::new(Body::from(body));

@@ -523,6 +523,21 @@ async fn serve_refuses_exposures_to_unknown_experiments_and_stores_a_flag_as_its
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 0, "{v}");
     assert_eq!(v["rejected"][0]["field"], "experiment", "{v}");
+    // Holdout exposures (assignment spec section 11) are always accepted,
+    // with their two variants only.
+    let holdout = json!([
+        {"unit_id": "u9", "experiment": "$holdout", "variant": "holdout", "ts": now},
+        {"unit_id": "u8", "experiment": "$holdout", "variant": "rest", "ts": now},
+        {"unit_id": "u7", "experiment": "$holdout", "variant": "treatment", "ts": now}
+    ]);
+    let (s, v) = call(&c, Method::POST, url.clone(), &ingest, Some(holdout)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(
+        (&v["rejected"][0]["index"], &v["rejected"][0]["field"]),
+        (&json!(2), &json!("variant")),
+        "{v}"
+    );
 
     let exp =
         started_experiment(&served.base, &dir, "exp_flagged", &["control", "treatment"]).await;
@@ -610,6 +625,8 @@ async fn serve_refuses_exposures_to_unknown_experiments_and_stores_a_flag_as_its
             ("u1".to_owned(), "exp_flagged".to_owned()),
             ("u2".to_owned(), "exp_flagged".to_owned()),
             ("u5".to_owned(), "exp_flagged".to_owned()),
+            ("u8".to_owned(), "$holdout".to_owned()),
+            ("u9".to_owned(), "$holdout".to_owned()),
         ]
     );
 }

@@ -95,8 +95,13 @@ async fn remote_evaluation_matches_strata_core(s: TestServer) {
         50.0,
     )
     .await;
+    // A global holdout of 20 %: held-out units get nothing, and every
+    // context's holdout exposures come with the answer.
+    let (st, v) = s.put("/api/v1/holdout", json!({"percent": 20})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     let snap = s.sdk_snapshot(&sdk).await;
     let compiled = strata_core::CompiledSnapshot::from_json(&snap.to_string()).unwrap();
+    let mut variants = std::collections::BTreeSet::new();
     for i in 0..50 {
         for (country, surface) in [
             ("US", Some("checkout")),
@@ -114,14 +119,27 @@ async fn remote_evaluation_matches_strata_core(s: TestServer) {
                 .await;
             assert_eq!(st, StatusCode::OK, "{v}");
             let expected: Vec<Value> = compiled
-                .evaluate(&strata_core::Context::try_from(ctx).unwrap(), surface)
+                .evaluate(&strata_core::Context::try_from(ctx.clone()).unwrap(), surface)
                 .iter()
                 .map(|a| json!({"flag": a.flag, "variant": a.variant, "assigned": a.assigned, "log_exposure": a.log_exposure}))
                 .collect();
             assert_eq!(v["assignments"], json!(expected));
             assert_eq!(v["version"], snap["version"]);
+            let holdout: Vec<Value> = compiled
+                .holdout_exposures(&strata_core::Context::try_from(ctx).unwrap(), surface)
+                .iter()
+                .map(|h| json!({"unit_attr": h.unit_attr, "unit_id": h.unit_id, "variant": h.variant()}))
+                .collect();
+            assert!(!holdout.is_empty(), "every context has a unit");
+            assert_eq!(v["holdout"], json!(holdout), "{v}");
+            variants.extend(holdout.iter().map(|h| h["variant"].to_string()));
         }
     }
+    assert_eq!(
+        variants.len(),
+        2,
+        "both holdout variants seen: {variants:?}"
+    );
     let (st, v, _) = s
         .call(
             Method::POST,
