@@ -695,6 +695,7 @@ fn evaluate_flag<'d>(shared: &Shared, ctx: &Context, flag: &str, default: &'d st
     };
     let mut out = Vec::new();
     shared.evaluate(single, ctx, None, &mut out);
+    log_holdout(shared, ctx, single);
     let Some(a) = out.first() else {
         // Telling a bot apart costs a second look at the user agent, paid
         // only by contexts that have one and got the default.
@@ -722,9 +723,40 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
     let Some(unit_id) = strata_core::unit_text(unit) else {
         return;
     };
+    offer_exposure(shared, ctx, &unit_id, a.experiment, a.variant, a.assigned);
+}
+
+/// Logs the holdout exposures of `ctx` for the flag evaluated in `single`
+/// (assignment spec section 11; none without a global holdout): once per
+/// unit and day, like any exposure, so the holdout can be compared with
+/// everyone else. Held-out units log these and nothing else.
+fn log_holdout(shared: &Shared, ctx: &Context, single: &CompiledSnapshot) {
+    for h in single.holdout_exposures(ctx, None) {
+        let variant = h.variant();
+        offer_exposure(
+            shared,
+            ctx,
+            &h.unit_id,
+            strata_core::HOLDOUT_EXPERIMENT,
+            variant,
+            variant,
+        );
+    }
+}
+
+/// The common path of an exposure: skipped when this unit was exposed to
+/// `experiment` recently today, else handed to the background.
+fn offer_exposure(
+    shared: &Shared,
+    ctx: &Context,
+    unit_id: &str,
+    experiment: &str,
+    variant: &str,
+    assigned: &str,
+) {
     let now = strata_clock::now();
     let day = utc_day(now);
-    let pair = pair_hash(&unit_id, a.experiment);
+    let pair = pair_hash(unit_id, experiment);
     if !shared.recent.first_today(pair, day) {
         shared.counters.exposures_deduplicated.add(1);
         return;
@@ -744,10 +776,10 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
         return;
     }
     let mut exposure = Exposure::with_pair(
-        &unit_id,
-        a.experiment,
-        a.variant,
-        a.assigned,
+        unit_id,
+        experiment,
+        variant,
+        assigned,
         ctx.opted_out(),
         now,
         pair,
@@ -856,6 +888,54 @@ mod tests {
             (e[0].variant(), e[0].assigned(), e[0].opted_out),
             ("control", "treatment", true)
         );
+    }
+
+    #[tokio::test]
+    async fn every_evaluated_unit_logs_its_holdout_membership_once_a_day() {
+        let doc = r#"{"version": 1, "holdout": {"salt": "h-2026", "permille": 300},
+            "experiments": [
+            {"key": "exp_a", "flag": "fa", "salt": "sa", "status": "running",
+             "variants": [{"key": "control", "weight": 1}, {"key": "treatment", "weight": 1}]},
+            {"key": "exp_free", "flag": "ff", "salt": "sf", "status": "running", "respect_holdout": false,
+             "variants": [{"key": "control", "weight": 1}]}]}"#;
+        let c = Client::builder("http://127.0.0.1:9", "k")
+            .bootstrap_json(doc)
+            .streaming(false)
+            .poll_interval(Duration::from_secs(3600))
+            .flush_interval(Duration::from_secs(3600))
+            .ingest_key("i")
+            .build()
+            .unwrap();
+        let units: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+        for _ in 0..3 {
+            for u in &units {
+                let ctx = Context::for_user(u.as_str());
+                c.variant(&ctx, "fa", "d");
+                // An experiment that ignores the holdout logs no membership.
+                c.variant(&ctx, "ff", "d");
+            }
+        }
+        c.shared().absorb();
+        let held = |u: &str| strata_core::hash::bucket(u, "h-2026") < 300;
+        let mut holdout: Vec<(String, String)> = c
+            .shared()
+            .buffer
+            .take_exposures(1000)
+            .iter()
+            .filter(|e| e.experiment() == strata_core::HOLDOUT_EXPERIMENT)
+            .map(|e| (e.unit_id().to_owned(), e.variant().to_owned()))
+            .collect();
+        holdout.sort();
+        let mut want: Vec<(String, String)> = units
+            .iter()
+            .map(|u| {
+                let v = if held(u) { "holdout" } else { "rest" };
+                (u.clone(), v.to_owned())
+            })
+            .collect();
+        want.sort();
+        assert_eq!(holdout, want, "each unit once, with its membership");
+        assert!(units.iter().any(|u| held(u)) && units.iter().any(|u| !held(u)));
     }
 
     #[tokio::test]
