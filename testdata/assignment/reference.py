@@ -405,6 +405,23 @@ def matches(rule, context):
 # ---------------------------------------------------------------------------
 
 
+def servable(e):
+    """Step 1: a running experiment, or a concluded one with a winner."""
+    return e["status"] == "running" or (e["status"] == "concluded" and e["winner"] is not None)
+
+
+def experiment_unit(e, context):
+    """Section 2: (attribute, unit id) of e's unit in `context`, its
+    fallback unit's when the unit attribute gives none; the id is None when
+    neither does."""
+    attr = e["unit"]
+    u = unit_id(context.get(attr))
+    if u is None and e["fallback_unit"] is not None:
+        attr = e["fallback_unit"]
+        u = unit_id(context.get(attr))
+    return attr, u
+
+
 def evaluate(model, context, surface=None, sticky=None, new=None):
     """[(key, flag, variant, assigned, log_exposure, unit_attr)] in snapshot
     order; unit_attr is None unless the experiment has a fallback_unit.
@@ -414,14 +431,10 @@ def evaluate(model, context, surface=None, sticky=None, new=None):
     entries to store, as (unit_attr, unit_id, experiment, variant)."""
     out = []
     for e in model["experiments"]:
-        concluded = e["status"] == "concluded" and e["winner"] is not None
-        if e["status"] != "running" and not concluded:
+        if not servable(e):
             continue
-        attr = e["unit"]
-        u = unit_id(context.get(attr))
-        if u is None and e["fallback_unit"] is not None:
-            attr = e["fallback_unit"]
-            u = unit_id(context.get(attr))
+        concluded = e["status"] == "concluded"
+        attr, u = experiment_unit(e, context)
         if u is None:
             continue
         shown_attr = attr if e["fallback_unit"] is not None else None
@@ -477,18 +490,11 @@ def holdout_exposures(model, context, surface=None):
         return []
     out = []
     for e in model["experiments"]:
-        concluded = e["status"] == "concluded" and e["winner"] is not None
-        if e["status"] != "running" and not concluded:
-            continue
-        if not e["respect_holdout"]:
+        if not servable(e) or not e["respect_holdout"]:
             continue
         if surface is not None and e["surfaces"] and surface not in e["surfaces"]:
             continue
-        attr = e["unit"]
-        u = unit_id(context.get(attr))
-        if u is None and e["fallback_unit"] is not None:
-            attr = e["fallback_unit"]
-            u = unit_id(context.get(attr))
+        attr, u = experiment_unit(e, context)
         if u is None or any(x["unit_attr"] == attr and x["unit_id"] == u for x in out):
             continue
         variant = "holdout" if bucket(u, hold[0]) < hold[1] else "rest"

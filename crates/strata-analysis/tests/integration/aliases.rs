@@ -13,7 +13,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_analysis::monitor::{monitor, MonitorSpec, WindowedMetric};
-use strata_analysis::{AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry, Results};
+use strata_analysis::{
+    AnalysisSpec, Analyzer, DataSource, EngineOptions, MetricRegistry, Results, ValidSpec,
+};
 
 use super::common::*;
 
@@ -30,6 +32,17 @@ const ALIAS_METRICS: &str = r#"{"metrics": [
   {"key": "revenue", "type": "sum", "filter": {"type": "purchase"}},
   {"key": "purchases", "type": "count", "filter": {"type": "purchase"}}
 ]}"#;
+
+/// The alias tests' registry and validated spec.
+fn alias_inputs() -> (MetricRegistry, ValidSpec) {
+    let registry =
+        MetricRegistry::from_str_named(ALIAS_METRICS, Path::new("metrics.json")).unwrap();
+    let spec = AnalysisSpec::from_str_named(&alias_spec(), Path::new("spec.json"))
+        .unwrap()
+        .validate("spec.json", &registry)
+        .unwrap();
+    (registry, spec)
+}
 
 fn alias_spec() -> String {
     format!(
@@ -433,12 +446,7 @@ fn write_ndjson(dir: &Path, d: &Data) {
 
 /// Runs the alias spec over `data`; also the events' slices the engine read.
 fn run_data(data: &DataSource) -> strata_analysis::Result<(Results, Vec<String>)> {
-    let registry =
-        MetricRegistry::from_str_named(ALIAS_METRICS, Path::new("metrics.json")).unwrap();
-    let spec = AnalysisSpec::from_str_named(&alias_spec(), Path::new("spec.json"))
-        .unwrap()
-        .validate("spec.json", &registry)
-        .unwrap();
+    let (registry, spec) = alias_inputs();
     rt().block_on(async {
         let a = Analyzer::new(spec, &registry, data, EngineOptions::default()).await?;
         let slices = a.slices().to_vec();
@@ -821,12 +829,7 @@ fn only_ignored_aliases_are_no_aliases() {
     write_ndjson(dir.path(), &d);
     let root = dir.path().join("parquet");
     write_pipeline_root(&root, &d, true);
-    let registry =
-        MetricRegistry::from_str_named(ALIAS_METRICS, Path::new("metrics.json")).unwrap();
-    let spec = AnalysisSpec::from_str_named(&alias_spec(), Path::new("spec.json"))
-        .unwrap()
-        .validate("spec.json", &registry)
-        .unwrap();
+    let (registry, spec) = alias_inputs();
     let with = source(&root, &root, None);
     assert!(with.aliases_path().is_some());
     let (r, slices, joined) = rt().block_on(async {

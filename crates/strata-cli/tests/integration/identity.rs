@@ -11,7 +11,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::scheduled::{start, until};
+use crate::scheduled::{post_records as post, start, until};
 use crate::serve::{call, now_ms, token, Served};
 
 const DEVICES: usize = 100;
@@ -36,20 +36,6 @@ fn buyer_id(i: usize) -> Option<String> {
     } else {
         (i % 4 == 0).then(|| format!("d{i}"))
     }
-}
-
-async fn post(c: &reqwest::Client, base: &str, ingest: &str, kind: &str, body: Vec<Value>) {
-    let n = body.len();
-    let (s, v) = call(
-        c,
-        Method::POST,
-        format!("{base}/collect/v1/{kind}"),
-        ingest,
-        Some(Value::from(body)),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{kind}: {v}");
-    assert_eq!(v["accepted"], n, "{kind}: {v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

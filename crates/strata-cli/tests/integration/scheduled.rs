@@ -73,18 +73,30 @@ async fn send(
         })
         .collect();
     for (kind, body) in [("exposures", exposures), ("events", events)] {
-        let n = body.len();
-        let (s, v) = call(
-            c,
-            Method::POST,
-            format!("{base}/collect/v1/{kind}"),
-            ingest,
-            Some(Value::from(body)),
-        )
-        .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["accepted"], n, "{v}");
+        post_records(c, base, ingest, kind, body).await;
     }
+}
+
+/// Sends `body` to `/collect/v1/{kind}` and checks every record was
+/// accepted.
+pub(crate) async fn post_records(
+    c: &reqwest::Client,
+    base: &str,
+    ingest: &str,
+    kind: &str,
+    body: Vec<Value>,
+) {
+    let n = body.len();
+    let (s, v) = call(
+        c,
+        Method::POST,
+        format!("{base}/collect/v1/{kind}"),
+        ingest,
+        Some(Value::from(body)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{kind}: {v}");
+    assert_eq!(v["accepted"], n, "{kind}: {v}");
 }
 
 /// Waits until `check` returns a value (polling every 200 ms, at most 90 s).

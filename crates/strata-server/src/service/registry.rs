@@ -465,20 +465,15 @@ impl RegistryService {
             revision: old.as_ref().map_or(0, |o| o.revision) + 1,
             updated_at: Some(rfc3339(tx.now)),
         };
-        tx.put_definition("bot_detection", "global", &rec, rec.revision, false)
-            .await?;
-        tx.audit(
-            "bot_detection.set",
+        self.put_global(
+            tx,
             "bot_detection",
-            "global",
-            old.as_ref()
-                .and_then(|o| serde_json::to_value(o).ok())
-                .as_ref(),
-            serde_json::to_value(&rec).ok().as_ref(),
-            None,
+            old.as_ref(),
+            &rec,
+            rec.revision,
+            "bot_detection.set",
         )
         .await?;
-        self.state.publish(tx, "set bot detection").await?;
         Ok(rec)
     }
 
@@ -534,25 +529,40 @@ impl RegistryService {
                 updated_at: rfc3339(tx.now),
             },
         };
-        tx.put_definition("holdout", "global", &rec, rec.revision, false)
-            .await?;
         let action = if rotate && old.is_some() {
             "holdout.rotate"
         } else {
             "holdout.set"
         };
+        self.put_global(tx, "holdout", old.as_ref(), &rec, rec.revision, action)
+            .await?;
+        Ok(rec)
+    }
+
+    /// Stores `rec` as the organisation's one definition of `kind` (key
+    /// `global`) at `revision`, audited as `action` with the version it
+    /// replaces, and publishes the change.
+    async fn put_global<T: Serialize + Sync>(
+        &self,
+        mut tx: WriteTx,
+        kind: &str,
+        old: Option<&T>,
+        rec: &T,
+        revision: i64,
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        tx.put_definition(kind, "global", rec, revision, false)
+            .await?;
         tx.audit(
             action,
-            "holdout",
+            kind,
             "global",
-            old.as_ref()
-                .and_then(|o| serde_json::to_value(o).ok())
-                .as_ref(),
-            serde_json::to_value(&rec).ok().as_ref(),
+            old.and_then(|o| serde_json::to_value(o).ok()).as_ref(),
+            serde_json::to_value(rec).ok().as_ref(),
             None,
         )
         .await?;
         self.state.publish(tx, action).await?;
-        Ok(rec)
+        Ok(())
     }
 }
