@@ -1171,6 +1171,7 @@ mod tests {
             pre_start: Some(500),
             skew: 5,
             novelty: NOVELTY,
+            exposures_from: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use strata_model::holdout::{Contamination, CONTAMINATION_CHECK};
 use strata_model::results::{HealthCheck, HealthStatus, MetricResult, Results};
 
 /// `srm`: `warn` below this p-value.
@@ -43,6 +44,12 @@ pub const PRE_BIAS_FAIL_P: f64 = 0.001;
 pub const MISSING_DATA_RATIO: f64 = 5.0;
 /// `missing_data`: variants compared on their rate need this many units each.
 pub const MISSING_DATA_MIN_UNITS: u64 = 100;
+
+/// `holdout_contamination`: `fail` at this share of held-out units exposed
+/// to a treatment (below it, any such unit is a `warn`): a few units of an
+/// SDK that had not yet received a new holdout salt are noise, a share
+/// like this is a path that ignores the holdout.
+pub const CONTAMINATION_FAIL: f64 = 0.005;
 
 /// What a look knows beyond its results document.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,6 +96,58 @@ fn check(
             .collect(),
         message,
     }
+}
+
+/// The global holdout's check that its units saw no treatment
+/// (`docs/statistics.md`, "Global holdout"): `ok` with none, `warn` with a
+/// few, `fail` from [`CONTAMINATION_FAIL`] of the held-out units.
+pub fn holdout_contamination(c: &Contamination) -> HealthCheck {
+    let share = if c.holdout_units == 0 {
+        0.0
+    } else {
+        c.contaminated_units as f64 / c.holdout_units as f64
+    };
+    let figures = [
+        ("holdout_units", c.holdout_units as f64),
+        ("contaminated_units", c.contaminated_units as f64),
+        ("share", share),
+    ];
+    let worst = c
+        .exposures
+        .iter()
+        .max_by_key(|x| x.units)
+        .map(|x| {
+            format!(
+                " (most in {} variant {}: {})",
+                x.experiment, x.variant, x.units
+            )
+        })
+        .unwrap_or_default();
+    let (status, message) = if c.contaminated_units == 0 {
+        (
+            HealthStatus::Ok,
+            format!(
+                "none of the {} held-out units saw a treatment",
+                c.holdout_units
+            ),
+        )
+    } else {
+        let status = if share >= CONTAMINATION_FAIL {
+            HealthStatus::Fail
+        } else {
+            HealthStatus::Warn
+        };
+        (
+            status,
+            format!(
+                "{} of the {} held-out units ({:.2}%) saw a treatment{worst}: an exposure path ignores the holdout, so the holdout understates what was shipped",
+                c.contaminated_units,
+                c.holdout_units,
+                share * 100.0
+            ),
+        )
+    };
+    check(CONTAMINATION_CHECK, status, &figures, message)
 }
 
 /// The health checks of a look, always in the same order.
@@ -972,5 +1031,37 @@ mod tests {
             status(&checks(&r, &reached), "underpowered"),
             HealthStatus::Ok
         );
+    }
+
+    #[test]
+    fn a_contaminated_holdout_warns_then_fails() {
+        use strata_model::holdout::ContaminatedVariant;
+        let clean = Contamination {
+            holdout_units: 1000,
+            ..Contamination::default()
+        };
+        assert_eq!(holdout_contamination(&clean).status, HealthStatus::Ok);
+        let few = Contamination {
+            holdout_units: 1000,
+            contaminated_units: 4,
+            exposures: vec![ContaminatedVariant {
+                experiment: "exp_a".into(),
+                variant: "treatment".into(),
+                units: 4,
+            }],
+        };
+        let c = holdout_contamination(&few);
+        assert_eq!(c.status, HealthStatus::Warn);
+        assert!(
+            c.message.contains("exp_a variant treatment: 4"),
+            "{}",
+            c.message
+        );
+        assert_eq!(c.figures["share"], 0.004);
+        let many = Contamination {
+            contaminated_units: 5,
+            ..few
+        };
+        assert_eq!(holdout_contamination(&many).status, HealthStatus::Fail);
     }
 }

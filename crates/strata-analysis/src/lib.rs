@@ -16,7 +16,9 @@
 //!
 //! The guardrail monitor's data — per-variant statistics of guardrail
 //! metrics over each unit's window after its first exposure, and how fresh
-//! each user partition's events are — comes from [`monitor`].
+//! each user partition's events are — comes from [`monitor`]; the global
+//! holdout's look (the holdout against everyone else, and its
+//! contamination check) from [`holdout`].
 //!
 //! # Architecture invariants
 //! * **SQL plans, not a home-made query engine.** Every reduction of events
@@ -42,6 +44,7 @@ pub mod engine;
 pub mod error;
 mod fused;
 pub mod health;
+pub mod holdout;
 pub mod metrics;
 pub mod monitor;
 pub mod plan;

@@ -73,6 +73,9 @@ pub(crate) struct Bounds {
     pub pre_start: Option<i64>,
     pub skew: i64,
     pub novelty: i64,
+    /// Exposures before this instant are not the experiment's (the spec's
+    /// `exposures_since_start`); none: every exposure before the end counts.
+    pub exposures_from: Option<i64>,
 }
 
 fn scalar(s: &Scalar) -> String {
@@ -288,10 +291,43 @@ pub(crate) fn units_opted_out_by_events_sql(n_segments: usize, b: &Bounds) -> St
 /// The experiment's exposures before the end: both passes of stage 1 must
 /// read the same rows.
 fn experiment_exposures(key: &str, b: &Bounds) -> String {
+    let from = b
+        .exposures_from
+        .map_or(String::new(), |t| format!(" AND ts >= {t}"));
     format!(
-        "exposures WHERE experiment = {key} AND ts < {end}",
+        "exposures WHERE experiment = {key}{from} AND ts < {end}",
         key = literal(key),
         end = b.end
+    )
+}
+
+/// The held-out units of the global holdout's period `[from, end)`: units
+/// whose holdout exposure (`experiment`) says `variant` (the held-out one).
+pub(crate) fn held_out_units_sql(experiment: &str, variant: &str, from: i64, end: i64) -> String {
+    format!(
+        "SELECT DISTINCT unit_id FROM exposures WHERE experiment = {e} AND variant = {v} \
+         AND ts >= {from} AND ts < {end}",
+        e = literal(experiment),
+        v = literal(variant),
+    )
+}
+
+/// Per treatment variant of `treatments` (a table of `experiment`,
+/// `variant`), the units of `held_out` exposed to it in `[from, end)`, and
+/// with `experiment` and `variant` null the units exposed to any of them
+/// (`GROUPING SETS`, one scan).
+pub(crate) fn contaminated_units_sql(
+    held_out: &str,
+    treatments: &str,
+    from: i64,
+    end: i64,
+) -> String {
+    format!(
+        "SELECT e.experiment, e.variant, COUNT(DISTINCT e.unit_id) AS n \
+         FROM exposures e JOIN {held_out} h ON e.unit_id = h.unit_id \
+         JOIN {treatments} t ON e.experiment = t.experiment AND e.variant = t.variant \
+         WHERE e.ts >= {from} AND e.ts < {end} \
+         GROUP BY GROUPING SETS ((e.experiment, e.variant), ())"
     )
 }
 
@@ -863,6 +899,7 @@ mod tests {
             pre_start: None,
             skew: 0,
             novelty: 0,
+            exposures_from: None,
         };
         let sql = bot_units_sql(&d, &b, "unit_keys", false);
         assert!(
@@ -928,6 +965,7 @@ mod tests {
             pre_start: None,
             skew: 0,
             novelty: 0,
+            exposures_from: None,
         };
         let itt = units_sql("exp", AnalysisMode::Itt, 1, &b);
         assert!(itt.contains("MIN(assigned_variant) AS variant"));
@@ -945,5 +983,20 @@ mod tests {
         ));
         let pp = units_first_sql("exp", AnalysisMode::PerProtocol, 0, &b);
         assert!(pp.contains("first_value(variant ORDER BY ts, variant) AS variant"));
+        // A period's analysis leaves out exposures before its start, in
+        // both passes.
+        let since = Bounds {
+            exposures_from: Some(4),
+            ..b
+        };
+        for sql in [
+            units_sql("exp", AnalysisMode::Itt, 0, &since),
+            units_first_sql("exp", AnalysisMode::Itt, 0, &since),
+        ] {
+            assert!(
+                sql.contains("WHERE experiment = 'exp' AND ts >= 4 AND ts < 10"),
+                "{sql}"
+            );
+        }
     }
 }

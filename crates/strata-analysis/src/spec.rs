@@ -40,16 +40,16 @@ pub fn correction(m: MultipleTesting) -> Correction {
     }
 }
 
-fn default_alpha() -> f64 {
+pub(crate) fn default_alpha() -> f64 {
     0.05
 }
-fn default_srm_alpha() -> f64 {
+pub(crate) fn default_srm_alpha() -> f64 {
     0.001
 }
 fn default_skew() -> f64 {
     5.0
 }
-fn default_novelty_days() -> u32 {
+pub(crate) fn default_novelty_days() -> u32 {
     7
 }
 
@@ -117,6 +117,13 @@ pub struct AnalysisSpec {
     /// Whether results carry the Bayesian summary of each comparison.
     #[serde(default)]
     pub bayesian: bool,
+    /// Whether only exposures at or after `start` count. An experiment's
+    /// exposures all follow its start (earlier ones, within clock skew,
+    /// count); a population whose membership changes at `start` — the
+    /// global holdout after a new salt — has earlier exposures that belong
+    /// to an earlier period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exposures_since_start: bool,
 }
 
 /// A spec checked against itself and the metric registry, with parsed times.
@@ -224,6 +231,7 @@ impl AnalysisSpec {
             novelty_days: default_novelty_days(),
             min_duration_days: def.min_duration_days,
             bayesian: def.bayesian,
+            exposures_since_start: false,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The platform vocabulary Strata's planes share: the metric registry,
 //! guardrail definitions, the sequential testing method, an experiment's
-//! pre-registered definition and analysis settings ([`plan`]), and the results document ([`results`]) the
+//! pre-registered definition and analysis settings ([`plan`]), the results document ([`results`]) and the
+//! global holdout's periods and looks ([`holdout`]) the
 //! analysis engine writes and the control plane stores when it is published.
 //!
 //! The control plane (`strata-server`) stores and serves these definitions
@@ -18,6 +19,7 @@ pub mod check;
 pub mod error;
 pub mod experiment;
 pub mod guardrail;
+pub mod holdout;
 pub mod metric;
 pub mod plan;
 pub mod results;
@@ -28,6 +30,7 @@ pub use check::{check_key, check_text, KEY_MAX_BYTES};
 pub use error::ModelError;
 pub use experiment::{ExperimentDefinition, VariantDefinition};
 pub use guardrail::{AppliesTo, AutoAction, GuardrailDef, GuardrailDirection, ResolvedGuardrail};
+pub use holdout::KeyMetrics;
 pub use metric::{
     Direction, EventTypes, Filter, Metric, MetricRegistry, MetricType, Operators, Predicate,
     Scalar, SubMetric, DESCRIPTION_MAX_BYTES, EVENT_TYPE_MAX_BYTES,

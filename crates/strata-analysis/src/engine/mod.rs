@@ -9,6 +9,7 @@
 //! statistics, [`report`] renders a metric's results, [`segments`] the
 //! breakdown by segment and [`novelty`] the novelty report.
 
+mod holdout;
 mod metric;
 mod names;
 mod novelty;
@@ -474,6 +475,7 @@ impl Analyzer {
                 .map(|c| start - i64::from(c.pre_period_days) * 86_400 * NS),
             skew: (s.spec.clock_skew_seconds * NS as f64) as i64,
             novelty: novelty_ns(s),
+            exposures_from: s.spec.exposures_since_start.then_some(start),
         }
     }
 

@@ -9,6 +9,7 @@ mod errors;
 mod exact;
 mod formats;
 mod fused;
+mod holdout;
 mod monitor;
 mod output;
 mod planted;
