@@ -27,7 +27,11 @@
 //!   latest stored look, and a restart continues the sequence.
 //!
 //! `POST /api/v1/experiments/{key}/results/refresh` asks for a look of one
-//! experiment now; `GET /api/v1/analysis/runs` lists the recent runs.
+//! experiment now; `GET /api/v1/analysis/runs` lists the recent runs. Each
+//! scheduled run also looks after the global holdout (module
+//! [`holdout`](crate::holdout)): its scheduled rotation, its periods' final
+//! looks and, every `--holdout-interval`, a look at the running period
+//! (`POST /api/v1/holdout/impact/refresh`: one now).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +77,9 @@ pub struct AnalysisConfig {
     pub first_run: Duration,
     /// Memory limit of the query engine in bytes (aggregations spill beyond it).
     pub memory_limit: Option<usize>,
+    /// Time between the global holdout's looks: a run takes one when the
+    /// running period's latest look is this old (module [`holdout`](crate::holdout)).
+    pub holdout_interval: Duration,
 }
 
 impl AnalysisConfig {
@@ -83,6 +90,7 @@ impl AnalysisConfig {
             interval,
             first_run: interval.min(Duration::from_secs(60)),
             memory_limit: None,
+            holdout_interval: Duration::from_secs(86_400),
         }
     }
 }
@@ -273,9 +281,9 @@ struct Refresh {
 /// The scheduler: its configuration, the data it reads and what it did.
 #[derive(Debug)]
 pub struct Scheduler {
-    state: AppState,
-    pipeline: Arc<Pipeline>,
-    cfg: AnalysisConfig,
+    pub(crate) state: AppState,
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) cfg: AnalysisConfig,
     log: Arc<RunLog>,
     /// When the next scheduled run starts, ms since the epoch (0: not yet
     /// known), for whoever shows it.
@@ -363,7 +371,9 @@ impl Scheduler {
                 });
             }
         };
+        let holdout_only = only == Some(strata_core::HOLDOUT_EXPERIMENT);
         let keys = match only {
+            Some(_) if holdout_only => Vec::new(),
             Some(k) => vec![k.to_owned()],
             None => match self.due().await {
                 Ok(k) => k,
@@ -429,6 +439,9 @@ impl Scheduler {
             // Progress (and each experiment's failure) is visible while the
             // run goes on.
             self.log.record(&run);
+        }
+        if (only.is_none() || holdout_only) && !*stop.borrow() {
+            self.holdout(&inputs, started, holdout_only, &mut run).await;
         }
         self.finish(run).await
     }
@@ -559,8 +572,8 @@ impl Scheduler {
 }
 
 /// What every experiment of a run is analysed with.
-struct Inputs {
-    registry: MetricRegistry,
+pub(crate) struct Inputs {
+    pub(crate) registry: MetricRegistry,
     guardrails: Vec<strata_model::GuardrailDef>,
 }
 
@@ -601,7 +614,7 @@ pub struct RefreshPending {
 
 /// What the refresh and runs handlers share.
 #[derive(Debug, Clone)]
-struct Handle {
+pub(crate) struct Handle {
     requests: mpsc::Sender<Refresh>,
     log: Arc<RunLog>,
 }
@@ -624,38 +637,53 @@ async fn refresh(
     ResultsService::new(state)
         .target(&auth.actor(), &key)
         .await?;
-    let run = handle.log.next_id();
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "analysis_unavailable",
-            "the analysis scheduler is not running or has too many requests queued",
-        )
-    };
     handle
-        .requests
-        .try_send(Refresh {
-            run,
-            experiment: key.clone(),
-            reply,
-        })
-        .map_err(|_| unavailable())?;
-    match tokio::time::timeout(REFRESH_WAIT, answer).await {
-        Ok(Ok(Ok(look))) => Ok((
-            StatusCode::CREATED,
-            Json(serde_json::to_value(look).unwrap_or_default()),
-        )),
-        Ok(Ok(Err(error))) => Err(AppError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "analysis_failed",
-            format!("the analysis of experiment {key:?} failed: {error}"),
-        )),
-        Ok(Err(_)) => Err(unavailable()),
-        Err(_) => Ok((
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "run": run })),
-        )),
+        .request(&key, &format!("the analysis of experiment {key:?}"))
+        .await
+}
+
+impl Handle {
+    /// Queues a refresh run of `experiment` (or of the holdout) and waits
+    /// up to [`REFRESH_WAIT`] for its look: `201` with it, `202` with the
+    /// run when it takes longer, `422` when `what` failed, `503` when the
+    /// scheduler is not running or too busy.
+    pub(crate) async fn request(
+        &self,
+        experiment: &str,
+        what: &str,
+    ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+        let run = self.log.next_id();
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "analysis_unavailable",
+                "the analysis scheduler is not running or has too many requests queued",
+            )
+        };
+        self.requests
+            .try_send(Refresh {
+                run,
+                experiment: experiment.to_owned(),
+                reply,
+            })
+            .map_err(|_| unavailable())?;
+        match tokio::time::timeout(REFRESH_WAIT, answer).await {
+            Ok(Ok(Ok(look))) => Ok((
+                StatusCode::CREATED,
+                Json(serde_json::to_value(look).unwrap_or_default()),
+            )),
+            Ok(Ok(Err(error))) => Err(AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "analysis_failed",
+                format!("{what} failed: {error}"),
+            )),
+            Ok(Err(_)) => Err(unavailable()),
+            Err(_) => Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "run": run })),
+            )),
+        }
     }
 }
 
@@ -741,7 +769,7 @@ async fn health(
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(refresh, runs, health),
+    paths(refresh, runs, health, crate::holdout::refresh),
     components(schemas(
         RunLook,
         RunFailure,
@@ -768,6 +796,10 @@ impl Mount for AnalysisMount {
             .route("/api/v1/experiments/{key}/results/refresh", post(refresh))
             .route("/api/v1/analysis/runs", get(runs))
             .route("/api/v1/experiments/{key}/health", get(health))
+            .route(
+                "/api/v1/holdout/impact/refresh",
+                post(crate::holdout::refresh),
+            )
             .layer(Extension(handle))
             .with_state(self.state.clone())
     }

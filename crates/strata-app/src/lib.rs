@@ -20,6 +20,7 @@ pub mod alerts;
 pub mod analysis;
 pub mod catalog;
 pub mod guardrails;
+pub mod holdout;
 pub mod pipeline;
 
 use std::sync::Arc;

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
     analysis_interval: Duration,
+    /// Time between the global holdout's looks (taken by the scheduled
+    /// analysis's runs): 1h, 1d.
+    #[arg(long, value_name = "INTERVAL", default_value = "1d", value_parser = strata_app::analysis::parse_interval)]
+    holdout_interval: Duration,
     /// Do not run the scheduled analysis of running experiments.
     #[arg(long)]
     no_analysis: bool,
@@ -153,7 +157,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let cfg = ServeConfig {
         server: cfg,
         pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
-        analysis: (!args.no_analysis).then(|| AnalysisConfig::every(args.analysis_interval)),
+        analysis: (!args.no_analysis).then(|| AnalysisConfig {
+            holdout_interval: args.holdout_interval,
+            ..AnalysisConfig::every(args.analysis_interval)
+        }),
         guardrails: (!args.no_guardrails).then(|| GuardrailConfig {
             budget: args.guardrail_alpha,
             ..GuardrailConfig::every(args.guardrail_interval)

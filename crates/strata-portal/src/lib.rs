@@ -19,12 +19,14 @@
 //! look's numbers, plots, health, decision and guardrail timeline),
 //! `lookup` (which experiments a unit is in, and why), `wizard` (a new
 //! experiment, with the power calculator), `platform` (layers, metric
-//! registry, guardrails, holdout, audit log, keys, alerts),
+//! registry, guardrails, audit log, keys, alerts), `holdout` (the global
+//! holdout and what everything shipped adds up to),
 //! [`plot`] and [`assets`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod assets;
 mod experiments;
+mod holdout;
 mod login;
 mod lookup;
 pub mod page;
@@ -194,10 +196,8 @@ impl Portal {
                 get(platform::guardrails).post(platform::create_guardrail),
             )
             .route("/guardrails/{key}/delete", post(platform::delete_guardrail))
-            .route(
-                "/holdout",
-                get(platform::holdout).post(platform::set_holdout),
-            )
+            .route("/holdout", get(holdout::holdout).post(holdout::set_holdout))
+            .route("/holdout/key-metrics", post(holdout::set_key_metrics))
             .route("/audit", get(platform::audit))
             .route("/keys", get(platform::keys).post(platform::create_key))
             .route("/keys/{id}/revoke", post(platform::revoke_key))

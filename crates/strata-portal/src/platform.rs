@@ -1,6 +1,6 @@
 //! The platform's shared things: layers, the metric registry and its bot
-//! detection limits, guardrail definitions, the global holdout, the audit log, API keys and alert
-//! webhooks. Each page reads through its service and shows the forms of
+//! detection limits, guardrail definitions, the audit log, API keys and
+//! alert webhooks (the global holdout has its own module, `holdout`). Each page reads through its service and shows the forms of
 //! the changes the viewer's role may make; every change is that service's
 //! (`LayerService`, `RegistryService`, `AdminService`, `AlertService`), so
 //! its validation, permission and audit are the API's.
@@ -34,11 +34,11 @@ pub struct Flash {
 }
 
 impl Flash {
-    fn kept(&self, name: &str) -> &str {
+    pub(crate) fn kept(&self, name: &str) -> &str {
         field(&self.kept, name)
     }
 
-    fn show(&self) -> Markup {
+    pub(crate) fn show(&self) -> Markup {
         html! {
             @if let Some(m) = &self.ok { (notice("ok", m)) }
             @if let Some(m) = &self.error { (notice("error", m)) }
@@ -53,7 +53,7 @@ pub struct Done {
 }
 
 impl Done {
-    fn flash(self) -> Flash {
+    pub(crate) fn flash(self) -> Flash {
         Flash {
             ok: self.done.map(|d| format!("done: {d}")),
             ..Flash::default()
@@ -63,7 +63,7 @@ impl Done {
 
 /// After a change: back to `to` with its confirmation, or the page again
 /// with the refusal.
-async fn after<T, F, Fut>(
+pub(crate) async fn after<T, F, Fut>(
     result: Result<T, ServiceError>,
     to: &str,
     done: &str,
@@ -510,88 +510,6 @@ pub async fn set_bot_detection(
         fields(&f),
         |fl| definitions_page(&state, &viewer, Kind::Metric, fl),
     )
-    .await
-}
-
-// ----------------------------------------------------------------- holdout
-
-/// `GET /holdout`.
-pub async fn holdout(
-    State(state): State<PortalState>,
-    viewer: Viewer,
-    Query(d): Query<Done>,
-) -> Result<Response, PortalError> {
-    holdout_page(&state, &viewer, d.flash()).await
-}
-
-async fn holdout_page(
-    state: &PortalState,
-    v: &Viewer,
-    flash: Flash,
-) -> Result<Response, PortalError> {
-    let current = match RegistryService::new(state.app.clone())
-        .holdout(&v.actor())
-        .await
-    {
-        Ok(h) => Some(h),
-        Err(ServiceError::NotFound { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let body = html! {
-        h1 { "Global holdout" }
-        p.muted { "A share of units kept out of every experiment that respects the holdout, to measure the combined effect of everything shipped." }
-        (flash.show())
-        @match &current {
-            Some(h) => p #holdout { "Holding out " strong { (h.percent) " %" } " of units (salt " code { (h.salt) } ", changed " (when(&h.updated_at)) ")." },
-            None => p #holdout { "No holdout is set: every unit can enter experiments." },
-        }
-        @if may(v, Perm::HoldoutWrite, None) {
-            form.stack method="post" action="/holdout" {
-                (csrf_field(v))
-                label for="percent" { "Percent held out (0 disables)" }
-                input #percent name="percent" inputmode="decimal"
-                    value=(if flash.kept("percent").is_empty() { current.as_ref().map(|h| h.percent.to_string()).unwrap_or_default() } else { flash.kept("percent").to_owned() });
-                label { span { input type="checkbox" name="rotate" value="yes"; " Rotate the salt: a new set of units is held out" } }
-                div { button.primary type="submit" { "Save" } }
-            }
-        }
-    };
-    Ok(shell("Global holdout", Some(v), Nav::Platform("/holdout"), body).into_response())
-}
-
-/// `POST /holdout`.
-pub async fn set_holdout(
-    State(state): State<PortalState>,
-    viewer: Viewer,
-    Form(f): Form<Vec<(String, String)>>,
-) -> Result<Response, PortalError> {
-    let text = field(&f, "percent").trim();
-    let percent = if text.is_empty() {
-        Ok(None)
-    } else {
-        text.parse::<f64>()
-            .ok()
-            .filter(|p| p.is_finite())
-            .map(Some)
-            .ok_or_else(|| {
-                ServiceError::validation(
-                    "percent",
-                    format!("percent must be a number, got {text:?}"),
-                )
-            })
-    };
-    let rotate = field(&f, "rotate") == "yes";
-    let r = match percent {
-        Ok(p) => {
-            RegistryService::new(state.app.clone())
-                .set_holdout(&viewer.actor(), p, rotate)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    after(r, "/holdout", "holdout saved", fields(&f), |fl| {
-        holdout_page(&state, &viewer, fl)
-    })
     .await
 }
 

@@ -381,7 +381,7 @@ fn metric(m: &MetricResult) -> Markup {
 }
 
 /// How an effect reads in the metric's direction.
-fn tone(e: &Effect, increase_good: bool) -> Tone {
+pub(crate) fn tone(e: &Effect, increase_good: bool) -> Tone {
     match e.delta {
         Some(d) if e.significant && d != 0.0 => {
             if (d > 0.0) == increase_good {
@@ -562,7 +562,7 @@ fn skipped_by(g: &EvaluationRecord) -> Option<(String, String)> {
 }
 
 /// `[+0.1, +0.3]`.
-fn interval(ci: Option<[f64; 2]>, percent: bool) -> String {
+pub(crate) fn interval(ci: Option<[f64; 2]>, percent: bool) -> String {
     match ci {
         Some([a, b]) => format!(
             "[{}, {}]",
@@ -574,7 +574,7 @@ fn interval(ci: Option<[f64; 2]>, percent: bool) -> String {
 }
 
 /// A figure with four significant digits, `–` when not finite.
-fn fmt(v: f64) -> String {
+pub(crate) fn fmt(v: f64) -> String {
     if !v.is_finite() {
         return "–".to_owned();
     }

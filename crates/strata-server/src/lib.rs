@@ -507,6 +507,11 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
             get(registry::get_holdout).put(registry::put_holdout),
         )
         .route("/api/v1/holdout/rotate", post(registry::rotate_holdout))
+        .route("/api/v1/holdout/impact", get(registry::holdout_impact))
+        .route(
+            "/api/v1/key-metrics",
+            get(registry::get_key_metrics).put(registry::put_key_metrics),
+        )
         .route("/api/v1/power", post(power::plan))
         .route(
             "/api/v1/keys",

@@ -413,7 +413,24 @@ pub async fn ofrep_flag(
     let ctx = Context::from(ctx);
     let results = remote_evaluate(&state, &live, &ctx, None).await;
     let a = results.iter().find(|a| a.flag == key);
-    Ok(axum::Json(flag_result(&live, &key, a)).into_response())
+    let mut out = flag_result(&live, &key, a);
+    if let Some(meta) = out["metadata"].as_object_mut() {
+        meta.extend(holdout_metadata(&live, &ctx));
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+/// The context's holdout exposures (assignment spec section 11) as OFREP
+/// metadata, whose values are flat: `"holdout:ATTR": "holdout" | "rest"`
+/// per unit attribute; the unit id is the context's value of `ATTR`. The
+/// client logs each as an exposure of experiment `$holdout`, once per unit
+/// and day.
+fn holdout_metadata(live: &LiveConfig, ctx: &Context) -> Map<String, Value> {
+    live.compiled
+        .holdout_exposures(ctx, None)
+        .into_iter()
+        .map(|h| (format!("holdout:{}", h.unit_attr), json!(h.variant())))
+        .collect()
 }
 
 /// `POST /ofrep/v1/evaluate/flags`: bulk evaluation of every flag, with an
@@ -467,8 +484,9 @@ pub async fn ofrep_bulk(
         .into_iter()
         .map(|k| flag_result(&live, k, results.iter().find(|a| a.flag == k.as_str())))
         .collect();
-    let mut r =
-        axum::Json(json!({"flags": flags, "metadata": {"version": live.version}})).into_response();
+    let mut meta = holdout_metadata(&live, &ctx);
+    meta.insert("version".into(), json!(live.version));
+    let mut r = axum::Json(json!({"flags": flags, "metadata": meta})).into_response();
     r.headers_mut().insert(header::ETAG, etag);
     Ok(r)
 }

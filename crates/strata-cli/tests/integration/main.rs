@@ -9,6 +9,7 @@ mod consistency;
 mod crash;
 mod demo;
 mod guardrails;
+mod holdout;
 mod identity;
 mod scheduled;
 mod serve;

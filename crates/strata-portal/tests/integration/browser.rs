@@ -390,3 +390,51 @@ async fn an_expired_session_goes_back_to_sign_in_in_the_browser() {
     s.close().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holdout_page_in_the_browser() {
+    use strata_server::auth::Perm;
+    use strata_server::service::{Actor, HoldoutService};
+    let Some(s) = Session::start().await else {
+        return;
+    };
+    let env = Env::start().await;
+    env.setup_registry().await;
+    for (path, body) in [
+        (
+            "/api/v1/holdout",
+            json!({"percent": 5, "rotate_every_days": 180}),
+        ),
+        (
+            "/api/v1/key-metrics",
+            json!({"metrics": ["conversion", "revenue"]}),
+        ),
+    ] {
+        let (st, v) = env
+            .api(reqwest::Method::PUT, path, &env.checkout_admin, Some(body))
+            .await;
+        assert!(st.is_success(), "{v}");
+    }
+    let as_of = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    HoldoutService::new(env.server.as_ref().unwrap().state.clone())
+        .publish_look(
+            &Actor::system("analysis").granting([Perm::HoldoutWrite]),
+            1,
+            crate::http::holdout_look(&as_of, 0.047, 0),
+            "rest",
+            &["conversion".to_owned(), "revenue".to_owned()],
+        )
+        .await
+        .unwrap();
+    s.sign_in(&env.base, &env.checkout_admin).await;
+    s.goto(&format!("{}/holdout", env.base)).await;
+    assert!(s.text("#holdout").await.contains("Rotated every 180 days"));
+    let body = s.body().await;
+    assert!(
+        body.contains("+4.7%") && body.contains("Contamination: ok"),
+        "{body}"
+    );
+    s.shot("holdout").await;
+    s.close().await;
+    env.stop().await;
+}

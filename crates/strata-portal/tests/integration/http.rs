@@ -1196,3 +1196,163 @@ async fn an_unknown_page_is_the_portals_not_found_page_and_the_api_stays_json() 
     }
     env.stop().await;
 }
+
+/// A look at the holdout's period as the scheduled analysis publishes it:
+/// the holdout against everyone else on `conversion` (a lift of `lift`),
+/// with its contamination check.
+pub fn holdout_look(
+    as_of: &str,
+    lift: f64,
+    contaminated: u64,
+) -> strata_model::holdout::HoldoutLook {
+    let base = 0.10;
+    let status = if contaminated > 0 { "fail" } else { "ok" };
+    let results = serde_json::from_value(json!({
+        "experiment": "$holdout", "as_of": as_of, "start": "2026-01-01T00:00:00Z", "analysis": "itt",
+        "units": {"holdout": 500, "rest": 9500},
+        "srm": {"chi2": 0.1, "df": 1, "p_value": 0.75, "flagged": false,
+                "observed": {"holdout": 500, "rest": 9500}, "expected": {"holdout": 500.0, "rest": 9500.0}},
+        "metrics": [{"metric": "conversion", "role": "primary", "type": "binomial", "direction": "increase_is_good",
+            "variants": {"holdout": {"n": 500, "mean": base}, "rest": {"n": 9500, "mean": base * (1.0 + lift)}},
+            "effects": [{"variant": "rest", "control": "holdout", "delta": base * lift,
+                "ci": [0.0, 0.0], "relative": lift, "relative_ci": [lift - 0.03, lift + 0.03],
+                "p_value": 0.001, "significant": true, "tier": "high", "warnings": []}]}],
+        "segments": {}, "novelty": null, "warnings": [],
+        "health": [{"check": "holdout_contamination", "status": status,
+            "figures": {"holdout_units": 500.0, "contaminated_units": contaminated as f64},
+            "message": format!("{contaminated} of the 500 held-out units saw a treatment")}]
+    }))
+    .unwrap();
+    strata_model::holdout::HoldoutLook {
+        as_of: as_of.to_owned(),
+        final_look: false,
+        results,
+        contamination: strata_model::holdout::Contamination {
+            holdout_units: 500,
+            contaminated_units: contaminated,
+            exposures: Vec::new(),
+        },
+        attribution: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holdout_page_shows_what_everything_shipped_adds_up_to() {
+    use strata_server::auth::Perm;
+    use strata_server::service::{Actor, HoldoutService};
+    let env = Env::start().await;
+    env.setup_registry().await;
+    let mut admin = env.signed_in(&env.checkout_admin).await;
+    let csrf = admin.csrf().await;
+    let p = admin
+        .post(
+            "/holdout",
+            &[
+                ("csrf", &csrf),
+                ("percent", "5"),
+                ("rotate_every_days", "90"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let page = admin.get("/holdout").await.body;
+    assert!(page.contains("Rotated every 90 days"), "{page}");
+    assert!(page.contains("No key metrics are set"), "{page}");
+    let p = admin
+        .post(
+            "/holdout",
+            &[
+                ("csrf", &csrf),
+                ("percent", "5"),
+                ("rotate_every_days", "soon"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.body.contains("rotate_every_days must be a number"),
+        "{}",
+        p.body
+    );
+    let p = admin
+        .post(
+            "/holdout/key-metrics",
+            &[("csrf", &csrf), ("key_metrics", "conversion, clicks")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.body.contains("unknown metric") && p.body.contains("conversion, clicks"),
+        "{}",
+        p.body
+    );
+    let p = admin
+        .post(
+            "/holdout/key-metrics",
+            &[("csrf", &csrf), ("key_metrics", "conversion")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    // A winner concluded during the period, measured by its own look.
+    env.create(
+        &env.checkout_exp,
+        "checkout_redesign",
+        "checkout",
+        json!({}),
+    )
+    .await;
+    for action in ["submit", "start"] {
+        env.act(&env.checkout_exp, "checkout_redesign", action, json!({}))
+            .await;
+    }
+    let now = chrono::Utc::now();
+    let at = |d: i64| {
+        (now + chrono::Duration::seconds(d)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    env.publish(
+        "checkout_redesign",
+        &results("checkout_redesign", &at(0), &at(-3600), 0.12, 4, false),
+    )
+    .await;
+    env.act(
+        &env.checkout_exp,
+        "checkout_redesign",
+        "conclude",
+        json!({"winner": "treatment"}),
+    )
+    .await;
+    let state = env.server.as_ref().unwrap().state.clone();
+    let actor = Actor::system("analysis").granting([Perm::HoldoutWrite]);
+    let keys = vec!["conversion".to_owned()];
+    HoldoutService::new(state.clone())
+        .publish_look(&actor, 1, holdout_look(&at(1), 0.09, 40), "rest", &keys)
+        .await
+        .unwrap();
+    let page = admin.get("/holdout").await.body;
+    assert!(page.contains("Key metrics: conversion"), "{page}");
+    assert!(page.contains("+9.0%"), "the measured lift: {page}");
+    assert!(page.contains("+12.0%"), "the winner's claimed lift: {page}");
+    assert!(page.contains("(sum of 1)"), "{page}");
+    assert!(
+        page.contains("href=\"/experiments/checkout_redesign\""),
+        "{page}"
+    );
+    assert!(page.contains("Contamination: fail"), "{page}");
+    assert!(page.contains("running"), "the period history: {page}");
+    // A viewer reads it and is offered no change.
+    let mut viewer = env.signed_in(&env.viewer).await;
+    let page = viewer.get("/holdout").await.body;
+    assert!(
+        page.contains("+9.0%") && !page.contains("Save key metrics"),
+        "{page}"
+    );
+    let csrf = viewer.csrf().await;
+    let p = viewer
+        .post(
+            "/holdout/key-metrics",
+            &[("csrf", &csrf), ("key_metrics", "revenue")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    env.stop().await;
+}

@@ -1,5 +1,6 @@
-//! The metric registry, guardrail definitions, the bot detection limits and
-//! the global holdout over HTTP: the handlers parse, call [`RegistryService`] and render.
+//! The metric registry, guardrail definitions, the bot detection limits, the
+//! key metrics and the global holdout with its impact over HTTP: the
+//! handlers parse, call [`RegistryService`] or [`HoldoutService`] and render.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,9 +11,13 @@ use serde_json::{json, Value};
 use crate::auth::Auth;
 use crate::error::AppError;
 use crate::json::ApiJson;
-use crate::model::{BotDetectionRecord, GuardrailDef, HoldoutRecord, HoldoutRequest, MetricDef};
+use crate::model::{
+    BotDetectionRecord, GuardrailDef, HoldoutRecord, HoldoutRequest, KeyMetricsRecord,
+    KeyMetricsRequest, MetricDef,
+};
 use crate::schema;
-use crate::service::registry::{Kind, RegistryService};
+use crate::service::registry::{HoldoutChange, Kind, RegistryService};
+use crate::service::{HoldoutImpact, HoldoutService};
 use crate::state::AppState;
 
 pub use crate::service::registry::{definition_of, STORED_FIELDS};
@@ -198,19 +203,66 @@ pub async fn get_holdout(
     Ok(Json(h))
 }
 
-/// `PUT /api/v1/holdout` (admin): sets the percent; a new salt on first
-/// creation and when `rotate_salt` is true.
+/// `PUT /api/v1/holdout` (admin): sets the percent and the schedule of
+/// rotations; a new salt on first creation and when `rotate_salt` is true.
+/// A new salt or percent ends the holdout's period and starts the next.
 #[utoipa::path(put, path = "/api/v1/holdout", tag = "holdout", request_body = HoldoutRequest,
-    responses((status = 200, body = HoldoutRecord)))]
+    responses((status = 200, body = HoldoutRecord), (status = 400)))]
 pub async fn put_holdout(
     State(state): State<AppState>,
     auth: Auth,
     ApiJson(req): ApiJson<HoldoutRequest>,
 ) -> Result<Json<HoldoutRecord>, AppError> {
+    let change = HoldoutChange {
+        percent: Some(req.percent),
+        rotate: req.rotate_salt,
+        rotate_every_days: req.rotate_every_days,
+    };
     let h = RegistryService::new(state)
-        .set_holdout(&auth.actor(), Some(req.percent), req.rotate_salt)
+        .set_holdout(&auth.actor(), change)
         .await?;
     Ok(Json(h))
+}
+
+/// `GET /api/v1/holdout/impact`: the holdout, the key metrics and every
+/// period with its latest (or final) look and attribution.
+#[utoipa::path(get, path = "/api/v1/holdout/impact", tag = "holdout",
+    responses((status = 200, body = HoldoutImpact)))]
+pub async fn holdout_impact(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<HoldoutImpact>, AppError> {
+    let i = HoldoutService::new(state).impact(&auth.actor()).await?;
+    Ok(Json(i))
+}
+
+/// `GET /api/v1/key-metrics`: the metrics the holdout's looks measure
+/// (empty, revision 0, when never set).
+#[utoipa::path(get, path = "/api/v1/key-metrics", tag = "metrics",
+    responses((status = 200, body = KeyMetricsRecord)))]
+pub async fn get_key_metrics(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Json<KeyMetricsRecord>, AppError> {
+    let r = RegistryService::new(state)
+        .get_key_metrics(&auth.actor())
+        .await?;
+    Ok(Json(r))
+}
+
+/// `PUT /api/v1/key-metrics` (analyst, admin): replaces the key metrics.
+#[utoipa::path(put, path = "/api/v1/key-metrics", tag = "metrics",
+    request_body = KeyMetricsRequest,
+    responses((status = 200, body = KeyMetricsRecord), (status = 400)))]
+pub async fn put_key_metrics(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiJson(req): ApiJson<KeyMetricsRequest>,
+) -> Result<Json<KeyMetricsRecord>, AppError> {
+    let r = RegistryService::new(state)
+        .set_key_metrics(&auth.actor(), req.metrics)
+        .await?;
+    Ok(Json(r))
 }
 
 /// `POST /api/v1/holdout/rotate` (admin): a new salt, same percent.
@@ -220,8 +272,12 @@ pub async fn rotate_holdout(
     State(state): State<AppState>,
     auth: Auth,
 ) -> Result<Json<HoldoutRecord>, AppError> {
+    let change = HoldoutChange {
+        rotate: true,
+        ..HoldoutChange::default()
+    };
     let h = RegistryService::new(state)
-        .set_holdout(&auth.actor(), None, true)
+        .set_holdout(&auth.actor(), change)
         .await?;
     Ok(Json(h))
 }

@@ -21,7 +21,8 @@ pub use experiment::{
     MAX_RAMP_HOURS, MAX_RAMP_STAGES,
 };
 pub use traffic::{
-    BotDetectionRecord, HoldoutRecord, HoldoutRequest, LayerRecord, LayerRequest, DEFAULT_LAYER,
+    BotDetectionRecord, HoldoutRecord, HoldoutRequest, KeyMetricsRecord, KeyMetricsRequest,
+    LayerRecord, LayerRequest, DEFAULT_LAYER,
 };
 
 // The metric registry and guardrail definitions are the platform's

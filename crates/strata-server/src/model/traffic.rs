@@ -47,6 +47,42 @@ pub struct HoldoutRecord {
     pub revision: i64,
     /// RFC 3339.
     pub updated_at: String,
+    /// Days from the start of a period to its scheduled rotation; none:
+    /// rotated only by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_every_days: Option<u32>,
+    /// The running period (`GET /api/v1/holdout/impact`); 0 when none runs
+    /// (no units held out, or a holdout set before periods were kept,
+    /// until the scheduled analysis starts its first).
+    #[serde(default)]
+    pub period: u64,
+    /// When the running period started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_started_at: Option<String>,
+    /// When the scheduled rotation ends the running period (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<String>,
+}
+
+/// The organisation's key metrics (`PUT /api/v1/key-metrics`): those the
+/// global holdout's looks measure, the first the primary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyMetricsRecord {
+    /// Metric keys of the registry.
+    pub metrics: Vec<String>,
+    /// Optimistic-concurrency revision; 0 while never set.
+    pub revision: i64,
+    /// RFC 3339; absent while never set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// The body of `PUT /api/v1/key-metrics`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMetricsRequest {
+    /// Metric keys of the registry, the first the primary.
+    pub metrics: Vec<String>,
 }
 
 /// The heuristic bot detection every analysis of the organisation applies
@@ -74,4 +110,8 @@ pub struct HoldoutRequest {
     /// Replace the salt (reshuffles who is held out).
     #[serde(default)]
     pub rotate_salt: bool,
+    /// Rotate the salt this many days after each period starts (1–3650;
+    /// 0 stops scheduled rotation; absent keeps the setting).
+    #[serde(default)]
+    pub rotate_every_days: Option<u32>,
 }

@@ -2,7 +2,8 @@
 //!
 //! One service per kind of thing the control plane manages: experiments and
 //! their lifecycle ([`experiments`]), layers ([`layers`]), the metric
-//! registry, guardrail definitions and holdout ([`registry`]), results
+//! registry, guardrail definitions, key metrics and holdout ([`registry`]),
+//! the holdout's periods and looks ([`holdout`]), results
 //! ([`results`]), the guardrail monitor's evaluations and their review
 //! ([`guardrails`]), the power calculator ([`power`]), and keys, the audit log
 //! and config rollback ([`admin`]). The management API's handlers only parse, call one of
@@ -21,6 +22,7 @@ pub mod alerts;
 mod error;
 pub mod experiments;
 pub mod guardrails;
+pub mod holdout;
 pub mod layers;
 pub mod lifecycle;
 pub mod permissions;
@@ -36,8 +38,9 @@ pub use experiments::{
     ActParams, ExperimentFilter, ExperimentPage, ExperimentService, Lookup, LookupRow,
 };
 pub use guardrails::GuardrailService;
+pub use holdout::{HoldoutImpact, HoldoutService};
 pub use layers::LayerService;
 pub use lifecycle::Action;
 pub use power::PowerService;
-pub use registry::RegistryService;
+pub use registry::{holdout_due, HoldoutChange, RegistryService, MAX_ROTATION_DAYS};
 pub use results::{LatestLook, Publication, ResultsService};

@@ -16,13 +16,45 @@ use strata_model::{BotDetection, MetricRegistry, MetricType};
 
 use crate::auth::{random_hex, Perm};
 use crate::model::{
-    check_percent, BotDetectionRecord, ExperimentRecord, GuardrailDef, HoldoutRecord, MetricDef,
-    Status,
+    check_percent, BotDetectionRecord, ExperimentRecord, GuardrailDef, HoldoutRecord,
+    KeyMetricsRecord, MetricDef, Status,
 };
 use crate::service::permissions::authorize;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
-use crate::store::{rfc3339, StoreError, WriteTx};
+use crate::store::{parse_rfc3339, rfc3339, StoreError, WriteTx};
+use strata_model::holdout::HoldoutPeriod;
+
+/// The longest schedule of holdout rotations, in days (ten years).
+pub const MAX_ROTATION_DAYS: u32 = 3650;
+
+/// A change of the global holdout ([`RegistryService::set_holdout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HoldoutChange {
+    /// The share held out, percent; none keeps it (required to create it).
+    pub percent: Option<f64>,
+    /// Replace the salt: another set of units is held out.
+    pub rotate: bool,
+    /// Days from a period's start to its scheduled rotation; 0 stops
+    /// scheduled rotation; none keeps the setting.
+    pub rotate_every_days: Option<u32>,
+}
+
+/// Whether the holdout needs the scheduled analysis's care at `now_ms`: a
+/// running period whose scheduled rotation is due, or a holdout with units
+/// held out and no period (set before periods were kept).
+pub fn holdout_due(h: &HoldoutRecord, now_ms: i64) -> bool {
+    if h.percent <= 0.0 {
+        return false;
+    }
+    if h.period == 0 {
+        return true;
+    }
+    h.next_rotation_at
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .is_some_and(|at| at <= now_ms)
+}
 
 /// The fields a stored registry entry carries beside the definition's own
 /// ([`Stored`]); served with it, they are not part of the definition format.
@@ -121,13 +153,19 @@ fn uses(e: &ExperimentRecord, kind: Kind, key: &str, guardrails: &[Value]) -> bo
 /// transaction.
 async fn users(tx: &mut WriteTx, kind: Kind, key: &str) -> Result<Vec<String>, ServiceError> {
     let guardrails: Vec<Value> = tx.definitions(Kind::Guardrail.as_str()).await?;
-    Ok(tx
+    let mut by: Vec<String> = tx
         .experiments()
         .await?
         .into_iter()
         .filter(|e| e.status != Status::Archived && uses(e, kind, key, &guardrails))
         .map(|e| e.key)
-        .collect())
+        .collect();
+    // The global holdout's looks measure the key metrics.
+    let key_metrics: Option<KeyMetricsRecord> = tx.definition("key_metrics", "global").await?;
+    if kind == Kind::Metric && key_metrics.is_some_and(|k| k.metrics.iter().any(|m| m == key)) {
+        by.push("(key metrics)".to_owned());
+    }
+    Ok(by)
 }
 
 /// Refuses a change of definition `key` while `by` rely on it.
@@ -493,49 +531,217 @@ impl RegistryService {
 
     /// Sets the holdout (`holdout:write`: admins): `percent` if given (it is
     /// required when there is no holdout yet), a new salt on creation and
-    /// when `rotate`; audited as `holdout.set` or `holdout.rotate`.
+    /// when `rotate`, the schedule of rotations if given; audited as
+    /// `holdout.set` or `holdout.rotate`. A new salt or size ends the
+    /// running period of the holdout and starts the next (a size of 0
+    /// starts none): who is held out changes, so the comparison does.
     pub async fn set_holdout(
         &self,
         actor: &Actor,
-        percent: Option<f64>,
-        rotate: bool,
+        change: HoldoutChange,
     ) -> Result<HoldoutRecord, ServiceError> {
         authorize(&self.state.store, actor, Perm::HoldoutWrite, None).await?;
-        if let Some(p) = percent {
+        if let Some(p) = change.percent {
             check_percent("percent", p)
                 .map_err(|e| ServiceError::validation("percent", e.message))?;
         }
+        if let Some(d) = change.rotate_every_days {
+            if d > MAX_ROTATION_DAYS {
+                return Err(ServiceError::validation(
+                    "rotate_every_days",
+                    format!("rotate_every_days must be at most {MAX_ROTATION_DAYS} (0 stops scheduled rotation), got {d}"),
+                ));
+            }
+        }
+        let tx = self.begin(actor).await?;
+        // Without `only_if_due` the change is always made.
+        self.change_holdout(tx, change, false)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("the holdout change was not made".to_owned()))
+    }
+
+    /// What the scheduled analysis does for the holdout before its look,
+    /// as `actor` (a system actor granted `holdout:write`): rotates the
+    /// salt when the running period's scheduled rotation is due (audited
+    /// as `holdout.rotate`), and starts the first period of a holdout set
+    /// before periods were kept. Returns the holdout (none when none is
+    /// set) and whether it changed.
+    pub async fn maintain_holdout(
+        &self,
+        actor: &Actor,
+    ) -> Result<Option<(HoldoutRecord, bool)>, ServiceError> {
+        authorize(&self.state.store, actor, Perm::HoldoutWrite, None).await?;
+        let stored: Option<HoldoutRecord> = self
+            .state
+            .store
+            .definition("holdout", "global")
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let Some(h) = stored else {
+            return Ok(None);
+        };
+        if !holdout_due(&h, strata_clock::now_ms()) {
+            return Ok(Some((h, false)));
+        }
+        let tx = self.begin(actor).await?;
+        let change = HoldoutChange {
+            percent: None,
+            rotate: h.period != 0,
+            rotate_every_days: None,
+        };
+        // Decided again inside the change: another instance may have
+        // rotated since.
+        match self.change_holdout(tx, change, true).await? {
+            Some(rec) => Ok(Some((rec, true))),
+            None => Ok(Some((h, false))),
+        }
+    }
+
+    /// The change of the holdout in `tx`; with `only_if_due`, made only
+    /// when [`holdout_due`] still holds (none otherwise).
+    async fn change_holdout(
+        &self,
+        mut tx: WriteTx,
+        change: HoldoutChange,
+        only_if_due: bool,
+    ) -> Result<Option<HoldoutRecord>, ServiceError> {
         let salt = || {
             random_hex(8)
                 .map(|h| format!("H-{h}"))
                 .map_err(|e| ServiceError::Internal(e.message))
         };
-        let mut tx = self.begin(actor).await?;
         let old: Option<HoldoutRecord> = tx.definition("holdout", "global").await?;
-        let rec = match &old {
+        if only_if_due && !old.as_ref().is_some_and(|h| holdout_due(h, tx.now)) {
+            return Ok(None);
+        }
+        let now = rfc3339(tx.now);
+        let mut rec = match &old {
             Some(o) => HoldoutRecord {
-                salt: if rotate { salt()? } else { o.salt.clone() },
-                percent: percent.unwrap_or(o.percent),
+                salt: if change.rotate {
+                    salt()?
+                } else {
+                    o.salt.clone()
+                },
+                percent: change.percent.unwrap_or(o.percent),
                 revision: o.revision + 1,
-                updated_at: rfc3339(tx.now),
+                updated_at: now.clone(),
+                ..o.clone()
             },
             None => HoldoutRecord {
                 salt: salt()?,
-                percent: percent.ok_or_else(|| ServiceError::NotFound {
+                percent: change.percent.ok_or_else(|| ServiceError::NotFound {
                     what: "holdout",
                     key: "global".to_owned(),
                 })?,
                 revision: 1,
-                updated_at: rfc3339(tx.now),
+                updated_at: now.clone(),
+                rotate_every_days: None,
+                period: 0,
+                period_started_at: None,
+                next_rotation_at: None,
             },
         };
-        let action = if rotate && old.is_some() {
+        if let Some(d) = change.rotate_every_days {
+            rec.rotate_every_days = (d > 0).then_some(d);
+        }
+        let moved = match &old {
+            None => true,
+            Some(o) => o.salt != rec.salt || o.percent != rec.percent,
+        };
+        if moved || (rec.period == 0 && rec.percent > 0.0) {
+            let latest = tx.latest_holdout_period().await?;
+            let next = latest.as_ref().map_or(1, |p| p.period + 1);
+            if let Some(mut p) = latest.filter(|p| p.ended_at.is_none()) {
+                p.ended_at = Some(now.clone());
+                p.ended_by = Some(tx.actor().audit_name().to_owned());
+                tx.put_holdout_period(&p).await?;
+            }
+            if rec.percent > 0.0 {
+                tx.put_holdout_period(&HoldoutPeriod {
+                    period: next,
+                    salt: rec.salt.clone(),
+                    percent: rec.percent,
+                    started_at: now.clone(),
+                    ended_at: None,
+                    ended_by: None,
+                    look: None,
+                })
+                .await?;
+                rec.period = next;
+                rec.period_started_at = Some(now.clone());
+            } else {
+                rec.period = 0;
+                rec.period_started_at = None;
+            }
+        }
+        rec.next_rotation_at = match (rec.rotate_every_days, &rec.period_started_at) {
+            (Some(days), Some(start)) => {
+                parse_rfc3339(start).map(|ms| rfc3339(ms + i64::from(days) * 86_400_000))
+            }
+            _ => None,
+        };
+        let action = if change.rotate && old.is_some() {
             "holdout.rotate"
         } else {
             "holdout.set"
         };
         self.put_global(tx, "holdout", old.as_ref(), &rec, rec.revision, action)
             .await?;
+        Ok(Some(rec))
+    }
+
+    /// The organisation's key metrics, for in-process callers (the
+    /// scheduled analysis): the stored list, or none.
+    pub async fn key_metrics(&self) -> Result<KeyMetricsRecord, ServiceError> {
+        let stored: Option<KeyMetricsRecord> = self
+            .state
+            .store
+            .definition("key_metrics", "global")
+            .await
+            .map_err(|e| self.store_error(e))?;
+        Ok(stored.unwrap_or(KeyMetricsRecord {
+            metrics: Vec::new(),
+            revision: 0,
+            updated_at: None,
+        }))
+    }
+
+    /// [`RegistryService::key_metrics`] for a caller who may read.
+    pub async fn get_key_metrics(&self, actor: &Actor) -> Result<KeyMetricsRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::Read, None).await?;
+        self.key_metrics().await
+    }
+
+    /// Replaces the key metrics (`metrics:write`: analysts, admins):
+    /// metrics of the registry, at least one, each once; audited as
+    /// `key_metrics.set`. A key metric is in use: it is not edited or
+    /// deleted while listed.
+    pub async fn set_key_metrics(
+        &self,
+        actor: &Actor,
+        metrics: Vec<String>,
+    ) -> Result<KeyMetricsRecord, ServiceError> {
+        authorize(&self.state.store, actor, Perm::MetricsWrite, None).await?;
+        let mut tx = self.begin(actor).await?;
+        let defs: Vec<Stored<Value>> = tx.definitions(Kind::Metric.as_str()).await?;
+        let known: Vec<&str> = defs.iter().filter_map(|d| d.def["key"].as_str()).collect();
+        let list = strata_model::KeyMetrics { metrics };
+        list.validate(&known).map_err(model)?;
+        let old: Option<KeyMetricsRecord> = tx.definition("key_metrics", "global").await?;
+        let rec = KeyMetricsRecord {
+            metrics: list.metrics,
+            revision: old.as_ref().map_or(0, |o| o.revision) + 1,
+            updated_at: Some(rfc3339(tx.now)),
+        };
+        self.put_global(
+            tx,
+            "key_metrics",
+            old.as_ref(),
+            &rec,
+            rec.revision,
+            "key_metrics.set",
+        )
+        .await?;
         Ok(rec)
     }
 
@@ -564,5 +770,46 @@ impl RegistryService {
         .await?;
         self.state.publish(tx, action).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holdout(percent: f64, period: u64, next: Option<&str>) -> HoldoutRecord {
+        HoldoutRecord {
+            salt: "H-1".into(),
+            percent,
+            revision: 1,
+            updated_at: "2026-01-01T00:00:00.000Z".into(),
+            rotate_every_days: next.map(|_| 30),
+            period,
+            period_started_at: Some("2026-01-01T00:00:00.000Z".into()),
+            next_rotation_at: next.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_holdout_is_due_when_its_rotation_time_came_or_it_has_no_period() {
+        let at = |t: &str| parse_rfc3339(t).unwrap();
+        let scheduled = holdout(5.0, 3, Some("2026-01-31T00:00:00.000Z"));
+        assert!(!holdout_due(&scheduled, at("2026-01-30T23:59:59.999Z")));
+        assert!(holdout_due(&scheduled, at("2026-01-31T00:00:00.000Z")));
+        assert!(
+            !holdout_due(&holdout(5.0, 3, None), at("2030-01-01T00:00:00Z")),
+            "by hand only"
+        );
+        assert!(
+            holdout_due(&holdout(5.0, 0, None), at("2026-01-01T00:00:00Z")),
+            "no period yet"
+        );
+        assert!(
+            !holdout_due(
+                &holdout(0.0, 0, Some("2026-01-02T00:00:00Z")),
+                at("2027-01-01T00:00:00Z")
+            ),
+            "nothing held out"
+        );
     }
 }

@@ -41,6 +41,7 @@ use sqlx::AnyPool;
 mod alerts;
 mod audit;
 mod guardrails;
+mod holdout;
 mod keys;
 mod read;
 mod results;
@@ -138,6 +139,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "sticky_assignments",
         include_str!("../../migrations/0008_sticky_assignments.sql"),
+    ),
+    (
+        9,
+        "holdout_periods",
+        include_str!("../../migrations/0009_holdout_periods.sql"),
     ),
 ];
 

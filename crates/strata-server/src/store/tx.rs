@@ -75,6 +75,11 @@ impl std::fmt::Debug for WriteTx {
 }
 
 impl WriteTx {
+    /// The transaction's connection, for the store's other rooms.
+    pub(super) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
     /// The actor of this change.
     pub fn actor(&self) -> &Actor {
         &self.actor

@@ -140,6 +140,46 @@ async fn remote_evaluation_matches_strata_core(s: TestServer) {
         2,
         "both holdout variants seen: {variants:?}"
     );
+    // OFREP answers carry the same holdout exposures, as flat metadata
+    // (`holdout:ATTR`), in the bulk answer and in one flag's.
+    let flag = snap["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "exp_e")
+        .map(|e| e["flag"].as_str().unwrap().to_owned())
+        .unwrap();
+    let mut ofrep_variants = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        let id = format!("user-{i}");
+        let core = json!({"user_id": id, "targetingKey": id, "country": "US"});
+        let want: serde_json::Map<String, Value> = compiled
+            .holdout_exposures(&strata_core::Context::try_from(core).unwrap(), None)
+            .iter()
+            .map(|h| (format!("holdout:{}", h.unit_attr), json!(h.variant())))
+            .collect();
+        assert!(!want.is_empty());
+        let body = json!({"context": {"targetingKey": id, "country": "US"}});
+        let (st, bulk, _) = s
+            .call(
+                Method::POST,
+                "/ofrep/v1/evaluate/flags",
+                Some(&sdk),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{bulk}");
+        let path = format!("/ofrep/v1/evaluate/flags/{flag}");
+        let (st, one, _) = s.call(Method::POST, &path, Some(&sdk), Some(&body)).await;
+        assert_eq!(st, StatusCode::OK, "{one}");
+        for (k, v) in &want {
+            assert_eq!(&bulk["metadata"][k], v, "{bulk}");
+            assert_eq!(&one["metadata"][k], v, "{one}");
+            ofrep_variants.insert(v.to_string());
+        }
+        assert_eq!(bulk["metadata"]["version"], snap["version"]);
+    }
+    assert_eq!(ofrep_variants.len(), 2, "{ofrep_variants:?}");
     let (st, v, _) = s
         .call(
             Method::POST,

@@ -1,5 +1,5 @@
-//! Metric registry, guardrails, the bot detection limits and the global
-//! holdout.
+//! Metric registry, guardrails, the bot detection limits, the key metrics
+//! and the global holdout with its periods.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -9,6 +9,7 @@ use crate::common::{TestServer, TEAM_ADMIN};
 crate::on_both_backends!(
     metrics_and_guardrails,
     holdout_and_rotation,
+    holdout_periods_and_key_metrics,
     bot_detection_limits_are_kept_validated_and_audited,
     a_metric_is_edited_only_while_nothing_relies_on_it
 );
@@ -205,6 +206,158 @@ async fn holdout_and_rotation(s: TestServer) {
         s.sdk_snapshot(&sdk).await.get("holdout").is_none(),
         "0 % disables the holdout"
     );
+    s.finish().await;
+}
+
+/// Each change of the holdout's salt or size ends its period and starts
+/// the next, in the same change; the rotation schedule gives the next
+/// rotation; the key metrics are validated, audited and in use.
+async fn holdout_periods_and_key_metrics(s: TestServer) {
+    s.setup_registry().await;
+    let (st, v) = s.get("/api/v1/holdout/impact").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"holdout": null, "key_metrics": [], "periods": []})
+    );
+    let (st, h1) = s
+        .put(
+            "/api/v1/holdout",
+            json!({"percent": 5, "rotate_every_days": 180}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{h1}");
+    assert_eq!(
+        (h1["period"].as_u64(), h1["rotate_every_days"].as_u64()),
+        (Some(1), Some(180))
+    );
+    let start =
+        chrono::DateTime::parse_from_rfc3339(h1["period_started_at"].as_str().unwrap()).unwrap();
+    let next =
+        chrono::DateTime::parse_from_rfc3339(h1["next_rotation_at"].as_str().unwrap()).unwrap();
+    assert_eq!(next - start, chrono::Duration::days(180));
+    // Neither the percent nor the salt changes: the same period.
+    let (_, same) = s.put("/api/v1/holdout", json!({"percent": 5})).await;
+    assert_eq!(
+        (same["period"].as_u64(), same["rotate_every_days"].as_u64()),
+        (Some(1), Some(180))
+    );
+    // A new size: a new period, the schedule from its start.
+    let (_, h2) = s.put("/api/v1/holdout", json!({"percent": 3})).await;
+    assert_eq!(h2["period"], 2);
+    assert_eq!(h2["salt"], h1["salt"]);
+    let (_, h3) = s.post("/api/v1/holdout/rotate", json!({})).await;
+    assert_eq!(h3["period"], 3);
+    assert_ne!(h3["salt"], h2["salt"]);
+    let (st, v) = s
+        .put(
+            "/api/v1/holdout",
+            json!({"percent": 3, "rotate_every_days": 4000}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("rotate_every_days")),
+        "{v}"
+    );
+    let (_, h4) = s
+        .put(
+            "/api/v1/holdout",
+            json!({"percent": 3, "rotate_every_days": 0}),
+        )
+        .await;
+    assert!(
+        h4.get("rotate_every_days").is_none() && h4.get("next_rotation_at").is_none(),
+        "{h4}"
+    );
+    assert_eq!(h4["period"], 3);
+    let (_, off) = s.put("/api/v1/holdout", json!({"percent": 0})).await;
+    assert_eq!(off["period"], 0, "no period runs without a holdout");
+    let (_, on) = s.put("/api/v1/holdout", json!({"percent": 2})).await;
+    assert_eq!(on["period"], 4);
+    let (_, impact) = s.get("/api/v1/holdout/impact").await;
+    let periods = impact["periods"].as_array().unwrap();
+    let numbers: Vec<u64> = periods
+        .iter()
+        .map(|p| p["period"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [4, 3, 2, 1], "the latest first");
+    assert!(periods[0].get("ended_at").is_none());
+    for w in periods.windows(2) {
+        assert!(w[1]["ended_at"].is_string(), "{}", w[1]);
+        assert!(w[1]["ended_by"].is_string());
+    }
+    assert_eq!(periods[1]["salt"], h3["salt"]);
+    assert_eq!(
+        (
+            periods[1]["percent"].as_f64(),
+            periods[2]["percent"].as_f64()
+        ),
+        (Some(3.0), Some(3.0))
+    );
+    assert_eq!(periods[3]["started_at"], h1["period_started_at"]);
+
+    // Key metrics.
+    let (st, v) = s.get("/api/v1/key-metrics").await;
+    assert_eq!(
+        (st, v["metrics"].clone(), v["revision"].as_i64()),
+        (StatusCode::OK, json!([]), Some(0))
+    );
+    for (body, field) in [
+        (json!({"metrics": []}), "metrics"),
+        (json!({"metrics": ["conversion", "clicks"]}), "metrics[1]"),
+        (json!({"metrics": ["revenue", "revenue"]}), "metrics[1]"),
+    ] {
+        let (st, v) = s.put("/api/v1/key-metrics", body).await;
+        assert_eq!(
+            (st, v["error"]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{v}"
+        );
+    }
+    let (st, v) = s
+        .put(
+            "/api/v1/key-metrics",
+            json!({"metrics": ["conversion", "revenue"]}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["revision"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{v}"
+    );
+    let (_, impact) = s.get("/api/v1/holdout/impact").await;
+    assert_eq!(impact["key_metrics"], json!(["conversion", "revenue"]));
+    // A key metric is in use.
+    let (st, v, _) = s
+        .call(
+            Method::DELETE,
+            "/api/v1/metrics/revenue",
+            Some(TEAM_ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("key metrics"),
+        "{v}"
+    );
+    let (_, audit) = s.get("/api/v1/audit?action=key_metrics.set").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    // Analysts set them; experimenters may not.
+    let lab = s.key("api", Some("experimenter"), "lab", "lab").await;
+    let (st, _, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/key-metrics",
+            Some(&lab),
+            Some(&json!({"metrics": ["conversion"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
     s.finish().await;
 }
 
