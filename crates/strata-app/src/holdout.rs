@@ -91,7 +91,11 @@ impl Scheduler {
             let due = if p.ended_at.is_some() {
                 p.awaits_final_look()
             } else {
-                force || rotated || self.look_is_old(p, started)
+                // A period that started during this run (a rotation now)
+                // has nothing to look at before the run's time.
+                let begun =
+                    strata_analysis::spec::parse_time(&p.started_at).is_some_and(|t| t < started);
+                begun && (force || rotated || self.look_is_old(p, started))
             };
             if !due || p.percent <= 0.0 {
                 continue;

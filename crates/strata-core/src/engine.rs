@@ -135,6 +135,8 @@ impl<'a> Trace<'a> for Vec<Assignment<'a>> {
 struct Holdout {
     suffix: SaltKey,
     permille: u16,
+    /// `salt:permille`: which units are held out ([`CompiledSnapshot::holdout_key`]).
+    key: String,
 }
 
 #[derive(Debug)]
@@ -269,6 +271,7 @@ impl CompiledSnapshot {
             Some(h) => Some(Holdout {
                 suffix: SaltKey::new(&h.salt),
                 permille: h.permille,
+                key: format!("{}:{}", h.salt, h.permille),
             }),
             None => None,
         };
@@ -455,6 +458,15 @@ impl CompiledSnapshot {
                 .get(s)
                 .map_or(&self.everywhere, Vec::as_slice),
         }
+    }
+
+    /// Which units the global holdout holds out, as text (its salt and
+    /// size; none without a holdout): a caller that logs holdout exposures
+    /// once per unit and day logs them again when this changes, since a
+    /// new salt or size starts a new period of the holdout (spec section
+    /// 11).
+    pub fn holdout_key(&self) -> Option<&str> {
+        self.holdout.as_ref().map(|h| h.key.as_str())
     }
 
     /// The context's units' membership of the global holdout (spec

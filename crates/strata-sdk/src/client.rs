@@ -723,7 +723,14 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
     let Some(unit_id) = strata_core::unit_text(unit) else {
         return;
     };
-    offer_exposure(shared, ctx, &unit_id, a.experiment, a.variant, a.assigned);
+    offer_exposure(
+        shared,
+        ctx,
+        &unit_id,
+        (a.experiment, a.experiment),
+        a.variant,
+        a.assigned,
+    );
 }
 
 /// Logs the holdout exposures of `ctx` for the flag evaluated in `single`
@@ -731,32 +738,45 @@ fn log_exposure(shared: &Shared, ctx: &Context, a: &Assignment<'_>) {
 /// unit and day, like any exposure, so the holdout can be compared with
 /// everyone else. Held-out units log these and nothing else.
 fn log_holdout(shared: &Shared, ctx: &Context, single: &CompiledSnapshot) {
-    for h in single.holdout_exposures(ctx, None) {
+    let exposures = single.holdout_exposures(ctx, None);
+    if exposures.is_empty() {
+        return;
+    }
+    // Once per unit and day within one holdout: a new salt or size starts
+    // a new period, which must see the unit's membership the same day.
+    let scope = format!(
+        "{}/{}",
+        strata_core::HOLDOUT_EXPERIMENT,
+        single.holdout_key().unwrap_or_default()
+    );
+    for h in exposures {
         let variant = h.variant();
         offer_exposure(
             shared,
             ctx,
             &h.unit_id,
-            strata_core::HOLDOUT_EXPERIMENT,
+            (strata_core::HOLDOUT_EXPERIMENT, &scope),
             variant,
             variant,
         );
     }
 }
 
-/// The common path of an exposure: skipped when this unit was exposed to
-/// `experiment` recently today, else handed to the background.
+/// The common path of an exposure of `experiment.0`: skipped when this
+/// unit was exposed to it recently today (within scope `experiment.1`: the
+/// experiment's key, or the holdout's period), else handed to the
+/// background.
 fn offer_exposure(
     shared: &Shared,
     ctx: &Context,
     unit_id: &str,
-    experiment: &str,
+    (experiment, scope): (&str, &str),
     variant: &str,
     assigned: &str,
 ) {
     let now = strata_clock::now();
     let day = utc_day(now);
-    let pair = pair_hash(unit_id, experiment);
+    let pair = pair_hash(unit_id, scope);
     if !shared.recent.first_today(pair, day) {
         shared.counters.exposures_deduplicated.add(1);
         return;
@@ -936,6 +956,40 @@ mod tests {
         want.sort();
         assert_eq!(holdout, want, "each unit once, with its membership");
         assert!(units.iter().any(|u| held(u)) && units.iter().any(|u| !held(u)));
+        // A rotated salt starts a new period: each unit's membership under
+        // it is logged the same day, once.
+        let rotated = doc
+            .replace("\"version\": 1", "\"version\": 2")
+            .replace("h-2026", "h-2027");
+        let loaded = crate::state::Loaded::from_slice(rotated.as_bytes(), None).unwrap();
+        c.shared().state.store(std::sync::Arc::new(loaded));
+        for _ in 0..2 {
+            for u in &units {
+                c.variant(&Context::for_user(u.as_str()), "fa", "d");
+            }
+        }
+        c.shared().absorb();
+        let mut again: Vec<(String, String)> = c
+            .shared()
+            .buffer
+            .take_exposures(1000)
+            .iter()
+            .filter(|e| e.experiment() == strata_core::HOLDOUT_EXPERIMENT)
+            .map(|e| (e.unit_id().to_owned(), e.variant().to_owned()))
+            .collect();
+        again.sort();
+        let held = |u: &str| strata_core::hash::bucket(u, "h-2027") < 300;
+        let mut want: Vec<(String, String)> = units
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    if held(u) { "holdout" } else { "rest" }.to_owned(),
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(again, want, "each unit once more, under the new salt");
     }
 
     #[tokio::test]

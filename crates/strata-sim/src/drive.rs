@@ -207,6 +207,10 @@ impl Visits {
         let mut effect = Effect::NONE;
         for (i, s) in self.scenarios.iter().enumerate() {
             let Some(a) = assigned.get(s.key) else {
+                // The app asks for the flag all the same and gets the
+                // default; the SDK logs the unit's membership of the global
+                // holdout (held out, or outside a ramp or targeting).
+                client.variant(&ctx, s.key, "control");
                 continue;
             };
             let treated = a.variant != "control";

@@ -152,6 +152,22 @@ async fn every_scenario_reaches_its_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let demo = tokio::task::block_in_place(|| start(dir.path()));
     let c = reqwest::Client::new();
+    // A global holdout rotated every two simulated days, as an admin sets
+    // it: by the end the scheduled analysis has rotated it several times.
+    let api = |p: &str| format!("{}/api/v1/{p}", demo.base);
+    let key_metrics = serde_json::json!({"metrics": ["conversion", "revenue"]});
+    let (s, v) = call(
+        &c,
+        Method::PUT,
+        api("key-metrics"),
+        ADMIN,
+        Some(key_metrics),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let holdout = serde_json::json!({"percent": 5, "rotate_every_days": 2});
+    let (s, v) = call(&c, Method::PUT, api("holdout"), ADMIN, Some(holdout)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let keys: Vec<&str> = strata_sim::scenario::all().iter().map(|s| s.key).collect();
     let started = Instant::now();
     let mut reached: Vec<Option<(Duration, String)>> = vec![None; keys.len()];
@@ -183,7 +199,73 @@ async fn every_scenario_reaches_its_outcome() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    scheduled_rotations(&c, &demo.base).await;
     drop(demo);
+}
+
+/// The holdout's periods after the scenarios' two weeks: each ended by the
+/// scheduled rotation (`system:holdout`, audited) at the first run of the
+/// scheduled analysis after it was due — two simulated days after it
+/// started, plus up to the time between runs, which at this speed is a day
+/// and the run's own real seconds —, with its final look over both the
+/// holdout and the rest, and the next period under a new salt.
+async fn scheduled_rotations(c: &reqwest::Client, base: &str) {
+    let (s, impact) = call(
+        c,
+        Method::GET,
+        format!("{base}/api/v1/holdout/impact"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{impact}");
+    let periods = impact["periods"].as_array().unwrap();
+    let ended: Vec<&Value> = periods
+        .iter()
+        .filter(|p| p.get("ended_at").is_some())
+        .collect();
+    assert!(ended.len() >= 2, "rotated at least twice: {impact}");
+    let time =
+        |p: &Value, f: &str| chrono::DateTime::parse_from_rfc3339(p[f].as_str().unwrap()).unwrap();
+    for p in &ended {
+        assert_eq!(p["ended_by"], "system:holdout", "{p}");
+        let days = (time(p, "ended_at") - time(p, "started_at")).num_seconds() as f64 / 86_400.0;
+        assert!(
+            (2.0..8.0).contains(&days),
+            "period {} lasted {days} days",
+            p["period"]
+        );
+        let final_look = p["look"]["final_look"].as_bool().unwrap_or(false);
+        assert!(
+            final_look || p["period"] == ended[0]["period"],
+            "final look of {p}"
+        );
+        if final_look {
+            let units = &p["look"]["results"]["units"];
+            assert!(
+                units["holdout"].as_u64() > Some(0) && units["rest"].as_u64() > Some(0),
+                "{units}"
+            );
+        }
+    }
+    for w in periods.windows(2) {
+        assert_ne!(w[0]["salt"], w[1]["salt"], "each period has its own salt");
+        assert_eq!(w[0]["started_at"], w[1]["ended_at"]);
+    }
+    let (_, audit) = call(
+        c,
+        Method::GET,
+        format!("{base}/api/v1/audit?action=holdout.rotate"),
+        ADMIN,
+        None,
+    )
+    .await;
+    let rotations = audit["items"].as_array().unwrap();
+    assert!(rotations.len() >= ended.len(), "{audit}");
+    assert!(
+        rotations.iter().all(|e| e["actor"] == "system:holdout"),
+        "{audit}"
+    );
 }
 
 /// `strata simulate` against a plain `strata serve`: the demo's A/A
