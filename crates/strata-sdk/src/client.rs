@@ -935,17 +935,22 @@ mod tests {
                 c.variant(&ctx, "ff", "d");
             }
         }
-        c.shared().absorb();
         let held = |u: &str| strata_core::hash::bucket(u, "h-2026") < 300;
-        let mut holdout: Vec<(String, String)> = c
-            .shared()
-            .buffer
-            .take_exposures(1000)
-            .iter()
-            .filter(|e| e.experiment() == strata_core::HOLDOUT_EXPERIMENT)
-            .map(|e| (e.unit_id().to_owned(), e.variant().to_owned()))
-            .collect();
-        holdout.sort();
+        // The holdout exposures buffered so far, sorted.
+        let logged = || {
+            c.shared().absorb();
+            let mut v: Vec<(String, String)> = c
+                .shared()
+                .buffer
+                .take_exposures(1000)
+                .iter()
+                .filter(|e| e.experiment() == strata_core::HOLDOUT_EXPERIMENT)
+                .map(|e| (e.unit_id().to_owned(), e.variant().to_owned()))
+                .collect();
+            v.sort();
+            v
+        };
+        let holdout = logged();
         let mut want: Vec<(String, String)> = units
             .iter()
             .map(|u| {
@@ -968,16 +973,7 @@ mod tests {
                 c.variant(&Context::for_user(u.as_str()), "fa", "d");
             }
         }
-        c.shared().absorb();
-        let mut again: Vec<(String, String)> = c
-            .shared()
-            .buffer
-            .take_exposures(1000)
-            .iter()
-            .filter(|e| e.experiment() == strata_core::HOLDOUT_EXPERIMENT)
-            .map(|e| (e.unit_id().to_owned(), e.variant().to_owned()))
-            .collect();
-        again.sort();
+        let again = logged();
         let held = |u: &str| strata_core::hash::bucket(u, "h-2027") < 300;
         let mut want: Vec<(String, String)> = units
             .iter()

@@ -69,16 +69,20 @@ impl HoldoutService {
             .map_err(|e| self.state.service_store_error(e))
     }
 
+    /// Every experiment that is not deleted.
+    async fn experiments(&self) -> Result<Vec<crate::model::ExperimentRecord>, ServiceError> {
+        self.state
+            .store
+            .experiments()
+            .await
+            .map_err(|e| self.state.service_store_error(e))
+    }
+
     /// The treatments no held-out unit may see: every variant but the
     /// control of each experiment that respects the holdout and has
     /// started, as `(experiment, variant)`.
     pub async fn treatments(&self) -> Result<Vec<(String, String)>, ServiceError> {
-        let experiments = self
-            .state
-            .store
-            .experiments()
-            .await
-            .map_err(|e| self.state.service_store_error(e))?;
+        let experiments = self.experiments().await?;
         let mut out = Vec::new();
         for e in experiments
             .iter()
@@ -143,12 +147,7 @@ impl HoldoutService {
             .or(Some(as_of))
             .and_then(parse_rfc3339)
             .unwrap_or(i64::MAX);
-        let experiments = self
-            .state
-            .store
-            .experiments()
-            .await
-            .map_err(|e| self.state.service_store_error(e))?;
+        let experiments = self.experiments().await?;
         let mut out = Vec::new();
         for e in experiments {
             let Some(winner) = e.winner.clone() else {
