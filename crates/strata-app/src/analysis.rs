@@ -58,6 +58,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
+use crate::leader::Leadership;
 use crate::pipeline::Pipeline;
 
 /// How long a refresh request waits for its look before answering `202`.
@@ -288,17 +289,26 @@ pub struct Scheduler {
     /// When the next scheduled run starts, ms since the epoch (0: not yet
     /// known), for whoever shows it.
     next_run: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether this node runs the jobs ([`crate::leader`]).
+    pub(crate) leadership: Leadership,
 }
 
 impl Scheduler {
-    /// A scheduler of the experiments in `state` over `pipeline`'s data.
-    pub fn new(state: AppState, pipeline: Arc<Pipeline>, cfg: AnalysisConfig) -> Self {
+    /// A scheduler of the experiments in `state` over `pipeline`'s data,
+    /// running while `leadership` says this node runs the jobs.
+    pub fn new(
+        state: AppState,
+        pipeline: Arc<Pipeline>,
+        cfg: AnalysisConfig,
+        leadership: Leadership,
+    ) -> Self {
         Self {
             state,
             pipeline,
             cfg,
             log: Arc::new(RunLog::default()),
             next_run: Arc::default(),
+            leadership,
         }
     }
 
@@ -588,11 +598,17 @@ pub struct AnalysisMount {
 }
 
 impl AnalysisMount {
-    /// The scheduler of `state`'s experiments over `pipeline`'s data.
-    pub fn new(state: &AppState, pipeline: Arc<Pipeline>, cfg: AnalysisConfig) -> Self {
+    /// The scheduler of `state`'s experiments over `pipeline`'s data, on
+    /// the node `leadership` elects.
+    pub fn new(
+        state: &AppState,
+        pipeline: Arc<Pipeline>,
+        cfg: AnalysisConfig,
+        leadership: Leadership,
+    ) -> Self {
         let (requests, queue) = mpsc::channel(QUEUE);
         Self {
-            scheduler: Arc::new(Scheduler::new(state.clone(), pipeline, cfg)),
+            scheduler: Arc::new(Scheduler::new(state.clone(), pipeline, cfg, leadership)),
             state: state.clone(),
             requests,
             queue: Mutex::new(Some(queue)),
@@ -617,6 +633,7 @@ pub struct RefreshPending {
 pub(crate) struct Handle {
     requests: mpsc::Sender<Refresh>,
     log: Arc<RunLog>,
+    leadership: Leadership,
 }
 
 /// `POST /api/v1/experiments/{key}/results/refresh`: a look now.
@@ -652,6 +669,19 @@ impl Handle {
         experiment: &str,
         what: &str,
     ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+        if !self.leadership.is_leader() {
+            let leader = self.leadership.leader();
+            let leader = if leader.is_empty() {
+                "no node holds the jobs lease right now".to_owned()
+            } else {
+                format!("node {leader} does")
+            };
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_jobs_leader",
+                format!("this node does not run the scheduled analysis: {leader}; ask again (through the load balancer, another node)"),
+            ));
+        }
         let run = self.log.next_id();
         let (reply, answer) = oneshot::channel();
         let unavailable = || {
@@ -791,6 +821,7 @@ impl Mount for AnalysisMount {
         let handle = Handle {
             requests: self.requests.clone(),
             log: self.scheduler.log.clone(),
+            leadership: self.scheduler.leadership.clone(),
         };
         Router::new()
             .route("/api/v1/experiments/{key}/results/refresh", post(refresh))
@@ -819,7 +850,12 @@ impl Mount for AnalysisMount {
         };
         let scheduler = self.scheduler.clone();
         vec![tokio::spawn(async move {
-            scheduler.restore().await;
+            let mut term = 0;
+            if scheduler.leadership.is_leader() {
+                // Alone on its store: take up the stored runs at once.
+                term = scheduler.leadership.term();
+                scheduler.restore().await;
+            }
             let mut next = scheduler.schedule(scheduler.cfg.first_run);
             loop {
                 // One task serves both the schedule and refreshes, so no
@@ -830,7 +866,23 @@ impl Mount for AnalysisMount {
                     Some(r) = queue.recv() => Step::Refresh(r),
                     _ = shutdown.wait_for(|s| *s) => Step::Stop,
                 };
+                // A node that does not run the jobs waits for the lease
+                // (checked as often as it is renewed); a node that became
+                // the leader takes up the runs stored before it runs.
+                let leads = scheduler.leadership.is_leader();
+                if leads && scheduler.leadership.term() != term {
+                    term = scheduler.leadership.term();
+                    scheduler.restore().await;
+                }
                 match step {
+                    Step::Scheduled if !leads => {
+                        next = scheduler.schedule(scheduler.cfg.interval.min(crate::leader::RENEW));
+                    }
+                    Step::Refresh(r) if !leads => {
+                        let _ = r
+                            .reply
+                            .send(Err("this node no longer runs the jobs".to_owned()));
+                    }
                     Step::Scheduled => {
                         let id = scheduler.log.next_id();
                         scheduler.run(id, "schedule", None, &shutdown).await;

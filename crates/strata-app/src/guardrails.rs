@@ -105,6 +105,7 @@ use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use crate::analysis::rfc3339;
+use crate::leader::Leadership;
 use crate::pipeline::Pipeline;
 
 /// Cycles kept for `GET /api/v1/guardrail-monitor`.
@@ -248,6 +249,8 @@ pub struct Monitor {
     folds: Mutex<(MonitorState, Option<Instant>)>,
     cycles: Mutex<VecDeque<Cycle>>,
     counters: Counters,
+    /// Whether this node runs the jobs ([`crate::leader`]).
+    leadership: Leadership,
 }
 
 /// What a cycle reads once for all experiments.
@@ -274,7 +277,12 @@ fn actor() -> Actor {
 
 impl Monitor {
     /// A monitor of `state`'s experiments over `pipeline`'s data.
-    pub fn new(state: AppState, pipeline: Arc<Pipeline>, cfg: GuardrailConfig) -> Self {
+    pub fn new(
+        state: AppState,
+        pipeline: Arc<Pipeline>,
+        cfg: GuardrailConfig,
+        leadership: Leadership,
+    ) -> Self {
         Self {
             state,
             pipeline,
@@ -284,6 +292,7 @@ impl Monitor {
             folds: Mutex::new((MonitorState::default(), None)),
             cycles: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
+            leadership,
         }
     }
 
@@ -1086,10 +1095,16 @@ pub struct GuardrailMount {
 }
 
 impl GuardrailMount {
-    /// The monitor of `state`'s experiments over `pipeline`'s data.
-    pub fn new(state: &AppState, pipeline: Arc<Pipeline>, cfg: GuardrailConfig) -> Self {
+    /// The monitor of `state`'s experiments over `pipeline`'s data, on the
+    /// node `leadership` elects.
+    pub fn new(
+        state: &AppState,
+        pipeline: Arc<Pipeline>,
+        cfg: GuardrailConfig,
+        leadership: Leadership,
+    ) -> Self {
         Self {
-            monitor: Arc::new(Monitor::new(state.clone(), pipeline, cfg)),
+            monitor: Arc::new(Monitor::new(state.clone(), pipeline, cfg, leadership)),
             state: state.clone(),
         }
     }
@@ -1154,8 +1169,14 @@ impl Mount for GuardrailMount {
                     () = tokio::time::sleep_until(next) => {}
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
-                monitor.cycle(&shutdown).await;
-                next = tokio::time::Instant::now() + monitor.cfg.interval;
+                if monitor.leadership.is_leader() {
+                    monitor.cycle(&shutdown).await;
+                    next = tokio::time::Instant::now() + monitor.cfg.interval;
+                } else {
+                    // Another node runs the jobs: wait for the lease.
+                    next = tokio::time::Instant::now()
+                        + monitor.cfg.interval.min(crate::leader::RENEW);
+                }
             }
         })]
     }

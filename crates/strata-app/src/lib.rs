@@ -5,7 +5,8 @@
 //! served beside it — the event pipeline's collection endpoints and admin
 //! operations ([`pipeline`]), and the process's background jobs (the
 //! scheduled analysis, [`analysis`]; the guardrail monitor,
-//! [`guardrails`]; the sender of alerts, [`alerts`]) and the web portal
+//! [`guardrails`], both on the one node that holds the jobs lease,
+//! [`leader`]; the sender of alerts, [`alerts`]) and the web portal
 //! (strata-portal) — are built
 //! over that state and registered through [`strata_server::Mount`], each
 //! contributing routes, tasks, `/metrics` text and OpenAPI paths; the
@@ -21,6 +22,7 @@ pub mod analysis;
 pub mod catalog;
 pub mod guardrails;
 pub mod holdout;
+pub mod leader;
 pub mod pipeline;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use strata_server::{Server, ServerConfig, ServerError};
 pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use guardrails::{GuardrailConfig, GuardrailMount};
+pub use leader::{LeaderMount, Leadership};
 pub use pipeline::{PipelineConfig, PipelineMount};
 pub use strata_portal::PortalSettings;
 
@@ -79,9 +82,19 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
         let mount = PipelineMount::open(p, prepared.state())
             .await
             .map_err(StartError::Pipeline)?;
+        // The jobs run on one node of those sharing the store.
+        let leadership = Leadership::new(prepared.state());
+        if cfg.analysis.is_some() || cfg.guardrails.is_some() {
+            let keeper = LeaderMount::new(prepared.state(), leadership.clone());
+            prepared = prepared.mount(Arc::new(keeper));
+        }
         if let Some(a) = &cfg.analysis {
-            let scheduler =
-                AnalysisMount::new(prepared.state(), mount.pipeline().clone(), a.clone());
+            let scheduler = AnalysisMount::new(
+                prepared.state(),
+                mount.pipeline().clone(),
+                a.clone(),
+                leadership.clone(),
+            );
             next_analysis = Some(strata_portal::NextRun::new(
                 scheduler.scheduler().next_run(),
             ));
@@ -92,7 +105,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
                 partitions: p.store.partitions,
                 ..g.clone()
             };
-            let monitor = GuardrailMount::new(prepared.state(), mount.pipeline().clone(), g);
+            let monitor = GuardrailMount::new(
+                prepared.state(),
+                mount.pipeline().clone(),
+                g,
+                leadership.clone(),
+            );
             prepared = prepared.mount(Arc::new(monitor));
         }
         prepared = prepared.mount(Arc::new(mount));

@@ -46,6 +46,9 @@ pub struct PipelineConfig {
     pub retention: RetentionPolicy,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Whether this node serves `/collect/v1/*` (a node with only the jobs
+    /// role opens the pipeline to read its data, and collects nothing).
+    pub collect: bool,
 }
 
 impl PipelineConfig {
@@ -57,6 +60,7 @@ impl PipelineConfig {
             ingest: IngestConfig::default(),
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(3600),
+            collect: true,
         }
     }
 }
@@ -250,6 +254,7 @@ pub struct PipelineMount {
     pipeline: Arc<Pipeline>,
     state: AppState,
     retention_interval: Duration,
+    collect: bool,
 }
 
 impl PipelineMount {
@@ -266,6 +271,7 @@ impl PipelineMount {
             pipeline: Arc::new(Pipeline::open(cfg, auth, Some(catalog)).await?),
             state: state.clone(),
             retention_interval: cfg.retention_interval,
+            collect: cfg.collect,
         })
     }
 
@@ -293,7 +299,11 @@ impl Mount for PipelineMount {
             .route("/api/v1/units/{unit_id}/data", delete(delete_unit))
             .layer(Extension(self.pipeline.clone()))
             .with_state(self.state.clone());
-        admin.merge(self.pipeline.ingest.router())
+        if self.collect {
+            admin.merge(self.pipeline.ingest.router())
+        } else {
+            admin
+        }
     }
 
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {

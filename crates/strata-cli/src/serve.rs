@@ -44,12 +44,37 @@ impl StoreArgs {
     }
 }
 
+/// What a node of `strata serve` does (`--role`, combinable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeRole {
+    /// Everything in one process.
+    All,
+    /// The API, the portal and the SDK distribution (`/api`, `/`, `/sdk`, `/ofrep`).
+    Control,
+    /// Collection (`/collect`) into this node's pipeline.
+    Ingest,
+    /// The scheduled analysis and the guardrail monitor over this node's
+    /// pipeline, on the one node holding the jobs lease.
+    Jobs,
+}
+
 /// Arguments of `strata serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// What this node does: all, or any of control, ingest, jobs
+    /// (comma-separated, e.g. `control,ingest`). Nodes of any roles share
+    /// one PostgreSQL (`--database-url`).
+    #[arg(
+        long,
+        value_name = "ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    role: Vec<NodeRole>,
     #[command(flatten)]
     store: StoreArgs,
     /// Requests per second allowed per API token (0 = unlimited); over it: 429 with Retry-After.
@@ -141,10 +166,17 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             args.guardrail_alpha
         );
     }
+    let has = |r: NodeRole| args.role.contains(&NodeRole::All) || args.role.contains(&r);
+    let (control, ingest, jobs) = (
+        has(NodeRole::Control),
+        has(NodeRole::Ingest),
+        has(NodeRole::Jobs),
+    );
     let cfg = ServerConfig {
         listen: args.listen,
         store: args.store.options(),
         settings: Settings {
+            serve_control: control,
             range_cooldown: Duration::from_secs_f64(args.range_cooldown_days * 86_400.0),
             rate_limit: args.rate_limit,
             sdk_rate_limit: args.sdk_rate_limit,
@@ -156,16 +188,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     };
     let cfg = ServeConfig {
         server: cfg,
-        pipeline: (!args.no_pipeline).then(|| PipelineConfig::under(&args.store.data_dir)),
-        analysis: (!args.no_analysis).then(|| AnalysisConfig {
+        // The jobs read the pipeline's data: a jobs node opens it, and
+        // serves `/collect` only with the ingest role.
+        pipeline: (!args.no_pipeline && (ingest || jobs)).then(|| PipelineConfig {
+            collect: ingest,
+            ..PipelineConfig::under(&args.store.data_dir)
+        }),
+        analysis: (!args.no_analysis && jobs).then(|| AnalysisConfig {
             holdout_interval: args.holdout_interval,
             ..AnalysisConfig::every(args.analysis_interval)
         }),
-        guardrails: (!args.no_guardrails).then(|| GuardrailConfig {
+        guardrails: (!args.no_guardrails && jobs).then(|| GuardrailConfig {
             budget: args.guardrail_alpha,
             ..GuardrailConfig::every(args.guardrail_interval)
         }),
-        portal: (!args.no_portal).then(|| strata_app::PortalSettings {
+        portal: (!args.no_portal && control).then(|| strata_app::PortalSettings {
             session_ttl: args.portal_session_ttl,
             secure_cookies: args.portal_secure_cookies,
             ..strata_app::PortalSettings::default()

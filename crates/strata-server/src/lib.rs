@@ -418,13 +418,14 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
     // every request as an extension.
     let metrics_mounts = Mounted(mounts.to_vec().into());
     let openapi_mounts = metrics_mounts.clone();
-    let routes = Router::new()
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(move |s: State<AppState>| prometheus(s, metrics_mounts)),
-        )
+        );
+    let control = Router::new()
         .route(
             "/api/v1/openapi.json",
             get(move || openapi_json(openapi_mounts)),
@@ -541,8 +542,15 @@ pub fn router_with(state: AppState, mounts: &[Arc<dyn Mount>]) -> Router {
         .route("/sdk/v1/stream", get(sdk::stream))
         .route("/sdk/v1/evaluate", post(sdk::evaluate))
         .route("/ofrep/v1/evaluate/flags", post(sdk::ofrep_bulk))
-        .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag))
-        .with_state(state.clone());
+        .route("/ofrep/v1/evaluate/flags/{key}", post(sdk::ofrep_flag));
+    // A node without the control role answers only its health, its
+    // metrics and its mounts (`strata serve --role`).
+    let routes = if state.settings.serve_control {
+        base.merge(control)
+    } else {
+        base
+    }
+    .with_state(state.clone());
     let pages: Arc<[Arc<dyn Mount>]> = mounts.iter().cloned().collect();
     let routes = mounts
         .iter()

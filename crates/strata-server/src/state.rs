@@ -32,6 +32,10 @@ pub struct Settings {
     /// even if fewer than 95 % of the SDK instances have applied its
     /// version (see [`crate::activation`]).
     pub activation_timeout: Duration,
+    /// Whether this node serves the control plane's API, the SDK
+    /// distribution and OFREP (`strata serve --role control`); without,
+    /// it answers only `/healthz`, `/readyz`, `/metrics` and its mounts.
+    pub serve_control: bool,
 }
 
 impl Default for Settings {
@@ -45,6 +49,7 @@ impl Default for Settings {
             poll_interval: Duration::from_secs(1),
             key_refresh: Duration::from_secs(5),
             activation_timeout: Duration::from_secs(600),
+            serve_control: true,
         }
     }
 }

@@ -11,5 +11,7 @@ mod demo;
 mod guardrails;
 mod holdout;
 mod identity;
+mod leader;
+mod roles;
 mod scheduled;
 mod serve;

@@ -43,6 +43,7 @@ mod audit;
 mod guardrails;
 mod holdout;
 mod keys;
+mod leases;
 mod read;
 mod results;
 mod runs;
@@ -144,6 +145,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "holdout_periods",
         include_str!("../../migrations/0009_holdout_periods.sql"),
+    ),
+    (
+        10,
+        "job_leases",
+        include_str!("../../migrations/0010_job_leases.sql"),
     ),
 ];
 
