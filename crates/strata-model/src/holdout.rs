@@ -121,6 +121,10 @@ pub struct ShippedWinner {
     pub seq: Option<u64>,
     /// Per key metric that look measured, the winner's lift over control.
     pub lifts: BTreeMap<String, Lift>,
+    /// Whether `lifts` were left out for a reader who may not read the
+    /// experiment's results (its team's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
 }
 
 /// A relative lift with its interval.
@@ -274,6 +278,7 @@ mod tests {
                     ((*m).to_owned(), l)
                 })
                 .collect(),
+            withheld: false,
         }
     }
 

@@ -107,7 +107,11 @@ fn look_section(look: &HoldoutLook, title: &str) -> Markup {
                             td { a href=(format!("/experiments/{}", w.experiment)) { (w.experiment) } }
                             td { (w.winner) }
                             td { (when(&w.concluded_at)) }
-                            @for m in &r.metrics { td.num { (lift_text(w.lifts.get(&m.metric))) } }
+                            @if w.withheld {
+                                td.num.muted colspan=(r.metrics.len()) { "withheld: another team's results" }
+                            } @else {
+                                @for m in &r.metrics { td.num { (lift_text(w.lifts.get(&m.metric))) } }
+                            }
                         }
                     }
                 }

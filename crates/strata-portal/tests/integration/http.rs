@@ -1339,6 +1339,18 @@ async fn the_holdout_page_shows_what_everything_shipped_adds_up_to() {
     );
     assert!(page.contains("Contamination: fail"), "{page}");
     assert!(page.contains("running"), "the period history: {page}");
+    // Another team's experimenter sees the organisation's figures, not the
+    // winner's own lifts (its team's results).
+    let mut other = env.signed_in(&env.search_exp).await;
+    let page = other.get("/holdout").await.body;
+    assert!(
+        page.contains("+9.0%") && page.contains("(sum of 1)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("withheld: another team") && !page.contains("+12.0% ["),
+        "{page}"
+    );
     // A viewer reads it and is offered no change.
     let mut viewer = env.signed_in(&env.viewer).await;
     let page = viewer.get("/holdout").await.body;

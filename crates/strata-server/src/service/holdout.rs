@@ -13,7 +13,7 @@ use strata_model::results::Results;
 
 use crate::auth::Perm;
 use crate::model::{HoldoutRecord, Status};
-use crate::service::permissions::authorize;
+use crate::service::permissions::{self, authorize};
 use crate::service::registry::RegistryService;
 use crate::service::{Actor, ServiceError};
 use crate::state::AppState;
@@ -53,10 +53,31 @@ impl HoldoutService {
             Err(ServiceError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        let mut periods = self.periods().await?;
+        // A winner's own lifts are its team's results: shown to those who
+        // may read them, withheld (`lifts` empty, `withheld` true) from the
+        // others. The sums per metric are the organisation's figure.
+        let teams: std::collections::HashMap<String, String> = self
+            .experiments()
+            .await?
+            .into_iter()
+            .map(|e| (e.key, e.owner_team))
+            .collect();
+        for w in periods
+            .iter_mut()
+            .filter_map(|p| p.look.as_mut())
+            .flat_map(|l| l.attribution.winners.iter_mut())
+        {
+            let team = teams.get(&w.experiment).map(String::as_str);
+            if permissions::check(actor, Perm::ResultsRead, team).is_err() {
+                w.lifts.clear();
+                w.withheld = true;
+            }
+        }
         Ok(HoldoutImpact {
             holdout,
             key_metrics: registry.key_metrics().await?.metrics,
-            periods: self.periods().await?,
+            periods,
         })
     }
 
@@ -188,6 +209,7 @@ impl HoldoutService {
                 concluded_at: e.ended_at.unwrap_or_default(),
                 seq,
                 lifts,
+                withheld: false,
             });
         }
         out.sort_by(|a, b| (&a.concluded_at, &a.experiment).cmp(&(&b.concluded_at, &b.experiment)));
