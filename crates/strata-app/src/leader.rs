@@ -7,8 +7,9 @@
 //! `jobs` in the config store runs them: it renews the lease every
 //! [`RENEW`], and when it dies another node takes the lease over once it
 //! has expired ([`TTL`]), so the jobs resume within `TTL + RENEW` (20 s). A
-//! clean stop gives the lease up at once. On the embedded SQLite store the
-//! process is alone (its data directory is locked), so it always leads.
+//! clean stop gives the lease up once the jobs' tasks have ended. On the
+//! embedded SQLite store the process is alone (its data directory is
+//! locked), so it always leads.
 //!
 //! The jobs ask [`Leadership::is_leader`] before each run or cycle; a node
 //! that becomes leader starts a new term ([`Leadership::term`]), so a job
@@ -166,15 +167,24 @@ impl Mount for LeaderMount {
                 }
                 tokio::select! {
                     () = tokio::time::sleep(RENEW) => {}
-                    _ = shutdown.wait_for(|s| *s) => break,
-                }
-            }
-            if l.is_leader() {
-                l.set(String::new());
-                if let Err(e) = state.store.release_lease(LEASE, l.holder()).await {
-                    tracing::warn!(error = %e, "cannot give the jobs lease up");
+                    _ = shutdown.wait_for(|s| *s) => return,
                 }
             }
         })]
+    }
+
+    /// Gives the lease up once every task has ended (the jobs included),
+    /// so the next leader never starts while this node's last run goes on.
+    fn shutdown(&self) -> strata_server::mount::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let l = &self.leadership;
+            if l.inner.alone || !l.is_leader() {
+                return;
+            }
+            l.set(String::new());
+            if let Err(e) = self.state.store.release_lease(LEASE, l.holder()).await {
+                tracing::warn!(error = %e, "cannot give the jobs lease up");
+            }
+        })
     }
 }

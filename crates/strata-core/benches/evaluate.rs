@@ -85,6 +85,15 @@ fn bench(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // What an SDK adds per request while a holdout is set: the context's
+    // holdout exposures (spec section 11) for the same surface.
+    c.bench_function("evaluate/holdout_exposures_one_surface", |b| {
+        b.iter(|| {
+            let h = snapshot.holdout_exposures(&contexts[i & 1023], Some(black_box("surface_7")));
+            i += 1;
+            black_box(h.len())
+        })
+    });
     // The same requests from a browser: every live experiment excludes
     // known bots, so the context's user agent is checked against the bot
     // list once per request.

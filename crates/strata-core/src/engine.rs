@@ -489,6 +489,13 @@ impl CompiledSnapshot {
         if candidates.is_empty() || bots::is_bot(ctx) {
             return out;
         }
+        // Per unit attribute, resolved once per call: within one context an
+        // attribute has one value, so its unit is reported once (the
+        // distinct pairs of the spec are the distinct attributes).
+        const UNSEEN: u8 = 0;
+        const ABSENT: u8 = 1;
+        const REPORTED: u8 = 2;
+        let mut state = vec![UNSEEN; self.unit_attrs.len()];
         for &idx in candidates {
             let Some(exp) = self.experiments.get(idx as usize) else {
                 continue;
@@ -496,28 +503,28 @@ impl CompiledSnapshot {
             if !exp.respect_holdout {
                 continue;
             }
-            let unit = std::iter::once(exp.unit)
-                .chain(exp.fallback)
-                .filter_map(|i| {
-                    let attr = self.unit_attrs.get(i)?;
-                    Some((attr.as_str(), unit_text(ctx.get(attr)?)?))
-                })
-                .next();
-            let Some((unit_attr, id)) = unit else {
-                continue;
-            };
-            if out
-                .iter()
-                .any(|x| x.unit_attr == unit_attr && x.unit_id == id)
-            {
-                continue;
+            for i in std::iter::once(exp.unit).chain(exp.fallback) {
+                let (Some(attr), Some(seen)) = (self.unit_attrs.get(i), state.get_mut(i)) else {
+                    continue;
+                };
+                match *seen {
+                    ABSENT => continue,
+                    REPORTED => break,
+                    _ => {}
+                }
+                let Some(id) = ctx.get(attr).and_then(unit_text) else {
+                    *seen = ABSENT;
+                    continue;
+                };
+                *seen = REPORTED;
+                let held_out = UnitHasher::new(&id).bucket(&holdout.suffix) < holdout.permille;
+                out.push(HoldoutExposure {
+                    unit_attr: attr.as_str(),
+                    unit_id: id.into_owned(),
+                    held_out,
+                });
+                break;
             }
-            let held_out = UnitHasher::new(&id).bucket(&holdout.suffix) < holdout.permille;
-            out.push(HoldoutExposure {
-                unit_attr,
-                unit_id: id.into_owned(),
-                held_out,
-            });
         }
         out
     }

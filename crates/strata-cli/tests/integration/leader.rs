@@ -276,6 +276,22 @@ async fn one_node_runs_the_jobs_and_another_takes_over_when_it_dies() {
         },
     )
     .await;
+    // A clean stop hands the lease over at once, not at its expiry.
+    nodes[next].take().unwrap().terminate();
+    let stopped = std::time::Instant::now();
+    let last = alive.into_iter().find(|&i| i != next).unwrap();
+    until_within(Duration::from_secs(30), "the last node leads", || async {
+        leads(&c, &bases[last]).await.then_some(())
+    })
+    .await;
+    eprintln!(
+        "node {last} runs the jobs {:?} after node {next} stopped",
+        stopped.elapsed()
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(12),
+        "handed over before the lease's 15 s ran out"
+    );
     for n in nodes.into_iter().flatten() {
         n.terminate();
     }
