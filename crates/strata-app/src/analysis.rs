@@ -630,7 +630,7 @@ pub struct RefreshPending {
 
 /// What the refresh and runs handlers share.
 #[derive(Debug, Clone)]
-pub(crate) struct Handle {
+struct Handle {
     requests: mpsc::Sender<Refresh>,
     log: Arc<RunLog>,
     leadership: Leadership,
@@ -664,7 +664,7 @@ impl Handle {
     /// up to [`REFRESH_WAIT`] for its look: `201` with it, `202` with the
     /// run when it takes longer, `422` when `what` failed, `503` when the
     /// scheduler is not running or too busy.
-    pub(crate) async fn request(
+    async fn request(
         &self,
         experiment: &str,
         what: &str,
@@ -715,6 +715,27 @@ impl Handle {
             )),
         }
     }
+}
+
+/// `POST /api/v1/holdout/impact/refresh` (admin): a look at the holdout's
+/// running period now (and any final look due), as a refresh run.
+#[utoipa::path(post, path = "/api/v1/holdout/impact/refresh", tag = "holdout",
+    responses((status = 201, body = RunLook, description = "the look, published (seq: the period)"),
+        (status = 202, body = RefreshPending, description = "still running"),
+        (status = 403), (status = 422, description = "the look failed"),
+        (status = 503, description = "the scheduler is not running, or this node does not run the jobs")))]
+async fn refresh_holdout(
+    State(state): State<AppState>,
+    Extension(handle): Extension<Handle>,
+    auth: Auth,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    auth.require(&state, Perm::HoldoutWrite).await?;
+    handle
+        .request(
+            strata_core::HOLDOUT_EXPERIMENT,
+            "the look at the global holdout",
+        )
+        .await
 }
 
 /// The recent runs of the scheduler.
@@ -799,7 +820,7 @@ async fn health(
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(refresh, runs, health, crate::holdout::refresh),
+    paths(refresh, runs, health, refresh_holdout),
     components(schemas(
         RunLook,
         RunFailure,
@@ -827,10 +848,7 @@ impl Mount for AnalysisMount {
             .route("/api/v1/experiments/{key}/results/refresh", post(refresh))
             .route("/api/v1/analysis/runs", get(runs))
             .route("/api/v1/experiments/{key}/health", get(health))
-            .route(
-                "/api/v1/holdout/impact/refresh",
-                post(crate::holdout::refresh),
-            )
+            .route("/api/v1/holdout/impact/refresh", post(refresh_holdout))
             .layer(Extension(handle))
             .with_state(self.state.clone())
     }

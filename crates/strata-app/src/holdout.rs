@@ -12,7 +12,8 @@
 //!    a manual rotation closes its period the same way.
 //! 3. **The running period.** A look when the latest is older than
 //!    `--holdout-interval` (default a day), at a rotation, or when asked
-//!    (`POST /api/v1/holdout/impact/refresh`).
+//!    (`POST /api/v1/holdout/impact/refresh`, served by the scheduler's
+//!    mount).
 //!
 //! Looks are computed by strata-analysis ([`strata_analysis::holdout`])
 //! and published through the control plane's `HoldoutService` as
@@ -21,17 +22,13 @@
 //! measure: the step waits, and an ended period takes its final look once
 //! they are set.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use strata_analysis::holdout::{look, HoldoutLookInput};
 use strata_analysis::EngineOptions;
 use strata_core::{HOLDOUT_EXPERIMENT, HOLDOUT_VARIANT, REST_VARIANT};
 use strata_model::holdout::{HoldoutLook, HoldoutPeriod};
-use strata_server::auth::{Auth, Perm};
+use strata_server::auth::Perm;
 use strata_server::service::{Actor, HoldoutService, RegistryService};
-use strata_server::{AppError, AppState};
 
 use crate::analysis::{rfc3339, AnalysisRun, Inputs, RunFailure, RunLook, Scheduler};
 
@@ -193,22 +190,4 @@ impl Scheduler {
             attribution: Default::default(),
         })
     }
-}
-
-/// `POST /api/v1/holdout/impact/refresh` (admin): a look at the holdout's
-/// running period now (and any final look due), as a refresh run.
-#[utoipa::path(post, path = "/api/v1/holdout/impact/refresh", tag = "holdout",
-    responses((status = 201, body = RunLook, description = "the look, published (seq: the period)"),
-        (status = 202, body = crate::analysis::RefreshPending, description = "still running"),
-        (status = 403), (status = 422, description = "the look failed"),
-        (status = 503, description = "the scheduler is not running")))]
-pub(crate) async fn refresh(
-    State(state): State<AppState>,
-    Extension(handle): Extension<crate::analysis::Handle>,
-    auth: Auth,
-) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    auth.require(&state, Perm::HoldoutWrite).await?;
-    handle
-        .request(HOLDOUT_EXPERIMENT, "the look at the global holdout")
-        .await
 }
