@@ -743,19 +743,20 @@ fn log_holdout(shared: &Shared, ctx: &Context, single: &CompiledSnapshot) {
         return;
     }
     // Once per unit and day within one holdout: a new salt or size starts
-    // a new period, which must see the unit's membership the same day.
-    let scope = format!(
-        "{}/{}",
-        strata_core::HOLDOUT_EXPERIMENT,
-        single.holdout_key().unwrap_or_default()
-    );
+    // a new period, which must see the unit's membership the same day. The
+    // holdout's key (`salt:permille`) has a ':', which no experiment key
+    // has, so it is a scope of its own, computed when the snapshot was
+    // compiled rather than on this path.
+    let scope = single
+        .holdout_key()
+        .unwrap_or(strata_core::HOLDOUT_EXPERIMENT);
     for h in exposures {
         let variant = h.variant();
         offer_exposure(
             shared,
             ctx,
             &h.unit_id,
-            (strata_core::HOLDOUT_EXPERIMENT, &scope),
+            (strata_core::HOLDOUT_EXPERIMENT, scope),
             variant,
             variant,
         );
