@@ -327,6 +327,14 @@ impl Scheduler {
         tokio::time::Instant::now() + after
     }
 
+    /// The query engine's options of every analysis of a run.
+    pub(crate) fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            memory_limit: self.cfg.memory_limit,
+            ..EngineOptions::default()
+        }
+    }
+
     /// What the scheduler did.
     pub fn log(&self) -> &Arc<RunLog> {
         &self.log
@@ -556,15 +564,11 @@ impl Scheduler {
             Err(ServiceError::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(format!("cannot read the latest look: {e}")),
         };
-        let options = EngineOptions {
-            memory_limit: self.cfg.memory_limit,
-            ..EngineOptions::default()
-        };
         let analyzer = Analyzer::new(
             spec,
             &inputs.registry,
             &self.pipeline.data_source(),
-            options,
+            self.engine_options(),
         )
         .await
         .map_err(|e| e.to_string())?;

@@ -24,7 +24,6 @@
 
 use chrono::{DateTime, Utc};
 use strata_analysis::holdout::{look, HoldoutLookInput};
-use strata_analysis::EngineOptions;
 use strata_core::{HOLDOUT_EXPERIMENT, HOLDOUT_VARIANT, REST_VARIANT};
 use strata_model::holdout::{HoldoutLook, HoldoutPeriod};
 use strata_server::auth::Perm;
@@ -170,15 +169,11 @@ impl Scheduler {
             end,
             treatments: treatments.to_vec(),
         };
-        let options = EngineOptions {
-            memory_limit: self.cfg.memory_limit,
-            ..EngineOptions::default()
-        };
         let (results, contamination) = look(
             &input,
             &inputs.registry,
             &self.pipeline.data_source(),
-            options,
+            self.engine_options(),
         )
         .await
         .map_err(|e| e.to_string())?;
