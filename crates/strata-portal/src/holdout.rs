@@ -15,7 +15,7 @@ use strata_server::auth::Perm;
 use strata_server::service::registry::{HoldoutChange, RegistryService};
 use strata_server::service::{HoldoutService, ServiceError};
 
-use crate::page::{csrf_field, field, fields, may, shell, when, Nav, PortalError};
+use crate::page::{csrf_field, field, fields, may, notice, shell, when, Nav, PortalError};
 use crate::platform::{after, Done, Flash};
 use crate::plot::{forest, format_effect, ForestRow};
 use crate::results::{interval, tone};
@@ -70,11 +70,11 @@ fn look_section(look: &HoldoutLook, title: &str) -> Markup {
             (r.units.get("rest").copied().unwrap_or(0)) " others"
             @if r.srm.flagged { " · " strong { "sample ratio mismatch" } } }
         @if let Some(c) = check {
-            @let class = match c.status { HealthStatus::Ok => "ok", HealthStatus::Warn => "warn", HealthStatus::Fail => "error" };
-            div class=(format!("notice {class}")) .contamination { strong { "Contamination: " (c.status.as_str()) } " — " (c.message) }
+            @let kind = match c.status { HealthStatus::Ok => "ok", HealthStatus::Warn => "warn", HealthStatus::Fail => "error" };
+            (notice(kind, &format!("Contamination: {} — {}", c.status.as_str(), c.message)))
         }
         (forest(title, &rows, true))
-        table {
+        div.table-wrap { table {
             thead { tr { th { "Key metric" } th.num { "Holdout" } th.num { "Everyone else" } th.num { "Measured lift" } th.num { "Claimed by winners" } } }
             tbody {
                 @for m in &r.metrics {
@@ -93,12 +93,12 @@ fn look_section(look: &HoldoutLook, title: &str) -> Markup {
                     }
                 }
             }
-        }
+        } }
         @if look.attribution.winners.is_empty() {
             p.muted { "No experiment respecting the holdout was concluded with a winner during this period." }
         } @else {
             h3 { "Winners concluded during the period" }
-            table.winners {
+            div.table-wrap { table.winners {
                 thead { tr { th { "Experiment" } th { "Shipped" } th { "Concluded" }
                     @for m in &r.metrics { th.num { (m.metric) } } } }
                 tbody {
@@ -115,14 +115,14 @@ fn look_section(look: &HoldoutLook, title: &str) -> Markup {
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
 
 fn history(periods: &[HoldoutPeriod]) -> Markup {
     html! {
-        table.periods {
+        div.table-wrap { table.periods {
             thead { tr { th { "Period" } th { "Held out" } th { "Started" } th { "Ended" } th.num { "Primary lift" } th { "Contamination" } } }
             tbody {
                 @for p in periods {
@@ -144,7 +144,7 @@ fn history(periods: &[HoldoutPeriod]) -> Markup {
                     }
                 }
             }
-        }
+        } }
     }
 }
 
@@ -183,7 +183,7 @@ async fn holdout_page(
         }
         h2 { "What everything shipped adds up to" }
         @if impact.key_metrics.is_empty() {
-            p.notice.warn { "No key metrics are set: the holdout has nothing to measure. Set them below." }
+            (notice("warn", "No key metrics are set: the holdout has nothing to measure. Set them below."))
         } @else {
             p.muted { "Key metrics: " (impact.key_metrics.join(", ")) }
         }

@@ -435,6 +435,18 @@ async fn the_holdout_page_in_the_browser() {
         "{body}"
     );
     s.shot("holdout").await;
+    s.client.set_window_size(390, 844).await.unwrap();
+    s.goto(&format!("{}/holdout", env.base)).await;
+    let fits = s
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the holdout page fits a phone's width");
+    s.shot("holdout-phone").await;
     s.close().await;
     env.stop().await;
 }
