@@ -464,12 +464,7 @@ impl RegistryService {
     /// callers (the scheduled analysis, the guardrail monitor): the stored
     /// ones, or the defaults when never set.
     pub async fn bot_detection(&self) -> Result<BotDetectionRecord, ServiceError> {
-        let stored: Option<BotDetectionRecord> = self
-            .state
-            .store
-            .definition("bot_detection", "global")
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let stored: Option<BotDetectionRecord> = self.global("bot_detection").await?;
         Ok(stored.unwrap_or(BotDetectionRecord {
             limits: BotDetection::default(),
             revision: 0,
@@ -518,11 +513,8 @@ impl RegistryService {
     /// The global holdout, if one is set.
     pub async fn holdout(&self, actor: &Actor) -> Result<HoldoutRecord, ServiceError> {
         authorize(&self.state.store, actor, Perm::Read, None).await?;
-        self.state
-            .store
-            .definition("holdout", "global")
-            .await
-            .map_err(|e| self.store_error(e))?
+        self.global("holdout")
+            .await?
             .ok_or_else(|| ServiceError::NotFound {
                 what: "holdout",
                 key: "global".to_owned(),
@@ -571,12 +563,7 @@ impl RegistryService {
         actor: &Actor,
     ) -> Result<Option<(HoldoutRecord, bool)>, ServiceError> {
         authorize(&self.state.store, actor, Perm::HoldoutWrite, None).await?;
-        let stored: Option<HoldoutRecord> = self
-            .state
-            .store
-            .definition("holdout", "global")
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let stored: Option<HoldoutRecord> = self.global("holdout").await?;
         let Some(h) = stored else {
             return Ok(None);
         };
@@ -693,12 +680,7 @@ impl RegistryService {
     /// The organisation's key metrics, for in-process callers (the
     /// scheduled analysis): the stored list, or none.
     pub async fn key_metrics(&self) -> Result<KeyMetricsRecord, ServiceError> {
-        let stored: Option<KeyMetricsRecord> = self
-            .state
-            .store
-            .definition("key_metrics", "global")
-            .await
-            .map_err(|e| self.store_error(e))?;
+        let stored: Option<KeyMetricsRecord> = self.global("key_metrics").await?;
         Ok(stored.unwrap_or(KeyMetricsRecord {
             metrics: Vec::new(),
             revision: 0,
@@ -743,6 +725,15 @@ impl RegistryService {
         )
         .await?;
         Ok(rec)
+    }
+
+    /// The organisation's one definition of `kind` (key `global`), if set.
+    async fn global<T: DeserializeOwned>(&self, kind: &str) -> Result<Option<T>, ServiceError> {
+        self.state
+            .store
+            .definition(kind, "global")
+            .await
+            .map_err(|e| self.store_error(e))
     }
 
     /// Stores `rec` as the organisation's one definition of `kind` (key
