@@ -7,7 +7,8 @@
 //!
 //! 1. Ingestion: parse and validate batches, deduplicate, limit, answer.
 //! 2. A [`Sink`] that makes records durable before the acknowledgement: the
-//!    embedded segment log on local disk, or a NATS JetStream stream.
+//!    embedded segment log on local disk ([`LocalStore`]), or a NATS
+//!    JetStream stream that several nodes publish to ([`StreamStore`]).
 //! 3. Compaction of durable records into Parquet partitioned by kind, UTC
 //!    date and a user partition (a hash independent of the assignment hash).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -33,6 +34,7 @@ pub mod partition;
 pub mod record;
 pub mod retention;
 pub mod store;
+pub mod stream_store;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +51,7 @@ pub use partition::user_partition;
 pub use record::{Alias, Event, Exposure, Kind, Record};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use store::{LocalStore, ReadLease, StoreOptions};
+pub use stream_store::{CompactGate, StreamStore, StreamStoreOptions};
 
 /// A boxed future, so that [`Sink`] and [`Authorizer`] can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -27,7 +27,14 @@
 //! sequence range (`nats-<first>-<last>`); a batch written but not
 //! acknowledged before a crash is redelivered, so at start-up the consumer
 //! removes every file whose first sequence lies above the consumer's ack
-//! floor before writing again. One compactor process per durable consumer.
+//! floor before writing again. Because one acknowledgement covers every
+//! earlier message, a batch fetched and not acknowledged must never be
+//! skipped: when a compactor starts with deliveries pending (its
+//! predecessor died holding a batch) and after any round that failed or
+//! was dropped, the durable consumer is recreated to deliver from the ack
+//! floor again (and the unacknowledged batch's files are removed first),
+//! rather than waiting for JetStream's redelivery while later batches are
+//! acknowledged over it. One compactor process per durable consumer.
 //!
 //! Like local compaction, each batch writes a file per (kind, date,
 //! partition) it has records for, so a trickle of small batches would leave
@@ -80,6 +87,13 @@ pub enum NatsError {
     /// Writing Parquet or removing a stale file failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation rewrites the Parquet tree, which only the node
+    /// compacting the stream (the jobs leader) may do.
+    #[error("{what} runs on the node that compacts the stream (the jobs leader), not on this one")]
+    NotCompacting {
+        /// The operation.
+        what: String,
+    },
 }
 
 fn js_err(what: impl Into<String>, e: impl std::fmt::Display) -> NatsError {
@@ -178,6 +192,8 @@ pub struct JetStreamSink {
     opts: NatsOptions,
     pending_messages: Arc<AtomicU64>,
     avg_message_bytes: Arc<AtomicU64>,
+    /// Unix milliseconds of the oldest message not compacted (0: none).
+    oldest_pending_ms: Arc<AtomicU64>,
     poller: tokio::task::JoinHandle<()>,
 }
 
@@ -199,34 +215,50 @@ impl JetStreamSink {
     /// Connects, creates the stream if needed, and polls the compactor's
     /// consumer once a second for [`Sink::pressure`].
     pub async fn connect(url: &str, opts: NatsOptions) -> Result<Self, NatsError> {
-        let (js, mut stream) = connect(url, &opts).await?;
+        let (js, stream) = connect(url, &opts).await?;
         let pending_messages = Arc::new(AtomicU64::new(0));
         let avg_message_bytes = Arc::new(AtomicU64::new(0));
-        let (pending, avg, durable) = (
+        let oldest_pending_ms = Arc::new(AtomicU64::new(0));
+        let (pending, avg, oldest, durable) = (
             pending_messages.clone(),
             avg_message_bytes.clone(),
+            oldest_pending_ms.clone(),
             opts.durable.clone(),
         );
         let poller = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let state = match stream.info().await {
-                    Ok(info) => (info.state.messages, info.state.bytes),
-                    Err(_) => continue,
+                let Ok(info) = stream.get_info().await else {
+                    continue;
                 };
-                {
-                    let (messages, bytes) = state;
-                    if let Some(a) = bytes.checked_div(messages) {
-                        avg.store(a, Ordering::Relaxed);
-                    }
-                    let backlog = match stream.consumer_info(&durable).await {
-                        Ok(c) => c.num_pending + c.num_ack_pending as u64,
-                        // No compactor yet: the whole stream is backlog.
-                        Err(_) => messages,
-                    };
-                    pending.store(backlog, Ordering::Relaxed);
+                let s = &info.state;
+                if let Some(a) = s.bytes.checked_div(s.messages) {
+                    avg.store(a, Ordering::Relaxed);
                 }
+                let (backlog, next) = match stream.consumer_info(&durable).await {
+                    Ok(c) => (
+                        c.num_pending + c.num_ack_pending as u64,
+                        c.ack_floor.stream_sequence + 1,
+                    ),
+                    // No compactor yet: the whole stream is backlog.
+                    Err(_) => (s.messages, s.first_sequence),
+                };
+                pending.store(backlog, Ordering::Relaxed);
+                let at = if backlog == 0 {
+                    0
+                } else {
+                    // The oldest message not compacted: the one after the
+                    // ack floor, or the stream's first if that one is gone.
+                    let t = match stream.get_raw_message(next.max(s.first_sequence)).await {
+                        Ok(m) => m.time,
+                        Err(_) => s.first_timestamp,
+                    };
+                    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+                        .unwrap_or(0)
+                        .max(1)
+                };
+                oldest.store(at, Ordering::Relaxed);
             }
         });
         Ok(Self {
@@ -234,6 +266,7 @@ impl JetStreamSink {
             opts,
             pending_messages,
             avg_message_bytes,
+            oldest_pending_ms,
             poller,
         })
     }
@@ -297,7 +330,13 @@ impl Sink for JetStreamSink {
         Pressure {
             backlog_bytes: self.pending_messages.load(Ordering::Relaxed)
                 * self.avg_message_bytes.load(Ordering::Relaxed),
-            compaction_lag: None,
+            compaction_lag: match self.oldest_pending_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                    .ok()
+                    .or(Some(Duration::ZERO)),
+            },
             disk_free_bytes: None,
         }
     }
@@ -314,6 +353,13 @@ pub struct CompactorOptions {
     pub merge: Option<MergeOptions>,
     /// How often small files are merged (default 30 s, as the local store).
     pub merge_every: Duration,
+    /// Purge the stream of every message a round has acknowledged (default
+    /// off). A stream's default retention keeps messages after they are
+    /// consumed; with this on it holds only the backlog, so its size follows
+    /// the compaction lag and a unit's deletion leaves no copy behind once
+    /// compacted. JetStream keeps a purged message's id in its duplicate
+    /// window, so a retry after the purge is still a duplicate.
+    pub purge_acknowledged: bool,
 }
 
 impl Default for CompactorOptions {
@@ -323,6 +369,7 @@ impl Default for CompactorOptions {
             max_wait: Duration::from_secs(2),
             merge: Some(MergeOptions::default()),
             merge_every: Duration::from_secs(30),
+            purge_acknowledged: false,
         }
     }
 }
@@ -338,10 +385,30 @@ pub struct RoundReport {
     pub undecodable: usize,
     /// Parquet files written.
     pub files: usize,
+    /// Of `records`: exposures.
+    pub exposures: usize,
+    /// Of `records`: events.
+    pub events: usize,
+    /// Of `records`: aliases.
+    pub aliases: usize,
+}
+
+impl RoundReport {
+    /// Adds another round's counts.
+    pub fn add(&mut self, o: &RoundReport) {
+        self.messages += o.messages;
+        self.records += o.records;
+        self.undecodable += o.undecodable;
+        self.files += o.files;
+        self.exposures += o.exposures;
+        self.events += o.events;
+        self.aliases += o.aliases;
+    }
 }
 
 /// Drains the stream into Parquet under `root`.
 pub struct NatsCompactor {
+    stream: stream::Stream,
     consumer: consumer::PullConsumer,
     root: PathBuf,
     nats: NatsOptions,
@@ -349,6 +416,11 @@ pub struct NatsCompactor {
     /// The last stream sequence acknowledged (every one up to it is
     /// durable in Parquet).
     acked: u64,
+    /// A round fetched messages and did not acknowledge them (it failed or
+    /// was dropped): the next one rewinds the consumer to `acked` first.
+    /// With acknowledgement policy "all", fetching past such messages and
+    /// acknowledging a later one would acknowledge them unwritten.
+    dirty: bool,
     last_merge: std::time::Instant,
 }
 
@@ -372,26 +444,30 @@ impl NatsCompactor {
         opts: CompactorOptions,
     ) -> Result<Self, NatsError> {
         let (_, stream) = connect(url, &nats).await?;
-        let max_pending = i64::try_from(opts.max_messages.saturating_mul(2)).unwrap_or(i64::MAX);
+        let what = || format!("consumer {}", nats.durable);
         let mut consumer: consumer::PullConsumer = stream
             .get_or_create_consumer(
                 &nats.durable,
-                consumer::pull::Config {
-                    durable_name: Some(nats.durable.clone()),
-                    ack_policy: consumer::AckPolicy::All,
-                    ack_wait: Duration::from_secs(120),
-                    max_ack_pending: max_pending,
-                    ..Default::default()
-                },
+                consumer_config(&nats, &opts, consumer::DeliverPolicy::All),
             )
             .await
-            .map_err(|e| js_err(format!("consumer {}", nats.durable), e))?;
-        let floor = consumer
-            .info()
-            .await
-            .map_err(|e| js_err(format!("consumer {}", nats.durable), e))?
-            .ack_floor
-            .stream_sequence;
+            .map_err(|e| js_err(what(), e))?;
+        let (floor, pending) = {
+            let info = consumer.info().await.map_err(|e| js_err(what(), e))?;
+            (info.ack_floor.stream_sequence, info.num_ack_pending)
+        };
+        if pending > 0 {
+            // A compactor died holding a delivered batch: JetStream would
+            // redeliver it only after the acknowledgement wait, and this
+            // one's first acknowledgement (policy "all") would cover it
+            // unwritten. Delivery restarts at the ack floor instead.
+            consumer = rewind(&stream, &nats, &opts, floor).await?;
+            tracing::info!(
+                floor,
+                pending,
+                "took over the deliveries of a compactor that stopped"
+            );
+        }
         let root = root.to_path_buf();
         // Finish an interrupted merge first: its inputs lie inside the
         // merged file's range, at or below the floor.
@@ -420,11 +496,13 @@ impl NatsCompactor {
             );
         }
         Ok(Self {
+            stream,
             consumer,
             root,
             nats,
             opts,
             acked: floor,
+            dirty: false,
             last_merge: std::time::Instant::now(),
         })
     }
@@ -447,14 +525,96 @@ impl NatsCompactor {
     /// Consumes one batch (waiting up to `max_wait` for it to fill), writes
     /// it durably as Parquet, then acknowledges it.
     pub async fn run_once(&mut self) -> Result<RoundReport, NatsError> {
-        let mut messages = self
-            .consumer
-            .batch()
-            .max_messages(self.opts.max_messages)
-            .expires(self.opts.max_wait)
-            .messages()
+        self.round(false).await
+    }
+
+    /// The last stream sequence acknowledged: every message up to it is
+    /// durable in Parquet.
+    pub fn acknowledged(&self) -> u64 {
+        self.acked
+    }
+
+    /// Compacts every message the stream held when called, in rounds that
+    /// do not wait for batches to fill, and returns their sum.
+    pub async fn drain(&mut self) -> Result<RoundReport, NatsError> {
+        let target = self
+            .stream
+            .get_info()
             .await
-            .map_err(|e| js_err("fetch", e))?;
+            .map_err(|e| js_err(format!("stream {}", self.nats.stream), e))?
+            .state
+            .last_sequence;
+        let mut total = RoundReport::default();
+        let mut idle = 0;
+        while self.acked < target {
+            let r = self.round(true).await?;
+            total.add(&r);
+            if r.messages > 0 {
+                idle = 0;
+                continue;
+            }
+            // Nothing delivered below the target: the rest of the range is
+            // sequences the stream no longer holds (or never assigned), or
+            // messages not yet visible to the consumer; give the latter a
+            // moment before concluding.
+            let pending = {
+                let info = self
+                    .consumer
+                    .info()
+                    .await
+                    .map_err(|e| js_err(format!("consumer {}", self.nats.durable), e))?;
+                info.num_pending + info.num_ack_pending as u64
+            };
+            if pending == 0 {
+                break;
+            }
+            idle += 1;
+            if idle > 100 {
+                return Err(js_err(
+                    format!("consumer {}", self.nats.durable),
+                    format!("{pending} messages pending but none delivered for 5 s"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(total)
+    }
+
+    /// One round: a batch fetched (waiting up to `max_wait` for it to fill
+    /// unless `no_wait`), written durably, acknowledged.
+    async fn round(&mut self, no_wait: bool) -> Result<RoundReport, NatsError> {
+        if self.dirty {
+            // As at start-up: the files of the unacknowledged batch go (it
+            // may come again split differently), then delivery restarts.
+            let (root, floor) = (self.root.clone(), self.acked);
+            tokio::task::spawn_blocking(move || remove_unacknowledged(&root, floor))
+                .await
+                .map_err(|e| js_err("recovery task", e))??;
+            self.consumer = rewind(&self.stream, &self.nats, &self.opts, self.acked).await?;
+            self.dirty = false;
+            tracing::info!(
+                floor = self.acked,
+                "jetstream compaction resumes after the last acknowledged batch"
+            );
+        }
+        // Cleared only once the fetched messages are acknowledged (or none
+        // came): an error or a drop in between leaves it set.
+        self.dirty = true;
+        let mut messages = if no_wait {
+            self.consumer
+                .fetch()
+                .max_messages(self.opts.max_messages)
+                .messages()
+                .await
+        } else {
+            self.consumer
+                .batch()
+                .max_messages(self.opts.max_messages)
+                .expires(self.opts.max_wait)
+                .messages()
+                .await
+        }
+        .map_err(|e| js_err("fetch", e))?;
         let mut report = RoundReport::default();
         let mut records = Vec::new();
         let mut first = None;
@@ -468,7 +628,14 @@ impl NatsCompactor {
             first.get_or_insert(seq);
             report.messages += 1;
             match decode_message(&msg.payload) {
-                Ok(r) => records.push(r),
+                Ok(r) => {
+                    match &r {
+                        Record::Exposure(_) => report.exposures += 1,
+                        Record::Event(_) => report.events += 1,
+                        Record::Alias(_) => report.aliases += 1,
+                    }
+                    records.push(r);
+                }
                 Err(e) => {
                     report.undecodable += 1;
                     tracing::error!(seq, error = %e, "undecodable jetstream message skipped");
@@ -477,6 +644,7 @@ impl NatsCompactor {
             last = Some((seq, msg));
         }
         let (Some(first), Some((last_seq, last_msg))) = (first, last) else {
+            self.dirty = false;
             return Ok(report);
         };
         report.records = records.len();
@@ -494,6 +662,14 @@ impl NatsCompactor {
         // Ack policy "all": this acknowledges every message of the batch.
         last_msg.double_ack().await.map_err(|e| js_err("ack", e))?;
         self.acked = last_seq;
+        self.dirty = false;
+        if self.opts.purge_acknowledged {
+            // Acknowledged: a failed purge leaves messages a later purge
+            // removes, never a gap.
+            if let Err(e) = self.stream.purge().sequence(last_seq + 1).await {
+                tracing::warn!(error = %e, "purging acknowledged jetstream messages failed");
+            }
+        }
         if self.opts.merge.is_some() && self.last_merge.elapsed() >= self.opts.merge_every {
             // The batch is acknowledged: a failed merge is logged, not the
             // round's error (its inputs stay as they are).
@@ -527,6 +703,49 @@ impl NatsCompactor {
             }
         }
     }
+}
+
+/// The durable consumer's configuration, delivering from `deliver_policy`.
+fn consumer_config(
+    nats: &NatsOptions,
+    opts: &CompactorOptions,
+    deliver_policy: consumer::DeliverPolicy,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(nats.durable.clone()),
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(120),
+        max_ack_pending: i64::try_from(opts.max_messages.saturating_mul(2)).unwrap_or(i64::MAX),
+        deliver_policy,
+        ..Default::default()
+    }
+}
+
+/// Recreates the durable consumer so that it delivers from the message
+/// after `floor` again: whatever was delivered and not acknowledged is
+/// delivered now, not after the acknowledgement wait, and no later
+/// acknowledgement can cover it unwritten.
+async fn rewind(
+    stream: &stream::Stream,
+    nats: &NatsOptions,
+    opts: &CompactorOptions,
+    floor: u64,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let what = || format!("consumer {}", nats.durable);
+    stream
+        .delete_consumer(&nats.durable)
+        .await
+        .map_err(|e| js_err(what(), e))?;
+    stream
+        .create_consumer(consumer_config(
+            nats,
+            opts,
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            },
+        ))
+        .await
+        .map_err(|e| js_err(what(), e))
 }
 
 /// Removes `nats-<first>-<last>.parquet` files with `first > floor`: their

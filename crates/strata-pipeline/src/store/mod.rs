@@ -176,7 +176,7 @@ struct Inner {
 /// A reader's hold on the Parquet tree (see [`LocalStore::read_lease`]).
 #[derive(Debug)]
 pub struct ReadLease {
-    _guard: tokio::sync::OwnedRwLockReadGuard<()>,
+    pub(crate) _guard: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 /// The embedded durable store; see the module documentation.

@@ -301,6 +301,7 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
             }),
             // Merged below by hand, after every round.
             merge_every: Duration::MAX,
+            purge_acknowledged: false,
         },
     )
     .await
@@ -386,5 +387,211 @@ async fn jetstream_mode_produces_the_same_rows_as_the_local_mode() {
     let client = async_nats::connect(&url).await.unwrap();
     let _ = async_nats::jetstream::new(client)
         .delete_stream(&opts.stream)
+        .await;
+}
+
+/// The NATS server of `STRATA_TEST_NATS_URL`, or none (said loudly).
+fn nats_url(test: &str) -> Option<String> {
+    let url = std::env::var("STRATA_TEST_NATS_URL").ok();
+    if url.is_none() {
+        eprintln!("\n!!!!!!!! SKIP {test}: STRATA_TEST_NATS_URL is not set !!!!!!!!\n");
+    }
+    url
+}
+
+/// A stream of the test's own, its consumer `compactor`.
+fn own_stream(name: &str) -> NatsOptions {
+    let unique = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    NatsOptions {
+        stream: format!("STRATA_{}_{unique}", name.to_uppercase()),
+        subject_prefix: format!("strata_{name}_{unique}"),
+        durable: "compactor".into(),
+        ..NatsOptions::default()
+    }
+}
+
+/// Events `e<i>` of units `u<i % units>`, one batch.
+fn event_batch(range: std::ops::Range<usize>, units: usize) -> strata_pipeline::Batch {
+    let mut b = strata_pipeline::Batch::with_capacity(range.len(), 0);
+    for i in range {
+        let r = strata_pipeline::Record::Event(strata_pipeline::Event {
+            event_id: format!("e{i}"),
+            unit_id: format!("u{}", i % units),
+            event_type: "t".into(),
+            ts: 1_700_000_000_000_000,
+            received_at: 1_700_000_000_000_000,
+            value: None,
+            properties: Default::default(),
+            is_bot: false,
+            opted_out: false,
+        });
+        b.push(&r.view());
+    }
+    b
+}
+
+/// A compactor that stopped holding a delivered batch is taken over at once
+/// (not after JetStream's acknowledgement wait), `drain` compacts every
+/// message the stream held, acknowledged messages are purged, a record
+/// retried after the purge is still a duplicate, and a [`StreamStore`]
+/// compacts only while its gate is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_store_takes_over_drains_purges_and_compacts_only_behind_its_gate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use strata_pipeline::{Sink, StreamStore, StreamStoreOptions};
+    let Some(url) =
+        nats_url("a_stream_store_takes_over_drains_purges_and_compacts_only_behind_its_gate")
+    else {
+        return;
+    };
+    let nats = own_stream("takeover");
+    let batch = |range| event_batch(range, 7);
+    let sink = JetStreamSink::connect(&url, nats.clone()).await.unwrap();
+    sink.append(batch(0..50)).await.unwrap();
+
+    // A "compactor" that fetched a batch and died before acknowledging it.
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(&nats.stream).await.unwrap();
+    {
+        use futures_util::StreamExt as _;
+        let dead: async_nats::jetstream::consumer::PullConsumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(nats.durable.clone()),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut m = dead.fetch().max_messages(30).messages().await.unwrap();
+        let mut n = 0;
+        while let Some(msg) = m.next().await {
+            msg.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 30, "the dead compactor holds 30 unacknowledged");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("parquet");
+    let open = AtomicBool::new(false);
+    let open = Arc::new(open);
+    let gate = open.clone();
+    let store = StreamStore::open(
+        StreamStoreOptions {
+            url: url.clone(),
+            nats: nats.clone(),
+            compactor: CompactorOptions {
+                max_wait: Duration::from_millis(200),
+                ..CompactorOptions::default()
+            },
+            parquet_dir: root.clone(),
+            row_group_rows: 10_000,
+        },
+        Arc::new(move || gate.load(Ordering::Relaxed)),
+    )
+    .await
+    .unwrap();
+    // Gate closed: nothing is compacted, and compaction is refused.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!store.is_compacting());
+    let refused = store.compact_now().await.unwrap_err().to_string();
+    assert!(refused.contains("jobs leader"), "{refused}");
+    assert!(list_parquet_files(&root).unwrap_or_default().is_empty());
+
+    // Gate open: the store takes the dead one's batch over and drains all.
+    open.store(true, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let r = store.compact_now().await.unwrap();
+    sink.append(batch(50..60)).await.unwrap();
+    let r2 = store.compact_now().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}: the dead compactor's batch waited for redelivery",
+        started.elapsed()
+    );
+    let compacted = crate::common::rows(&root);
+    assert_eq!(
+        compacted, 60,
+        "first drain {r:?}, second {r2:?}: each message once"
+    );
+    // Purged: the stream holds nothing compacted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = js
+        .get_stream(&nats.stream)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 0, "{:?}", info.state);
+    // A retry after the purge is a duplicate.
+    let again = sink.append(batch(0..60)).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|o| *o == strata_pipeline::Outcome::Duplicate),
+        "{again:?}"
+    );
+
+    // Gate closed again: the store gives the compactor up.
+    open.store(false, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.is_compacting() {
+        assert!(std::time::Instant::now() < deadline, "still compacting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.shutdown().await;
+    let _ = js.delete_stream(&nats.stream).await;
+}
+
+/// A round that fails after fetching a batch (here: its Parquet cannot be
+/// written) leaves nothing acknowledged unwritten: the next round delivers
+/// that batch again instead of acknowledging it with a later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_compaction_round_is_delivered_again_not_acknowledged_unwritten() {
+    use strata_pipeline::Sink;
+    let Some(url) =
+        nats_url("a_failed_compaction_round_is_delivered_again_not_acknowledged_unwritten")
+    else {
+        return;
+    };
+    let nats = own_stream("failed");
+    let batch = |range| event_batch(range, usize::MAX);
+    let sink = JetStreamSink::connect(&url, nats.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("parquet");
+    let mut compactor = NatsCompactor::open(
+        &url,
+        &root,
+        nats.clone(),
+        CompactorOptions {
+            max_wait: Duration::from_millis(200),
+            ..CompactorOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    sink.append(batch(0..10)).await.unwrap();
+    // A file where the events' directory must be: the write fails.
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("kind=events"), b"in the way").unwrap();
+    assert!(compactor.run_once().await.is_err());
+    std::fs::remove_file(root.join("kind=events")).unwrap();
+    sink.append(batch(10..25)).await.unwrap();
+    let r = compactor.drain().await.unwrap();
+    assert_eq!(crate::common::rows(&root), 25, "{r:?}");
+    assert_eq!(compactor.acknowledged(), 25);
+    let client = async_nats::connect(&url).await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(&nats.stream)
         .await;
 }
