@@ -84,7 +84,6 @@ use strata_analysis::spec::parse_time;
 use strata_analysis::{DataSource, MetricRegistry};
 use strata_model::results::HealthStatus;
 use strata_model::{AppliesTo, GuardrailDef, MetricType};
-use strata_pipeline::Sink;
 use strata_server::activation::Activation;
 use strata_server::auth::{Auth, Perm};
 use strata_server::guardrail::{

@@ -34,7 +34,7 @@ pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use guardrails::{GuardrailConfig, GuardrailMount};
 pub use leader::{LeaderMount, Leadership};
-pub use pipeline::{PipelineConfig, PipelineMount};
+pub use pipeline::{Ingestion, PipelineConfig, PipelineMount, Storage, StorageError};
 pub use strata_portal::PortalSettings;
 
 /// What `strata serve` runs.
@@ -79,12 +79,20 @@ pub async fn start(cfg: ServeConfig) -> Result<Server, StartError> {
         AlertsMount::new(prepared.state(), AlertsConfig::default()).map_err(StartError::Alerts)?;
     prepared = prepared.mount(Arc::new(alerts));
     if let Some(p) = &cfg.pipeline {
-        let mount = PipelineMount::open(p, prepared.state())
+        // The jobs run on one node of those sharing the store; over
+        // JetStream, compacting the stream is one of them.
+        let leadership = Leadership::new(prepared.state());
+        let compacts_stream = p.compact && matches!(p.ingestion, Ingestion::JetStream { .. });
+        let gate: strata_pipeline::CompactGate = if compacts_stream {
+            let l = leadership.clone();
+            Arc::new(move || l.is_leader())
+        } else {
+            Arc::new(|| false)
+        };
+        let mount = PipelineMount::open(p, prepared.state(), gate)
             .await
             .map_err(StartError::Pipeline)?;
-        // The jobs run on one node of those sharing the store.
-        let leadership = Leadership::new(prepared.state());
-        if cfg.analysis.is_some() || cfg.guardrails.is_some() {
+        if cfg.analysis.is_some() || cfg.guardrails.is_some() || compacts_stream {
             let keeper = LeaderMount::new(prepared.state(), leadership.clone());
             prepared = prepared.mount(Arc::new(keeper));
         }

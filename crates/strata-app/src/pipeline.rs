@@ -11,6 +11,11 @@
 //! One process owns a pipeline directory at a time (an exclusive lock on
 //! `pipeline.lock`, [`strata_pipeline::lock_dir`]), so `strata compact`
 //! cannot race a running server.
+//!
+//! With `--ingest nats://…` ([`Ingestion::JetStream`]) the records go to a
+//! NATS JetStream stream instead of the embedded log ([`Storage::Stream`]):
+//! every ingest node publishes to it, and the node holding the jobs lease
+//! compacts it into its Parquet tree — the tree the jobs read.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -22,7 +27,12 @@ use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
 use serde_json::Value;
 use strata_pipeline::http::{Ingest, IngestConfig};
-use strata_pipeline::{AuthDenied, Authorizer, Catalog, LocalStore, RetentionPolicy};
+use strata_pipeline::nats::{CompactorOptions, NatsError, NatsOptions};
+use strata_pipeline::{
+    AuthDenied, Authorizer, Catalog, CompactGate, CompactionReport, DeletionReport, LocalStore,
+    Pressure, ReadLease, RetentionPolicy, RetentionReport, StoreError, StreamStore,
+    StreamStoreOptions,
+};
 use strata_server::auth::{principal, Auth, KeyCache, KeyKind, Perm};
 use strata_server::mount::{BoxFuture, Mount};
 use strata_server::store::parse_rfc3339;
@@ -49,6 +59,29 @@ pub struct PipelineConfig {
     /// Whether this node serves `/collect/v1/*` (a node with only the jobs
     /// role opens the pipeline to read its data, and collects nothing).
     pub collect: bool,
+    /// Where acknowledged records go.
+    pub ingestion: Ingestion,
+    /// Whether this node compacts a JetStream stream into its Parquet tree
+    /// while it holds the jobs lease (a node with the jobs role). The
+    /// embedded log is always compacted by its own process.
+    pub compact: bool,
+}
+
+/// Where a node's acknowledged records go.
+#[derive(Debug, Clone, Default)]
+pub enum Ingestion {
+    /// The embedded segment log under the pipeline directory, compacted by
+    /// this process.
+    #[default]
+    Local,
+    /// A NATS JetStream stream shared by every ingest node, compacted by
+    /// the jobs leader.
+    JetStream {
+        /// The server, `nats://host:4222`.
+        url: String,
+        /// The stream, its subjects and the compactor's consumer.
+        nats: NatsOptions,
+    },
 }
 
 impl PipelineConfig {
@@ -61,6 +94,114 @@ impl PipelineConfig {
             retention: RetentionPolicy::default(),
             retention_interval: Duration::from_secs(3600),
             collect: true,
+            ingestion: Ingestion::Local,
+            compact: true,
+        }
+    }
+}
+
+/// Why a pipeline operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The embedded log or its Parquet tree.
+    #[error(transparent)]
+    Local(#[from] StoreError),
+    /// The JetStream stream or its compactor.
+    #[error(transparent)]
+    Stream(#[from] NatsError),
+}
+
+/// The durable store under a pipeline: the embedded log or JetStream, with
+/// the operations the jobs and the admin endpoints need of either.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// The embedded segment log.
+    Local(Arc<LocalStore>),
+    /// A JetStream stream.
+    Stream(Arc<StreamStore>),
+}
+
+impl Storage {
+    /// The sink the collection endpoints write to.
+    pub fn sink(&self) -> Arc<dyn strata_pipeline::Sink> {
+        match self {
+            Self::Local(s) => s.clone(),
+            Self::Stream(s) => s.clone(),
+        }
+    }
+
+    /// The root of the Parquet tree.
+    pub fn parquet_dir(&self) -> &Path {
+        match self {
+            Self::Local(s) => s.parquet_dir(),
+            Self::Stream(s) => s.parquet_dir(),
+        }
+    }
+
+    /// Compacts every record acknowledged so far into Parquet.
+    pub async fn compact_now(&self) -> Result<CompactionReport, StorageError> {
+        Ok(match self {
+            Self::Local(s) => s.compact_now().await?,
+            Self::Stream(s) => s.compact_now().await?,
+        })
+    }
+
+    /// A reader's hold on the Parquet tree ([`LocalStore::read_lease`]).
+    pub async fn read_lease(&self) -> ReadLease {
+        match self {
+            Self::Local(s) => s.read_lease().await,
+            Self::Stream(s) => s.read_lease().await,
+        }
+    }
+
+    /// Removes every stored record of a unit.
+    pub async fn delete_unit(&self, unit_id: &str) -> Result<DeletionReport, StorageError> {
+        Ok(match self {
+            Self::Local(s) => s.delete_unit(unit_id).await?,
+            Self::Stream(s) => s.delete_unit(unit_id).await?,
+        })
+    }
+
+    /// Whether this node rewrites the Parquet tree (always with the
+    /// embedded log; over JetStream, while it compacts the stream).
+    pub fn writes_parquet(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::Stream(s) => s.is_compacting(),
+        }
+    }
+
+    /// Applies hot retention to the Parquet tree.
+    pub async fn apply_retention(
+        &self,
+        now_micros: i64,
+        policy: &RetentionPolicy,
+    ) -> Result<RetentionReport, StorageError> {
+        Ok(match self {
+            Self::Local(s) => s.apply_retention(now_micros, policy).await?,
+            Self::Stream(s) => s.apply_retention(now_micros, policy).await?,
+        })
+    }
+
+    /// Backlog and compaction lag.
+    pub fn pressure(&self) -> Pressure {
+        self.sink().pressure()
+    }
+
+    /// Prometheus text of the store.
+    pub fn render_metrics(&self, out: &mut String) {
+        match self {
+            Self::Local(s) => s.render_metrics(out),
+            Self::Stream(s) => s.render_metrics(out),
+        }
+    }
+
+    /// Stops background work; acknowledged records stay durable.
+    pub async fn shutdown(&self) {
+        match self {
+            Self::Local(s) => s.shutdown().await,
+            Self::Stream(s) => s.shutdown().await,
         }
     }
 }
@@ -68,8 +209,8 @@ impl PipelineConfig {
 /// A running pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The durable log and its Parquet output.
-    pub store: Arc<LocalStore>,
+    /// The durable store and its Parquet output.
+    pub store: Storage,
     /// The collection endpoints.
     pub ingest: Ingest,
     /// Retention settings.
@@ -78,18 +219,42 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Locks the directory, recovers the log and mounts ingestion over it.
-    /// Exposures are checked against `catalog` when one is given.
+    /// Locks the directory, recovers the log (or connects to the stream)
+    /// and mounts ingestion over it. Exposures are checked against
+    /// `catalog` when one is given. Over JetStream this node compacts the
+    /// stream while `compact` is open.
     pub async fn open(
         cfg: &PipelineConfig,
         auth: Arc<dyn Authorizer>,
         catalog: Option<Arc<dyn Catalog>>,
+        compact: CompactGate,
     ) -> Result<Self, String> {
         let lock = strata_pipeline::lock_dir(&cfg.dir).map_err(|e| e.to_string())?;
-        let store = LocalStore::open(&cfg.dir, cfg.store.clone())
-            .await
-            .map_err(|e| format!("pipeline store: {e}"))?;
-        let sink: Arc<dyn strata_pipeline::Sink> = store.clone();
+        let store = match &cfg.ingestion {
+            Ingestion::Local => Storage::Local(
+                LocalStore::open(&cfg.dir, cfg.store.clone())
+                    .await
+                    .map_err(|e| format!("pipeline store: {e}"))?,
+            ),
+            Ingestion::JetStream { url, nats } => {
+                let opts = StreamStoreOptions {
+                    url: url.clone(),
+                    nats: NatsOptions {
+                        partitions: cfg.store.partitions,
+                        ..nats.clone()
+                    },
+                    compactor: CompactorOptions::default(),
+                    parquet_dir: cfg.dir.join("parquet"),
+                    row_group_rows: cfg.store.row_group_rows,
+                };
+                Storage::Stream(
+                    StreamStore::open(opts, compact)
+                        .await
+                        .map_err(|e| format!("jetstream ingestion: {e}"))?,
+                )
+            }
+        };
+        let sink = store.sink();
         let ingest = match catalog {
             Some(c) => Ingest::with_catalog(sink, auth, c, cfg.ingest.clone()),
             None => Ingest::new(sink, auth, cfg.ingest.clone()),
@@ -120,7 +285,7 @@ impl Pipeline {
     }
 }
 
-fn pipeline_error(e: &strata_pipeline::StoreError) -> AppError {
+fn pipeline_error(e: &StorageError) -> AppError {
     AppError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "pipeline_unavailable",
@@ -196,6 +361,10 @@ pub async fn delete_unit(
 /// Applies hot retention now: exposures of experiments that ended more than
 /// the configured time ago, events older than the event retention.
 pub async fn apply_retention(state: &AppState, p: &Pipeline) -> Result<(), String> {
+    if !p.store.writes_parquet() {
+        // Another node compacts the stream, and applies retention there.
+        return Ok(());
+    }
     let mut policy = p.retention.clone();
     let experiments = state.store.experiments().await.map_err(|e| e.to_string())?;
     let now = strata_server::store::now_ms().saturating_mul(1000);
@@ -261,14 +430,20 @@ impl PipelineMount {
     /// Opens the pipeline under `cfg.dir`, authenticated by the control
     /// plane's ingestion keys, its exposures checked against the control
     /// plane's experiments.
-    pub async fn open(cfg: &PipelineConfig, state: &AppState) -> Result<Self, String> {
+    /// Over JetStream, the node compacts the stream while `compact` is
+    /// open (the jobs leader).
+    pub async fn open(
+        cfg: &PipelineConfig,
+        state: &AppState,
+        compact: CompactGate,
+    ) -> Result<Self, String> {
         let auth = Arc::new(IngestAuthorizer {
             store: state.store.clone(),
             keys: state.keys.clone(),
         });
         let catalog = Arc::new(StoreCatalog::new(state));
         Ok(Self {
-            pipeline: Arc::new(Pipeline::open(cfg, auth, Some(catalog)).await?),
+            pipeline: Arc::new(Pipeline::open(cfg, auth, Some(catalog), compact).await?),
             state: state.clone(),
             retention_interval: cfg.retention_interval,
             collect: cfg.collect,

@@ -99,6 +99,14 @@ pub struct ServeArgs {
     /// nor the scheduled analysis, which reads its data.
     #[arg(long)]
     no_pipeline: bool,
+    /// Where acknowledged records go: `local` (the embedded log under
+    /// DATA_DIR/pipeline) or a NATS JetStream server, `nats://host:4222`,
+    /// shared by every ingest node and compacted into Parquet by the jobs
+    /// leader.
+    #[arg(long, value_name = "local|URL", default_value = "local")]
+    ingest: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
     analysis_interval: Duration,
@@ -129,6 +137,56 @@ pub struct ServeArgs {
     /// (the process itself is reached over TLS).
     #[arg(long)]
     portal_secure_cookies: bool,
+}
+
+/// The JetStream stream of `--ingest nats://…`; every node of a
+/// deployment gives the same.
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// Stream name (created if missing).
+    #[arg(long, value_name = "NAME", default_value = "STRATA")]
+    nats_stream: String,
+    /// Subject prefix: the stream takes `PREFIX.>`.
+    #[arg(long, value_name = "PREFIX", default_value = "strata")]
+    nats_subject_prefix: String,
+    /// Durable consumer of the compactor.
+    #[arg(long, value_name = "NAME", default_value = "strata-compactor")]
+    nats_consumer: String,
+    /// JetStream's duplicate window: a record retried within it is
+    /// acknowledged as a duplicate and stored once (30m, 1h, 1d).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
+    nats_duplicate_window: Duration,
+}
+
+/// The ingestion of `--ingest`.
+fn ingestion(ingest: &str, nats: &NatsArgs) -> Result<strata_app::Ingestion> {
+    if ingest == "local" {
+        return Ok(strata_app::Ingestion::Local);
+    }
+    if !(ingest.starts_with("nats://") || ingest.starts_with("tls://")) {
+        bail!(
+            "--ingest must be `local` or a NATS URL such as nats://127.0.0.1:4222, got {ingest:?}"
+        );
+    }
+    for (flag, v) in [
+        ("--nats-stream", &nats.nats_stream),
+        ("--nats-subject-prefix", &nats.nats_subject_prefix),
+        ("--nats-consumer", &nats.nats_consumer),
+    ] {
+        if v.is_empty() || v.contains(|c: char| c.is_whitespace() || matches!(c, '*' | '>' | '.')) {
+            bail!("{flag} must be a non-empty name without spaces, dots, `*` or `>`, got {v:?}");
+        }
+    }
+    Ok(strata_app::Ingestion::JetStream {
+        url: ingest.to_owned(),
+        nats: strata_pipeline::nats::NatsOptions {
+            stream: nats.nats_stream.clone(),
+            subject_prefix: nats.nats_subject_prefix.clone(),
+            durable: nats.nats_consumer.clone(),
+            duplicate_window: nats.nats_duplicate_window,
+            ..strata_pipeline::nats::NatsOptions::default()
+        },
+    })
 }
 
 pub(crate) fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
@@ -166,6 +224,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             args.guardrail_alpha
         );
     }
+    let ingestion = ingestion(&args.ingest, &args.nats)?;
     let has = |r: NodeRole| args.role.contains(&NodeRole::All) || args.role.contains(&r);
     let (control, ingest, jobs) = (
         has(NodeRole::Control),
@@ -192,6 +251,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // serves `/collect` only with the ingest role.
         pipeline: (!args.no_pipeline && (ingest || jobs)).then(|| PipelineConfig {
             collect: ingest,
+            ingestion,
+            compact: jobs,
             ..PipelineConfig::under(&args.store.data_dir)
         }),
         analysis: (!args.no_analysis && jobs).then(|| AnalysisConfig {
@@ -360,4 +421,46 @@ pub fn compact(args: &CompactArgs) -> Result<()> {
         println!("{out}");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nats() -> NatsArgs {
+        NatsArgs {
+            nats_stream: "STRATA".into(),
+            nats_subject_prefix: "strata".into(),
+            nats_consumer: "strata-compactor".into(),
+            nats_duplicate_window: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn ingest_is_local_or_a_nats_url_with_plain_names() {
+        assert!(matches!(
+            ingestion("local", &nats()).unwrap(),
+            strata_app::Ingestion::Local
+        ));
+        let strata_app::Ingestion::JetStream { url, nats: opts } =
+            ingestion("nats://10.0.0.5:4222", &nats()).unwrap()
+        else {
+            panic!("not jetstream");
+        };
+        assert_eq!(url, "nats://10.0.0.5:4222");
+        assert_eq!(
+            (opts.stream.as_str(), opts.subject_prefix.as_str()),
+            ("STRATA", "strata")
+        );
+        let e = ingestion("kafka://x", &nats()).unwrap_err().to_string();
+        assert!(e.contains("--ingest must be `local` or a NATS URL"), "{e}");
+        for bad in ["", "a.b", "a b", "x>"] {
+            let args = NatsArgs {
+                nats_stream: bad.into(),
+                ..nats()
+            };
+            let e = ingestion("nats://h:4222", &args).unwrap_err().to_string();
+            assert!(e.starts_with("--nats-stream must be"), "{bad:?}: {e}");
+        }
+    }
 }

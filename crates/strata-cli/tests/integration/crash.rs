@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 
 use crate::serve::{now_ms, started_experiment, strata_ok, token, Served};
 
-const SEED: u64 = 0x5EED_0006;
+pub(crate) const SEED: u64 = 0x5EED_0006;
 const KILLS: usize = 12;
-const CLIENTS: u64 = 4;
+pub(crate) const CLIENTS: u64 = 4;
 
 /// splitmix64: the seeded schedule of batch sizes, units and kills.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -32,7 +32,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -40,20 +40,90 @@ impl Rng {
 /// What the clients sent and what the server acknowledged: event ids and
 /// exposure units (each exposure has a unit of its own).
 #[derive(Default)]
-struct Ledger {
+pub(crate) struct Ledger {
     sent_events: HashSet<String>,
     acked_events: HashSet<String>,
     sent_exposures: HashSet<String>,
     acked_exposures: HashSet<String>,
 }
 
-struct Shared {
-    base: Mutex<String>,
+pub(crate) struct Shared {
+    /// Where the clients send.
+    pub(crate) base: Mutex<String>,
     key: String,
     stop: AtomicBool,
     ledger: Mutex<Ledger>,
     /// Attempts that failed (refused connection, reset, 5xx) and were retried.
     retries: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(base: &str, key: String) -> Arc<Self> {
+        Arc::new(Self {
+            base: Mutex::new(base.to_owned()),
+            key,
+            stop: AtomicBool::new(false),
+            ledger: Mutex::default(),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts the clients.
+    pub(crate) fn clients(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..CLIENTS)
+            .map(|i| tokio::spawn(client(i, self.clone())))
+            .collect()
+    }
+
+    /// Stops the clients once each has its last batch acknowledged.
+    pub(crate) async fn stop(&self, clients: Vec<tokio::task::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.expect("client");
+        }
+    }
+
+    /// Checks the Parquet tree under `root` against what was sent and
+    /// acknowledged: every acknowledged record exactly once, nothing never
+    /// sent, and the interruptions were real (at least `kills` attempts
+    /// retried).
+    pub(crate) fn verify(&self, root: &Path, kills: usize) {
+        let (events, exposures) = stored(root);
+        let l = self.ledger.lock().unwrap();
+        eprintln!(
+            "{} events and {} exposures acknowledged, {} attempts retried",
+            l.acked_events.len(),
+            l.acked_exposures.len(),
+            self.retries.load(Ordering::Relaxed)
+        );
+        assert!(
+            self.retries.load(Ordering::Relaxed) >= kills as u64,
+            "the kills interrupted traffic"
+        );
+        assert!(
+            l.acked_events.len() > 1000,
+            "{} events",
+            l.acked_events.len()
+        );
+        for (what, stored, sent, acked) in [
+            ("events", &events, &l.sent_events, &l.acked_events),
+            (
+                "exposures",
+                &exposures,
+                &l.sent_exposures,
+                &l.acked_exposures,
+            ),
+        ] {
+            let unique: HashSet<String> = stored.iter().cloned().collect();
+            assert_eq!(unique.len(), stored.len(), "{what} stored twice");
+            let lost: Vec<_> = acked.difference(&unique).take(5).collect();
+            assert!(lost.is_empty(), "acknowledged {what} lost: {lost:?}");
+            let invented: Vec<_> = unique.difference(sent).take(5).collect();
+            assert!(invented.is_empty(), "{what} never sent: {invented:?}");
+            // Every batch was resent until acknowledged.
+            assert_eq!(acked, sent, "{what}");
+        }
+    }
 }
 
 /// One batch of 1–200 events, or every fifth batch exposures.
@@ -143,7 +213,7 @@ async fn client(id: u64, shared: Arc<Shared>) {
 
 /// Event ids and exposure units in the Parquet files under `root`, with
 /// repeats.
-fn stored(root: &Path) -> (Vec<String>, Vec<String>) {
+pub(crate) fn stored(root: &Path) -> (Vec<String>, Vec<String>) {
     use strata_pipeline::parquet::{list_parquet_files, read_file, string_column};
     let (mut events, mut exposures) = (Vec::new(), Vec::new());
     for path in list_parquet_files(root).unwrap() {
@@ -168,16 +238,8 @@ async fn acknowledged_records_survive_sigkill_exactly_once() {
     let key = token(&dir, &["--kind", "ingest", "--name", "crash-test"]);
     let mut served = Served::start_in_runtime(&dir);
     started_experiment(&served.base, &dir, "exp_crash", &["control", "treatment"]).await;
-    let shared = Arc::new(Shared {
-        base: Mutex::new(served.base.clone()),
-        key,
-        stop: AtomicBool::new(false),
-        ledger: Mutex::default(),
-        retries: AtomicU64::new(0),
-    });
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(client(i, shared.clone())))
-        .collect();
+    let shared = Shared::new(&served.base, key);
+    let clients = shared.clients();
     let mut rng = Rng(SEED);
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(1000))).await;
@@ -186,48 +248,11 @@ async fn acknowledged_records_survive_sigkill_exactly_once() {
         *shared.base.lock().unwrap() = served.base.clone();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    shared.stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.expect("client");
-    }
+    shared.stop(clients).await;
     tokio::task::block_in_place(|| served.terminate());
 
     strata_ok([Path::new("compact"), Path::new("--data-dir"), &dir]);
-    let (events, exposures) = stored(&dir.join("pipeline/parquet"));
-    let l = shared.ledger.lock().unwrap();
-    eprintln!(
-        "{KILLS} SIGKILLs: {} events and {} exposures acknowledged, {} attempts retried",
-        l.acked_events.len(),
-        l.acked_exposures.len(),
-        shared.retries.load(Ordering::Relaxed)
-    );
-    assert!(
-        shared.retries.load(Ordering::Relaxed) >= KILLS as u64,
-        "the kills interrupted traffic"
-    );
-    assert!(
-        l.acked_events.len() > 1000,
-        "{} events",
-        l.acked_events.len()
-    );
-    for (what, stored, sent, acked) in [
-        ("events", &events, &l.sent_events, &l.acked_events),
-        (
-            "exposures",
-            &exposures,
-            &l.sent_exposures,
-            &l.acked_exposures,
-        ),
-    ] {
-        let unique: HashSet<String> = stored.iter().cloned().collect();
-        assert_eq!(unique.len(), stored.len(), "{what} stored twice");
-        let lost: Vec<_> = acked.difference(&unique).take(5).collect();
-        assert!(lost.is_empty(), "acknowledged {what} lost: {lost:?}");
-        let invented: Vec<_> = unique.difference(sent).take(5).collect();
-        assert!(invented.is_empty(), "{what} never sent: {invented:?}");
-        // Every batch was resent until acknowledged.
-        assert_eq!(acked, sent, "{what}");
-    }
+    shared.verify(&dir.join("pipeline/parquet"), KILLS);
 }
 
 /// A batch acknowledged before a SIGKILL, or before a SIGTERM, is a

@@ -11,6 +11,7 @@ mod demo;
 mod guardrails;
 mod holdout;
 mod identity;
+mod jetstream;
 mod leader;
 mod roles;
 mod scheduled;

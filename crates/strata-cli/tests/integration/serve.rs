@@ -464,11 +464,27 @@ pub(crate) async fn started_experiment(
     key: &str,
     variants: &[&str],
 ) -> Value {
+    started_experiment_in(base, dir, &[], key, variants).await
+}
+
+/// [`started_experiment`], its tokens created in the store that `store`
+/// (arguments of `strata token create`, e.g. `--database-url`) names.
+pub(crate) async fn started_experiment_in(
+    base: &str,
+    dir: &Path,
+    store: &[&str],
+    key: &str,
+    variants: &[&str],
+) -> Value {
     use reqwest::Method;
     let c = reqwest::Client::new();
     let api = |p: &str| format!("{base}/api/v1/{p}");
-    let analyst = token(dir, &["--role", "analyst"]);
-    let lab = token(dir, &["--role", "experimenter", "--team", "lab"]);
+    let mut args = store.to_vec();
+    args.extend(["--role", "analyst"]);
+    let analyst = token(dir, &args);
+    args.truncate(store.len());
+    args.extend(["--role", "experimenter", "--team", "lab"]);
+    let lab = token(dir, &args);
     let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
     let (s, v) = call(&c, Method::POST, api("metrics"), &analyst, Some(metric)).await;
     assert!(

@@ -1,0 +1,266 @@
+//! Ingestion through NATS JetStream from the binary: an ingest node
+//! (`--role control,ingest`) and a jobs node (`--role jobs`) on one
+//! PostgreSQL and one stream of the machine's NATS server. Four clients send
+//! to the ingest node while both nodes are killed with SIGKILL in turn —
+//! the jobs node while it compacts the stream — and restarted; each client
+//! resends a batch until it is acknowledged. After the jobs node compacts
+//! what is left, every acknowledged record is in its Parquet exactly once,
+//! nothing never sent is, the stream holds no compacted message, and a
+//! batch sent again is a duplicate.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::crash::{Rng, Shared, SEED};
+use crate::leader::fresh_database;
+use crate::serve::{call, now_ms, started_experiment_in, token, Served, ADMIN};
+
+/// The NATS server of `STRATA_TEST_NATS_URL`, or none (said loudly).
+fn nats_url() -> Option<String> {
+    let url = std::env::var("STRATA_TEST_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "SKIPPED: STRATA_TEST_NATS_URL not set; the JetStream ingestion tests did not run"
+        );
+    }
+    url
+}
+
+/// A stream of its own, deleted when this is dropped.
+struct TestStream {
+    url: String,
+    name: String,
+    prefix: String,
+}
+
+impl TestStream {
+    fn new(url: &str) -> Self {
+        let unique = format!("{}_{}", std::process::id(), now_ms());
+        Self {
+            url: url.to_owned(),
+            name: format!("STRATA_BIN_{unique}"),
+            prefix: format!("strata_bin_{unique}"),
+        }
+    }
+
+    fn args<'a>(&'a self, db: &'a str) -> Vec<&'a str> {
+        vec![
+            "--database-url",
+            db,
+            "--ingest",
+            &self.url,
+            "--nats-stream",
+            &self.name,
+            "--nats-subject-prefix",
+            &self.prefix,
+        ]
+    }
+
+    async fn messages(&self) -> u64 {
+        let client = async_nats::connect(&self.url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(&self.name).await.unwrap();
+        stream.get_info().await.unwrap().state.messages
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Its own runtime: drop may run inside or outside the test's.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(c) = async_nats::connect(&url).await {
+                    let _ = async_nats::jetstream::new(c).delete_stream(&name).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn metric(c: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until the node at `base` compacts the stream (it holds the jobs
+/// lease and has opened the compactor).
+async fn until_compacting(c: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while metric(c, base, "strata_jetstream_compacting").await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs node never compacted the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_killed_ingest_and_compaction_nodes_exactly_once() {
+    let (Some(fresh), Some(url)) = (fresh_database(), nats_url()) else {
+        return;
+    };
+    let db = fresh.url.clone();
+    let stream = TestStream::new(&url);
+    let tmp = tempfile::tempdir().unwrap();
+    let (ingest_dir, jobs_dir) = (tmp.path().join("ingest"), tmp.path().join("jobs"));
+    let common = stream.args(&db);
+    let ingest_args = [common.as_slice(), &["--role", "control,ingest"]].concat();
+    let jobs_args = [
+        common.as_slice(),
+        &["--role", "jobs", "--no-analysis", "--no-guardrails"],
+    ]
+    .concat();
+    let start_ingest = || Served::start_with_in_runtime(&ingest_dir, &ingest_args);
+    let start_jobs = || Served::start_with_in_runtime(&jobs_dir, &jobs_args);
+    let mut ingest = start_ingest();
+    let mut jobs = start_jobs();
+    let c = reqwest::Client::new();
+    let key = token(
+        &ingest_dir,
+        &["--database-url", &db, "--kind", "ingest", "--name", "js"],
+    );
+    started_experiment_in(
+        &ingest.base,
+        &ingest_dir,
+        &["--database-url", &db],
+        "exp_crash",
+        &["control", "treatment"],
+    )
+    .await;
+    // The ingest node has no pipeline operations to offer over JetStream
+    // but collection; the jobs node collects nothing.
+    let (s, _) = call(
+        &c,
+        Method::POST,
+        format!("{}/collect/v1/events", jobs.base),
+        &key,
+        Some(json!([])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let shared = Shared::new(&ingest.base, key.clone());
+    let clients = shared.clients();
+    let mut rng = Rng(SEED ^ 0x15);
+    const CYCLES: usize = 3;
+    for _ in 0..CYCLES {
+        // The jobs node, while it compacts under load.
+        until_compacting(&c, &jobs.base).await;
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1500))).await;
+        tokio::task::block_in_place(|| jobs.kill());
+        jobs = start_jobs();
+        // The ingest node, while the stream has no compactor.
+        tokio::time::sleep(Duration::from_millis(200 + rng.below(1000))).await;
+        tokio::task::block_in_place(|| ingest.kill());
+        ingest = start_ingest();
+        *shared.base.lock().unwrap() = ingest.base.clone();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shared.stop(clients).await;
+
+    // The last records are compacted on the jobs node.
+    until_compacting(&c, &jobs.base).await;
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{}/api/v1/pipeline/compact", jobs.base),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let compacted = metric(&c, &jobs.base, "strata_jetstream_records_compacted_total")
+        .await
+        .unwrap();
+    assert!(compacted > 0.0, "the jobs node compacted nothing");
+    // Each ingest node's SIGKILL interrupted the clients.
+    let root = jobs_dir.join("pipeline/parquet");
+    shared.verify(&root, CYCLES);
+    assert_eq!(
+        stream.messages().await,
+        0,
+        "compacted messages are purged from the stream"
+    );
+
+    // A retry after the purge is still a duplicate (JetStream's window).
+    let now = now_ms();
+    let batch: Vec<Value> = (0..20)
+        .map(|i| json!({"event_id": format!("again-{i}"), "unit_id": format!("again-unit-{i}"), "type": "purchase", "ts": now}))
+        .collect();
+    let url = format!("{}/collect/v1/events", ingest.base);
+    let (s, v) = call(&c, Method::POST, url.clone(), &key, Some(json!(batch))).await;
+    assert_eq!(
+        (s, v["accepted"].as_u64()),
+        (StatusCode::OK, Some(20)),
+        "{v}"
+    );
+    let compact = format!("{}/api/v1/pipeline/compact", jobs.base);
+    let (s, v) = call(&c, Method::POST, compact.clone(), ADMIN, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let again = |events: Vec<String>| events.iter().filter(|e| e.starts_with("again-")).count();
+    assert_eq!(again(crate::crash::stored(&root).0), 20);
+    assert_eq!(stream.messages().await, 0);
+    let (s, v) = call(&c, Method::POST, url, &key, Some(json!(batch))).await;
+    assert_eq!(
+        (s, v["duplicates"].as_u64()),
+        (StatusCode::OK, Some(20)),
+        "{v}"
+    );
+    let (s, v) = call(&c, Method::POST, compact, ADMIN, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(again(crate::crash::stored(&root).0), 20, "stored once");
+
+    // Deletion and compaction are the compacting node's: the ingest node
+    // refuses them, naming why.
+    let (s, v) = call(
+        &c,
+        Method::DELETE,
+        format!("{}/api/v1/units/again-unit-1/data", ingest.base),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("jobs leader"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &c,
+        Method::DELETE,
+        format!("{}/api/v1/units/again-unit-1/data", jobs.base),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["events_removed"].as_u64(), Some(1), "{v}");
+    assert_eq!(again(crate::crash::stored(&root).0), 19);
+    tokio::task::block_in_place(|| {
+        jobs.terminate();
+        ingest.terminate();
+    });
+}
