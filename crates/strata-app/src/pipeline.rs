@@ -61,6 +61,11 @@ pub struct PipelineConfig {
     pub collect: bool,
     /// Where acknowledged records go.
     pub ingestion: Ingestion,
+    /// Where the Parquet tree is when it is not `dir/parquet`: a volume
+    /// every jobs node mounts, so that whichever leads compacts into the
+    /// same tree (JetStream ingestion only; the embedded log keeps its
+    /// Parquet beside it).
+    pub storage: Option<PathBuf>,
     /// Whether this node compacts a JetStream stream into its Parquet tree
     /// while it holds the jobs lease (a node with the jobs role). The
     /// embedded log is always compacted by its own process.
@@ -95,6 +100,7 @@ impl PipelineConfig {
             retention_interval: Duration::from_secs(3600),
             collect: true,
             ingestion: Ingestion::Local,
+            storage: None,
             compact: true,
         }
     }
@@ -230,30 +236,39 @@ impl Pipeline {
         compact: CompactGate,
     ) -> Result<Self, String> {
         let lock = strata_pipeline::lock_dir(&cfg.dir).map_err(|e| e.to_string())?;
-        let store = match &cfg.ingestion {
-            Ingestion::Local => Storage::Local(
-                LocalStore::open(&cfg.dir, cfg.store.clone())
-                    .await
-                    .map_err(|e| format!("pipeline store: {e}"))?,
-            ),
-            Ingestion::JetStream { url, nats } => {
-                let opts = StreamStoreOptions {
-                    url: url.clone(),
-                    nats: NatsOptions {
-                        partitions: cfg.store.partitions,
-                        ..nats.clone()
-                    },
-                    compactor: CompactorOptions::default(),
-                    parquet_dir: cfg.dir.join("parquet"),
-                    row_group_rows: cfg.store.row_group_rows,
-                };
-                Storage::Stream(
-                    StreamStore::open(opts, compact)
+        let store =
+            match &cfg.ingestion {
+                Ingestion::Local if cfg.storage.is_some() => return Err(
+                    "a storage location other than the data directory needs JetStream ingestion \
+                     (--ingest nats://…): the embedded log keeps its Parquet beside it"
+                        .into(),
+                ),
+                Ingestion::Local => Storage::Local(
+                    LocalStore::open(&cfg.dir, cfg.store.clone())
                         .await
-                        .map_err(|e| format!("jetstream ingestion: {e}"))?,
-                )
-            }
-        };
+                        .map_err(|e| format!("pipeline store: {e}"))?,
+                ),
+                Ingestion::JetStream { url, nats } => {
+                    let opts = StreamStoreOptions {
+                        url: url.clone(),
+                        nats: NatsOptions {
+                            partitions: cfg.store.partitions,
+                            ..nats.clone()
+                        },
+                        compactor: CompactorOptions::default(),
+                        parquet_dir: cfg
+                            .storage
+                            .clone()
+                            .unwrap_or_else(|| cfg.dir.join("parquet")),
+                        row_group_rows: cfg.store.row_group_rows,
+                    };
+                    Storage::Stream(
+                        StreamStore::open(opts, compact)
+                            .await
+                            .map_err(|e| format!("jetstream ingestion: {e}"))?,
+                    )
+                }
+            };
         let sink = store.sink();
         let ingest = match catalog {
             Some(c) => Ingest::with_catalog(sink, auth, c, cfg.ingest.clone()),

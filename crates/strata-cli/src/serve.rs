@@ -107,6 +107,12 @@ pub struct ServeArgs {
     ingest: String,
     #[command(flatten)]
     nats: NatsArgs,
+    /// Where the Parquet tree is, with `--ingest nats://…`: `file:///PATH`
+    /// on a volume every jobs node mounts, so whichever node leads the jobs
+    /// compacts into and analyses the same tree (default
+    /// DATA_DIR/pipeline/parquet).
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
     /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
     analysis_interval: Duration,
@@ -156,6 +162,18 @@ pub struct NatsArgs {
     /// acknowledged as a duplicate and stored once (30m, 1h, 1d).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
     nats_duplicate_window: Duration,
+}
+
+/// The directory of `--storage file:///PATH`.
+fn storage(url: &str) -> Result<PathBuf> {
+    let Some(path) = url.strip_prefix("file://") else {
+        bail!("--storage must be a file:// URL such as file:///srv/strata/parquet, got {url:?}");
+    };
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        bail!("--storage must name an absolute path (file:///srv/strata/parquet), got {url:?}");
+    }
+    Ok(path)
 }
 
 /// The ingestion of `--ingest`.
@@ -225,6 +243,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         );
     }
     let ingestion = ingestion(&args.ingest, &args.nats)?;
+    let storage = args.storage.as_deref().map(storage).transpose()?;
+    if storage.is_some() && matches!(ingestion, strata_app::Ingestion::Local) {
+        bail!("--storage needs --ingest nats://…: the embedded log keeps its Parquet in DATA_DIR/pipeline");
+    }
     let has = |r: NodeRole| args.role.contains(&NodeRole::All) || args.role.contains(&r);
     let (control, ingest, jobs) = (
         has(NodeRole::Control),
@@ -252,6 +274,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         pipeline: (!args.no_pipeline && (ingest || jobs)).then(|| PipelineConfig {
             collect: ingest,
             ingestion,
+            storage,
             compact: jobs,
             ..PipelineConfig::under(&args.store.data_dir)
         }),
@@ -461,6 +484,18 @@ mod tests {
             };
             let e = ingestion("nats://h:4222", &args).unwrap_err().to_string();
             assert!(e.starts_with("--nats-stream must be"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn storage_is_an_absolute_file_url() {
+        assert_eq!(
+            storage("file:///srv/strata/parquet").unwrap(),
+            PathBuf::from("/srv/strata/parquet")
+        );
+        for bad in ["s3://bucket/prefix", "/srv/x", "file://relative/x"] {
+            let e = storage(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--storage must"), "{bad}: {e}");
         }
     }
 }

@@ -8,7 +8,10 @@
 //! `strata serve`, the holder of the jobs lease. A node whose gate opens
 //! opens the compactor, which first removes what a stopped compactor wrote
 //! but never acknowledged and takes its undelivered batch over; a node whose
-//! gate closes drops it after its current round.
+//! gate closes drops it after its current round. The compactor also holds
+//! the Parquet tree's writer lock (`.writer.lock` in its root, an
+//! exclusive file lock), so two nodes sharing a tree on one volume never
+//! write it at once, whatever their leases say.
 //!
 //! The store offers what [`crate::LocalStore`] offers the jobs on the same
 //! Parquet layout: [`compact_now`](StreamStore::compact_now) (every message
@@ -20,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify, RwLock};
@@ -58,6 +61,10 @@ pub struct StreamStore {
     opts: StreamStoreOptions,
     sink: JetStreamSink,
     compactor: Mutex<Option<NatsCompactor>>,
+    /// The tree's writer lock, held with the compactor.
+    writer: std::sync::Mutex<Option<std::fs::File>>,
+    /// The gate is open but another process holds the writer lock.
+    blocked: AtomicBool,
     read_lease: Arc<RwLock<()>>,
     gate: CompactGate,
     closed: AtomicBool,
@@ -98,6 +105,8 @@ impl StreamStore {
             },
             sink,
             compactor: Mutex::new(None),
+            writer: std::sync::Mutex::new(None),
+            blocked: AtomicBool::new(false),
             read_lease: Arc::default(),
             gate,
             closed: AtomicBool::new(false),
@@ -203,10 +212,52 @@ impl StreamStore {
                 return Ok(guard);
             }
             drop(guard);
-            if !(self.gate)() || waited.elapsed() >= OPENING {
+            // Another process holds the tree: waiting would not help.
+            if !(self.gate)() || self.blocked.load(Ordering::Acquire) || waited.elapsed() >= OPENING
+            {
                 return Err(not_compacting(what));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The exclusive lock of the Parquet tree's writer (`.writer.lock` in
+    /// its root), or none while another process holds it: two nodes must
+    /// never compact into one tree, even when their jobs leases overlap
+    /// (a leader cut off from the config store, say). Released when the
+    /// file is dropped or the process dies.
+    fn writer_lock(&self, waiting: &mut bool) -> Option<std::fs::File> {
+        let dir = &self.opts.parquet_dir;
+        let path = dir.join(".writer.lock");
+        let file = std::fs::create_dir_all(dir).and_then(|()| {
+            std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        });
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open the parquet writer's lock");
+                return None;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                *waiting = false;
+                Some(file)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !std::mem::replace(waiting, true) {
+                    tracing::warn!(path = %path.display(), "another process writes this parquet tree; waiting for it to stop");
+                }
+                None
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot lock the parquet tree");
+                None
+            }
         }
     }
 
@@ -222,6 +273,7 @@ impl StreamStore {
             let _ = task.await;
         }
         *self.compactor.lock().await = None;
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.compacting.store(false, Ordering::Release);
     }
 
@@ -254,6 +306,7 @@ impl StreamStore {
     async fn compaction(self: Arc<Self>) {
         let merge_every = self.opts.compactor.merge_every;
         let mut last_merge = Instant::now();
+        let mut waiting = false;
         while !self.closed.load(Ordering::SeqCst) {
             let want = (self.gate)();
             if want != self.is_compacting() {
@@ -261,7 +314,13 @@ impl StreamStore {
                 // opening removes unacknowledged files.
                 let _lease = Arc::clone(&self.read_lease).write_owned().await;
                 let mut guard = self.compactor.lock().await;
-                if want {
+                let lock = if want {
+                    self.writer_lock(&mut waiting)
+                } else {
+                    None
+                };
+                self.blocked.store(waiting, Ordering::Release);
+                if let Some(lock) = lock {
                     match NatsCompactor::open(
                         &self.opts.url,
                         &self.opts.parquet_dir,
@@ -277,14 +336,17 @@ impl StreamStore {
                         Ok(c) => {
                             tracing::info!(stream = %self.opts.nats.stream, "this node compacts the stream");
                             *guard = Some(c);
+                            *self.writer.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(lock);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot open the jetstream compactor");
                         }
                     }
-                } else {
+                } else if !want {
                     tracing::info!("this node no longer compacts the stream");
                     *guard = None;
+                    *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = None;
                 }
                 self.compacting.store(guard.is_some(), Ordering::Release);
             }

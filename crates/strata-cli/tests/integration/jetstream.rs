@@ -264,3 +264,126 @@ async fn acknowledged_records_survive_killed_ingest_and_compaction_nodes_exactly
         ingest.terminate();
     });
 }
+
+/// Two jobs nodes share the Parquet tree (`--storage file://…`, a volume
+/// both mount): the leader compacts into it, the other does not; when the
+/// leader is killed the other takes the jobs lease and the tree's writer
+/// lock over and compacts into the same tree, so the tree holds every
+/// acknowledged record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_jobs_node_compacts_into_the_shared_tree_when_the_leader_dies() {
+    let (Some(fresh), Some(url)) = (fresh_database(), nats_url()) else {
+        return;
+    };
+    let db = fresh.url.clone();
+    let stream = TestStream::new(&url);
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("shared-parquet");
+    let storage = format!("file://{}", tree.display());
+    let common = stream.args(&db);
+    let ingest_dir = tmp.path().join("ingest");
+    let ingest_args = [common.as_slice(), &["--role", "control,ingest"]].concat();
+    let jobs_args = [
+        common.as_slice(),
+        &[
+            "--role",
+            "jobs",
+            "--no-analysis",
+            "--no-guardrails",
+            "--storage",
+            &storage,
+        ],
+    ]
+    .concat();
+    let ingest = Served::start_with_in_runtime(&ingest_dir, &ingest_args);
+    let mut jobs: Vec<Option<Served>> = (0..2)
+        .map(|i| {
+            Some(Served::start_with_in_runtime(
+                &tmp.path().join(format!("jobs-{i}")),
+                &jobs_args,
+            ))
+        })
+        .collect();
+    let bases: Vec<String> = jobs
+        .iter()
+        .map(|j| j.as_ref().unwrap().base.clone())
+        .collect();
+    let c = reqwest::Client::new();
+    let key = token(&ingest_dir, &["--database-url", &db, "--kind", "ingest"]);
+    started_experiment_in(
+        &ingest.base,
+        &ingest_dir,
+        &["--database-url", &db],
+        "exp_crash",
+        &["control", "treatment"],
+    )
+    .await;
+    let shared = Shared::new(&ingest.base, key);
+    let clients = shared.clients();
+
+    // One leader compacts; the other does not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let leader = loop {
+        let mut compacting = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            if metric(&c, b, "strata_jetstream_compacting").await == Some(1.0) {
+                compacting.push(i);
+            }
+        }
+        assert!(compacting.len() <= 1, "two nodes compact: {compacting:?}");
+        if let [i] = compacting[..] {
+            break i;
+        }
+        assert!(std::time::Instant::now() < deadline, "no node compacts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let other = 1 - leader;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(
+        &c,
+        &bases[leader],
+        "strata_jetstream_records_compacted_total",
+    )
+    .await
+    .unwrap_or(0.0)
+        == 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader compacted nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        metric(&c, &bases[other], "strata_jetstream_compacting").await,
+        Some(0.0)
+    );
+    tokio::task::block_in_place(|| jobs[leader].take().unwrap().kill());
+
+    // The other takes over within the lease's time and goes on.
+    until_compacting(&c, &bases[other]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    shared.stop(clients).await;
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{}/api/v1/pipeline/compact", bases[other]),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let after = metric(
+        &c,
+        &bases[other],
+        "strata_jetstream_records_compacted_total",
+    )
+    .await
+    .unwrap();
+    assert!(after > 0.0, "the new leader compacted nothing");
+    shared.verify(&tree, 0);
+    tokio::task::block_in_place(|| {
+        jobs[other].take().unwrap().terminate();
+        ingest.terminate();
+    });
+}

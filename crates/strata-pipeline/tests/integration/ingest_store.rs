@@ -595,3 +595,59 @@ async fn a_failed_compaction_round_is_delivered_again_not_acknowledged_unwritten
         .delete_stream(&nats.stream)
         .await;
 }
+
+/// Two stores whose gates are both open on one Parquet tree: only one
+/// compacts (the tree's writer lock), and the other takes over when it
+/// stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_never_write_one_tree_at_once() {
+    use strata_pipeline::{Sink, StreamStore, StreamStoreOptions};
+    let Some(url) = nats_url("two_stores_never_write_one_tree_at_once") else {
+        return;
+    };
+    let nats = own_stream("twowriters");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("parquet");
+    let open = || {
+        StreamStore::open(
+            StreamStoreOptions {
+                url: url.clone(),
+                nats: nats.clone(),
+                compactor: CompactorOptions {
+                    max_wait: Duration::from_millis(200),
+                    ..CompactorOptions::default()
+                },
+                parquet_dir: root.clone(),
+                row_group_rows: 10_000,
+            },
+            Arc::new(|| true),
+        )
+    };
+    let first = open().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !first.is_compacting() {
+        assert!(std::time::Instant::now() < deadline, "never compacted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = open().await.unwrap();
+    second.append(event_batch(0..30, 5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!second.is_compacting(), "two writers of one tree");
+    let refused = second.compact_now().await.unwrap_err().to_string();
+    assert!(refused.contains("jobs leader"), "{refused}");
+    first.compact_now().await.unwrap();
+    first.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !second.is_compacting() {
+        assert!(std::time::Instant::now() < deadline, "never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.append(event_batch(30..40, 5)).await.unwrap();
+    second.compact_now().await.unwrap();
+    assert_eq!(crate::common::rows(&root), 40);
+    second.shutdown().await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(&nats.stream)
+        .await;
+}
