@@ -34,7 +34,9 @@ pub use alerts::{AlertsConfig, AlertsMount};
 pub use analysis::{AnalysisConfig, AnalysisMount};
 pub use guardrails::{GuardrailConfig, GuardrailMount};
 pub use leader::{LeaderMount, Leadership};
-pub use pipeline::{Ingestion, PipelineConfig, PipelineMount, Storage, StorageError};
+pub use pipeline::{
+    Ingestion, PipelineConfig, PipelineMount, Storage, StorageError, StorageLocation,
+};
 pub use strata_portal::PortalSettings;
 
 /// What `strata serve` runs.

@@ -61,15 +61,27 @@ pub struct PipelineConfig {
     pub collect: bool,
     /// Where acknowledged records go.
     pub ingestion: Ingestion,
-    /// Where the Parquet tree is when it is not `dir/parquet`: a volume
-    /// every jobs node mounts, so that whichever leads compacts into the
+    /// Where the Parquet tree is when it is not `dir/parquet`: somewhere
+    /// every jobs node reaches, so that whichever leads compacts into the
     /// same tree (JetStream ingestion only; the embedded log keeps its
     /// Parquet beside it).
-    pub storage: Option<PathBuf>,
+    pub storage: Option<StorageLocation>,
     /// Whether this node compacts a JetStream stream into its Parquet tree
     /// while it holds the jobs lease (a node with the jobs role). The
     /// embedded log is always compacted by its own process.
     pub compact: bool,
+}
+
+/// Where a shared Parquet tree is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    /// A directory on a volume every jobs node mounts.
+    Dir(PathBuf),
+    /// An S3 (or compatible) prefix, `s3://bucket/prefix`, with the local
+    /// `dir/parquet` as the compacting node's working copy
+    /// ([`strata_pipeline::mirror`]); credentials and endpoint from the
+    /// `AWS_*` environment variables.
+    S3(String),
 }
 
 /// Where a node's acknowledged records go.
@@ -249,6 +261,17 @@ impl Pipeline {
                         .map_err(|e| format!("pipeline store: {e}"))?,
                 ),
                 Ingestion::JetStream { url, nats } => {
+                    let own = cfg.dir.join("parquet");
+                    let (parquet_dir, mirror) = match &cfg.storage {
+                        None => (own, None),
+                        Some(StorageLocation::Dir(d)) => (d.clone(), None),
+                        Some(StorageLocation::S3(u)) => {
+                            let (store, prefix) = strata_pipeline::Mirror::s3_from_env(u)
+                                .map_err(|e| format!("storage: {e}"))?;
+                            let m = strata_pipeline::Mirror::new(store, &prefix, u, &own);
+                            (own, Some(Arc::new(m)))
+                        }
+                    };
                     let opts = StreamStoreOptions {
                         url: url.clone(),
                         nats: NatsOptions {
@@ -256,11 +279,9 @@ impl Pipeline {
                             ..nats.clone()
                         },
                         compactor: CompactorOptions::default(),
-                        parquet_dir: cfg
-                            .storage
-                            .clone()
-                            .unwrap_or_else(|| cfg.dir.join("parquet")),
+                        parquet_dir,
                         row_group_rows: cfg.store.row_group_rows,
+                        mirror,
                     };
                     Storage::Stream(
                         StreamStore::open(opts, compact)

@@ -108,9 +108,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     nats: NatsArgs,
     /// Where the Parquet tree is, with `--ingest nats://…`: `file:///PATH`
-    /// on a volume every jobs node mounts, so whichever node leads the jobs
-    /// compacts into and analyses the same tree (default
-    /// DATA_DIR/pipeline/parquet).
+    /// on a volume every jobs node mounts, or `s3://bucket/prefix` (S3 or a
+    /// compatible store; credentials, region and endpoint from AWS_*), so
+    /// whichever node leads the jobs compacts into and analyses the same
+    /// tree (default DATA_DIR/pipeline/parquet).
     #[arg(long, value_name = "URL")]
     storage: Option<String>,
     /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
@@ -164,16 +165,22 @@ pub struct NatsArgs {
     nats_duplicate_window: Duration,
 }
 
-/// The directory of `--storage file:///PATH`.
-fn storage(url: &str) -> Result<PathBuf> {
+/// The tree of `--storage file:///PATH | s3://bucket/prefix`.
+fn storage(url: &str) -> Result<strata_app::StorageLocation> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            bail!("--storage must name a bucket (s3://bucket/prefix), got {url:?}");
+        }
+        return Ok(strata_app::StorageLocation::S3(url.to_owned()));
+    }
     let Some(path) = url.strip_prefix("file://") else {
-        bail!("--storage must be a file:// URL such as file:///srv/strata/parquet, got {url:?}");
+        bail!("--storage must be file:///PATH or s3://bucket/prefix, got {url:?}");
     };
     let path = PathBuf::from(path);
     if !path.is_absolute() {
         bail!("--storage must name an absolute path (file:///srv/strata/parquet), got {url:?}");
     }
-    Ok(path)
+    Ok(strata_app::StorageLocation::Dir(path))
 }
 
 /// The ingestion of `--ingest`.
@@ -488,12 +495,16 @@ mod tests {
     }
 
     #[test]
-    fn storage_is_an_absolute_file_url() {
+    fn storage_is_an_absolute_file_url_or_an_s3_prefix() {
         assert_eq!(
             storage("file:///srv/strata/parquet").unwrap(),
-            PathBuf::from("/srv/strata/parquet")
+            strata_app::StorageLocation::Dir(PathBuf::from("/srv/strata/parquet"))
         );
-        for bad in ["s3://bucket/prefix", "/srv/x", "file://relative/x"] {
+        assert_eq!(
+            storage("s3://bucket/a/b").unwrap(),
+            strata_app::StorageLocation::S3("s3://bucket/a/b".into())
+        );
+        for bad in ["s3:///prefix", "gs://bucket", "/srv/x", "file://relative/x"] {
             let e = storage(bad).unwrap_err().to_string();
             assert!(e.starts_with("--storage must"), "{bad}: {e}");
         }

@@ -47,6 +47,16 @@ pub enum StoreError {
     /// error; reopen it.
     #[error("store closed: {0}")]
     Closed(String),
+    /// The object store holding the Parquet tree failed.
+    #[error("{op} {location}: {reason}")]
+    Object {
+        /// What was being done (`upload`, `download`, `list`, `delete`).
+        op: &'static str,
+        /// The object or prefix (`s3://bucket/key`).
+        location: String,
+        /// The cause.
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -421,6 +421,8 @@ pub struct NatsCompactor {
     /// With acknowledgement policy "all", fetching past such messages and
     /// acknowledging a later one would acknowledge them unwritten.
     dirty: bool,
+    /// The object store the tree is pushed to before each acknowledgement.
+    mirror: Option<Arc<crate::mirror::Mirror>>,
     last_merge: std::time::Instant,
 }
 
@@ -503,8 +505,24 @@ impl NatsCompactor {
             opts,
             acked: floor,
             dirty: false,
+            mirror: None,
             last_merge: std::time::Instant::now(),
         })
+    }
+
+    /// Pushes the tree to `mirror` ([`crate::mirror`]) before every
+    /// acknowledgement and after every merge, so that what is acknowledged
+    /// is on the object store. The caller pulls the tree before
+    /// [`NatsCompactor::open`] and pushes once after it.
+    pub fn set_mirror(&mut self, mirror: Arc<crate::mirror::Mirror>) {
+        self.mirror = Some(mirror);
+    }
+
+    async fn push(&self) -> Result<(), NatsError> {
+        if let Some(m) = &self.mirror {
+            m.push().await?;
+        }
+        Ok(())
     }
 
     /// Merges the small Parquet files of acknowledged batches now (nothing
@@ -515,11 +533,13 @@ impl NatsCompactor {
             return Ok(MergeReport::default());
         };
         let (root, below) = (self.root.clone(), self.acked.saturating_add(1));
-        Ok(tokio::task::spawn_blocking(move || {
+        let r = tokio::task::spawn_blocking(move || {
             merge_small_parquet(&root, Ranges::Stream, below, &opts)
         })
         .await
-        .map_err(|e| js_err("merge task", e))??)
+        .map_err(|e| js_err("merge task", e))??;
+        self.push().await?;
+        Ok(r)
     }
 
     /// Consumes one batch (waiting up to `max_wait` for it to fill), writes
@@ -659,6 +679,8 @@ impl NatsCompactor {
                 .map_err(|e| js_err("parquet task", e))??;
             report.files = files.len();
         }
+        // Acknowledged means on the object store too.
+        self.push().await?;
         // Ack policy "all": this acknowledges every message of the batch.
         last_msg.double_ack().await.map_err(|e| js_err("ack", e))?;
         self.acked = last_seq;

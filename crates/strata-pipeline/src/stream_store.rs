@@ -11,7 +11,10 @@
 //! gate closes drops it after its current round. The compactor also holds
 //! the Parquet tree's writer lock (`.writer.lock` in its root, an
 //! exclusive file lock), so two nodes sharing a tree on one volume never
-//! write it at once, whatever their leases say.
+//! write it at once, whatever their leases say. When the tree lives on an
+//! object store ([`StreamStoreOptions::mirror`]), the node's directory is
+//! a working copy: pulled before the compactor opens, pushed before every
+//! acknowledgement and after every rewrite ([`crate::mirror`]).
 //!
 //! The store offers what [`crate::LocalStore`] offers the jobs on the same
 //! Parquet layout: [`compact_now`](StreamStore::compact_now) (every message
@@ -30,6 +33,7 @@ use tokio::sync::{Mutex, Notify, RwLock};
 
 use crate::compact::CompactionReport;
 use crate::delete::{delete_unit_parquet, DeletionReport};
+use crate::mirror::Mirror;
 use crate::nats::{CompactorOptions, JetStreamSink, NatsCompactor, NatsError, NatsOptions};
 use crate::retention::{self, RetentionPolicy, RetentionReport};
 use crate::{Batch, BoxFuture, Outcome, Pressure, ReadLease, Sink, SinkError};
@@ -54,6 +58,9 @@ pub struct StreamStoreOptions {
     pub parquet_dir: PathBuf,
     /// Rows per row group of files rewritten by deletion and retention.
     pub row_group_rows: usize,
+    /// The object store `parquet_dir` is the working copy of, when the
+    /// tree lives on one ([`crate::mirror`]).
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// The pipeline over JetStream; see the module documentation.
@@ -173,6 +180,7 @@ impl StreamStore {
                     what: "deletion task".into(),
                     reason: e.to_string(),
                 })??;
+        self.push().await?;
         Ok(r)
     }
 
@@ -194,6 +202,7 @@ impl StreamStore {
                     what: "retention task".into(),
                     reason: e.to_string(),
                 })??;
+        self.push().await?;
         drop(guard);
         Ok(r)
     }
@@ -219,6 +228,45 @@ impl StreamStore {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Opens the compactor over the tree: pulled from the object store
+    /// first when there is one (recovery must see what the previous
+    /// compactor left there), and pushed after (what recovery removed).
+    async fn open_compactor(&self) -> Result<NatsCompactor, NatsError> {
+        if let Some(m) = &self.opts.mirror {
+            let r = m.pull().await?;
+            tracing::info!(
+                url = m.url(),
+                files = r.copied,
+                bytes = r.bytes,
+                "pulled the parquet tree"
+            );
+        }
+        let mut c = NatsCompactor::open(
+            &self.opts.url,
+            &self.opts.parquet_dir,
+            self.opts.nats.clone(),
+            CompactorOptions {
+                // Merged here, under the read lease.
+                merge_every: Duration::MAX,
+                ..self.opts.compactor.clone()
+            },
+        )
+        .await?;
+        if let Some(m) = &self.opts.mirror {
+            m.push().await?;
+            c.set_mirror(m.clone());
+        }
+        Ok(c)
+    }
+
+    /// Pushes a rewrite of the tree to the object store, if any.
+    async fn push(&self) -> Result<(), NatsError> {
+        if let Some(m) = &self.opts.mirror {
+            m.push().await?;
+        }
+        Ok(())
     }
 
     /// The exclusive lock of the Parquet tree's writer (`.writer.lock` in
@@ -321,18 +369,7 @@ impl StreamStore {
                 };
                 self.blocked.store(waiting, Ordering::Release);
                 if let Some(lock) = lock {
-                    match NatsCompactor::open(
-                        &self.opts.url,
-                        &self.opts.parquet_dir,
-                        self.opts.nats.clone(),
-                        CompactorOptions {
-                            // Merged here, under the read lease.
-                            merge_every: Duration::MAX,
-                            ..self.opts.compactor.clone()
-                        },
-                    )
-                    .await
-                    {
+                    match self.open_compactor().await {
                         Ok(c) => {
                             tracing::info!(stream = %self.opts.nats.stream, "this node compacts the stream");
                             *guard = Some(c);

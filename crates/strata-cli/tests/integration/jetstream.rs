@@ -387,3 +387,211 @@ async fn another_jobs_node_compacts_into_the_shared_tree_when_the_leader_dies() 
         ingest.terminate();
     });
 }
+
+/// A local S3-compatible endpoint (moto's server) on a free loopback port,
+/// stopped when this is dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    /// Starts it when `STRATA_TEST_S3=moto` (`.ci/run` installs moto and
+    /// sets it), else none, said loudly.
+    fn start() -> Option<Self> {
+        if std::env::var("STRATA_TEST_S3").ok().as_deref() != Some("moto") {
+            eprintln!("SKIPPED: STRATA_TEST_S3 is not `moto`; the object-store tests did not run");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto's server (pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto never listened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Self { child, endpoint })
+    }
+
+    fn env(&self) -> [(&'static str, &str); 5] {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", &self.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+    }
+
+    fn store(&self, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        std::sync::Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_access_key_id("test")
+                .with_secret_access_key("test")
+                .with_region("us-east-1")
+                .with_endpoint(&self.endpoint)
+                .with_allow_http(true)
+                .with_bucket_name(bucket)
+                .build()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Parquet tree on an S3-compatible store (`--storage s3://…`): two
+/// jobs nodes with data directories of their own. The leader compacts
+/// under load, pushing each batch to the bucket before acknowledging it,
+/// and is killed in the middle of it; the other pulls the tree from the
+/// bucket, finishes what the dead one left and goes on. The bucket then
+/// holds every acknowledged record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parquet_tree_on_an_s3_store_survives_a_compacting_node_killed_mid_batch() {
+    let (Some(fresh), Some(url)) = (fresh_database(), nats_url()) else {
+        return;
+    };
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let c = reqwest::Client::new();
+    let bucket = "strata-test";
+    let s = c
+        .put(format!("{}/{bucket}", moto.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(s.is_success(), "create bucket: {s}");
+    let db = fresh.url.clone();
+    let stream = TestStream::new(&url);
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = format!("s3://{bucket}/events/tree");
+    let common = stream.args(&db);
+    let ingest_dir = tmp.path().join("ingest");
+    let ingest_args = [common.as_slice(), &["--role", "control,ingest"]].concat();
+    let jobs_args = [
+        common.as_slice(),
+        &[
+            "--role",
+            "jobs",
+            "--no-analysis",
+            "--no-guardrails",
+            "--storage",
+            &storage,
+        ],
+    ]
+    .concat();
+    let env = moto.env();
+    let ingest = Served::start_with_in_runtime(&ingest_dir, &ingest_args);
+    let mut jobs: Vec<Option<Served>> = (0..2)
+        .map(|i| {
+            let dir = tmp.path().join(format!("jobs-{i}"));
+            Some(tokio::task::block_in_place(|| {
+                Served::start_with_env(&dir, &jobs_args, &env)
+            }))
+        })
+        .collect();
+    let bases: Vec<String> = jobs
+        .iter()
+        .map(|j| j.as_ref().unwrap().base.clone())
+        .collect();
+    let key = token(&ingest_dir, &["--database-url", &db, "--kind", "ingest"]);
+    started_experiment_in(
+        &ingest.base,
+        &ingest_dir,
+        &["--database-url", &db],
+        "exp_crash",
+        &["control", "treatment"],
+    )
+    .await;
+    let shared = Shared::new(&ingest.base, key);
+    let clients = shared.clients();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let leader = loop {
+        let mut compacting = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            if metric(&c, b, "strata_jetstream_compacting").await == Some(1.0) {
+                compacting.push(i);
+            }
+        }
+        assert!(compacting.len() <= 1, "two nodes compact: {compacting:?}");
+        if let [i] = compacting[..] {
+            break i;
+        }
+        assert!(std::time::Instant::now() < deadline, "no node compacts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let other = 1 - leader;
+    // Killed once it has pushed batches, in the middle of the next ones.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(
+        &c,
+        &bases[leader],
+        "strata_jetstream_records_compacted_total",
+    )
+    .await
+    .unwrap_or(0.0)
+        == 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader compacted nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::task::block_in_place(|| jobs[leader].take().unwrap().kill());
+
+    until_compacting(&c, &bases[other]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    shared.stop(clients).await;
+    let (s, v) = call(
+        &c,
+        Method::POST,
+        format!("{}/api/v1/pipeline/compact", bases[other]),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // What the bucket holds, read back through a fresh working copy.
+    let copy = tmp.path().join("from-the-bucket");
+    let mirror = strata_pipeline::Mirror::new(
+        moto.store(bucket),
+        "events/tree",
+        &format!("s3://{bucket}/events/tree"),
+        &copy,
+    );
+    let pulled = mirror.pull().await.unwrap();
+    assert!(pulled.copied > 0, "{pulled:?}");
+    shared.verify(&copy, 0);
+    tokio::task::block_in_place(|| {
+        jobs[other].take().unwrap().terminate();
+        ingest.terminate();
+    });
+}

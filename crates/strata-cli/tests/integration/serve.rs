@@ -36,6 +36,11 @@ impl Served {
 
     /// [`Served::start`] with more arguments of `strata serve`.
     pub(crate) fn start_with(dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`Served::start_with`] with these environment variables too.
+    pub(crate) fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"])
             .args(["--sdk-rate-limit", "0"])
@@ -44,6 +49,7 @@ impl Served {
             .arg(dir)
             .env("STRATA_BOOTSTRAP_ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -495,6 +495,7 @@ async fn a_stream_store_takes_over_drains_purges_and_compacts_only_behind_its_ga
             },
             parquet_dir: root.clone(),
             row_group_rows: 10_000,
+            mirror: None,
         },
         Arc::new(move || gate.load(Ordering::Relaxed)),
     )
@@ -619,6 +620,7 @@ async fn two_stores_never_write_one_tree_at_once() {
                 },
                 parquet_dir: root.clone(),
                 row_group_rows: 10_000,
+                mirror: None,
             },
             Arc::new(|| true),
         )
