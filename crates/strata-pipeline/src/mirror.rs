@@ -193,7 +193,7 @@ impl Mirror {
         let remote = self.remote().await?;
         let local = self.local()?;
         let mut report = MirrorReport::default();
-        for (rel, (_, _)) in local.iter().filter(|(rel, _)| !remote.contains_key(*rel)) {
+        for rel in local.keys().filter(|rel| !remote.contains_key(*rel)) {
             let path = self.root.join(rel);
             std::fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
             report.deleted += 1;

@@ -108,6 +108,20 @@ async fn compacted(c: &reqwest::Client, base: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `POST /api/v1/pipeline/compact` on the node at `base`, which must
+/// answer 200.
+async fn compact_on(c: &reqwest::Client, base: &str) {
+    let (s, v) = call(
+        c,
+        Method::POST,
+        format!("{base}/api/v1/pipeline/compact"),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
 /// Waits until the node at `base` compacts the stream (it holds the jobs
 /// lease and has opened the compactor).
 async fn until_compacting(c: &reqwest::Client, base: &str) {
@@ -187,15 +201,7 @@ async fn acknowledged_records_survive_killed_ingest_and_compaction_nodes_exactly
 
     // The last records are compacted on the jobs node.
     until_compacting(&c, &jobs.base).await;
-    let (s, v) = call(
-        &c,
-        Method::POST,
-        format!("{}/api/v1/pipeline/compact", jobs.base),
-        ADMIN,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    compact_on(&c, &jobs.base).await;
     assert!(
         compacted(&c, &jobs.base).await > 0.0,
         "the jobs node compacted nothing"
@@ -221,9 +227,7 @@ async fn acknowledged_records_survive_killed_ingest_and_compaction_nodes_exactly
         (StatusCode::OK, Some(20)),
         "{v}"
     );
-    let compact = format!("{}/api/v1/pipeline/compact", jobs.base);
-    let (s, v) = call(&c, Method::POST, compact.clone(), ADMIN, None).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    compact_on(&c, &jobs.base).await;
     let again = |events: Vec<String>| events.iter().filter(|e| e.starts_with("again-")).count();
     assert_eq!(again(crate::crash::stored(&root).0), 20);
     assert_eq!(stream.messages().await, 0);
@@ -233,8 +237,7 @@ async fn acknowledged_records_survive_killed_ingest_and_compaction_nodes_exactly
         (StatusCode::OK, Some(20)),
         "{v}"
     );
-    let (s, v) = call(&c, Method::POST, compact, ADMIN, None).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    compact_on(&c, &jobs.base).await;
     assert_eq!(again(crate::crash::stored(&root).0), 20, "stored once");
 
     // Deletion and compaction are the compacting node's: the ingest node
@@ -366,15 +369,7 @@ async fn compacting_node_killed(
     until_compacting(&c, &bases[other]).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     shared.stop(clients).await;
-    let (s, v) = call(
-        &c,
-        Method::POST,
-        format!("{}/api/v1/pipeline/compact", bases[other]),
-        ADMIN,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    compact_on(&c, &bases[other]).await;
     assert!(
         compacted(&c, &bases[other]).await > 0.0,
         "the new leader compacted nothing"
