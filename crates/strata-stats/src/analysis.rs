@@ -106,7 +106,9 @@ pub enum SequentialConfig {
     GroupSequential {
         /// Spending function.
         spending: Spending,
-        /// Information fractions of the looks already taken, in order.
+        /// Information fractions of the looks already taken, in order;
+        /// those not below a comparison's own fraction now are left out of
+        /// its boundary.
         previous_fractions: Vec<f64>,
     },
     /// Always-valid confidence sequence.
@@ -600,7 +602,16 @@ fn sequential_outcome(
                 reason: "required by the group-sequential method",
             })?;
             let now = information_fraction(units, 2 * planned)?;
-            let mut fractions = previous_fractions.clone();
+            // The earlier looks' fractions count exposed units; a metric
+            // measured on fewer units (a mean over the units with an event,
+            // a quantile) can be below them now. Those looks are left out,
+            // as a look with no new information is: the boundary is then
+            // that of an earlier look, more conservative, never less.
+            let mut fractions: Vec<f64> = previous_fractions
+                .iter()
+                .copied()
+                .filter(|&f| f > 0.0 && f < now)
+                .collect();
             fractions.push(now);
             // Boundaries are for normal statistics: use the normal deviate
             // with the Welch test's p-value.
@@ -779,5 +790,64 @@ mod tests {
             ..AnalysisConfig::default()
         };
         assert!(analyze(&config, &variants, &ok).is_err());
+    }
+
+    /// A secondary metric measured on fewer units than were exposed (a mean
+    /// over the units with an event) has a smaller information fraction
+    /// than the earlier looks: they are left out of its boundary, which is
+    /// then the first look's, rather than failing the whole analysis.
+    #[test]
+    fn earlier_looks_above_a_metrics_own_fraction_are_left_out() {
+        let variants: Vec<VariantInput> = ["c", "t"]
+            .iter()
+            .map(|n| VariantInput {
+                name: (*n).into(),
+                weight: 1.0,
+                units: 1_000,
+            })
+            .collect();
+        let inputs = vec![
+            MetricInput {
+                name: "conversion".into(),
+                role: MetricRole::Primary,
+                data: MetricData::Mean(vec![mean(1_000, 0.10, 0.09), mean(1_000, 0.12, 0.1)]),
+                segments: vec![],
+            },
+            MetricInput {
+                name: "order_value".into(),
+                role: MetricRole::Secondary,
+                data: MetricData::Mean(vec![mean(100, 50.0, 400.0), mean(120, 52.0, 400.0)]),
+                segments: vec![],
+            },
+        ];
+        let config = |previous: Vec<f64>| AnalysisConfig {
+            planned_n_per_variant: Some(1_000),
+            sequential: Some(SequentialConfig::GroupSequential {
+                spending: Spending::OBrienFleming,
+                previous_fractions: previous,
+            }),
+            ..AnalysisConfig::default()
+        };
+        let fractions = |r: &ExperimentReport| -> Vec<Vec<f64>> {
+            r.metrics
+                .iter()
+                .map(|m| match &m.comparisons[0].sequential {
+                    Some(SequentialOutcome::GroupSequential(g)) => {
+                        g.looks.iter().map(|l| l.information_fraction).collect()
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let after = analyze(&config(vec![0.5, 0.8]), &variants, &inputs).unwrap();
+        let first = analyze(&config(vec![]), &variants, &inputs).unwrap();
+        // The primary counts every unit: its boundary follows both looks.
+        assert_eq!(fractions(&after)[0], vec![0.5, 0.8, 1.0]);
+        // order_value's 220 units are 0.11 of the plan, below both looks.
+        assert_eq!(fractions(&after)[1], vec![0.11]);
+        assert_eq!(
+            after.metrics[1].comparisons[0].sequential,
+            first.metrics[1].comparisons[0].sequential
+        );
     }
 }
