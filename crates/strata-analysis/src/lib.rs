@@ -39,6 +39,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod cluster;
 pub mod decision;
 pub mod engine;
 pub mod error;
@@ -54,6 +55,7 @@ pub mod spec;
 
 use std::path::Path;
 
+pub use cluster::Cluster;
 pub use engine::{Analyzer, DataSource, EngineOptions, Progress, ProgressFn};
 pub use error::{Error, Result};
 pub use metrics::MetricRegistry;

@@ -1090,7 +1090,7 @@ async fn compute(
     let exposures = source::register(&ctx, exposures).await?;
     let events = source::register(&ctx, events).await?;
     if let Some(a) = &aliases {
-        a.register(&ctx)?;
+        a.register(&ctx, &crate::cluster::Tables::default()).await?;
     }
     let properties =
         plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));

@@ -21,7 +21,6 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
@@ -680,10 +679,14 @@ pub(crate) struct Aliases {
 
 impl Aliases {
     /// Registers the map as [`ALIAS_MAP`], the table the views join.
-    pub(crate) fn register(&self, ctx: &SessionContext) -> Result<()> {
-        let table = MemTable::try_new(self.schema.clone(), vec![self.batches.clone()])?;
-        ctx.register_table(ALIAS_MAP, Arc::new(table))?;
-        Ok(())
+    pub(crate) async fn register(
+        &self,
+        ctx: &SessionContext,
+        tables: &crate::cluster::Tables,
+    ) -> Result<()> {
+        tables
+            .register(ctx, ALIAS_MAP, self.schema.clone(), self.batches.clone())
+            .await
     }
 }
 

@@ -81,6 +81,10 @@ pub struct AnalysisConfig {
     /// Time between the global holdout's looks: a run takes one when the
     /// running period's latest look is this old (module [`holdout`](crate::holdout)).
     pub holdout_interval: Duration,
+    /// Run the analyses on this Apache Ballista cluster instead of in this
+    /// process (`strata_analysis::cluster`); the Parquet tree must be at the
+    /// same path on every executor.
+    pub cluster: Option<strata_analysis::Cluster>,
 }
 
 impl AnalysisConfig {
@@ -92,6 +96,7 @@ impl AnalysisConfig {
             first_run: interval.min(Duration::from_secs(60)),
             memory_limit: None,
             holdout_interval: Duration::from_secs(86_400),
+            cluster: None,
         }
     }
 }
@@ -331,6 +336,7 @@ impl Scheduler {
     pub(crate) fn engine_options(&self) -> EngineOptions {
         EngineOptions {
             memory_limit: self.cfg.memory_limit,
+            cluster: self.cfg.cluster.clone(),
             ..EngineOptions::default()
         }
     }

@@ -5,6 +5,7 @@
 
 mod analyze;
 mod assign;
+mod ballista;
 mod demo;
 mod serve;
 
@@ -44,6 +45,10 @@ enum Command {
     Token(serve::TokenCommand),
     /// Compact everything durable in the event log into Parquet now (the server must be stopped).
     Compact(serve::CompactArgs),
+    /// Run an Apache Ballista scheduler for `analyze --ballista` (built with `--features ballista`).
+    BallistaScheduler(ballista::SchedulerArgs),
+    /// Run an Apache Ballista executor for `analyze --ballista` (built with `--features ballista`).
+    BallistaExecutor(ballista::ExecutorArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => demo::simulate(&args),
         Command::Token(cmd) => serve::token(&cmd),
         Command::Compact(args) => serve::compact(&args),
+        Command::BallistaScheduler(args) => ballista::scheduler(&args),
+        Command::BallistaExecutor(args) => ballista::executor(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

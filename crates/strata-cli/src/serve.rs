@@ -124,6 +124,17 @@ pub struct ServeArgs {
     /// Do not run the scheduled analysis of running experiments.
     #[arg(long)]
     no_analysis: bool,
+    /// Run the scheduled analyses on an Apache Ballista cluster: its scheduler,
+    /// `df://host:port` (`strata ballista-scheduler`; needs a build with
+    /// `--features ballista`). Every executor must read the Parquet tree at the
+    /// same path as this node.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    ballista: Option<String>,
+    /// With --ballista: a directory the Ballista scheduler and every executor see at
+    /// this same path, for the tables an analysis passes between its stages
+    /// (default DATA_DIR/analysis-scratch).
+    #[arg(long, value_name = "DIR", requires = "ballista")]
+    ballista_scratch: Option<PathBuf>,
     /// Time between guardrail monitor cycles: 10s, 1m, 5m.
     #[arg(long, value_name = "INTERVAL", default_value = "5m", value_parser = strata_app::analysis::parse_interval)]
     guardrail_interval: Duration,
@@ -234,6 +245,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(scheduler) = &args.ballista {
+        if !strata_analysis::cluster::SUPPORTED {
+            bail!(
+                "option `ballista`: {}",
+                strata_analysis::cluster::NOT_SUPPORTED
+            );
+        }
+        let cluster = strata_analysis::Cluster {
+            scheduler: scheduler.clone(),
+            scratch: PathBuf::new(),
+        };
+        cluster.check()?;
+    }
     if !(args.range_cooldown_days.is_finite() && args.range_cooldown_days >= 0.0) {
         bail!("--range-cooldown-days must be a non-negative number");
     }
@@ -287,6 +311,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }),
         analysis: (!args.no_analysis && jobs).then(|| AnalysisConfig {
             holdout_interval: args.holdout_interval,
+            cluster: args
+                .ballista
+                .as_ref()
+                .map(|scheduler| strata_analysis::Cluster {
+                    scheduler: scheduler.clone(),
+                    scratch: args
+                        .ballista_scratch
+                        .clone()
+                        .unwrap_or_else(|| args.store.data_dir.join("analysis-scratch")),
+                }),
             ..AnalysisConfig::every(args.analysis_interval)
         }),
         guardrails: (!args.no_guardrails && jobs).then(|| GuardrailConfig {

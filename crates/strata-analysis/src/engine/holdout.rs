@@ -38,10 +38,9 @@ impl Analyzer {
             ],
         )
         .map_err(datafusion::error::DataFusionError::from)?;
-        let table = MemTable::try_new(schema, vec![vec![batch]])?;
-        self.ctx.deregister_table("holdout_treatments")?;
-        self.ctx
-            .register_table("holdout_treatments", Arc::new(table))?;
+        self.tables
+            .register(&self.ctx, "holdout_treatments", schema, vec![batch])
+            .await?;
         let mut out = Contamination {
             holdout_units,
             ..Contamination::default()

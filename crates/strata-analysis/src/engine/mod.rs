@@ -28,7 +28,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use strata_stats::analysis::{
     ComparisonReport, MetricReport, SegmentInput, SequentialConfig, SequentialOutcome,
@@ -41,6 +40,7 @@ use strata_stats::quantile::QuantileSample;
 use strata_stats::sequential::{MixtureTuning, Spending};
 use strata_stats::{AnalysisConfig, MetricData, MetricInput, MetricRole, Sample, VariantInput};
 
+use crate::cluster::{Cluster, Tables};
 use crate::error::{Error, Result};
 use crate::metrics::{BotDetection, Metric, MetricRegistry, MetricType};
 use crate::plan::{self, Bounds, Part, Window, NS};
@@ -104,6 +104,10 @@ pub struct EngineOptions {
     /// portable form, even where the fused `strata_parts` aggregate applies
     /// (the results are the same; the fused one is quicker).
     pub unfused_parts: bool,
+    /// Run the plans on this Ballista cluster instead of in this process
+    /// ([`crate::cluster`]); the parts are then computed in the portable
+    /// form, as with [`EngineOptions::unfused_parts`].
+    pub cluster: Option<Cluster>,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -117,6 +121,7 @@ impl std::fmt::Debug for EngineOptions {
             )
             .field("memory_limit", &self.memory_limit)
             .field("unfused_parts", &self.unfused_parts)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -159,6 +164,9 @@ pub struct Analyzer {
     fused: bool,
     /// The registry's bot detection limits.
     bot_detection: BotDetection,
+    /// Where materialized stages are kept: in memory, or as files a
+    /// cluster's executors read.
+    tables: Tables,
     options: EngineOptions,
 }
 
@@ -243,8 +251,12 @@ impl Analyzer {
         spec: ValidSpec,
         registry: &MetricRegistry,
         data: &DataSource,
-        options: EngineOptions,
+        mut options: EngineOptions,
     ) -> Result<Self> {
+        // A cluster's executors know DataFusion's functions only.
+        if options.cluster.is_some() {
+            options.unfused_parts = true;
+        }
         let mut config = SessionConfig::new();
         if options.target_partitions > 0 {
             config = config.with_target_partitions(options.target_partitions);
@@ -286,7 +298,9 @@ impl Analyzer {
             };
             runtime = runtime.with_memory_pool(pool);
         }
-        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        let ctx =
+            crate::cluster::session(options.cluster.as_ref(), config, runtime.build_arc()?).await?;
+        let tables = Tables::new(options.cluster.as_ref())?;
         let mut planned = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
         let push = |p: Vec<Part>, parts: &mut Vec<Part>| -> Vec<usize> {
@@ -363,7 +377,7 @@ impl Analyzer {
             Vec::new()
         };
         if let Some(a) = &aliases {
-            a.register(&ctx)?;
+            a.register(&ctx, &tables).await?;
         }
         let aliased = aliases.is_some();
         let ev_sql = source::events_view(&events, &properties, !slices.is_empty(), aliased)?;
@@ -384,6 +398,7 @@ impl Analyzer {
             slices,
             fused,
             bot_detection: registry.bot_detection().clone(),
+            tables,
             options,
         })
     }

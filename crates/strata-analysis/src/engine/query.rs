@@ -95,10 +95,7 @@ impl Analyzer {
             .iter()
             .map(crate::fused::flatten)
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let table = MemTable::try_new(schema, vec![batches])?;
-        self.ctx.deregister_table(name)?;
-        self.ctx.register_table(name, Arc::new(table))?;
-        Ok(())
+        self.tables.register(&self.ctx, name, schema, batches).await
     }
 
     /// Stage 2a: per-unit sums of the parts into `unit_parts`.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
-use strata_analysis::{DataSource, EngineOptions, Results};
+use strata_analysis::{Cluster, DataSource, EngineOptions, Results};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -94,6 +94,20 @@ pub struct AnalyzeArgs {
     /// portable form) instead of the fused aggregate: the same results, slower.
     #[arg(long)]
     unfused_parts: bool,
+    /// Run the analysis on an Apache Ballista cluster: its scheduler, `df://host:port`
+    /// (`strata ballista-scheduler`; needs a build with `--features ballista`). The
+    /// inputs' paths must be readable at the same path by every executor.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    ballista: Option<String>,
+    /// With --ballista: a directory the scheduler and every executor see at this same
+    /// path, where the analysis writes the tables it passes between its stages
+    /// (default: the system's temporary directory, enough when they share this machine).
+    #[arg(long, value_name = "DIR", requires = "ballista")]
+    ballista_scratch: Option<PathBuf>,
+    /// Partitions each query is split into (default: one per core; with --ballista,
+    /// the tasks spread over the executors).
+    #[arg(long, value_name = "N")]
+    target_partitions: Option<usize>,
 }
 
 /// An RFC 3339 time given to `option`.
@@ -187,7 +201,14 @@ fn output(args: &AnalyzeArgs) -> Result<String> {
         on_progress: spinner.callback(),
         memory_limit: args.memory_limit_mb.map(|m| m << 20),
         unfused_parts: args.unfused_parts,
-        ..EngineOptions::default()
+        target_partitions: args.target_partitions.unwrap_or(0),
+        cluster: args.ballista.as_ref().map(|scheduler| Cluster {
+            scheduler: scheduler.clone(),
+            scratch: args
+                .ballista_scratch
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+        }),
     };
     // The group-sequential looks of a stored experiment so far.
     let previous = match (&server, &looks) {
@@ -275,6 +296,9 @@ mod tests {
             assume_unique_event_ids: false,
             memory_limit_mb: None,
             unfused_parts: false,
+            ballista: None,
+            ballista_scratch: None,
+            target_partitions: None,
         }
     }
 

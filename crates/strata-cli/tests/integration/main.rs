@@ -3,6 +3,8 @@
 mod analyze;
 mod architecture;
 mod assign;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod collect_analyze;
 mod conformance;
 mod consistency;

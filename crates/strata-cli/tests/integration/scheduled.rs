@@ -44,7 +44,7 @@ pub(crate) async fn start(c: &reqwest::Client, base: &str, lab: &str, key: &str,
 /// Sends `n` exposures of `key` from unit `from` on (`treatment` for every
 /// `every`-th unit, else `control`) and a purchase for each treatment unit
 /// and every third control unit.
-async fn send(
+pub(crate) async fn send(
     c: &reqwest::Client,
     base: &str,
     ingest: &str,
@@ -132,7 +132,7 @@ async fn look_after(c: &reqwest::Client, base: &str, tok: &str, key: &str, after
 /// The latest look of `key` after look `after` that counts `units` units
 /// and the purchases sent for them (the data is sent in two requests, so a
 /// run may fall between them).
-async fn look_with(
+pub(crate) async fn look_with(
     c: &reqwest::Client,
     base: &str,
     tok: &str,
