@@ -16,6 +16,8 @@
 #   TASKS (default: the machine's cores): concurrent tasks per executor.
 #   PARTITIONS (default 2 × cores): partitions of every query on the cluster.
 #   MODES (default "dedup unique"): with and without deduplication by event_id.
+#   STRATA: a `strata` binary built with --features ballista to use instead of
+#     building the release one (a smoke run with a debug build, say).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 UNITS="${1:-1000000}"
@@ -27,10 +29,12 @@ PARTITIONS="${PARTITIONS:-$((2 * CORES))}"
 MODES="${MODES:-dedup unique}"
 DATA="${3:-$HOME/.cache/strata/bench-analysis-sim-$UNITS-$VPU}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
-cargo build --release -q -p strata-cli --features ballista
-cargo build --release -q -p strata-sim --example dataset
-STRATA="$CARGO_TARGET_DIR/release/strata"
+if [ -z "${STRATA:-}" ]; then
+    cargo build --release -q -p strata-cli --features ballista
+    STRATA="$CARGO_TARGET_DIR/release/strata"
+fi
 if [ ! -d "$DATA/events" ]; then
+    cargo build --release -q -p strata-sim --example dataset
     "$CARGO_TARGET_DIR/release/examples/dataset" "$DATA" "$UNITS" "$VPU" 16
 fi
 du -sh "$DATA/exposures" "$DATA/events"

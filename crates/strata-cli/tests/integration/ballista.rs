@@ -259,9 +259,8 @@ fn an_unreachable_scheduler_is_an_error_naming_it() {
 /// cluster, and they count what was collected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_looks_run_on_the_ballista_cluster() {
-    use crate::scheduled::{look_with, send, start};
-    use crate::serve::{call, token, Served};
-    use reqwest::{Method, StatusCode};
+    use crate::scheduled::{create_conversion, look_with, send, start};
+    use crate::serve::{token, Served};
     use serde_json::json;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -285,16 +284,7 @@ async fn scheduled_looks_run_on_the_ballista_cluster() {
     );
     let base = served.base.clone();
     let c = reqwest::Client::new();
-    let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
-    let (s, v) = call(
-        &c,
-        Method::POST,
-        format!("{base}/api/v1/metrics"),
-        &analyst,
-        Some(metric),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_conversion(&c, &base, &analyst).await;
     start(&c, &base, &lab, "exp_dist", json!({})).await;
     send(&c, &base, &ingest, "exp_dist", 0, 300, 3).await;
     let look = look_with(&c, &base, &lab, "exp_dist", 0, 300).await;

@@ -41,6 +41,20 @@ pub(crate) async fn start(c: &reqwest::Client, base: &str, lab: &str, key: &str,
     }
 }
 
+/// Registers the metric `conversion`: a `purchase` event, per unit.
+pub(crate) async fn create_conversion(c: &reqwest::Client, base: &str, analyst: &str) {
+    let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
+    let (s, v) = call(
+        c,
+        Method::POST,
+        format!("{base}/api/v1/metrics"),
+        analyst,
+        Some(metric),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
 /// Sends `n` exposures of `key` from unit `from` on (`treatment` for every
 /// `every`-th unit, else `control`) and a purchase for each treatment unit
 /// and every third control unit.
@@ -278,16 +292,7 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(v.get("secret").is_none(), "{v}");
-    let metric = json!({"key": "conversion", "type": "binomial", "filter": {"type": "purchase"}});
-    let (s, v) = call(
-        &c,
-        Method::POST,
-        format!("{base}/api/v1/metrics"),
-        &analyst,
-        Some(metric),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_conversion(&c, &base, &analyst).await;
     start(
         &c,
         &base,
