@@ -64,21 +64,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The scheduler's host and port (after [`Cluster::check`]).
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    fn host_port(&self) -> (&str, u16) {
-        let rest = self
-            .scheduler
-            .strip_prefix("df://")
-            .unwrap_or(&self.scheduler);
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().unwrap_or(DEFAULT_PORT)),
-            None => (rest, DEFAULT_PORT),
-        }
-    }
-
     /// Checks the scheduler's address: `df://host[:port]`.
     pub fn check(&self) -> Result<()> {
+        self.address().map(|_| ())
+    }
+
+    /// The scheduler's host and port (the default port when none is given),
+    /// or why its address is not `df://host[:port]`.
+    fn address(&self) -> Result<(&str, u16)> {
         let invalid = |reason: String| Error::Option {
             option: "ballista",
             reason,
@@ -99,15 +92,14 @@ impl Cluster {
                 self.scheduler
             )));
         }
-        if let Some(p) = port {
-            if p.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(invalid(format!(
-                    "`{p}` in `{}` is not a port",
-                    self.scheduler
-                )));
-            }
-        }
-        Ok(())
+        let port =
+            match port {
+                None => DEFAULT_PORT,
+                Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                    invalid(format!("`{p}` in `{}` is not a port", self.scheduler))
+                })?,
+            };
+        Ok((host, port))
     }
 }
 
@@ -134,10 +126,9 @@ async fn remote(
     state: datafusion::execution::SessionState,
 ) -> Result<SessionContext> {
     use ballista::prelude::SessionContextExt;
-    cluster.check()?;
     // The client connects at its first query, where a refused connection
     // would read as a failed query: try the scheduler's port first.
-    let (host, port) = cluster.host_port();
+    let (host, port) = cluster.address()?;
     let reach = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         tokio::net::TcpStream::connect((host, port)),
@@ -307,10 +298,13 @@ mod tests {
             assert!(cluster(ok, dir).check().is_ok(), "{ok}");
         }
         assert_eq!(
-            cluster("df://10.0.0.7", dir).host_port(),
+            cluster("df://10.0.0.7", dir).address().unwrap(),
             ("10.0.0.7", 50050)
         );
-        assert_eq!(cluster("df://sched:1", dir).host_port(), ("sched", 1));
+        assert_eq!(
+            cluster("df://sched:1", dir).address().unwrap(),
+            ("sched", 1)
+        );
         for (bad, says) in [
             ("http://localhost:50050", "expected df://host:port"),
             ("df://:50050", "names no host"),

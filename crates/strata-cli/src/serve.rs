@@ -245,17 +245,23 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Some(scheduler) = &args.ballista {
+    let cluster = args
+        .ballista
+        .as_ref()
+        .map(|scheduler| strata_analysis::Cluster {
+            scheduler: scheduler.clone(),
+            scratch: args
+                .ballista_scratch
+                .clone()
+                .unwrap_or_else(|| args.store.data_dir.join("analysis-scratch")),
+        });
+    if let Some(cluster) = &cluster {
         if !strata_analysis::cluster::SUPPORTED {
             bail!(
                 "option `ballista`: {}",
                 strata_analysis::cluster::NOT_SUPPORTED
             );
         }
-        let cluster = strata_analysis::Cluster {
-            scheduler: scheduler.clone(),
-            scratch: PathBuf::new(),
-        };
         cluster.check()?;
     }
     if !(args.range_cooldown_days.is_finite() && args.range_cooldown_days >= 0.0) {
@@ -311,16 +317,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }),
         analysis: (!args.no_analysis && jobs).then(|| AnalysisConfig {
             holdout_interval: args.holdout_interval,
-            cluster: args
-                .ballista
-                .as_ref()
-                .map(|scheduler| strata_analysis::Cluster {
-                    scheduler: scheduler.clone(),
-                    scratch: args
-                        .ballista_scratch
-                        .clone()
-                        .unwrap_or_else(|| args.store.data_dir.join("analysis-scratch")),
-                }),
+            cluster: cluster.clone(),
             ..AnalysisConfig::every(args.analysis_interval)
         }),
         guardrails: (!args.no_guardrails && jobs).then(|| GuardrailConfig {

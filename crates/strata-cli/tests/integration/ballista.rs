@@ -3,7 +3,7 @@
 //! loopback (`strata ballista-scheduler`, `strata ballista-executor`), gives
 //! the results of the single-node engine on the same data.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use strata_sim::dataset::{write_parquet, DatasetConfig, Variant};
 
-/// A loopback port nothing listens on (for a child process to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use crate::serve::free_port;
 
 fn wait_listening(port: u16, what: &str, child: &mut Child) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

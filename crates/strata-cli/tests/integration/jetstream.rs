@@ -411,11 +411,7 @@ impl Moto {
             eprintln!("SKIPPED: STRATA_TEST_S3 is not `moto`; the object-store tests did not run");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::serve::free_port();
         let child = std::process::Command::new("python3")
             .args([
                 "-m",

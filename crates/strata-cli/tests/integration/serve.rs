@@ -452,6 +452,14 @@ async fn serve_collects_events_compacts_and_deletes_a_unit() {
 }
 
 /// Now, in epoch milliseconds (a timestamp form the collector accepts).
+/// A loopback port nothing listens on (for a child process to take).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
