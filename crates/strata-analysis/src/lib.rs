@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod plan;
 pub mod results;
+pub mod rollup;
 pub mod source;
 pub mod spec;
 
@@ -60,6 +61,7 @@ pub use engine::{Analyzer, DataSource, EngineOptions, Progress, ProgressFn};
 pub use error::{Error, Result};
 pub use metrics::MetricRegistry;
 pub use results::Results;
+pub use rollup::{analyze_shared, Rollup, SharedLook};
 pub use spec::{AnalysisSpec, ValidSpec};
 
 use chrono::{DateTime, Utc};

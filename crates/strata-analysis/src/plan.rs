@@ -341,9 +341,14 @@ pub(crate) fn variant_column(mode: AnalysisMode) -> &'static str {
 
 /// The event types every part is restricted to, when all parts name types.
 fn scanned_types(parts: &[Part]) -> Option<Vec<&str>> {
+    scanned_types_of(parts.iter().map(|p| &p.filter))
+}
+
+/// The event types every filter is restricted to, when all filters name types.
+fn scanned_types_of<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> Option<Vec<&'a str>> {
     let mut types: Vec<&str> = Vec::new();
-    for p in parts {
-        for n in p.filter.event_type.as_ref()?.names() {
+    for f in filters {
+        for n in f.event_type.as_ref()?.names() {
             if !types.contains(&n) {
                 types.push(n);
             }
@@ -462,6 +467,233 @@ pub(crate) fn unit_parts_sql(
     }
 }
 
+/// One look of a shared rollup ([`crate::rollup`]): the experiment, its
+/// bounds, and whether its parts have novelty windows.
+#[derive(Debug, Clone)]
+pub(crate) struct CutLook {
+    pub key: String,
+    pub bounds: Bounds,
+    pub novelty: bool,
+}
+
+/// Shared rollup, step 1 (`first_exposures`): per unit, its first exposure
+/// in each look `i` (column `f{i}`, NULL when it has none), over the rows
+/// stage 1 of that look reads ([`units_sql`]), in one scan of the exposures.
+pub(crate) fn first_exposures_sql(looks: &[CutLook]) -> String {
+    let cols: Vec<String> = looks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let from = l
+                .bounds
+                .exposures_from
+                .map_or(String::new(), |t| format!(" AND ts >= {t}"));
+            format!(
+                "MIN(ts) FILTER (WHERE experiment = {key} AND ts < {end}{from}) AS f{i}",
+                key = literal(&l.key),
+                end = l.bounds.end
+            )
+        })
+        .collect();
+    let keys = literal_list(looks.iter().map(|l| l.key.as_str()));
+    let end = looks.iter().map(|l| l.bounds.end).max().unwrap_or(0);
+    format!(
+        "SELECT unit_id, {} FROM exposures WHERE experiment IN ({keys}) AND ts < {end} \
+         GROUP BY unit_id",
+        cols.join(", ")
+    )
+}
+
+/// Shared rollup, step 2 (`unit_cuts`): per unit exposed in some look, a
+/// dense key `uidx` and its own cut points `cuts` in increasing order: in
+/// each look, the start of its event window (as `lo` of
+/// [`analysed_units_sql`]) and, with novelty windows, the end of its early
+/// window (as in [`unit_parts_sql`]).
+pub(crate) fn unit_cuts_sql(looks: &[CutLook]) -> String {
+    let mut cuts = Vec::new();
+    for (i, l) in looks.iter().enumerate() {
+        let b = &l.bounds;
+        cuts.push(format!(
+            "SELECT unit_id, CASE WHEN f{i} - {skew} > {start} THEN f{i} - {skew} ELSE {start} END \
+             AS c FROM first_exposures WHERE f{i} IS NOT NULL",
+            skew = b.skew,
+            start = b.start
+        ));
+        if l.novelty {
+            cuts.push(format!(
+                "SELECT unit_id, f{i} + {nov} AS c FROM first_exposures WHERE f{i} IS NOT NULL",
+                nov = b.novelty
+            ));
+        }
+    }
+    format!(
+        "SELECT unit_id, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, cuts FROM (\
+         SELECT unit_id, array_agg(c ORDER BY c) AS cuts FROM (SELECT DISTINCT unit_id, c FROM ({})) \
+         GROUP BY unit_id)",
+        cuts.join(" UNION ALL ")
+    )
+}
+
+/// Shared rollup, step 3 (`rollup_by_uidx`): the events with
+/// `lo ≤ ts < hi` of the units of `unit_cuts`, deduplicated per unit by
+/// `event_id` with `dedup` (as [`unit_parts_sql`] does), reduced to one row
+/// per unit (`uidx`) and segment (`seg`, the largest cut point at or before
+/// the event, by [`crate::rollup::CUT_FLOOR`]) with one column `r{k}` per
+/// key: a count, a sum or the list of values of the matching events.
+/// `slice` is a slice's number and its condition on `part`
+/// ([`slice_conditions`]); its number is the column `slice`.
+pub(crate) fn rollup_sql(
+    keys: &[crate::rollup::Key],
+    properties: &[String],
+    lo: i64,
+    hi: i64,
+    dedup: bool,
+    slice: Option<(usize, &str)>,
+) -> String {
+    let type_cond = match scanned_types_of(keys.iter().map(|k| &k.filter)) {
+        Some(types) => format!(" AND type IN ({})", literal_list(types)),
+        None => String::new(),
+    };
+    let slice_cond = slice.map_or(String::new(), |(_, c)| format!(" AND {c}"));
+    let props: String = (0..properties.len())
+        .map(|i| format!(", prop_{i}"))
+        .collect();
+    let eprops: String = (0..properties.len())
+        .map(|i| format!(", e.prop_{i}"))
+        .collect();
+    let aggs: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(k, key)| {
+            let mut cond = filter_sql(&key.filter, properties);
+            if key.needs_value {
+                cond.push_str(" AND e.value IS NOT NULL");
+            }
+            let agg = match key.agg {
+                Agg::Count => "COUNT(*)",
+                Agg::Sum => "SUM(e.value)",
+                Agg::Values => "ARRAY_AGG(e.value)",
+            };
+            format!("{agg} FILTER (WHERE {cond}) AS r{k}")
+        })
+        .collect();
+    let mut sql = format!(
+        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
+         WHERE NOT is_bot AND ts >= {lo} AND ts < {hi}{type_cond}{slice_cond}), \
+         s AS (SELECT u.uidx, e.event_id, {cut}(u.cuts, e.ts) AS seg, e.type, e.value{eprops} \
+         FROM ev e JOIN unit_cuts u ON e.unit_id = u.unit_id)",
+        cut = crate::rollup::CUT_FLOOR,
+    );
+    let from = if dedup {
+        // The earliest copy's segment: the cut floor never decreases with
+        // time, so the least segment is that of the least time.
+        let dprops: String = (0..properties.len())
+            .map(|i| format!(", MAX(prop_{i}) AS prop_{i}"))
+            .collect();
+        sql.push_str(&format!(
+            ", d AS (SELECT uidx, event_id, MIN(seg) AS seg, MAX(value) AS value, \
+             MAX(type) AS type{dprops} FROM s GROUP BY uidx, event_id)"
+        ));
+        "d"
+    } else {
+        "s"
+    };
+    format!(
+        "{sql} SELECT e.uidx, e.seg, CAST({n} AS BIGINT) AS slice, {} FROM {from} e \
+         GROUP BY e.uidx, e.seg",
+        aggs.join(", "),
+        n = slice.map_or(0, |(n, _)| n),
+    )
+}
+
+/// Shared rollup over slices: the number of units with rows from more than
+/// one slice (see [`STRADDLING_UNITS_SQL`]), as `n`.
+pub(crate) const STRADDLING_SEGMENTS_SQL: &str = "SELECT COUNT(*) AS n FROM (SELECT uidx \
+     FROM rollup_by_uidx GROUP BY uidx HAVING MIN(slice) <> MAX(slice))";
+
+/// Shared rollup, step 4 (`rollup`): the rows of `rollup_by_uidx` keyed by
+/// `unit_id`, which each experiment's units join on.
+pub(crate) fn rollup_units_sql(n_keys: usize) -> String {
+    let cols: String = (0..n_keys).map(|k| format!(", r.r{k}")).collect();
+    format!(
+        "SELECT k.unit_id, r.seg{cols} FROM rollup_by_uidx r JOIN unit_cuts k ON r.uidx = k.uidx"
+    )
+}
+
+/// The units of `unit_cuts` the bot detection found (`bot_units`).
+pub(crate) const BOT_CANDIDATES_SQL: &str =
+    "SELECT unit_id FROM unit_cuts WHERE uidx IN (SELECT uidx FROM bot_units)";
+
+/// The condition that a rollup segment (`r.seg`) lies in window `w` of a
+/// unit of `unit_keys` or `units` (`u`): every window bound is a cut point,
+/// so a segment starting inside a window lies inside it.
+fn segment_window(w: Window, b: &Bounds) -> String {
+    let end = b.end;
+    match w {
+        Window::Analysis => format!("r.seg >= u.lo AND r.seg < {end}"),
+        Window::Pre => format!(
+            "r.seg >= {lo} AND r.seg < {start}",
+            lo = b.pre_start.unwrap_or(b.start).min(b.start),
+            start = b.start
+        ),
+        Window::Early => format!(
+            "r.seg >= u.lo AND r.seg < u.first_ts + {nov} AND r.seg < {end}",
+            nov = b.novelty
+        ),
+        Window::Late => format!(
+            "r.seg >= u.lo AND r.seg >= u.first_ts + {nov} AND r.seg < {end}",
+            nov = b.novelty
+        ),
+    }
+}
+
+/// Stage 2a from a shared rollup: per unit of `unit_keys`, each part `p{i}`
+/// as the sum of the rollup's column `cols[i]` over the unit's segments in
+/// the part's window; the same rows as [`unit_parts_sql`].
+pub(crate) fn rollup_unit_parts_sql(parts: &[Part], cols: &[String], b: &Bounds) -> String {
+    let aggs: Vec<String> = parts
+        .iter()
+        .zip(cols)
+        .enumerate()
+        .map(|(i, (p, c))| match p.agg {
+            Agg::Count | Agg::Sum => format!(
+                "SUM(r.{c}) FILTER (WHERE {}) AS p{i}",
+                segment_window(p.window, b)
+            ),
+            // Values come from `rollup_quantile_values_sql`.
+            Agg::Values => format!("CAST(NULL AS DOUBLE) AS p{i}"),
+        })
+        .collect();
+    format!(
+        "SELECT u.uidx, {} FROM {} r JOIN unit_keys u ON r.unit_id = u.unit_id GROUP BY u.uidx",
+        aggs.join(", "),
+        crate::rollup::TABLE
+    )
+}
+
+/// A quantile metric's values from a shared rollup (its column `col`), one
+/// row per value with the unit's variant and `uidx`: the rows of
+/// [`quantile_values_sql`].
+pub(crate) fn rollup_quantile_values_sql(col: &str, b: &Bounds) -> String {
+    format!(
+        "SELECT u.variant AS variant, u.uidx AS uidx, unnest(r.{col}) AS value FROM {} r \
+         JOIN units u ON r.unit_id = u.unit_id WHERE {} AND r.{col} IS NOT NULL",
+        crate::rollup::TABLE,
+        segment_window(Window::Analysis, b)
+    )
+}
+
+/// The events the bot detection counts (not flagged, `lo ≤ ts < hi`) of
+/// the shared bot detection's candidate units: all an experiment's exact
+/// detection reads ([`bot_units_in_sql`]).
+pub(crate) fn bot_candidate_events_sql(lo: i64, hi: i64) -> String {
+    format!(
+        "SELECT event_id, unit_id, type, ts, is_bot FROM events WHERE NOT is_bot \
+         AND ts >= {lo} AND ts < {hi} AND unit_id IN (SELECT unit_id FROM {})",
+        crate::rollup::BOT_CANDIDATES
+    )
+}
+
 /// Nanoseconds per minute: the bucket of the bot detection's per-minute limit.
 const MINUTE_NS: i64 = 60 * NS;
 
@@ -513,6 +745,18 @@ pub(crate) fn bot_units_sql(
     keys: &str,
     distinct_ids: bool,
 ) -> String {
+    bot_units_in_sql(det, b, keys, distinct_ids, "events")
+}
+
+/// [`bot_units_sql`] over the rows of table `events` (the canonical
+/// events, or a shared rollup's events of its candidate units).
+pub(crate) fn bot_units_in_sql(
+    det: &BotDetection,
+    b: &Bounds,
+    keys: &str,
+    distinct_ids: bool,
+    events: &str,
+) -> String {
     // With no default limit, only the types with a limit of their own need scanning.
     let type_cond = if det.per_minute.0.is_none() && det.per_day.0.is_none() {
         let limited: Vec<&str> = det
@@ -529,7 +773,7 @@ pub(crate) fn bot_units_sql(
         String::new()
     };
     let ev = format!(
-        "WITH ev AS (SELECT e.event_id, u.uidx, e.type, e.ts FROM events e \
+        "WITH ev AS (SELECT e.event_id, u.uidx, e.type, e.ts FROM {events} e \
          JOIN {keys} u ON e.unit_id = u.unit_id \
          WHERE NOT e.is_bot AND e.ts >= {start} AND e.ts < {end}{type_cond})",
         start = b.start,

@@ -46,12 +46,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
-use strata_analysis::{Analyzer, EngineOptions, MetricRegistry};
+use strata_analysis::{analyze_shared, Analyzer, EngineOptions, MetricRegistry, SharedLook};
 use strata_server::auth::{Auth, Perm};
 use strata_server::model::Status;
 use strata_server::mount::Mount;
 use strata_server::service::{
-    Actor, Alert, AlertService, Publication, RegistryService, ResultsService, ServiceError,
+    Actor, Alert, AlertService, Publication, PublishTarget, RegistryService, ResultsService,
+    ServiceError,
 };
 use strata_server::{AppError, AppState};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -429,36 +430,29 @@ impl Scheduler {
                 return self.finish(run).await;
             }
         };
+        // Each experiment's definition and earlier looks; one that cannot
+        // be read fails alone.
+        let mut prepared = Vec::new();
         for key in keys {
-            if *stop.borrow() {
-                break;
+            match self.prepare(&inputs, &key, started).await {
+                Ok(p) => prepared.push(p),
+                Err(error) => self.failed(&mut run, key, error).await,
             }
-            match self.analyse(&inputs, &key, started).await {
-                Ok(seq) => {
-                    run.published.push(RunLook {
-                        experiment: key,
-                        seq,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(run = id, experiment = %key, error = %error, "analysis failed");
-                    // Alert when an experiment starts failing, not at every
-                    // run while it keeps failing.
-                    if self.log.failure(&key).is_none() {
-                        AlertService::new(self.state.clone())
-                            .raise(Alert {
-                                event: "analysis.failed",
-                                experiment: Some(key.clone()),
-                                text: format!("the scheduled analysis of {key} failed: {error}"),
-                                fields: serde_json::json!({"run": id, "error": error}),
-                            })
-                            .await;
-                    }
-                    run.failures.push(RunFailure {
-                        experiment: key,
-                        error,
-                    });
-                }
+        }
+        // One pass over the events for all of them.
+        let outcomes = self.analyse(&inputs, &prepared, stop).await;
+        for (p, outcome) in prepared.into_iter().zip(outcomes) {
+            let key = p.key.clone();
+            let published = match outcome {
+                Ok(results) => self.publish(p, results).await,
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(seq) => run.published.push(RunLook {
+                    experiment: key,
+                    seq,
+                }),
+                Err(error) => self.failed(&mut run, key, error).await,
             }
             // Progress (and each experiment's failure) is visible while the
             // run goes on.
@@ -543,13 +537,35 @@ impl Scheduler {
         })
     }
 
-    /// Analyses experiment `key` as of `as_of` and publishes the look.
-    async fn analyse(
+    /// Records the failure of experiment `key` in `run`, and alerts when
+    /// it starts failing (not at every run while it keeps failing).
+    async fn failed(&self, run: &mut AnalysisRun, key: String, error: String) {
+        tracing::warn!(run = run.id, experiment = %key, error = %error, "analysis failed");
+        if self.log.failure(&key).is_none() {
+            AlertService::new(self.state.clone())
+                .raise(Alert {
+                    event: "analysis.failed",
+                    experiment: Some(key.clone()),
+                    text: format!("the scheduled analysis of {key} failed: {error}"),
+                    fields: serde_json::json!({"run": run.id, "error": error}),
+                })
+                .await;
+        }
+        run.failures.push(RunFailure {
+            experiment: key,
+            error,
+        });
+    }
+
+    /// What experiment `key`'s look as of `as_of` is analysed with: its
+    /// pre-registered spec and the information fractions of its earlier
+    /// looks.
+    async fn prepare(
         &self,
         inputs: &Inputs,
         key: &str,
         as_of: DateTime<Utc>,
-    ) -> Result<u64, String> {
+    ) -> Result<Prepared, String> {
         let actor = Actor::system("analysis").granting([Perm::ResultsRead, Perm::ResultsWrite]);
         let service = ResultsService::new(self.state.clone());
         let target = service
@@ -570,25 +586,79 @@ impl Scheduler {
             Err(ServiceError::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(format!("cannot read the latest look: {e}")),
         };
-        let analyzer = Analyzer::new(
-            spec,
-            &inputs.registry,
-            &self.pipeline.data_source(),
-            self.engine_options(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let results = analyzer
-            .run_after(Some(as_of), &previous)
-            .await
-            .map_err(|e| e.to_string())?;
+        Ok(Prepared {
+            key: key.to_owned(),
+            target,
+            look: SharedLook {
+                spec,
+                as_of: Some(as_of),
+                previous,
+            },
+        })
+    }
+
+    /// Analyses the looks of `prepared` with one shared pass over the
+    /// events (`strata_analysis::rollup`); if that pass cannot be made,
+    /// each experiment on its own, so that one experiment's bad data
+    /// fails that experiment alone.
+    async fn analyse(
+        &self,
+        inputs: &Inputs,
+        prepared: &[Prepared],
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<Result<Results, String>> {
+        if prepared.is_empty() {
+            return Vec::new();
+        }
+        let looks: Vec<SharedLook> = prepared.iter().map(|p| p.look.clone()).collect();
+        let data = self.pipeline.data_source();
+        let shared = analyze_shared(&looks, &inputs.registry, &data, self.engine_options()).await;
+        match shared {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared pass failed; analysing each experiment on its own");
+                let mut out = Vec::with_capacity(looks.len());
+                for look in looks {
+                    if *stop.borrow() {
+                        out.push(Err("the analysis stopped with the server".to_owned()));
+                        continue;
+                    }
+                    let analyzer =
+                        Analyzer::new(look.spec, &inputs.registry, &data, self.engine_options())
+                            .await;
+                    out.push(
+                        match analyzer {
+                            Ok(a) => a.run_after(look.as_of, &look.previous).await,
+                            Err(e) => Err(e),
+                        }
+                        .map_err(|e| e.to_string()),
+                    );
+                }
+                out
+            }
+        }
+    }
+
+    /// Publishes `results` as the next look of the prepared experiment.
+    async fn publish(&self, prepared: Prepared, results: Results) -> Result<u64, String> {
+        let service = ResultsService::new(self.state.clone());
         let publication = Publication::of(results).map_err(|e| e.to_string())?;
         let meta = service
-            .publish(target, &publication)
+            .publish(prepared.target, &publication)
             .await
             .map_err(|e| e.to_string())?;
         Ok(meta.seq)
     }
+}
+
+/// One experiment of a run, ready to analyse.
+struct Prepared {
+    key: String,
+    target: PublishTarget,
+    look: SharedLook,
 }
 
 /// What every experiment of a run is analysed with.

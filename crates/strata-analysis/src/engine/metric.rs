@@ -71,12 +71,19 @@ impl Analyzer {
                     }
                 }
             } else {
-                let sql = plan::quantile_values_sql(
-                    &p.metric,
-                    &self.properties,
-                    b,
-                    !self.options.assume_unique_event_ids,
-                );
+                let shared = self
+                    .rollup
+                    .as_ref()
+                    .and_then(|r| r.values.get(&p.metric.key));
+                let sql = match shared {
+                    Some(col) => plan::rollup_quantile_values_sql(col, b),
+                    None => plan::quantile_values_sql(
+                        &p.metric,
+                        &self.properties,
+                        b,
+                        !self.options.assume_unique_event_ids,
+                    ),
+                };
                 // (unit, value) per variant, grouped by unit below.
                 let mut pairs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); order.len()];
                 for batch in self.sql(&sql).await? {

@@ -17,6 +17,8 @@ mod query;
 mod report;
 mod segments;
 
+pub(crate) use query::SLICE_GROUPS;
+
 use metric::Moments;
 use query::{column_f64, column_i64, column_str};
 use report::pair;
@@ -162,6 +164,8 @@ pub struct Analyzer {
     slices: Vec<String>,
     /// Whether stage 2a uses the fused `strata_parts` aggregate.
     fused: bool,
+    /// Where stage 2 reads the parts from when a shared rollup holds them.
+    rollup: Option<crate::rollup::View>,
     /// The registry's bot detection limits.
     bot_detection: BotDetection,
     /// Where materialized stages are kept: in memory, or as files a
@@ -245,146 +249,274 @@ fn covariate_p_values(
     out
 }
 
+/// The time bounds of a look of `s` at `as_of` (default: its end).
+pub(crate) fn bounds_of(s: &ValidSpec, as_of: Option<DateTime<Utc>>) -> Bounds {
+    let end = as_of.map_or(s.end, |t| t.min(s.end));
+    let start = ts_ns(s.start);
+    Bounds {
+        start,
+        end: ts_ns(end),
+        pre_start: s
+            .spec
+            .cuped
+            .map(|c| start - i64::from(c.pre_period_days) * 86_400 * NS),
+        skew: (s.spec.clock_skew_seconds * NS as f64) as i64,
+        novelty: novelty_ns(s),
+        exposures_from: s.spec.exposures_since_start.then_some(start),
+    }
+}
+
+/// The metrics of a spec compiled to per-unit parts.
+pub(crate) struct Compiled {
+    planned: Vec<Planned>,
+    /// The parts, each once.
+    pub(crate) parts: Vec<Part>,
+    novelty_cols: Option<(Vec<usize>, Vec<usize>)>,
+    /// Property names the filters read, in column order (`prop_i`).
+    pub(crate) properties: Vec<String>,
+}
+
+/// Compiles the metrics of `spec` to the per-unit parts stage 2 computes.
+pub(crate) fn compile(
+    spec: &ValidSpec,
+    registry: &MetricRegistry,
+    options: &EngineOptions,
+) -> Result<Compiled> {
+    let mut planned = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    let push = |p: Vec<Part>, parts: &mut Vec<Part>| -> Vec<usize> {
+        p.into_iter()
+            .map(|part| match parts.iter().position(|x| *x == part) {
+                Some(i) => i,
+                None => {
+                    parts.push(part);
+                    parts.len() - 1
+                }
+            })
+            .collect()
+    };
+    for (key, role) in spec.metric_roles() {
+        let metric = registry
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::invalid("spec", "metrics", format!("unknown metric `{key}`")))?;
+        let cols = push(plan::parts_of(&metric, Window::Analysis), &mut parts);
+        let cuped_col = match spec.spec.cuped {
+            Some(_) if metric.kind.supports_cuped() => {
+                push(plan::parts_of(&metric, Window::Pre), &mut parts)
+                    .first()
+                    .copied()
+            }
+            _ => None,
+        };
+        planned.push(Planned {
+            metric,
+            role,
+            cols,
+            cuped_col,
+        });
+    }
+    let primary = &planned[0].metric;
+    let novelty_cols = match primary.kind {
+        MetricType::Binomial | MetricType::Count | MetricType::Sum | MetricType::Mean => {
+            let e = push(plan::parts_of(primary, Window::Early), &mut parts);
+            let l = push(plan::parts_of(primary, Window::Late), &mut parts);
+            Some((e, l))
+        }
+        _ => None,
+    };
+    // Where the fused aggregate applies, a quantile metric's values are
+    // gathered per unit in the same pass, not by a second scan of the
+    // events (`Planned::cols` then names its values part).
+    if !options.unfused_parts && crate::fused::applies(&parts) {
+        for p in planned
+            .iter_mut()
+            .filter(|p| p.metric.kind == MetricType::Quantile)
+        {
+            let part = plan::values_part(&p.metric);
+            if parts.len() < crate::fused::MAX_PARTS
+                && crate::fused::applies(std::slice::from_ref(&part))
+            {
+                p.cols = push(vec![part], &mut parts);
+            }
+        }
+    }
+    let properties =
+        plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
+    Ok(Compiled {
+        planned,
+        parts,
+        novelty_cols,
+        properties,
+    })
+}
+
+/// The inputs of an analysis registered in a new session as the canonical
+/// `exposures` and `events` views.
+pub(crate) struct Inputs {
+    pub(crate) ctx: SessionContext,
+    pub(crate) exposures: Source,
+    pub(crate) events: Source,
+    /// The aliases, when there are any: the views then resolve `unit_id`.
+    pub(crate) aliases: Option<source::Aliases>,
+    /// See [`Analyzer::slices`].
+    pub(crate) slices: Vec<String>,
+    pub(crate) tables: Tables,
+}
+
+/// Opens `data` in a new session: the events view carries the columns of
+/// `properties`, the exposures view those of `segments`.
+pub(crate) async fn open(
+    data: &DataSource,
+    properties: &[String],
+    segments: &[String],
+    options: &EngineOptions,
+) -> Result<Inputs> {
+    let mut config = SessionConfig::new();
+    if options.target_partitions > 0 {
+        config = config.with_target_partitions(options.target_partitions);
+    }
+    // The units table (one row per exposed unit) is the build side of the
+    // join with events: broadcasting it avoids repartitioning every event.
+    // The in-memory tables report no size, so the planner's size
+    // thresholds cannot pick the broadcast; every join of the plan has a
+    // per-unit table on its build side, so joins are never repartitioned
+    // (at 100 M events: 7.7 s -> 6.9 s with unique ids, 33.5 s -> 21.1 s
+    // deduplicating).
+    config.options_mut().optimizer.repartition_joins = false;
+    let exposures = source::list("exposures", &data.exposures)?;
+    let events = source::list("events", &data.events)?;
+    let aliases = match data.aliases_path() {
+        Some(path) => source::read_aliases(&path, options.memory_limit).await?,
+        None => None,
+    };
+    // Slices are exact only when each unit's events lie in one
+    // partition; an anonymous id and the user id it resolves to are in
+    // two, so with aliases the events are read whole.
+    let sliceable = aliases.is_none();
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(limit) = options.memory_limit {
+        use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
+        // Deduplicating slice by slice, one slice's aggregate is the only
+        // large consumer at a time: a greedy pool lets it keep the slice
+        // in memory, where a fair pool would split the limit among every
+        // spillable operator and make it spill (48.8 s against 30.2 s
+        // at 100 M events under 4 GiB). Otherwise a fair pool shares the
+        // limit so the first aggregate does not starve the others
+        // (greedy, peak RSS reached 5.4 GiB under a 4 GiB limit).
+        let sliced =
+            sliceable && !options.assume_unique_event_ids && events.part_values().len() > 1;
+        let pool: Arc<dyn MemoryPool> = if sliced {
+            Arc::new(GreedyMemoryPool::new(limit))
+        } else {
+            Arc::new(FairSpillPool::new(limit))
+        };
+        runtime = runtime.with_memory_pool(pool);
+    }
+    let ctx =
+        crate::cluster::session(options.cluster.as_ref(), config, runtime.build_arc()?).await?;
+    let tables = Tables::new(options.cluster.as_ref())?;
+    let exposures = source::register(&ctx, exposures).await?;
+    let events = source::register(&ctx, events).await?;
+    let slices = if sliceable {
+        events.slices()
+    } else {
+        Vec::new()
+    };
+    if let Some(a) = &aliases {
+        a.register(&ctx, &tables).await?;
+    }
+    let aliased = aliases.is_some();
+    let ev_sql = source::events_view(&events, properties, !slices.is_empty(), aliased)?;
+    let ex_sql = source::exposures_view(&exposures, segments, aliased)?;
+    ctx.sql(&plan::create_view_sql("exposures", &ex_sql))
+        .await?;
+    ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
+    Ok(Inputs {
+        ctx,
+        exposures,
+        events,
+        aliases,
+        slices,
+        tables,
+    })
+}
+
 impl Analyzer {
     /// Registers the inputs and compiles the metrics of `spec`.
     pub async fn new(
         spec: ValidSpec,
         registry: &MetricRegistry,
         data: &DataSource,
-        mut options: EngineOptions,
+        options: EngineOptions,
     ) -> Result<Self> {
-        // A cluster's executors know DataFusion's functions only.
-        if options.cluster.is_some() {
+        Self::build(spec, registry, data, options, None).await
+    }
+
+    /// Like [`Analyzer::new`], but the per-unit values of stage 2 come from
+    /// `rollup`, the shared pass over the events of several experiments
+    /// ([`crate::rollup`]), instead of a pass of this analysis' own. The
+    /// rollup must have been built for this spec and look
+    /// ([`crate::rollup::Rollup::covers`]).
+    pub async fn with_rollup(
+        spec: ValidSpec,
+        registry: &MetricRegistry,
+        data: &DataSource,
+        options: EngineOptions,
+        rollup: &crate::rollup::Rollup,
+    ) -> Result<Self> {
+        Self::build(spec, registry, data, options, Some(rollup)).await
+    }
+
+    async fn build(
+        spec: ValidSpec,
+        registry: &MetricRegistry,
+        data: &DataSource,
+        mut options: EngineOptions,
+        rollup: Option<&crate::rollup::Rollup>,
+    ) -> Result<Self> {
+        // A cluster's executors know DataFusion's functions only; a rollup
+        // holds the parts' values already.
+        if options.cluster.is_some() || rollup.is_some() {
             options.unfused_parts = true;
         }
-        let mut config = SessionConfig::new();
-        if options.target_partitions > 0 {
-            config = config.with_target_partitions(options.target_partitions);
-        }
-        // The units table (one row per exposed unit) is the build side of the
-        // join with events: broadcasting it avoids repartitioning every event.
-        // The in-memory tables report no size, so the planner's size
-        // thresholds cannot pick the broadcast; every join of the plan has a
-        // per-unit table on its build side, so joins are never repartitioned
-        // (at 100 M events: 7.7 s -> 6.9 s with unique ids, 33.5 s -> 21.1 s
-        // deduplicating).
-        config.options_mut().optimizer.repartition_joins = false;
-        let exposures = source::list("exposures", &data.exposures)?;
-        let events = source::list("events", &data.events)?;
-        let aliases = match data.aliases_path() {
-            Some(path) => source::read_aliases(&path, options.memory_limit).await?,
-            None => None,
-        };
-        // Slices are exact only when each unit's events lie in one
-        // partition; an anonymous id and the user id it resolves to are in
-        // two, so with aliases the events are read whole.
-        let sliceable = aliases.is_none();
-        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
-        if let Some(limit) = options.memory_limit {
-            use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
-            // Deduplicating slice by slice, one slice's aggregate is the only
-            // large consumer at a time: a greedy pool lets it keep the slice
-            // in memory, where a fair pool would split the limit among every
-            // spillable operator and make it spill (48.8 s against 30.2 s
-            // at 100 M events under 4 GiB). Otherwise a fair pool shares the
-            // limit so the first aggregate does not starve the others
-            // (greedy, peak RSS reached 5.4 GiB under a 4 GiB limit).
-            let sliced =
-                sliceable && !options.assume_unique_event_ids && events.part_values().len() > 1;
-            let pool: Arc<dyn MemoryPool> = if sliced {
-                Arc::new(GreedyMemoryPool::new(limit))
-            } else {
-                Arc::new(FairSpillPool::new(limit))
-            };
-            runtime = runtime.with_memory_pool(pool);
-        }
-        let ctx =
-            crate::cluster::session(options.cluster.as_ref(), config, runtime.build_arc()?).await?;
-        let tables = Tables::new(options.cluster.as_ref())?;
-        let mut planned = Vec::new();
-        let mut parts: Vec<Part> = Vec::new();
-        let push = |p: Vec<Part>, parts: &mut Vec<Part>| -> Vec<usize> {
-            p.into_iter()
-                .map(|part| match parts.iter().position(|x| *x == part) {
-                    Some(i) => i,
-                    None => {
-                        parts.push(part);
-                        parts.len() - 1
-                    }
-                })
-                .collect()
-        };
-        for (key, role) in spec.metric_roles() {
-            let metric = registry.get(key).cloned().ok_or_else(|| {
-                Error::invalid("spec", "metrics", format!("unknown metric `{key}`"))
-            })?;
-            let cols = push(plan::parts_of(&metric, Window::Analysis), &mut parts);
-            let cuped_col = match spec.spec.cuped {
-                Some(_) if metric.kind.supports_cuped() => {
-                    push(plan::parts_of(&metric, Window::Pre), &mut parts)
-                        .first()
-                        .copied()
-                }
-                _ => None,
-            };
-            planned.push(Planned {
-                metric,
-                role,
-                cols,
-                cuped_col,
-            });
-        }
-        let primary = &planned[0].metric;
-        let novelty_cols = match primary.kind {
-            MetricType::Binomial | MetricType::Count | MetricType::Sum | MetricType::Mean => {
-                let e = push(plan::parts_of(primary, Window::Early), &mut parts);
-                let l = push(plan::parts_of(primary, Window::Late), &mut parts);
-                Some((e, l))
-            }
-            _ => None,
-        };
-        // Where the fused aggregate applies, a quantile metric's values are
-        // gathered per unit in the same pass, not by a second scan of the
-        // events (`Planned::cols` then names its values part).
-        if !options.unfused_parts && crate::fused::applies(&parts) {
-            for p in planned
-                .iter_mut()
-                .filter(|p| p.metric.kind == MetricType::Quantile)
-            {
-                let part = plan::values_part(&p.metric);
-                if parts.len() < crate::fused::MAX_PARTS
-                    && crate::fused::applies(std::slice::from_ref(&part))
-                {
-                    p.cols = push(vec![part], &mut parts);
-                }
-            }
-        }
-        let properties =
-            plan::properties_of(planned.iter().flat_map(|p| plan::metric_filters(&p.metric)));
+        let Compiled {
+            planned,
+            parts,
+            novelty_cols,
+            properties,
+        } = compile(&spec, registry, &options)?;
+        let inputs = open(data, &properties, &spec.spec.segments, &options).await?;
         let fused = match crate::fused::PartsUdaf::new(&parts, ts_ns(spec.start), novelty_ns(&spec))
         {
             Some(udaf) if !options.unfused_parts => {
-                ctx.register_udaf(datafusion::logical_expr::AggregateUDF::from(udaf));
+                inputs
+                    .ctx
+                    .register_udaf(datafusion::logical_expr::AggregateUDF::from(udaf));
                 true
             }
             _ => false,
         };
-        let exposures = source::register(&ctx, exposures).await?;
-        let events = source::register(&ctx, events).await?;
-        let slices = if sliceable {
-            events.slices()
-        } else {
-            Vec::new()
+        let rollup = match rollup {
+            Some(r) => {
+                let quantiles = planned
+                    .iter()
+                    .map(|p| &p.metric)
+                    .filter(|m| m.kind == MetricType::Quantile);
+                let view = r.view(&spec, &parts, quantiles)?;
+                r.register(&inputs.ctx).await?;
+                Some(view)
+            }
+            None => None,
         };
-        if let Some(a) = &aliases {
-            a.register(&ctx, &tables).await?;
-        }
-        let aliased = aliases.is_some();
-        let ev_sql = source::events_view(&events, &properties, !slices.is_empty(), aliased)?;
-        let ex_sql = source::exposures_view(&exposures, &spec.spec.segments, aliased)?;
-        ctx.sql(&plan::create_view_sql("exposures", &ex_sql))
-            .await?;
-        ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
+        let Inputs {
+            ctx,
+            exposures,
+            events,
+            aliases,
+            slices,
+            tables,
+        } = inputs;
         Ok(Self {
             ctx,
             spec,
@@ -397,6 +529,7 @@ impl Analyzer {
             aliases,
             slices,
             fused,
+            rollup,
             bot_detection: registry.bot_detection().clone(),
             tables,
             options,
@@ -420,12 +553,25 @@ impl Analyzer {
             return Ok(excluded);
         }
         self.materialize("unit_keys", plan::UNIT_KEYS_SQL).await?;
-        self.materialize("bot_units", &plan::bot_units_sql(d, b, "unit_keys", false))
-            .await?;
+        // With a shared rollup, only the candidates its detection found
+        // over all experiments' periods can be over a limit in this one's,
+        // and the rollup holds their events.
+        let events = match &self.rollup {
+            Some(r) if r.bot_events => crate::rollup::BOT_EVENTS,
+            _ => "events",
+        };
+        self.materialize(
+            "bot_units",
+            &plan::bot_units_in_sql(d, b, "unit_keys", false, events),
+        )
+        .await?;
         if !self.options.assume_unique_event_ids && self.table_rows("bot_units").await? > 0 {
             self.materialize("bot_keys", plan::BOT_KEYS_SQL).await?;
-            self.materialize("bot_units", &plan::bot_units_sql(d, b, "bot_keys", true))
-                .await?;
+            self.materialize(
+                "bot_units",
+                &plan::bot_units_in_sql(d, b, "bot_keys", true, events),
+            )
+            .await?;
         }
         let mut total = 0;
         for batch in self.sql(plan::BOT_UNITS_PER_VARIANT_SQL).await? {
@@ -478,20 +624,7 @@ impl Analyzer {
     }
 
     fn bounds(&self, as_of: Option<DateTime<Utc>>) -> Bounds {
-        let s = &self.spec;
-        let end = as_of.map_or(s.end, |t| t.min(s.end));
-        let start = ts_ns(s.start);
-        Bounds {
-            start,
-            end: ts_ns(end),
-            pre_start: s
-                .spec
-                .cuped
-                .map(|c| start - i64::from(c.pre_period_days) * 86_400 * NS),
-            skew: (s.spec.clock_skew_seconds * NS as f64) as i64,
-            novelty: novelty_ns(s),
-            exposures_from: s.spec.exposures_since_start.then_some(start),
-        }
+        bounds_of(&self.spec, as_of)
     }
 
     /// Analyses the experiment as of `as_of` (default: its end).
@@ -544,6 +677,9 @@ impl Analyzer {
     ) -> Result<(Results, Option<f64>)> {
         let s = &self.spec.spec;
         let b = self.bounds(as_of);
+        if let Some(r) = &self.rollup {
+            r.check(&b)?;
+        }
         let order: Vec<String> = self
             .spec
             .variant_order()

@@ -12,7 +12,7 @@ use super::*;
 /// are partitioned by unit: each builds the join's hash table anew, and
 /// fewer, larger slices hold more in their deduplication aggregate (at
 /// 100 M events under the same pool, 4 slices took 55 s and 16 took 49 s).
-pub(super) const SLICE_GROUPS: usize = 16;
+pub(crate) const SLICE_GROUPS: usize = 16;
 
 pub(super) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
@@ -114,6 +114,10 @@ impl Analyzer {
             return Ok(());
         }
         self.materialize("unit_keys", plan::UNIT_KEYS_SQL).await?;
+        if let Some(r) = &self.rollup {
+            let sql = plan::rollup_unit_parts_sql(&self.parts, &r.parts, b);
+            return self.materialize("unit_parts", &sql).await;
+        }
         let whole = plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, None, self.fused);
         if !dedup || self.slices.len() < 2 {
             return self.materialize("unit_parts", &whole).await;

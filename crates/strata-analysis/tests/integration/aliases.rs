@@ -491,6 +491,16 @@ fn sign_ins_merge_the_anonymous_and_the_user_id_into_one_unit() {
         assert!((w.2 - o.2).abs() > 1e-6 * o.2, "revenue of {v}: {}", w.2);
     }
     assert!(multi_with > 0 && multi_without == 0);
+    // A rollup shared with another look resolves the ids alike.
+    let data = source(&x, &e, Some(&a));
+    let spec = alias_spec();
+    let shared = run_shared(
+        ALIAS_METRICS,
+        &[(&spec, None), (&spec, Some("2026-01-15T00:00:00Z"))],
+        &data,
+        EngineOptions::default(),
+    );
+    assert_same(&json(&shared[0]), &json(&with), "shared rollup");
 }
 
 /// The first alias counts; a tie goes to the smaller user id; an alias of

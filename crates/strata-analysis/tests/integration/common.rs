@@ -266,3 +266,32 @@ pub fn purchases_by_hand(
     }
     (x.variant.clone(), conv, rev)
 }
+
+/// Runs the looks `specs` (a spec and its look time) over `data` with one
+/// shared rollup (`strata_analysis::analyze_shared`).
+pub fn run_shared(
+    metrics: &str,
+    specs: &[(&str, Option<&str>)],
+    data: &DataSource,
+    options: EngineOptions,
+) -> Vec<Results> {
+    let registry = MetricRegistry::from_str_named(metrics, Path::new("metrics.json")).unwrap();
+    let looks: Vec<strata_analysis::SharedLook> = specs
+        .iter()
+        .map(|(spec, as_of)| strata_analysis::SharedLook {
+            spec: AnalysisSpec::from_str_named(spec, Path::new("spec.json"))
+                .unwrap()
+                .validate("spec.json", &registry)
+                .unwrap(),
+            as_of: as_of.map(|t| strata_analysis::spec::parse_time(t).unwrap()),
+            previous: Vec::new(),
+        })
+        .collect();
+    rt().block_on(strata_analysis::analyze_shared(
+        &looks, &registry, data, options,
+    ))
+    .unwrap()
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect()
+}

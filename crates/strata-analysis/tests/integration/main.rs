@@ -13,6 +13,7 @@ mod holdout;
 mod monitor;
 mod output;
 mod planted;
+mod rollup;
 mod schema;
 mod sequential;
 mod slices;

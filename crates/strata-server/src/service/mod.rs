@@ -43,4 +43,4 @@ pub use layers::LayerService;
 pub use lifecycle::Action;
 pub use power::PowerService;
 pub use registry::{holdout_due, HoldoutChange, RegistryService, MAX_ROTATION_DAYS};
-pub use results::{LatestLook, Publication, ResultsService};
+pub use results::{LatestLook, Publication, PublishTarget, ResultsService};

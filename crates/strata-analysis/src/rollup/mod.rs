@@ -1,0 +1,556 @@
+//! Shared per-unit rollups: one pass over the events for every experiment
+//! of a run.
+//!
+//! Analysed one by one, N experiments cost N passes over the events: each
+//! joins every event to its units, deduplicates by `event_id` and reduces
+//! to per-unit values. A [`Rollup`] does that work once for all of them. It
+//! reduces the events to one row per unit and *segment* — the stretch of a
+//! unit's time between two consecutive cut points — with one column per
+//! distinct part of any experiment's metrics (a count, a sum or a
+//! quantile metric's list of values of matching events). Each experiment's
+//! stage 2 then sums, per unit, the rows of the segments inside each of its
+//! windows ([`crate::plan::rollup_unit_parts_sql`]): a read of the rollup,
+//! a fraction of the events' size, instead of the events.
+//!
+//! # Exactness at the exposure boundary
+//! A segment is never split by a window, because every bound of every
+//! window of every experiment is a cut point (and so is every UTC
+//! midnight, so that a segment lies within one day): per unit, the start of its
+//! event window (first exposure less the clock skew, not before the start)
+//! and the end of its novelty early window; for all units, each
+//! experiment's start, end (or look) and CUPED pre-period start. An event
+//! belongs to the segment starting at the largest cut point at or before
+//! its time ([`CUT_FLOOR`]), so "the segment starts inside the window" is
+//! "every event of the segment is inside it", and the sums are those of the
+//! events themselves — the same counts, and the same sums up to the order
+//! of floating-point additions (about 1e-15 relative, as between two runs
+//! of the engine).
+//!
+//! Deduplication by `event_id` happens in the shared pass, per unit as in
+//! the engine, keeping the copy's earliest time; so copies of an event that
+//! differ in their time may fall in another segment than the engine would
+//! put them in when one copy lies outside an experiment's time range (the
+//! pipeline's copies are identical). Bots flagged on exposures or events are
+//! left out as in the engine; the heuristic bot detection runs once over
+//! the union of the experiments' periods to find candidate units (a
+//! superset of every experiment's, since counts over a longer period are
+//! never lower) and keeps their events, and each experiment runs its own
+//! exact detection over those alone.
+//!
+//! What still reads events per experiment: the per-protocol analysis'
+//! opt-outs by events. A rollup runs in this process only: its cut function is
+//! not one a Ballista executor knows, so [`analyze_shared`] analyses each
+//! experiment on its own on a cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+use crate::engine::{self, Analyzer, DataSource, EngineOptions};
+use crate::error::{Error, Result};
+use crate::metrics::{Filter, Metric, MetricRegistry, MetricType};
+use crate::plan::{self, Agg, Bounds, Part, Window};
+use crate::results::Results;
+use crate::spec::ValidSpec;
+
+/// The SQL name of the cut function: `strata_cut_floor(cuts, ts)`.
+pub(crate) const CUT_FLOOR: &str = "strata_cut_floor";
+
+/// Nanoseconds per day.
+const DAY_NS: i64 = 86_400 * plan::NS;
+
+/// The table holding the rollup in a session.
+pub(crate) const TABLE: &str = "rollup";
+
+/// The table of candidate bot units (`unit_id`) while a rollup is built.
+pub(crate) const BOT_CANDIDATES: &str = "bot_candidates";
+
+/// The table of the candidate bot units' events (`event_id`, `unit_id`,
+/// `type`, `ts`, `is_bot`) in a session.
+pub(crate) const BOT_EVENTS: &str = "bot_events";
+
+/// One column of the rollup: an aggregate of matching events, whatever the
+/// window (windows are applied when the rollup is read).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Key {
+    pub agg: Agg,
+    pub filter: Filter,
+    pub needs_value: bool,
+}
+
+impl Key {
+    fn of(p: &Part) -> Self {
+        Self {
+            agg: p.agg,
+            filter: p.filter.clone(),
+            needs_value: p.needs_value,
+        }
+    }
+}
+
+/// One experiment's look to analyse with a shared rollup.
+#[derive(Debug, Clone)]
+pub struct SharedLook {
+    /// The experiment.
+    pub spec: ValidSpec,
+    /// The look's time (default: the experiment's end).
+    pub as_of: Option<DateTime<Utc>>,
+    /// Information fractions of the earlier looks
+    /// ([`Analyzer::run_after`]).
+    pub previous: Vec<f64>,
+}
+
+/// Per-unit, per-segment sums of the parts of several experiments' metrics,
+/// computed in one pass over the events (the module's documentation says
+/// how and why it is exact).
+#[derive(Debug)]
+pub struct Rollup {
+    keys: Vec<Key>,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// The experiments (key and bounds of each look) it was built for.
+    covered: Vec<(String, Bounds)>,
+    /// The events of the units the bot detection may find, when it is on.
+    bot_events: Option<(SchemaRef, Vec<RecordBatch>)>,
+}
+
+/// What one experiment reads of a rollup: the rollup column of each of its
+/// parts, and of each quantile metric's values.
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    /// Per part of the experiment, the rollup's column.
+    pub parts: Vec<String>,
+    /// Per quantile metric (by key), the rollup's column of its values.
+    pub values: BTreeMap<String, String>,
+    /// The bounds of the looks the rollup was built for.
+    pub bounds: Vec<Bounds>,
+    /// Whether the bot detection's candidates' events are registered.
+    pub bot_events: bool,
+}
+
+impl View {
+    /// Fails unless the rollup was built for a look with bounds `b`.
+    pub(crate) fn check(&self, b: &Bounds) -> Result<()> {
+        if self.bounds.contains(b) {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "rollup",
+                "as_of",
+                "the shared rollup was not built for this look",
+            ))
+        }
+    }
+}
+
+impl Rollup {
+    /// Builds the rollup of the looks `looks` (a spec and its look time)
+    /// from `data`: one pass over the events.
+    pub async fn build(
+        looks: &[(ValidSpec, Option<DateTime<Utc>>)],
+        registry: &MetricRegistry,
+        data: &DataSource,
+        options: &EngineOptions,
+    ) -> Result<Self> {
+        let options = EngineOptions {
+            unfused_parts: true,
+            on_progress: None,
+            ..options.clone()
+        };
+        let mut keys: Vec<Key> = Vec::new();
+        let mut covered = Vec::new();
+        let mut cut_looks = Vec::new();
+        let mut globals = Vec::new();
+        for (spec, as_of) in looks {
+            let compiled = engine::compile(spec, registry, &options)?;
+            let b = engine::bounds_of(spec, *as_of);
+            let quantiles = quantile_metrics(spec, registry);
+            for k in compiled
+                .parts
+                .iter()
+                .map(Key::of)
+                .chain(quantiles.iter().map(|m| Key::of(&plan::values_part(m))))
+            {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            let novelty = compiled
+                .parts
+                .iter()
+                .any(|p| matches!(p.window, Window::Early | Window::Late));
+            globals.extend([b.start, b.end]);
+            if compiled.parts.iter().any(|p| p.window == Window::Pre) {
+                globals.push(b.pre_start.unwrap_or(b.start).min(b.start));
+            }
+            cut_looks.push(plan::CutLook {
+                key: spec.spec.key.clone(),
+                bounds: b,
+                novelty,
+            });
+            covered.push((spec.spec.key.clone(), b));
+        }
+        globals.sort_unstable();
+        globals.dedup();
+        let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
+        let inputs = engine::open(data, &properties, &[], &options).await?;
+        let ctx = &inputs.ctx;
+        ctx.register_udf(ScalarUDF::from(CutFloor::new(globals)));
+
+        let (schema, batches, bot_events) = if cut_looks.is_empty() {
+            let empty = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+            (empty, Vec::new(), None)
+        } else {
+            materialize(
+                ctx,
+                "first_exposures",
+                &[plan::first_exposures_sql(&cut_looks)],
+            )
+            .await?;
+            materialize(ctx, "unit_cuts", &[plan::unit_cuts_sql(&cut_looks)]).await?;
+            let lo = cut_looks
+                .iter()
+                .map(|l| {
+                    l.bounds
+                        .pre_start
+                        .unwrap_or(l.bounds.start)
+                        .min(l.bounds.start)
+                })
+                .min()
+                .unwrap_or(0);
+            let hi = cut_looks.iter().map(|l| l.bounds.end).max().unwrap_or(0);
+            let dedup = !options.assume_unique_event_ids;
+            let sql = |slice: Option<(usize, &str)>| {
+                plan::rollup_sql(&keys, &properties, lo, hi, dedup, slice)
+            };
+            let whole = sql(None);
+            if dedup && inputs.slices.len() >= 2 {
+                let per_group = inputs.slices.len().div_ceil(engine::SLICE_GROUPS);
+                let groups: Vec<&[String]> = inputs.slices.chunks(per_group).collect();
+                let per_slice: Vec<String> = plan::slice_conditions(&groups)
+                    .iter()
+                    .enumerate()
+                    .map(|(n, c)| sql(Some((n, c.as_str()))))
+                    .collect();
+                materialize(ctx, "rollup_by_uidx", &per_slice).await?;
+                // A unit whose events straddle slices could keep a copy of
+                // an event per slice: then the pass is redone whole.
+                if count(ctx, plan::STRADDLING_SEGMENTS_SQL).await? > 0 {
+                    materialize(ctx, "rollup_by_uidx", &[whole]).await?;
+                }
+            } else {
+                materialize(ctx, "rollup_by_uidx", &[whole]).await?;
+            }
+            let (schema, batches) =
+                materialize(ctx, TABLE, &[plan::rollup_units_sql(keys.len())]).await?;
+            let det = registry.bot_detection();
+            let bots = if det.is_active() {
+                let start = cut_looks.iter().map(|l| l.bounds.start).min().unwrap_or(0);
+                let union = Bounds {
+                    start,
+                    end: hi,
+                    pre_start: None,
+                    skew: 0,
+                    novelty: 0,
+                    exposures_from: None,
+                };
+                materialize(
+                    ctx,
+                    "bot_units",
+                    &[plan::bot_units_sql(det, &union, "unit_cuts", false)],
+                )
+                .await?;
+                materialize(ctx, BOT_CANDIDATES, &[plan::BOT_CANDIDATES_SQL.into()]).await?;
+                Some(
+                    materialize(
+                        ctx,
+                        BOT_EVENTS,
+                        &[plan::bot_candidate_events_sql(start, hi)],
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
+            (schema, batches, bots)
+        };
+        inputs.exposures.check_unchanged()?;
+        inputs.events.check_unchanged()?;
+        if let Some(a) = &inputs.aliases {
+            a.source.check_unchanged()?;
+        }
+        Ok(Self {
+            keys,
+            schema,
+            batches,
+            covered,
+            bot_events,
+        })
+    }
+
+    /// Rows of the rollup: one per unit and segment with matching events.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Whether the rollup was built for experiment `key` (at some look).
+    pub fn covers(&self, key: &str) -> bool {
+        self.covered.iter().any(|(k, _)| k == key)
+    }
+
+    /// Registers the rollup (and the bot candidates' events) in `ctx`.
+    pub(crate) async fn register(&self, ctx: &SessionContext) -> Result<()> {
+        ctx.deregister_table(TABLE)?;
+        let table = MemTable::try_new(self.schema.clone(), vec![self.batches.clone()])?;
+        ctx.register_table(TABLE, Arc::new(table))?;
+        if let Some((schema, batches)) = &self.bot_events {
+            ctx.deregister_table(BOT_EVENTS)?;
+            let table = MemTable::try_new(schema.clone(), vec![batches.clone()])?;
+            ctx.register_table(BOT_EVENTS, Arc::new(table))?;
+        }
+        Ok(())
+    }
+
+    /// What the experiment `spec`, with parts `parts` and quantile metrics
+    /// `quantiles`, reads of the rollup; an error if the rollup was not
+    /// built for it.
+    pub(crate) fn view<'a>(
+        &self,
+        spec: &ValidSpec,
+        parts: &[Part],
+        quantiles: impl IntoIterator<Item = &'a Metric>,
+    ) -> Result<View> {
+        let key = &spec.spec.key;
+        let missing = || {
+            Error::invalid(
+                "rollup",
+                "experiments",
+                format!("the shared rollup was not built for experiment `{key}`"),
+            )
+        };
+        let column = |k: &Key| {
+            self.keys
+                .iter()
+                .position(|x| x == k)
+                .map(|i| format!("r{i}"))
+                .ok_or_else(missing)
+        };
+        let parts = parts
+            .iter()
+            .map(|p| column(&Key::of(p)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut values = BTreeMap::new();
+        for m in quantiles {
+            values.insert(m.key.clone(), column(&Key::of(&plan::values_part(m)))?);
+        }
+        let bounds: Vec<Bounds> = self
+            .covered
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, b)| *b)
+            .collect();
+        if bounds.is_empty() {
+            return Err(missing());
+        }
+        Ok(View {
+            parts,
+            values,
+            bounds,
+            bot_events: self.bot_events.is_some(),
+        })
+    }
+}
+
+/// The quantile metrics of `spec`.
+pub(crate) fn quantile_metrics(spec: &ValidSpec, registry: &MetricRegistry) -> Vec<Metric> {
+    spec.metric_roles()
+        .into_iter()
+        .filter_map(|(key, _)| registry.get(key))
+        .filter(|m| m.kind == MetricType::Quantile)
+        .cloned()
+        .collect()
+}
+
+/// Analyses every look of `looks` with one shared rollup: one pass over
+/// the events for all of them, then each experiment's statistics from the
+/// rollup. Each experiment's outcome is its own: one failing does not stop
+/// the others. The outer error is a rollup that could not be built (the
+/// caller may analyse the experiments one by one instead).
+///
+/// On a cluster each experiment is analysed on its own (see the module's
+/// documentation).
+pub async fn analyze_shared(
+    looks: &[SharedLook],
+    registry: &MetricRegistry,
+    data: &DataSource,
+    options: EngineOptions,
+) -> Result<Vec<Result<Results>>> {
+    let mut out = Vec::with_capacity(looks.len());
+    if options.cluster.is_some() {
+        for l in looks {
+            let r = match Analyzer::new(l.spec.clone(), registry, data, options.clone()).await {
+                Ok(a) => a.run_after(l.as_of, &l.previous).await,
+                Err(e) => Err(e),
+            };
+            out.push(r);
+        }
+        return Ok(out);
+    }
+    let specs: Vec<(ValidSpec, Option<DateTime<Utc>>)> =
+        looks.iter().map(|l| (l.spec.clone(), l.as_of)).collect();
+    let rollup = Rollup::build(&specs, registry, data, &options).await?;
+    for l in looks {
+        let analyzer =
+            Analyzer::with_rollup(l.spec.clone(), registry, data, options.clone(), &rollup).await;
+        out.push(match analyzer {
+            Ok(a) => a.run_after(l.as_of, &l.previous).await,
+            Err(e) => Err(e),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs each query and registers the union of their rows as `name`.
+async fn materialize(
+    ctx: &SessionContext,
+    name: &str,
+    sqls: &[String],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut schema = None;
+    let mut batches = Vec::new();
+    for sql in sqls {
+        let df = ctx.sql(sql).await?;
+        schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));
+        batches.extend(df.collect().await?);
+    }
+    let schema = schema.ok_or_else(|| Error::invalid("plan", name, "no query"))?;
+    ctx.deregister_table(name)?;
+    let table = MemTable::try_new(schema.clone(), vec![batches.clone()])?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok((schema, batches))
+}
+
+/// The `n` of a one-row count query.
+async fn count(ctx: &SessionContext, sql: &str) -> Result<i64> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(batches
+        .first()
+        .and_then(|b| b.column_by_name("n"))
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .and_then(|a| (!a.is_empty()).then(|| a.value(0)))
+        .unwrap_or(0))
+}
+
+/// `strata_cut_floor(cuts, ts)`: the largest cut point at or before `ts`
+/// among the unit's own, `cuts` (a sorted list), the ones common to every
+/// unit (held by the function) and the UTC midnights.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CutFloor {
+    /// Sorted, distinct.
+    global: Vec<i64>,
+    signature: Signature,
+}
+
+impl CutFloor {
+    fn new(global: Vec<i64>) -> Self {
+        Self {
+            global,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+/// The largest element of sorted `cuts` at or before `ts`.
+fn floor(cuts: &[i64], ts: i64) -> Option<i64> {
+    match cuts.partition_point(|&c| c <= ts) {
+        0 => None,
+        i => Some(cuts[i - 1]),
+    }
+}
+
+impl ScalarUDFImpl for CutFloor {
+    fn name(&self) -> &str {
+        CUT_FLOOR
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::common::Result<DataType> {
+        match args {
+            [DataType::List(f), DataType::Int64] if f.data_type() == &DataType::Int64 => {
+                Ok(DataType::Int64)
+            }
+            _ => datafusion::common::plan_err!(
+                "{CUT_FLOOR} takes a list of BIGINT and a BIGINT, not {args:?}"
+            ),
+        }
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (Some(cuts), Some(ts)) = (
+            arrays.first().and_then(|a| a.as_list_opt::<i32>()),
+            arrays
+                .get(1)
+                .and_then(|a| a.as_primitive_opt::<Int64Type>()),
+        ) else {
+            return datafusion::common::exec_err!("{CUT_FLOOR}: unexpected argument types");
+        };
+        let offsets = cuts.value_offsets();
+        let Some(values) = cuts.values().as_primitive_opt::<Int64Type>() else {
+            return datafusion::common::exec_err!("{CUT_FLOOR}: cuts are not BIGINT");
+        };
+        // Cut lists are built without nulls; a null one has no cuts.
+        let values = values.values();
+        let out: Int64Array = (0..ts.len())
+            .map(|i| {
+                if ts.is_null(i) {
+                    return None;
+                }
+                let t = ts.value(i);
+                let own = if cuts.is_null(i) {
+                    None
+                } else {
+                    floor(&values[offsets[i] as usize..offsets[i + 1] as usize], t)
+                };
+                // Every UTC midnight is a cut too: a segment never spans
+                // two days, so each day's rows depend on that day's events
+                // and cuts alone.
+                let midnight = t.div_euclid(DAY_NS) * DAY_NS;
+                Some(
+                    own.max(floor(&self.global, t))
+                        .map_or(midnight, |c| c.max(midnight)),
+                )
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_is_the_last_cut_at_or_before() {
+        let cuts = [10, 20, 30];
+        assert_eq!(floor(&cuts, 5), None);
+        assert_eq!(floor(&cuts, 10), Some(10));
+        assert_eq!(floor(&cuts, 29), Some(20));
+        assert_eq!(floor(&cuts, 99), Some(30));
+        assert_eq!(floor(&[], 99), None);
+    }
+}
