@@ -800,9 +800,14 @@ pub(crate) fn bot_units_in_sql(
     let day = format!("e.ts / {DAY_NS}");
     let minute = format!("e.ts / {MINUTE_NS}");
     let d = counts(&day, "ev e");
+    // The few candidate cells are the join's build side (the left input,
+    // held in memory): with the events there instead, the join held every
+    // event of the window — 2.7 GB at 100 M events, over a 4 GiB limit
+    // with the other stages. The planner cannot tell, having no size for
+    // either side.
     let m = counts(
         &minute,
-        &format!("ev e JOIN cand c ON e.uidx = c.uidx AND e.type = c.type AND {day} = c.b"),
+        &format!("cand c JOIN ev e ON e.uidx = c.uidx AND e.type = c.type AND {day} = c.b"),
     );
     let (per_minute, per_day) = (
         limit_case(det, "type", false),
@@ -1171,7 +1176,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("FROM ev e JOIN cand c ON e.uidx = c.uidx AND e.type = c.type \
+            sql.contains("FROM cand c JOIN ev e ON e.uidx = c.uidx AND e.type = c.type \
                           AND e.ts / 86400000000000 = c.b GROUP BY e.uidx, e.type, e.ts / 60000000000)"),
             "{sql}"
         );
