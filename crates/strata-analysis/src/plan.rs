@@ -542,13 +542,17 @@ pub(crate) fn unit_cuts_sql(looks: &[CutLook]) -> String {
 /// key: a count, a sum or the list of values of the matching events.
 /// `slice` is a slice's number and its condition on `part`
 /// ([`slice_conditions`]); its number is the column `slice`.
+///
+/// `range` is the condition on `ts` of the events read. With `all_units`,
+/// every unit with events is rolled up (a LEFT join: a unit with no cut
+/// points of its own has the common ones), and `uidx` is its `unit_id`.
 pub(crate) fn rollup_sql(
     keys: &[crate::rollup::Key],
     properties: &[String],
-    lo: i64,
-    hi: i64,
+    range: &str,
     dedup: bool,
     slice: Option<(usize, &str)>,
+    all_units: bool,
 ) -> String {
     let type_cond = match scanned_types_of(keys.iter().map(|k| &k.filter)) {
         Some(types) => format!(" AND type IN ({})", literal_list(types)),
@@ -579,10 +583,12 @@ pub(crate) fn rollup_sql(
         .collect();
     let mut sql = format!(
         "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {hi}{type_cond}{slice_cond}), \
-         s AS (SELECT u.uidx, e.event_id, {cut}(u.cuts, e.ts) AS seg, e.type, e.value{eprops} \
-         FROM ev e JOIN unit_cuts u ON e.unit_id = u.unit_id)",
+         WHERE NOT is_bot AND ({range}){type_cond}{slice_cond}), \
+         s AS (SELECT {key} AS uidx, e.event_id, {cut}(u.cuts, e.ts) AS seg, e.type, e.value{eprops} \
+         FROM ev e {join} unit_cuts u ON e.unit_id = u.unit_id)",
         cut = crate::rollup::CUT_FLOOR,
+        key = if all_units { "e.unit_id" } else { "u.uidx" },
+        join = if all_units { "LEFT JOIN" } else { "JOIN" },
     );
     let from = if dedup {
         // The earliest copy's segment: the cut floor never decreases with
@@ -619,6 +625,22 @@ pub(crate) fn rollup_units_sql(n_keys: usize) -> String {
         "SELECT k.unit_id, r.seg{cols} FROM rollup_by_uidx r JOIN unit_cuts k ON r.uidx = k.uidx"
     )
 }
+
+/// A kept rollup's pass over every unit (`rollup_by_uidx`, whose `uidx`
+/// is then the `unit_id`), in the rollup's columns.
+pub(crate) fn rollup_units_by_id_sql(n_keys: usize) -> String {
+    let cols: String = (0..n_keys).map(|k| format!(", r{k}")).collect();
+    format!("SELECT uidx AS unit_id, seg{cols} FROM rollup_by_uidx")
+}
+
+/// The rows of `rollup_new` of the day `[lo, hi)`, in a fixed order.
+pub(crate) fn rollup_day_sql(lo: i64, hi: i64) -> String {
+    format!("SELECT * FROM rollup_new WHERE seg >= {lo} AND seg < {hi} ORDER BY unit_id, seg")
+}
+
+/// No rows, in the columns of [`bot_candidate_events_sql`].
+pub(crate) const BOT_EVENTS_SCHEMA_SQL: &str =
+    "SELECT event_id, unit_id, type, ts, is_bot FROM events WHERE false";
 
 /// The units of `unit_cuts` the bot detection found (`bot_units`).
 pub(crate) const BOT_CANDIDATES_SQL: &str =
@@ -689,7 +711,8 @@ pub(crate) fn rollup_quantile_values_sql(col: &str, b: &Bounds) -> String {
 pub(crate) fn bot_candidate_events_sql(lo: i64, hi: i64) -> String {
     format!(
         "SELECT event_id, unit_id, type, ts, is_bot FROM events WHERE NOT is_bot \
-         AND ts >= {lo} AND ts < {hi} AND unit_id IN (SELECT unit_id FROM {})",
+         AND ts >= {lo} AND ts < {hi} AND unit_id IN (SELECT unit_id FROM {}) \
+         ORDER BY unit_id, ts, event_id",
         crate::rollup::BOT_CANDIDATES
     )
 }
@@ -749,7 +772,9 @@ pub(crate) fn bot_units_sql(
 }
 
 /// [`bot_units_sql`] over the rows of table `events` (the canonical
-/// events, or a shared rollup's events of its candidate units).
+/// events, or a shared rollup's events of its candidate units). With
+/// `keys` empty, every unit with events is counted, its `unit_id` as its
+/// `uidx`.
 pub(crate) fn bot_units_in_sql(
     det: &BotDetection,
     b: &Bounds,
@@ -757,6 +782,14 @@ pub(crate) fn bot_units_in_sql(
     distinct_ids: bool,
     events: &str,
 ) -> String {
+    let from = if keys.is_empty() {
+        format!("SELECT e.event_id, e.unit_id AS uidx, e.type, e.ts FROM {events} e")
+    } else {
+        format!(
+            "SELECT e.event_id, u.uidx, e.type, e.ts FROM {events} e \
+             JOIN {keys} u ON e.unit_id = u.unit_id"
+        )
+    };
     // With no default limit, only the types with a limit of their own need scanning.
     let type_cond = if det.per_minute.0.is_none() && det.per_day.0.is_none() {
         let limited: Vec<&str> = det
@@ -773,8 +806,7 @@ pub(crate) fn bot_units_in_sql(
         String::new()
     };
     let ev = format!(
-        "WITH ev AS (SELECT e.event_id, u.uidx, e.type, e.ts FROM {events} e \
-         JOIN {keys} u ON e.unit_id = u.unit_id \
+        "WITH ev AS ({from} \
          WHERE NOT e.is_bot AND e.ts >= {start} AND e.ts < {end}{type_cond})",
         start = b.start,
         end = b.end,

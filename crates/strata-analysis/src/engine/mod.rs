@@ -364,6 +364,19 @@ pub(crate) struct Inputs {
     pub(crate) tables: Tables,
 }
 
+impl Inputs {
+    /// Fails if the pipeline's merges replaced a file read (see
+    /// `Source::check_unchanged`).
+    pub(crate) fn check_unchanged(&self) -> Result<()> {
+        self.exposures.check_unchanged()?;
+        self.events.check_unchanged()?;
+        if let Some(a) = &self.aliases {
+            a.source.check_unchanged()?;
+        }
+        Ok(())
+    }
+}
+
 /// Opens `data` in a new session: the events view carries the columns of
 /// `properties`, the exposures view those of `segments`.
 pub(crate) async fn open(

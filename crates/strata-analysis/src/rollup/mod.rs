@@ -54,6 +54,10 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
+pub mod store;
+
+pub use store::{Refreshed, RollupStore};
+
 use crate::engine::{self, Analyzer, DataSource, EngineOptions};
 use crate::error::{Error, Result};
 use crate::metrics::{Filter, Metric, MetricRegistry, MetricType};
@@ -87,6 +91,31 @@ pub(crate) struct Key {
 }
 
 impl Key {
+    /// The key as stored in a [`store::RollupStore`]'s manifest.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let agg = match self.agg {
+            Agg::Count => "count",
+            Agg::Sum => "sum",
+            Agg::Values => "values",
+        };
+        serde_json::json!({"agg": agg, "filter": self.filter, "needs_value": self.needs_value})
+    }
+
+    /// A key read back from a manifest; `None` if it is not one.
+    pub(crate) fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let agg = match v.get("agg")?.as_str()? {
+            "count" => Agg::Count,
+            "sum" => Agg::Sum,
+            "values" => Agg::Values,
+            _ => return None,
+        };
+        Some(Self {
+            agg,
+            filter: serde_json::from_value(v.get("filter")?.clone()).ok()?,
+            needs_value: v.get("needs_value")?.as_bool()?,
+        })
+    }
+
     fn of(p: &Part) -> Self {
         Self {
             agg: p.agg,
@@ -160,100 +189,22 @@ impl Rollup {
         data: &DataSource,
         options: &EngineOptions,
     ) -> Result<Self> {
-        let options = EngineOptions {
-            unfused_parts: true,
-            on_progress: None,
-            ..options.clone()
-        };
-        let mut keys: Vec<Key> = Vec::new();
-        let mut covered = Vec::new();
-        let mut cut_looks = Vec::new();
-        let mut globals = Vec::new();
-        for (spec, as_of) in looks {
-            let compiled = engine::compile(spec, registry, &options)?;
-            let b = engine::bounds_of(spec, *as_of);
-            let quantiles = quantile_metrics(spec, registry);
-            for k in compiled
-                .parts
-                .iter()
-                .map(Key::of)
-                .chain(quantiles.iter().map(|m| Key::of(&plan::values_part(m))))
-            {
-                if !keys.contains(&k) {
-                    keys.push(k);
-                }
-            }
-            let novelty = compiled
-                .parts
-                .iter()
-                .any(|p| matches!(p.window, Window::Early | Window::Late));
-            globals.extend([b.start, b.end]);
-            if compiled.parts.iter().any(|p| p.window == Window::Pre) {
-                globals.push(b.pre_start.unwrap_or(b.start).min(b.start));
-            }
-            cut_looks.push(plan::CutLook {
-                key: spec.spec.key.clone(),
-                bounds: b,
-                novelty,
-            });
-            covered.push((spec.spec.key.clone(), b));
-        }
-        globals.sort_unstable();
-        globals.dedup();
-        let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
-        let inputs = engine::open(data, &properties, &[], &options).await?;
+        let options = shared_options(options);
+        let needs = Needs::of(looks, registry, &options)?;
+        let inputs = cut_inputs(&needs, &needs.keys, data, &options).await?;
         let ctx = &inputs.ctx;
-        ctx.register_udf(ScalarUDF::from(CutFloor::new(globals)));
-
-        let (schema, batches, bot_events) = if cut_looks.is_empty() {
+        let (schema, batches, bot_events) = if needs.cut_looks.is_empty() {
             let empty = Arc::new(datafusion::arrow::datatypes::Schema::empty());
             (empty, Vec::new(), None)
         } else {
-            materialize(
-                ctx,
-                "first_exposures",
-                &[plan::first_exposures_sql(&cut_looks)],
-            )
-            .await?;
-            materialize(ctx, "unit_cuts", &[plan::unit_cuts_sql(&cut_looks)]).await?;
-            let lo = cut_looks
-                .iter()
-                .map(|l| {
-                    l.bounds
-                        .pre_start
-                        .unwrap_or(l.bounds.start)
-                        .min(l.bounds.start)
-                })
-                .min()
-                .unwrap_or(0);
-            let hi = cut_looks.iter().map(|l| l.bounds.end).max().unwrap_or(0);
-            let dedup = !options.assume_unique_event_ids;
-            let sql = |slice: Option<(usize, &str)>| {
-                plan::rollup_sql(&keys, &properties, lo, hi, dedup, slice)
-            };
-            let whole = sql(None);
-            if dedup && inputs.slices.len() >= 2 {
-                let per_group = inputs.slices.len().div_ceil(engine::SLICE_GROUPS);
-                let groups: Vec<&[String]> = inputs.slices.chunks(per_group).collect();
-                let per_slice: Vec<String> = plan::slice_conditions(&groups)
-                    .iter()
-                    .enumerate()
-                    .map(|(n, c)| sql(Some((n, c.as_str()))))
-                    .collect();
-                materialize(ctx, "rollup_by_uidx", &per_slice).await?;
-                // A unit whose events straddle slices could keep a copy of
-                // an event per slice: then the pass is redone whole.
-                if count(ctx, plan::STRADDLING_SEGMENTS_SQL).await? > 0 {
-                    materialize(ctx, "rollup_by_uidx", &[whole]).await?;
-                }
-            } else {
-                materialize(ctx, "rollup_by_uidx", &[whole]).await?;
-            }
+            let (lo, hi) = (needs.lo(), needs.hi());
+            let range = format!("ts >= {lo} AND ts < {hi}");
+            pass(&inputs, &needs.keys, &range, &options, false).await?;
             let (schema, batches) =
-                materialize(ctx, TABLE, &[plan::rollup_units_sql(keys.len())]).await?;
+                materialize(ctx, TABLE, &[plan::rollup_units_sql(needs.keys.len())]).await?;
             let det = registry.bot_detection();
             let bots = if det.is_active() {
-                let start = cut_looks.iter().map(|l| l.bounds.start).min().unwrap_or(0);
+                let start = needs.start();
                 let union = Bounds {
                     start,
                     end: hi,
@@ -282,16 +233,12 @@ impl Rollup {
             };
             (schema, batches, bots)
         };
-        inputs.exposures.check_unchanged()?;
-        inputs.events.check_unchanged()?;
-        if let Some(a) = &inputs.aliases {
-            a.source.check_unchanged()?;
-        }
+        inputs.check_unchanged()?;
         Ok(Self {
-            keys,
+            keys: needs.keys,
             schema,
             batches,
-            covered,
+            covered: needs.covered,
             bot_events,
         })
     }
@@ -299,6 +246,29 @@ impl Rollup {
     /// Rows of the rollup: one per unit and segment with matching events.
     pub fn rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Whether `other` holds the same rows in the same order — counts
+    /// exactly, sums to 1e-12 relative, value lists as multisets — and
+    /// the same bot candidates' events: how a kept rollup is checked
+    /// against one recomputed in full (both hold their days in order,
+    /// each sorted by unit and segment).
+    pub fn same_rows_as(&self, other: &Rollup) -> Result<bool> {
+        let same = |a: &(SchemaRef, Vec<RecordBatch>), b: &(SchemaRef, Vec<RecordBatch>)| {
+            if a.0.fields() != b.0.fields() {
+                return Ok(false);
+            }
+            store::same_rows(&a.1, b)
+        };
+        let bots = match (&self.bot_events, &other.bot_events) {
+            (Some(a), Some(b)) => same(a, b)?,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        Ok(bots
+            && same(
+                &(self.schema.clone(), self.batches.clone()),
+                &(other.schema.clone(), other.batches.clone()),
+            )?)
     }
 
     /// Whether the rollup was built for experiment `key` (at some look).
@@ -367,6 +337,174 @@ impl Rollup {
             bot_events: self.bot_events.is_some(),
         })
     }
+}
+
+/// The engine options of a shared pass: SQL parts (the rollup's columns
+/// are plain aggregates), no progress reports.
+fn shared_options(options: &EngineOptions) -> EngineOptions {
+    EngineOptions {
+        unfused_parts: true,
+        on_progress: None,
+        ..options.clone()
+    }
+}
+
+/// What a set of looks needs of a rollup.
+pub(crate) struct Needs {
+    /// The columns: every part of every look, each once.
+    pub keys: Vec<Key>,
+    /// Each look's experiment and bounds.
+    pub covered: Vec<(String, Bounds)>,
+    /// The looks whose units' cut points are computed.
+    pub cut_looks: Vec<plan::CutLook>,
+    /// The cut points common to every unit, sorted and distinct.
+    pub globals: Vec<i64>,
+}
+
+impl Needs {
+    pub(crate) fn of(
+        looks: &[(ValidSpec, Option<DateTime<Utc>>)],
+        registry: &MetricRegistry,
+        options: &EngineOptions,
+    ) -> Result<Self> {
+        let mut keys: Vec<Key> = Vec::new();
+        let mut covered = Vec::new();
+        let mut cut_looks = Vec::new();
+        let mut globals = Vec::new();
+        for (spec, as_of) in looks {
+            let compiled = engine::compile(spec, registry, options)?;
+            let b = engine::bounds_of(spec, *as_of);
+            let quantiles = quantile_metrics(spec, registry);
+            for k in compiled
+                .parts
+                .iter()
+                .map(Key::of)
+                .chain(quantiles.iter().map(|m| Key::of(&plan::values_part(m))))
+            {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            let novelty = compiled
+                .parts
+                .iter()
+                .any(|p| matches!(p.window, Window::Early | Window::Late));
+            globals.extend([b.start, b.end]);
+            if compiled.parts.iter().any(|p| p.window == Window::Pre) {
+                globals.push(pre_lo(&b));
+            }
+            cut_looks.push(plan::CutLook {
+                key: spec.spec.key.clone(),
+                bounds: b,
+                novelty,
+            });
+            covered.push((spec.spec.key.clone(), b));
+        }
+        globals.sort_unstable();
+        globals.dedup();
+        Ok(Self {
+            keys,
+            covered,
+            cut_looks,
+            globals,
+        })
+    }
+
+    /// The earliest event any look reads.
+    pub(crate) fn lo(&self) -> i64 {
+        self.cut_looks
+            .iter()
+            .map(|l| pre_lo(&l.bounds))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The end of the latest look.
+    pub(crate) fn hi(&self) -> i64 {
+        self.cut_looks
+            .iter()
+            .map(|l| l.bounds.end)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The earliest start.
+    pub(crate) fn start(&self) -> i64 {
+        self.cut_looks
+            .iter()
+            .map(|l| l.bounds.start)
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// The first instant a look's events are read from: the CUPED pre-period's
+/// start, or the start.
+fn pre_lo(b: &Bounds) -> i64 {
+    b.pre_start.unwrap_or(b.start).min(b.start)
+}
+
+/// Opens `data` for a rollup with columns `keys`, with the cut points of
+/// `needs` registered: the cut function, `first_exposures` and `unit_cuts`.
+pub(crate) async fn cut_inputs(
+    needs: &Needs,
+    keys: &[Key],
+    data: &DataSource,
+    options: &EngineOptions,
+) -> Result<engine::Inputs> {
+    let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
+    let inputs = engine::open(data, &properties, &[], options).await?;
+    let ctx = &inputs.ctx;
+    ctx.register_udf(ScalarUDF::from(CutFloor::new(needs.globals.clone())));
+    if !needs.cut_looks.is_empty() {
+        materialize(
+            ctx,
+            "first_exposures",
+            &[plan::first_exposures_sql(&needs.cut_looks)],
+        )
+        .await?;
+        materialize(ctx, "unit_cuts", &[plan::unit_cuts_sql(&needs.cut_looks)]).await?;
+    }
+    Ok(inputs)
+}
+
+/// The shared pass over the events with `range` (a condition on `ts`) into
+/// `rollup_by_uidx`: slice by slice when deduplicating events partitioned
+/// by unit, redone whole if a unit straddles slices (as the engine's
+/// stage 2a). With `all_units`, every unit with events (see
+/// [`plan::rollup_sql`]).
+pub(crate) async fn pass(
+    inputs: &engine::Inputs,
+    keys: &[Key],
+    range: &str,
+    options: &EngineOptions,
+    all_units: bool,
+) -> Result<()> {
+    let ctx = &inputs.ctx;
+    let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
+    let dedup = !options.assume_unique_event_ids;
+    let sql = |slice: Option<(usize, &str)>| {
+        plan::rollup_sql(keys, &properties, range, dedup, slice, all_units)
+    };
+    let whole = sql(None);
+    if dedup && inputs.slices.len() >= 2 {
+        let per_group = inputs.slices.len().div_ceil(engine::SLICE_GROUPS);
+        let groups: Vec<&[String]> = inputs.slices.chunks(per_group).collect();
+        let per_slice: Vec<String> = plan::slice_conditions(&groups)
+            .iter()
+            .enumerate()
+            .map(|(n, c)| sql(Some((n, c.as_str()))))
+            .collect();
+        materialize(ctx, "rollup_by_uidx", &per_slice).await?;
+        // A unit whose events straddle slices could keep a copy of an
+        // event per slice: then the pass is redone whole.
+        if count(ctx, plan::STRADDLING_SEGMENTS_SQL).await? > 0 {
+            materialize(ctx, "rollup_by_uidx", &[whole]).await?;
+        }
+    } else {
+        materialize(ctx, "rollup_by_uidx", &[whole]).await?;
+    }
+    Ok(())
 }
 
 /// The quantile metrics of `spec`.
