@@ -61,7 +61,7 @@ pub use engine::{Analyzer, DataSource, EngineOptions, Progress, ProgressFn};
 pub use error::{Error, Result};
 pub use metrics::MetricRegistry;
 pub use results::Results;
-pub use rollup::{analyze_shared, Rollup, RollupStore, SharedLook};
+pub use rollup::{analyze_shared, analyze_with_rollup, Rollup, RollupStore, SharedLook};
 pub use spec::{AnalysisSpec, ValidSpec};
 
 use chrono::{DateTime, Utc};

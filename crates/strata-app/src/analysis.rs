@@ -46,7 +46,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
-use strata_analysis::{analyze_shared, Analyzer, EngineOptions, MetricRegistry, SharedLook};
+use strata_analysis::{
+    analyze_shared, analyze_with_rollup, Analyzer, EngineOptions, MetricRegistry, RollupStore,
+    SharedLook,
+};
 use strata_server::auth::{Auth, Perm};
 use strata_server::model::Status;
 use strata_server::mount::Mount;
@@ -86,6 +89,14 @@ pub struct AnalysisConfig {
     /// process (`strata_analysis::cluster`); the Parquet tree must be at the
     /// same path on every executor.
     pub cluster: Option<strata_analysis::Cluster>,
+    /// Where the shared rollup is kept between runs
+    /// (`strata_analysis::RollupStore`), so that a run recomputes only the
+    /// days of events that changed; `None`: each run makes its shared pass
+    /// over all the data anew.
+    pub rollup_dir: Option<std::path::PathBuf>,
+    /// Time between full recomputations of the kept rollup, each checking
+    /// the kept days against it.
+    pub full_recompute_interval: Duration,
 }
 
 impl AnalysisConfig {
@@ -98,6 +109,8 @@ impl AnalysisConfig {
             memory_limit: None,
             holdout_interval: Duration::from_secs(86_400),
             cluster: None,
+            rollup_dir: None,
+            full_recompute_interval: Duration::from_secs(86_400),
         }
     }
 }
@@ -169,6 +182,23 @@ pub struct AnalysisRun {
     pub published: Vec<RunLook>,
     /// The experiments whose analysis failed, with why.
     pub failures: Vec<RunFailure>,
+    /// What the run did to the kept shared rollup, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<RunRollup>,
+}
+
+/// A run's refresh of the kept shared rollup (`strata_analysis::Refreshed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunRollup {
+    /// Days of events the run's looks read.
+    pub days: usize,
+    /// Days recomputed from the events (the others were kept).
+    pub recomputed: usize,
+    /// Whether every day was recomputed (`--full-recompute-interval`).
+    pub full: bool,
+    /// On a full recomputation, the kept days (`YYYY-MM-DD`) that differed
+    /// from their recomputation; never expected, logged as errors.
+    pub mismatched: Vec<String>,
 }
 
 /// The last failed analysis of an experiment.
@@ -386,6 +416,7 @@ impl Scheduler {
             experiments: Vec::new(),
             published: Vec::new(),
             failures: Vec::new(),
+            rollup: None,
         };
         self.log.record(&run);
         let fail_all = |run: &mut AnalysisRun, keys: Vec<String>, error: String| {
@@ -440,7 +471,7 @@ impl Scheduler {
             }
         }
         // One pass over the events for all of them.
-        let outcomes = self.analyse(&inputs, &prepared, stop).await;
+        let outcomes = self.analyse(&inputs, &prepared, &mut run, stop).await;
         for (p, outcome) in prepared.into_iter().zip(outcomes) {
             let key = p.key.clone();
             let published = match outcome {
@@ -605,6 +636,7 @@ impl Scheduler {
         &self,
         inputs: &Inputs,
         prepared: &[Prepared],
+        run: &mut AnalysisRun,
         stop: &watch::Receiver<bool>,
     ) -> Vec<Result<Results, String>> {
         if prepared.is_empty() {
@@ -612,7 +644,10 @@ impl Scheduler {
         }
         let looks: Vec<SharedLook> = prepared.iter().map(|p| p.look.clone()).collect();
         let data = self.pipeline.data_source();
-        let shared = analyze_shared(&looks, &inputs.registry, &data, self.engine_options()).await;
+        let shared = match (&self.cfg.rollup_dir, &self.cfg.cluster) {
+            (Some(dir), None) => self.kept(dir, &looks, inputs, run).await,
+            _ => analyze_shared(&looks, &inputs.registry, &data, self.engine_options()).await,
+        };
         match shared {
             Ok(outcomes) => outcomes
                 .into_iter()
@@ -640,6 +675,54 @@ impl Scheduler {
                 out
             }
         }
+    }
+
+    /// Analyses `looks` from the kept shared rollup under `dir`, brought up
+    /// to date first (every day recomputed when the last full
+    /// recomputation is `full_recompute_interval` older than the run, and
+    /// the kept days checked against it); records what it did in `run`.
+    async fn kept(
+        &self,
+        dir: &std::path::Path,
+        looks: &[SharedLook],
+        inputs: &Inputs,
+        run: &mut AnalysisRun,
+    ) -> strata_analysis::Result<Vec<strata_analysis::Result<Results>>> {
+        let store = RollupStore::new(dir);
+        let as_of = looks.iter().filter_map(|l| l.as_of).max();
+        let interval = chrono::Duration::from_std(self.cfg.full_recompute_interval)
+            .unwrap_or(chrono::Duration::MAX);
+        let full = match (store.full_at(), as_of) {
+            (Some(last), Some(now)) => now - last >= interval,
+            _ => true,
+        };
+        let specs: Vec<_> = looks.iter().map(|l| (l.spec.clone(), l.as_of)).collect();
+        let data = self.pipeline.data_source();
+        let options = self.engine_options();
+        let (rollup, refreshed) = store
+            .refresh(&specs, &inputs.registry, &data, &options, full)
+            .await?;
+        if !refreshed.mismatched.is_empty() {
+            tracing::error!(
+                run = run.id,
+                days = ?refreshed.mismatched,
+                "the kept rollup differed from its full recomputation on these days; the recomputed rows replace them"
+            );
+        }
+        tracing::info!(
+            run = run.id,
+            days = refreshed.days,
+            recomputed = refreshed.recomputed,
+            full = refreshed.full,
+            "shared rollup refreshed"
+        );
+        run.rollup = Some(RunRollup {
+            days: refreshed.days,
+            recomputed: refreshed.recomputed,
+            full: refreshed.full,
+            mismatched: refreshed.mismatched,
+        });
+        Ok(analyze_with_rollup(looks, &inputs.registry, &data, options, &rollup).await)
     }
 
     /// Publishes `results` as the next look of the prepared experiment.

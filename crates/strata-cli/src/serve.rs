@@ -117,6 +117,11 @@ pub struct ServeArgs {
     /// Time between scheduled analysis runs: 30s, 5m, 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1h", value_parser = strata_app::analysis::parse_interval)]
     analysis_interval: Duration,
+    /// Time between full recomputations of the scheduled analysis's kept
+    /// rollup (DATA_DIR/analysis-rollup), each checking the days a run
+    /// kept against it: 1h, 1d.
+    #[arg(long, value_name = "INTERVAL", default_value = "1d", value_parser = strata_app::analysis::parse_interval)]
+    full_recompute_interval: Duration,
     /// Time between the global holdout's looks (taken by the scheduled
     /// analysis's runs): 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1d", value_parser = strata_app::analysis::parse_interval)]
@@ -318,6 +323,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         analysis: (!args.no_analysis && jobs).then(|| AnalysisConfig {
             holdout_interval: args.holdout_interval,
             cluster: cluster.clone(),
+            rollup_dir: Some(args.store.data_dir.join("analysis-rollup")),
+            full_recompute_interval: args.full_recompute_interval,
             ..AnalysisConfig::every(args.analysis_interval)
         }),
         guardrails: (!args.no_guardrails && jobs).then(|| GuardrailConfig {

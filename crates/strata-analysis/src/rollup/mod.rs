@@ -545,15 +545,28 @@ pub async fn analyze_shared(
     let specs: Vec<(ValidSpec, Option<DateTime<Utc>>)> =
         looks.iter().map(|l| (l.spec.clone(), l.as_of)).collect();
     let rollup = Rollup::build(&specs, registry, data, &options).await?;
+    Ok(analyze_with_rollup(looks, registry, data, options, &rollup).await)
+}
+
+/// Analyses every look of `looks` from `rollup` (built or refreshed for
+/// them); each experiment's outcome is its own.
+pub async fn analyze_with_rollup(
+    looks: &[SharedLook],
+    registry: &MetricRegistry,
+    data: &DataSource,
+    options: EngineOptions,
+    rollup: &Rollup,
+) -> Vec<Result<Results>> {
+    let mut out = Vec::with_capacity(looks.len());
     for l in looks {
         let analyzer =
-            Analyzer::with_rollup(l.spec.clone(), registry, data, options.clone(), &rollup).await;
+            Analyzer::with_rollup(l.spec.clone(), registry, data, options.clone(), rollup).await;
         out.push(match analyzer {
             Ok(a) => a.run_after(l.as_of, &l.previous).await,
             Err(e) => Err(e),
         });
     }
-    Ok(out)
+    out
 }
 
 /// Runs each query and registers the union of their rows as `name`.

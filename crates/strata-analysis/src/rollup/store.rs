@@ -70,7 +70,7 @@ struct Manifest {
     common: u64,
     /// Days since the epoch → what is kept.
     days: BTreeMap<i64, Day>,
-    /// When every day was last recomputed (RFC 3339).
+    /// The latest look time of the last full recomputation (RFC 3339).
     full_at: Option<String>,
 }
 
@@ -167,7 +167,7 @@ impl RollupStore {
         undated.hash(&mut common);
         if inputs.events.files.is_empty() {
             // A glob: its files are not listed, so no day can be kept.
-            DateTime::<Utc>::from(std::time::SystemTime::now()).hash(&mut common);
+            rand::random::<u64>().hash(&mut common);
         }
         if let Some(a) = &inputs.aliases {
             file_fingerprints(&a.source.files).hash(&mut common);
@@ -265,8 +265,9 @@ impl RollupStore {
         manifest.keys = keys.iter().map(Key::to_json).collect();
         manifest.common = common;
         if full {
+            // As of the latest look: the time the caller's schedule runs on.
             manifest.full_at = Some(
-                DateTime::<Utc>::from(std::time::SystemTime::now())
+                DateTime::from_timestamp_nanos(needs.hi())
                     .to_rfc3339_opts(SecondsFormat::Secs, true),
             );
         }
@@ -313,7 +314,7 @@ impl RollupStore {
         ))
     }
 
-    /// When every day was last recomputed.
+    /// The latest look time of the last refresh that recomputed every day.
     pub fn full_at(&self) -> Option<DateTime<Utc>> {
         self.manifest()
             .full_at

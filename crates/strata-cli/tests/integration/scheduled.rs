@@ -532,6 +532,26 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
             .collect()
     };
     let before = ids(&runs);
+    // Each run with experiments refreshed the kept shared rollup: the
+    // first in full, later ones keeping what had not changed (the full
+    // recomputation is a day apart), never finding a kept day wrong.
+    let refreshes: Vec<&Value> = runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["ended_at"].is_null())
+        .filter_map(|r| r.get("rollup"))
+        .collect();
+    assert!(refreshes.len() >= 2, "{runs}");
+    assert!(refreshes.iter().any(|r| r["full"] == true), "{runs}");
+    assert!(refreshes.iter().any(|r| r["full"] == false), "{runs}");
+    assert!(
+        refreshes
+            .iter()
+            .all(|r| r["mismatched"] == serde_json::json!([])
+                && r["recomputed"].as_u64() <= r["days"].as_u64()),
+        "{runs}"
+    );
     tokio::task::block_in_place(|| served.terminate());
     let served = Served::start_with_in_runtime(&dir, &["--analysis-interval", "2s"]);
     let base = served.base.clone();
