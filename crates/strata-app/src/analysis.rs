@@ -47,8 +47,7 @@ use serde::{Deserialize, Serialize};
 use strata_analysis::results::Results;
 use strata_analysis::spec::AnalysisSpec;
 use strata_analysis::{
-    analyze_shared, analyze_with_rollup, Analyzer, EngineOptions, MetricRegistry, RollupStore,
-    SharedLook,
+    analyze_shared, analyze_with_rollup, EngineOptions, MetricRegistry, RollupStore, SharedLook,
 };
 use strata_server::auth::{Auth, Perm};
 use strata_server::model::Status;
@@ -645,7 +644,7 @@ impl Scheduler {
         let looks: Vec<SharedLook> = prepared.iter().map(|p| p.look.clone()).collect();
         let data = self.pipeline.data_source();
         let shared = match (&self.cfg.rollup_dir, &self.cfg.cluster) {
-            (Some(dir), None) => self.kept(dir, &looks, inputs, run).await,
+            (Some(dir), None) => self.kept(dir, &looks, inputs, &data, run).await,
             _ => analyze_shared(&looks, &inputs.registry, &data, self.engine_options()).await,
         };
         match shared {
@@ -661,15 +660,10 @@ impl Scheduler {
                         out.push(Err("the analysis stopped with the server".to_owned()));
                         continue;
                     }
-                    let analyzer =
-                        Analyzer::new(look.spec, &inputs.registry, &data, self.engine_options())
-                            .await;
                     out.push(
-                        match analyzer {
-                            Ok(a) => a.run_after(look.as_of, &look.previous).await,
-                            Err(e) => Err(e),
-                        }
-                        .map_err(|e| e.to_string()),
+                        look.analyze_alone(&inputs.registry, &data, self.engine_options())
+                            .await
+                            .map_err(|e| e.to_string()),
                     );
                 }
                 out
@@ -686,6 +680,7 @@ impl Scheduler {
         dir: &std::path::Path,
         looks: &[SharedLook],
         inputs: &Inputs,
+        data: &strata_analysis::DataSource,
         run: &mut AnalysisRun,
     ) -> strata_analysis::Result<Vec<strata_analysis::Result<Results>>> {
         let store = RollupStore::new(dir);
@@ -697,10 +692,9 @@ impl Scheduler {
             _ => true,
         };
         let specs: Vec<_> = looks.iter().map(|l| (l.spec.clone(), l.as_of)).collect();
-        let data = self.pipeline.data_source();
         let options = self.engine_options();
         let (rollup, refreshed) = store
-            .refresh(&specs, &inputs.registry, &data, &options, full)
+            .refresh(&specs, &inputs.registry, data, &options, full)
             .await?;
         if !refreshed.mismatched.is_empty() {
             tracing::error!(
@@ -722,7 +716,7 @@ impl Scheduler {
             full: refreshed.full,
             mismatched: refreshed.mismatched,
         });
-        Ok(analyze_with_rollup(looks, &inputs.registry, &data, options, &rollup).await)
+        Ok(analyze_with_rollup(looks, &inputs.registry, data, options, &rollup).await)
     }
 
     /// Publishes `results` as the next look of the prepared experiment.

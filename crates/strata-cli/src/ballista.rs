@@ -78,17 +78,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Runs `strata ballista-scheduler` until the process is stopped.
 #[cfg(feature = "ballista")]
 pub fn scheduler(args: &SchedulerArgs) -> Result<()> {
@@ -98,7 +87,7 @@ pub fn scheduler(args: &SchedulerArgs) -> Result<()> {
     use ballista_scheduler::config::SchedulerConfig;
     use ballista_scheduler::scheduler_process::start_server;
 
-    init_logging();
+    crate::init_logging();
     let config = SchedulerConfig {
         bind_host: args.listen.ip().to_string(),
         bind_port: args.listen.port(),
@@ -123,7 +112,7 @@ pub fn executor(args: &ExecutorArgs) -> Result<()> {
 
     use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 
-    init_logging();
+    crate::init_logging();
     let (scheduler_host, scheduler_port) = host_port("scheduler", &args.scheduler)?;
     if let Some(dir) = &args.work_dir {
         std::fs::create_dir_all(dir)

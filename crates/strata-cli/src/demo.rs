@@ -155,13 +155,7 @@ fn scenarios(keys: &[String]) -> Result<Vec<Scenario>> {
 
 /// Runs `strata demo` until SIGINT or SIGTERM.
 pub fn run(args: &DemoArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logging();
     if !(args.visits_per_day.is_finite() && args.visits_per_day > 0.0) {
         bail!("--visits-per-day must be a positive number");
     }

@@ -74,6 +74,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `warn` (or as `RUST_LOG` says): the commands that run
+/// until stopped and report through logs, `strata demo` and Ballista's
+/// scheduler and executor.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A reader closing our stdout early (`strata assign … | head`) is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

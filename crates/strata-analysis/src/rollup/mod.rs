@@ -137,6 +137,23 @@ pub struct SharedLook {
     pub previous: Vec<f64>,
 }
 
+impl SharedLook {
+    /// Analyses this look with a pass of its own over the events (no
+    /// rollup): how a look is taken on a cluster, or when no shared pass
+    /// can be made.
+    pub async fn analyze_alone(
+        &self,
+        registry: &MetricRegistry,
+        data: &DataSource,
+        options: EngineOptions,
+    ) -> Result<Results> {
+        Analyzer::new(self.spec.clone(), registry, data, options)
+            .await?
+            .run_after(self.as_of, &self.previous)
+            .await
+    }
+}
+
 /// Per-unit, per-segment sums of the parts of several experiments' metrics,
 /// computed in one pass over the events (the module's documentation says
 /// how and why it is exact).
@@ -534,11 +551,7 @@ pub async fn analyze_shared(
     let mut out = Vec::with_capacity(looks.len());
     if options.cluster.is_some() {
         for l in looks {
-            let r = match Analyzer::new(l.spec.clone(), registry, data, options.clone()).await {
-                Ok(a) => a.run_after(l.as_of, &l.previous).await,
-                Err(e) => Err(e),
-            };
-            out.push(r);
+            out.push(l.analyze_alone(registry, data, options.clone()).await);
         }
         return Ok(out);
     }
