@@ -21,6 +21,11 @@ bench/analysis/metrics.json, then the per-variant statistics it reads:
 
 usage: python3 duckdb_compare.py DATA_DIR [--assume-unique-event-ids] [--parts plan|basic]
            [--quantile scan|folded] [--threads N] [--memory-limit-mb M]
+           [--experiments KEY,KEY,...] [--by-date]
+(--experiments analyses each experiment in turn, one query after the other as a
+warehouse-native tool does, all with the metrics of bench/analysis/experiment.json;
+default exp_bench. --by-date reads the layout of compaction,
+kind=<kind>/date=YYYY-MM-DD/part=NN/*.parquet.)
 (--memory-limit-mb caps DuckDB's memory like strata-analysis's limit; beyond it
 DuckDB spills to a temporary directory.)
 """
@@ -40,6 +45,13 @@ threads = int(arg("--threads", 2))
 memory_mb = int(arg("--memory-limit-mb", 0)) or None
 full = arg("--parts", "plan") == "plan"
 folded = full and arg("--quantile", "scan") == "folded"
+experiments = arg("--experiments", "exp_bench").split(",")
+if "--by-date" in sys.argv:
+    exposures_glob = f"{data}/kind=exposures/*/*/*.parquet"
+    events_glob = f"{data}/kind=events/*/*/*.parquet"
+else:
+    exposures_glob = f"{data}/exposures/*/*.parquet"
+    events_glob = f"{data}/events/*/*.parquet"
 
 START = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
 END = "TIMESTAMPTZ '2026-01-15 00:00:00+00'"
@@ -83,9 +95,9 @@ else:
 units = f"""units AS (
   SELECT unit_id, arg_min(variant, ts) AS variant,
          greatest(min(ts) - INTERVAL 5 SECOND, {START}) AS lo, min(ts) + {NOVELTY} AS novelty_end
-  FROM read_parquet('{data}/exposures/*/*.parquet', hive_partitioning = false)
-  WHERE experiment = 'exp_bench' AND ts < {END} GROUP BY unit_id)"""
-events = f"read_parquet('{data}/events/*/*.parquet', hive_partitioning = false)"
+  FROM read_parquet('{exposures_glob}', hive_partitioning = false)
+  WHERE experiment = '{{key}}' AND ts < {END} GROUP BY unit_id)"""
+events = f"read_parquet('{events_glob}', hive_partitioning = false)"
 # Per-unit values are materialized once, as strata-analysis does, then read
 # by the moments and the winsorizing cap.
 unit_values_sql = f"""
@@ -132,20 +144,27 @@ con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
 if memory_mb:
     con.execute(f"SET memory_limit = '{memory_mb}MB'")
-t = time.perf_counter()
-con.execute(unit_values_sql)
-t_units = time.perf_counter()
-rows = con.execute(sql).fetchall()
-t_moments = time.perf_counter()
-quantiles = con.execute(quantile_sql).fetchall() if full else []
-elapsed = time.perf_counter() - t
-print(f"per-unit values {t_units - t:.2f} s, moments {t_moments - t_units:.2f} s, quantile {t + elapsed - t_moments:.2f} s")
-for r in rows:
-    print(r[0], r[1], "conversion", round(r[-1], 6), "purchases", round(r[2], 6))
-for r in quantiles:
-    print(r[0], "page_load values", r[1], "p95", round(r[2], 6))
+t_all = time.perf_counter()
+for key in experiments:
+    def keyed(q):
+        return q.replace("{key}", key)
+    con.execute("DROP TABLE IF EXISTS uv")
+    t = time.perf_counter()
+    con.execute(keyed(unit_values_sql))
+    t_units = time.perf_counter()
+    rows = con.execute(keyed(sql)).fetchall()
+    t_moments = time.perf_counter()
+    quantiles = con.execute(keyed(quantile_sql)).fetchall() if full else []
+    elapsed = time.perf_counter() - t
+    print(f"{key}: per-unit values {t_units - t:.2f} s, moments {t_moments - t_units:.2f} s, quantile {t + elapsed - t_moments:.2f} s")
+    for r in rows:
+        print(key, r[0], r[1], "conversion", round(r[-1], 6), "purchases", round(r[2], 6))
+    for r in quantiles:
+        print(key, r[0], "page_load values", r[1], "p95", round(r[2], 6))
+elapsed = time.perf_counter() - t_all
 print(
-    f"duckdb {duckdb.__version__}: {elapsed:.2f} s (dedup={dedup}, parts={len(parts)}, quantile={'folded' if folded else 'scan'}, "
+    f"duckdb {duckdb.__version__}: {elapsed:.2f} s for {len(experiments)} experiment(s) "
+    f"(dedup={dedup}, parts={len(parts)}, quantile={'folded' if folded else 'scan'}, "
     f"threads={threads}, "
     f"memory_limit_mb={memory_mb})"
 )

@@ -13,12 +13,22 @@
 //! model under its variant's [`Effect`] (novelty included). A small share of
 //! events is sent twice with the same `event_id`, as retrying clients do.
 //!
+//! Other experiments may run on the same units ([`Overlapping`]): each
+//! takes its share of the units by the hash of a traffic salt, assigns
+//! them by the hash of its own salt, and exposes each once at a uniform
+//! time in the first half of the period. They change no behaviour (A/A),
+//! and they draw from generators of their own, so a data set's
+//! experiment and events are the same with or without them. This is how
+//! the shared analysis of many experiments is measured.
+//!
 //! Everything is a function of the seed: the same configuration writes the
 //! same rows. The records are `strata_pipeline::Record`s and the files are
 //! written by `strata_pipeline::parquet::FileWriter`, so the schema and the
 //! writer settings are exactly the pipeline's; a unit's exposure and events
 //! go to the file of its user partition (`strata_pipeline::user_partition`),
-//! as compaction would put them.
+//! as compaction would put them; with [`Layout::by_date`] also in the
+//! directory of their UTC day, exactly as compaction lays them out
+//! (`kind=events/date=YYYY-MM-DD/part=NN`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,8 +36,8 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson};
-use strata_pipeline::parquet::{FileWriter, DEFAULT_ROW_GROUP_ROWS};
-use strata_pipeline::record::{Event, Exposure, Kind, Record};
+use strata_pipeline::parquet::{partition_dir, FileWriter, DEFAULT_ROW_GROUP_ROWS};
+use strata_pipeline::record::{utc_day, Event, Exposure, Kind, Record};
 use strata_pipeline::user_partition;
 
 use crate::behaviour::{session, Baseline, Effect, Interactions};
@@ -73,6 +83,47 @@ impl Variant {
     }
 }
 
+/// Another experiment running on the data set's units, with no effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlapping {
+    /// Experiment key, also its assignment salt.
+    pub experiment: String,
+    /// Share of all units it exposes (0–1), chosen by the hash of the
+    /// unit id and `"<experiment>:traffic"`.
+    pub share: f64,
+    /// Variant keys, of equal weights.
+    pub variants: Vec<String>,
+}
+
+impl Overlapping {
+    /// `count` experiments `<prefix>01`, `<prefix>02`, … each exposing
+    /// `share` of the units, with the given variants.
+    pub fn many(prefix: &str, count: usize, share: f64, variants: &[&str]) -> Vec<Overlapping> {
+        (1..=count)
+            .map(|i| Overlapping {
+                experiment: format!("{prefix}{i:02}"),
+                share,
+                variants: variants.iter().map(|&v| v.to_owned()).collect(),
+            })
+            .collect()
+    }
+
+    /// The variant index of `unit`, or `None` when it is not in the
+    /// experiment's traffic.
+    pub fn variant_of(&self, unit: &str) -> Option<usize> {
+        let buckets = f64::from(strata_core::hash::BUCKETS);
+        let traffic = f64::from(strata_core::hash::bucket(
+            unit,
+            &format!("{}:traffic", self.experiment),
+        ));
+        if self.variants.is_empty() || traffic >= self.share * buckets {
+            return None;
+        }
+        let point = f64::from(strata_core::hash::bucket(unit, &self.experiment)) / buckets;
+        Some(((point * self.variants.len() as f64) as usize).min(self.variants.len() - 1))
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetConfig {
@@ -103,6 +154,8 @@ pub struct DatasetConfig {
     pub interactions: Interactions,
     /// Random seed (of the population and of the behaviour).
     pub seed: u64,
+    /// Other experiments exposing some of the same units.
+    pub overlapping: Vec<Overlapping>,
 }
 
 impl Default for DatasetConfig {
@@ -124,6 +177,7 @@ impl Default for DatasetConfig {
             baseline: Baseline::default(),
             interactions: Interactions::default(),
             seed: 1,
+            overlapping: Vec::new(),
         }
     }
 }
@@ -151,8 +205,9 @@ impl DatasetConfig {
     }
 }
 
-/// One unit's records: its exposure, then its events in time order (a
-/// duplicated event twice in a row).
+/// One unit's records: its exposure, its exposures to the overlapping
+/// experiments that take it (in their order), then its events in time
+/// order (a duplicated event twice in a row).
 pub fn unit_records(cfg: &DatasetConfig, index: u32) -> Vec<Record> {
     let user = cfg.population().user(index);
     let vi = cfg.variant_of(&user);
@@ -180,6 +235,31 @@ pub fn unit_records(cfg: &DatasetConfig, index: u32) -> Vec<Record> {
         ]),
         is_bot: false,
     })];
+    for (k, o) in cfg.overlapping.iter().enumerate() {
+        let Some(v) = o.variant_of(&user.id) else {
+            continue;
+        };
+        // A generator of its own: the main stream stays as it is.
+        let mut own = StdRng::seed_from_u64(
+            cfg.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(u64::from(index))
+                .wrapping_mul(0xA24B_AED4_963E_E407)
+                .wrapping_add(k as u64 + 1),
+        );
+        let at = start + (own.random::<f64>() * (cfg.days * DAY_US / 2) as f64) as i64;
+        out.push(Record::Exposure(Exposure {
+            unit_id: user.id.clone(),
+            experiment: o.experiment.clone(),
+            variant: o.variants[v].clone(),
+            assigned_variant: o.variants[v].clone(),
+            opted_out: false,
+            ts: at,
+            received_at: at + RECEIVED_AFTER_US,
+            attributes: BTreeMap::new(),
+            is_bot: false,
+        }));
+    }
     let mean = cfg.visits_per_unit * user.activity;
     let visits = Poisson::new(mean.max(1e-9)).map_or(0, |d| d.sample(&mut rng) as u64);
     let mut times: Vec<(i64, bool)> = (0..visits)
@@ -236,8 +316,36 @@ pub struct Written {
     pub events: u64,
 }
 
-/// Rows buffered per file before they are handed to its writer.
+/// How [`write_layout`] lays the files out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// User partitions (at least 1).
+    pub partitions: u32,
+    /// Files under `kind=<kind>/date=YYYY-MM-DD/part=NN/` by the record's
+    /// UTC day, as compaction writes them, instead of
+    /// `<kind>/part=NN/`.
+    pub by_date: bool,
+    /// Events at or after this time (µs) are written under `held-back/`
+    /// (same relative paths, file `hour.parquet`) instead: data that
+    /// arrives later, which a benchmark moves into the tree.
+    pub hold_back_from_us: Option<i64>,
+}
+
+impl Layout {
+    /// The flat layout of [`write_parquet`].
+    pub fn flat(partitions: u32) -> Self {
+        Self {
+            partitions,
+            by_date: false,
+            hold_back_from_us: None,
+        }
+    }
+}
+
+/// Rows buffered per file before they are handed to its writer; fewer
+/// with one file per day, where many files are open at once.
 const FLUSH_ROWS: usize = 1 << 16;
+const FLUSH_ROWS_BY_DATE: usize = 1 << 13;
 
 /// Writes the data set under `dir` as `exposures/part=NN/data.parquet` and
 /// `events/part=NN/data.parquet`, one file per user partition of
@@ -248,22 +356,50 @@ pub fn write_parquet(
     dir: &Path,
     partitions: u32,
 ) -> Result<Written, SimError> {
-    let partitions = partitions.max(1);
+    write_layout(cfg, dir, &Layout::flat(partitions))
+}
+
+/// Writes the data set under `dir` laid out as `layout` says, streaming
+/// (a buffer per open file). Existing files are replaced. The counts
+/// include held-back events.
+pub fn write_layout(cfg: &DatasetConfig, dir: &Path, layout: &Layout) -> Result<Written, SimError> {
+    let partitions = layout.partitions.max(1);
     let width = partitions.saturating_sub(1).to_string().len().max(2);
-    let mut files = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        let mut pair = Vec::with_capacity(2);
-        for (kind, name) in [(Kind::Exposure, "exposures"), (Kind::Event, "events")] {
-            let d = dir.join(name).join(format!("part={p:0width$}"));
-            std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
-                path: d.clone(),
-                source,
-            })?;
-            let writer = FileWriter::create(&d.join("data.parquet"), kind, DEFAULT_ROW_GROUP_ROWS)?;
-            pair.push((writer, Vec::<Record>::new()));
-        }
-        files.push(pair);
-    }
+    let flush_rows = if layout.by_date {
+        FLUSH_ROWS_BY_DATE
+    } else {
+        FLUSH_ROWS
+    };
+    // (held back, kind, day, partition) → its writer and buffered rows.
+    type Slot = (bool, Kind, i64, u32);
+    let mut files: BTreeMap<Slot, (FileWriter, Vec<Record>)> = BTreeMap::new();
+    let open = |(held, kind, day, part): Slot| -> Result<FileWriter, SimError> {
+        let root = if held {
+            dir.join("held-back")
+        } else {
+            dir.to_path_buf()
+        };
+        let d = if layout.by_date {
+            partition_dir(&root, kind, day, part, partitions)
+        } else {
+            let name = if kind == Kind::Exposure {
+                "exposures"
+            } else {
+                "events"
+            };
+            root.join(name).join(format!("part={part:0width$}"))
+        };
+        std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        let name = if held { "hour.parquet" } else { "data.parquet" };
+        Ok(FileWriter::create(
+            &d.join(name),
+            kind,
+            DEFAULT_ROW_GROUP_ROWS,
+        )?)
+    };
     let flush = |writer: &mut FileWriter, rows: &mut Vec<Record>| -> Result<(), SimError> {
         let views: Vec<_> = rows.iter().map(Record::view).collect();
         let refs: Vec<_> = views.iter().collect();
@@ -271,37 +407,47 @@ pub fn write_parquet(
         rows.clear();
         Ok(())
     };
+    if !layout.by_date {
+        // Every partition's two files exist, empty or not.
+        for part in 0..partitions {
+            for kind in [Kind::Exposure, Kind::Event] {
+                let slot = (false, kind, 0, part);
+                files.insert(slot, (open(slot)?, Vec::new()));
+            }
+        }
+    }
     let mut written = Written::default();
     for index in 0..cfg.units {
         let records = unit_records(cfg, index);
-        let part = user_partition(records[0].unit_id(), partitions) as usize;
+        let part = user_partition(records[0].unit_id(), partitions);
         for r in records {
-            let slot = match r.kind() {
-                Kind::Exposure => {
-                    written.exposures += 1;
-                    0
-                }
-                Kind::Event => {
-                    written.events += 1;
-                    1
-                }
+            let kind = r.kind();
+            match kind {
+                Kind::Exposure => written.exposures += 1,
+                Kind::Event => written.events += 1,
                 // Simulated units never sign in: `unit_records` makes none.
                 Kind::Alias => continue,
+            }
+            let held = kind == Kind::Event && layout.hold_back_from_us.is_some_and(|t| r.ts() >= t);
+            let day = if layout.by_date { utc_day(r.ts()) } else { 0 };
+            let slot = (held, kind, day, part);
+            let (writer, rows) = match files.entry(slot) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((open(slot)?, Vec::new()))
+                }
             };
-            let (writer, rows) = &mut files[part][slot];
             rows.push(r);
-            if rows.len() >= FLUSH_ROWS {
+            if rows.len() >= flush_rows {
                 flush(writer, rows)?;
             }
         }
     }
-    for pair in files {
-        for (mut writer, mut rows) in pair {
-            if !rows.is_empty() {
-                flush(&mut writer, &mut rows)?;
-            }
-            writer.finish()?;
+    for (_, (mut writer, mut rows)) in files {
+        if !rows.is_empty() {
+            flush(&mut writer, &mut rows)?;
         }
+        writer.finish()?;
     }
     Ok(written)
 }
@@ -405,6 +551,122 @@ mod tests {
             rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         }
         assert_eq!(rows, w.events);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn overlapping_experiments_take_their_share_and_change_nothing_else() {
+        let alone = cfg();
+        let with = DatasetConfig {
+            overlapping: Overlapping::many("exp_o", 5, 0.4, &["a", "b"]),
+            ..cfg()
+        };
+        let (mut exposures, mut in_b) = (0usize, 0usize);
+        for i in 0..with.units {
+            let rows = unit_records(&with, i);
+            let own = unit_records(&alone, i);
+            // The experiment's exposure and every event are as without them.
+            let others: Vec<_> = rows
+                .iter()
+                .filter(|r| matches!(r, Record::Exposure(x) if x.experiment.starts_with("exp_o")))
+                .collect();
+            let rest: Vec<_> = rows
+                .iter()
+                .filter(|r| !matches!(r, Record::Exposure(x) if x.experiment.starts_with("exp_o")))
+                .cloned()
+                .collect();
+            assert_eq!(rest, own);
+            for r in others {
+                let Record::Exposure(x) = r else {
+                    unreachable!()
+                };
+                let o = with
+                    .overlapping
+                    .iter()
+                    .find(|o| o.experiment == x.experiment)
+                    .unwrap();
+                // Assigned by the hash, exposed in the first half.
+                assert_eq!(o.variants[o.variant_of(&x.unit_id).unwrap()], x.variant);
+                assert!(x.ts >= with.start_us && x.ts < with.start_us + with.days * DAY_US / 2);
+                exposures += 1;
+                in_b += usize::from(x.variant == "b");
+            }
+        }
+        // 400 units × 5 experiments × 0.4 = 800 expected.
+        assert!((700..900).contains(&exposures), "{exposures}");
+        let share_b = in_b as f64 / exposures as f64;
+        assert!((share_b - 0.5).abs() < 0.06, "{share_b}");
+        // Each experiment's own traffic: units differ between experiments.
+        let pop = with.population();
+        let taken = |k: usize| {
+            (0..with.units)
+                .filter(|&i| with.overlapping[k].variant_of(&pop.user(i).id).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(taken(0), taken(1));
+    }
+
+    #[test]
+    fn writes_days_like_compaction_and_holds_back_the_last_hour() {
+        let dir = std::env::temp_dir().join(format!("strata-sim-layout-{}", std::process::id()));
+        let c = DatasetConfig {
+            overlapping: Overlapping::many("exp_o", 2, 0.5, &["a", "b"]),
+            ..cfg()
+        };
+        let end = c.start_us + c.days * DAY_US;
+        let cut = end - DAY_US / 24;
+        let layout = Layout {
+            partitions: 4,
+            by_date: true,
+            hold_back_from_us: Some(cut),
+        };
+        let w = write_layout(&c, &dir, &layout).unwrap();
+        let (mut exposures, mut events, mut held) = (0u64, 0u64, 0u64);
+        for path in strata_pipeline::parquet::list_parquet_files(&dir).unwrap() {
+            {
+                let rel = path
+                    .strip_prefix(&dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let (_, batches) = strata_pipeline::parquet::read_file(&path).unwrap();
+                let is_held = rel.starts_with("held-back/");
+                let rel = rel.trim_start_matches("held-back/");
+                let day: i64 = strata_pipeline::parquet::parse_date(
+                    rel.split('/')
+                        .nth(1)
+                        .unwrap()
+                        .strip_prefix("date=")
+                        .unwrap(),
+                )
+                .unwrap();
+                let part: u32 = rel.split('/').nth(2).unwrap()[5..].parse().unwrap();
+                for b in &batches {
+                    let ts = strata_pipeline::parquet::ts_column(b, "ts", &path).unwrap();
+                    let units =
+                        strata_pipeline::parquet::string_column(b, "unit_id", &path).unwrap();
+                    for r in 0..b.num_rows() {
+                        assert_eq!(utc_day(ts.value(r)), day, "{rel}");
+                        assert_eq!(user_partition(units.value(r), 4), part, "{rel}");
+                        assert_eq!(ts.value(r) >= cut, is_held, "{rel}");
+                    }
+                }
+                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                if rel.starts_with("kind=exposures/") {
+                    exposures += rows;
+                } else {
+                    assert!(rel.starts_with("kind=events/"), "{rel}");
+                    events += rows;
+                    if is_held {
+                        assert!(rel.ends_with("/hour.parquet"), "{rel}");
+                        held += rows;
+                    }
+                }
+            }
+        }
+        assert_eq!((exposures, events), (w.exposures, w.events));
+        assert!(w.exposures > u64::from(c.units));
+        assert!(held > 0 && held < events / 50, "{held} of {events}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
