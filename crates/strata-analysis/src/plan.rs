@@ -505,7 +505,9 @@ pub(crate) fn first_exposures_sql(looks: &[CutLook]) -> String {
 }
 
 /// Shared rollup, step 2 (`unit_cuts`): per unit exposed in some look, a
-/// dense key `uidx` and its own cut points `cuts` in increasing order: in
+/// dense key `uidx` and its own cut points `cuts`, distinct, in no order
+/// (an ordered `array_agg` is row by row and took minutes for 1 M units
+/// in 50 experiments; the caller sorts each list): in
 /// each look, the start of its event window (as `lo` of
 /// [`analysed_units_sql`]) and, with novelty windows, the end of its early
 /// window (as in [`unit_parts_sql`]).
@@ -528,7 +530,7 @@ pub(crate) fn unit_cuts_sql(looks: &[CutLook]) -> String {
     }
     format!(
         "SELECT unit_id, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, cuts FROM (\
-         SELECT unit_id, array_agg(c ORDER BY c) AS cuts FROM (SELECT DISTINCT unit_id, c FROM ({})) \
+         SELECT unit_id, array_agg(c) AS cuts FROM (SELECT DISTINCT unit_id, c FROM ({})) \
          GROUP BY unit_id)",
         cuts.join(" UNION ALL ")
     )
@@ -585,10 +587,12 @@ pub(crate) fn rollup_sql(
         "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
          WHERE NOT is_bot AND ({range}){type_cond}{slice_cond}), \
          s AS (SELECT {key} AS uidx, e.event_id, {cut}(u.cuts, e.ts) AS seg, e.type, e.value{eprops} \
-         FROM ev e {join} unit_cuts u ON e.unit_id = u.unit_id)",
+         FROM unit_cuts u {join} ev e ON e.unit_id = u.unit_id)",
         cut = crate::rollup::CUT_FLOOR,
         key = if all_units { "e.unit_id" } else { "u.uidx" },
-        join = if all_units { "LEFT JOIN" } else { "JOIN" },
+        // The units first: a hash join holds its left side, and the
+        // events' side grew to 3.9 GB for one day of 100 M events.
+        join = if all_units { "RIGHT JOIN" } else { "JOIN" },
     );
     let from = if dedup {
         // The earliest copy's segment: the cut floor never decreases with

@@ -200,12 +200,13 @@ impl RollupStore {
             full,
             mismatched: Vec::new(),
         };
-        if !todo.is_empty() {
-            let range = todo
-                .iter()
-                .map(|d| format!("(ts >= {} AND ts < {})", d * DAY_NS, (d + 1) * DAY_NS))
-                .collect::<Vec<_>>()
-                .join(" OR ");
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        // One pass per day, each written before the next: memory holds
+        // one day's aggregate and rows, not the whole period's (a pass over
+        // 21 days of 100 M events at once grew past 10 GiB).
+        for &d in &todo {
+            let fp = fingerprint(d);
+            let range = format!("(ts >= {} AND ts < {})", d * DAY_NS, (d + 1) * DAY_NS);
             pass(&inputs, &keys, &range, &options, true).await?;
             materialize(
                 ctx,
@@ -213,10 +214,6 @@ impl RollupStore {
                 &[plan::rollup_units_by_id_sql(keys.len())],
             )
             .await?;
-        }
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
-        for &d in &todo {
-            let fp = fingerprint(d);
             let rows = collect(ctx, &plan::rollup_day_sql(d * DAY_NS, (d + 1) * DAY_NS)).await?;
             let kept = manifest.days.get(&d).filter(|x| x.fingerprint == fp);
             if let Some(k) = kept {
@@ -259,6 +256,10 @@ impl RollupStore {
                     bots,
                 },
             );
+        }
+        // The last day's tables: written, no longer needed in memory.
+        for t in ["rollup_by_uidx", "rollup_new"] {
+            ctx.deregister_table(t)?;
         }
         inputs.check_unchanged()?;
         manifest.version = VERSION;
