@@ -62,19 +62,6 @@ release() {
         mkdir -p "$DATA/$(dirname "$f")"; mv "$DATA/held-back/$f" "$DATA/$f"
     done
 }
-timed() {
-    python3 - "$@" <<'PY'
-import resource, subprocess, sys, time
-t = time.perf_counter()
-out = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-wall = time.perf_counter() - t
-if out.returncode != 0:
-    sys.exit(out.stderr)
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(out.stderr.strip())
-print(f"end to end {wall:.2f} s, peak RSS {rss:.0f} MiB")
-PY
-}
 hold_back
 echo "held back: $(find "$DATA/held-back" -name hour.parquet | wc -l) files"
 du -sh "$DATA/kind=exposures" "$DATA/kind=events" "$DATA/held-back"
@@ -87,7 +74,7 @@ for mode in ${MODES:-dedup unique}; do
     STORE="$DATA/store-$mode"
     rm -rf "$STORE"; hold_back
     run() {
-        timed "$BIN/refresh" bench/analysis/metrics.json "$DATA/kind=exposures" "$DATA/kind=events" \
+        python3 bench/analysis/timed.py "$BIN/refresh" bench/analysis/metrics.json "$DATA/kind=exposures" "$DATA/kind=events" \
             "$STORE" "$1" "$DATA/results-$mode-$2.json" "${flag[@]}" "${@:3}" "${SPECS[@]}"
     }
     echo "== $mode: 1. full, first refresh, as of 23:00"

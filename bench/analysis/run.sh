@@ -34,19 +34,9 @@ uptime
 if [ "$MEM" != 0 ]; then export STRATA_MEMORY_LIMIT_MB="$MEM"; DUCK_MEM=(--memory-limit-mb "$MEM"); else DUCK_MEM=(); fi
 for mode in "" "--assume-unique-event-ids"; do
     echo "== strata-analysis ${mode:-(dedup by event_id)}"
-    python3 - "$BIN/analyze" bench/analysis/experiment.json bench/analysis/metrics.json \
-        "$DATA/exposures" "$DATA/events" json $mode <<'PY'
-import resource, subprocess, sys, time
-t = time.perf_counter()
-out = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-wall = time.perf_counter() - t
-if out.returncode != 0:
-    sys.exit(out.stderr)
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-open("/tmp/strata-analysis-bench.json", "w").write(out.stdout)
-print(out.stderr.strip())
-print(f"end to end {wall:.2f} s, peak RSS {rss:.0f} MiB")
-PY
+    python3 bench/analysis/timed.py --stdout /tmp/strata-analysis-bench.json "$BIN/analyze" \
+        bench/analysis/experiment.json bench/analysis/metrics.json \
+        "$DATA/exposures" "$DATA/events" json $mode
     for peer in "plan scan" "plan folded" "basic scan"; do
         read -r parts quantile <<< "$peer"
         echo "== duckdb --parts $parts --quantile $quantile ${mode:-(dedup by event_id)}"
