@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// kept against it: 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1d", value_parser = strata_app::analysis::parse_interval)]
     full_recompute_interval: Duration,
+    /// Memory limit of the scheduled analysis's query engine in MiB
+    /// (default: none); larger aggregations spill to disk.
+    #[arg(long, value_name = "MIB")]
+    analysis_memory_limit_mb: Option<usize>,
     /// Time between the global holdout's looks (taken by the scheduled
     /// analysis's runs): 1h, 1d.
     #[arg(long, value_name = "INTERVAL", default_value = "1d", value_parser = strata_app::analysis::parse_interval)]
@@ -325,6 +329,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             cluster: cluster.clone(),
             rollup_dir: Some(args.store.data_dir.join("analysis-rollup")),
             full_recompute_interval: args.full_recompute_interval,
+            memory_limit: args.analysis_memory_limit_mb.map(|m| m << 20),
             ..AnalysisConfig::every(args.analysis_interval)
         }),
         guardrails: (!args.no_guardrails && jobs).then(|| GuardrailConfig {

@@ -275,7 +275,16 @@ async fn looks_are_published_on_a_schedule_with_health_and_a_decision() {
     let analyst = token(&dir, &["--role", "analyst"]);
     let lab = token(&dir, &["--role", "experimenter", "--team", "lab"]);
     let admin = token(&dir, &["--role", "admin"]);
-    let served = Served::start_with(&dir, &["--analysis-interval", "2s"]);
+    // Under a memory limit, as a production server runs.
+    let served = Served::start_with(
+        &dir,
+        &[
+            "--analysis-interval",
+            "2s",
+            "--analysis-memory-limit-mb",
+            "256",
+        ],
+    );
     let base = served.base.clone();
     let c = reqwest::Client::new();
     // Alerts of SRM and automatic pauses go to a webhook.
