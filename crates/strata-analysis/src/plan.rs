@@ -590,8 +590,9 @@ pub(crate) fn rollup_sql(
          FROM unit_cuts u {join} ev e ON e.unit_id = u.unit_id)",
         cut = crate::rollup::CUT_FLOOR,
         key = if all_units { "e.unit_id" } else { "u.uidx" },
-        // The units first: a hash join holds its left side, and the
-        // events' side grew to 3.9 GB for one day of 100 M events.
+        // The units first: a hash join holds its left side in memory,
+        // and the units are the small side (one row each, the events
+        // of a day are many).
         join = if all_units { "RIGHT JOIN" } else { "JOIN" },
     );
     let from = if dedup {
