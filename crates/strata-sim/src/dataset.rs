@@ -382,12 +382,8 @@ pub fn write_layout(cfg: &DatasetConfig, dir: &Path, layout: &Layout) -> Result<
         let d = if layout.by_date {
             partition_dir(&root, kind, day, part, partitions)
         } else {
-            let name = if kind == Kind::Exposure {
-                "exposures"
-            } else {
-                "events"
-            };
-            root.join(name).join(format!("part={part:0width$}"))
+            root.join(kind.dir_name())
+                .join(format!("part={part:0width$}"))
         };
         std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
             path: d.clone(),
@@ -623,44 +619,41 @@ mod tests {
         let w = write_layout(&c, &dir, &layout).unwrap();
         let (mut exposures, mut events, mut held) = (0u64, 0u64, 0u64);
         for path in strata_pipeline::parquet::list_parquet_files(&dir).unwrap() {
-            {
-                let rel = path
-                    .strip_prefix(&dir)
+            let rel = path
+                .strip_prefix(&dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let (_, batches) = strata_pipeline::parquet::read_file(&path).unwrap();
+            let is_held = rel.starts_with("held-back/");
+            let rel = rel.trim_start_matches("held-back/");
+            let day: i64 = strata_pipeline::parquet::parse_date(
+                rel.split('/')
+                    .nth(1)
                     .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                let (_, batches) = strata_pipeline::parquet::read_file(&path).unwrap();
-                let is_held = rel.starts_with("held-back/");
-                let rel = rel.trim_start_matches("held-back/");
-                let day: i64 = strata_pipeline::parquet::parse_date(
-                    rel.split('/')
-                        .nth(1)
-                        .unwrap()
-                        .strip_prefix("date=")
-                        .unwrap(),
-                )
-                .unwrap();
-                let part: u32 = rel.split('/').nth(2).unwrap()[5..].parse().unwrap();
-                for b in &batches {
-                    let ts = strata_pipeline::parquet::ts_column(b, "ts", &path).unwrap();
-                    let units =
-                        strata_pipeline::parquet::string_column(b, "unit_id", &path).unwrap();
-                    for r in 0..b.num_rows() {
-                        assert_eq!(utc_day(ts.value(r)), day, "{rel}");
-                        assert_eq!(user_partition(units.value(r), 4), part, "{rel}");
-                        assert_eq!(ts.value(r) >= cut, is_held, "{rel}");
-                    }
+                    .strip_prefix("date=")
+                    .unwrap(),
+            )
+            .unwrap();
+            let part: u32 = rel.split('/').nth(2).unwrap()[5..].parse().unwrap();
+            for b in &batches {
+                let ts = strata_pipeline::parquet::ts_column(b, "ts", &path).unwrap();
+                let units = strata_pipeline::parquet::string_column(b, "unit_id", &path).unwrap();
+                for r in 0..b.num_rows() {
+                    assert_eq!(utc_day(ts.value(r)), day, "{rel}");
+                    assert_eq!(user_partition(units.value(r), 4), part, "{rel}");
+                    assert_eq!(ts.value(r) >= cut, is_held, "{rel}");
                 }
-                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-                if rel.starts_with("kind=exposures/") {
-                    exposures += rows;
-                } else {
-                    assert!(rel.starts_with("kind=events/"), "{rel}");
-                    events += rows;
-                    if is_held {
-                        assert!(rel.ends_with("/hour.parquet"), "{rel}");
-                        held += rows;
-                    }
+            }
+            let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            if rel.starts_with("kind=exposures/") {
+                exposures += rows;
+            } else {
+                assert!(rel.starts_with("kind=events/"), "{rel}");
+                events += rows;
+                if is_held {
+                    assert!(rel.ends_with("/hour.parquet"), "{rel}");
+                    held += rows;
                 }
             }
         }
