@@ -504,38 +504,6 @@ pub(crate) fn first_exposures_sql(looks: &[CutLook]) -> String {
     )
 }
 
-/// Shared rollup, step 2 (`unit_cuts`): per unit exposed in some look, a
-/// dense key `uidx` and its own cut points `cuts`, distinct, in no order
-/// (an ordered `array_agg` is row by row and took minutes for 1 M units
-/// in 50 experiments; the caller sorts each list): in
-/// each look, the start of its event window (as `lo` of
-/// [`analysed_units_sql`]) and, with novelty windows, the end of its early
-/// window (as in [`unit_parts_sql`]).
-pub(crate) fn unit_cuts_sql(looks: &[CutLook]) -> String {
-    let mut cuts = Vec::new();
-    for (i, l) in looks.iter().enumerate() {
-        let b = &l.bounds;
-        cuts.push(format!(
-            "SELECT unit_id, CASE WHEN f{i} - {skew} > {start} THEN f{i} - {skew} ELSE {start} END \
-             AS c FROM first_exposures WHERE f{i} IS NOT NULL",
-            skew = b.skew,
-            start = b.start
-        ));
-        if l.novelty {
-            cuts.push(format!(
-                "SELECT unit_id, f{i} + {nov} AS c FROM first_exposures WHERE f{i} IS NOT NULL",
-                nov = b.novelty
-            ));
-        }
-    }
-    format!(
-        "SELECT unit_id, CAST(ROW_NUMBER() OVER () AS BIGINT) AS uidx, cuts FROM (\
-         SELECT unit_id, array_agg(c) AS cuts FROM (SELECT DISTINCT unit_id, c FROM ({})) \
-         GROUP BY unit_id)",
-        cuts.join(" UNION ALL ")
-    )
-}
-
 /// Shared rollup, step 3 (`rollup_by_uidx`): the events with
 /// `lo ≤ ts < hi` of the units of `unit_cuts`, deduplicated per unit by
 /// `event_id` with `dedup` (as [`unit_parts_sql`] does), reduced to one row
@@ -650,65 +618,6 @@ pub(crate) const BOT_EVENTS_SCHEMA_SQL: &str =
 /// The units of `unit_cuts` the bot detection found (`bot_units`).
 pub(crate) const BOT_CANDIDATES_SQL: &str =
     "SELECT unit_id FROM unit_cuts WHERE uidx IN (SELECT uidx FROM bot_units)";
-
-/// The condition that a rollup segment (`r.seg`) lies in window `w` of a
-/// unit of `unit_keys` or `units` (`u`): every window bound is a cut point,
-/// so a segment starting inside a window lies inside it.
-fn segment_window(w: Window, b: &Bounds) -> String {
-    let end = b.end;
-    match w {
-        Window::Analysis => format!("r.seg >= u.lo AND r.seg < {end}"),
-        Window::Pre => format!(
-            "r.seg >= {lo} AND r.seg < {start}",
-            lo = b.pre_start.unwrap_or(b.start).min(b.start),
-            start = b.start
-        ),
-        Window::Early => format!(
-            "r.seg >= u.lo AND r.seg < u.first_ts + {nov} AND r.seg < {end}",
-            nov = b.novelty
-        ),
-        Window::Late => format!(
-            "r.seg >= u.lo AND r.seg >= u.first_ts + {nov} AND r.seg < {end}",
-            nov = b.novelty
-        ),
-    }
-}
-
-/// Stage 2a from a shared rollup: per unit of `unit_keys`, each part `p{i}`
-/// as the sum of the rollup's column `cols[i]` over the unit's segments in
-/// the part's window; the same rows as [`unit_parts_sql`].
-pub(crate) fn rollup_unit_parts_sql(parts: &[Part], cols: &[String], b: &Bounds) -> String {
-    let aggs: Vec<String> = parts
-        .iter()
-        .zip(cols)
-        .enumerate()
-        .map(|(i, (p, c))| match p.agg {
-            Agg::Count | Agg::Sum => format!(
-                "SUM(r.{c}) FILTER (WHERE {}) AS p{i}",
-                segment_window(p.window, b)
-            ),
-            // Values come from `rollup_quantile_values_sql`.
-            Agg::Values => format!("CAST(NULL AS DOUBLE) AS p{i}"),
-        })
-        .collect();
-    format!(
-        "SELECT u.uidx, {} FROM {} r JOIN unit_keys u ON r.unit_id = u.unit_id GROUP BY u.uidx",
-        aggs.join(", "),
-        crate::rollup::TABLE
-    )
-}
-
-/// A quantile metric's values from a shared rollup (its column `col`), one
-/// row per value with the unit's variant and `uidx`: the rows of
-/// [`quantile_values_sql`].
-pub(crate) fn rollup_quantile_values_sql(col: &str, b: &Bounds) -> String {
-    format!(
-        "SELECT u.variant AS variant, u.uidx AS uidx, unnest(r.{col}) AS value FROM {} r \
-         JOIN units u ON r.unit_id = u.unit_id WHERE {} AND r.{col} IS NOT NULL",
-        crate::rollup::TABLE,
-        segment_window(Window::Analysis, b)
-    )
-}
 
 /// The events the bot detection counts (not flagged, `lo ≤ ts < hi`) of
 /// the shared bot detection's candidate units: all an experiment's exact
@@ -1034,6 +943,10 @@ pub(crate) fn analysed_units_sql(known: &str, mode: AnalysisMode, b: &Bounds) ->
 
 /// The columns of `units` that stage 2's join reads.
 pub(crate) const UNIT_KEYS_SQL: &str = "SELECT unit_id, uidx, lo, first_ts FROM units";
+
+/// The columns of `units` that stage 2 from a shared rollup reads
+/// ([`crate::rollup::stage2`]).
+pub(crate) const ROLLUP_UNITS_SQL: &str = "SELECT unit_id, variant, uidx, lo, first_ts FROM units";
 
 /// The variants with units in this look.
 pub(crate) const UNIT_VARIANTS_SQL: &str = "SELECT DISTINCT variant FROM units_all";

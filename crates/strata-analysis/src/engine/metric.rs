@@ -70,20 +70,35 @@ impl Analyzer {
                         }
                     }
                 }
+            } else if self.rollup.is_some() {
+                // Read of the rollup in stage 2.
+                let mut kept = self
+                    .rollup_values
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let at = kept
+                    .iter()
+                    .position(|(k, _)| k == &p.metric.key)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "rollup",
+                            "metrics",
+                            format!("the shared rollup holds no values of `{}`", p.metric.key),
+                        )
+                    })?;
+                for (variant, v, s) in kept.swap_remove(at).1 {
+                    if let Some(slot) = slot(&variant) {
+                        values[slot] = v;
+                        sizes[slot] = s;
+                    }
+                }
             } else {
-                let shared = self
-                    .rollup
-                    .as_ref()
-                    .and_then(|r| r.values.get(&p.metric.key));
-                let sql = match shared {
-                    Some(col) => plan::rollup_quantile_values_sql(col, b),
-                    None => plan::quantile_values_sql(
-                        &p.metric,
-                        &self.properties,
-                        b,
-                        !self.options.assume_unique_event_ids,
-                    ),
-                };
+                let sql = plan::quantile_values_sql(
+                    &p.metric,
+                    &self.properties,
+                    b,
+                    !self.options.assume_unique_event_ids,
+                );
                 // (unit, value) per variant, grouped by unit below.
                 let mut pairs: Vec<Vec<(i64, f64)>> = vec![Vec::new(); order.len()];
                 for batch in self.sql(&sql).await? {

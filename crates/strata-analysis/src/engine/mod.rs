@@ -166,6 +166,9 @@ pub struct Analyzer {
     fused: bool,
     /// Where stage 2 reads the parts from when a shared rollup holds them.
     rollup: Option<crate::rollup::View>,
+    /// With a rollup, the quantile metrics' values stage 2 read of it, for
+    /// stage 3 (by metric key).
+    rollup_values: std::sync::Mutex<Vec<(String, crate::rollup::VariantValues)>>,
     /// The registry's bot detection limits.
     bot_detection: BotDetection,
     /// Where materialized stages are kept: in memory, or as files a
@@ -543,6 +546,7 @@ impl Analyzer {
             slices,
             fused,
             rollup,
+            rollup_values: Default::default(),
             bot_detection: registry.bot_detection().clone(),
             tables,
             options,

@@ -110,14 +110,13 @@ impl Analyzer {
     /// unique ids there is no such aggregate to shrink and one query is
     /// quicker (the join's hash table is built once).
     pub(super) async fn unit_parts(&self, b: &Bounds, dedup: bool) -> Result<()> {
+        if let Some(r) = &self.rollup {
+            return self.rollup_unit_parts(r, b).await;
+        }
         if self.parts.is_empty() {
             return Ok(());
         }
         self.materialize("unit_keys", plan::UNIT_KEYS_SQL).await?;
-        if let Some(r) = &self.rollup {
-            let sql = plan::rollup_unit_parts_sql(&self.parts, &r.parts, b);
-            return self.materialize("unit_parts", &sql).await;
-        }
         let whole = plan::unit_parts_sql(&self.parts, &self.properties, b, dedup, None, self.fused);
         if !dedup || self.slices.len() < 2 {
             return self.materialize("unit_parts", &whole).await;
@@ -140,5 +139,40 @@ impl Analyzer {
             return self.materialize("unit_parts", &whole).await;
         }
         Ok(())
+    }
+
+    /// Stage 2a from a shared rollup, read in this process
+    /// ([`crate::rollup::stage2`]): `unit_parts`, and the quantile
+    /// metrics' values kept for stage 3.
+    async fn rollup_unit_parts(&self, r: &crate::rollup::View, b: &Bounds) -> Result<()> {
+        let units = self.sql(plan::ROLLUP_UNITS_SQL).await?;
+        let (rows, index, parts, cols, b) = (
+            r.rows.clone(),
+            r.index.clone(),
+            self.parts.clone(),
+            r.parts.clone(),
+            *b,
+        );
+        let quantiles: Vec<(String, String)> = r
+            .values
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        // Reading millions of rows is CPU work: off the async workers.
+        let s = tokio::task::spawn_blocking(move || {
+            crate::rollup::stage2(&index, &rows, &parts, &cols, &quantiles, &units, &b)
+        })
+        .await
+        .map_err(|e| Error::Engine(datafusion::error::DataFusionError::External(Box::new(e))))??;
+        *self
+            .rollup_values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s.values;
+        if self.parts.is_empty() {
+            return Ok(());
+        }
+        self.tables
+            .register(&self.ctx, "unit_parts", s.parts.schema(), vec![s.parts])
+            .await
     }
 }

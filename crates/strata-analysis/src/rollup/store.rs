@@ -310,6 +310,7 @@ impl RollupStore {
                 batches,
                 covered: needs.covered,
                 bot_events,
+                index: Default::default(),
             },
             refreshed,
         ))
