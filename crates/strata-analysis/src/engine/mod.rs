@@ -30,6 +30,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use strata_stats::analysis::{
     ComparisonReport, MetricReport, SegmentInput, SequentialConfig, SequentialOutcome,
@@ -387,6 +388,7 @@ pub(crate) async fn open(
     properties: &[String],
     segments: &[String],
     options: &EngineOptions,
+    pool: Option<Arc<dyn MemoryPool>>,
 ) -> Result<Inputs> {
     let mut config = SessionConfig::new();
     if options.target_partitions > 0 {
@@ -411,8 +413,10 @@ pub(crate) async fn open(
     // two, so with aliases the events are read whole.
     let sliceable = aliases.is_none();
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
-    if let Some(limit) = options.memory_limit {
-        use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
+    if let Some(pool) = pool {
+        runtime = runtime.with_memory_pool(pool);
+    } else if let Some(limit) = options.memory_limit {
+        use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool};
         // Deduplicating slice by slice, one slice's aggregate is the only
         // large consumer at a time: a greedy pool lets it keep the slice
         // in memory, where a fair pool would split the limit among every
@@ -466,7 +470,7 @@ impl Analyzer {
         data: &DataSource,
         options: EngineOptions,
     ) -> Result<Self> {
-        Self::build(spec, registry, data, options, None).await
+        Self::build(spec, registry, data, options, None, None).await
     }
 
     /// Like [`Analyzer::new`], but the per-unit values of stage 2 come from
@@ -481,7 +485,21 @@ impl Analyzer {
         options: EngineOptions,
         rollup: &crate::rollup::Rollup,
     ) -> Result<Self> {
-        Self::build(spec, registry, data, options, Some(rollup)).await
+        Self::build(spec, registry, data, options, Some(rollup), None).await
+    }
+
+    /// [`Analyzer::with_rollup`] in a session whose operators draw on
+    /// `pool`, shared with the other looks analysed at the same time, so
+    /// that together they stay within the one memory limit.
+    pub(crate) async fn with_rollup_in(
+        spec: ValidSpec,
+        registry: &MetricRegistry,
+        data: &DataSource,
+        options: EngineOptions,
+        rollup: &crate::rollup::Rollup,
+        pool: Option<Arc<dyn MemoryPool>>,
+    ) -> Result<Self> {
+        Self::build(spec, registry, data, options, Some(rollup), pool).await
     }
 
     async fn build(
@@ -490,6 +508,7 @@ impl Analyzer {
         data: &DataSource,
         mut options: EngineOptions,
         rollup: Option<&crate::rollup::Rollup>,
+        pool: Option<Arc<dyn MemoryPool>>,
     ) -> Result<Self> {
         // A cluster's executors know DataFusion's functions only; a rollup
         // holds the parts' values already.
@@ -502,7 +521,7 @@ impl Analyzer {
             novelty_cols,
             properties,
         } = compile(&spec, registry, &options)?;
-        let inputs = open(data, &properties, &spec.spec.segments, &options).await?;
+        let inputs = open(data, &properties, &spec.spec.segments, &options, pool).await?;
         let fused = match crate::fused::PartsUdaf::new(&parts, ts_ns(spec.start), novelty_ns(&spec))
         {
             Some(udaf) if !options.unfused_parts => {

@@ -498,7 +498,7 @@ pub(crate) async fn cut_inputs(
     options: &EngineOptions,
 ) -> Result<engine::Inputs> {
     let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
-    let inputs = engine::open(data, &properties, &[], options).await?;
+    let inputs = engine::open(data, &properties, &[], options, None).await?;
     let ctx = &inputs.ctx;
     ctx.register_udf(ScalarUDF::from(CutFloor::new(needs.globals.clone())));
     if !needs.cut_looks.is_empty() {
@@ -693,8 +693,16 @@ pub async fn analyze_shared(
     Ok(analyze_with_rollup(looks, registry, data, options, &rollup).await)
 }
 
+/// How many looks [`analyze_with_rollup`] analyses at a time. A look
+/// alternates between queries, which use every core, and its read of the
+/// rollup, which uses one ([`read`]); a second look at the same time keeps
+/// the other cores busy through that read.
+const LOOKS_AT_ONCE: usize = 2;
+
 /// Analyses every look of `looks` from `rollup` (built or refreshed for
-/// them); each experiment's outcome is its own.
+/// them), [`LOOKS_AT_ONCE`] at a time, within one memory limit
+/// ([`EngineOptions::memory_limit`]) for all of them; each experiment's
+/// outcome is its own, in the order of `looks`.
 pub async fn analyze_with_rollup(
     looks: &[SharedLook],
     registry: &MetricRegistry,
@@ -702,16 +710,39 @@ pub async fn analyze_with_rollup(
     options: EngineOptions,
     rollup: &Rollup,
 ) -> Vec<Result<Results>> {
-    let mut out = Vec::with_capacity(looks.len());
-    for l in looks {
-        let analyzer =
-            Analyzer::with_rollup(l.spec.clone(), registry, data, options.clone(), rollup).await;
-        out.push(match analyzer {
-            Ok(a) => a.run_after(l.as_of, &l.previous).await,
-            Err(e) => Err(e),
-        });
-    }
-    out
+    use futures_util::StreamExt;
+    let pool = options.memory_limit.map(|limit| {
+        Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(
+            limit,
+        )) as Arc<dyn datafusion::execution::memory_pool::MemoryPool>
+    });
+    // The futures made first, by a function rather than a closure of the
+    // stream: a stream mapping through a closure that borrows makes a
+    // future the compiler cannot show to be `Send` for every lifetime,
+    // and a server spawns this one.
+    let each: Vec<_> = looks
+        .iter()
+        .map(|l| analyze_look(l, registry, data, options.clone(), rollup, pool.clone()))
+        .collect();
+    futures_util::stream::iter(each)
+        .buffered(LOOKS_AT_ONCE)
+        .collect()
+        .await
+}
+
+/// One look of [`analyze_with_rollup`], its session drawing on `pool`.
+async fn analyze_look(
+    look: &SharedLook,
+    registry: &MetricRegistry,
+    data: &DataSource,
+    options: EngineOptions,
+    rollup: &Rollup,
+    pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+) -> Result<Results> {
+    Analyzer::with_rollup_in(look.spec.clone(), registry, data, options, rollup, pool)
+        .await?
+        .run_after(look.as_of, &look.previous)
+        .await
 }
 
 /// Runs each query and registers the union of their rows as `name`.
