@@ -1,6 +1,6 @@
 //! Runs an analysis like `strata analyze`, for benchmarks:
 //! `cargo run --release -p strata-analysis --example analyze -- SPEC METRICS EXPOSURES EVENTS [json] [--assume-unique-event-ids] [--unfused-parts]`
-//! (`STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit). It
+//! (`STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit; 0: none). It
 //! prints the results document as `strata analyze` does; the table format is
 //! the command's (`strata analyze --format table`).
 
@@ -30,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory_limit: std::env::var("STRATA_MEMORY_LIMIT_MB")
             .ok()
             .map(|m| m.parse::<usize>().map(|m| m << 20))
-            .transpose()?,
+            .transpose()?
+            // 0, as the benchmark scripts spell "no limit", is no limit.
+            .filter(|&m| m > 0),
         ..strata_analysis::EngineOptions::default()
     };
     let t = std::time::Instant::now();

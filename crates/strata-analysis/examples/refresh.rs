@@ -8,7 +8,7 @@
 //! inputs or cut points changed, `--full` every day (and compares the kept
 //! ones). The results documents are written to OUT as a JSON array in the
 //! order of the specs; timings and what the refresh did go to standard
-//! error. `STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit.
+//! error. `STRATA_MEMORY_LIMIT_MB` sets the query engine's memory limit (0: none).
 
 use std::path::Path;
 
@@ -58,7 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory_limit: std::env::var("STRATA_MEMORY_LIMIT_MB")
             .ok()
             .map(|m| m.parse::<usize>().map(|m| m << 20))
-            .transpose()?,
+            .transpose()?
+            // 0, as the benchmark scripts spell "no limit", is no limit.
+            .filter(|&m| m > 0),
         ..EngineOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
