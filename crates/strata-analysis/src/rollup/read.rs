@@ -255,8 +255,9 @@ pub(crate) fn stage2(
     let n = look.uidx.len();
     // The accumulators are row-major, one row per unit of the look: a
     // rollup row adds to its unit's parts side by side, in one or two
-    // cache lines, where one array per part would touch a line per part
-    // at a random place (the rows are not in the units' order).
+    // cache lines, where one array per part would touch a line per part.
+    // Rows and look units both go in the order of the units' numbers
+    // ([`Index::new`]), so each day of the rollup is one sweep.
     const WINDOWS: [Window; 4] = [Window::Analysis, Window::Pre, Window::Early, Window::Late];
     let bit = |w: Window| 1u8 << WINDOWS.iter().position(|&x| x == w).unwrap_or(0);
     // Per part: its accumulator (counts or sums) and slot in that row.
