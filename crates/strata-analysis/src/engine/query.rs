@@ -146,24 +146,14 @@ impl Analyzer {
     /// metrics' values kept for stage 3.
     async fn rollup_unit_parts(&self, r: &crate::rollup::View, b: &Bounds) -> Result<()> {
         let units = self.sql(plan::ROLLUP_UNITS_SQL).await?;
-        let (rows, index, parts, cols, b) = (
-            r.rows.clone(),
-            r.index.clone(),
-            self.parts.clone(),
-            r.parts.clone(),
-            *b,
-        );
-        let quantiles: Vec<(String, String)> = r
-            .values
-            .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
-            .collect();
+        let (view, parts, b) = (r.clone(), self.parts.clone(), *b);
         // Reading millions of rows is CPU work: off the async workers.
-        let s = tokio::task::spawn_blocking(move || {
-            crate::rollup::stage2(&index, &rows, &parts, &cols, &quantiles, &units, &b)
-        })
-        .await
-        .map_err(|e| Error::Engine(datafusion::error::DataFusionError::External(Box::new(e))))??;
+        let s =
+            tokio::task::spawn_blocking(move || crate::rollup::stage2(&view, &parts, &units, &b))
+                .await
+                .map_err(|e| {
+                    Error::Engine(datafusion::error::DataFusionError::External(Box::new(e)))
+                })??;
         *self
             .rollup_values
             .lock()

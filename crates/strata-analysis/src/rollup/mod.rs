@@ -549,13 +549,7 @@ fn unit_cuts(
     let mut cuts = Vec::new();
     for batch in first {
         let firsts = (0..looks.len())
-            .map(|i| {
-                let c = batch.column_by_name(&format!("f{i}")).ok_or_else(|| {
-                    Error::invalid("plan", "first_exposures", "a look is missing")
-                })?;
-                Ok(datafusion::arrow::compute::cast(c, &DataType::Int64)
-                    .map_err(datafusion::error::DataFusionError::from)?)
-            })
+            .map(|i| read::ints(batch, &format!("f{i}")))
             .collect::<Result<Vec<_>>>()?;
         let firsts: Vec<&Int64Array> = firsts
             .iter()

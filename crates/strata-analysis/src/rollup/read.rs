@@ -51,7 +51,8 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
         .ok_or_else(|| shape(&format!("no column `{name}`")))
 }
 
-fn ints(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
+/// Column `name` of `batch` as 64-bit integers.
+pub(super) fn ints(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
     Ok(cast(column(batch, name)?, &DataType::Int64)
         .map_err(datafusion::error::DataFusionError::from)?)
 }
@@ -238,19 +239,16 @@ pub(crate) struct Stage2 {
     pub values: Vec<(String, VariantValues)>,
 }
 
-/// Stage 2 of one look from the rollup `batches` (numbered by `index`):
-/// `parts` read from the rollup columns `cols` (one per part), the values
-/// of each `(metric, column)` of `quantiles`, for the units of `units`
-/// (see [`LookUnits::new`]) as of bounds `b`.
+/// Stage 2 of one look from the rollup of `view`: `parts` read from the
+/// view's columns of them, and the values of each of its quantile metrics,
+/// for the units of `units` (see [`LookUnits::new`]) as of bounds `b`.
 pub(crate) fn stage2(
-    index: &Index,
-    batches: &[RecordBatch],
+    view: &super::View,
     parts: &[Part],
-    cols: &[String],
-    quantiles: &[(String, String)],
     units: &[RecordBatch],
     b: &Bounds,
 ) -> Result<Stage2> {
+    let (index, batches, cols, quantiles) = (&*view.index, &view.rows, &view.parts, &view.values);
     let look = LookUnits::new(index, units)?;
     let n = look.uidx.len();
     // The accumulators are row-major, one row per unit of the look: a
@@ -280,7 +278,7 @@ pub(crate) fn stage2(
     let mut float_acc = vec![0f64; n * n_float];
     // Each quantile's values in the analysis window, as (look row, value)
     // in the rollup's order; grouped by unit at the end.
-    let mut values: Vec<Vec<(u32, f64)>> = quantiles.iter().map(|_| Vec::new()).collect();
+    let mut values: Vec<Vec<(u32, f64)>> = quantiles.values().map(|_| Vec::new()).collect();
     for (batch, numbers) in batches.iter().zip(&index.rows) {
         let seg = ints(batch, "seg")?;
         let seg = seg.as_primitive::<Int64Type>();
@@ -309,7 +307,7 @@ pub(crate) fn stage2(
             .collect();
         // Each quantile's lists: offsets and the values, as doubles.
         let mut value_cols = Vec::with_capacity(quantiles.len());
-        for (_, c) in quantiles {
+        for c in quantiles.values() {
             let list = column(batch, c)?
                 .as_list_opt::<i32>()
                 .ok_or_else(|| shape(&format!("column `{c}` is not a list")))?;
