@@ -468,17 +468,21 @@ pub(crate) fn unit_parts_sql(
 }
 
 /// One look of a shared rollup ([`crate::rollup`]): the experiment, its
-/// bounds, and whether its parts have novelty windows.
+/// bounds, whether its parts have novelty windows, and its analysis mode
+/// (which variant column its stage 1 reads).
 #[derive(Debug, Clone)]
 pub(crate) struct CutLook {
     pub key: String,
     pub bounds: Bounds,
     pub novelty: bool,
+    pub mode: AnalysisMode,
 }
 
-/// Shared rollup, step 1 (`first_exposures`): per unit, its first exposure
-/// in each look `i` (column `f{i}`, NULL when it has none), over the rows
-/// stage 1 of that look reads ([`units_sql`]), in one scan of the exposures.
+/// Per unit, its first exposure in each look `i` (column `f{i}`, NULL when
+/// it has none), over the rows stage 1 of that look reads ([`units_sql`]):
+/// what the shared scan of the exposures ([`crate::rollup`]) finds in this
+/// process, as SQL, against which it is tested.
+#[cfg(test)]
 pub(crate) fn first_exposures_sql(looks: &[CutLook]) -> String {
     let cols: Vec<String> = looks
         .iter()

@@ -727,8 +727,24 @@ impl Analyzer {
 
         // Stage 1: units.
         self.progress(0);
-        self.materialize("units_all", &plan::units_sql(&s.key, s.analysis, nseg, &b))
-            .await?;
+        // With a shared rollup, the look's units were found with every
+        // other look's in one scan of the exposures (segments are read by
+        // the look's own query).
+        let shared = match &self.rollup {
+            Some(r) if nseg == 0 => r.units_all(&s.key, &b, s.analysis)?,
+            _ => None,
+        };
+        match shared {
+            Some((schema, batches)) => {
+                self.tables
+                    .register(&self.ctx, "units_all", schema, batches)
+                    .await?
+            }
+            None => {
+                self.materialize("units_all", &plan::units_sql(&s.key, s.analysis, nseg, &b))
+                    .await?
+            }
+        }
         // Only per-protocol analysis drops opted-out units, so only it reads
         // the events' flag (when the events have one at all).
         if s.analysis == crate::spec::AnalysisMode::PerProtocol

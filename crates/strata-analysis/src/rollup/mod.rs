@@ -37,6 +37,10 @@
 //! never lower) and keeps their events, and each experiment runs its own
 //! exact detection over those alone.
 //!
+//! Stage 1 is shared too: one scan of the exposures gives every look its
+//! units and every unit its first exposure in each look, of which its cut
+//! points are made ([`units`]).
+//!
 //! What still reads events per experiment: the per-protocol analysis'
 //! opt-outs by events. A rollup runs in this process only: its cut function is
 //! not one a Ballista executor knows, so [`analyze_shared`] analyses each
@@ -57,6 +61,7 @@ use datafusion::prelude::SessionContext;
 
 mod read;
 pub mod store;
+mod units;
 
 pub(crate) use read::{stage2, VariantValues};
 pub use store::{Refreshed, RollupStore};
@@ -171,6 +176,8 @@ pub struct Rollup {
     bot_events: Option<(SchemaRef, Vec<RecordBatch>)>,
     /// The rows' units numbered, made by the first look that reads them.
     index: std::sync::OnceLock<Arc<read::Index>>,
+    /// Every look's units (stage 1), from the scan made for the cut points.
+    units: Option<Arc<units::SharedUnits>>,
 }
 
 /// What one experiment reads of a rollup: the rollup column of each of its
@@ -189,6 +196,8 @@ pub(crate) struct View {
     pub bounds: Vec<Bounds>,
     /// Whether the bot detection's candidates' events are registered.
     pub bot_events: bool,
+    /// Every look's units (stage 1), when the rollup holds them.
+    units: Option<Arc<units::SharedUnits>>,
 }
 
 impl std::fmt::Debug for View {
@@ -203,6 +212,22 @@ impl std::fmt::Debug for View {
 }
 
 impl View {
+    /// Stage 1's `units_all` of the look of experiment `key` with bounds
+    /// `b` under `mode`, from the shared scan of the exposures ([`units`]);
+    /// `None` when the rollup holds no such look (then stage 1 is the
+    /// look's own query).
+    pub(crate) fn units_all(
+        &self,
+        key: &str,
+        b: &Bounds,
+        mode: crate::spec::AnalysisMode,
+    ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        match &self.units {
+            Some(u) => u.look(key, b, mode).map(|l| u.units_all(l)).transpose(),
+            None => Ok(None),
+        }
+    }
+
     /// Fails unless the rollup was built for a look with bounds `b`.
     pub(crate) fn check(&self, b: &Bounds) -> Result<()> {
         if self.bounds.contains(b) {
@@ -228,7 +253,7 @@ impl Rollup {
     ) -> Result<Self> {
         let options = shared_options(options);
         let needs = Needs::of(looks, registry, &options)?;
-        let inputs = cut_inputs(&needs, &needs.keys, data, &options).await?;
+        let (inputs, units) = cut_inputs(&needs, &needs.keys, data, &options).await?;
         let ctx = &inputs.ctx;
         let (schema, batches, bot_events) = if needs.cut_looks.is_empty() {
             let empty = Arc::new(datafusion::arrow::datatypes::Schema::empty());
@@ -278,6 +303,7 @@ impl Rollup {
             covered: needs.covered,
             bot_events,
             index: Default::default(),
+            units,
         })
     }
 
@@ -380,6 +406,7 @@ impl Rollup {
             values,
             bounds,
             bot_events: self.bot_events.is_some(),
+            units: self.units.clone(),
         })
     }
 }
@@ -442,6 +469,7 @@ impl Needs {
                 key: spec.spec.key.clone(),
                 bounds: b,
                 novelty,
+                mode: spec.spec.analysis,
             });
             covered.push((spec.spec.key.clone(), b));
         }
@@ -490,125 +518,126 @@ fn pre_lo(b: &Bounds) -> i64 {
 }
 
 /// Opens `data` for a rollup with columns `keys`, with the cut points of
-/// `needs` registered: the cut function, `first_exposures` and `unit_cuts`.
+/// `needs` registered (the cut function and `unit_cuts`), and scans the
+/// exposures once for every look's units ([`units`]).
 pub(crate) async fn cut_inputs(
     needs: &Needs,
     keys: &[Key],
     data: &DataSource,
     options: &EngineOptions,
-) -> Result<engine::Inputs> {
+) -> Result<(engine::Inputs, Option<Arc<units::SharedUnits>>)> {
     let properties = plan::properties_of(keys.iter().map(|k| &k.filter));
     let inputs = engine::open(data, &properties, &[], options, None).await?;
     let ctx = &inputs.ctx;
     ctx.register_udf(ScalarUDF::from(CutFloor::new(needs.globals.clone())));
-    if !needs.cut_looks.is_empty() {
-        let (schema, first) = materialize(
-            ctx,
-            "first_exposures",
-            &[plan::first_exposures_sql(&needs.cut_looks)],
-        )
-        .await?;
-        let (schema, batches) = unit_cuts(&schema, &first, &needs.cut_looks)?;
-        ctx.deregister_table("unit_cuts")?;
-        ctx.register_table(
-            "unit_cuts",
-            Arc::new(MemTable::try_new(schema, vec![batches])?),
-        )?;
+    if needs.cut_looks.is_empty() {
+        return Ok((inputs, None));
     }
-    Ok(inputs)
+    let shared = units::scan(ctx, &needs.cut_looks).await?;
+    let (schema, batches) = unit_cuts(&shared)?;
+    ctx.deregister_table("unit_cuts")?;
+    ctx.register_table(
+        "unit_cuts",
+        Arc::new(MemTable::try_new(schema, vec![batches])?),
+    )?;
+    Ok((inputs, Some(Arc::new(shared))))
 }
 
-/// Shared rollup, step 2 (`unit_cuts`), from `first` (the rows of
-/// [`plan::first_exposures_sql`], in `schema`): per unit exposed in some
-/// look, a dense key `uidx` (from 1) and its own cut points `cuts`, sorted
-/// (the cut floor bisects them) and distinct. In each look `i` where it has
-/// a first exposure `f{i}`: the start of its event window (as `lo` of
+/// Shared rollup, step 2 (`unit_cuts`), from every look's first exposure
+/// per unit (`shared`): per unit exposed in some look, a dense key `uidx`
+/// (from 1) and its own cut points `cuts`, sorted (the cut floor bisects
+/// them) and distinct. In each look where it has a first exposure `f`:
+/// the start of its event window (as `lo` of
 /// [`plan::analysed_units_sql`]) and, with novelty windows, the end of its
 /// early window (as in [`plan::unit_parts_sql`]).
 ///
 /// In this process rather than as SQL: a union of every look's cut points
 /// gathered per unit took 23 s for 1 M units in 50 experiments, a pass
 /// over the rows a fraction of a second.
-fn unit_cuts(
-    schema: &SchemaRef,
-    first: &[RecordBatch],
-    looks: &[plan::CutLook],
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let unit = schema
-        .field_with_name("unit_id")
-        .map_err(datafusion::error::DataFusionError::from)?
-        .clone();
+fn unit_cuts(shared: &units::SharedUnits) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let looks = shared.looks();
     let item = Arc::new(Field::new("item", DataType::Int64, true));
-    let out_schema = Arc::new(Schema::new(vec![
-        unit,
-        Field::new("uidx", DataType::Int64, false),
-        Field::new("cuts", DataType::List(item.clone()), true),
-    ]));
+    let mut out = Vec::new();
     let mut next = 1i64;
-    let mut out = Vec::with_capacity(first.len());
     let mut cuts = Vec::new();
-    for batch in first {
-        let firsts = (0..looks.len())
-            .map(|i| read::ints(batch, &format!("f{i}")))
-            .collect::<Result<Vec<_>>>()?;
-        let firsts: Vec<&Int64Array> = firsts
-            .iter()
-            .map(|c| c.as_primitive::<Int64Type>())
-            .collect();
-        let (mut keep, mut offsets, mut values, mut uidx) =
-            (Vec::new(), vec![0i32], Vec::new(), Vec::new());
-        for row in 0..batch.num_rows() {
-            cuts.clear();
-            for (l, f) in looks.iter().zip(&firsts) {
-                if f.is_null(row) {
-                    continue;
-                }
-                let (f, b) = (f.value(row), &l.bounds);
-                cuts.push(if f - b.skew > b.start {
-                    f - b.skew
-                } else {
-                    b.start
-                });
-                if l.novelty {
-                    cuts.push(f + b.novelty);
-                }
-            }
-            keep.push(!cuts.is_empty());
-            if cuts.is_empty() {
-                continue;
-            }
-            cuts.sort_unstable();
-            cuts.dedup();
-            values.extend_from_slice(&cuts);
-            offsets.push(
-                i32::try_from(values.len())
-                    .map_err(|_| Error::invalid("plan", "unit_cuts", "too many cut points"))?,
-            );
-            uidx.push(next);
-            next += 1;
-        }
-        let units = datafusion::arrow::compute::filter(
-            batch
-                .column_by_name("unit_id")
-                .ok_or_else(|| Error::invalid("plan", "first_exposures", "no unit_id"))?,
-            &datafusion::arrow::array::BooleanArray::from(keep),
-        )
-        .map_err(datafusion::error::DataFusionError::from)?;
+    let (mut kept, mut offsets, mut values, mut uidx) =
+        (Vec::new(), vec![0i32], Vec::new(), Vec::new());
+    let mut schema = None;
+    let mut flush = |kept: &mut Vec<u32>,
+                     offsets: &mut Vec<i32>,
+                     values: &mut Vec<i64>,
+                     uidx: &mut Vec<i64>|
+     -> Result<()> {
+        let ids = shared.ids(kept)?;
+        let schema = schema
+            .get_or_insert_with(|| {
+                Arc::new(Schema::new(vec![
+                    Field::new("unit_id", ids.data_type().clone(), true),
+                    Field::new("uidx", DataType::Int64, false),
+                    Field::new("cuts", DataType::List(item.clone()), true),
+                ]))
+            })
+            .clone();
         let lists = ListArray::new(
             item.clone(),
-            datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
-            Arc::new(Int64Array::from(values)),
+            datafusion::arrow::buffer::OffsetBuffer::new(std::mem::take(offsets).into()),
+            Arc::new(Int64Array::from(std::mem::take(values))),
             None,
         );
         out.push(
             RecordBatch::try_new(
-                out_schema.clone(),
-                vec![units, Arc::new(Int64Array::from(uidx)), Arc::new(lists)],
+                schema,
+                vec![
+                    ids,
+                    Arc::new(Int64Array::from(std::mem::take(uidx))),
+                    Arc::new(lists),
+                ],
             )
             .map_err(datafusion::error::DataFusionError::from)?,
         );
+        kept.clear();
+        offsets.push(0);
+        Ok(())
+    };
+    for u in 0..shared.n_units() {
+        cuts.clear();
+        for (i, l) in looks.iter().enumerate() {
+            let Some(f) = shared.first(u, i) else {
+                continue;
+            };
+            let b = &l.bounds;
+            cuts.push(if f - b.skew > b.start {
+                f - b.skew
+            } else {
+                b.start
+            });
+            if l.novelty {
+                cuts.push(f + b.novelty);
+            }
+        }
+        if cuts.is_empty() {
+            continue;
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        values.extend_from_slice(&cuts);
+        offsets.push(
+            i32::try_from(values.len())
+                .map_err(|_| Error::invalid("plan", "unit_cuts", "too many cut points"))?,
+        );
+        kept.push(u as u32);
+        uidx.push(next);
+        next += 1;
+        if kept.len() == COMPACT_ROWS {
+            flush(&mut kept, &mut offsets, &mut values, &mut uidx)?;
+        }
     }
-    Ok((out_schema, out))
+    // No unit at all still makes a batch, which carries the schema.
+    if !kept.is_empty() || next == 1 {
+        flush(&mut kept, &mut offsets, &mut values, &mut uidx)?;
+    }
+    let schema = out[0].schema();
+    Ok((schema, out))
 }
 
 /// The shared pass over the events with `range` (a condition on `ts`) into
@@ -992,24 +1021,40 @@ mod tests {
                 exposures_from: None,
             },
             novelty,
+            mode: crate::spec::AnalysisMode::Itt,
         };
         let looks = [look("a", 0, true), look("b", 50, false)];
         let schema = Arc::new(Schema::new(vec![
             Field::new("unit_id", DataType::Utf8, true),
-            Field::new("f0", DataType::Int64, true),
-            Field::new("f1", DataType::Int64, true),
+            Field::new("experiment", DataType::Utf8, true),
+            Field::new("assigned_variant", DataType::Utf8, true),
+            Field::new("opted_out", DataType::Boolean, false),
+            Field::new("ts", DataType::Int64, true),
         ]));
+        // u1: in both; u2: in neither; u3: in b only, early; u4: both, same cut.
+        let rows = [
+            ("u1", "a", 300),
+            ("u1", "b", 20),
+            ("u2", "c", 10),
+            ("u3", "b", 60),
+            ("u4", "a", 55),
+            ("u4", "b", 55),
+        ];
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec!["u1", "u2", "u3", "u4"])),
-                // u1: in both; u2: in neither; u3: in b only, early; u4: both, same cut.
-                Arc::new(Int64Array::from(vec![Some(300), None, None, Some(55)])),
-                Arc::new(Int64Array::from(vec![Some(20), None, Some(60), Some(55)])),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "x"))),
+                Arc::new(datafusion::arrow::array::BooleanArray::from(vec![false; 6])),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
             ],
         )
         .unwrap();
-        let (_, out) = unit_cuts(&schema, &[batch.slice(0, 2), batch.slice(2, 2)], &looks).unwrap();
+        let mut fold = units::Fold::new(&looks, &schema).unwrap();
+        fold.add(&batch.slice(0, 3)).unwrap();
+        fold.add(&batch.slice(3, 3)).unwrap();
+        let (_, out) = unit_cuts(&fold.finish().unwrap()).unwrap();
         let rows: Vec<(String, i64, Vec<i64>)> = out
             .iter()
             .flat_map(|b| {

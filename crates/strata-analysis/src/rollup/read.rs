@@ -59,13 +59,13 @@ pub(super) fn ints(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
 
 /// A string column read in place: string views (as the engine reads
 /// Parquet) are not copied into another layout first.
-enum Strings<'a> {
+pub(super) enum Strings<'a> {
     View(&'a datafusion::arrow::array::StringViewArray),
     Plain(StringArray),
 }
 
 impl<'a> Strings<'a> {
-    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self> {
+    pub(super) fn of(batch: &'a RecordBatch, name: &str) -> Result<Self> {
         let c = column(batch, name)?;
         Ok(match c.data_type() {
             DataType::Utf8View => Strings::View(c.as_string_view()),
@@ -78,7 +78,7 @@ impl<'a> Strings<'a> {
         })
     }
 
-    fn get(&self, i: usize) -> Option<&str> {
+    pub(super) fn get(&self, i: usize) -> Option<&str> {
         match self {
             Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
             Strings::Plain(a) => a.is_valid(i).then(|| a.value(i)),

@@ -150,7 +150,7 @@ impl RollupStore {
             Some(k) if !k.is_empty() && needs.keys.iter().all(|x| k.contains(x)) => (k, false),
             _ => (needs.keys.clone(), true),
         };
-        let inputs = cut_inputs(&needs, &keys, data, &options).await?;
+        let (inputs, units) = cut_inputs(&needs, &keys, data, &options).await?;
         let ctx = &inputs.ctx;
         let det = registry.bot_detection();
 
@@ -311,6 +311,7 @@ impl RollupStore {
                 covered: needs.covered,
                 bot_events,
                 index: Default::default(),
+                units,
             },
             refreshed,
         ))
