@@ -562,22 +562,16 @@ fn unit_cuts(shared: &units::SharedUnits) -> Result<(SchemaRef, Vec<RecordBatch>
     let mut cuts = Vec::new();
     let (mut kept, mut offsets, mut values, mut uidx) =
         (Vec::new(), vec![0i32], Vec::new(), Vec::new());
-    let mut schema = None;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("unit_id", shared.id_type().clone(), true),
+        Field::new("uidx", DataType::Int64, false),
+        Field::new("cuts", DataType::List(item.clone()), true),
+    ]));
     let mut flush = |kept: &mut Vec<u32>,
                      offsets: &mut Vec<i32>,
                      values: &mut Vec<i64>,
                      uidx: &mut Vec<i64>|
      -> Result<()> {
-        let ids = shared.ids(kept)?;
-        let schema = schema
-            .get_or_insert_with(|| {
-                Arc::new(Schema::new(vec![
-                    Field::new("unit_id", ids.data_type().clone(), true),
-                    Field::new("uidx", DataType::Int64, false),
-                    Field::new("cuts", DataType::List(item.clone()), true),
-                ]))
-            })
-            .clone();
         let lists = ListArray::new(
             item.clone(),
             datafusion::arrow::buffer::OffsetBuffer::new(std::mem::take(offsets).into()),
@@ -586,9 +580,9 @@ fn unit_cuts(shared: &units::SharedUnits) -> Result<(SchemaRef, Vec<RecordBatch>
         );
         out.push(
             RecordBatch::try_new(
-                schema,
+                schema.clone(),
                 vec![
-                    ids,
+                    shared.ids(kept)?,
                     Arc::new(Int64Array::from(std::mem::take(uidx))),
                     Arc::new(lists),
                 ],
@@ -632,11 +626,9 @@ fn unit_cuts(shared: &units::SharedUnits) -> Result<(SchemaRef, Vec<RecordBatch>
             flush(&mut kept, &mut offsets, &mut values, &mut uidx)?;
         }
     }
-    // No unit at all still makes a batch, which carries the schema.
-    if !kept.is_empty() || next == 1 {
+    if !kept.is_empty() {
         flush(&mut kept, &mut offsets, &mut values, &mut uidx)?;
     }
-    let schema = out[0].schema();
     Ok((schema, out))
 }
 

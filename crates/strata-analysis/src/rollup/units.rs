@@ -23,7 +23,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringBuilder, UInt32Array,
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringBuilder,
+    UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
@@ -163,7 +164,6 @@ pub(crate) struct Fold<'a> {
     units: HashMap<Box<str>, u32>,
     null_unit: Option<u32>,
     ids: StringBuilder,
-    n_units: u32,
     variants: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
     /// Per unit, per look: the index of its state (or [`NONE`]). Unit by
@@ -201,7 +201,6 @@ impl<'a> Fold<'a> {
             units: HashMap::default(),
             null_unit: None,
             ids: StringBuilder::new(),
-            n_units: 0,
             variants: HashMap::default(),
             names: Vec::new(),
             pos: Vec::new(),
@@ -210,11 +209,10 @@ impl<'a> Fold<'a> {
     }
 
     fn new_unit(&mut self, id: Option<&str>) -> Result<u32> {
-        let n = self.n_units;
-        if n >= NONE {
-            return Err(Error::invalid("plan", "exposures", "too many units"));
-        }
-        self.n_units += 1;
+        let n = u32::try_from(self.ids.len())
+            .ok()
+            .filter(|&n| n < NONE)
+            .ok_or_else(|| Error::invalid("plan", "exposures", "too many units"))?;
         self.ids.append_option(id);
         self.pos.extend(std::iter::repeat_n(NONE, self.looks.len()));
         Ok(n)
@@ -377,6 +375,11 @@ impl SharedUnits {
         &self.looks
     }
 
+    /// The type of the unit ids (the exposures' `unit_id` type).
+    pub(crate) fn id_type(&self) -> &DataType {
+        self.ids.data_type()
+    }
+
     /// How many units were seen.
     pub(crate) fn n_units(&self) -> usize {
         self.ids.len()
@@ -414,7 +417,7 @@ impl SharedUnits {
     /// `multi_variant`, `opted_out` and `ambiguous`.
     pub(crate) fn units_all(&self, look: usize) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("unit_id", self.ids.data_type().clone(), true),
+            Field::new("unit_id", self.id_type().clone(), true),
             Field::new("variant", self.variant_type.clone(), true),
             Field::new("first_ts", DataType::Int64, true),
             Field::new("multi_variant", DataType::Boolean, true),
