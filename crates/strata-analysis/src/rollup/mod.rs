@@ -59,7 +59,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-mod read;
+pub(crate) mod read;
 pub mod store;
 mod units;
 

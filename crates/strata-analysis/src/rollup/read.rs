@@ -52,20 +52,20 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
 }
 
 /// Column `name` of `batch` as 64-bit integers.
-pub(super) fn ints(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
+pub(crate) fn ints(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
     Ok(cast(column(batch, name)?, &DataType::Int64)
         .map_err(datafusion::error::DataFusionError::from)?)
 }
 
 /// A string column read in place: string views (as the engine reads
 /// Parquet) are not copied into another layout first.
-pub(super) enum Strings<'a> {
+pub(crate) enum Strings<'a> {
     View(&'a datafusion::arrow::array::StringViewArray),
     Plain(StringArray),
 }
 
 impl<'a> Strings<'a> {
-    pub(super) fn of(batch: &'a RecordBatch, name: &str) -> Result<Self> {
+    pub(crate) fn of(batch: &'a RecordBatch, name: &str) -> Result<Self> {
         let c = column(batch, name)?;
         Ok(match c.data_type() {
             DataType::Utf8View => Strings::View(c.as_string_view()),
@@ -78,7 +78,7 @@ impl<'a> Strings<'a> {
         })
     }
 
-    pub(super) fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         match self {
             Strings::View(a) => a.is_valid(i).then(|| a.value(i)),
             Strings::Plain(a) => a.is_valid(i).then(|| a.value(i)),

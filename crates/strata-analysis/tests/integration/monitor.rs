@@ -596,6 +596,69 @@ fn assert_same(a: &MonitorData, b: &MonitorData) {
     }
 }
 
+/// Copies of one event (a recovery's, in other files) count once, merged
+/// as the analysis merges them: the earliest time, the largest value and
+/// type, even when the copies differ; and whether an event matches a
+/// metric's filter is decided on the merged event.
+#[test]
+fn copies_of_an_event_count_once_as_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let exposures = vec![
+        x("u1", "control", 60, "00"),
+        x("u2", "control", 60, "00"),
+        x("u3", "treatment", 60, "01"),
+    ];
+    let copy = |file: &'static str, e: E| E { file, ..e };
+    let events = vec![
+        // u1: a purchase of 4 whose copy says it was a refund: merged, a
+        // refund (the larger type) of 4, which no metric counts.
+        e("a", "u1", "purchase", at(61, 0), Some(4.0), "00"),
+        copy("b", e("a", "u1", "refund", at(61, 30), None, "00")),
+        // u2: a purchase a second before its window ends, with a copy
+        // after it: inside the window, once, of the larger value.
+        e("b", "u2", "purchase", at(119, 59), Some(2.0), "00"),
+        copy("b", e("b", "u2", "purchase", at(120, 1), Some(3.0), "00")),
+        // u2: an error in three files.
+        e("c", "u2", "error", at(70, 0), None, "00"),
+        copy("b", e("c", "u2", "error", at(70, 0), None, "00")),
+        copy("c", e("c", "u2", "error", at(70, 0), None, "00")),
+        // u3: the same event id as u1's first event: another unit's.
+        e("a", "u3", "purchase", at(65, 0), Some(5.0), "01"),
+    ];
+    write_exposures(&dir.path().join("exposures"), &exposures);
+    write_events(&dir.path().join("events"), &events);
+    let d = Data {
+        source: DataSource {
+            exposures: dir.path().join("exposures").display().to_string(),
+            events: dir.path().join("events").display().to_string(),
+            aliases: None,
+        },
+        _dir: dir,
+    };
+    let got = run(
+        &d,
+        &spec(
+            600,
+            &[
+                ("purchases", 60),
+                ("revenue", 60),
+                ("errors", 60),
+                ("conversion", 60),
+            ],
+        ),
+    )
+    .unwrap();
+    let volume: Vec<(u64, u64)> = got.variants.iter().map(|v| (v.exposed, v.events)).collect();
+    assert_eq!(volume, [(2, 3), (1, 1), (0, 0)]);
+    let m = &got.metrics;
+    assert_stats(&m[0].variants[0], "control", 2, mean_var(&[0.0, 1.0]));
+    assert_stats(&m[0].variants[1], "treatment", 1, (1.0, 0.0));
+    assert_stats(&m[1].variants[0], "control", 2, mean_var(&[0.0, 3.0]));
+    assert_stats(&m[1].variants[1], "treatment", 1, (5.0, 0.0));
+    assert_stats(&m[2].variants[0], "control", 2, mean_var(&[0.0, 1.0]));
+    assert_stats(&m[3].variants[0], "control", 2, mean_var(&[0.0, 1.0]));
+}
+
 #[test]
 fn many_specs_at_once_answer_as_each_alone() {
     let d = data();

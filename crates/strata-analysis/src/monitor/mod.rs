@@ -9,9 +9,11 @@
 //! value. [`partition_freshness`] tells, per user partition of the events,
 //! how many recent events there are and when the last one happened, so the
 //! caller can tell a partition whose data is late from a real change (the
-//! *partition-7 incident* of `docs/data-model.md`). Like the rest of the
-//! crate, every per-unit value and every aggregate is a SQL plan run by
-//! DataFusion, and all inference is `strata-stats`'.
+//! *partition-7 incident* of `docs/data-model.md`). The inputs are read
+//! through the crate's canonical views and every event filter is the
+//! analysis's SQL, run by DataFusion; the per-unit values are folded in
+//! this process as the rows stream ([`fold`], for speed: a check must keep
+//! up with the ingestion), and all inference is `strata-stats`'.
 //!
 //! # Semantics, and why
 //! * **Units.** A unit belongs to the variant of its *first* exposure to the
@@ -80,31 +82,30 @@
 //! [`monitor_many`] answers every running experiment of a check at once,
 //! so that the cost grows with the data, not with the data times the
 //! experiments ([`monitor`] is the case of one). One DataFusion session
-//! per call, each input registered once. A call runs one scan of the
-//! exposures (the units of every experiment, materialized in memory, one
-//! row per experiment and unit) and one scan of the events in
-//! `[earliest start − clock_skew, latest cutoff)` for every metric and the
-//! volume together (joined to the units — an event of a unit in several
-//! experiments joins once per experiment — deduplicated, aggregated per
-//! unit into one column per metric part, materialized), then one aggregate
-//! over the per-unit rows for every experiment and metric (and one more
-//! per winsorized metric, for its caps, per experiment). Memory is per
-//! unit, except for the deduplication aggregate, which holds one entry per
-//! event of the experiments' units in the scanned range, as the
-//! analysis's does when read whole. The time range prunes row groups and
-//! pages by the Parquet statistics, as in the analysis; like the analysis,
-//! the monitor does not filter on the `date=` directories (the plan does
-//! not depend on the layout).
+//! per call, each input registered once. A call scans the exposures since
+//! the last check once, for every experiment, and the events in
+//! `[earliest unfolded first exposure − clock_skew, latest cutoff)` once,
+//! for every metric and the volume together; both scans only project and
+//! filter, and their rows are folded per (experiment, unit) in this
+//! process ([`fold`]): no join and no aggregate over the units, and one
+//! small query more when some events have copies. Memory is per unit held
+//! and per event of a held unit in the scanned range ([`fold`] gives the
+//! bytes), counted against the call's memory limit. The time range prunes
+//! row groups and pages by the Parquet statistics, as in the analysis;
+//! like the analysis, the monitor does not filter on the `date=`
+//! directories (the plan does not depend on the layout).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+mod fold;
+
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::common::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use strata_stats::moments::{MeanStats, RatioStats};
 use strata_stats::Sample;
@@ -112,8 +113,8 @@ use strata_stats::Sample;
 use crate::engine::DataSource;
 use crate::error::{Error, Result};
 use crate::metrics::{Metric, MetricRegistry, MetricType};
-use crate::plan::{self, Agg, Part, Window, NS};
-use crate::source::{self, literal, literal_list, Source};
+use crate::plan::{self, Part, Window, NS};
+use crate::source::{self, literal_list, Source};
 
 /// The document name in the errors of a [`MonitorSpec`].
 const DOC: &str = "monitor";
@@ -277,20 +278,14 @@ struct UnitFold {
     skew: i64,
     variants: Vec<String>,
     read_until: i64,
-    /// A hash of every unit counted (64 bits: a collision among 10⁸ units
-    /// has a probability below 10⁻³, and would drop one unit).
+    /// 64 bits of the key ([`fold::unit_key`]) of every unit counted (a
+    /// collision among 10⁸ units has a probability below 10⁻³, and would
+    /// drop one unit).
     seen: HashSet<u64>,
     /// Units counted per variant, in `variants`' order.
     exposed: Vec<u64>,
-    /// Units first exposed after the earliest metric's `settled`:
-    /// `(unit_id, first_ts, variant code)`.
-    recent: Vec<(String, i64, usize)>,
-}
-
-fn unit_hash(unit: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    unit.hash(&mut h);
-    h.finish()
+    /// Units first exposed after the earliest metric's `settled`.
+    recent: Vec<fold::Held>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -322,20 +317,23 @@ enum Acc {
 }
 
 impl Acc {
-    fn from_moments(kind: MetricType, o: Moments) -> Result<Self> {
-        let nf = o.n as f64;
-        Ok(if kind == MetricType::Ratio {
-            Acc::Ratio(RatioStats::from_moments(
-                o.n,
-                o.my,
-                o.mx,
-                o.vy * nf,
-                o.vx * nf,
-                o.cxy * nf,
-            )?)
+    /// No units yet, for a metric of `kind`.
+    fn new(kind: MetricType) -> Self {
+        if kind == MetricType::Ratio {
+            Acc::Ratio(RatioStats::new())
         } else {
-            Acc::Mean(MeanStats::from_moments(o.n, o.my, o.vy * nf)?)
-        })
+            Acc::Mean(MeanStats::new())
+        }
+    }
+
+    /// Adds one unit's value `y` (for a ratio, its numerator, and `x` its
+    /// denominator).
+    fn push(&mut self, y: f64, x: f64) -> Result<()> {
+        match self {
+            Acc::Mean(m) => m.push(y)?,
+            Acc::Ratio(r) => r.push(y, x)?,
+        }
+        Ok(())
     }
 
     fn merge(&mut self, other: &Acc) {
@@ -561,233 +559,6 @@ fn variant_codes(variants: &[String]) -> Vec<(usize, &str)> {
     sorted.into_iter().enumerate().collect()
 }
 
-/// The specs as a table: `eidx`, `experiment`, `read_from` (the earliest
-/// exposure read), `lo` (the earliest event read), `cutoff`, `skew` (ns).
-fn specs_sql(specs: &[Compiled]) -> String {
-    let rows: Vec<String> = specs
-        .iter()
-        .map(|c| {
-            format!(
-                "(CAST({} AS BIGINT), {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT))",
-                c.eidx,
-                literal(&c.spec.experiment),
-                c.read_from,
-                c.lo,
-                c.cutoff,
-                c.skew
-            )
-        })
-        .collect();
-    format!(
-        "SELECT column1 AS eidx, column2 AS experiment, column3 AS read_from, column4 AS lo, \
-         column5 AS cutoff, column6 AS skew FROM (VALUES {})",
-        rows.join(", ")
-    )
-}
-
-/// Every spec's variants as a table: `eidx`, `variant` (the key) and
-/// `code` (its rank, [`variant_codes`]).
-fn codes_sql(specs: &[Compiled]) -> String {
-    let rows: Vec<String> = specs
-        .iter()
-        .flat_map(|c| {
-            variant_codes(&c.spec.variants)
-                .into_iter()
-                .map(move |(code, v)| {
-                    format!(
-                        "(CAST({} AS BIGINT), {}, CAST({code} AS BIGINT))",
-                        c.eidx,
-                        literal(v)
-                    )
-                })
-        })
-        .collect();
-    format!(
-        "SELECT column1 AS eidx, column2 AS variant, column3 AS code FROM (VALUES {})",
-        rows.join(", ")
-    )
-}
-
-/// The units whose first exposure the check reads: one row per spec
-/// (`eidx`) and unit exposed in `[read_from, cutoff)` to one of the spec's
-/// variants, with its first exposure there (`first_ts`) and that
-/// exposure's variant code. A unit an earlier check counted is among them
-/// again when it was exposed again; the caller drops it.
-fn new_units_sql(specs: &[Compiled]) -> String {
-    let lo = specs.iter().map(|c| c.read_from).min().unwrap_or(0);
-    let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
-    // The literal bounds and experiment list prune the scan; the join
-    // applies each spec's own.
-    format!(
-        "SELECT x.eidx AS eidx, e.unit_id AS unit_id, MIN(e.ts) AS first_ts, \
-         first_value(c.code ORDER BY e.ts, c.code) AS variant \
-         FROM exposures e JOIN specs x ON e.experiment = x.experiment \
-         JOIN codes c ON c.eidx = x.eidx AND c.variant = e.assigned_variant \
-         WHERE e.experiment IN ({keys}) AND e.ts >= {lo} AND e.ts < {hi} \
-         AND e.ts >= x.read_from AND e.ts < x.cutoff \
-         GROUP BY e.unit_id, x.eidx",
-        keys = literal_list(specs.iter().map(|c| c.spec.experiment.as_str())),
-    )
-}
-
-/// The `units` table: per spec, the units it still needs, with a dense
-/// key `uidx`, their first exposure and variant code, and the spec's
-/// bounds (`lo`, `cutoff`, `skew`).
-fn units_table(specs: &[Compiled], units: &[UnitFold]) -> Result<MemTable> {
-    use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
-    let (mut unit_id, mut eidx, mut variant, mut first_ts, mut lo, mut cutoff, mut skew) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (c, u) in specs.iter().zip(units) {
-        for (id, ts, code) in &u.recent {
-            unit_id.push(id.as_str());
-            eidx.push(c.eidx as i64);
-            variant.push(*code as i64);
-            first_ts.push(*ts);
-            lo.push(c.lo);
-            cutoff.push(c.cutoff);
-            skew.push(c.skew);
-        }
-    }
-    let uidx: Vec<i64> = (1..=unit_id.len() as i64).collect();
-    let int = |name: &str| Field::new(name, DataType::Int64, false);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("unit_id", DataType::Utf8, false),
-        int("eidx"),
-        int("uidx"),
-        int("variant"),
-        int("first_ts"),
-        int("lo"),
-        int("cutoff"),
-        int("skew"),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(unit_id)),
-            Arc::new(Int64Array::from(eidx)),
-            Arc::new(Int64Array::from(uidx)),
-            Arc::new(Int64Array::from(variant)),
-            Arc::new(Int64Array::from(first_ts)),
-            Arc::new(Int64Array::from(lo)),
-            Arc::new(Int64Array::from(cutoff)),
-            Arc::new(Int64Array::from(skew)),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?;
-    Ok(MemTable::try_new(schema, vec![vec![batch]])?)
-}
-
-/// The per-unit values: one row per row of `units` with its number of
-/// events `n_events` (volume) and each part as column `p{i}`, zero-filled,
-/// from one scan of the events, deduplicated by `event_id` as in the
-/// analysis ([`plan::unit_parts_sql`]).
-fn unit_values_sql(parts: &[WindowPart], properties: &[String], specs: &[Compiled]) -> String {
-    let lo = specs.iter().map(|c| c.lo).min().unwrap_or(0);
-    let hi = specs.iter().map(|c| c.cutoff).max().unwrap_or(0);
-    let props: String = (0..properties.len())
-        .map(|i| format!(", prop_{i}"))
-        .collect();
-    let dprops: String = (0..properties.len())
-        .map(|i| format!(", MAX(e.prop_{i}) AS prop_{i}"))
-        .collect();
-    let aggs: String = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut cond = format!(
-                "e.dt < {} AND {}",
-                p.window,
-                plan::filter_sql(&p.part.filter, properties)
-            );
-            if p.part.needs_value {
-                cond.push_str(" AND e.value IS NOT NULL");
-            }
-            let agg = match p.part.agg {
-                Agg::Sum => "SUM(e.value)",
-                Agg::Count | Agg::Values => "COUNT(*)",
-            };
-            format!(", {agg} FILTER (WHERE {cond}) AS p{i}")
-        })
-        .collect();
-    let zero_filled: String = parts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match p.part.agg {
-            Agg::Sum => format!(", COALESCE(a.p{i}, 0.0) AS p{i}"),
-            Agg::Count | Agg::Values => format!(", COALESCE(a.p{i}, CAST(0 AS BIGINT)) AS p{i}"),
-        })
-        .collect();
-    // `dt` is the event's time from the unit's first exposure: windows are
-    // bounds on it (no sum of timestamps and windows that could overflow).
-    // Duplicates are copies of one event; the kept row takes the earliest
-    // `ts` and the largest of each other column, as in the analysis. A
-    // unit exposed to several experiments joins each of its events once
-    // per experiment: one scan serves them all.
-    format!(
-        "WITH ev AS (SELECT event_id, unit_id, type, ts, value{props} FROM events \
-         WHERE NOT is_bot AND ts >= {lo} AND ts < {hi}), \
-         d AS (SELECT u.uidx, e.event_id, MIN(e.ts) - u.first_ts AS dt, u.skew AS skew, \
-         MAX(e.value) AS value, MAX(e.type) AS type{dprops} \
-         FROM ev e JOIN units u ON e.unit_id = u.unit_id \
-         WHERE e.ts >= u.lo AND e.ts < u.cutoff \
-         GROUP BY u.uidx, e.event_id, u.first_ts, u.skew), \
-         a AS (SELECT e.uidx, COUNT(*) AS n_events{aggs} FROM d e WHERE e.dt >= -e.skew \
-         GROUP BY e.uidx) \
-         SELECT u.uidx, u.eidx, u.variant, u.first_ts, u.cutoff, \
-         COALESCE(a.n_events, CAST(0 AS BIGINT)) AS n_events\
-         {zero_filled} FROM units u LEFT JOIN a ON u.uidx = a.uidx",
-    )
-}
-
-/// One metric's per-unit expressions over `unit_values` and the condition
-/// selecting its units.
-struct MetricExpr {
-    y: String,
-    x: Option<String>,
-    cond: String,
-}
-
-fn metric_expr(p: &Planned) -> MetricExpr {
-    let e = plan::unit_expr(p.metric.kind, &p.cols, None);
-    // Each unit carries its spec's cutoff; both are far from overflow.
-    let mature = format!("first_ts <= cutoff - {}", p.window);
-    let cond = match &e.filter {
-        Some(f) => format!("{mature} AND {f}"),
-        None => mature,
-    };
-    MetricExpr {
-        y: e.y,
-        x: e.x,
-        cond,
-    }
-}
-
-/// Per spec and variant (code): the events of the units held (the units
-/// themselves are counted by their fold) and every metric's centred
-/// moments (`n{j}`, `my{j}`, `vy{j}`, and for a ratio `mx{j}`, `vx{j}`,
-/// `cxy{j}`).
-fn stats_sql(exprs: &[MetricExpr]) -> String {
-    let mut cols = String::new();
-    for (j, m) in exprs.iter().enumerate() {
-        let f = format!("FILTER (WHERE {})", m.cond);
-        cols.push_str(&format!(
-            ", COUNT(*) {f} AS n{j}, AVG({y}) {f} AS my{j}, VAR_POP({y}) {f} AS vy{j}",
-            y = m.y
-        ));
-        if let Some(x) = &m.x {
-            cols.push_str(&format!(
-                ", AVG({x}) {f} AS mx{j}, VAR_POP({x}) {f} AS vx{j}, COVAR_POP({x}, {y}) {f} AS cxy{j}",
-                y = m.y
-            ));
-        }
-    }
-    format!(
-        "SELECT eidx, variant, SUM(n_events) AS events{cols} \
-         FROM unit_values GROUP BY eidx, variant"
-    )
-}
-
 /// Runs a query; a failure on a timestamp that does not parse names its
 /// file and line.
 async fn collect(ctx: &SessionContext, sources: &[&Source], sql: &str) -> Result<Vec<RecordBatch>> {
@@ -802,30 +573,47 @@ async fn run(
 ) -> Result<Vec<RecordBatch>> {
     match df.collect().await {
         Ok(b) => Ok(b),
-        Err(e) => {
-            for src in sources {
-                if let Some(diag) = source::diagnose_timestamps(ctx, src).await {
-                    return Err(diag);
-                }
-            }
-            Err(e.into())
-        }
+        Err(e) => Err(diagnosed(ctx, sources, e).await),
     }
 }
 
-/// Runs a query and registers its rows, in memory, as table `name`.
-async fn materialize(
+/// A failed read's error, naming the file and line of a timestamp that
+/// does not parse when that is the cause.
+async fn diagnosed(
     ctx: &SessionContext,
     sources: &[&Source],
-    name: &str,
+    e: datafusion::error::DataFusionError,
+) -> Error {
+    for src in sources {
+        if let Some(diag) = source::diagnose_timestamps(ctx, src).await {
+            return diag;
+        }
+    }
+    e.into()
+}
+
+/// Runs a query as a stream of batches.
+async fn stream(
+    ctx: &SessionContext,
+    sources: &[&Source],
     sql: &str,
-) -> Result<()> {
-    let df = ctx.sql(sql).await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = run(ctx, sources, df).await?;
-    let table = MemTable::try_new(schema, vec![batches])?;
-    ctx.register_table(name, Arc::new(table))?;
-    Ok(())
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+    match ctx.sql(sql).await?.execute_stream().await {
+        Ok(s) => Ok(s),
+        Err(e) => Err(diagnosed(ctx, sources, e).await),
+    }
+}
+
+/// A streamed batch, or its error as [`run`] reports it.
+async fn read_error(
+    ctx: &SessionContext,
+    sources: &[&Source],
+    batch: datafusion::error::Result<RecordBatch>,
+) -> Result<RecordBatch> {
+    match batch {
+        Ok(b) => Ok(b),
+        Err(e) => Err(diagnosed(ctx, sources, e).await),
+    }
 }
 
 fn internal(what: String) -> Error {
@@ -843,17 +631,6 @@ fn column_i64(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>> {
         .collect())
 }
 
-fn column_f64(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| internal(format!("missing column {name}")))?;
-    let c = cast(col, &DataType::Float64).map_err(datafusion::error::DataFusionError::from)?;
-    let a = c.as_primitive::<Float64Type>();
-    Ok((0..a.len())
-        .map(|i| a.is_valid(i).then(|| a.value(i)))
-        .collect())
-}
-
 fn column_str(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
     let col = batch
         .column_by_name(name)
@@ -863,55 +640,6 @@ fn column_str(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
     Ok((0..a.len())
         .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
         .collect())
-}
-
-/// `ex` capped at the `w` percentile of its values pooled over each spec's
-/// units matching `cond` (the spec's winsorizing cap), for the specs of
-/// `eidxs`; unchanged for a spec without such units (no cap).
-async fn capped(
-    ctx: &SessionContext,
-    sources: &[&Source],
-    w: f64,
-    ex: &str,
-    cond: &str,
-    eidxs: &[usize],
-) -> Result<String> {
-    let list: Vec<String> = eidxs.iter().map(|i| i.to_string()).collect();
-    let sql = format!(
-        "SELECT eidx, percentile_cont({w:?}) WITHIN GROUP (ORDER BY v) AS cap \
-         FROM (SELECT eidx, {ex} AS v FROM unit_values WHERE ({cond}) AND eidx IN ({})) \
-         GROUP BY eidx",
-        list.join(", ")
-    );
-    let mut arms = String::new();
-    for batch in collect(ctx, sources, &sql).await? {
-        for (eidx, cap) in column_i64(&batch, "eidx")?
-            .into_iter()
-            .zip(column_f64(&batch, "cap")?)
-        {
-            if let (Some(eidx), Some(cap)) = (eidx, cap.filter(|c| c.is_finite())) {
-                arms.push_str(&format!(" WHEN {eidx} THEN {}", plan::capped(ex, cap)));
-            }
-        }
-    }
-    // Every arm is the analysis's capped expression; the `ELSE` keeps the
-    // expression non-null where `ex` is.
-    Ok(if arms.is_empty() {
-        ex.to_string()
-    } else {
-        format!("CASE eidx{arms} ELSE {ex} END")
-    })
-}
-
-/// One variant's moments of one metric, as read from [`stats_sql`].
-#[derive(Debug, Clone, Copy, Default)]
-struct Moments {
-    n: u64,
-    my: f64,
-    vy: f64,
-    mx: f64,
-    vx: f64,
-    cxy: f64,
 }
 
 /// Computes the data of one check of the guardrail monitor: per variant of
@@ -1102,8 +830,6 @@ async fn compute(
     ctx.sql(&plan::create_view_sql("events", &ev_sql)).await?;
     let sources = [&exposures, &events];
 
-    materialize(&ctx, &sources, "specs", &specs_sql(compiled)).await?;
-    materialize(&ctx, &sources, "codes", &codes_sql(compiled)).await?;
     // Each spec's unit fold (a fresh one unless a valid fold continues),
     // with the units first exposed since it was last read.
     let mut units: Vec<UnitFold> = compiled
@@ -1114,140 +840,37 @@ async fn compute(
                 skew: c.skew,
                 variants: c.spec.variants.clone(),
                 read_until: c.start,
-                seen: HashSet::new(),
+                seen: HashSet::default(),
                 exposed: vec![0; c.spec.variants.len()],
                 recent: Vec::new(),
             })
         })
         .collect();
-    // The variant codes' places in each spec's order.
-    let places: Vec<Vec<usize>> = compiled
-        .iter()
-        .map(|c| {
-            variant_codes(&c.spec.variants)
-                .into_iter()
-                .map(|(_, k)| c.spec.variants.iter().position(|v| v == k).unwrap_or(0))
-                .collect()
-        })
-        .collect();
-    for batch in collect(&ctx, &sources, &new_units_sql(compiled)).await? {
-        let eidxs = column_i64(&batch, "eidx")?;
-        let ids = column_str(&batch, "unit_id")?;
-        let firsts = column_i64(&batch, "first_ts")?;
-        let codes = column_i64(&batch, "variant")?;
-        for (((eidx, id), first), code) in eidxs.into_iter().zip(ids).zip(firsts).zip(codes) {
-            let (Some(eidx), Some(id), Some(first), Some(code)) = (
-                eidx.and_then(|e| usize::try_from(e).ok()),
-                id,
-                first,
-                code.and_then(|c| usize::try_from(c).ok()),
-            ) else {
-                continue;
-            };
-            let (Some(u), Some(&place)) = (
-                units.get_mut(eidx),
-                places.get(eidx).and_then(|p| p.get(code)),
-            ) else {
-                continue;
-            };
-            // Counted by an earlier check: its first exposure was then.
-            if u.seen.insert(unit_hash(&id)) {
-                u.exposed[place] += 1;
-                u.recent.push((id, first, code));
-            }
-        }
-    }
-    ctx.register_table("units", Arc::new(units_table(compiled, &units)?))?;
-    materialize(
-        &ctx,
-        &sources,
-        "unit_values",
-        &unit_values_sql(parts, &properties, compiled),
-    )
-    .await?;
-    let mut exprs: Vec<MetricExpr> = planned.iter().map(metric_expr).collect();
-    for (j, (p, e)) in planned.iter().zip(exprs.iter_mut()).enumerate() {
-        if let Some(w) = p.metric.winsorize {
-            let listing: Vec<usize> = compiled
-                .iter()
-                .filter(|c| c.metrics.contains(&j))
-                .map(|c| c.eidx)
-                .collect();
-            // Each cap reads the values before capping, as in the analysis.
-            let y = capped(&ctx, &sources, w, &e.y, &e.cond, &listing).await?;
-            if let Some(x) = &e.x {
-                e.x = Some(capped(&ctx, &sources, w, x, &e.cond, &listing).await?);
-            }
-            e.y = y;
-        }
-        // Only the units that matured since a spec's fold are computed.
-        let arms: String = compiled
-            .iter()
-            .filter_map(|c| {
-                c.settled
-                    .get(&j)
-                    .map(|s| format!(" WHEN {} THEN first_ts > {s}", c.eidx))
-            })
-            .collect();
-        if !arms.is_empty() {
-            e.cond = format!("{} AND (CASE eidx{arms} ELSE TRUE END)", e.cond);
-        }
-    }
-    let batches = collect(&ctx, &sources, &stats_sql(&exprs)).await?;
+    // The fold's own tables are held against the call's memory limit.
+    let mut reservation =
+        datafusion::execution::memory_pool::MemoryConsumer::new("guardrail monitor fold")
+            .register(&ctx.runtime_env().memory_pool);
+    fold::read_new_units(&ctx, &sources, compiled, &mut units, &mut reservation).await?;
+    let mut events_fold = fold::Events::new(compiled, planned, parts, &units, reservation)?;
+    events_fold.read(&ctx, &sources, &properties).await?;
+    let samples = events_fold.samples()?;
+    let volume = events_fold.volume().to_vec();
+    drop(events_fold);
 
-    // (spec, code) → (events, moments per metric).
-    let mut rows: BTreeMap<(usize, usize), (u64, Vec<Moments>)> = BTreeMap::new();
-    let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-    for batch in &batches {
-        let eidxs = column_i64(batch, "eidx")?;
-        let codes = column_i64(batch, "variant")?;
-        let n_events = column_i64(batch, "events")?;
-        let mut per_metric = Vec::with_capacity(exprs.len());
-        for (j, e) in exprs.iter().enumerate() {
-            let f = |c: &str| column_f64(batch, &format!("{c}{j}"));
-            let (mx, vx, cxy) = if e.x.is_some() {
-                (f("mx")?, f("vx")?, f("cxy")?)
-            } else {
-                let none = vec![None; batch.num_rows()];
-                (none.clone(), none.clone(), none)
-            };
-            per_metric.push((
-                column_i64(batch, &format!("n{j}"))?,
-                f("my")?,
-                f("vy")?,
-                mx,
-                vx,
-                cxy,
-            ));
-        }
-        for (i, (eidx, code)) in eidxs.iter().zip(&codes).enumerate() {
-            let (Some(eidx), Some(code)) = (
-                eidx.and_then(|c| usize::try_from(c).ok()),
-                code.and_then(|c| usize::try_from(c).ok()),
-            ) else {
-                continue;
-            };
-            let get = |v: &Vec<Option<f64>>| v[i].unwrap_or(0.0);
-            let moments = per_metric
-                .iter()
-                .map(|(n, my, vy, mx, vx, cxy)| Moments {
-                    n: count(n[i]),
-                    my: get(my),
-                    vy: get(vy).max(0.0),
-                    mx: get(mx),
-                    vx: get(vx).max(0.0),
-                    cxy: get(cxy),
-                })
-                .collect();
-            rows.insert((eidx, code), (count(n_events[i]), moments));
-        }
-    }
     let mut folds = HashMap::new();
     let mut answers = Vec::with_capacity(compiled.len());
-    for (c, u) in compiled.iter().zip(&units) {
+    for ((c, u), (sampled, counted)) in compiled
+        .iter()
+        .zip(&units)
+        .zip(samples.into_iter().zip(volume))
+    {
         let codes = variant_codes(&c.spec.variants);
-        let code_of = |v: &str| codes.iter().find(|(_, k)| *k == v).map(|(code, _)| *code);
-        let row = |v: &str| code_of(v).and_then(|code| rows.get(&(c.eidx, code)));
+        let code_of = |v: &str| {
+            codes
+                .iter()
+                .find(|(_, k)| *k == v)
+                .map_or(0, |(code, _)| *code)
+        };
         // Every unit counted so far; events of the units still held.
         let variants = c
             .spec
@@ -1257,18 +880,17 @@ async fn compute(
             .map(|(v, &exposed)| VariantVolume {
                 variant: v.clone(),
                 exposed,
-                events: row(v).map_or(0, |r| r.0),
+                events: counted.get(code_of(v)).map_or(0, |&n| n.max(0) as u64),
             })
             .collect();
         let mut metrics = Vec::with_capacity(c.metrics.len());
-        for &j in &c.metrics {
+        for (&j, mut by_code) in c.metrics.iter().zip(sampled) {
             let p = &planned[j];
             let key = fold_key(c.spec, p);
             let earlier = c.settled.get(&j).and_then(|_| state.folds.get(&key));
             let mut accs = Vec::with_capacity(c.spec.variants.len());
             for (i, v) in c.spec.variants.iter().enumerate() {
-                let o = row(v).map(|r| r.1[j]).unwrap_or_default();
-                let mut acc = Acc::from_moments(p.metric.kind, o)?;
+                let mut acc = std::mem::replace(&mut by_code[code_of(v)], Acc::new(p.metric.kind));
                 if let Some(f) = earlier {
                     let mut merged = f.accs[i].clone();
                     merged.merge(&acc);
@@ -1331,7 +953,7 @@ async fn compute(
         let Some(settled) = bounds.and_then(|b| b.into_iter().min()) else {
             continue;
         };
-        u.recent.retain(|r| r.1 > settled);
+        u.recent.retain(|r| r.first > settled);
         u.read_until = c.cutoff;
         kept.insert(c.spec.experiment.clone(), u);
     }
