@@ -243,6 +243,8 @@ pub(super) struct Events<'a> {
     specs: &'a [Compiled<'a>],
     planned: &'a [Planned],
     parts: &'a [WindowPart],
+    /// [`entering`]'s bounds.
+    entering: Vec<Vec<(i64, i64)>>,
     slots: Vec<Slot>,
     /// Per unit key, its first slot.
     heads: HashMap<u128, u32>,
@@ -256,11 +258,26 @@ pub(super) struct Events<'a> {
     reservation: MemoryReservation,
 }
 
-/// Whether a unit first exposed at `first` enters metric `j`'s sample of
-/// spec `c` at this check: mature for it, and not in its fold.
-fn enters(c: &Compiled, planned: &[Planned], j: usize, first: i64) -> bool {
-    first <= c.cutoff.saturating_sub(planned[j].window)
-        && c.settled.get(&j).is_none_or(|&s| first > s)
+/// Per spec, per metric of the spec (in its order): the first exposures
+/// of the units entering the metric's sample at this check, `(after,
+/// upto]` — mature for it, and not in its fold.
+fn entering(specs: &[Compiled], planned: &[Planned]) -> Vec<Vec<(i64, i64)>> {
+    specs
+        .iter()
+        .map(|c| {
+            c.metrics
+                .iter()
+                .map(|&j| {
+                    let after = c.settled.get(&j).copied().unwrap_or(i64::MIN);
+                    (after, c.cutoff.saturating_sub(planned[j].window))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn enters((after, upto): (i64, i64), first: i64) -> bool {
+    first > after && first <= upto
 }
 
 impl<'a> Events<'a> {
@@ -278,12 +295,13 @@ impl<'a> Events<'a> {
         if held >= NONE as usize {
             return Err(Error::invalid("monitor", "units", "too many units held"));
         }
+        let entering = entering(specs, planned);
         let mut slots = Vec::with_capacity(held);
         let mut heads: HashMap<u128, u32> = HashMap::default();
         let mut accs = 0u32;
-        for (e, (c, u)) in specs.iter().zip(units).enumerate() {
+        for (e, u) in units.iter().enumerate() {
             for h in &u.recent {
-                let acc = if c.metrics.iter().any(|&j| enters(c, planned, j, h.first)) {
+                let acc = if entering[e].iter().any(|&b| enters(b, h.first)) {
                     accs += 1;
                     accs - 1
                 } else {
@@ -310,6 +328,7 @@ impl<'a> Events<'a> {
             specs,
             planned,
             parts,
+            entering,
             slots,
             heads,
             values,
@@ -624,8 +643,8 @@ impl<'a> Events<'a> {
             })
             .collect();
         // Winsorized metrics' values, kept until their caps are known:
-        // per spec and metric of the spec, (code, y, x).
-        let mut held: HashMap<(usize, usize), Vec<(u32, f64, f64)>> = HashMap::default();
+        // per spec and metric of the spec.
+        let mut held: HashMap<(usize, usize), Vec<UnitValue>> = HashMap::default();
         for slot in &self.slots {
             if slot.acc == NONE {
                 continue;
@@ -634,7 +653,7 @@ impl<'a> Events<'a> {
             let c = &self.specs[e];
             let values = &self.values[slot.acc as usize * n..][..n];
             for (m, &j) in c.metrics.iter().enumerate() {
-                if !enters(c, self.planned, j, slot.first) {
+                if !enters(self.entering[e][m], slot.first) {
                     continue;
                 }
                 let p = &self.planned[j];
@@ -666,6 +685,9 @@ impl<'a> Events<'a> {
         Ok(out)
     }
 }
+
+/// One unit's value of a metric: its variant code, `y` and `x`.
+type UnitValue = (u32, f64, f64);
 
 /// A unit's value of a metric from its parts' values (`cols` the metric's
 /// parts), as [`plan::unit_expr`] computes it: `(y, x)`, `x` a ratio's
