@@ -39,10 +39,15 @@
 //! ## Readers
 //!
 //! Between the rename and the last deletion a reader listing the directory
-//! would see rows twice. Inside the process, readers take a
-//! [`crate::store::ReadLease`] and merges wait for none (they are skipped
-//! while a lease is held); a reader in another process detects the state
-//! with [`overlapping_files`] and reads again.
+//! would see rows twice. A merge therefore runs in two phases
+//! ([`prepare_small_files`], then [`publish`]): the first, which reads,
+//! sorts and writes the rows (seconds under load), leaves every merged
+//! file under its hidden temporary name, which readers skip; only the
+//! second, a rename and a few deletions per file, must keep readers out.
+//! Inside the process, readers take a [`crate::store::ReadLease`] and the
+//! store publishes only while none is held, so a reader never waits for a
+//! merge's rows to be written; a reader in another process detects the
+//! state with [`overlapping_files`] and reads again.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -55,7 +60,7 @@ use crate::compact::Layout;
 use crate::dedup::{keys_path, list_key_files, read_key_file, write_key_file};
 use crate::error::{Result, StoreError};
 use crate::log::sync_dir;
-use crate::parquet::{list_parquet_files, read_file, write_file_atomic};
+use crate::parquet::{list_parquet_files, publish_file, read_file, write_file_hidden};
 
 /// When and how far small files are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +94,16 @@ pub struct MergeReport {
     pub keys_written: u64,
     /// Key files merged (and deleted).
     pub keys_merged: u64,
+}
+
+impl MergeReport {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &MergeReport) {
+        self.parquet_written += other.parquet_written;
+        self.parquet_merged += other.parquet_merged;
+        self.keys_written += other.keys_written;
+        self.keys_merged += other.keys_merged;
+    }
 }
 
 /// What the ranges in Parquet file names count: the local log's segment ids
@@ -177,10 +192,29 @@ fn runs(files: &[Ranged], below: u64, opts: &MergeOptions) -> Vec<Vec<Ranged>> {
 }
 
 /// Merges runs of small Parquet and key files whose ranges all lie below
-/// segment id `below`. Blocking; the caller holds the store's compaction
-/// lock (nothing else writes Parquet meanwhile) and no read lease is held.
+/// segment id `below`, and publishes the merged Parquet files at once
+/// ([`prepare_small_files`], then [`publish`]). Blocking; nothing else
+/// rewrites Parquet meanwhile and no reader is in the tree.
 pub fn merge_small_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Result<MergeReport> {
-    let mut report = merge_small_parquet(&layout.parquet, Ranges::Segments, below, opts)?;
+    let (pending, mut report) = prepare_small_files(layout, below, opts)?;
+    report.add(&publish(pending)?);
+    Ok(report)
+}
+
+/// The first phase of [`merge_small_files`], which readers need not wait
+/// for: merges the runs of small key files, and writes each merged
+/// Parquet file under its hidden temporary name ([`Pending`]). Returns
+/// them with what was done to the key files (which readers do not read).
+/// Blocking; nothing else may rewrite these files until the merged
+/// Parquet files are published or discarded (compaction only adds files
+/// of ranges at or above `below`).
+pub fn prepare_small_files(
+    layout: &Layout,
+    below: u64,
+    opts: &MergeOptions,
+) -> Result<(Vec<Pending>, MergeReport)> {
+    let pending = prepare_small_parquet(&layout.parquet, Ranges::Segments, below, opts)?;
+    let mut report = MergeReport::default();
     let keys = key_files(&layout.dedup)?;
     for run in runs(&keys, below, opts) {
         // A damaged key file still commits its range; leave such a run alone
@@ -206,36 +240,118 @@ pub fn merge_small_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Re
         report.keys_written += 1;
         report.keys_merged += run.len() as u64;
     }
-    Ok(report)
+    Ok((pending, report))
 }
 
 /// Merges runs of small Parquet files of naming `ranges` under the Parquet
 /// root `root` whose ranges all lie below `below` (for JetStream: the
-/// sequence after the last acknowledged one). Blocking; nothing else may
-/// write files of this naming meanwhile, and readers must hold off (the
-/// local store's read lease) or check [`overlapping_files`].
+/// sequence after the last acknowledged one), and publishes them at once.
+/// Blocking; nothing else may write files of this naming meanwhile, and
+/// readers must hold off (the local store's read lease) or check
+/// [`overlapping_files`].
 pub fn merge_small_parquet(
     root: &Path,
     ranges: Ranges,
     below: u64,
     opts: &MergeOptions,
 ) -> Result<MergeReport> {
-    let mut report = MergeReport::default();
-    for files in parquet_dirs(root, ranges)?.into_values() {
+    publish(prepare_small_parquet(root, ranges, below, opts)?)
+}
+
+/// The merged files of [`merge_small_parquet`], written but not published.
+fn prepare_small_parquet(
+    root: &Path,
+    ranges: Ranges,
+    below: u64,
+    opts: &MergeOptions,
+) -> Result<Vec<Pending>> {
+    let mut pending = Vec::new();
+    let mut out = Ok(());
+    'dirs: for files in parquet_dirs(root, ranges)?.into_values() {
         for run in runs(&files, below, opts) {
-            let (written, merged) = merge_parquet(&run, ranges, opts.row_group_rows)?;
-            report.parquet_written += written;
-            report.parquet_merged += merged;
+            if let Err(e) = prepare_parquet(&run, ranges, opts.row_group_rows, &mut pending) {
+                out = Err(e);
+                break 'dirs;
+            }
         }
+    }
+    match out {
+        Ok(()) => Ok(pending),
+        Err(e) => {
+            // Nothing of a failed pass is published.
+            discard(pending);
+            Err(e)
+        }
+    }
+}
+
+/// A merged Parquet file written under its hidden temporary name: readers
+/// do not see it, and its inputs are still in place. [`publish`] puts it
+/// at its name and deletes its inputs; [`discard`] deletes it.
+#[derive(Debug)]
+#[must_use = "a pending merge is published or discarded"]
+pub struct Pending {
+    tmp: PathBuf,
+    path: PathBuf,
+    inputs: Vec<PathBuf>,
+}
+
+/// Publishes merged files: each is renamed into place and its inputs are
+/// deleted, then the directory is synced. This is the only phase of a
+/// merge during which a reader could see rows twice (the caller keeps
+/// readers out, as [`crate::store::ReadLease`]s do); it is a rename and a
+/// few deletions per file. A merged file one of whose inputs went away is
+/// discarded instead, unpublished.
+pub fn publish(pending: Vec<Pending>) -> Result<MergeReport> {
+    let mut report = MergeReport::default();
+    let mut pending = pending.into_iter();
+    while let Some(p) = pending.next() {
+        if let Some(gone) = p.inputs.iter().find(|i| !i.exists()) {
+            tracing::warn!(input = %gone.display(), "an input of a merge went away; its merged file is discarded");
+            let _ = fs::remove_file(&p.tmp);
+            continue;
+        }
+        let done = publish_file(&p.tmp, &p.path).and_then(|()| {
+            for i in &p.inputs {
+                fs::remove_file(i).map_err(|e| StoreError::io("remove merged file", i, e))?;
+            }
+            match p.path.parent() {
+                Some(dir) => sync_dir(dir),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = done {
+            // Recovery finishes a merge whose rename happened, and removes
+            // the temporary files of the others.
+            discard(pending.collect());
+            let _ = fs::remove_file(&p.tmp);
+            return Err(e);
+        }
+        report.parquet_written += 1;
+        report.parquet_merged += p.inputs.len() as u64;
     }
     Ok(report)
 }
 
-/// Writes the rows of `run` as one file per stretch of files with the same
-/// columns (files written before a column was added keep their own),
-/// sorted by time then unit like a compaction's, then deletes the inputs.
-/// Returns the files written and the files merged into them.
-fn merge_parquet(run: &[Ranged], ranges: Ranges, row_group_rows: usize) -> Result<(u64, u64)> {
+/// Deletes merged files that will not be published (their inputs stay).
+pub fn discard(pending: Vec<Pending>) {
+    for p in pending {
+        if let Err(e) = fs::remove_file(&p.tmp) {
+            tracing::warn!(error = %e, file = %p.tmp.display(), "cannot remove an unpublished merged file; the next start-up will");
+        }
+    }
+}
+
+/// Writes the rows of `run` as one hidden file per stretch of files with
+/// the same columns (files written before a column was added keep their
+/// own), sorted by time then unit like a compaction's, and adds each to
+/// `pending`.
+fn prepare_parquet(
+    run: &[Ranged],
+    ranges: Ranges,
+    row_group_rows: usize,
+    pending: &mut Vec<Pending>,
+) -> Result<()> {
     let mut stretches: Vec<(SchemaRef, Vec<RecordBatch>, Vec<Ranged>)> = Vec::new();
     for f in run {
         let (schema, batches) = read_file(&f.path)?;
@@ -248,7 +364,6 @@ fn merge_parquet(run: &[Ranged], ranges: Ranges, row_group_rows: usize) -> Resul
             _ => stretches.push((schema, batches.collect(), vec![f.clone()])),
         }
     }
-    let (mut written, mut merged) = (0, 0);
     for (schema, batches, files) in stretches {
         if files.len() < 2 {
             continue;
@@ -262,12 +377,14 @@ fn merge_parquet(run: &[Ranged], ranges: Ranges, row_group_rows: usize) -> Resul
         let all = arrow_select::concat::concat_batches(&schema, &batches)
             .map_err(|e| StoreError::parquet(&path, e))?;
         let sorted = sort_by_time_and_unit(&all, &path)?;
-        write_file_atomic(&path, schema, &[sorted], row_group_rows)?;
-        remove_all(&files, dir)?;
-        written += 1;
-        merged += files.len() as u64;
+        let tmp = write_file_hidden(&path, schema, &[sorted], row_group_rows)?;
+        pending.push(Pending {
+            tmp,
+            path,
+            inputs: files.into_iter().map(|f| f.path).collect(),
+        });
     }
-    Ok((written, merged))
+    Ok(())
 }
 
 /// Deletes the inputs of a finished merge, then makes that durable.
@@ -496,6 +613,72 @@ mod tests {
             .map(|(a, b)| ranged(a, b))
             .into();
         assert_eq!(firsts(runs(&files, 100, &o)), vec![vec![1, 2, 3, 4]]);
+    }
+
+    #[test]
+    fn a_prepared_merge_is_invisible_until_published() {
+        let (_d, layout) = layout();
+        let mut expected: Vec<Record> = Vec::new();
+        for id in 1..=12u64 {
+            compact_one(&layout, id, id * 10, 10);
+            expected.extend((id * 10..id * 10 + 10).map(sample_event));
+        }
+        let before = list_parquet_files(&layout.parquet).unwrap();
+        let (pending, _) = prepare_small_files(&layout, 13, &opts(4)).unwrap();
+        assert!(!pending.is_empty());
+        // Written, hidden: a reader sees exactly the files of before, each
+        // row once, and no merge half done.
+        assert!(pending.iter().all(|p| p.tmp.exists() && !p.path.exists()));
+        assert_eq!(list_parquet_files(&layout.parquet).unwrap(), before);
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected.clone()));
+        let r = publish(pending).unwrap();
+        assert!(r.parquet_written > 0 && r.parquet_merged >= 4, "{r:?}");
+        let after = list_parquet_files(&layout.parquet).unwrap();
+        assert!(
+            after.len() < before.len(),
+            "{} -> {}",
+            before.len(),
+            after.len()
+        );
+        assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected.clone()));
+        assert!(overlapping_files(&layout.parquet).unwrap().is_empty());
+        // No temporary file is left behind.
+        let rec = crate::compact::recover(&layout).unwrap();
+        assert_eq!(rec.temp_files_removed, 0);
+    }
+
+    #[test]
+    fn a_merge_whose_input_went_away_is_discarded_and_discarding_keeps_the_inputs() {
+        let (_d, layout) = layout();
+        for id in 1..=8u64 {
+            compact_one(&layout, id, id * 10, 10);
+        }
+        let (pending, _) = prepare_small_files(&layout, 9, &opts(4)).unwrap();
+        let n = pending.len();
+        assert!(n > 0);
+        // One input removed by someone else: its merge is not published
+        // (its rows would come back), the others are.
+        let victim = pending[0].inputs[0].clone();
+        fs::remove_file(&victim).unwrap();
+        let tmp = pending[0].tmp.clone();
+        let r = publish(pending).unwrap();
+        assert_eq!(r.parquet_written, n as u64 - 1);
+        assert!(!tmp.exists());
+        assert!(!list_parquet_files(&layout.parquet)
+            .unwrap()
+            .iter()
+            .any(|f| f.file_name() == tmp.file_name()));
+        // Discarded merges leave their inputs and no temporary file.
+        let (_d, layout) = self::layout();
+        for id in 1..=8u64 {
+            compact_one(&layout, id, id * 10, 10);
+        }
+        let inputs = list_parquet_files(&layout.parquet).unwrap();
+        let (pending, _) = prepare_small_files(&layout, 9, &opts(4)).unwrap();
+        let tmps: Vec<PathBuf> = pending.iter().map(|p| p.tmp.clone()).collect();
+        discard(pending);
+        assert!(tmps.iter().all(|t| !t.exists()));
+        assert_eq!(list_parquet_files(&layout.parquet).unwrap(), inputs);
     }
 
     #[test]

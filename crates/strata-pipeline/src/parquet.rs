@@ -387,6 +387,14 @@ impl FileWriter {
 
     /// Closes the file and puts it at its path durably.
     pub fn finish(self) -> Result<()> {
+        let (tmp, path) = self.finish_hidden()?;
+        publish_file(&tmp, &path)
+    }
+
+    /// Closes the file durably under its hidden temporary name, which it
+    /// returns with the path [`publish_file`] puts it at: readers do not
+    /// see it until then.
+    fn finish_hidden(self) -> Result<(PathBuf, PathBuf)> {
         let FileWriter {
             path, tmp, writer, ..
         } = self;
@@ -395,12 +403,18 @@ impl FileWriter {
             .map_err(|e| StoreError::parquet(&tmp, e))?;
         file.sync_all()
             .map_err(|e| StoreError::io("fsync parquet file", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename parquet file", &path, e))?;
-        let dir = path
-            .parent()
-            .ok_or_else(|| StoreError::parquet(&path, "no parent directory"))?;
-        sync_dir(dir)
+        Ok((tmp, path))
     }
+}
+
+/// Puts the file written durably at `tmp` at `path` (rename, then fsync
+/// of the directory).
+pub(crate) fn publish_file(tmp: &Path, path: &Path) -> Result<()> {
+    fs::rename(tmp, path).map_err(|e| StoreError::io("rename parquet file", path, e))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::parquet(path, "no parent directory"))?;
+    sync_dir(dir)
 }
 
 /// Writes `batches` to `path` atomically (hidden temporary file, fsync,
@@ -411,12 +425,24 @@ pub fn write_file_atomic(
     batches: &[RecordBatch],
     row_group_rows: usize,
 ) -> Result<()> {
+    let tmp = write_file_hidden(path, schema, batches, row_group_rows)?;
+    publish_file(&tmp, path)
+}
+
+/// Writes `batches` durably to the hidden temporary file of `path`, which
+/// it returns; [`publish_file`] puts it at `path`.
+pub(crate) fn write_file_hidden(
+    path: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    row_group_rows: usize,
+) -> Result<PathBuf> {
     // The kind only matters to `write_records`, which is not used here.
     let mut w = FileWriter::with_schema(path, Kind::Event, schema, row_group_rows)?;
     for b in batches {
         w.write_batch(b)?;
     }
-    w.finish()
+    Ok(w.finish_hidden()?.0)
 }
 
 /// Writes `records` as Parquet under `root` in the layout above: one file

@@ -9,7 +9,8 @@
 //!
 //! After compacting, the background task merges small files
 //! ([`crate::merge`]) when files were written since the last merge and
-//! `merge_interval` has passed, unless a reader holds a read lease.
+//! `merge_interval` has passed. A merge writes its files without keeping
+//! readers out, then publishes them once no reader holds a read lease.
 //!
 //! Every pass runs under the compaction lock, which retention and deletion
 //! take too, so no two of them ever touch a Parquet file at once. The lock
@@ -29,6 +30,10 @@ use crate::compact::{self, CompactionReport, Layout};
 use crate::error::{Result, StoreError};
 use crate::log;
 use crate::merge::{self, MergeReport};
+
+/// How often a merge whose files are written looks for a moment when no
+/// reader holds a read lease.
+const PUBLISH_POLL: Duration = Duration::from_millis(20);
 
 /// Result of a compaction pass, with the count of one unit's records for
 /// a deletion's audit.
@@ -133,8 +138,15 @@ impl Inner {
 }
 
 impl Inner {
-    /// Merges small files, holding `lease` (exclusive: no reader is in the
-    /// tree, and no deletion or retention pass rewrites files).
+    /// Merges small files, holding `merging` (no deletion or retention
+    /// pass rewrites files meanwhile), in the two phases of
+    /// [`crate::merge`]: the merged files are written while readers go on,
+    /// then published under the write side of the read lease. With `wait`,
+    /// the publication waits for the lease (fairly: later readers wait for
+    /// it); without, it happens the first moment no reader holds one, so
+    /// a merge never keeps a reader waiting for more than a few renames,
+    /// and is given up (its files deleted, its inputs kept) if the store
+    /// closes first.
     ///
     /// Compaction goes on meanwhile (a merge holding the compaction lock
     /// stalled it: at 300,000 events/s the backlog passed the shedding
@@ -144,7 +156,8 @@ impl Inner {
     /// as it was, stay in the log until it commits.
     pub(super) async fn merge_with(
         &self,
-        lease: tokio::sync::OwnedRwLockWriteGuard<()>,
+        merging: tokio::sync::OwnedMutexGuard<()>,
+        wait: bool,
     ) -> Result<MergeReport> {
         let Some(opts) = self.opts.merge.clone() else {
             return Ok(MergeReport::default());
@@ -159,11 +172,35 @@ impl Inner {
             *st = (0, Some(Instant::now()));
         }
         let layout = self.layout.clone();
-        let res =
-            tokio::task::spawn_blocking(move || merge::merge_small_files(&layout, below, &opts))
+        let prepared =
+            tokio::task::spawn_blocking(move || merge::prepare_small_files(&layout, below, &opts))
                 .await
                 .map_err(|e| StoreError::Closed(format!("merge task failed: {e}")))?;
-        drop(lease);
+        let res = match prepared {
+            Ok((pending, mut report)) if !pending.is_empty() => {
+                match self.publication_lease(wait).await {
+                    Some(lease) => {
+                        let published =
+                            tokio::task::spawn_blocking(move || merge::publish(pending))
+                                .await
+                                .map_err(|e| {
+                                    StoreError::Closed(format!("merge task failed: {e}"))
+                                })?;
+                        drop(lease);
+                        published.map(|p| {
+                            report.add(&p);
+                            report
+                        })
+                    }
+                    None => {
+                        merge::discard(pending);
+                        Ok(report)
+                    }
+                }
+            }
+            other => other.map(|(_, report)| report),
+        };
+        drop(merging);
         let m = &self.metrics;
         match res {
             Ok(r) => {
@@ -178,6 +215,27 @@ impl Inner {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The write side of the read lease, for publishing a merge: awaited
+    /// with `wait`; else taken the first moment no reader holds the lease
+    /// (polled every [`PUBLISH_POLL`]), or none once the store is closed.
+    async fn publication_lease(
+        &self,
+        wait: bool,
+    ) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        if wait {
+            return Some(Arc::clone(&self.read_lease).write_owned().await);
+        }
+        loop {
+            if let Ok(lease) = Arc::clone(&self.read_lease).try_write_owned() {
+                return Some(lease);
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            tokio::time::sleep(PUBLISH_POLL).await;
         }
     }
 
@@ -243,12 +301,12 @@ pub(super) async fn background(inner: Arc<Inner>) {
             merging = None;
         }
         if merging.is_none() && inner.merge_due() {
-            // A reader holds the tree: merge at a later poll rather than
-            // keep it waiting.
-            if let Ok(lease) = Arc::clone(&inner.read_lease).try_write_owned() {
+            // A deletion or retention pass holds the files: merge at a
+            // later poll.
+            if let Ok(guard) = Arc::clone(&inner.merge_lock).try_lock_owned() {
                 let inner = Arc::clone(&inner);
                 merging = Some(tokio::spawn(async move {
-                    if let Err(e) = inner.merge_with(lease).await {
+                    if let Err(e) = inner.merge_with(guard, false).await {
                         tracing::warn!(error = %e, "merging small files failed; will retry");
                     }
                 }));

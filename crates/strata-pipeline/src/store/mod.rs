@@ -21,10 +21,11 @@
 //! - `stats` holds the counters and renders them with the backlog gauges.
 //!
 //! Retention, deletion and the merging of small files ([`crate::merge`])
-//! rewrite Parquet under the same lock as compaction, so none of them ever
-//! touch a file at once. A reader in the process that must see each row
-//! exactly once holds a [`ReadLease`] while it reads: merges are skipped
-//! while one is held.
+//! never touch a file at once (a merge holds a lock of its own that the
+//! other two take, and they take the compaction lock). A reader in the
+//! process that must see each row exactly once holds a [`ReadLease`] while
+//! it reads: a merge writes its files meanwhile, under hidden names, and
+//! publishes them only while no lease is held.
 
 mod compactor;
 mod recovery;
@@ -165,6 +166,10 @@ struct Inner {
     compact_lock: tokio::sync::Mutex<Option<Vec<u64>>>,
     /// Held (shared) by readers that must not see a merge half done.
     read_lease: Arc<tokio::sync::RwLock<()>>,
+    /// Held by a merge from its first read to its publication, and by
+    /// deletion and retention passes: none of them rewrites a file another
+    /// is reading (taken before `read_lease`'s write side).
+    merge_lock: Arc<tokio::sync::Mutex<()>>,
     /// Parquet files written since the last merge, and when that was.
     merge_state: Mutex<(u64, Option<std::time::Instant>)>,
     /// Kept between compactions (see [`compact::SegmentBuffers`]).
@@ -245,6 +250,7 @@ impl LocalStore {
             closed: AtomicBool::new(false),
             compact_lock: tokio::sync::Mutex::new(None),
             read_lease: Arc::default(),
+            merge_lock: Arc::default(),
             merge_state: Mutex::new((0, None)),
             segment_buffers: Mutex::default(),
             stop_compactor: Notify::new(),
@@ -279,8 +285,8 @@ impl LocalStore {
     /// waiting for readers holding a [`ReadLease`] to finish; compaction
     /// goes on meanwhile. Does nothing when merging is disabled.
     pub async fn merge_now(&self) -> Result<MergeReport> {
-        let lease = Arc::clone(&self.inner.read_lease).write_owned().await;
-        self.inner.merge_with(lease).await
+        let merging = Arc::clone(&self.inner.merge_lock).lock_owned().await;
+        self.inner.merge_with(merging, true).await
     }
 
     /// A lease under which the Parquet tree shows every compacted row
@@ -301,7 +307,8 @@ impl LocalStore {
     /// file replaced (or gone) between listing and reading it.
     pub async fn delete_unit(&self, unit_id: &str) -> Result<DeletionReport> {
         let inner = &self.inner;
-        // The lease before the compaction lock, as merges take them.
+        // A merge under way first, then the lease, then the compaction lock.
+        let _merging = inner.merge_lock.lock().await;
         let _lease = Arc::clone(&inner.read_lease).write_owned().await;
         let mut guard = inner.compact_lock.lock().await;
         let compacted = inner.compact_locked(&mut guard, Some(unit_id)).await?;
@@ -334,6 +341,7 @@ impl LocalStore {
         policy: &RetentionPolicy,
     ) -> Result<RetentionReport> {
         let inner = &self.inner;
+        let _merging = inner.merge_lock.lock().await;
         let _lease = Arc::clone(&inner.read_lease).write_owned().await;
         let guard = inner.compact_lock.lock().await;
         let parquet = inner.layout.parquet.clone();

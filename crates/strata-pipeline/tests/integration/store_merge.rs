@@ -209,3 +209,93 @@ async fn merging_can_be_turned_off() {
     assert_eq!(files(dir.path()), before);
     store.shutdown().await;
 }
+
+/// The hidden files under the Parquet root: writes not yet published.
+fn hidden(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if e.file_name().to_string_lossy().starts_with('.') {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dir.join("parquet"), &mut out);
+    out
+}
+
+/// A background store whose merges start as soon as files are written.
+fn background() -> StoreOptions {
+    StoreOptions {
+        background_compaction: true,
+        compact_poll: Duration::from_millis(20),
+        merge_interval: Duration::from_millis(50),
+        ..merging(4)
+    }
+}
+
+/// Waits (bounded) until `done`.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_wait_for_a_background_merge_to_write_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), background()).await.unwrap();
+    // A long reader: compaction goes on, and the merge writes its files
+    // under hidden names meanwhile.
+    let lease = store.read_lease().await;
+    trickle(&store, 0, 24).await;
+    until("the merge has written its files", || {
+        !hidden(dir.path()).is_empty()
+    })
+    .await;
+    let before = files(dir.path());
+    // A reader arriving while the merge waits to publish is not queued
+    // behind it, and sees every row once.
+    let second = tokio::time::timeout(Duration::from_millis(200), store.read_lease())
+        .await
+        .expect("a reader waited for a merge");
+    assert_eq!(rows(&dir.path().join("parquet")), 24 * 26);
+    assert_eq!(files(dir.path()), before, "a merge published under a lease");
+    drop(second);
+    drop(lease);
+    // Published the first moment no reader holds a lease.
+    until("the merge is published", || files(dir.path()) * 2 <= before).await;
+    let lease = store.read_lease().await;
+    assert_eq!(rows(&dir.path().join("parquet")), 24 * 26);
+    assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+    drop(lease);
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_waiting_to_publish_is_given_up_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), background()).await.unwrap();
+    let lease = store.read_lease().await;
+    trickle(&store, 0, 24).await;
+    until("the merge has written its files", || {
+        !hidden(dir.path()).is_empty()
+    })
+    .await;
+    let before = files(dir.path());
+    // The reader outlives the store: the shutdown does not wait for it.
+    tokio::time::timeout(Duration::from_secs(10), store.shutdown())
+        .await
+        .expect("the shutdown waited for a reader");
+    assert!(hidden(dir.path()).is_empty(), "{:?}", hidden(dir.path()));
+    assert_eq!(files(dir.path()), before);
+    assert_eq!(rows(&dir.path().join("parquet")), 24 * 26);
+    drop(lease);
+}
