@@ -672,6 +672,18 @@ async fn run(opts: &Opts, server: &Server, tokens: &Tokens, interval: Duration) 
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             for e in v["history"].as_array().into_iter().flatten() {
                 let what = match e["doc"]["evaluation"]["skipped_by"].as_str() {
+                    // A failed read is a fault of the monitor, not a state
+                    // of the data: say what failed.
+                    Some(gate @ "data") => {
+                        let detail = e["doc"]["evaluation"]["gates"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|g| g["gate"] == gate)
+                            .and_then(|g| g["detail"].as_str())
+                            .unwrap_or("?");
+                        format!("skipped by {gate}: {detail}")
+                    }
                     Some(gate) => format!("skipped by {gate}"),
                     None => e["outcome"].as_str().unwrap_or("?").to_owned(),
                 };

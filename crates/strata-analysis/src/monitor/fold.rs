@@ -62,6 +62,34 @@ use crate::source::{literal_list, Source};
 /// No slot, no accumulator.
 const NONE: u32 = u32::MAX;
 
+/// The hasher of tables keyed by [`unit_key`]s and [`event_key`]s, which
+/// are hashes already: the key's bits are the table's hash (a 128-bit key
+/// folded to 64). Hashing them again cost time on every event row.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by the keys above; any input still hashes well.
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u64(&mut self, k: u64) {
+        self.0 ^= k;
+    }
+
+    fn write_u128(&mut self, k: u128) {
+        self.0 ^= (k as u64) ^ ((k >> 64) as u64);
+    }
+}
+
+/// [`KeyHasher`]'s builder.
+pub(super) type Keyed = std::hash::BuildHasherDefault<KeyHasher>;
+
 /// A unit's key: a 128-bit hash of its id.
 pub(super) fn unit_key(id: &str) -> u128 {
     xxh3_128(id.as_bytes())
@@ -247,13 +275,13 @@ pub(super) struct Events<'a> {
     entering: Vec<Vec<(i64, i64)>>,
     slots: Vec<Slot>,
     /// Per unit key, its first slot.
-    heads: HashMap<u128, u32>,
+    heads: HashMap<u128, u32, Keyed>,
     /// Per accumulator, one value per part.
     values: Vec<f64>,
     /// Per spec and variant code, the events counted (deduplicated).
     volume: Vec<Vec<i64>>,
     /// The keys of the events seen, and the (unit, event) ids seen twice.
-    seen: HashSet<u64>,
+    seen: HashSet<u64, Keyed>,
     dups: HashSet<(String, Option<String>)>,
     reservation: MemoryReservation,
 }
@@ -295,9 +323,22 @@ impl<'a> Events<'a> {
         if held >= NONE as usize {
             return Err(Error::invalid("monitor", "units", "too many units held"));
         }
+        // The unit index has an entry per distinct unit, at least as many
+        // as the largest experiment's: sized for those at once, it grows
+        // by a doubling or two rather than a dozen.
+        let distinct = units.iter().map(|u| u.recent.len()).max().unwrap_or(0);
+        // The slots and that much of the index, reserved before they are
+        // made (the rest as it grows).
+        reservation
+            .try_resize(
+                held * std::mem::size_of::<Slot>()
+                    + distinct * (std::mem::size_of::<(u128, u32)>() + 1) * 8 / 7,
+            )
+            .map_err(Error::Engine)?;
         let entering = entering(specs, planned);
         let mut slots = Vec::with_capacity(held);
-        let mut heads: HashMap<u128, u32> = HashMap::default();
+        let mut heads: HashMap<u128, u32, Keyed> =
+            HashMap::with_capacity_and_hasher(distinct, Keyed::default());
         let mut accs = 0u32;
         for (e, u) in units.iter().enumerate() {
             for h in &u.recent {
@@ -617,9 +658,10 @@ impl<'a> Events<'a> {
         Ok(())
     }
 
-    /// Per spec and variant code, the events counted.
-    pub(super) fn volume(&self) -> &[Vec<i64>] {
-        &self.volume
+    /// Per spec and variant code, the events counted; the fold's tables
+    /// are freed.
+    pub(super) fn into_volume(self) -> Vec<Vec<i64>> {
+        self.volume
     }
 
     /// Per spec, per metric of the spec (in its order), per variant code:

@@ -281,7 +281,7 @@ struct UnitFold {
     /// 64 bits of the key ([`fold::unit_key`]) of every unit counted (a
     /// collision among 10⁸ units has a probability below 10⁻³, and would
     /// drop one unit).
-    seen: HashSet<u64>,
+    seen: HashSet<u64, fold::Keyed>,
     /// Units counted per variant, in `variants`' order.
     exposed: Vec<u64>,
     /// Units first exposed after the earliest metric's `settled`.
@@ -854,8 +854,7 @@ async fn compute(
     let mut events_fold = fold::Events::new(compiled, planned, parts, &units, reservation)?;
     events_fold.read(&ctx, &sources, &properties).await?;
     let samples = events_fold.samples()?;
-    let volume = events_fold.volume().to_vec();
-    drop(events_fold);
+    let volume = events_fold.into_volume();
 
     let mut folds = HashMap::new();
     let mut answers = Vec::with_capacity(compiled.len());
