@@ -214,6 +214,18 @@ pub fn prepare_small_files(
     opts: &MergeOptions,
 ) -> Result<(Vec<Pending>, MergeReport)> {
     let pending = prepare_small_parquet(&layout.parquet, Ranges::Segments, below, opts)?;
+    match merge_key_files(layout, below, opts) {
+        Ok(report) => Ok((pending, report)),
+        Err(e) => {
+            discard(pending);
+            Err(e)
+        }
+    }
+}
+
+/// Merges the runs of small key files below `below` (see
+/// [`prepare_small_files`]).
+fn merge_key_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Result<MergeReport> {
     let mut report = MergeReport::default();
     let keys = key_files(&layout.dedup)?;
     for run in runs(&keys, below, opts) {
@@ -240,7 +252,7 @@ pub fn prepare_small_files(
         report.keys_written += 1;
         report.keys_merged += run.len() as u64;
     }
-    Ok((pending, report))
+    Ok(report)
 }
 
 /// Merges runs of small Parquet files of naming `ranges` under the Parquet

@@ -50,7 +50,7 @@ use datafusion::datasource::MemTable;
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::prelude::SessionContext;
 use futures_util::StreamExt;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
+use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
 use super::{variant_codes, Acc, Compiled, Planned, UnitFold, WindowPart};
 use crate::error::{Error, Result};
@@ -90,9 +90,18 @@ impl std::hash::Hasher for KeyHasher {
 /// [`KeyHasher`]'s builder.
 pub(super) type Keyed = std::hash::BuildHasherDefault<KeyHasher>;
 
-/// A unit's key: a 128-bit hash of its id.
+/// A unit's key: a 128-bit hash of its id, seeded by a secret of the
+/// process. The tables keyed by it take its bits as their hash
+/// ([`KeyHasher`]): unseeded, unit ids could be chosen to crowd one bucket
+/// of them and slow every check down. Keys live only in the process's
+/// memory, so the seed need not outlive it.
 pub(super) fn unit_key(id: &str) -> u128 {
-    xxh3_128(id.as_bytes())
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    });
+    xxh3_128_with_seed(id.as_bytes(), seed)
 }
 
 /// The key of one event of a unit, for finding copies: a 64-bit hash of
