@@ -248,18 +248,26 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_never_wait_for_a_background_merge_to_write_its_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path(), background()).await.unwrap();
-    // A long reader: compaction goes on, and the merge writes its files
-    // under hidden names meanwhile.
+/// A background store at `dir` with a trickle of small files, whose merge
+/// has begun writing its files while a long reader holds the returned
+/// lease (compaction goes on meanwhile).
+async fn merge_under_a_lease(
+    dir: &std::path::Path,
+) -> (std::sync::Arc<LocalStore>, strata_pipeline::ReadLease) {
+    let store = LocalStore::open(dir, background()).await.unwrap();
     let lease = store.read_lease().await;
     trickle(&store, 0, 24).await;
     until("the merge has written its files", || {
-        !hidden(dir.path()).is_empty()
+        !hidden(dir).is_empty()
     })
     .await;
+    (store, lease)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_wait_for_a_background_merge_to_write_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lease) = merge_under_a_lease(dir.path()).await;
     let before = files(dir.path());
     // A reader arriving while the merge waits to publish is not queued
     // behind it, and sees every row once.
@@ -282,13 +290,7 @@ async fn readers_never_wait_for_a_background_merge_to_write_its_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_waiting_to_publish_is_given_up_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path(), background()).await.unwrap();
-    let lease = store.read_lease().await;
-    trickle(&store, 0, 24).await;
-    until("the merge has written its files", || {
-        !hidden(dir.path()).is_empty()
-    })
-    .await;
+    let (store, lease) = merge_under_a_lease(dir.path()).await;
     let before = files(dir.path());
     // The reader outlives the store: the shutdown does not wait for it.
     tokio::time::timeout(Duration::from_secs(10), store.shutdown())
