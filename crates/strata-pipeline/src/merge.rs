@@ -248,7 +248,7 @@ fn merge_key_files(layout: &Layout, below: u64, opts: &MergeOptions) -> Result<M
         }
         let (first, last) = (run[0].first, run[run.len() - 1].last);
         write_key_file(&layout.dedup, first, last, &all)?;
-        remove_all(&run, &layout.dedup)?;
+        remove_all(run.iter().map(|f| f.path.as_path()), &layout.dedup)?;
         report.keys_written += 1;
         report.keys_merged += run.len() as u64;
     }
@@ -278,16 +278,15 @@ fn prepare_small_parquet(
     opts: &MergeOptions,
 ) -> Result<Vec<Pending>> {
     let mut pending = Vec::new();
-    let mut out = Ok(());
-    'dirs: for files in parquet_dirs(root, ranges)?.into_values() {
-        for run in runs(&files, below, opts) {
-            if let Err(e) = prepare_parquet(&run, ranges, opts.row_group_rows, &mut pending) {
-                out = Err(e);
-                break 'dirs;
+    let written = (|| {
+        for files in parquet_dirs(root, ranges)?.into_values() {
+            for run in runs(&files, below, opts) {
+                prepare_parquet(&run, ranges, opts.row_group_rows, &mut pending)?;
             }
         }
-    }
-    match out {
+        Ok(())
+    })();
+    match written {
         Ok(()) => Ok(pending),
         Err(e) => {
             // Nothing of a failed pass is published.
@@ -323,15 +322,9 @@ pub fn publish(pending: Vec<Pending>) -> Result<MergeReport> {
             let _ = fs::remove_file(&p.tmp);
             continue;
         }
-        let done = publish_file(&p.tmp, &p.path).and_then(|()| {
-            for i in &p.inputs {
-                fs::remove_file(i).map_err(|e| StoreError::io("remove merged file", i, e))?;
-            }
-            match p.path.parent() {
-                Some(dir) => sync_dir(dir),
-                None => Ok(()),
-            }
-        });
+        let dir = p.path.parent().unwrap_or(Path::new("."));
+        let done = publish_file(&p.tmp, &p.path)
+            .and_then(|()| remove_all(p.inputs.iter().map(PathBuf::as_path), dir));
         if let Err(e) = done {
             // Recovery finishes a merge whose rename happened, and removes
             // the temporary files of the others.
@@ -400,9 +393,9 @@ fn prepare_parquet(
 }
 
 /// Deletes the inputs of a finished merge, then makes that durable.
-fn remove_all(run: &[Ranged], dir: &Path) -> Result<()> {
-    for f in run {
-        fs::remove_file(&f.path).map_err(|e| StoreError::io("remove merged file", &f.path, e))?;
+fn remove_all<'a>(inputs: impl IntoIterator<Item = &'a Path>, dir: &Path) -> Result<()> {
+    for p in inputs {
+        fs::remove_file(p).map_err(|e| StoreError::io("remove merged file", p, e))?;
     }
     sync_dir(dir)
 }
@@ -573,6 +566,17 @@ mod tests {
         compact_range(layout, &[id], 4, 1000).unwrap();
     }
 
+    /// Compacts 10 records per id of `ids` (`id * 10 ..`), each id a
+    /// segment of its own; returns the records.
+    fn compact_each(layout: &Layout, ids: std::ops::RangeInclusive<u64>) -> Vec<Record> {
+        let mut out = Vec::new();
+        for id in ids {
+            compact_one(layout, id, id * 10, 10);
+            out.extend((id * 10..id * 10 + 10).map(sample_event));
+        }
+        out
+    }
+
     fn count(layout: &Layout) -> (usize, usize) {
         (
             list_parquet_files(&layout.parquet).unwrap().len(),
@@ -630,11 +634,7 @@ mod tests {
     #[test]
     fn a_prepared_merge_is_invisible_until_published() {
         let (_d, layout) = layout();
-        let mut expected: Vec<Record> = Vec::new();
-        for id in 1..=12u64 {
-            compact_one(&layout, id, id * 10, 10);
-            expected.extend((id * 10..id * 10 + 10).map(sample_event));
-        }
+        let expected = compact_each(&layout, 1..=12);
         let before = list_parquet_files(&layout.parquet).unwrap();
         let (pending, _) = prepare_small_files(&layout, 13, &opts(4)).unwrap();
         assert!(!pending.is_empty());
@@ -662,9 +662,7 @@ mod tests {
     #[test]
     fn a_merge_whose_input_went_away_is_discarded_and_discarding_keeps_the_inputs() {
         let (_d, layout) = layout();
-        for id in 1..=8u64 {
-            compact_one(&layout, id, id * 10, 10);
-        }
+        compact_each(&layout, 1..=8);
         let (pending, _) = prepare_small_files(&layout, 9, &opts(4)).unwrap();
         let n = pending.len();
         assert!(n > 0);
@@ -682,9 +680,7 @@ mod tests {
             .any(|f| f.file_name() == tmp.file_name()));
         // Discarded merges leave their inputs and no temporary file.
         let (_d, layout) = self::layout();
-        for id in 1..=8u64 {
-            compact_one(&layout, id, id * 10, 10);
-        }
+        compact_each(&layout, 1..=8);
         let inputs = list_parquet_files(&layout.parquet).unwrap();
         let (pending, _) = prepare_small_files(&layout, 9, &opts(4)).unwrap();
         let tmps: Vec<PathBuf> = pending.iter().map(|p| p.tmp.clone()).collect();
@@ -696,11 +692,7 @@ mod tests {
     #[test]
     fn merging_keeps_every_row_once_and_bounds_the_file_count() {
         let (_d, layout) = layout();
-        let mut expected: Vec<Record> = Vec::new();
-        for id in 1..=40u64 {
-            compact_one(&layout, id, id * 10, 10);
-            expected.extend((id * 10..id * 10 + 10).map(sample_event));
-        }
+        let mut expected = compact_each(&layout, 1..=40);
         let (files_before, keys_before) = count(&layout);
         assert_eq!(keys_before, 40);
         let r = merge_small_files(&layout, 41, &opts(4)).unwrap();
@@ -734,10 +726,7 @@ mod tests {
         let keys = read_key_file(&keys_path(&layout.dedup, 1, 40)).unwrap();
         assert_eq!(keys.len(), 400);
         // Further compactions and merges go on from there.
-        for id in 41..=48u64 {
-            compact_one(&layout, id, id * 10, 10);
-            expected.extend((id * 10..id * 10 + 10).map(sample_event));
-        }
+        expected.extend(compact_each(&layout, 41..=48));
         merge_small_files(&layout, 49, &opts(4)).unwrap();
         assert_eq!(sorted(read_back(&layout.parquet)), sorted(expected));
         assert!(list_segments(&layout.log).unwrap().is_empty());
